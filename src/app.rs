@@ -1,0 +1,313 @@
+//! Wiring: starts every part in order (embedded Kafka or topic check, store, outbox publisher,
+//! registry, meter directory and head-end, HTTP, recovery of open work, then the order intake)
+//! and stops them in reverse. Runs inside an actix `System`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rdkafka::producer::FutureProducer;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::{Config, HeadEndMode};
+use crate::head_end::{HeadEnd, KafkaBridge, ResultSink, Simulator};
+use crate::kafka::{self, EmbeddedKafka, KafkaSetupError};
+use crate::meter::{Directory, MeterMsg, MeterServices, RetryPolicy};
+use crate::registry::{Registry, RegistryError};
+use crate::store::{EmbeddedStore, Store, StoreError, StoreHandle};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaSetupError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("http.listen {addr}: {source}. Choose a free port (or 127.0.0.1:0 for any)")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct App {
+    pub bootstrap: String,
+    pub http_addr: SocketAddr,
+    pub directory: Arc<Directory>,
+    pub store: StoreHandle,
+    pub registry: Arc<Registry>,
+    pub simulator: Option<Arc<Simulator>>,
+    pub config: Config,
+    ready: Arc<AtomicBool>,
+    shutdown: watch::Sender<bool>,
+    intake: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    arbiters: Vec<Arbiter>,
+    _embedded: Option<EmbeddedKafka>,
+}
+
+impl App {
+    /// Starts switchyard. Must be called inside an actix `System`.
+    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
+        crate::observability::prometheus();
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| AppError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let topics: Vec<String> = config
+            .topics
+            .all()
+            .iter()
+            .map(|(_, t)| t.to_string())
+            .collect();
+        let (embedded, bootstrap) = if config.embedded_kafka() {
+            let e = EmbeddedKafka::start(&topics, config.kafka.embedded_partitions)?;
+            let b = e.bootstrap_servers().to_string();
+            let file = config.data_dir.join("bootstrap.servers");
+            if let Err(err) = std::fs::write(&file, format!("{b}\n")) {
+                tracing::warn!(error = %err, file = %file.display(), "cannot write the bootstrap address file");
+            }
+            tracing::info!(bootstrap = %b, file = %file.display(), "embedded Kafka (librdkafka mock cluster) started");
+            (Some(e), b)
+        } else {
+            let b = config.kafka.brokers.clone();
+            kafka::ensure_topics(&config, &b).await?;
+            (None, b)
+        };
+
+        // Store, outbox backlog, writer.
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&config.data_dir)?);
+        let backlog = store.outbox(usize::MAX)?;
+        if !backlog.is_empty() {
+            tracing::info!(
+                events = backlog.len(),
+                "re-publishing events left in the outbox"
+            );
+        }
+        let (published_tx, published_rx) = mpsc::unbounded_channel();
+        let store = StoreHandle::start(store, config.store.group_commit_max, published_tx);
+
+        let registry = Registry::new();
+        if let Some(file) = &config.registry.file {
+            let report = registry.load_file(file)?;
+            for bad in &report.rejected {
+                tracing::warn!(error = %bad, "registry file line skipped");
+            }
+            tracing::info!(loaded = report.loaded, rejected = report.rejected.len(), file = %file.display(), "registry file loaded");
+        }
+
+        let n = if config.meters.arbiters == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        } else {
+            config.meters.arbiters
+        };
+        let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
+        let h = &config.head_end;
+        let services = MeterServices {
+            store: store.clone(),
+            registry: registry.clone(),
+            clock: clock.clone(),
+            retry: RetryPolicy {
+                max_attempts: h.max_attempts,
+                backoff_initial: Duration::from_millis(h.backoff_initial_ms),
+                backoff_max: Duration::from_millis(h.backoff_max_ms),
+                command_deadline: config.command_deadline(),
+            },
+            idle: Duration::from_secs(config.meters.idle_passivate_secs),
+            events_topic: config.topics.order_events.clone(),
+            exceptions_topic: config.topics.exceptions.clone(),
+        };
+        let directory = Directory::new(services, arbiters.iter().map(|a| a.handle()).collect());
+        let sink: Arc<dyn ResultSink> = directory.clone();
+        let producer: FutureProducer = kafka::producer_config(&config, &bootstrap)
+            .create()
+            .map_err(|source| KafkaSetupError::Client {
+                what: "producer",
+                source,
+            })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let simulator = match h.mode {
+            HeadEndMode::Simulator => {
+                let sim = Arc::new(Simulator::new(
+                    h.simulator.clone(),
+                    Arc::downgrade(&sink),
+                    clock.clone(),
+                ));
+                directory.set_head_end(sim.clone() as Arc<dyn HeadEnd>);
+                Some(sim)
+            }
+            HeadEndMode::Kafka => {
+                let bridge = KafkaBridge::new(
+                    producer.clone(),
+                    config.topics.head_end_commands.clone(),
+                    Arc::downgrade(&sink),
+                    clock.clone(),
+                );
+                directory.set_head_end(Arc::new(bridge));
+                let src = kafka::results_source::ResultsSource {
+                    consumer: kafka::results_source::consumer(&config, &bootstrap)?,
+                    producer: producer.clone(),
+                    directory: directory.clone(),
+                    clock: clock.clone(),
+                    topic: config.topics.head_end_results.clone(),
+                    dead_letter_topic: config.topics.dead_letter.clone(),
+                };
+                tasks.push(tokio::spawn(src.run(shutdown_rx.clone())));
+                None
+            }
+        };
+
+        let publisher = kafka::publisher::Publisher {
+            producer: producer.clone(),
+            store: store.clone(),
+            backlog,
+            committed: published_rx,
+        };
+        tasks.push(tokio::spawn(publisher.run(shutdown_rx.clone())));
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let listener = crate::http::bind(config.http.listen)
+            .await
+            .map_err(|source| AppError::Http {
+                addr: config.http.listen,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| AppError::Http {
+            addr: config.http.listen,
+            source,
+        })?;
+        let http_state = crate::http::HttpState {
+            ready: ready.clone(),
+            store: store.clone(),
+            registry: registry.clone(),
+            directory: directory.clone(),
+        };
+        tasks.push(tokio::spawn(crate::http::serve(
+            listener,
+            http_state,
+            shutdown_rx.clone(),
+        )));
+        tracing::info!(addr = %http_addr, "operator http listening (/metrics, /healthz, /readyz)");
+
+        let (caught_up_tx, caught_up_rx) = oneshot::channel();
+        let reg_src = kafka::registry_source::RegistrySource {
+            consumer: kafka::registry_source::consumer(&config, &bootstrap)?,
+            producer: producer.clone(),
+            registry: registry.clone(),
+            clock: clock.clone(),
+            topic: config.topics.registry.clone(),
+            dead_letter_topic: config.topics.dead_letter.clone(),
+        };
+        tasks.push(tokio::spawn(reg_src.run(caught_up_tx, shutdown_rx.clone())));
+
+        let mut app = App {
+            bootstrap: bootstrap.clone(),
+            http_addr,
+            directory: directory.clone(),
+            store: store.clone(),
+            registry: registry.clone(),
+            simulator,
+            config: config.clone(),
+            ready: ready.clone(),
+            shutdown,
+            intake: None,
+            tasks,
+            arbiters,
+            _embedded: embedded,
+        };
+
+        // The intake waits for the registry and for recovery; done in the background so that
+        // /healthz answers meanwhile.
+        let intake = kafka::intake::Intake {
+            consumer: kafka::intake::consumer(&config, &bootstrap)?,
+            producer,
+            store: store.clone(),
+            registry: registry.clone(),
+            directory: directory.clone(),
+            clock,
+            orders_topic: config.topics.orders.clone(),
+            events_topic: config.topics.order_events.clone(),
+            dead_letter_topic: config.topics.dead_letter.clone(),
+            batch_max: config.kafka.intake_batch_max,
+            linger: Duration::from_millis(config.kafka.intake_linger_ms),
+        };
+        let mut shutdown_rx2 = shutdown_rx.clone();
+        app.intake = Some(tokio::spawn(async move {
+            tokio::select! {
+                r = caught_up_rx => { if r.is_err() { return; } }
+                _ = shutdown_rx2.changed() => return,
+            }
+            match recover(&store, &directory) {
+                Ok(n) if n > 0 => tracing::info!(meters = n, "resumed open work after restart"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read open work from the store; intake not started");
+                    return;
+                }
+            }
+            ready.store(true, Ordering::SeqCst);
+            intake.run(shutdown_rx).await;
+        }));
+        Ok(app)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the intake runs (registry caught up, open work resumed).
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let until = tokio::time::Instant::now() + timeout;
+        while !self.is_ready() {
+            if tokio::time::Instant::now() > until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Stops intake first (committing offsets), then the rest; meter actors stop with their
+    /// arbiters. Work still open is resumed from the store on the next start.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(i) = self.intake.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), i).await;
+        }
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        for a in self.arbiters.drain(..) {
+            a.stop();
+            let _ = a.join();
+        }
+    }
+}
+
+/// Re-activates every meter with open work, handing it the open orders stored for it.
+fn recover(store: &StoreHandle, directory: &Arc<Directory>) -> Result<usize, StoreError> {
+    let meters = store.store().meters_with_open_work()?;
+    for m in &meters {
+        let orders = store
+            .store()
+            .open_orders(m)?
+            .into_iter()
+            .map(|r| r.order)
+            .collect();
+        directory.deliver(m, MeterMsg::Recover(orders));
+    }
+    Ok(meters.len())
+}

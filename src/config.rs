@@ -1,0 +1,537 @@
+//! Configuration: one typed struct loaded from TOML (config/default.toml is compiled in as the
+//! embedded defaults), overridden from the environment (`SWITCHYARD__SECTION__KEY=value`) and
+//! validated before anything starts. Unknown keys are rejected; every error names the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The embedded defaults, the same text as `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "SWITCHYARD__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the embedded store, the bootstrap address file, and other local state.
+    pub data_dir: PathBuf,
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub registry: RegistryConfig,
+    pub meters: MetersConfig,
+    pub head_end: HeadEndConfig,
+    pub store: StoreConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers; empty starts librdkafka's mock cluster in-process.
+    pub brokers: String,
+    pub group_id: String,
+    pub embedded_partitions: i32,
+    pub intake_batch_max: usize,
+    pub intake_linger_ms: u64,
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    pub orders: String,
+    pub registry: String,
+    pub order_events: String,
+    pub dead_letter: String,
+    pub exceptions: String,
+    pub head_end_commands: String,
+    pub head_end_results: String,
+}
+
+impl TopicsConfig {
+    pub fn all(&self) -> [(&'static str, &str); 7] {
+        [
+            ("topics.orders", &self.orders),
+            ("topics.registry", &self.registry),
+            ("topics.order_events", &self.order_events),
+            ("topics.dead_letter", &self.dead_letter),
+            ("topics.exceptions", &self.exceptions),
+            ("topics.head_end_commands", &self.head_end_commands),
+            ("topics.head_end_results", &self.head_end_results),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// CSV or NDJSON file of meters loaded at start.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetersConfig {
+    pub idle_passivate_secs: u64,
+    /// Threads hosting meter actors; 0 = one per core.
+    pub arbiters: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadEndMode {
+    Simulator,
+    Kafka,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadEndConfig {
+    pub mode: HeadEndMode,
+    pub command_deadline_secs: u64,
+    pub max_attempts: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub simulator: SimulatorConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorConfig {
+    pub latency_median_ms: u64,
+    pub latency_p99_ms: u64,
+    pub failure_rate: f64,
+    pub no_answer_rate: f64,
+    pub lsv_reject_rate: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    Embedded,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub group_commit_max: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Config {
+    /// Loads a config file (or the embedded defaults when `path` is `None`), applies environment
+    /// overrides from `std::env::vars()`, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (text, name) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?,
+                p.display().to_string(),
+            ),
+            None => (
+                DEFAULT_TOML.to_string(),
+                "<embedded default.toml>".to_string(),
+            ),
+        };
+        Self::from_toml_str(&text, &name, env)
+    }
+
+    pub fn from_toml_str(
+        text: &str,
+        name: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: name.to_string(),
+                    message: e.to_string(),
+                })?;
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        overrides.sort();
+        for (var, value) in overrides {
+            apply_env_override(&mut table, &var, &value)?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.inner().to_string();
+                invalid(if path == "." { "<root>" } else { &path }, message)
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Semantic checks that serde cannot express. Each error names the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let k = &self.kafka;
+        if k.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if !(1..=1024).contains(&k.embedded_partitions) {
+            return Err(invalid(
+                "kafka.embedded_partitions",
+                "must be between 1 and 1024",
+            ));
+        }
+        if !(1..=100_000).contains(&k.intake_batch_max) {
+            return Err(invalid(
+                "kafka.intake_batch_max",
+                "must be between 1 and 100000",
+            ));
+        }
+        if k.intake_linger_ms > 10_000 {
+            return Err(invalid(
+                "kafka.intake_linger_ms",
+                "must be at most 10000 (10 s)",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (key, topic) in self.topics.all() {
+            if topic.is_empty()
+                || topic.len() > 249
+                || !topic
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(invalid(
+                    key,
+                    format!("`{topic}` is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
+                ));
+            }
+            if !seen.insert(topic) {
+                return Err(invalid(
+                    key,
+                    format!("topic `{topic}` is used for two purposes"),
+                ));
+            }
+        }
+        if let Some(file) = &self.registry.file {
+            let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if !matches!(ext, "csv" | "ndjson" | "jsonl") {
+                return Err(invalid(
+                    "registry.file",
+                    format!("{} must end in .csv, .ndjson or .jsonl", file.display()),
+                ));
+            }
+        }
+        if self.meters.idle_passivate_secs == 0 {
+            return Err(invalid("meters.idle_passivate_secs", "must be at least 1"));
+        }
+        if self.meters.arbiters > 256 {
+            return Err(invalid(
+                "meters.arbiters",
+                "must be at most 256 (0 = one per core)",
+            ));
+        }
+        let h = &self.head_end;
+        if h.command_deadline_secs == 0 {
+            return Err(invalid(
+                "head_end.command_deadline_secs",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=20).contains(&h.max_attempts) {
+            return Err(invalid("head_end.max_attempts", "must be between 1 and 20"));
+        }
+        if h.backoff_initial_ms == 0 {
+            return Err(invalid("head_end.backoff_initial_ms", "must be at least 1"));
+        }
+        if h.backoff_max_ms < h.backoff_initial_ms {
+            return Err(invalid(
+                "head_end.backoff_max_ms",
+                "must be at least head_end.backoff_initial_ms",
+            ));
+        }
+        let s = &h.simulator;
+        if s.latency_median_ms > s.latency_p99_ms {
+            return Err(invalid(
+                "head_end.simulator.latency_p99_ms",
+                "must be at least head_end.simulator.latency_median_ms",
+            ));
+        }
+        for (key, rate) in [
+            ("head_end.simulator.failure_rate", s.failure_rate),
+            ("head_end.simulator.no_answer_rate", s.no_answer_rate),
+            ("head_end.simulator.lsv_reject_rate", s.lsv_reject_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(invalid(
+                    key,
+                    format!("{rate} is not a probability in [0, 1]"),
+                ));
+            }
+        }
+        if s.failure_rate + s.no_answer_rate + s.lsv_reject_rate > 1.0 {
+            return Err(invalid(
+                "head_end.simulator",
+                "failure_rate + no_answer_rate + lsv_reject_rate must not exceed 1",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.store.group_commit_max) {
+            return Err(invalid(
+                "store.group_commit_max",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "`{}` is not a tracing filter (e.g. info, switchyard=debug)",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn embedded_kafka(&self) -> bool {
+        self.kafka.brokers.trim().is_empty()
+    }
+
+    pub fn command_deadline(&self) -> Duration {
+        Duration::from_secs(self.head_end.command_deadline_secs)
+    }
+}
+
+/// `SWITCHYARD__HEAD_END__SIMULATOR__SEED=7` sets `head_end.simulator.seed = 7`. Under
+/// `kafka.client` the rest of the name becomes a librdkafka property (`SASL_PASSWORD` ->
+/// `sasl.password`). Values are parsed as TOML scalars when they parse, else taken as strings.
+fn apply_env_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let rest = &var[ENV_PREFIX.len()..];
+    let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::Env {
+            var: var.to_string(),
+            message: "empty key segment; use SWITCHYARD__SECTION__KEY".into(),
+        });
+    }
+    let (path, leaf): (Vec<String>, String) =
+        if parts.len() >= 3 && parts[0] == "kafka" && parts[1] == "client" {
+            (
+                vec!["kafka".into(), "client".into()],
+                parts[2..].join("__").replace('_', "."),
+            )
+        } else {
+            let (leaf, path) = parts.split_last().expect("non-empty");
+            (path.to_vec(), leaf.clone())
+        };
+    let mut cursor = table;
+    for seg in &path {
+        let entry = cursor
+            .entry(seg.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err(ConfigError::Env {
+                    var: var.to_string(),
+                    message: format!("`{seg}` is a value, not a section"),
+                })
+            }
+        };
+    }
+    let in_client = path.len() == 2 && path[1] == "client";
+    let parsed = if in_client {
+        toml::Value::String(value.to_string())
+    } else {
+        format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()))
+    };
+    cursor.insert(leaf, parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn every_file_in_config_dir_loads_and_validates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some("toml")
+                && !path.to_string_lossy().contains("rules")
+            {
+                Config::load_with_env(Some(&path), no_env())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                loaded += 1;
+            }
+        }
+        assert!(
+            loaded >= 2,
+            "expected default.toml and a production example"
+        );
+    }
+
+    #[test]
+    fn embedded_default_is_embedded_mode() {
+        let c = Config::load_with_env(None, no_env()).unwrap();
+        assert!(c.embedded_kafka());
+        assert_eq!(c.head_end.mode, HeadEndMode::Simulator);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_path() {
+        let text = DEFAULT_TOML.replace("[kafka]\n", "[kafka]\nbrokres = \"x\"\n");
+        let err = Config::from_toml_str(&text, "t", no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka") && err.contains("brokres"), "{err}");
+    }
+
+    #[test]
+    fn semantic_error_names_the_key() {
+        let text = DEFAULT_TOML.replace("max_attempts = 3", "max_attempts = 0");
+        let err = Config::from_toml_str(&text, "t", no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("head_end.max_attempts"), "{err}");
+        let text = DEFAULT_TOML.replace("failure_rate = 0.02", "failure_rate = 1.5");
+        let err = Config::from_toml_str(&text, "t", no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("head_end.simulator.failure_rate"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let text =
+            DEFAULT_TOML.replace("embedded_partitions = 4", "embedded_partitions = \"four\"");
+        let err = Config::from_toml_str(&text, "t", no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.embedded_partitions"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_keys_and_client_properties() {
+        let env = vec![
+            (
+                "SWITCHYARD__KAFKA__BROKERS".to_string(),
+                "b1:9092".to_string(),
+            ),
+            (
+                "SWITCHYARD__HEAD_END__SIMULATOR__SEED".to_string(),
+                "7".to_string(),
+            ),
+            (
+                "SWITCHYARD__HEAD_END__MODE".to_string(),
+                "kafka".to_string(),
+            ),
+            (
+                "SWITCHYARD__KAFKA__CLIENT__SASL_PASSWORD".to_string(),
+                "s3cret".to_string(),
+            ),
+            ("OTHER".to_string(), "ignored".to_string()),
+        ];
+        let c = Config::from_toml_str(DEFAULT_TOML, "t", env).unwrap();
+        assert_eq!(c.kafka.brokers, "b1:9092");
+        assert_eq!(c.head_end.simulator.seed, 7);
+        assert_eq!(c.head_end.mode, HeadEndMode::Kafka);
+        assert_eq!(
+            c.kafka.client.get("sasl.password").map(String::as_str),
+            Some("s3cret")
+        );
+    }
+
+    #[test]
+    fn bad_environment_override_names_the_key() {
+        let env = vec![(
+            "SWITCHYARD__HEAD_END__MAX_ATTEMPTS".to_string(),
+            "many".to_string(),
+        )];
+        let err = Config::from_toml_str(DEFAULT_TOML, "t", env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("head_end.max_attempts"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_topic_is_rejected() {
+        let text = DEFAULT_TOML.replace(
+            "exceptions = \"switchyard.exceptions.v1\"",
+            "exceptions = \"switchyard.dead-letter.v1\"",
+        );
+        let err = Config::from_toml_str(&text, "t", no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topics.exceptions"), "{err}");
+    }
+}

@@ -1,0 +1,159 @@
+//! Head-end commands and results: the canonical taxonomy every head-end adapter maps to
+//! (IEC 61968-9 EndDeviceControls / MultiSpeak CD: open = disconnect, close = connect).
+
+use serde::{Deserialize, Serialize};
+
+use super::Timestamp;
+
+pub const COMMAND_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// Open the service switch (IEC 61968-9 `.31.0.23`).
+    Disconnect,
+    /// Close the service switch (`.31.0.18`).
+    Connect,
+    /// On-demand register read.
+    Read,
+    /// Ask the switch state (MultiSpeak InitiateCDStateRequest); changes nothing.
+    SwitchStatus,
+}
+
+impl CommandKind {
+    pub const ALL: [CommandKind; 4] = [
+        CommandKind::Disconnect,
+        CommandKind::Connect,
+        CommandKind::Read,
+        CommandKind::SwitchStatus,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Disconnect => "disconnect",
+            CommandKind::Connect => "connect",
+            CommandKind::Read => "read",
+            CommandKind::SwitchStatus => "switch_status",
+        }
+    }
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    /// The switch state this command aims for, if it operates the switch.
+    pub fn target_state(self) -> Option<SwitchState> {
+        match self {
+            CommandKind::Disconnect => Some(SwitchState::Disconnected),
+            CommandKind::Connect => Some(SwitchState::Connected),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwitchState {
+    Connected,
+    Disconnected,
+    Armed,
+    Unknown,
+}
+
+/// A command to the head-end. `command_id` is deterministic: `<order_id>/<attempt>` for an
+/// execution, `<order_id>/<attempt>/status-<n>` for a status check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub schema_version: u32,
+    pub command_id: String,
+    pub order_id: String,
+    pub meter_id: String,
+    pub head_end_id: String,
+    pub kind: CommandKind,
+    pub attempt: u32,
+    pub issued_at: Timestamp,
+    /// The head-end must answer before this instant; later answers are treated as unknown.
+    pub deadline: Timestamp,
+}
+
+/// Why a command failed. Each code decides retry, exception or field order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCode {
+    /// No network path to the meter (communication problem, not a meter problem).
+    NetworkTimeout,
+    /// The meter is busy (e.g. capacitor charging); try again later.
+    MeterBusy,
+    /// Voltage on the load side before a connect (backfeed, generator or bypass).
+    LoadSideVoltage,
+    /// The meter refused the command.
+    MeterRejected,
+    /// The switch did not reach the intended state.
+    StateMismatch,
+    /// The head-end adapter does not know the meter or the command.
+    Unsupported,
+    /// The command could not be handed to the head-end at all.
+    HeadEndUnavailable,
+}
+
+impl FailureCode {
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            FailureCode::NetworkTimeout
+                | FailureCode::MeterBusy
+                | FailureCode::StateMismatch
+                | FailureCode::HeadEndUnavailable
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::NetworkTimeout => "network_timeout",
+            FailureCode::MeterBusy => "meter_busy",
+            FailureCode::LoadSideVoltage => "load_side_voltage",
+            FailureCode::MeterRejected => "meter_rejected",
+            FailureCode::StateMismatch => "state_mismatch",
+            FailureCode::Unsupported => "unsupported",
+            FailureCode::HeadEndUnavailable => "head_end_unavailable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CommandOutcome {
+    /// The head-end confirmed; `switch_state` is the actual state after the command.
+    Confirmed {
+        switch_state: SwitchState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        register_kwh: Option<f64>,
+    },
+    Failed {
+        code: FailureCode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+}
+
+/// A head-end's answer to a command (value of the head-end-results topic). (serde cannot deny
+/// unknown fields next to a flattened enum; the JSON Schema in docs/ is the strict contract.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    #[serde(default = "v1")]
+    pub schema_version: u32,
+    pub command_id: String,
+    pub meter_id: String,
+    #[serde(flatten)]
+    pub outcome: CommandOutcome,
+    pub at: Timestamp,
+}
+
+fn v1() -> u32 {
+    COMMAND_SCHEMA_VERSION
+}
+
+impl CommandResult {
+    pub fn outcome_label(&self) -> &'static str {
+        match &self.outcome {
+            CommandOutcome::Confirmed { .. } => "confirmed",
+            CommandOutcome::Failed { code, .. } => code.as_str(),
+        }
+    }
+}

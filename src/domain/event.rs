@@ -1,0 +1,257 @@
+//! What switchyard says about its work: order events (order-events topic), audit events (the
+//! store's append-only trail), exceptions (exceptions topic) and dead-letter reasons.
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{CommandKind, SwitchState};
+use super::order::{OrderKind, OrderStatus};
+use super::Timestamp;
+
+pub const EVENT_SCHEMA_VERSION: u32 = 1;
+
+/// Why a record went to the dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    MalformedJson,
+    UnsupportedSchemaVersion,
+    MissingField,
+    InvalidField,
+    UnknownField,
+    UnknownKind,
+    KindNotSupported,
+    KeyMismatch,
+    UnknownMeter,
+    NotesTooLong,
+    Expired,
+    InvalidWindow,
+    InvalidRegistryRecord,
+    InvalidHeadEndResult,
+}
+
+impl DeadLetterReason {
+    pub const ALL: [DeadLetterReason; 14] = [
+        DeadLetterReason::MalformedJson,
+        DeadLetterReason::UnsupportedSchemaVersion,
+        DeadLetterReason::MissingField,
+        DeadLetterReason::InvalidField,
+        DeadLetterReason::UnknownField,
+        DeadLetterReason::UnknownKind,
+        DeadLetterReason::KindNotSupported,
+        DeadLetterReason::KeyMismatch,
+        DeadLetterReason::UnknownMeter,
+        DeadLetterReason::NotesTooLong,
+        DeadLetterReason::Expired,
+        DeadLetterReason::InvalidWindow,
+        DeadLetterReason::InvalidRegistryRecord,
+        DeadLetterReason::InvalidHeadEndResult,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::MalformedJson => "malformed_json",
+            DeadLetterReason::UnsupportedSchemaVersion => "unsupported_schema_version",
+            DeadLetterReason::MissingField => "missing_field",
+            DeadLetterReason::InvalidField => "invalid_field",
+            DeadLetterReason::UnknownField => "unknown_field",
+            DeadLetterReason::UnknownKind => "unknown_kind",
+            DeadLetterReason::KindNotSupported => "kind_not_supported",
+            DeadLetterReason::KeyMismatch => "key_mismatch",
+            DeadLetterReason::UnknownMeter => "unknown_meter",
+            DeadLetterReason::NotesTooLong => "notes_too_long",
+            DeadLetterReason::Expired => "expired",
+            DeadLetterReason::InvalidWindow => "invalid_window",
+            DeadLetterReason::InvalidRegistryRecord => "invalid_registry_record",
+            DeadLetterReason::InvalidHeadEndResult => "invalid_head_end_result",
+        }
+    }
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// An order status change, published on the order-events topic keyed by meter id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    pub schema_version: u32,
+    pub order_id: String,
+    pub meter_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<OrderKind>,
+    pub status: OrderStatus,
+    /// Pending / In Progress / Completed / Closed, as a CSR knows them.
+    pub csr_status: String,
+    pub at: Timestamp,
+    /// Machine-readable reason code (e.g. `already_disconnected`, `superseded_by_reconnect`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_state: Option<SwitchState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_kwh: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+}
+
+impl OrderEvent {
+    pub fn new(
+        order_id: &str,
+        meter_id: &str,
+        kind: Option<OrderKind>,
+        status: OrderStatus,
+        at: Timestamp,
+    ) -> Self {
+        OrderEvent {
+            schema_version: EVENT_SCHEMA_VERSION,
+            order_id: order_id.to_string(),
+            meter_id: meter_id.to_string(),
+            kind,
+            status,
+            csr_status: status.csr_status().to_string(),
+            at,
+            reason: None,
+            detail: None,
+            command_id: None,
+            attempt: None,
+            switch_state: None,
+            register_kwh: None,
+            retry_at: None,
+            campaign_id: None,
+        }
+    }
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    OrderReceived,
+    OrderRejected,
+    DuplicateIgnored,
+    Decision,
+    CommandDispatched,
+    CommandResult,
+    CommandTimedOut,
+    LateResult,
+    StatusChange,
+    ExceptionRaised,
+    Recovered,
+}
+
+/// One line of the append-only audit trail, keyed by meter and time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub meter_id: String,
+    pub at: Timestamp,
+    pub kind: AuditKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_kind: Option<CommandKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<OrderStatus>,
+    /// Machine-readable rule or reason (e.g. `already_disconnected`, `retryable_failure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    pub fn new(meter_id: &str, at: Timestamp, kind: AuditKind) -> Self {
+        AuditEvent {
+            meter_id: meter_id.to_string(),
+            at,
+            kind,
+            order_id: None,
+            command_id: None,
+            command_kind: None,
+            status: None,
+            reason: None,
+            detail: None,
+        }
+    }
+    pub fn order(mut self, id: &str) -> Self {
+        self.order_id = Some(id.to_string());
+        self
+    }
+    pub fn command(mut self, id: &str, kind: CommandKind) -> Self {
+        self.command_id = Some(id.to_string());
+        self.command_kind = Some(kind);
+        self
+    }
+    pub fn status(mut self, s: OrderStatus) -> Self {
+        self.status = Some(s);
+        self
+    }
+    pub fn reason(mut self, r: impl Into<String>) -> Self {
+        self.reason = Some(r.into());
+        self
+    }
+    pub fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExceptionKind {
+    /// Retries exhausted on retryable failures.
+    RetriesExhausted,
+    /// The meter has no remote switch: a field crew must do it.
+    FieldOrderNeeded,
+    /// Load-side voltage refused a connect: possible backfeed / generator / bypass.
+    LoadSideVoltage,
+    /// The meter refused the command or the head-end does not support it.
+    CommandRejected,
+    /// The switch state could not be established after a lost answer.
+    OutcomeUnknown,
+}
+
+impl ExceptionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExceptionKind::RetriesExhausted => "retries_exhausted",
+            ExceptionKind::FieldOrderNeeded => "field_order_needed",
+            ExceptionKind::LoadSideVoltage => "load_side_voltage",
+            ExceptionKind::CommandRejected => "command_rejected",
+            ExceptionKind::OutcomeUnknown => "outcome_unknown",
+        }
+    }
+}
+
+/// What a person must look at (exceptions topic, keyed by meter id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExceptionRecord {
+    pub schema_version: u32,
+    /// `<order_id>/exception`: one exception per order.
+    pub exception_id: String,
+    pub meter_id: String,
+    pub order_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    pub kind: ExceptionKind,
+    /// 1 (most urgent) .. 9.
+    pub priority: u8,
+    pub detail: String,
+    pub raised_at: Timestamp,
+    pub status: String,
+}

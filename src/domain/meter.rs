@@ -1,0 +1,115 @@
+//! Meters as the registry knows them: the v1 registry record (topic or file) and the compact
+//! protection / capability flags kept in memory for every registered meter.
+
+use serde::{Deserialize, Serialize};
+
+pub const METER_SCHEMA_VERSION: u32 = 1;
+
+/// One meter in the registry (value of the compacted registry topic, a line of the registry
+/// file). Keyed by `meter_id` (the manufacturer serial).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterRecord {
+    #[serde(default = "one")]
+    pub schema_version: u32,
+    pub meter_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_point_id: Option<String>,
+    pub zone: String,
+    pub head_end_id: String,
+    pub has_switch: bool,
+    #[serde(default)]
+    pub life_support: bool,
+    #[serde(default)]
+    pub medical: bool,
+    #[serde(default)]
+    pub critical_care: bool,
+    #[serde(default)]
+    pub vip: bool,
+    #[serde(default)]
+    pub legal_dispute: bool,
+    #[serde(default = "one_f")]
+    pub multiplier: f64,
+}
+
+fn one() -> u32 {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+
+impl MeterRecord {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.schema_version != METER_SCHEMA_VERSION {
+            return Err(format!(
+                "schema_version {} is not supported (use 1)",
+                self.schema_version
+            ));
+        }
+        if self.meter_id.is_empty()
+            || self.meter_id.len() > 128
+            || !self.meter_id.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err("meter_id must be 1-128 printable ASCII characters".into());
+        }
+        if self.zone.is_empty() || self.zone.len() > 64 {
+            return Err("zone must be 1-64 characters".into());
+        }
+        if self.head_end_id.is_empty() || self.head_end_id.len() > 64 {
+            return Err("head_end_id must be 1-64 characters".into());
+        }
+        if !(self.multiplier.is_finite() && self.multiplier > 0.0) {
+            return Err(format!(
+                "multiplier {} must be a positive number",
+                self.multiplier
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn flags(&self) -> MeterFlags {
+        let mut f = MeterFlags::empty();
+        f.set(MeterFlags::HAS_SWITCH, self.has_switch);
+        f.set(MeterFlags::LIFE_SUPPORT, self.life_support);
+        f.set(MeterFlags::MEDICAL, self.medical);
+        f.set(MeterFlags::CRITICAL_CARE, self.critical_care);
+        f.set(MeterFlags::VIP, self.vip);
+        f.set(MeterFlags::LEGAL_DISPUTE, self.legal_dispute);
+        f
+    }
+}
+
+/// Capability and protection flags in one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MeterFlags(u8);
+
+impl MeterFlags {
+    pub const HAS_SWITCH: MeterFlags = MeterFlags(1);
+    pub const LIFE_SUPPORT: MeterFlags = MeterFlags(2);
+    pub const MEDICAL: MeterFlags = MeterFlags(4);
+    pub const CRITICAL_CARE: MeterFlags = MeterFlags(8);
+    pub const VIP: MeterFlags = MeterFlags(16);
+    pub const LEGAL_DISPUTE: MeterFlags = MeterFlags(32);
+
+    pub const fn empty() -> Self {
+        MeterFlags(0)
+    }
+    pub fn contains(self, other: MeterFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub fn set(&mut self, other: MeterFlags, on: bool) {
+        if on {
+            self.0 |= other.0
+        } else {
+            self.0 &= !other.0
+        }
+    }
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+    /// Life support, medical or critical care.
+    pub fn protected(self) -> bool {
+        self.0 & (Self::LIFE_SUPPORT.0 | Self::MEDICAL.0 | Self::CRITICAL_CARE.0) != 0
+    }
+}

@@ -1,0 +1,21 @@
+//! The domain vocabulary shared by every part of switchyard: service orders and their
+//! validation, meters and their registry records, head-end commands and results, order events,
+//! audit events and exceptions. Plain data plus pure functions; no I/O.
+
+pub(crate) mod command;
+pub(crate) mod event;
+pub(crate) mod meter;
+pub(crate) mod order;
+
+pub use command::{Command, CommandKind, CommandOutcome, CommandResult, FailureCode, SwitchState};
+pub use event::{
+    AuditEvent, AuditKind, DeadLetterReason, ExceptionKind, ExceptionRecord, OrderEvent,
+};
+pub use meter::{MeterFlags, MeterRecord};
+pub use order::{
+    validate_order, Order, OrderKind, OrderRecord, OrderStatus, ReasonCode, Rejection,
+    SourcePosition, MAX_NOTES_CHARS, ORDER_SCHEMA_VERSION,
+};
+
+/// Timestamps are UTC instants (RFC 3339 on the wire).
+pub type Timestamp = jiff::Timestamp;

@@ -1,0 +1,674 @@
+//! Service orders: the v1 wire format on the orders topic, validation into an [`Order`], and the
+//! stored [`OrderRecord`] with its lifecycle status.
+
+use serde::{Deserialize, Serialize};
+
+use super::event::DeadLetterReason;
+use super::Timestamp;
+
+pub const ORDER_SCHEMA_VERSION: u32 = 1;
+pub const MAX_NOTES_CHARS: usize = 250;
+const MAX_ID_LEN: usize = 128;
+
+/// What the CIS asks for. `move_out` / `move_in` are part of the model so later issues can
+/// enable them; the intake refuses them for now with `kind_not_supported`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderKind {
+    Disconnect,
+    Reconnect,
+    Read,
+    Cancel,
+    MoveOut,
+    MoveIn,
+}
+
+impl OrderKind {
+    pub const ALL: [OrderKind; 6] = [
+        OrderKind::Disconnect,
+        OrderKind::Reconnect,
+        OrderKind::Read,
+        OrderKind::Cancel,
+        OrderKind::MoveOut,
+        OrderKind::MoveIn,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderKind::Disconnect => "disconnect",
+            OrderKind::Reconnect => "reconnect",
+            OrderKind::Read => "read",
+            OrderKind::Cancel => "cancel",
+            OrderKind::MoveOut => "move_out",
+            OrderKind::MoveIn => "move_in",
+        }
+    }
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    fn supported(self) -> bool {
+        !matches!(self, OrderKind::MoveOut | OrderKind::MoveIn)
+    }
+    /// Reconnects (and later move-ins) restore power: they go first and supersede disconnects.
+    pub fn restores_power(self) -> bool {
+        matches!(self, OrderKind::Reconnect | OrderKind::MoveIn)
+    }
+}
+
+/// Why the order exists (MultiSpeak CDReasonCode-like).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    NonPayment,
+    PaymentReceived,
+    CustomerRequest,
+    Safety,
+    Tampering,
+    Move,
+    Billing,
+    Operator,
+    Other,
+}
+
+/// Lifecycle status of an order as the outside sees it on the order-events topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Received,
+    Rejected,
+    Scheduled,
+    Dispatched,
+    RetryScheduled,
+    Confirmed,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 9] = [
+        OrderStatus::Received,
+        OrderStatus::Rejected,
+        OrderStatus::Scheduled,
+        OrderStatus::Dispatched,
+        OrderStatus::RetryScheduled,
+        OrderStatus::Confirmed,
+        OrderStatus::Completed,
+        OrderStatus::Failed,
+        OrderStatus::Cancelled,
+    ];
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Rejected
+                | OrderStatus::Completed
+                | OrderStatus::Failed
+                | OrderStatus::Cancelled
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Received => "received",
+            OrderStatus::Rejected => "rejected",
+            OrderStatus::Scheduled => "scheduled",
+            OrderStatus::Dispatched => "dispatched",
+            OrderStatus::RetryScheduled => "retry_scheduled",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::Completed => "completed",
+            OrderStatus::Failed => "failed",
+            OrderStatus::Cancelled => "cancelled",
+        }
+    }
+    /// The request status a CSR knows (Pending, In Progress, On Hold, Completed, Closed).
+    pub fn csr_status(self) -> &'static str {
+        match self {
+            OrderStatus::Received | OrderStatus::Scheduled => "Pending",
+            OrderStatus::Dispatched | OrderStatus::Confirmed | OrderStatus::RetryScheduled => {
+                "In Progress"
+            }
+            OrderStatus::Completed => "Completed",
+            OrderStatus::Rejected | OrderStatus::Failed | OrderStatus::Cancelled => "Closed",
+        }
+    }
+}
+
+/// The v1 order as it arrives. Every field is optional here so that validation can say exactly
+/// which one is missing; unknown fields are refused (typos must not pass silently).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireOrderV1 {
+    schema_version: Option<u32>,
+    order_id: Option<String>,
+    kind: Option<String>,
+    reason: Option<String>,
+    meter_id: Option<String>,
+    service_point_id: Option<String>,
+    account_id: Option<String>,
+    priority: Option<u8>,
+    earliest_at: Option<String>,
+    latest_at: Option<String>,
+    notice_sent_at: Option<String>,
+    campaign_id: Option<String>,
+    target_order_id: Option<String>,
+    notes: Option<String>,
+    created_at: Option<String>,
+    amount_due: Option<f64>,
+}
+
+/// A validated service order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: String,
+    pub kind: OrderKind,
+    pub reason: ReasonCode,
+    pub meter_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_point_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// 1 (most urgent) .. 9; default 5.
+    pub priority: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_sent_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_order_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_due: Option<f64>,
+}
+
+/// Where a record came from on Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// An order as stored: the order, its status and when it changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    pub order: Order,
+    pub status: OrderStatus,
+    pub received_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourcePosition>,
+}
+
+/// Why a record was refused, for the dead-letter topic and the `rejected` order event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub reason: DeadLetterReason,
+    pub detail: String,
+    /// The order id, when the record had a readable one.
+    pub order_id: Option<String>,
+    pub meter_id: Option<String>,
+}
+
+fn reject(
+    reason: DeadLetterReason,
+    detail: impl Into<String>,
+    order_id: &Option<String>,
+    meter_id: &Option<String>,
+) -> Rejection {
+    Rejection {
+        reason,
+        detail: detail.into(),
+        order_id: order_id.clone(),
+        meter_id: meter_id.clone(),
+    }
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_LEN && s.chars().all(|c| c.is_ascii_graphic())
+}
+
+/// Validates one record from the orders topic. `meter_known` answers whether the meter is in the
+/// registry. Pure: the time is an input.
+pub fn validate_order(
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    meter_known: impl Fn(&str) -> bool,
+    now: Timestamp,
+) -> Result<Order, Rejection> {
+    let none = None;
+    let Some(payload) = payload else {
+        return Err(reject(
+            DeadLetterReason::MalformedJson,
+            "record has no value (tombstone); an order must be a JSON object",
+            &none,
+            &none,
+        ));
+    };
+    // First a loose parse so that a rejection can still name the order and meter.
+    let loose: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
+        reject(
+            DeadLetterReason::MalformedJson,
+            format!("value is not valid JSON: {e}"),
+            &none,
+            &none,
+        )
+    })?;
+    let order_id = loose
+        .get("order_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let meter_id = loose
+        .get("meter_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    if !loose.is_object() {
+        return Err(reject(
+            DeadLetterReason::MalformedJson,
+            "value must be a JSON object",
+            &order_id,
+            &meter_id,
+        ));
+    }
+    match loose.get("schema_version") {
+        Some(v) if v.as_u64() == Some(ORDER_SCHEMA_VERSION as u64) => {}
+        Some(v) => {
+            return Err(reject(
+                DeadLetterReason::UnsupportedSchemaVersion,
+                format!("schema_version {v} is not supported; this service reads version {ORDER_SCHEMA_VERSION}"),
+                &order_id,
+                &meter_id,
+            ))
+        }
+        None => {
+            return Err(reject(DeadLetterReason::MissingField, "schema_version is required (use 1)", &order_id, &meter_id))
+        }
+    }
+    let wire: WireOrderV1 = serde_json::from_value(loose).map_err(|e| {
+        let msg = e.to_string();
+        let reason = if msg.contains("unknown field") {
+            DeadLetterReason::UnknownField
+        } else {
+            DeadLetterReason::InvalidField
+        };
+        reject(reason, msg, &order_id, &meter_id)
+    })?;
+    let _ = wire.schema_version;
+
+    let need = |name: &str, v: &Option<String>| -> Result<String, Rejection> {
+        match v {
+            Some(s) if !s.trim().is_empty() => Ok(s.clone()),
+            _ => Err(reject(
+                DeadLetterReason::MissingField,
+                format!("{name} is required"),
+                &order_id,
+                &meter_id,
+            )),
+        }
+    };
+    let oid = need("order_id", &wire.order_id)?;
+    if !valid_id(&oid) {
+        return Err(reject(
+            DeadLetterReason::InvalidField,
+            format!("order_id must be 1-{MAX_ID_LEN} printable ASCII characters without spaces"),
+            &order_id,
+            &meter_id,
+        ));
+    }
+    let mid = need("meter_id", &wire.meter_id)?;
+    if !valid_id(&mid) {
+        return Err(reject(
+            DeadLetterReason::InvalidField,
+            format!("meter_id must be 1-{MAX_ID_LEN} printable ASCII characters without spaces"),
+            &order_id,
+            &meter_id,
+        ));
+    }
+    let kind_s = need("kind", &wire.kind)?;
+    let kind: OrderKind = parse_enum(&kind_s).ok_or_else(|| {
+        reject(
+            DeadLetterReason::UnknownKind,
+            format!("kind `{kind_s}` is not one of disconnect, reconnect, read, cancel"),
+            &order_id,
+            &meter_id,
+        )
+    })?;
+    if !kind.supported() {
+        return Err(reject(
+            DeadLetterReason::KindNotSupported,
+            format!("kind `{kind_s}` is part of the contract but not enabled in this version"),
+            &order_id,
+            &meter_id,
+        ));
+    }
+    let reason_s = need("reason", &wire.reason)?;
+    let reason: ReasonCode = parse_enum(&reason_s).ok_or_else(|| {
+        reject(
+            DeadLetterReason::InvalidField,
+            format!("reason `{reason_s}` is not a known reason code (see docs/topics.md)"),
+            &order_id,
+            &meter_id,
+        )
+    })?;
+    if let Some(k) = key {
+        if k != mid.as_bytes() {
+            return Err(reject(
+                DeadLetterReason::KeyMismatch,
+                format!("record key `{}` differs from meter_id `{mid}`; key orders by meter id so that one meter's records stay in order", String::from_utf8_lossy(k)),
+                &order_id,
+                &meter_id,
+            ));
+        }
+    }
+    let priority = wire.priority.unwrap_or(5);
+    if !(1..=9).contains(&priority) {
+        return Err(reject(
+            DeadLetterReason::InvalidField,
+            format!("priority {priority} must be between 1 (most urgent) and 9"),
+            &order_id,
+            &meter_id,
+        ));
+    }
+    let time = |name: &str, v: &Option<String>| -> Result<Option<Timestamp>, Rejection> {
+        match v {
+            None => Ok(None),
+            Some(s) => s.parse::<Timestamp>().map(Some).map_err(|e| {
+                reject(
+                    DeadLetterReason::InvalidField,
+                    format!("{name} `{s}` is not an RFC 3339 timestamp with offset: {e}"),
+                    &order_id,
+                    &meter_id,
+                )
+            }),
+        }
+    };
+    let earliest_at = time("earliest_at", &wire.earliest_at)?;
+    let latest_at = time("latest_at", &wire.latest_at)?;
+    let notice_sent_at = time("notice_sent_at", &wire.notice_sent_at)?;
+    let created_at = time("created_at", &wire.created_at)?;
+    if let (Some(e), Some(l)) = (earliest_at, latest_at) {
+        if e > l {
+            return Err(reject(
+                DeadLetterReason::InvalidWindow,
+                format!("earliest_at {e} is after latest_at {l}"),
+                &order_id,
+                &meter_id,
+            ));
+        }
+    }
+    if let Some(l) = latest_at {
+        if l < now {
+            return Err(reject(
+                DeadLetterReason::Expired,
+                format!("latest_at {l} has already passed (now {now})"),
+                &order_id,
+                &meter_id,
+            ));
+        }
+    }
+    if let Some(n) = notice_sent_at {
+        if n > now {
+            return Err(reject(
+                DeadLetterReason::InvalidField,
+                format!("notice_sent_at {n} is in the future"),
+                &order_id,
+                &meter_id,
+            ));
+        }
+    }
+    if let Some(notes) = &wire.notes {
+        let chars = notes.chars().count();
+        if chars > MAX_NOTES_CHARS {
+            return Err(reject(
+                DeadLetterReason::NotesTooLong,
+                format!("notes has {chars} characters; at most {MAX_NOTES_CHARS} are allowed"),
+                &order_id,
+                &meter_id,
+            ));
+        }
+    }
+    if let Some(a) = wire.amount_due {
+        if !a.is_finite() {
+            return Err(reject(
+                DeadLetterReason::InvalidField,
+                "amount_due must be a finite number",
+                &order_id,
+                &meter_id,
+            ));
+        }
+    }
+    let target_order_id = match (kind, &wire.target_order_id) {
+        (OrderKind::Cancel, Some(t)) if valid_id(t) => Some(t.clone()),
+        (OrderKind::Cancel, _) => {
+            return Err(reject(
+                DeadLetterReason::MissingField,
+                "a cancel needs target_order_id: the order it withdraws",
+                &order_id,
+                &meter_id,
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(reject(
+                DeadLetterReason::InvalidField,
+                "target_order_id is only allowed on cancel orders",
+                &order_id,
+                &meter_id,
+            ))
+        }
+        (_, None) => None,
+    };
+    if !meter_known(&mid) {
+        return Err(reject(DeadLetterReason::UnknownMeter, format!("meter `{mid}` is not in the meter registry; publish it on the registry topic first"), &order_id, &meter_id));
+    }
+    Ok(Order {
+        order_id: oid,
+        kind,
+        reason,
+        meter_id: mid,
+        service_point_id: wire.service_point_id,
+        account_id: wire.account_id,
+        priority,
+        earliest_at,
+        latest_at,
+        notice_sent_at,
+        campaign_id: wire.campaign_id,
+        target_order_id,
+        notes: wire.notes,
+        created_at,
+        amount_due: wire.amount_due,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn now() -> Timestamp {
+        "2026-11-25T12:00:00Z".parse().unwrap()
+    }
+    fn known(m: &str) -> bool {
+        m.starts_with("M")
+    }
+    fn ok_json() -> serde_json::Value {
+        serde_json::json!({"schema_version":1,"order_id":"SO-1","kind":"disconnect","reason":"non_payment","meter_id":"M1"})
+    }
+    fn check(v: serde_json::Value) -> Result<Order, Rejection> {
+        let bytes = serde_json::to_vec(&v).unwrap();
+        validate_order(Some(b"M1"), Some(&bytes), known, now())
+    }
+
+    #[test]
+    fn minimal_order_is_valid_with_defaults() {
+        let o = check(ok_json()).unwrap();
+        assert_eq!(o.kind, OrderKind::Disconnect);
+        assert_eq!(o.priority, 5);
+    }
+
+    #[test]
+    fn each_defect_has_its_reason() {
+        let cases: Vec<(serde_json::Value, DeadLetterReason)> = vec![
+            (
+                {
+                    let mut v = ok_json();
+                    v["schema_version"] = 2.into();
+                    v
+                },
+                DeadLetterReason::UnsupportedSchemaVersion,
+            ),
+            (
+                {
+                    let mut v = ok_json();
+                    v.as_object_mut().unwrap().remove("schema_version");
+                    v
+                },
+                DeadLetterReason::MissingField,
+            ),
+            (
+                {
+                    let mut v = ok_json();
+                    v["kind"] = "explode".into();
+                    v
+                },
+                DeadLetterReason::UnknownKind,
+            ),
+            (
+                {
+                    let mut v = ok_json();
+                    v["kind"] = "move_in".into();
+                    v
+                },
+                DeadLetterReason::KindNotSupported,
+            ),
+            (
+                {
+                    let mut v = ok_json();
+                    v["meter_id"] = "X9".into();
+                    v
+                },
+                DeadLetterReason::KeyMismatch,
+            ),
+            (
+                {
+                    let mut v = ok_json();
+                    v["notes"] = "x".repeat(251).into();
+                    v
+                },
+                DeadLetterReason::NotesTooLong,
+            ),
+            (
+                {
+                    let mut v = ok_json();
+                    v["latest_at"] = "2026-11-24T00:00:00Z".into();
+                    v
+                },
+                DeadLetterReason::Expired,
+            ),
+            (
+                {
+                    let mut v = ok_json();
+                    v["earliest_at"] = "2026-12-02T00:00:00Z".into();
+                    v["latest_at"] = "2026-12-01T00:00:00Z".into();
+                    v
+                },
+                DeadLetterReason::InvalidWindow,
+            ),
+            (
+                {
+                    let mut v = ok_json();
+                    v["notse"] = "typo".into();
+                    v
+                },
+                DeadLetterReason::UnknownField,
+            ),
+            (
+                {
+                    let mut v = ok_json();
+                    v["priority"] = 0.into();
+                    v
+                },
+                DeadLetterReason::InvalidField,
+            ),
+            (
+                {
+                    let mut v = ok_json();
+                    v["kind"] = "cancel".into();
+                    v
+                },
+                DeadLetterReason::MissingField,
+            ),
+            (
+                {
+                    let mut v = ok_json();
+                    v["earliest_at"] = "tomorrow".into();
+                    v
+                },
+                DeadLetterReason::InvalidField,
+            ),
+        ];
+        for (v, want) in cases {
+            let got = check(v.clone()).unwrap_err();
+            assert_eq!(got.reason, want, "{v}: {}", got.detail);
+            assert_eq!(got.order_id.as_deref(), Some("SO-1"));
+        }
+    }
+
+    #[test]
+    fn unknown_meter_is_rejected() {
+        let v = serde_json::json!({"schema_version":1,"order_id":"SO-1","kind":"read","reason":"billing","meter_id":"Z1"});
+        let r = validate_order(
+            Some(b"Z1"),
+            Some(&serde_json::to_vec(&v).unwrap()),
+            known,
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, DeadLetterReason::UnknownMeter);
+    }
+
+    #[test]
+    fn notes_limit_counts_characters_not_bytes() {
+        let mut v = ok_json();
+        v["notes"] = "é".repeat(250).into();
+        assert!(check(v).is_ok());
+    }
+
+    proptest! {
+        /// Whatever bytes arrive, validation returns (never panics), and an accepted order
+        /// always satisfies the contract.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = validate_order(None, Some(&bytes), known, now());
+        }
+
+        #[test]
+        fn accepted_orders_respect_the_contract(
+            kind in prop::sample::select(vec!["disconnect","reconnect","read","cancel","move_in","bogus"]),
+            notes_len in 0usize..300,
+            prio in 0u8..12,
+            meter in "[MZ][0-9]{1,4}",
+            with_target in any::<bool>(),
+        ) {
+            let mut v = serde_json::json!({"schema_version":1,"order_id":"SO-9","kind":kind,"reason":"non_payment","meter_id":meter,"priority":prio,"notes":"n".repeat(notes_len)});
+            if with_target { v["target_order_id"] = "SO-1".into(); }
+            let bytes = serde_json::to_vec(&v).unwrap();
+            if let Ok(o) = validate_order(Some(meter.as_bytes()), Some(&bytes), known, now()) {
+                prop_assert!(o.notes.as_ref().map_or(0, |n| n.chars().count()) <= MAX_NOTES_CHARS);
+                prop_assert!((1..=9).contains(&o.priority));
+                prop_assert!(known(&o.meter_id));
+                prop_assert!(o.kind.supported());
+                prop_assert_eq!(o.kind == OrderKind::Cancel, o.target_order_id.is_some());
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The head-end boundary. A [`HeadEnd`] takes a command and answers later, through the
+//! [`ResultSink`], with a [`CommandResult`] (or never: the meter actor's deadline covers that).
+//! Two implementations: the built-in [`simulator`] (embedded default) and the [`kafka_bridge`]
+//! (commands topic out, results topic in) that a utility's real head-end adapter plugs into.
+
+pub(crate) mod kafka_bridge;
+pub(crate) mod simulator;
+
+use crate::domain::{Command, CommandResult};
+
+pub use kafka_bridge::KafkaBridge;
+pub use simulator::Simulator;
+
+pub trait HeadEnd: Send + Sync + 'static {
+    /// Hands the command over; must not block. The answer arrives through the result sink.
+    fn dispatch(&self, command: Command);
+}
+
+/// Where answers go (the meter directory, which routes them to the meter's actor).
+pub trait ResultSink: Send + Sync + 'static {
+    fn deliver_result(&self, result: CommandResult);
+}

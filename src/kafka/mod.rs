@@ -1,0 +1,105 @@
+//! Kafka in and out, all through rdkafka (librdkafka). One folder per source / sink:
+//! [`intake`] (orders topic), [`registry_source`] (meter-registry topic), [`results_source`]
+//! (head-end results), [`publisher`] (the outbox to order-events / exceptions), and
+//! [`embedded`] (librdkafka's mock cluster for embedded mode). Dead letters are produced by the
+//! sources themselves, before the offset of the bad record is committed.
+
+pub(crate) mod dead_letter;
+pub(crate) mod embedded;
+pub(crate) mod intake;
+pub(crate) mod publisher;
+pub(crate) mod registry_source;
+pub(crate) mod results_source;
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::Config;
+
+pub use embedded::EmbeddedKafka;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error(
+        "cannot create Kafka client for {what}: {source}. Check kafka.brokers and kafka.client"
+    )]
+    Client {
+        what: &'static str,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("cannot start the embedded Kafka (librdkafka mock cluster): {0}")]
+    Embedded(String),
+    #[error("cannot create topic {topic}: {message}")]
+    Topic { topic: String, message: String },
+}
+
+/// Common client settings: bootstrap servers plus the `[kafka.client]` extras.
+pub fn client_config(config: &Config, bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c.set("client.id", "switchyard");
+    for (k, v) in &config.kafka.client {
+        c.set(k, v);
+    }
+    c
+}
+
+pub fn producer_config(config: &Config, bootstrap: &str) -> ClientConfig {
+    let mut c = client_config(config, bootstrap);
+    c.set("linger.ms", "5");
+    c.set("message.timeout.ms", "30000");
+    c.set("queue.buffering.max.messages", "1000000");
+    c
+}
+
+/// Creates the topics switchyard uses when they do not exist (for brokers that allow it).
+pub async fn ensure_topics(config: &Config, bootstrap: &str) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config, bootstrap)
+        .create()
+        .map_err(|source| KafkaSetupError::Client {
+            what: "topic admin",
+            source,
+        })?;
+    let names: Vec<String> = config
+        .topics
+        .all()
+        .iter()
+        .map(|(_, t)| t.to_string())
+        .collect();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|t| {
+            let nt = NewTopic::new(
+                t,
+                config.kafka.embedded_partitions,
+                TopicReplication::Fixed(1),
+            );
+            if *t == config.topics.registry {
+                nt.set("cleanup.policy", "compact")
+            } else {
+                nt
+            }
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results =
+        admin
+            .create_topics(&topics, &opts)
+            .await
+            .map_err(|e| KafkaSetupError::Topic {
+                topic: "*".into(),
+                message: e.to_string(),
+            })?;
+    for r in results {
+        if let Err((topic, code)) = r {
+            if code != RDKafkaErrorCode::TopicAlreadyExists {
+                tracing::warn!(%topic, ?code, "could not create topic; assuming it is provisioned");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The outbox publisher: every order event and exception is first committed to the store's
+//! outbox in the same transaction as the state change it reports; this task produces it to Kafka
+//! and deletes it from the outbox once the broker acknowledged it. A crash therefore re-publishes
+//! (at least once, in order per meter) instead of losing events. Consumers dedupe on
+//! `(order_id, status)` if they need exactly once.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::{mpsc, watch};
+
+use crate::observability::metrics;
+use crate::store::{OutboxEntry, StoreHandle, WriteBatch};
+
+const MAX_IN_FLIGHT: usize = 50_000;
+
+pub struct Publisher {
+    pub producer: FutureProducer,
+    pub store: StoreHandle,
+    /// Entries left in the outbox by an earlier run, published first.
+    pub backlog: Vec<OutboxEntry>,
+    pub committed: mpsc::UnboundedReceiver<Vec<OutboxEntry>>,
+}
+
+impl Publisher {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let m = metrics();
+        let mut queue: VecDeque<OutboxEntry> = std::mem::take(&mut self.backlog).into();
+        m.outbox_pending.set(queue.len() as f64);
+        let mut in_flight = FuturesOrdered::new();
+        let mut acked: Vec<u64> = Vec::new();
+        let mut flush = tokio::time::interval(Duration::from_millis(100));
+        let mut stopping = false;
+        loop {
+            // Hand queued entries to librdkafka.
+            while in_flight.len() < MAX_IN_FLIGHT {
+                let Some(entry) = queue.pop_front() else {
+                    break;
+                };
+                let rec = FutureRecord::to(&entry.message.topic)
+                    .key(&entry.message.key)
+                    .payload(&entry.message.payload);
+                match self.producer.send_result(rec) {
+                    Ok(fut) => in_flight.push_back(async move { (entry, fut.await) }),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        queue.push_front(entry);
+                        break;
+                    }
+                    Err((e, _)) => {
+                        m.publish_errors.increment(1);
+                        tracing::error!(error = %e, topic = %entry.message.topic, "cannot produce event; will retry");
+                        queue.push_front(entry);
+                        break;
+                    }
+                }
+            }
+            if stopping && queue.is_empty() && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(entries) = self.committed.recv(), if !stopping => {
+                    m.outbox_pending.increment(entries.len() as f64);
+                    queue.extend(entries);
+                }
+                Some((entry, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    match result {
+                        Ok(Ok(_)) => {
+                            m.events_published.increment(1);
+                            m.outbox_pending.decrement(1.0);
+                            acked.push(entry.seq);
+                        }
+                        _ => {
+                            m.publish_errors.increment(1);
+                            tracing::warn!(topic = %entry.message.topic, "event delivery failed; retrying");
+                            queue.push_back(entry);
+                        }
+                    }
+                }
+                _ = flush.tick() => {
+                    if !acked.is_empty() {
+                        let batch = WriteBatch { outbox_acked: std::mem::take(&mut acked), ..Default::default() };
+                        let store = self.store.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = store.write(batch).await {
+                                tracing::warn!(error = %e, "could not trim the outbox; entries will be re-published");
+                            }
+                        });
+                    }
+                    if stopping && !queue.is_empty() && in_flight.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
+                }
+            }
+        }
+        if !acked.is_empty() {
+            let _ = self
+                .store
+                .write(WriteBatch {
+                    outbox_acked: acked,
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+}

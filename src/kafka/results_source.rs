@@ -1,0 +1,98 @@
+//! Head-end results (Kafka bridge mode): a real head-end adapter answers each command on the
+//! results topic, keyed by meter id, with the command id in the value. Each result is routed to
+//! its meter actor, which correlates it with the command in flight. Bad records are
+//! dead-lettered; a lost result is harmless (the command deadline passes and the switch status
+//! is asked).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::Message;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::domain::{CommandResult, DeadLetterReason};
+use crate::meter::{Directory, MeterMsg};
+
+pub struct ResultsSource {
+    pub consumer: StreamConsumer,
+    pub producer: FutureProducer,
+    pub directory: Arc<Directory>,
+    pub clock: Arc<dyn Clock>,
+    pub topic: String,
+    pub dead_letter_topic: String,
+}
+
+pub fn consumer(
+    config: &crate::config::Config,
+    bootstrap: &str,
+) -> Result<StreamConsumer, super::KafkaSetupError> {
+    let mut c = super::client_config(config, bootstrap);
+    c.set(
+        "group.id",
+        format!("{}-head-end-results", config.kafka.group_id),
+    )
+    .set("enable.auto.commit", "true")
+    .set("auto.offset.reset", "earliest")
+    .set("enable.partition.eof", "false");
+    c.create().map_err(|source| super::KafkaSetupError::Client {
+        what: "head-end results consumer",
+        source,
+    })
+}
+
+impl ResultsSource {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
+            tracing::error!(error = %e, "cannot subscribe to head-end results");
+            return;
+        }
+        loop {
+            let msg = tokio::select! {
+                m = self.consumer.recv() => m,
+                _ = shutdown.changed() => return,
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "head-end results consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let parsed = msg
+                .payload()
+                .ok_or_else(|| "result has no value".to_string())
+                .and_then(|b| {
+                    serde_json::from_slice::<CommandResult>(b)
+                        .map_err(|e| format!("not a v1 command result: {e}"))
+                })
+                .and_then(|r| match msg.key() {
+                    Some(k) if k != r.meter_id.as_bytes() => {
+                        Err(format!("record key differs from meter_id `{}`", r.meter_id))
+                    }
+                    _ => Ok(r),
+                });
+            match parsed {
+                Ok(r) => {
+                    let meter = r.meter_id.clone();
+                    self.directory.deliver(&meter, MeterMsg::Result(r));
+                }
+                Err(reason) => {
+                    let owned = msg.detach();
+                    super::dead_letter::send(
+                        &self.producer,
+                        &self.dead_letter_topic,
+                        &owned,
+                        DeadLetterReason::InvalidHeadEndResult,
+                        &reason,
+                        self.clock.now(),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}

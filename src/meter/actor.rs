@@ -1,0 +1,298 @@
+//! The meter actor: loads its snapshot on activation, feeds each message to the pure
+//! [`MeterMachine`](super::machine::MeterMachine), persists the resulting state, audit rows,
+//! commands and outbox events in one store write, and only after that write is durable performs
+//! the side effects (dispatch to the head-end, arm deadline and wake timers). The mailbox is
+//! held (`ctx.wait`) while a write is in progress, so steps of one meter never interleave.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::machine::{Action, Input, MeterFacts, MeterMachine};
+use super::{Directory, MeterMsg};
+use crate::domain::{CommandOutcome, MeterFlags, Order, OrderStatus, Timestamp};
+use crate::observability::{self, metrics};
+use crate::store::{OrderUpdate, OutboxMessage, WriteBatch};
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub MeterMsg);
+
+pub struct MeterActor {
+    id: Arc<str>,
+    dir: Arc<Directory>,
+    pending: Arc<AtomicU32>,
+    generation: u64,
+    machine: MeterMachine,
+    facts: MeterFacts,
+    last_active: tokio::time::Instant,
+    deadline: Option<(String, SpawnHandle)>,
+    wake: Option<(Timestamp, SpawnHandle)>,
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    let d = at.duration_since(now);
+    if d.is_negative() {
+        Duration::ZERO
+    } else {
+        d.unsigned_abs()
+    }
+}
+
+impl MeterActor {
+    pub(crate) fn new(
+        id: Arc<str>,
+        dir: Arc<Directory>,
+        pending: Arc<AtomicU32>,
+        generation: u64,
+    ) -> MeterActor {
+        MeterActor {
+            machine: MeterMachine::new(&id),
+            facts: MeterFacts {
+                has_switch: false,
+                head_end_id: String::new(),
+            },
+            id,
+            dir,
+            pending,
+            generation,
+            last_active: tokio::time::Instant::now(),
+            deadline: None,
+            wake: None,
+        }
+    }
+
+    fn load_facts(&mut self) {
+        self.facts = match self.dir.services().registry.get(&self.id) {
+            Some(info) => MeterFacts {
+                has_switch: info.flags.contains(MeterFlags::HAS_SWITCH),
+                head_end_id: info.head_end_id.to_string(),
+            },
+            // Removed from the registry while work is open: no remote switching.
+            None => MeterFacts {
+                has_switch: false,
+                head_end_id: "unknown".into(),
+            },
+        };
+    }
+
+    fn handle(&mut self, input: Input, extra: WriteBatch, ctx: &mut Context<Self>) {
+        let svc = self.dir.services();
+        let now = svc.clock.now();
+        self.last_active = tokio::time::Instant::now();
+        let m = metrics();
+        let had_in_flight = self.machine.in_flight.is_some();
+        if let Input::Result(r) = &input {
+            if let Some(f) = &self.machine.in_flight {
+                if f.command.command_id == r.command_id {
+                    let secs = until(f.command.issued_at, now).as_secs_f64();
+                    m.command_latency.record(secs);
+                    match r.outcome {
+                        CommandOutcome::Confirmed { .. } => m.results_confirmed.increment(1),
+                        CommandOutcome::Failed { .. } => m.results_failed.increment(1),
+                    }
+                    if let Some((_, h)) = self.deadline.take() {
+                        ctx.cancel_future(h);
+                    }
+                } else {
+                    m.results_late.increment(1);
+                }
+            }
+        }
+        if let Input::Deadline(id) = &input {
+            if self.deadline.as_ref().is_some_and(|(d, _)| d == id) {
+                self.deadline = None;
+            }
+            if self
+                .machine
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| &f.command.command_id == id)
+            {
+                m.results_timed_out.increment(1);
+            }
+        }
+        let before = self.machine.clone();
+        let actions = self.machine.step(input, now, &self.facts, &svc.retry);
+        if had_in_flight && self.machine.in_flight.is_none() {
+            m.in_flight.decrement(1.0);
+        } else if !had_in_flight && self.machine.in_flight.is_some() {
+            m.in_flight.increment(1.0);
+        }
+        let mut batch = extra;
+        if self.machine != before {
+            batch.meter = Some(self.machine.clone());
+        }
+        let mut effects = Vec::new();
+        for a in actions {
+            match a {
+                Action::Audit(e) => batch.audit.push(e),
+                Action::Event(e) => {
+                    m.order_status[e.status as usize].increment(1);
+                    if e.status == OrderStatus::RetryScheduled {
+                        m.retries.increment(1);
+                    }
+                    batch.order_updates.push(OrderUpdate {
+                        order_id: e.order_id.clone(),
+                        meter_id: e.meter_id.clone(),
+                        status: e.status,
+                        reason: e.reason.clone(),
+                        at: e.at,
+                    });
+                    batch.outbox.push(OutboxMessage {
+                        topic: svc.events_topic.clone(),
+                        key: e.meter_id.clone(),
+                        payload: serde_json::to_vec(&e).expect("serialize"),
+                    });
+                }
+                Action::Exception(x) => {
+                    observability::exception(x.kind);
+                    batch.outbox.push(OutboxMessage {
+                        topic: svc.exceptions_topic.clone(),
+                        key: x.meter_id.clone(),
+                        payload: serde_json::to_vec(&x).expect("serialize"),
+                    });
+                    batch.exceptions.push(x);
+                }
+                Action::Dispatch(c) => {
+                    batch.commands.push(c.clone());
+                    effects.push(Action::Dispatch(c));
+                }
+                other => effects.push(other),
+            }
+        }
+        if batch.is_empty() && effects.is_empty() {
+            return;
+        }
+        let store = svc.store.clone();
+        let fut = async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match store.write(batch.clone()).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "meter state not stored; holding this meter until the store accepts it");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        };
+        ctx.wait(
+            fut.into_actor(self)
+                .map(move |(), act, ctx| act.perform(effects, now, ctx)),
+        );
+    }
+
+    fn perform(&mut self, effects: Vec<Action>, now: Timestamp, ctx: &mut Context<Self>) {
+        for a in effects {
+            match a {
+                Action::Dispatch(c) => {
+                    metrics().commands_sent[c.kind.index()].increment(1);
+                    self.dir.head_end().dispatch(c);
+                }
+                Action::ArmDeadline { command_id, at } => {
+                    if let Some((_, h)) = self.deadline.take() {
+                        ctx.cancel_future(h);
+                    }
+                    let id = command_id.clone();
+                    let h = ctx.run_later(until(now, at), move |act, ctx| {
+                        act.handle(Input::Deadline(id), WriteBatch::default(), ctx);
+                    });
+                    self.deadline = Some((command_id, h));
+                }
+                Action::WakeAt(at) => {
+                    if self.wake.as_ref().is_some_and(|(t, _)| *t == at) {
+                        continue;
+                    }
+                    if let Some((_, h)) = self.wake.take() {
+                        ctx.cancel_future(h);
+                    }
+                    let h = ctx.run_later(until(now, at), |act, ctx| {
+                        act.wake = None;
+                        act.handle(Input::Wake, WriteBatch::default(), ctx);
+                    });
+                    self.wake = Some((at, h));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn recover(&mut self, orders: Vec<Order>, ctx: &mut Context<Self>) {
+        for o in orders {
+            if !self.machine.has_order(&o.order_id) {
+                self.handle(Input::Order(o), WriteBatch::default(), ctx);
+            }
+        }
+        if self.machine.in_flight.is_some() {
+            self.handle(Input::Recover, WriteBatch::default(), ctx);
+        } else {
+            self.handle(Input::Wake, WriteBatch::default(), ctx);
+        }
+    }
+}
+
+impl Actor for MeterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        metrics().live_actors.increment(1.0);
+        self.load_facts();
+        match self.dir.services().store.store().meter(&self.id) {
+            Ok(Some(m)) => {
+                if m.in_flight.is_some() {
+                    metrics().in_flight.increment(1.0);
+                }
+                self.machine = m;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(meter = %self.id, error = %e, "cannot load meter state; starting from an empty snapshot")
+            }
+        }
+        let idle = self.dir.services().idle;
+        let check = (idle / 2).clamp(Duration::from_millis(10), Duration::from_secs(30));
+        ctx.run_interval(check, move |act, ctx| {
+            if act.machine.is_idle()
+                && act.last_active.elapsed() >= idle
+                && act.dir.try_passivate(&act.id, act.generation)
+            {
+                metrics().actor_passivations.increment(1);
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        metrics().live_actors.decrement(1.0);
+        if self.machine.in_flight.is_some() {
+            metrics().in_flight.decrement(1.0);
+        }
+        self.dir.forget(&self.id, self.generation);
+    }
+}
+
+impl Handler<Deliver> for MeterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        match msg.0 {
+            MeterMsg::Order(o) => {
+                self.load_facts();
+                self.handle(Input::Order(o), WriteBatch::default(), ctx)
+            }
+            MeterMsg::Result(r) => {
+                let extra = WriteBatch {
+                    results: vec![r.clone()],
+                    ..Default::default()
+                };
+                self.handle(Input::Result(r), extra, ctx)
+            }
+            MeterMsg::Recover(orders) => self.recover(orders, ctx),
+        }
+    }
+}

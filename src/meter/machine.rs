@@ -1,0 +1,780 @@
+//! The meter state machine: pure, no I/O, no clock. Given an input and the time it returns the
+//! actions the meter actor must perform (persist, dispatch, publish, arm timers), in the style of
+//! restate's state machines. Invariants it owns:
+//! - at most one command in flight per meter (`in_flight` is an `Option`);
+//! - a reconnect or a cancel supersedes a pending (not yet dispatched) disconnect;
+//! - a disconnect of a meter known to be disconnected completes without a command (and the
+//!   same for a reconnect of a connected meter);
+//! - a command whose outcome is unknown (deadline passed, or a crash while it was in flight) is
+//!   resolved by a switch-status check before any retry;
+//! - retryable failures back off exponentially up to `max_attempts`; then an exception.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::event::EVENT_SCHEMA_VERSION;
+use crate::domain::{
+    AuditEvent, AuditKind, Command, CommandKind, CommandOutcome, CommandResult, ExceptionKind,
+    ExceptionRecord, FailureCode, Order, OrderEvent, OrderKind, OrderStatus, SwitchState,
+    Timestamp,
+};
+
+/// Retry and deadline rules (from `[head_end]` in the config).
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub command_deadline: Duration,
+}
+
+impl RetryPolicy {
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.backoff_initial
+            .saturating_mul(factor)
+            .min(self.backoff_max)
+    }
+}
+
+/// What the registry says about the meter, as the machine needs it.
+#[derive(Debug, Clone)]
+pub struct MeterFacts {
+    pub has_switch: bool,
+    pub head_end_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    Execute,
+    StatusCheck,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub command: Command,
+    pub purpose: Purpose,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenOrder {
+    pub order: Order,
+    pub status: OrderStatus,
+    /// Execution commands sent so far.
+    pub attempts: u32,
+    /// Status checks sent for the current unknown outcome.
+    pub status_checks: u32,
+    /// The last execution's outcome is unknown: ask the switch state before anything else.
+    pub unknown_outcome: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
+    pub seq: u64,
+}
+
+/// Everything the meter actor knows, persisted as one snapshot after every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeterMachine {
+    pub meter_id: String,
+    pub switch: SwitchState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_known_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_register_kwh: Option<f64>,
+    pub open: Vec<OpenOrder>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlight>,
+    pub next_seq: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Input {
+    Order(Order),
+    Result(CommandResult),
+    Deadline(String),
+    Wake,
+    /// The actor was activated with a persisted in-flight command (restart): its outcome is
+    /// unknown.
+    Recover,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Dispatch(Command),
+    Event(OrderEvent),
+    Audit(AuditEvent),
+    Exception(ExceptionRecord),
+    ArmDeadline { command_id: String, at: Timestamp },
+    WakeAt(Timestamp),
+}
+
+fn add(now: Timestamp, d: Duration) -> Timestamp {
+    now.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
+}
+
+struct Out<'a> {
+    meter_id: &'a str,
+    now: Timestamp,
+    actions: Vec<Action>,
+}
+
+impl Out<'_> {
+    fn event(
+        &mut self,
+        o: &Order,
+        status: OrderStatus,
+        reason: Option<&str>,
+        f: impl FnOnce(&mut OrderEvent),
+    ) {
+        let mut e = OrderEvent::new(&o.order_id, self.meter_id, Some(o.kind), status, self.now);
+        e.reason = reason.map(str::to_string);
+        e.campaign_id = o.campaign_id.clone();
+        f(&mut e);
+        let mut a = AuditEvent::new(self.meter_id, self.now, AuditKind::StatusChange)
+            .order(&o.order_id)
+            .status(status);
+        a.reason = e.reason.clone();
+        a.detail = e.detail.clone();
+        a.command_id = e.command_id.clone();
+        self.actions.push(Action::Audit(a));
+        self.actions.push(Action::Event(e));
+    }
+    fn audit(&mut self, a: AuditEvent) {
+        self.actions.push(Action::Audit(a));
+    }
+}
+
+impl MeterMachine {
+    pub fn new(meter_id: &str) -> Self {
+        MeterMachine {
+            meter_id: meter_id.to_string(),
+            switch: SwitchState::Unknown,
+            switch_known_at: None,
+            last_register_kwh: None,
+            open: Vec::new(),
+            in_flight: None,
+            next_seq: 0,
+        }
+    }
+
+    pub fn has_order(&self, order_id: &str) -> bool {
+        self.open.iter().any(|o| o.order.order_id == order_id)
+    }
+
+    /// True when nothing is open and nothing is in flight: the actor may passivate.
+    pub fn is_idle(&self) -> bool {
+        self.open.is_empty() && self.in_flight.is_none()
+    }
+
+    pub fn step(
+        &mut self,
+        input: Input,
+        now: Timestamp,
+        facts: &MeterFacts,
+        policy: &RetryPolicy,
+    ) -> Vec<Action> {
+        let meter_id = self.meter_id.clone();
+        let mut out = Out {
+            meter_id: &meter_id,
+            now,
+            actions: Vec::new(),
+        };
+        match input {
+            Input::Order(order) => self.on_order(order, &mut out),
+            Input::Result(r) => self.on_result(r, &mut out, policy),
+            Input::Deadline(id) => self.on_deadline(&id, &mut out, policy),
+            Input::Wake => {}
+            Input::Recover => self.on_recover(&mut out),
+        }
+        self.drive(&mut out, facts, policy);
+        out.actions
+    }
+
+    fn on_order(&mut self, order: Order, out: &mut Out) {
+        if self.has_order(&order.order_id) {
+            out.audit(
+                AuditEvent::new(out.meter_id, out.now, AuditKind::DuplicateIgnored)
+                    .order(&order.order_id)
+                    .reason("order_already_open"),
+            );
+            return;
+        }
+        let in_flight_order = self.in_flight.as_ref().map(|f| f.command.order_id.clone());
+        match order.kind {
+            OrderKind::Cancel => {
+                let target = order.target_order_id.clone().unwrap_or_default();
+                let reason = if in_flight_order.as_deref() == Some(target.as_str()) {
+                    "target_already_dispatched"
+                } else if let Some(pos) = self.open.iter().position(|o| o.order.order_id == target)
+                {
+                    let t = self.open.remove(pos);
+                    out.event(
+                        &t.order,
+                        OrderStatus::Cancelled,
+                        Some("cancelled_by_order"),
+                        |e| {
+                            e.detail = Some(format!("withdrawn by cancel order {}", order.order_id))
+                        },
+                    );
+                    "target_cancelled"
+                } else {
+                    "target_not_open"
+                };
+                out.event(&order, OrderStatus::Completed, Some(reason), |e| {
+                    e.detail = Some(format!("cancel of {target}"))
+                });
+                return;
+            }
+            k if k.restores_power() => {
+                let mut i = 0;
+                while i < self.open.len() {
+                    let o = &self.open[i];
+                    let dispatched = in_flight_order.as_deref() == Some(o.order.order_id.as_str());
+                    if o.order.kind == OrderKind::Disconnect && !dispatched {
+                        let t = self.open.remove(i);
+                        out.event(
+                            &t.order,
+                            OrderStatus::Cancelled,
+                            Some("superseded_by_reconnect"),
+                            |e| e.detail = Some(format!("superseded by order {}", order.order_id)),
+                        );
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let not_before = order.earliest_at.filter(|t| *t > out.now);
+        if let Some(t) = not_before {
+            out.event(&order, OrderStatus::Scheduled, Some("earliest_at"), |e| {
+                e.retry_at = Some(t)
+            });
+        }
+        self.open.push(OpenOrder {
+            order,
+            status: if not_before.is_some() {
+                OrderStatus::Scheduled
+            } else {
+                OrderStatus::Received
+            },
+            attempts: 0,
+            status_checks: 0,
+            unknown_outcome: false,
+            not_before,
+            seq,
+        });
+    }
+
+    fn on_recover(&mut self, out: &mut Out) {
+        if let Some(f) = self.in_flight.take() {
+            out.audit(
+                AuditEvent::new(out.meter_id, out.now, AuditKind::Recovered)
+                    .order(&f.command.order_id)
+                    .command(&f.command.command_id, f.command.kind)
+                    .reason("in_flight_at_restart")
+                    .detail("outcome unknown after restart: switch status will be asked before any retry"),
+            );
+            if let Some(o) = self
+                .open
+                .iter_mut()
+                .find(|o| o.order.order_id == f.command.order_id)
+            {
+                if f.command.kind == CommandKind::Read {
+                    o.not_before = None; // reads are harmless to repeat
+                } else {
+                    o.unknown_outcome = true;
+                    o.not_before = None;
+                }
+            }
+        }
+    }
+
+    fn on_deadline(&mut self, command_id: &str, out: &mut Out, policy: &RetryPolicy) {
+        let matches = self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.command.command_id == command_id);
+        if !matches {
+            return;
+        }
+        let f = self.in_flight.take().expect("checked");
+        out.audit(
+            AuditEvent::new(out.meter_id, out.now, AuditKind::CommandTimedOut)
+                .order(&f.command.order_id)
+                .command(&f.command.command_id, f.command.kind)
+                .reason("no_answer_before_deadline"),
+        );
+        let Some(idx) = self
+            .open
+            .iter()
+            .position(|o| o.order.order_id == f.command.order_id)
+        else {
+            return;
+        };
+        match (f.purpose, f.command.kind) {
+            (Purpose::Execute, CommandKind::Read) => self.fail_or_retry(
+                idx,
+                FailureCode::NetworkTimeout,
+                Some("no answer before the deadline".into()),
+                &f.command,
+                out,
+                policy,
+            ),
+            (Purpose::Execute, _) => {
+                let o = &mut self.open[idx];
+                o.unknown_outcome = true;
+                o.not_before = None;
+            }
+            (Purpose::StatusCheck, _) => {
+                let o = &mut self.open[idx];
+                o.not_before = Some(add(out.now, policy.backoff(o.status_checks)));
+            }
+        }
+    }
+
+    fn on_result(&mut self, r: CommandResult, out: &mut Out, policy: &RetryPolicy) {
+        let matches = self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.command.command_id == r.command_id);
+        if !matches {
+            // A late answer (after its deadline) or one for a command we never sent: keep the
+            // switch knowledge if it is newer, change nothing else.
+            let mut a = AuditEvent::new(out.meter_id, out.now, AuditKind::LateResult)
+                .reason(r.outcome_label())
+                .detail(format!(
+                    "result for {} which is not in flight",
+                    r.command_id
+                ));
+            a.command_id = Some(r.command_id.clone());
+            out.audit(a);
+            if let CommandOutcome::Confirmed { switch_state, .. } = &r.outcome {
+                if self.switch_known_at.is_none_or(|t| r.at > t) {
+                    self.switch = *switch_state;
+                    self.switch_known_at = Some(r.at);
+                }
+            }
+            return;
+        }
+        let f = self.in_flight.take().expect("checked");
+        out.audit(
+            AuditEvent::new(out.meter_id, out.now, AuditKind::CommandResult)
+                .order(&f.command.order_id)
+                .command(&f.command.command_id, f.command.kind)
+                .reason(r.outcome_label())
+                .detail(serde_json::to_string(&r.outcome).unwrap_or_default()),
+        );
+        if let CommandOutcome::Confirmed {
+            switch_state,
+            register_kwh,
+        } = &r.outcome
+        {
+            if f.command.kind != CommandKind::Read || *switch_state != SwitchState::Unknown {
+                self.switch = *switch_state;
+                self.switch_known_at = Some(r.at);
+            }
+            if register_kwh.is_some() {
+                self.last_register_kwh = *register_kwh;
+            }
+        }
+        let Some(idx) = self
+            .open
+            .iter()
+            .position(|o| o.order.order_id == f.command.order_id)
+        else {
+            return;
+        };
+        let target = command_for(self.open[idx].order.kind).and_then(CommandKind::target_state);
+        match (f.purpose, &r.outcome) {
+            (
+                Purpose::Execute,
+                CommandOutcome::Confirmed {
+                    switch_state,
+                    register_kwh,
+                },
+            ) => {
+                if target.is_none() || target == Some(*switch_state) {
+                    let o = self.open.remove(idx);
+                    let (s, kwh, cid, att) = (
+                        *switch_state,
+                        *register_kwh,
+                        f.command.command_id.clone(),
+                        f.command.attempt,
+                    );
+                    if target.is_some() {
+                        out.event(
+                            &o.order,
+                            OrderStatus::Confirmed,
+                            Some("head_end_confirmed"),
+                            |e| {
+                                e.switch_state = Some(s);
+                                e.register_kwh = kwh;
+                                e.command_id = Some(cid.clone());
+                                e.attempt = Some(att);
+                            },
+                        );
+                    }
+                    out.event(&o.order, OrderStatus::Completed, Some("done"), |e| {
+                        e.switch_state = Some(s);
+                        e.register_kwh = kwh;
+                        e.command_id = Some(cid);
+                        e.attempt = Some(att);
+                    });
+                } else {
+                    self.fail_or_retry(
+                        idx,
+                        FailureCode::StateMismatch,
+                        Some(format!(
+                            "head-end reports {switch_state:?} after {}",
+                            f.command.kind.as_str()
+                        )),
+                        &f.command,
+                        out,
+                        policy,
+                    );
+                }
+            }
+            (Purpose::Execute, CommandOutcome::Failed { code, detail }) => {
+                self.fail_or_retry(idx, *code, detail.clone(), &f.command, out, policy)
+            }
+            (Purpose::StatusCheck, CommandOutcome::Confirmed { switch_state, .. }) => {
+                let o = &mut self.open[idx];
+                o.unknown_outcome = false;
+                o.status_checks = 0;
+                if target == Some(*switch_state) {
+                    let o = self.open.remove(idx);
+                    let s = *switch_state;
+                    let cid = f.command.command_id.clone();
+                    out.event(
+                        &o.order,
+                        OrderStatus::Confirmed,
+                        Some("confirmed_by_status_check"),
+                        |e| {
+                            e.switch_state = Some(s);
+                            e.command_id = Some(cid.clone());
+                            e.detail =
+                                Some("the earlier command took effect; not sent again".into());
+                        },
+                    );
+                    out.event(&o.order, OrderStatus::Completed, Some("done"), |e| {
+                        e.switch_state = Some(s);
+                        e.command_id = Some(cid);
+                    });
+                } else {
+                    // The earlier attempt did not take effect: it is now safe to send again.
+                    let cmd = f.command.clone();
+                    self.fail_or_retry(
+                        idx,
+                        FailureCode::NetworkTimeout,
+                        Some(format!(
+                            "no answer to the previous attempt; switch is {switch_state:?}"
+                        )),
+                        &cmd,
+                        out,
+                        policy,
+                    );
+                }
+            }
+            (Purpose::StatusCheck, CommandOutcome::Failed { .. }) => {
+                let o = &mut self.open[idx];
+                o.not_before = Some(add(out.now, policy.backoff(o.status_checks)));
+            }
+        }
+    }
+
+    /// A failed execution: schedule a retry when allowed, else fail the order with an exception.
+    fn fail_or_retry(
+        &mut self,
+        idx: usize,
+        code: FailureCode,
+        detail: Option<String>,
+        cmd: &Command,
+        out: &mut Out,
+        policy: &RetryPolicy,
+    ) {
+        let o = &mut self.open[idx];
+        if code.retryable() && o.attempts < policy.max_attempts {
+            let at = add(out.now, policy.backoff(o.attempts));
+            o.not_before = Some(at);
+            o.status = OrderStatus::RetryScheduled;
+            let (cid, att) = (cmd.command_id.clone(), cmd.attempt);
+            let order = o.order.clone();
+            out.event(
+                &order,
+                OrderStatus::RetryScheduled,
+                Some(code.as_str()),
+                |e| {
+                    e.retry_at = Some(at);
+                    e.detail = detail;
+                    e.command_id = Some(cid);
+                    e.attempt = Some(att);
+                },
+            );
+            return;
+        }
+        let o = self.open.remove(idx);
+        let kind = match code {
+            c if c.retryable() => ExceptionKind::RetriesExhausted,
+            FailureCode::LoadSideVoltage => ExceptionKind::LoadSideVoltage,
+            _ => ExceptionKind::CommandRejected,
+        };
+        let text = format!(
+            "{} of meter {} failed after {} attempt(s): {}{}",
+            o.order.kind.as_str(),
+            out.meter_id,
+            o.attempts,
+            code.as_str(),
+            detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        );
+        self.raise(
+            &o,
+            kind,
+            Some(cmd.command_id.clone()),
+            text,
+            code.as_str(),
+            out,
+        );
+    }
+
+    fn raise(
+        &mut self,
+        o: &OpenOrder,
+        kind: ExceptionKind,
+        command_id: Option<String>,
+        text: String,
+        reason: &str,
+        out: &mut Out,
+    ) {
+        let ex = ExceptionRecord {
+            schema_version: EVENT_SCHEMA_VERSION,
+            exception_id: format!("{}/exception", o.order.order_id),
+            meter_id: out.meter_id.to_string(),
+            order_id: o.order.order_id.clone(),
+            command_id,
+            kind,
+            priority: if o.order.kind.restores_power() {
+                1
+            } else {
+                o.order.priority
+            },
+            detail: text.clone(),
+            raised_at: out.now,
+            status: "open".into(),
+        };
+        out.audit(
+            AuditEvent::new(out.meter_id, out.now, AuditKind::ExceptionRaised)
+                .order(&o.order.order_id)
+                .reason(kind.as_str())
+                .detail(text.clone()),
+        );
+        out.actions.push(Action::Exception(ex));
+        out.event(&o.order, OrderStatus::Failed, Some(reason), |e| {
+            e.detail = Some(text)
+        });
+    }
+
+    /// Start the next due work when nothing is in flight.
+    fn drive(&mut self, out: &mut Out, facts: &MeterFacts, policy: &RetryPolicy) {
+        while self.in_flight.is_none() {
+            let now = out.now;
+            let Some(idx) = self
+                .open
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.not_before.is_none_or(|t| t <= now))
+                .min_by_key(|(_, o)| (!o.order.kind.restores_power(), o.order.priority, o.seq))
+                .map(|(i, _)| i)
+            else {
+                if let Some(t) = self.open.iter().filter_map(|o| o.not_before).min() {
+                    out.actions.push(Action::WakeAt(t));
+                }
+                return;
+            };
+            let kind = self.open[idx].order.kind;
+            let Some(cmd_kind) = command_for(kind) else {
+                // Not executable here (cancel is handled on arrival; move orders are refused at
+                // intake); close it rather than leave it open forever.
+                let o = self.open.remove(idx);
+                out.event(
+                    &o.order,
+                    OrderStatus::Failed,
+                    Some("kind_not_supported"),
+                    |_| {},
+                );
+                continue;
+            };
+            if let Some(target) = cmd_kind.target_state() {
+                if !facts.has_switch {
+                    let o = self.open.remove(idx);
+                    let text = format!(
+                        "meter {} has no remote service switch: a field order is needed to {}",
+                        out.meter_id,
+                        kind.as_str()
+                    );
+                    self.raise(
+                        &o,
+                        ExceptionKind::FieldOrderNeeded,
+                        None,
+                        text,
+                        "field_order_needed",
+                        out,
+                    );
+                    continue;
+                }
+                if self.open[idx].unknown_outcome {
+                    self.status_check(idx, facts, policy, out);
+                    continue;
+                }
+                if self.switch == target {
+                    let o = self.open.remove(idx);
+                    let reason = if target == SwitchState::Disconnected {
+                        "already_disconnected"
+                    } else {
+                        "already_connected"
+                    };
+                    let s = self.switch;
+                    out.audit(
+                        AuditEvent::new(out.meter_id, now, AuditKind::Decision)
+                            .order(&o.order.order_id)
+                            .reason(reason)
+                            .detail("switch already in the requested state: no command sent"),
+                    );
+                    out.event(&o.order, OrderStatus::Completed, Some(reason), |e| {
+                        e.switch_state = Some(s)
+                    });
+                    continue;
+                }
+            }
+            if self.open[idx].order.latest_at.is_some_and(|l| l < now) {
+                let o = self.open.remove(idx);
+                out.event(&o.order, OrderStatus::Failed, Some("expired"), |e| {
+                    e.detail = Some("latest_at passed before the command could be sent".into())
+                });
+                continue;
+            }
+            self.execute(idx, cmd_kind, facts, policy, out);
+        }
+    }
+
+    fn execute(
+        &mut self,
+        idx: usize,
+        kind: CommandKind,
+        facts: &MeterFacts,
+        policy: &RetryPolicy,
+        out: &mut Out,
+    ) {
+        let o = &mut self.open[idx];
+        o.attempts += 1;
+        o.not_before = None;
+        o.status = OrderStatus::Dispatched;
+        let cmd = Command {
+            schema_version: crate::domain::command::COMMAND_SCHEMA_VERSION,
+            command_id: format!("{}/{}", o.order.order_id, o.attempts),
+            order_id: o.order.order_id.clone(),
+            meter_id: out.meter_id.to_string(),
+            head_end_id: facts.head_end_id.clone(),
+            kind,
+            attempt: o.attempts,
+            issued_at: out.now,
+            deadline: add(out.now, policy.command_deadline),
+        };
+        let order = o.order.clone();
+        out.audit(
+            AuditEvent::new(out.meter_id, out.now, AuditKind::CommandDispatched)
+                .order(&order.order_id)
+                .command(&cmd.command_id, kind),
+        );
+        let (cid, att) = (cmd.command_id.clone(), cmd.attempt);
+        out.event(&order, OrderStatus::Dispatched, None, |e| {
+            e.command_id = Some(cid);
+            e.attempt = Some(att);
+        });
+        out.actions.push(Action::ArmDeadline {
+            command_id: cmd.command_id.clone(),
+            at: cmd.deadline,
+        });
+        out.actions.push(Action::Dispatch(cmd.clone()));
+        self.in_flight = Some(InFlight {
+            command: cmd,
+            purpose: Purpose::Execute,
+        });
+    }
+
+    fn status_check(
+        &mut self,
+        idx: usize,
+        facts: &MeterFacts,
+        policy: &RetryPolicy,
+        out: &mut Out,
+    ) {
+        if self.open[idx].status_checks >= policy.max_attempts {
+            let o = self.open.remove(idx);
+            let text = format!(
+                "the outcome of {} attempt {} on meter {} is unknown and {} status checks got no answer: check the meter before acting",
+                o.order.kind.as_str(), o.attempts, out.meter_id, o.status_checks
+            );
+            self.raise(
+                &o,
+                ExceptionKind::OutcomeUnknown,
+                None,
+                text,
+                "outcome_unknown",
+                out,
+            );
+            return;
+        }
+        let o = &mut self.open[idx];
+        o.status_checks += 1;
+        o.not_before = None;
+        let cmd = Command {
+            schema_version: crate::domain::command::COMMAND_SCHEMA_VERSION,
+            command_id: format!(
+                "{}/{}/status-{}",
+                o.order.order_id, o.attempts, o.status_checks
+            ),
+            order_id: o.order.order_id.clone(),
+            meter_id: out.meter_id.to_string(),
+            head_end_id: facts.head_end_id.clone(),
+            kind: CommandKind::SwitchStatus,
+            attempt: o.attempts,
+            issued_at: out.now,
+            deadline: add(out.now, policy.command_deadline),
+        };
+        out.audit(
+            AuditEvent::new(out.meter_id, out.now, AuditKind::CommandDispatched)
+                .order(&cmd.order_id)
+                .command(&cmd.command_id, cmd.kind)
+                .reason("resolve_unknown_outcome"),
+        );
+        out.actions.push(Action::ArmDeadline {
+            command_id: cmd.command_id.clone(),
+            at: cmd.deadline,
+        });
+        out.actions.push(Action::Dispatch(cmd.clone()));
+        self.in_flight = Some(InFlight {
+            command: cmd,
+            purpose: Purpose::StatusCheck,
+        });
+    }
+}
+
+/// The head-end command that executes an order kind.
+pub fn command_for(kind: OrderKind) -> Option<CommandKind> {
+    match kind {
+        OrderKind::Disconnect | OrderKind::MoveOut => Some(CommandKind::Disconnect),
+        OrderKind::Reconnect | OrderKind::MoveIn => Some(CommandKind::Connect),
+        OrderKind::Read => Some(CommandKind::Read),
+        OrderKind::Cancel => None,
+    }
+}

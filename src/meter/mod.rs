@@ -1,0 +1,153 @@
+//! Meter actors. Every *active* meter has one actix actor that serialises everything that
+//! happens to it; the pure [`machine`] decides, the [`actor`] performs (persist first, then
+//! dispatch, publish, arm timers). The [`Directory`] finds live actors through a dashmap,
+//! activates a meter on its first message (spreading actors over one arbiter per core) and lets
+//! an idle actor passivate without losing a message.
+
+pub(crate) mod actor;
+pub(crate) mod machine;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+
+use crate::clock::Clock;
+use crate::domain::{CommandResult, Order};
+use crate::head_end::{HeadEnd, ResultSink};
+use crate::observability::metrics;
+use crate::registry::Registry;
+use crate::store::StoreHandle;
+
+pub use actor::MeterActor;
+pub use machine::{MeterMachine, RetryPolicy};
+
+/// What can be sent to a meter.
+#[derive(Debug, Clone)]
+pub enum MeterMsg {
+    Order(Order),
+    Result(CommandResult),
+    /// Startup recovery: these open orders are stored for the meter; resume them.
+    Recover(Vec<Order>),
+}
+
+/// What every meter actor shares.
+pub struct MeterServices {
+    pub store: StoreHandle,
+    pub registry: Arc<Registry>,
+    pub clock: Arc<dyn Clock>,
+    pub retry: RetryPolicy,
+    pub idle: Duration,
+    pub events_topic: String,
+    pub exceptions_topic: String,
+}
+
+struct Entry {
+    addr: Addr<MeterActor>,
+    pending: Arc<AtomicU32>,
+    generation: u64,
+}
+
+pub struct Directory {
+    live: DashMap<Arc<str>, Entry>,
+    arbiters: Vec<ArbiterHandle>,
+    services: MeterServices,
+    head_end: OnceLock<Arc<dyn HeadEnd>>,
+    next_generation: AtomicU64,
+    me: std::sync::Weak<Directory>,
+}
+
+impl Directory {
+    /// `arbiters` host the actors (round robin); the head-end is set once it exists.
+    pub fn new(services: MeterServices, arbiters: Vec<ArbiterHandle>) -> Arc<Directory> {
+        assert!(!arbiters.is_empty(), "at least one arbiter");
+        Arc::new_cyclic(|me| Directory {
+            live: DashMap::new(),
+            arbiters,
+            services,
+            head_end: OnceLock::new(),
+            next_generation: AtomicU64::new(0),
+            me: me.clone(),
+        })
+    }
+
+    pub fn set_head_end(&self, head_end: Arc<dyn HeadEnd>) {
+        let _ = self.head_end.set(head_end);
+    }
+
+    pub(crate) fn head_end(&self) -> &Arc<dyn HeadEnd> {
+        self.head_end
+            .get()
+            .expect("head-end set before any meter is activated")
+    }
+
+    pub(crate) fn services(&self) -> &MeterServices {
+        &self.services
+    }
+
+    pub fn live_actors(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_live(&self, meter_id: &str) -> bool {
+        self.live.contains_key(meter_id)
+    }
+
+    /// Sends a message to the meter's actor, activating it if needed. The pending counter is
+    /// raised under the map's shard lock, so a concurrent passivation cannot drop the message.
+    pub fn deliver(&self, meter_id: &str, msg: MeterMsg) {
+        if let Some(e) = self.live.get(meter_id) {
+            e.pending.fetch_add(1, Ordering::SeqCst);
+            e.addr.do_send(actor::Deliver(msg));
+            return;
+        }
+        let key: Arc<str> = Arc::from(meter_id);
+        let e = self
+            .live
+            .entry(key.clone())
+            .or_insert_with(|| self.activate(key));
+        e.pending.fetch_add(1, Ordering::SeqCst);
+        e.addr.do_send(actor::Deliver(msg));
+    }
+
+    fn activate(&self, meter_id: Arc<str>) -> Entry {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let pending = Arc::new(AtomicU32::new(0));
+        let arbiter = &self.arbiters[(generation % self.arbiters.len() as u64) as usize];
+        let dir = self.me.upgrade().expect("directory alive");
+        let p = pending.clone();
+        let addr = MeterActor::start_in_arbiter(arbiter, move |_| {
+            MeterActor::new(meter_id, dir, p, generation)
+        });
+        metrics().actor_activations.increment(1);
+        Entry {
+            addr,
+            pending,
+            generation,
+        }
+    }
+
+    /// Called by an idle actor: removes it from the map if nothing is queued for it.
+    pub(crate) fn try_passivate(&self, meter_id: &str, generation: u64) -> bool {
+        self.live
+            .remove_if(meter_id, |_, e| {
+                e.generation == generation && e.pending.load(Ordering::SeqCst) == 0
+            })
+            .is_some()
+    }
+
+    /// Called when an actor stops for any reason: forget it if it is still the registered one.
+    pub(crate) fn forget(&self, meter_id: &str, generation: u64) {
+        self.live
+            .remove_if(meter_id, |_, e| e.generation == generation);
+    }
+}
+
+impl ResultSink for Directory {
+    fn deliver_result(&self, result: CommandResult) {
+        let meter = result.meter_id.clone();
+        self.deliver(&meter, MeterMsg::Result(result));
+    }
+}

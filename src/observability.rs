@@ -1,0 +1,164 @@
+//! Metrics and logs. The Prometheus recorder is installed once per process; every metric
+//! switchyard emits is declared here as a cached handle (a labelled `counter!` lookup costs
+//! about a microsecond, a cached handle a few nanoseconds). Names follow Prometheus conventions
+//! and are a contract: docs/metrics.md lists them and a test keeps that list true.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::domain::{CommandKind, DeadLetterReason, ExceptionKind, OrderKind, OrderStatus};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+const FAST_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
+
+/// Installs the Prometheus recorder (once per process) and returns its render handle.
+pub fn prometheus() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("switchyard_command_latency_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+            .expect("buckets")
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), FAST_BUCKETS)
+            .expect("buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        // In tests several apps share a process; the first recorder wins.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+pub struct Metrics {
+    pub orders_received: Vec<Counter>,
+    pub orders_rejected: Vec<Counter>,
+    pub orders_duplicate: Counter,
+    pub order_status: Vec<Counter>,
+    pub commands_sent: Vec<Counter>,
+    pub results_confirmed: Counter,
+    pub results_failed: Counter,
+    pub results_timed_out: Counter,
+    pub results_late: Counter,
+    pub command_latency: Histogram,
+    pub retries: Counter,
+    pub exceptions: Vec<Counter>,
+    pub live_actors: Gauge,
+    pub in_flight: Gauge,
+    pub pending_commit: Gauge,
+    pub outbox_pending: Gauge,
+    pub events_published: Counter,
+    pub publish_errors: Counter,
+    pub store_commits: Counter,
+    pub store_batches: Counter,
+    pub store_commit_seconds: Histogram,
+    pub intake_batch_seconds: Histogram,
+    pub registry_meters: Gauge,
+    pub registry_rejected: Counter,
+    pub actor_activations: Counter,
+    pub actor_passivations: Counter,
+}
+
+const EXCEPTION_KINDS: [ExceptionKind; 5] = [
+    ExceptionKind::RetriesExhausted,
+    ExceptionKind::FieldOrderNeeded,
+    ExceptionKind::LoadSideVoltage,
+    ExceptionKind::CommandRejected,
+    ExceptionKind::OutcomeUnknown,
+];
+
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(|| {
+        prometheus();
+        Metrics {
+            orders_received: OrderKind::ALL.iter().map(|k| counter!("switchyard_orders_received_total", "kind" => k.as_str())).collect(),
+            orders_rejected: DeadLetterReason::ALL.iter().map(|r| counter!("switchyard_orders_rejected_total", "reason" => r.as_str())).collect(),
+            orders_duplicate: counter!("switchyard_orders_duplicate_total"),
+            order_status: OrderStatus::ALL.iter().map(|s| counter!("switchyard_order_status_total", "status" => s.as_str())).collect(),
+            commands_sent: CommandKind::ALL.iter().map(|k| counter!("switchyard_commands_sent_total", "kind" => k.as_str())).collect(),
+            results_confirmed: counter!("switchyard_command_results_total", "outcome" => "confirmed"),
+            results_failed: counter!("switchyard_command_results_total", "outcome" => "failed"),
+            results_timed_out: counter!("switchyard_command_results_total", "outcome" => "timed_out"),
+            results_late: counter!("switchyard_command_results_total", "outcome" => "late"),
+            command_latency: histogram!("switchyard_command_latency_seconds"),
+            retries: counter!("switchyard_command_retries_total"),
+            exceptions: EXCEPTION_KINDS.iter().map(|k| counter!("switchyard_exceptions_total", "kind" => k.as_str())).collect(),
+            live_actors: gauge!("switchyard_meter_actors_live"),
+            in_flight: gauge!("switchyard_commands_in_flight"),
+            pending_commit: gauge!("switchyard_intake_records_pending_commit"),
+            outbox_pending: gauge!("switchyard_outbox_pending"),
+            events_published: counter!("switchyard_events_published_total"),
+            publish_errors: counter!("switchyard_publish_errors_total"),
+            store_commits: counter!("switchyard_store_commits_total"),
+            store_batches: counter!("switchyard_store_batches_total"),
+            store_commit_seconds: histogram!("switchyard_store_commit_seconds"),
+            intake_batch_seconds: histogram!("switchyard_intake_batch_seconds"),
+            registry_meters: gauge!("switchyard_registry_meters"),
+            registry_rejected: counter!("switchyard_registry_records_rejected_total"),
+            actor_activations: counter!("switchyard_meter_actor_activations_total"),
+            actor_passivations: counter!("switchyard_meter_actor_passivations_total"),
+        }
+    })
+}
+
+pub fn exception(kind: ExceptionKind) {
+    let i = EXCEPTION_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+    metrics().exceptions[i].increment(1);
+}
+
+pub(crate) fn store_commit(elapsed: Duration, batches: usize) {
+    let m = metrics();
+    m.store_commits.increment(1);
+    m.store_batches.increment(batches as u64);
+    m.store_commit_seconds.record(elapsed.as_secs_f64());
+}
+
+/// Every metric name switchyard registers (kept equal to docs/metrics.md by a test).
+pub const METRIC_NAMES: &[&str] = &[
+    "switchyard_orders_received_total",
+    "switchyard_orders_rejected_total",
+    "switchyard_orders_duplicate_total",
+    "switchyard_order_status_total",
+    "switchyard_commands_sent_total",
+    "switchyard_command_results_total",
+    "switchyard_command_latency_seconds",
+    "switchyard_command_retries_total",
+    "switchyard_exceptions_total",
+    "switchyard_meter_actors_live",
+    "switchyard_commands_in_flight",
+    "switchyard_intake_records_pending_commit",
+    "switchyard_outbox_pending",
+    "switchyard_events_published_total",
+    "switchyard_publish_errors_total",
+    "switchyard_store_commits_total",
+    "switchyard_store_batches_total",
+    "switchyard_store_commit_seconds",
+    "switchyard_intake_batch_seconds",
+    "switchyard_registry_meters",
+    "switchyard_registry_records_rejected_total",
+    "switchyard_meter_actor_activations_total",
+    "switchyard_meter_actor_passivations_total",
+];
+
+/// Sets up tracing: text or JSON lines on stderr, filter from `RUST_LOG` or the config.
+pub fn init_logging(format: crate::config::LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Text => builder.try_init(),
+    };
+}

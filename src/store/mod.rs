@@ -1,0 +1,129 @@
+//! The store boundary: everything switchyard must remember across a crash. Orders and their
+//! status, the index of open orders, a snapshot per meter (switch state, open work, the command
+//! in flight), commands and results, exceptions, the append-only audit trail, and the outbox of
+//! events still to publish. One [`WriteBatch`] is applied atomically and durably; the
+//! [`writer`] groups many batches into one transaction (group commit).
+//!
+//! [`embedded::EmbeddedStore`] (redb, on disk) is the default; ScyllaDB arrives as a second
+//! implementation of [`Store`] and must pass the same contract tests (`tests/store_contract.rs`).
+
+pub(crate) mod embedded;
+pub(crate) mod writer;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    AuditEvent, Command, CommandResult, ExceptionRecord, OrderRecord, OrderStatus, Timestamp,
+};
+use crate::meter::machine::MeterMachine;
+
+pub use embedded::EmbeddedStore;
+pub use writer::StoreHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("embedded store at {path}: {message}. Check that the data_dir is writable and not used by another switchyard process")]
+    Open { path: String, message: String },
+    #[error("store I/O failed: {0}. Writes are refused until it works again; check disk space and permissions")]
+    Backend(String),
+    #[error("stored record {key} could not be decoded: {message}")]
+    Corrupt { key: String, message: String },
+    #[error("the store writer has stopped (shutting down)")]
+    Closed,
+}
+
+/// A status change of an order, applied to its stored record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderUpdate {
+    pub order_id: String,
+    pub meter_id: String,
+    pub status: OrderStatus,
+    pub reason: Option<String>,
+    pub at: Timestamp,
+}
+
+/// A record waiting in the outbox to be published to Kafka.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    pub topic: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub seq: u64,
+    pub message: OutboxMessage,
+}
+
+/// A command and, once known, its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub command: Command,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<CommandResult>,
+}
+
+/// Everything one step of intake or of a meter actor writes, applied atomically.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    /// New orders: stored and added to the open index (an id already stored is left as is).
+    pub new_orders: Vec<OrderRecord>,
+    pub order_updates: Vec<OrderUpdate>,
+    pub meter: Option<MeterMachine>,
+    pub commands: Vec<Command>,
+    pub results: Vec<CommandResult>,
+    pub exceptions: Vec<ExceptionRecord>,
+    pub audit: Vec<AuditEvent>,
+    pub outbox: Vec<OutboxMessage>,
+    /// Outbox entries Kafka has acknowledged: delete them.
+    pub outbox_acked: Vec<u64>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.new_orders.is_empty()
+            && self.order_updates.is_empty()
+            && self.meter.is_none()
+            && self.commands.is_empty()
+            && self.results.is_empty()
+            && self.exceptions.is_empty()
+            && self.audit.is_empty()
+            && self.outbox.is_empty()
+            && self.outbox_acked.is_empty()
+    }
+}
+
+/// Row counts, for tests, the operator API and load reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreCounts {
+    pub orders: u64,
+    pub open_orders: u64,
+    pub meters: u64,
+    pub commands: u64,
+    pub audit_events: u64,
+    pub exceptions: u64,
+    pub outbox: u64,
+}
+
+/// The store contract. `apply` must be atomic and durable when it returns.
+pub trait Store: Send + Sync + 'static {
+    /// Applies the batches in one atomic, durable transaction. Outbox messages get increasing
+    /// sequence numbers; the stored entries are returned for publishing.
+    fn apply(&self, batches: &[WriteBatch]) -> Result<Vec<OutboxEntry>, StoreError>;
+    fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError>;
+    /// For each id, whether an order with that id is stored.
+    fn orders_exist(&self, order_ids: &[&str]) -> Result<Vec<bool>, StoreError>;
+    fn meter(&self, meter_id: &str) -> Result<Option<MeterMachine>, StoreError>;
+    /// Open (non-terminal) orders of one meter.
+    fn open_orders(&self, meter_id: &str) -> Result<Vec<OrderRecord>, StoreError>;
+    /// Meters with at least one open order or a command in flight (for recovery).
+    fn meters_with_open_work(&self) -> Result<Vec<String>, StoreError>;
+    fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError>;
+    fn exception(&self, exception_id: &str) -> Result<Option<ExceptionRecord>, StoreError>;
+    /// The audit trail of one meter, oldest first.
+    fn audit(&self, meter_id: &str) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Outbox entries not yet acknowledged, oldest first.
+    fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
+    fn counts(&self) -> Result<StoreCounts, StoreError>;
+}

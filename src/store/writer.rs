@@ -1,0 +1,86 @@
+//! Group commit: one thread owns the write side of the store. Callers (the intake, meter
+//! actors, the outbox publisher) send a [`WriteBatch`] and await its durable commit; the writer
+//! drains whatever is queued (up to `group_commit_max`) into one transaction, so a thousand
+//! meter actors share one fsync. Committed outbox entries are handed to the publisher.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{OutboxEntry, Store, StoreError, WriteBatch};
+
+struct Request {
+    batch: WriteBatch,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Cheap to clone; the read side goes straight to the store.
+#[derive(Clone)]
+pub struct StoreHandle {
+    store: Arc<dyn Store>,
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl StoreHandle {
+    /// Starts the writer thread. `published` receives every committed outbox entry.
+    pub fn start(
+        store: Arc<dyn Store>,
+        group_commit_max: usize,
+        published: mpsc::UnboundedSender<Vec<OutboxEntry>>,
+    ) -> StoreHandle {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
+        let s = store.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                let mut pending: Vec<Request> = Vec::new();
+                while let Some(first) = rx.blocking_recv() {
+                    pending.push(first);
+                    while pending.len() < group_commit_max {
+                        match rx.try_recv() {
+                            Ok(r) => pending.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                    let batches: Vec<WriteBatch> = pending.iter_mut().map(|r| std::mem::take(&mut r.batch)).collect();
+                    let started = std::time::Instant::now();
+                    let result = s.apply(&batches);
+                    crate::observability::store_commit(started.elapsed(), batches.len());
+                    match result {
+                        Ok(entries) => {
+                            if !entries.is_empty() {
+                                let _ = published.send(entries);
+                            }
+                            for r in pending.drain(..) {
+                                let _ = r.done.send(Ok(()));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, batches = batches.len(), "store commit failed");
+                            for r in pending.drain(..) {
+                                let _ = r.done.send(Err(StoreError::Backend(e.to_string())));
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("spawn store writer");
+        StoreHandle { store, tx }
+    }
+
+    /// Applies the batch durably (together with whatever else is queued).
+    pub async fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Request { batch, done })
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}

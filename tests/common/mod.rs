@@ -1,0 +1,168 @@
+//! Test harness: switchyard started in-process on embedded defaults (librdkafka's mock cluster,
+//! embedded redb store in a temp dir, fast simulated head-end), and real Kafka clients that
+//! produce orders and read what switchyard publishes.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use switchyard::clock::SystemClock;
+use switchyard::config::Config;
+use switchyard::domain::{OrderEvent, OrderStatus};
+use switchyard::App;
+
+/// Embedded defaults, tuned for tests: instant-ish head-end, short backoffs, any free port.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::load_with_env(None, Vec::<(String, String)>::new()).unwrap();
+    c.data_dir = dir.to_path_buf();
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.kafka.embedded_partitions = 3;
+    c.kafka.intake_linger_ms = 2;
+    c.meters.arbiters = 2;
+    c.meters.idle_passivate_secs = 1;
+    c.head_end.command_deadline_secs = 1;
+    c.head_end.max_attempts = 3;
+    c.head_end.backoff_initial_ms = 10;
+    c.head_end.backoff_max_ms = 50;
+    let s = &mut c.head_end.simulator;
+    s.latency_median_ms = 2;
+    s.latency_p99_ms = 10;
+    s.failure_rate = 0.0;
+    s.no_answer_rate = 0.0;
+    s.lsv_reject_rate = 0.0;
+    c
+}
+
+pub async fn start(config: Config) -> App {
+    let app = App::start(config, Arc::new(SystemClock)).await.expect("switchyard starts");
+    assert!(app.wait_ready(Duration::from_secs(30)).await, "switchyard became ready");
+    app
+}
+
+pub fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "1").create().unwrap()
+}
+
+pub async fn produce(p: &FutureProducer, topic: &str, key: &str, value: &[u8]) {
+    p.send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produced");
+}
+
+pub async fn produce_json(p: &FutureProducer, topic: &str, key: &str, value: serde_json::Value) {
+    produce(p, topic, key, &serde_json::to_vec(&value).unwrap()).await
+}
+
+pub fn meter(id: &str, has_switch: bool) -> serde_json::Value {
+    serde_json::json!({"schema_version":1,"meter_id":id,"zone":"zone-a","head_end_id":"HE-1","has_switch":has_switch})
+}
+
+pub fn order(id: &str, kind: &str, meter: &str) -> serde_json::Value {
+    let reason = match kind {
+        "disconnect" => "non_payment",
+        "reconnect" => "payment_received",
+        "read" => "billing",
+        _ => "customer_request",
+    };
+    serde_json::json!({"schema_version":1,"order_id":id,"kind":kind,"reason":reason,"meter_id":meter})
+}
+
+/// Registers meters on the registry topic and waits until switchyard knows them.
+pub async fn register(app: &App, p: &FutureProducer, meters: &[(&str, bool)]) {
+    for (id, sw) in meters {
+        produce_json(p, &app.config.topics.registry, id, meter(id, *sw)).await;
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    while !meters.iter().all(|(id, _)| app.registry.contains(id)) {
+        assert!(Instant::now() < until, "registry did not pick up the meters");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every record of a topic, read continuously in the background.
+#[derive(Clone)]
+pub struct TopicLog {
+    pub messages: Arc<Mutex<Vec<OwnedMessage>>>,
+}
+
+impl TopicLog {
+    pub fn follow(bootstrap: &str, topic: &str) -> TopicLog {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("test-observer-{topic}-{}", std::process::id()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let m = messages.clone();
+        tokio::spawn(async move {
+            loop {
+                match consumer.recv().await {
+                    Ok(msg) => m.lock().unwrap().push(msg.detach()),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        });
+        TopicLog { messages }
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.lock().unwrap().len()
+    }
+
+    pub fn events(&self) -> Vec<OrderEvent> {
+        self.messages.lock().unwrap().iter().filter_map(|m| m.payload().and_then(|p| serde_json::from_slice(p).ok())).collect()
+    }
+
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.messages.lock().unwrap().iter().filter_map(|m| m.payload().and_then(|p| serde_json::from_slice(p).ok())).collect()
+    }
+
+    pub fn of(&self, order_id: &str) -> Vec<OrderEvent> {
+        self.events().into_iter().filter(|e| e.order_id == order_id).collect()
+    }
+
+    pub fn statuses(&self, order_id: &str) -> Vec<OrderStatus> {
+        self.of(order_id).iter().map(|e| e.status).collect()
+    }
+
+    /// Waits until `cond` holds on the log, or panics with `what` after `timeout`.
+    pub async fn wait(&self, what: &str, timeout: Duration, cond: impl Fn(&TopicLog) -> bool) {
+        let until = Instant::now() + timeout;
+        while !cond(self) {
+            if Instant::now() > until {
+                panic!("timed out waiting for {what}; saw: {:#?}", self.json());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for a terminal status of `order_id` and returns its events.
+    pub async fn wait_final(&self, order_id: &str, timeout: Duration) -> Vec<OrderEvent> {
+        self.wait(&format!("a final status of {order_id}"), timeout, |l| l.of(order_id).iter().any(|e| e.status.is_terminal())).await;
+        self.of(order_id)
+    }
+}
+
+pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
+    let h = m.headers()?;
+    (0..h.count()).map(|i| h.get(i)).find(|h| h.key == name).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
+}
+
+/// A plain HTTP/1.1 GET against the operator endpoint: (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
