@@ -139,6 +139,7 @@ impl App {
             })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        let (results_assigned_tx, results_assigned_rx) = oneshot::channel::<()>();
         let simulator = match h.mode {
             HeadEndMode::Simulator => {
                 let sim = Arc::new(Simulator::new(
@@ -147,6 +148,7 @@ impl App {
                     clock.clone(),
                 ));
                 directory.set_head_end(sim.clone() as Arc<dyn HeadEnd>);
+                let _ = results_assigned_tx.send(());
                 Some(sim)
             }
             HeadEndMode::Kafka => {
@@ -165,7 +167,9 @@ impl App {
                     topic: config.topics.head_end_results.clone(),
                     dead_letter_topic: config.topics.dead_letter.clone(),
                 };
-                tasks.push(tokio::spawn(src.run(shutdown_rx.clone())));
+                tasks.push(tokio::spawn(
+                    src.run(results_assigned_tx, shutdown_rx.clone()),
+                ));
                 None
             }
         };
@@ -248,6 +252,15 @@ impl App {
         app.intake = Some(tokio::spawn(async move {
             tokio::select! {
                 r = caught_up_rx => { if r.is_err() { return; } }
+                _ = shutdown_rx2.changed() => return,
+            }
+            // Kafka head-end: wait until its answers can be heard before sending anything.
+            tokio::select! {
+                r = tokio::time::timeout(Duration::from_secs(60), results_assigned_rx) => {
+                    if r.is_err() {
+                        tracing::warn!("head-end results partitions not assigned after 60 s; starting anyway");
+                    }
+                }
                 _ = shutdown_rx2.changed() => return,
             }
             match recover(&store, &directory) {

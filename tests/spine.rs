@@ -19,32 +19,76 @@ async fn orders_become_confirmed_switch_commands_with_an_audit_trail() {
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     register(&app, &p, &[("M-1", true), ("M-2", true)]).await;
 
-    produce_json(&p, &app.config.topics.orders, "M-1", order("SO-1", "disconnect", "M-1")).await;
-    produce_json(&p, &app.config.topics.orders, "M-2", order("SO-2", "read", "M-2")).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-1",
+        order("SO-1", "disconnect", "M-1"),
+    )
+    .await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-2",
+        order("SO-2", "read", "M-2"),
+    )
+    .await;
     let ev = events.wait_final("SO-1", T).await;
     assert_eq!(
         ev.iter().map(|e| e.status).collect::<Vec<_>>(),
-        vec![OrderStatus::Received, OrderStatus::Dispatched, OrderStatus::Confirmed, OrderStatus::Completed]
+        vec![
+            OrderStatus::Received,
+            OrderStatus::Dispatched,
+            OrderStatus::Confirmed,
+            OrderStatus::Completed
+        ]
     );
     let done = ev.last().unwrap();
     assert_eq!(done.switch_state, Some(SwitchState::Disconnected));
     assert_eq!(done.command_id.as_deref(), Some("SO-1/1"));
-    assert!(ev.windows(2).all(|w| w[0].at <= w[1].at), "event times are ordered");
+    assert!(
+        ev.windows(2).all(|w| w[0].at <= w[1].at),
+        "event times are ordered"
+    );
 
     let read = events.wait_final("SO-2", T).await;
     assert_eq!(read.last().unwrap().status, OrderStatus::Completed);
-    assert!(read.last().unwrap().register_kwh.is_some(), "a read reports the register");
+    assert!(
+        read.last().unwrap().register_kwh.is_some(),
+        "a read reports the register"
+    );
 
     // Reconnect the same meter: the switch closes again.
-    produce_json(&p, &app.config.topics.orders, "M-1", order("SO-3", "reconnect", "M-1")).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-1",
+        order("SO-3", "reconnect", "M-1"),
+    )
+    .await;
     let ev = events.wait_final("SO-3", T).await;
-    assert_eq!(ev.last().unwrap().switch_state, Some(SwitchState::Connected));
-    assert_eq!(app.simulator.as_ref().unwrap().field_state("M-1"), SwitchState::Connected);
+    assert_eq!(
+        ev.last().unwrap().switch_state,
+        Some(SwitchState::Connected)
+    );
+    assert_eq!(
+        app.simulator.as_ref().unwrap().field_state("M-1"),
+        SwitchState::Connected
+    );
 
     // The audit trail holds every step, in time order, linked to order and command ids.
     let audit = app.store.store().audit("M-1").unwrap();
-    let kinds: Vec<AuditKind> = audit.iter().filter(|a| a.order_id.as_deref() == Some("SO-1")).map(|a| a.kind).collect();
-    for k in [AuditKind::OrderReceived, AuditKind::CommandDispatched, AuditKind::CommandResult, AuditKind::StatusChange] {
+    let kinds: Vec<AuditKind> = audit
+        .iter()
+        .filter(|a| a.order_id.as_deref() == Some("SO-1"))
+        .map(|a| a.kind)
+        .collect();
+    for k in [
+        AuditKind::OrderReceived,
+        AuditKind::CommandDispatched,
+        AuditKind::CommandResult,
+        AuditKind::StatusChange,
+    ] {
         assert!(kinds.contains(&k), "audit of SO-1 lacks {k:?}: {kinds:?}");
     }
     assert!(audit.windows(2).all(|w| w[0].at <= w[1].at));
@@ -72,14 +116,39 @@ async fn a_duplicate_or_redelivered_order_never_causes_a_second_command() {
     events.wait_final("SO-D", T).await;
     // And once more after it completed.
     produce_json(&p, &app.config.topics.orders, "M-1", o.clone()).await;
-    produce_json(&p, &app.config.topics.orders, "M-1", order("SO-E", "read", "M-1")).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-1",
+        order("SO-E", "read", "M-1"),
+    )
+    .await;
     events.wait_final("SO-E", T).await;
 
     let st = events.statuses("SO-D");
-    assert_eq!(st.iter().filter(|s| **s == OrderStatus::Received).count(), 1, "{st:?}");
-    assert_eq!(st.iter().filter(|s| **s == OrderStatus::Dispatched).count(), 1, "{st:?}");
-    assert_eq!(app.store.store().counts().unwrap().commands - commands_before, 2, "one disconnect and one read");
-    let dups = app.store.store().audit("M-1").unwrap().into_iter().filter(|a| a.kind == AuditKind::DuplicateIgnored).count();
+    assert_eq!(
+        st.iter().filter(|s| **s == OrderStatus::Received).count(),
+        1,
+        "{st:?}"
+    );
+    assert_eq!(
+        st.iter().filter(|s| **s == OrderStatus::Dispatched).count(),
+        1,
+        "{st:?}"
+    );
+    assert_eq!(
+        app.store.store().counts().unwrap().commands - commands_before,
+        2,
+        "one disconnect and one read"
+    );
+    let dups = app
+        .store
+        .store()
+        .audit("M-1")
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.kind == AuditKind::DuplicateIgnored)
+        .count();
     assert_eq!(dups, 2);
     app.shutdown().await;
 }
@@ -96,7 +165,13 @@ async fn bad_records_go_to_the_dead_letter_topic_and_the_rest_keeps_flowing() {
     let orders = &app.config.topics.orders;
     produce(&p, orders, "M-1", b"{\"schema_version\":1, not json").await;
     produce_json(&p, orders, "M-1", order("SO-OK-1", "read", "M-1")).await;
-    produce_json(&p, orders, "M-404", order("SO-BAD-2", "disconnect", "M-404")).await;
+    produce_json(
+        &p,
+        orders,
+        "M-404",
+        order("SO-BAD-2", "disconnect", "M-404"),
+    )
+    .await;
     let mut long = order("SO-BAD-3", "disconnect", "M-1");
     long["notes"] = "x".repeat(251).into();
     produce_json(&p, orders, "M-1", long).await;
@@ -107,22 +182,51 @@ async fn bad_records_go_to_the_dead_letter_topic_and_the_rest_keeps_flowing() {
     events.wait_final("SO-OK-1", T).await;
     dlq.wait("4 dead letters", T, |l| l.len() >= 4).await;
     let msgs = dlq.messages.lock().unwrap().clone();
-    let by_reason = |r: &str| msgs.iter().find(|m| header(m, "switchyard.dlq.reason").as_deref() == Some(r)).cloned().unwrap_or_else(|| panic!("no dead letter for {r}"));
-    let mut reasons: Vec<String> = msgs.iter().map(|m| header(m, "switchyard.dlq.reason").unwrap()).collect();
+    let by_reason = |r: &str| {
+        msgs.iter()
+            .find(|m| header(m, "switchyard.dlq.reason").as_deref() == Some(r))
+            .cloned()
+            .unwrap_or_else(|| panic!("no dead letter for {r}"))
+    };
+    let mut reasons: Vec<String> = msgs
+        .iter()
+        .map(|m| header(m, "switchyard.dlq.reason").unwrap())
+        .collect();
     reasons.sort();
-    assert_eq!(reasons, vec!["malformed_json", "notes_too_long", "unknown_kind", "unknown_meter"]);
+    assert_eq!(
+        reasons,
+        vec![
+            "malformed_json",
+            "notes_too_long",
+            "unknown_kind",
+            "unknown_meter"
+        ]
+    );
     // The original bytes, byte for byte, and where they came from.
     let bad = by_reason("malformed_json");
     assert_eq!(bad.payload().unwrap(), b"{\"schema_version\":1, not json");
     assert_eq!(bad.key().unwrap(), b"M-1");
-    assert_eq!(header(&bad, "switchyard.dlq.source.topic").as_deref(), Some(orders.as_str()));
-    assert!(header(&bad, "switchyard.dlq.source.offset").unwrap().parse::<i64>().is_ok());
-    assert!(header(&by_reason("notes_too_long"), "switchyard.dlq.detail").unwrap().contains("251 characters"));
+    assert_eq!(
+        header(&bad, "switchyard.dlq.source.topic").as_deref(),
+        Some(orders.as_str())
+    );
+    assert!(header(&bad, "switchyard.dlq.source.offset")
+        .unwrap()
+        .parse::<i64>()
+        .is_ok());
+    assert!(
+        header(&by_reason("notes_too_long"), "switchyard.dlq.detail")
+            .unwrap()
+            .contains("251 characters")
+    );
     // Rejections with a readable order id are also order events.
     let r = events.wait_final("SO-BAD-2", T).await;
     assert_eq!(r.last().unwrap().status, OrderStatus::Rejected);
     assert_eq!(r.last().unwrap().reason.as_deref(), Some("unknown_meter"));
-    assert!(app.store.store().order("SO-BAD-3").unwrap().is_none(), "rejected orders are not accepted");
+    assert!(
+        app.store.store().order("SO-BAD-3").unwrap().is_none(),
+        "rejected orders are not accepted"
+    );
     app.shutdown().await;
 }
 
@@ -137,20 +241,45 @@ async fn failures_are_retried_with_backoff_then_raise_an_exception() {
     let exceptions = TopicLog::follow(&app.bootstrap, &app.config.topics.exceptions);
     register(&app, &p, &[("M-1", true)]).await;
 
-    produce_json(&p, &app.config.topics.orders, "M-1", order("SO-F", "disconnect", "M-1")).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-1",
+        order("SO-F", "disconnect", "M-1"),
+    )
+    .await;
     let ev = events.wait_final("SO-F", T).await;
     let st: Vec<OrderStatus> = ev.iter().map(|e| e.status).collect();
-    assert_eq!(st.iter().filter(|s| **s == OrderStatus::Dispatched).count(), 3, "{st:?}");
-    assert_eq!(st.iter().filter(|s| **s == OrderStatus::RetryScheduled).count(), 2, "{st:?}");
+    assert_eq!(
+        st.iter().filter(|s| **s == OrderStatus::Dispatched).count(),
+        3,
+        "{st:?}"
+    );
+    assert_eq!(
+        st.iter()
+            .filter(|s| **s == OrderStatus::RetryScheduled)
+            .count(),
+        2,
+        "{st:?}"
+    );
     assert_eq!(*st.last().unwrap(), OrderStatus::Failed);
-    let retries: Vec<_> = ev.iter().filter(|e| e.status == OrderStatus::RetryScheduled).collect();
-    let gap = |e: &switchyard::domain::OrderEvent| e.retry_at.unwrap().duration_since(e.at).as_millis();
+    let retries: Vec<_> = ev
+        .iter()
+        .filter(|e| e.status == OrderStatus::RetryScheduled)
+        .collect();
+    let gap =
+        |e: &switchyard::domain::OrderEvent| e.retry_at.unwrap().duration_since(e.at).as_millis();
     assert!(gap(retries[1]) > gap(retries[0]), "backoff grows");
     exceptions.wait("an exception", T, |l| l.len() == 1).await;
     let x = &exceptions.json()[0];
     assert_eq!(x["kind"], "retries_exhausted");
     assert_eq!(x["order_id"], "SO-F");
-    assert!(app.store.store().exception("SO-F/exception").unwrap().is_some());
+    assert!(app
+        .store
+        .store()
+        .exception("SO-F/exception")
+        .unwrap()
+        .is_some());
     app.shutdown().await;
 }
 
@@ -165,16 +294,31 @@ async fn an_unanswered_command_is_resolved_by_a_status_check_never_by_resending(
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     register(&app, &p, &[("M-1", true)]).await;
 
-    produce_json(&p, &app.config.topics.orders, "M-1", order("SO-N", "disconnect", "M-1")).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-1",
+        order("SO-N", "disconnect", "M-1"),
+    )
+    .await;
     let ev = events.wait_final("SO-N", Duration::from_secs(30)).await;
     assert_eq!(ev.last().unwrap().status, OrderStatus::Failed);
-    assert_eq!(ev.last().unwrap().reason.as_deref(), Some("outcome_unknown"));
+    assert_eq!(
+        ev.last().unwrap().reason.as_deref(),
+        Some("outcome_unknown")
+    );
     let s = app.store.store();
     assert!(s.command("SO-N/1").unwrap().is_some());
-    assert!(s.command("SO-N/2").unwrap().is_none(), "the disconnect was never sent a second time");
+    assert!(
+        s.command("SO-N/2").unwrap().is_none(),
+        "the disconnect was never sent a second time"
+    );
     assert!(s.command("SO-N/1/status-1").unwrap().is_some());
     assert!(s.command("SO-N/1/status-2").unwrap().is_some());
-    assert_eq!(s.exception("SO-N/exception").unwrap().unwrap().kind, switchyard::domain::ExceptionKind::OutcomeUnknown);
+    assert_eq!(
+        s.exception("SO-N/exception").unwrap().unwrap().kind,
+        switchyard::domain::ExceptionKind::OutcomeUnknown
+    );
     app.shutdown().await;
 }
 
@@ -186,12 +330,25 @@ async fn a_meter_without_a_switch_gets_a_field_order_exception_not_a_command() {
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     let exceptions = TopicLog::follow(&app.bootstrap, &app.config.topics.exceptions);
     register(&app, &p, &[("M-NS", false)]).await;
-    produce_json(&p, &app.config.topics.orders, "M-NS", order("SO-NS", "disconnect", "M-NS")).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-NS",
+        order("SO-NS", "disconnect", "M-NS"),
+    )
+    .await;
     let ev = events.wait_final("SO-NS", T).await;
     assert_eq!(ev.last().unwrap().status, OrderStatus::Failed);
-    assert_eq!(ev.last().unwrap().reason.as_deref(), Some("field_order_needed"));
+    assert_eq!(
+        ev.last().unwrap().reason.as_deref(),
+        Some("field_order_needed")
+    );
     assert!(!ev.iter().any(|e| e.status == OrderStatus::Dispatched));
-    exceptions.wait("field order exception", T, |l| l.json().iter().any(|x| x["kind"] == "field_order_needed")).await;
+    exceptions
+        .wait("field order exception", T, |l| {
+            l.json().iter().any(|x| x["kind"] == "field_order_needed")
+        })
+        .await;
     assert_eq!(app.store.store().counts().unwrap().commands, 0);
     app.shutdown().await;
 }
@@ -208,11 +365,30 @@ async fn a_reconnect_or_cancel_supersedes_a_pending_disconnect() {
     let mut d1 = order("SO-P1", "disconnect", "M-1");
     d1["earliest_at"] = later.clone().into();
     produce_json(&p, &app.config.topics.orders, "M-1", d1).await;
-    produce_json(&p, &app.config.topics.orders, "M-1", order("SO-R1", "reconnect", "M-1")).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-1",
+        order("SO-R1", "reconnect", "M-1"),
+    )
+    .await;
     let ev = events.wait_final("SO-P1", T).await;
-    assert_eq!(ev.iter().map(|e| e.status).collect::<Vec<_>>(), vec![OrderStatus::Received, OrderStatus::Scheduled, OrderStatus::Cancelled]);
-    assert_eq!(ev.last().unwrap().reason.as_deref(), Some("superseded_by_reconnect"));
-    assert_eq!(events.wait_final("SO-R1", T).await.last().unwrap().status, OrderStatus::Completed);
+    assert_eq!(
+        ev.iter().map(|e| e.status).collect::<Vec<_>>(),
+        vec![
+            OrderStatus::Received,
+            OrderStatus::Scheduled,
+            OrderStatus::Cancelled
+        ]
+    );
+    assert_eq!(
+        ev.last().unwrap().reason.as_deref(),
+        Some("superseded_by_reconnect")
+    );
+    assert_eq!(
+        events.wait_final("SO-R1", T).await.last().unwrap().status,
+        OrderStatus::Completed
+    );
 
     let mut d2 = order("SO-P2", "disconnect", "M-2");
     d2["earliest_at"] = later.into();
@@ -220,9 +396,15 @@ async fn a_reconnect_or_cancel_supersedes_a_pending_disconnect() {
     let mut c = order("SO-C2", "cancel", "M-2");
     c["target_order_id"] = "SO-P2".into();
     produce_json(&p, &app.config.topics.orders, "M-2", c).await;
-    assert_eq!(events.wait_final("SO-P2", T).await.last().unwrap().status, OrderStatus::Cancelled);
+    assert_eq!(
+        events.wait_final("SO-P2", T).await.last().unwrap().status,
+        OrderStatus::Cancelled
+    );
     let c = events.wait_final("SO-C2", T).await;
-    assert_eq!(c.last().unwrap().reason.as_deref(), Some("target_cancelled"));
+    assert_eq!(
+        c.last().unwrap().reason.as_deref(),
+        Some("target_cancelled")
+    );
     assert!(app.store.store().command("SO-P1/1").unwrap().is_none());
     assert!(app.store.store().command("SO-P2/1").unwrap().is_none());
     app.shutdown().await;
@@ -238,16 +420,38 @@ async fn a_restart_resumes_open_orders_and_resolves_in_flight_commands_first() {
     let p = producer(&app.bootstrap);
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     register(&app, &p, &[("M-1", true), ("M-2", true)]).await;
-    produce_json(&p, &app.config.topics.orders, "M-1", order("SO-X1", "disconnect", "M-1")).await;
-    produce_json(&p, &app.config.topics.orders, "M-2", order("SO-X2", "read", "M-2")).await;
-    events.wait("both dispatched", T, |l| ["SO-X1", "SO-X2"].iter().all(|o| l.statuses(o).contains(&OrderStatus::Dispatched))).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-1",
+        order("SO-X1", "disconnect", "M-1"),
+    )
+    .await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-2",
+        order("SO-X2", "read", "M-2"),
+    )
+    .await;
+    events
+        .wait("both dispatched", T, |l| {
+            ["SO-X1", "SO-X2"]
+                .iter()
+                .all(|o| l.statuses(o).contains(&OrderStatus::Dispatched))
+        })
+        .await;
     drop(p);
     app.shutdown().await;
 
     // Same store, answering head-end. The embedded Kafka is new (and empty): the meters come
     // from a registry file this time.
     let reg = dir.path().join("meters.ndjson");
-    std::fs::write(&reg, format!("{}\n{}\n", meter("M-1", true), meter("M-2", true))).unwrap();
+    std::fs::write(
+        &reg,
+        format!("{}\n{}\n", meter("M-1", true), meter("M-2", true)),
+    )
+    .unwrap();
     cfg.registry.file = Some(reg);
     cfg.head_end.simulator.no_answer_rate = 0.0;
     let app = start(cfg).await;
@@ -257,10 +461,19 @@ async fn a_restart_resumes_open_orders_and_resolves_in_flight_commands_first() {
     let x2 = events.wait_final("SO-X2", T).await;
     assert_eq!(x2.last().unwrap().status, OrderStatus::Completed);
     let s = app.store.store();
-    assert!(s.command("SO-X1/1/status-1").unwrap().is_some(), "switch status asked before any retry");
+    assert!(
+        s.command("SO-X1/1/status-1").unwrap().is_some(),
+        "switch status asked before any retry"
+    );
     let audit = s.audit("M-1").unwrap();
-    let recovered = audit.iter().position(|a| a.kind == AuditKind::Recovered).expect("recovery audited");
-    let status_check = audit.iter().position(|a| a.command_id.as_deref() == Some("SO-X1/1/status-1")).unwrap();
+    let recovered = audit
+        .iter()
+        .position(|a| a.kind == AuditKind::Recovered)
+        .expect("recovery audited");
+    let status_check = audit
+        .iter()
+        .position(|a| a.command_id.as_deref() == Some("SO-X1/1/status-1"))
+        .unwrap();
     assert!(recovered < status_check);
     app.shutdown().await;
 }
@@ -272,7 +485,13 @@ async fn operator_http_serves_health_readiness_metrics_and_order_lookups() {
     let p = producer(&app.bootstrap);
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     register(&app, &p, &[("M-1", true)]).await;
-    produce_json(&p, &app.config.topics.orders, "M-1", order("SO-H", "read", "M-1")).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-1",
+        order("SO-H", "read", "M-1"),
+    )
+    .await;
     events.wait_final("SO-H", T).await;
 
     assert_eq!(http_get(app.http_addr, "/healthz").await.0, 200);
@@ -280,8 +499,14 @@ async fn operator_http_serves_health_readiness_metrics_and_order_lookups() {
     assert_eq!(code, 200, "{body}");
     let (code, body) = http_get(app.http_addr, "/metrics").await;
     assert_eq!(code, 200);
-    assert!(body.contains("switchyard_orders_received_total{kind=\"read\"}"), "{body}");
-    assert!(body.contains("switchyard_command_latency_seconds_bucket"), "{body}");
+    assert!(
+        body.contains("switchyard_orders_received_total{kind=\"read\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("switchyard_command_latency_seconds_bucket"),
+        "{body}"
+    );
     let (code, body) = http_get(app.http_addr, "/api/v1/orders/SO-H").await;
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

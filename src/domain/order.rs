@@ -360,7 +360,15 @@ pub fn validate_order(
             &meter_id,
         )
     })?;
-    if let Some(k) = key {
+    let Some(k) = key else {
+        return Err(reject(
+            DeadLetterReason::KeyMismatch,
+            format!("record has no key; key it by meter_id (`{mid}`) so that one meter's records stay in order"),
+            &order_id,
+            &meter_id,
+        ));
+    };
+    {
         if k != mid.as_bytes() {
             return Err(reject(
                 DeadLetterReason::KeyMismatch,
@@ -449,7 +457,17 @@ pub fn validate_order(
     }
     let target_order_id = match (kind, &wire.target_order_id) {
         (OrderKind::Cancel, Some(t)) if valid_id(t) => Some(t.clone()),
-        (OrderKind::Cancel, _) => {
+        (OrderKind::Cancel, Some(_)) => {
+            return Err(reject(
+                DeadLetterReason::InvalidField,
+                format!(
+                "target_order_id must be 1-{MAX_ID_LEN} printable ASCII characters without spaces"
+            ),
+                &order_id,
+                &meter_id,
+            ))
+        }
+        (OrderKind::Cancel, None) => {
             return Err(reject(
                 DeadLetterReason::MissingField,
                 "a cancel needs target_order_id: the order it withdraws",

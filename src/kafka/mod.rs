@@ -56,21 +56,40 @@ pub fn producer_config(config: &Config, bootstrap: &str) -> ClientConfig {
     c
 }
 
-/// Creates the topics switchyard uses when they do not exist (for brokers that allow it).
+/// Creates the topics switchyard uses that do not exist yet (where the broker allows it). A
+/// broker that refuses is not fatal: the topics may be provisioned by the platform team.
 pub async fn ensure_topics(config: &Config, bootstrap: &str) -> Result<(), KafkaSetupError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let probe: BaseConsumer = client_config(config, bootstrap)
+        .create()
+        .map_err(|source| KafkaSetupError::Client {
+            what: "metadata probe",
+            source,
+        })?;
+    let existing: Vec<String> = match probe.fetch_metadata(None, Duration::from_secs(10)) {
+        Ok(md) => md.topics().iter().map(|t| t.name().to_string()).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list topics; will try to create them");
+            Vec::new()
+        }
+    };
+    let missing: Vec<String> = config
+        .topics
+        .all()
+        .iter()
+        .map(|(_, t)| t.to_string())
+        .filter(|t| !existing.contains(t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = client_config(config, bootstrap)
         .create()
         .map_err(|source| KafkaSetupError::Client {
             what: "topic admin",
             source,
         })?;
-    let names: Vec<String> = config
-        .topics
-        .all()
-        .iter()
-        .map(|(_, t)| t.to_string())
-        .collect();
-    let topics: Vec<NewTopic> = names
+    let topics: Vec<NewTopic> = missing
         .iter()
         .map(|t| {
             let nt = NewTopic::new(
@@ -85,20 +104,25 @@ pub async fn ensure_topics(config: &Config, bootstrap: &str) -> Result<(), Kafka
             }
         })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results =
-        admin
-            .create_topics(&topics, &opts)
-            .await
-            .map_err(|e| KafkaSetupError::Topic {
-                topic: "*".into(),
-                message: e.to_string(),
-            })?;
-    for r in results {
-        if let Err((topic, code)) = r {
-            if code != RDKafkaErrorCode::TopicAlreadyExists {
-                tracing::warn!(%topic, ?code, "could not create topic; assuming it is provisioned");
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
+    match admin.create_topics(&topics, &opts).await {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok(topic) => tracing::info!(%topic, "topic created"),
+                    Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                        tracing::debug!(%topic, "topic exists")
+                    }
+                    Err((topic, code)) => {
+                        tracing::warn!(%topic, ?code, "could not create topic; assuming it is provisioned")
+                    }
+                }
             }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, topics = ?missing, "could not create topics; assuming they are provisioned")
         }
     }
     Ok(())

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::clock::Clock;
 use crate::domain::{CommandResult, DeadLetterReason};
@@ -36,7 +36,8 @@ pub fn consumer(
     )
     .set("enable.auto.commit", "true")
     .set("auto.offset.reset", "earliest")
-    .set("enable.partition.eof", "false");
+    .set("enable.partition.eof", "false")
+    .set("session.timeout.ms", "10000");
     c.create().map_err(|source| super::KafkaSetupError::Client {
         what: "head-end results consumer",
         source,
@@ -44,14 +45,25 @@ pub fn consumer(
 }
 
 impl ResultsSource {
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// `assigned` fires once this member owns results partitions: commands are only sent (and
+    /// recovered work resumed) once their answers can be heard.
+    pub async fn run(self, assigned: oneshot::Sender<()>, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
             tracing::error!(error = %e, "cannot subscribe to head-end results");
             return;
         }
+        let mut assigned = Some(assigned);
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             let msg = tokio::select! {
                 m = self.consumer.recv() => m,
+                _ = tick.tick(), if assigned.is_some() => {
+                    if self.consumer.assignment().map(|a| a.count() > 0).unwrap_or(false) {
+                        tracing::info!(topic = %self.topic, "head-end results partitions assigned");
+                        let _ = assigned.take().expect("some").send(());
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => return,
             };
             let msg = match msg {
@@ -68,6 +80,16 @@ impl ResultsSource {
                 .and_then(|b| {
                     serde_json::from_slice::<CommandResult>(b)
                         .map_err(|e| format!("not a v1 command result: {e}"))
+                })
+                .and_then(|r| {
+                    if r.schema_version == 1 {
+                        Ok(r)
+                    } else {
+                        Err(format!(
+                            "schema_version {} is not supported (use 1)",
+                            r.schema_version
+                        ))
+                    }
                 })
                 .and_then(|r| match msg.key() {
                     Some(k) if k != r.meter_id.as_bytes() => {

@@ -70,6 +70,11 @@ pub struct OpenOrder {
     pub status_checks: u32,
     /// The last execution's outcome is unknown: ask the switch state before anything else.
     pub unknown_outcome: bool,
+    /// A cancel or a reconnect withdrew this order while its command was in flight or its
+    /// outcome unknown: it is never executed again; it closes as `cancelled` with this reason
+    /// unless the command in progress turns out to have taken effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Timestamp>,
     pub seq: u64,
@@ -188,7 +193,7 @@ impl MeterMachine {
             Input::Result(r) => self.on_result(r, &mut out, policy),
             Input::Deadline(id) => self.on_deadline(&id, &mut out, policy),
             Input::Wake => {}
-            Input::Recover => self.on_recover(&mut out),
+            Input::Recover => self.on_recover(&mut out, policy),
         }
         self.drive(&mut out, facts, policy);
         out.actions
@@ -207,10 +212,16 @@ impl MeterMachine {
         match order.kind {
             OrderKind::Cancel => {
                 let target = order.target_order_id.clone().unwrap_or_default();
-                let reason = if in_flight_order.as_deref() == Some(target.as_str()) {
+                let pos = self.open.iter().position(|o| o.order.order_id == target);
+                let ambiguous = pos.is_some_and(|p| {
+                    self.open[p].unknown_outcome
+                        || in_flight_order.as_deref() == Some(target.as_str())
+                });
+                let reason = if ambiguous {
+                    let p = pos.expect("checked");
+                    self.open[p].withdrawn = Some("cancelled_by_order".into());
                     "target_already_dispatched"
-                } else if let Some(pos) = self.open.iter().position(|o| o.order.order_id == target)
-                {
+                } else if let Some(pos) = pos {
                     let t = self.open.remove(pos);
                     out.event(
                         &t.order,
@@ -232,9 +243,15 @@ impl MeterMachine {
             k if k.restores_power() => {
                 let mut i = 0;
                 while i < self.open.len() {
-                    let o = &self.open[i];
-                    let dispatched = in_flight_order.as_deref() == Some(o.order.order_id.as_str());
-                    if o.order.kind == OrderKind::Disconnect && !dispatched {
+                    let o = &mut self.open[i];
+                    let dispatched = o.unknown_outcome
+                        || in_flight_order.as_deref() == Some(o.order.order_id.as_str());
+                    if o.order.kind == OrderKind::Disconnect && dispatched {
+                        // Cannot be recalled: it will not be retried, and the reconnect
+                        // follows it.
+                        o.withdrawn = Some("superseded_by_reconnect".into());
+                        i += 1;
+                    } else if o.order.kind == OrderKind::Disconnect {
                         let t = self.open.remove(i);
                         out.event(
                             &t.order,
@@ -267,12 +284,13 @@ impl MeterMachine {
             attempts: 0,
             status_checks: 0,
             unknown_outcome: false,
+            withdrawn: None,
             not_before,
             seq,
         });
     }
 
-    fn on_recover(&mut self, out: &mut Out) {
+    fn on_recover(&mut self, out: &mut Out, policy: &RetryPolicy) {
         if let Some(f) = self.in_flight.take() {
             out.audit(
                 AuditEvent::new(out.meter_id, out.now, AuditKind::Recovered)
@@ -281,17 +299,30 @@ impl MeterMachine {
                     .reason("in_flight_at_restart")
                     .detail("outcome unknown after restart: switch status will be asked before any retry"),
             );
-            if let Some(o) = self
+            if let Some(idx) = self
                 .open
-                .iter_mut()
-                .find(|o| o.order.order_id == f.command.order_id)
+                .iter()
+                .position(|o| o.order.order_id == f.command.order_id)
             {
-                if f.command.kind == CommandKind::Read {
-                    o.not_before = None; // reads are harmless to repeat
-                } else {
-                    o.unknown_outcome = true;
-                    o.not_before = None;
+                match (f.purpose, f.command.kind) {
+                    // A lost read counts as a failed attempt; reads are harmless to repeat.
+                    (Purpose::Execute, CommandKind::Read) => self.fail_or_retry(
+                        idx,
+                        FailureCode::NetworkTimeout,
+                        Some("answer lost in a restart".into()),
+                        &f.command,
+                        out,
+                        policy,
+                    ),
+                    _ => {
+                        let o = &mut self.open[idx];
+                        o.unknown_outcome = true;
+                        o.not_before = None;
+                    }
                 }
+            }
+            if f.command.kind.target_state().is_some() {
+                self.switch = SwitchState::Unknown;
             }
         }
     }
@@ -331,6 +362,7 @@ impl MeterMachine {
                 let o = &mut self.open[idx];
                 o.unknown_outcome = true;
                 o.not_before = None;
+                self.switch = SwitchState::Unknown;
             }
             (Purpose::StatusCheck, _) => {
                 let o = &mut self.open[idx];
@@ -444,6 +476,13 @@ impl MeterMachine {
             (Purpose::Execute, CommandOutcome::Failed { code, detail }) => {
                 self.fail_or_retry(idx, *code, detail.clone(), &f.command, out, policy)
             }
+            (Purpose::StatusCheck, CommandOutcome::Confirmed { switch_state, .. })
+                if *switch_state == SwitchState::Unknown =>
+            {
+                // The head-end could not read the switch either: ask again later.
+                let o = &mut self.open[idx];
+                o.not_before = Some(add(out.now, policy.backoff(o.status_checks)));
+            }
             (Purpose::StatusCheck, CommandOutcome::Confirmed { switch_state, .. }) => {
                 let o = &mut self.open[idx];
                 o.unknown_outcome = false;
@@ -499,6 +538,18 @@ impl MeterMachine {
         out: &mut Out,
         policy: &RetryPolicy,
     ) {
+        if let Some(reason) = self.open[idx].withdrawn.clone() {
+            let o = self.open.remove(idx);
+            let detail = format!(
+                "{} did not take effect ({}); withdrawn, so not retried",
+                cmd.command_id,
+                code.as_str()
+            );
+            out.event(&o.order, OrderStatus::Cancelled, Some(&reason), |e| {
+                e.detail = Some(detail)
+            });
+            return;
+        }
         let o = &mut self.open[idx];
         if code.retryable() && o.attempts < policy.max_attempts {
             let at = add(out.now, policy.backoff(o.attempts));
@@ -600,6 +651,17 @@ impl MeterMachine {
                 }
                 return;
             };
+            if !self.open[idx].unknown_outcome {
+                if let Some(reason) = self.open[idx].withdrawn.clone() {
+                    // Withdrawn while its command was in progress, which ended without effect.
+                    let o = self.open.remove(idx);
+                    out.event(&o.order, OrderStatus::Cancelled, Some(&reason), |e| {
+                        e.detail =
+                            Some("withdrawn; the command in progress did not complete it".into())
+                    });
+                    continue;
+                }
+            }
             let kind = self.open[idx].order.kind;
             let Some(cmd_kind) = command_for(kind) else {
                 // Not executable here (cancel is handled on arrival; move orders are refused at
@@ -778,3 +840,7 @@ pub fn command_for(kind: OrderKind) -> Option<CommandKind> {
         OrderKind::Cancel => None,
     }
 }
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

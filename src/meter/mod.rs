@@ -5,7 +5,7 @@
 //! an idle actor passivate without losing a message.
 
 pub(crate) mod actor;
-pub(crate) mod machine;
+pub mod machine;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

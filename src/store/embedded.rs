@@ -99,7 +99,21 @@ impl EmbeddedStore {
             message: m,
         };
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
+        // Another instance in this process that is shutting down may still hold the file for a
+        // moment (its writer thread drains last); wait for it rather than fail.
+        let mut waited = std::time::Duration::ZERO;
+        let db = loop {
+            match Database::create(&path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if waited < std::time::Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    waited += std::time::Duration::from_millis(50);
+                }
+                Err(e) => return Err(err(e.to_string())),
+            }
+        };
         let w = db.begin_write().map_err(|e| err(e.to_string()))?;
         let seq = {
             // Create every table so that readers never meet a missing one.

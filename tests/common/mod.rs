@@ -39,17 +39,32 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 }
 
 pub async fn start(config: Config) -> App {
-    let app = App::start(config, Arc::new(SystemClock)).await.expect("switchyard starts");
-    assert!(app.wait_ready(Duration::from_secs(30)).await, "switchyard became ready");
+    let app = App::start(config, Arc::new(SystemClock))
+        .await
+        .expect("switchyard starts");
+    assert!(
+        app.wait_ready(Duration::from_secs(30)).await,
+        "switchyard became ready"
+    );
     app
 }
 
 pub fn producer(bootstrap: &str) -> FutureProducer {
-    ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "1").create().unwrap()
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap()
 }
 
 pub async fn produce(p: &FutureProducer, topic: &str, key: &str, value: &[u8]) {
-    p.send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produced");
+    p.send(
+        FutureRecord::to(topic).key(key).payload(value),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .expect("produced");
 }
 
 pub async fn produce_json(p: &FutureProducer, topic: &str, key: &str, value: serde_json::Value) {
@@ -77,7 +92,10 @@ pub async fn register(app: &App, p: &FutureProducer, meters: &[(&str, bool)]) {
     }
     let until = Instant::now() + Duration::from_secs(20);
     while !meters.iter().all(|(id, _)| app.registry.contains(id)) {
-        assert!(Instant::now() < until, "registry did not pick up the meters");
+        assert!(
+            Instant::now() < until,
+            "registry did not pick up the meters"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -86,29 +104,44 @@ pub async fn register(app: &App, p: &FutureProducer, meters: &[(&str, bool)]) {
 #[derive(Clone)]
 pub struct TopicLog {
     pub messages: Arc<Mutex<Vec<OwnedMessage>>>,
+    /// Values that parse as order events, parsed once on arrival.
+    parsed: Arc<Mutex<Vec<OrderEvent>>>,
 }
 
 impl TopicLog {
     pub fn follow(bootstrap: &str, topic: &str) -> TopicLog {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
-            .set("group.id", format!("test-observer-{topic}-{}", std::process::id()))
+            .set(
+                "group.id",
+                format!("test-observer-{topic}-{}", std::process::id()),
+            )
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .create()
             .unwrap();
         consumer.subscribe(&[topic]).unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
-        let m = messages.clone();
+        let parsed = Arc::new(Mutex::new(Vec::new()));
+        let (m, p) = (messages.clone(), parsed.clone());
         tokio::spawn(async move {
             loop {
                 match consumer.recv().await {
-                    Ok(msg) => m.lock().unwrap().push(msg.detach()),
+                    Ok(msg) => {
+                        if let Some(Ok(ev)) =
+                            msg.payload().map(serde_json::from_slice::<OrderEvent>)
+                        {
+                            p.lock().unwrap().push(ev);
+                        }
+                        m.lock().unwrap().push(msg.detach());
+                        // rdkafka's recv() is always ready under a flood; let others run.
+                        tokio::task::yield_now().await;
+                    }
                     Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
             }
         });
-        TopicLog { messages }
+        TopicLog { messages, parsed }
     }
 
     pub fn len(&self) -> usize {
@@ -116,15 +149,33 @@ impl TopicLog {
     }
 
     pub fn events(&self) -> Vec<OrderEvent> {
-        self.messages.lock().unwrap().iter().filter_map(|m| m.payload().and_then(|p| serde_json::from_slice(p).ok())).collect()
+        self.parsed.lock().unwrap().clone()
+    }
+
+    /// Order ids that reached a final status.
+    pub fn finals(&self) -> std::collections::HashSet<String> {
+        let p = self.parsed.lock().unwrap();
+        p.iter()
+            .filter(|e| e.status.is_terminal())
+            .map(|e| e.order_id.clone())
+            .collect()
     }
 
     pub fn json(&self) -> Vec<serde_json::Value> {
-        self.messages.lock().unwrap().iter().filter_map(|m| m.payload().and_then(|p| serde_json::from_slice(p).ok())).collect()
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m.payload().and_then(|p| serde_json::from_slice(p).ok()))
+            .collect()
     }
 
     pub fn of(&self, order_id: &str) -> Vec<OrderEvent> {
-        self.events().into_iter().filter(|e| e.order_id == order_id).collect()
+        let p = self.parsed.lock().unwrap();
+        p.iter()
+            .filter(|e| e.order_id == order_id)
+            .cloned()
+            .collect()
     }
 
     pub fn statuses(&self, order_id: &str) -> Vec<OrderStatus> {
@@ -144,25 +195,40 @@ impl TopicLog {
 
     /// Waits for a terminal status of `order_id` and returns its events.
     pub async fn wait_final(&self, order_id: &str, timeout: Duration) -> Vec<OrderEvent> {
-        self.wait(&format!("a final status of {order_id}"), timeout, |l| l.of(order_id).iter().any(|e| e.status.is_terminal())).await;
+        self.wait(&format!("a final status of {order_id}"), timeout, |l| {
+            l.of(order_id).iter().any(|e| e.status.is_terminal())
+        })
+        .await;
         self.of(order_id)
     }
 }
 
 pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
     let h = m.headers()?;
-    (0..h.count()).map(|i| h.get(i)).find(|h| h.key == name).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
+    (0..h.count())
+        .map(|i| h.get(i))
+        .find(|h| h.key == name)
+        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
 }
 
 /// A plain HTTP/1.1 GET against the operator endpoint: (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }

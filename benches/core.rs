@@ -1,0 +1,123 @@
+//! Criterion benches of switchyard's hot parts, each next to a raw baseline measured in the same
+//! run: order decode + validation (vs a bare serde_json parse), one meter state-machine step,
+//! and the embedded store's batched durable append and point read.
+//!
+//! `cargo bench --bench core` (full), `cargo test --release --benches` (each once, as a test).
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use switchyard::domain::{AuditEvent, AuditKind, CommandOutcome, CommandResult, SwitchState};
+use switchyard::meter::machine::{Input, MeterFacts, MeterMachine, RetryPolicy};
+use switchyard::store::{EmbeddedStore, Store, WriteBatch};
+
+const ORDER: &[u8] = br#"{"schema_version":1,"order_id":"SO-0000001","kind":"disconnect","reason":"non_payment","meter_id":"MTR-0000001","service_point_id":"SP-0000001","priority":3,"notice_sent_at":"2026-11-10T09:00:00Z","notes":"notice delivered by mail","amount_due":412.37}"#;
+
+fn now() -> jiff::Timestamp {
+    "2026-11-25T12:00:00Z".parse().unwrap()
+}
+
+fn order_validation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("order_decode");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("raw_serde_json_value_parse", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(std::hint::black_box(ORDER)).unwrap())
+    });
+    g.bench_function("validate_order", |b| {
+        b.iter(|| {
+            switchyard::domain::validate_order(
+                Some(b"MTR-0000001"),
+                Some(std::hint::black_box(ORDER)),
+                |_| true,
+                now(),
+            )
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn machine_step(c: &mut Criterion) {
+    let facts = MeterFacts {
+        has_switch: true,
+        head_end_id: "HE-1".into(),
+    };
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(60),
+        command_deadline: Duration::from_secs(30),
+    };
+    let order =
+        switchyard::domain::validate_order(Some(b"MTR-0000001"), Some(ORDER), |_| true, now())
+            .unwrap();
+    let mut g = c.benchmark_group("meter_machine");
+    g.throughput(Throughput::Elements(2));
+    g.bench_function("order_then_confirmation", |b| {
+        b.iter_batched(
+            || MeterMachine::new("MTR-0000001"),
+            |mut m| {
+                let a = m.step(Input::Order(order.clone()), now(), &facts, &policy);
+                let cmd = a
+                    .iter()
+                    .find_map(|x| {
+                        if let switchyard::meter::machine::Action::Dispatch(c) = x {
+                            Some(c.clone())
+                        } else {
+                            None
+                        }
+                    })
+                    .unwrap();
+                let r = CommandResult {
+                    schema_version: 1,
+                    command_id: cmd.command_id,
+                    meter_id: cmd.meter_id,
+                    outcome: CommandOutcome::Confirmed {
+                        switch_state: SwitchState::Disconnected,
+                        register_kwh: None,
+                    },
+                    at: now(),
+                };
+                m.step(Input::Result(r), now(), &facts, &policy)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn store(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    let mut g = c.benchmark_group("embedded_store");
+    g.sample_size(20);
+    let per = 500;
+    g.throughput(Throughput::Elements(per as u64));
+    let mut n = 0u64;
+    g.bench_function("durable_append_500_audit_rows", |b| {
+        b.iter(|| {
+            let mut batch = WriteBatch::default();
+            for _ in 0..per {
+                n += 1;
+                batch.audit.push(
+                    AuditEvent::new(
+                        &format!("MTR-{:07}", n % 100_000),
+                        now(),
+                        AuditKind::CommandResult,
+                    )
+                    .order("SO-1")
+                    .reason("confirmed"),
+                );
+            }
+            s.apply(&[batch]).unwrap()
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("point_read_missing_order", |b| {
+        b.iter(|| s.order(std::hint::black_box("SO-404")).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, order_validation, machine_step, store);
+criterion_main!(benches);

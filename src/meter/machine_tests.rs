@@ -1,0 +1,629 @@
+//! Tests of the pure meter state machine: scenarios, and a property test that drives it with
+//! random orders, answers, lost answers, crashes and time, against a simulated field meter.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::domain::{Order, OrderKind, ReasonCode};
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        backoff_initial: Duration::from_secs(10),
+        backoff_max: Duration::from_secs(60),
+        command_deadline: Duration::from_secs(30),
+    }
+}
+
+fn facts(has_switch: bool) -> MeterFacts {
+    MeterFacts {
+        has_switch,
+        head_end_id: "HE-1".into(),
+    }
+}
+
+fn t0() -> Timestamp {
+    "2026-11-25T08:00:00Z".parse().unwrap()
+}
+
+fn at(secs: i64) -> Timestamp {
+    t0() + jiff::SignedDuration::from_secs(secs)
+}
+
+fn order(id: &str, kind: OrderKind) -> Order {
+    Order {
+        order_id: id.into(),
+        kind,
+        reason: ReasonCode::NonPayment,
+        meter_id: "M".into(),
+        service_point_id: None,
+        account_id: None,
+        priority: 5,
+        earliest_at: None,
+        latest_at: None,
+        notice_sent_at: None,
+        campaign_id: None,
+        target_order_id: None,
+        notes: None,
+        created_at: None,
+        amount_due: None,
+    }
+}
+
+fn cancel(id: &str, target: &str) -> Order {
+    let mut o = order(id, OrderKind::Cancel);
+    o.target_order_id = Some(target.into());
+    o
+}
+
+fn dispatched(actions: &[Action]) -> Vec<Command> {
+    actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::Dispatch(c) = a {
+                Some(c.clone())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn events(actions: &[Action]) -> Vec<(String, OrderStatus, Option<String>)> {
+    actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::Event(e) = a {
+                Some((e.order_id.clone(), e.status, e.reason.clone()))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn confirmed(c: &Command, s: SwitchState) -> Input {
+    Input::Result(CommandResult {
+        schema_version: 1,
+        command_id: c.command_id.clone(),
+        meter_id: c.meter_id.clone(),
+        outcome: CommandOutcome::Confirmed {
+            switch_state: s,
+            register_kwh: None,
+        },
+        at: c.issued_at,
+    })
+}
+
+fn failed(c: &Command, code: FailureCode) -> Input {
+    Input::Result(CommandResult {
+        schema_version: 1,
+        command_id: c.command_id.clone(),
+        meter_id: c.meter_id.clone(),
+        outcome: CommandOutcome::Failed { code, detail: None },
+        at: c.issued_at,
+    })
+}
+
+#[test]
+fn a_disconnect_is_dispatched_once_and_completes_on_confirmation() {
+    let mut m = MeterMachine::new("M");
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &facts(true),
+        &policy(),
+    );
+    let cmds = dispatched(&a);
+    assert_eq!(cmds.len(), 1);
+    assert_eq!(cmds[0].command_id, "D1/1");
+    assert_eq!(cmds[0].deadline, at(30));
+    let a = m.step(
+        confirmed(&cmds[0], SwitchState::Disconnected),
+        at(2),
+        &facts(true),
+        &policy(),
+    );
+    let ev: Vec<OrderStatus> = events(&a).into_iter().map(|e| e.1).collect();
+    assert_eq!(ev, vec![OrderStatus::Confirmed, OrderStatus::Completed]);
+    assert!(m.is_idle());
+    assert_eq!(m.switch, SwitchState::Disconnected);
+    // A second disconnect completes without a command.
+    let a = m.step(
+        Input::Order(order("D2", OrderKind::Disconnect)),
+        at(3),
+        &facts(true),
+        &policy(),
+    );
+    assert!(dispatched(&a).is_empty());
+    assert_eq!(
+        events(&a),
+        vec![(
+            "D2".into(),
+            OrderStatus::Completed,
+            Some("already_disconnected".into())
+        )]
+    );
+}
+
+#[test]
+fn only_one_command_in_flight_and_reconnects_go_first() {
+    let mut m = MeterMachine::new("M");
+    let a = m.step(
+        Input::Order(order("R0", OrderKind::Read)),
+        t0(),
+        &facts(true),
+        &policy(),
+    );
+    let read = dispatched(&a).remove(0);
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        at(1),
+        &facts(true),
+        &policy(),
+    );
+    assert!(dispatched(&a).is_empty(), "busy: nothing else is sent");
+    let mut r = order("R1", OrderKind::Read);
+    r.priority = 1;
+    m.step(Input::Order(r), at(1), &facts(true), &policy());
+    let a = m.step(
+        Input::Order(order("C1", OrderKind::Reconnect)),
+        at(1),
+        &facts(true),
+        &policy(),
+    );
+    // The reconnect superseded the pending disconnect.
+    assert_eq!(
+        events(&a)[0],
+        (
+            "D1".into(),
+            OrderStatus::Cancelled,
+            Some("superseded_by_reconnect".into())
+        )
+    );
+    let a = m.step(
+        confirmed(&read, SwitchState::Disconnected),
+        at(2),
+        &facts(true),
+        &policy(),
+    );
+    let next = dispatched(&a);
+    assert_eq!(next.len(), 1);
+    assert_eq!(
+        next[0].order_id, "C1",
+        "the reconnect goes before a priority-1 read"
+    );
+}
+
+#[test]
+fn retryable_failures_back_off_exponentially_then_raise_an_exception() {
+    let mut m = MeterMachine::new("M");
+    let mut a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &facts(true),
+        &policy(),
+    );
+    let mut now = t0();
+    let mut waits = Vec::new();
+    for attempt in 1..=3 {
+        let c = dispatched(&a).remove(0);
+        assert_eq!(c.attempt, attempt);
+        now = now + jiff::SignedDuration::from_secs(1);
+        a = m.step(
+            failed(&c, FailureCode::NetworkTimeout),
+            now,
+            &facts(true),
+            &policy(),
+        );
+        if let Some(Action::WakeAt(w)) = a.iter().find(|x| matches!(x, Action::WakeAt(_))) {
+            waits.push(w.duration_since(now).as_secs());
+            now = *w;
+            a = m.step(Input::Wake, now, &facts(true), &policy());
+        }
+    }
+    assert_eq!(waits, vec![10, 20]);
+    let ex: Vec<_> = a
+        .iter()
+        .filter_map(|x| {
+            if let Action::Exception(e) = x {
+                Some(e.kind)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(ex, vec![ExceptionKind::RetriesExhausted]);
+    assert!(m.is_idle());
+}
+
+#[test]
+fn load_side_voltage_is_not_retried() {
+    let mut m = MeterMachine::new("M");
+    let a = m.step(
+        Input::Order(order("C1", OrderKind::Reconnect)),
+        t0(),
+        &facts(true),
+        &policy(),
+    );
+    let c = dispatched(&a).remove(0);
+    let a = m.step(
+        failed(&c, FailureCode::LoadSideVoltage),
+        at(1),
+        &facts(true),
+        &policy(),
+    );
+    assert!(dispatched(&a).is_empty());
+    assert!(a.iter().any(|x| matches!(x, Action::Exception(e) if e.kind == ExceptionKind::LoadSideVoltage && e.priority == 1)));
+}
+
+#[test]
+fn an_unknown_outcome_is_resolved_by_a_status_check_not_a_resend() {
+    let mut m = MeterMachine::new("M");
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &facts(true),
+        &policy(),
+    );
+    let c = dispatched(&a).remove(0);
+    let a = m.step(
+        Input::Deadline(c.command_id.clone()),
+        at(30),
+        &facts(true),
+        &policy(),
+    );
+    let s = dispatched(&a).remove(0);
+    assert_eq!(s.kind, CommandKind::SwitchStatus);
+    assert_eq!(s.command_id, "D1/1/status-1");
+    // It did take effect: confirmed without a second disconnect.
+    let a = m.step(
+        confirmed(&s, SwitchState::Disconnected),
+        at(31),
+        &facts(true),
+        &policy(),
+    );
+    assert!(dispatched(&a).is_empty());
+    assert_eq!(events(&a).last().unwrap().1, OrderStatus::Completed);
+    assert_eq!(
+        events(&a)[0].2.as_deref(),
+        Some("confirmed_by_status_check")
+    );
+}
+
+#[test]
+fn a_cancel_during_an_unknown_outcome_never_leads_to_a_resend() {
+    let mut m = MeterMachine::new("M");
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &facts(true),
+        &policy(),
+    );
+    let c = dispatched(&a).remove(0);
+    let a = m.step(
+        Input::Deadline(c.command_id.clone()),
+        at(30),
+        &facts(true),
+        &policy(),
+    );
+    let s = dispatched(&a).remove(0);
+    let a = m.step(
+        Input::Order(cancel("X1", "D1")),
+        at(31),
+        &facts(true),
+        &policy(),
+    );
+    assert_eq!(
+        events(&a),
+        vec![(
+            "X1".into(),
+            OrderStatus::Completed,
+            Some("target_already_dispatched".into())
+        )]
+    );
+    // The switch is still connected: the disconnect did not happen, and is not sent again.
+    let a = m.step(
+        confirmed(&s, SwitchState::Connected),
+        at(32),
+        &facts(true),
+        &policy(),
+    );
+    assert!(dispatched(&a).is_empty());
+    assert_eq!(
+        events(&a),
+        vec![(
+            "D1".into(),
+            OrderStatus::Cancelled,
+            Some("cancelled_by_order".into())
+        )]
+    );
+}
+
+#[test]
+fn a_meter_without_a_switch_gets_a_field_order_but_reads_still_work() {
+    let mut m = MeterMachine::new("M");
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &facts(false),
+        &policy(),
+    );
+    assert!(dispatched(&a).is_empty());
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::Exception(e) if e.kind == ExceptionKind::FieldOrderNeeded)));
+    let a = m.step(
+        Input::Order(order("R1", OrderKind::Read)),
+        at(1),
+        &facts(false),
+        &policy(),
+    );
+    assert_eq!(dispatched(&a).len(), 1);
+}
+
+#[test]
+fn a_restart_with_a_command_in_flight_asks_the_switch_first() {
+    let mut m = MeterMachine::new("M");
+    m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &facts(true),
+        &policy(),
+    );
+    // Persisted snapshot survives the crash.
+    let mut m: MeterMachine = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+    let a = m.step(Input::Recover, at(100), &facts(true), &policy());
+    let c = dispatched(&a);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].kind, CommandKind::SwitchStatus);
+    let a = m.step(
+        confirmed(&c[0], SwitchState::Connected),
+        at(101),
+        &facts(true),
+        &policy(),
+    );
+    // Not done: now, and only now, it may be sent again (after the backoff).
+    assert!(dispatched(&a).is_empty());
+    let wake = a
+        .iter()
+        .find_map(|x| {
+            if let Action::WakeAt(w) = x {
+                Some(*w)
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    let a = m.step(Input::Wake, wake, &facts(true), &policy());
+    assert_eq!(dispatched(&a)[0].command_id, "D1/2");
+}
+
+// ---- property test --------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Env {
+    Order(u8),
+    Cancel(u8),
+    Answer(u8),
+    Lose { executed: bool },
+    Crash,
+    Advance(u16),
+}
+
+fn env() -> impl Strategy<Value = Env> {
+    prop_oneof![
+        3 => (0u8..3).prop_map(Env::Order),
+        1 => any::<u8>().prop_map(Env::Cancel),
+        5 => (0u8..10).prop_map(Env::Answer),
+        1 => any::<bool>().prop_map(|executed| Env::Lose { executed }),
+        1 => Just(Env::Crash),
+        2 => (1u16..200).prop_map(Env::Advance),
+    ]
+}
+
+struct World {
+    m: MeterMachine,
+    now: Timestamp,
+    physical: SwitchState,
+    outstanding: Option<Command>,
+    orders: Vec<Order>,
+    terminal: HashSet<String>,
+    unknown: HashSet<String>,
+    withdrawn: HashSet<String>,
+    executions: HashMap<String, u32>,
+}
+
+impl World {
+    fn step(&mut self, input: Input) {
+        let before_outstanding = self.outstanding.is_some();
+        let actions = self.m.step(input, self.now, &facts(true), &policy());
+        let mut dispatches = 0;
+        for a in &actions {
+            match a {
+                Action::Dispatch(c) => {
+                    dispatches += 1;
+                    assert!(
+                        !before_outstanding || self.outstanding.is_none(),
+                        "dispatch while a command is outstanding"
+                    );
+                    assert!(
+                        !self.terminal.contains(&c.order_id),
+                        "command for a closed order {}",
+                        c.order_id
+                    );
+                    if c.kind != CommandKind::SwitchStatus {
+                        assert!(
+                            !self.unknown.contains(&c.order_id),
+                            "{} re-sent while its outcome was unknown",
+                            c.order_id
+                        );
+                        assert!(
+                            !self.withdrawn.contains(&c.order_id),
+                            "{} executed after it was withdrawn",
+                            c.order_id
+                        );
+                        *self.executions.entry(c.order_id.clone()).or_default() += 1;
+                        assert!(self.executions[&c.order_id] <= policy().max_attempts);
+                    }
+                    self.outstanding = Some(c.clone());
+                }
+                Action::Event(e) => {
+                    assert!(
+                        !self.terminal.contains(&e.order_id),
+                        "event after the final status of {}",
+                        e.order_id
+                    );
+                    if e.status.is_terminal() {
+                        self.terminal.insert(e.order_id.clone());
+                    }
+                    if e.status == OrderStatus::Completed {
+                        match e.kind {
+                            Some(OrderKind::Disconnect) => assert_eq!(
+                                self.physical,
+                                SwitchState::Disconnected,
+                                "disconnect reported done while connected"
+                            ),
+                            Some(OrderKind::Reconnect) => assert_eq!(
+                                self.physical,
+                                SwitchState::Connected,
+                                "reconnect reported done while disconnected"
+                            ),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(dispatches <= 1, "at most one command per step");
+        assert_eq!(
+            self.m.in_flight.as_ref().map(|f| &f.command.command_id),
+            self.outstanding.as_ref().map(|c| &c.command_id)
+        );
+    }
+
+    fn apply(&mut self, c: &Command) {
+        match c.kind {
+            CommandKind::Disconnect => self.physical = SwitchState::Disconnected,
+            CommandKind::Connect => self.physical = SwitchState::Connected,
+            _ => {}
+        }
+    }
+
+    fn run(&mut self, e: Env) {
+        match e {
+            Env::Order(k) => {
+                let kind =
+                    [OrderKind::Disconnect, OrderKind::Reconnect, OrderKind::Read][k as usize];
+                let o = order(&format!("O{}", self.orders.len()), kind);
+                if kind == OrderKind::Reconnect {
+                    for d in self
+                        .orders
+                        .iter()
+                        .filter(|d| d.kind == OrderKind::Disconnect)
+                    {
+                        self.withdrawn.insert(d.order_id.clone());
+                    }
+                }
+                self.orders.push(o.clone());
+                self.step(Input::Order(o));
+            }
+            Env::Cancel(i) => {
+                if self.orders.is_empty() {
+                    return;
+                }
+                let target = self.orders[i as usize % self.orders.len()].order_id.clone();
+                let c = cancel(&format!("X{}", self.orders.len()), &target);
+                self.orders.push(c.clone());
+                self.withdrawn.insert(target);
+                self.step(Input::Order(c));
+            }
+            Env::Answer(roll) => {
+                let Some(c) = self.outstanding.take() else {
+                    return;
+                };
+                let input = match roll {
+                    0 => failed(&c, FailureCode::NetworkTimeout),
+                    1 => failed(&c, FailureCode::LoadSideVoltage),
+                    _ => {
+                        self.apply(&c);
+                        if c.kind == CommandKind::SwitchStatus {
+                            self.unknown.remove(&c.order_id);
+                        }
+                        confirmed(&c, self.physical)
+                    }
+                };
+                self.step(input);
+            }
+            Env::Lose { executed } => {
+                let Some(c) = self.outstanding.take() else {
+                    return;
+                };
+                if executed {
+                    self.apply(&c);
+                }
+                if c.kind.target_state().is_some() {
+                    self.unknown.insert(c.order_id.clone());
+                }
+                self.now = self.now.max(c.deadline);
+                self.step(Input::Deadline(c.command_id.clone()));
+            }
+            Env::Crash => {
+                let snapshot = serde_json::to_string(&self.m).unwrap();
+                self.m = serde_json::from_str(&snapshot).unwrap();
+                if let Some(c) = self.outstanding.take() {
+                    if c.kind.target_state().is_some() {
+                        self.unknown.insert(c.order_id.clone());
+                    }
+                    self.step(Input::Recover);
+                }
+            }
+            Env::Advance(s) => {
+                self.now = self.now + jiff::SignedDuration::from_secs(s as i64);
+                self.step(Input::Wake);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Whatever happens (answers, failures, lost answers, crashes, cancels, reconnects):
+    /// one command at a time; no execution re-sent while its outcome is unknown; no execution
+    /// after a withdrawal; nothing after a final status; "completed" is true in the field; and
+    /// once the head-end answers everything, every order reaches a final status.
+    #[test]
+    fn the_meter_machine_keeps_its_promises(script in proptest::collection::vec(env(), 1..60)) {
+        let mut w = World {
+            m: MeterMachine::new("M"),
+            now: t0(),
+            physical: SwitchState::Connected,
+            outstanding: None,
+            orders: Vec::new(),
+            terminal: HashSet::new(),
+            unknown: HashSet::new(),
+            withdrawn: HashSet::new(),
+            executions: HashMap::new(),
+        };
+        for e in script {
+            w.run(e);
+        }
+        // Drain: a healthy head-end from now on.
+        for _ in 0..200 {
+            if w.outstanding.is_some() {
+                w.run(Env::Answer(9));
+            } else {
+                w.run(Env::Advance(120));
+            }
+        }
+        for o in &w.orders {
+            prop_assert!(w.terminal.contains(&o.order_id), "{} never reached a final status; machine: {:?}", o.order_id, w.m);
+        }
+        prop_assert!(w.m.is_idle());
+    }
+}

@@ -1,0 +1,244 @@
+//! The documented contracts are the real ones: the JSON Schemas in docs/schemas accept what
+//! switchyard really publishes (taken off the topics), the order examples in docs/topics.md are
+//! accepted by switchyard's own validation, and docs/metrics.md names exactly the metrics
+//! switchyard registers.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(root().join("docs/schemas").join(name)).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&v)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn assert_valid(v: &jsonschema::Validator, instance: &Value, what: &str) {
+    let errors: Vec<String> = v
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match its schema: {errors:?}\n{instance:#}"
+    );
+}
+
+/// JSON code blocks of a Markdown file.
+fn json_blocks(md: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in md.lines() {
+        match (&mut cur, line.trim_start()) {
+            (None, l) if l.starts_with("```json") => cur = Some(String::new()),
+            (Some(_), l) if l.starts_with("```") => out.push(cur.take().unwrap()),
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_order_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
+    let order_schema = schema("order.v1.schema.json");
+    let result_schema = schema("head-end-result.v1.schema.json");
+    let md = std::fs::read_to_string(root().join("docs/topics.md")).unwrap();
+    let now: jiff::Timestamp = "2026-11-25T00:00:00Z".parse().unwrap();
+    let (mut orders, mut results) = (0, 0);
+    for block in json_blocks(&md) {
+        // A block is one object, or one object per line.
+        let values: Vec<Value> = match serde_json::from_str::<Value>(&block) {
+            Ok(v) => vec![v],
+            Err(_) => block
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("docs JSON line does not parse: {e}: {l}"))
+                })
+                .collect(),
+        };
+        for v in values {
+            if v.get("kind").is_some() && v.get("reason").is_some() {
+                assert_valid(&order_schema, &v, "docs order example");
+                let meter = v["meter_id"].as_str().unwrap().to_string();
+                let bytes = serde_json::to_vec(&v).unwrap();
+                switchyard::domain::validate_order(
+                    Some(meter.as_bytes()),
+                    Some(&bytes),
+                    |_| true,
+                    now,
+                )
+                .unwrap_or_else(|r| {
+                    panic!("docs example refused: {:?} {}\n{v:#}", r.reason, r.detail)
+                });
+                orders += 1;
+            } else if v.get("outcome").is_some() {
+                assert_valid(&result_schema, &v, "docs result example");
+                serde_json::from_value::<switchyard::domain::CommandResult>(v).unwrap();
+                results += 1;
+            }
+        }
+    }
+    assert!(orders >= 4, "an example per order kind ({orders} found)");
+    assert!(results >= 2, "result examples ({results} found)");
+}
+
+#[test]
+fn the_sample_registry_matches_the_meter_record_schema() {
+    let s = schema("meter-record.v1.schema.json");
+    let mut rdr = csv::Reader::from_path(root().join("config/meters.sample.csv")).unwrap();
+    for rec in rdr.deserialize::<switchyard::domain::MeterRecord>() {
+        assert_valid(
+            &s,
+            &serde_json::to_value(rec.unwrap()).unwrap(),
+            "sample meter",
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn what_switchyard_publishes_matches_the_published_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.head_end.simulator.failure_rate = 0.3;
+    cfg.head_end.simulator.lsv_reject_rate = 0.2;
+    cfg.head_end.max_attempts = 2;
+    let app = start(cfg).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    let exceptions = TopicLog::follow(&app.bootstrap, &app.config.topics.exceptions);
+    register(&app, &p, &[("M-1", true), ("M-2", true), ("M-3", false)]).await;
+    let kinds = [
+        "disconnect",
+        "reconnect",
+        "read",
+        "reconnect",
+        "disconnect",
+        "read",
+    ];
+    let mut n = 0;
+    for (i, k) in kinds.iter().enumerate() {
+        for m in ["M-1", "M-2", "M-3"] {
+            let id = format!("SO-{m}-{i}");
+            produce_json(&p, &app.config.topics.orders, m, order(&id, k, m)).await;
+            n += 1;
+        }
+    }
+    let mut c = order("SO-C", "cancel", "M-1");
+    c["target_order_id"] = "SO-M-1-5".into();
+    produce_json(&p, &app.config.topics.orders, "M-1", c).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-9",
+        order("SO-REJ", "read", "M-9"),
+    )
+    .await;
+    events
+        .wait("every order final", Duration::from_secs(30), |l| {
+            l.finals().len() >= n + 2
+        })
+        .await;
+    exceptions
+        .wait("an exception", Duration::from_secs(10), |l| l.len() >= 1)
+        .await;
+
+    let ev_schema = schema("order-event.v1.schema.json");
+    let mut statuses = std::collections::BTreeSet::new();
+    for v in events.json() {
+        assert_valid(&ev_schema, &v, "published order event");
+        statuses.insert(v["status"].as_str().unwrap().to_string());
+    }
+    for s in [
+        "received",
+        "dispatched",
+        "confirmed",
+        "completed",
+        "rejected",
+        "failed",
+    ] {
+        assert!(
+            statuses.contains(s),
+            "no {s} event was checked: {statuses:?}"
+        );
+    }
+    let ex_schema = schema("exception.v1.schema.json");
+    for v in exceptions.json() {
+        assert_valid(&ex_schema, &v, "published exception");
+    }
+    // Commands as the Kafka bridge serialises them.
+    let cmd_schema = schema("head-end-command.v1.schema.json");
+    let rec = app
+        .store
+        .store()
+        .command("SO-M-1-0/1")
+        .unwrap()
+        .expect("a stored command");
+    assert_valid(
+        &cmd_schema,
+        &serde_json::to_value(&rec.command).unwrap(),
+        "head-end command",
+    );
+    for r in rec.results {
+        assert_valid(
+            &schema("head-end-result.v1.schema.json"),
+            &serde_json::to_value(&r).unwrap(),
+            "head-end result",
+        );
+    }
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn docs_metrics_lists_exactly_the_registered_metrics() {
+    let doc = std::fs::read_to_string(root().join("docs/metrics.md")).unwrap();
+    let names = switchyard::observability::METRIC_NAMES;
+    for n in names {
+        assert!(
+            doc.contains(&format!("`{n}`")),
+            "docs/metrics.md does not document {n}"
+        );
+    }
+    let documented: Vec<&str> = doc
+        .split('`')
+        .filter(|w| w.starts_with("switchyard_") && !w.contains(' ') && !w.contains('{'))
+        .collect();
+    for d in documented {
+        assert!(
+            names.contains(&d),
+            "docs/metrics.md documents {d}, which switchyard does not register"
+        );
+    }
+    // And what /metrics really exposes is in the list.
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(test_config(dir.path())).await;
+    let (_, body) = http_get(app.http_addr, "/metrics").await;
+    for line in body.lines().filter(|l| l.starts_with("switchyard_")) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let base = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            names.contains(&base) || names.contains(&name),
+            "/metrics exposes undocumented {name}"
+        );
+    }
+    app.shutdown().await;
+}

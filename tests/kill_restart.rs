@@ -1,0 +1,321 @@
+//! The crash test: a real `switchyard` process, its Kafka being a librdkafka mock cluster hosted
+//! by this test process (so the topics survive the crash), its head-end the Kafka bridge, and
+//! this test playing the utility's head-end adapter (it keeps the true switch state of every
+//! meter and answers commands on the results topic). Mid-run the process is killed with SIGKILL
+//! and started again on the same data directory. Then: every accepted order reaches its final
+//! status, and no meter received a switch command twice.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::Message;
+use switchyard::domain::{
+    Command as HeadEndCommand, CommandKind, CommandOutcome, CommandResult, OrderStatus, SwitchState,
+};
+use switchyard::kafka::EmbeddedKafka;
+
+fn orders_count() -> usize {
+    std::env::var("SWITCHYARD_KILL_TEST_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000)
+}
+
+#[derive(Default)]
+struct Field {
+    switch: HashMap<String, SwitchState>,
+    /// Every command id received, in order (duplicates kept).
+    received: Vec<HeadEndCommand>,
+}
+
+/// The head-end adapter: answers every command, in partition order, from the true switch state.
+fn run_adapter(bootstrap: &str, commands: &str, results: &str, field: Arc<Mutex<Field>>) {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "test-head-end-adapter")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[commands]).unwrap();
+    let producer: FutureProducer = producer(bootstrap);
+    let results = results.to_string();
+    tokio::spawn(async move {
+        loop {
+            tokio::task::yield_now().await;
+            let Ok(msg) = consumer.recv().await else {
+                continue;
+            };
+            let Some(Ok(cmd)) = msg.payload().map(serde_json::from_slice::<HeadEndCommand>) else {
+                continue;
+            };
+            let state = {
+                let mut f = field.lock().unwrap();
+                f.received.push(cmd.clone());
+                let s = f
+                    .switch
+                    .entry(cmd.meter_id.clone())
+                    .or_insert(SwitchState::Connected);
+                match cmd.kind {
+                    CommandKind::Disconnect => *s = SwitchState::Disconnected,
+                    CommandKind::Connect => *s = SwitchState::Connected,
+                    _ => {}
+                }
+                *s
+            };
+            let r = CommandResult {
+                schema_version: 1,
+                command_id: cmd.command_id.clone(),
+                meter_id: cmd.meter_id.clone(),
+                outcome: CommandOutcome::Confirmed {
+                    switch_state: state,
+                    register_kwh: Some(1.0),
+                },
+                at: jiff::Timestamp::now(),
+            };
+            // The field changed on receipt; the answer takes 0-40 ms to come back, so that
+            // commands are in flight when the process is killed.
+            let payload = serde_json::to_vec(&r).unwrap();
+            let delay = cmd
+                .command_id
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
+                % 40;
+            let (producer, results, key) =
+                (producer.clone(), results.clone(), cmd.meter_id.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                produce(&producer, &results, &key, &payload).await;
+            });
+        }
+    });
+}
+
+fn spawn_switchyard(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .env("RUST_LOG", "warn,switchyard=info")
+        .spawn()
+        .expect("start switchyard")
+}
+
+#[actix_rt::test]
+async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
+    let n = orders_count();
+    let dir = tempfile::tempdir().unwrap();
+    let base = test_config(dir.path());
+    let topics: Vec<String> = base
+        .topics
+        .all()
+        .iter()
+        .map(|(_, t)| t.to_string())
+        .collect();
+    let kafka = EmbeddedKafka::start(&topics, 4).unwrap();
+    let b = kafka.bootstrap_servers().to_string();
+
+    let data = dir.path().join("data");
+    let config_path = dir.path().join("switchyard.toml");
+    let config_text = switchyard::config::DEFAULT_TOML
+        .replace(
+            "data_dir = \"./switchyard-data\"",
+            &format!("data_dir = {:?}", data.display().to_string()),
+        )
+        .replace("brokers = \"\"", &format!("brokers = {b:?}"))
+        .replace("embedded_partitions = 4", "embedded_partitions = 4")
+        .replace("mode = \"simulator\"", "mode = \"kafka\"")
+        .replace("command_deadline_secs = 30", "command_deadline_secs = 5")
+        .replace("backoff_initial_ms = 2000", "backoff_initial_ms = 50")
+        .replace("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"");
+    std::fs::write(&config_path, &config_text).unwrap();
+    switchyard::Config::load_with_env(Some(&config_path), Vec::<(String, String)>::new())
+        .expect("test config is valid");
+    let log = dir.path().join("switchyard.log");
+
+    let p = producer(&b);
+    let events = TopicLog::follow(&b, &base.topics.order_events);
+    let field = Arc::new(Mutex::new(Field::default()));
+    run_adapter(
+        &b,
+        &base.topics.head_end_commands,
+        &base.topics.head_end_results,
+        field.clone(),
+    );
+
+    // One disconnect per meter: each needs exactly one executed switch command.
+    let meter_id = |i: usize| format!("K-{i:06}");
+    let (pr, reg_topic, orders_topic) = (&p, &base.topics.registry, &base.topics.orders);
+    futures::future::join_all((0..n).map(|i| async move {
+        let m = meter_id(i);
+        produce_json(pr, reg_topic, &m, meter(&m, true)).await
+    }))
+    .await;
+
+    let t0 = Instant::now();
+    let mut child = spawn_switchyard(&config_path, &log);
+    // Once the intake runs, orders arrive as a steady stream (about 4,000 a second).
+    let until = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("order intake started")
+    {
+        assert!(
+            Instant::now() < until,
+            "switchyard did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stream_producer = p.clone();
+    let orders_topic = orders_topic.clone();
+    tokio::spawn(async move {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(20) {
+            futures::future::join_all(chunk.iter().map(|&i| {
+                let (p, t) = (&stream_producer, &orders_topic);
+                async move {
+                    let m = meter_id(i);
+                    produce_json(p, t, &m, order(&format!("KO-{i:06}"), "disconnect", &m)).await
+                }
+            }))
+            .await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    // Kill it once a share of the orders is done and many are still open.
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        // The adapter sees commands as they are sent; the event log may lag behind.
+        let sent = field.lock().unwrap().received.len();
+        if sent >= n / 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no progress before the kill; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "switchyard exited early; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done_at_kill = events.finals().len();
+    let sent_at_kill = field.lock().unwrap().received.len();
+    assert!(
+        done_at_kill < n && sent_at_kill < n,
+        "the kill must land mid-run ({done_at_kill} of {n} already final)"
+    );
+
+    eprintln!("killed after {:?}", t0.elapsed());
+    let t1 = Instant::now();
+    let mut child = spawn_switchyard(&config_path, &log);
+    let until = Instant::now() + Duration::from_secs(240);
+    loop {
+        let done = events.finals();
+        if done.len() == n {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "only {} of {n} orders final after restart; log tail: {}",
+            done.len(),
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("all final {:?} after the restart", t1.elapsed());
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // No accepted order lost: every one completed.
+    let mut by_order: HashMap<String, Vec<OrderStatus>> = HashMap::new();
+    for e in events.events() {
+        by_order
+            .entry(e.order_id.clone())
+            .or_default()
+            .push(e.status);
+    }
+    for i in 0..n {
+        let id = format!("KO-{i:06}");
+        let st = by_order.remove(&id).unwrap_or_default();
+        assert!(
+            st.contains(&OrderStatus::Completed),
+            "{id}: {:?}",
+            events.of(&id)
+        );
+        assert!(
+            !st.contains(&OrderStatus::Failed),
+            "{id}: {:?}",
+            events.of(&id)
+        );
+    }
+    // No switch command twice: per meter exactly one disconnect reached the head-end, and no
+    // command id was ever sent twice.
+    let f = field.lock().unwrap();
+    let mut per_meter: HashMap<&str, usize> = HashMap::new();
+    let mut ids = HashSet::new();
+    for c in &f.received {
+        assert!(
+            ids.insert(c.command_id.clone()),
+            "command {} sent twice",
+            c.command_id
+        );
+        if c.kind == CommandKind::Disconnect {
+            *per_meter.entry(c.meter_id.as_str()).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = per_meter.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "meters that got a second disconnect: {twice:?}"
+    );
+    assert_eq!(per_meter.len(), n);
+    assert!(f.switch.values().all(|s| *s == SwitchState::Disconnected));
+    let status_checks = f
+        .received
+        .iter()
+        .filter(|c| c.kind == CommandKind::SwitchStatus)
+        .count();
+    let mut checks_per_order: HashMap<&str, usize> = HashMap::new();
+    for c in f
+        .received
+        .iter()
+        .filter(|c| c.kind == CommandKind::SwitchStatus)
+    {
+        *checks_per_order.entry(c.order_id.as_str()).or_default() += 1;
+    }
+    let max_checks = checks_per_order.values().max().copied().unwrap_or(0);
+    let resent = f
+        .received
+        .iter()
+        .filter(|c| c.kind == CommandKind::Disconnect && c.attempt > 1)
+        .count();
+    eprintln!("kill test: {} orders needed a status check (max {max_checks} each), {resent} disconnects were first sent after the restart", checks_per_order.len());
+    eprintln!("kill test: {n} orders, {sent_at_kill} commands sent before the kill, {status_checks} status checks after restart");
+    // Keep the broker up while the test's consumers close.
+    std::mem::forget(kafka);
+}
