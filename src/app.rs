@@ -140,6 +140,8 @@ impl App {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let (results_assigned_tx, results_assigned_rx) = oneshot::channel::<()>();
+        let mut results_assigned_tx = Some(results_assigned_tx);
+        let mut results_source = None;
         let simulator = match h.mode {
             HeadEndMode::Simulator => {
                 let sim = Arc::new(Simulator::new(
@@ -148,16 +150,12 @@ impl App {
                     clock.clone(),
                 ));
                 directory.set_head_end(sim.clone() as Arc<dyn HeadEnd>);
-                let _ = results_assigned_tx.send(());
+                let _ = results_assigned_tx.take().expect("once").send(());
                 Some(sim)
             }
             HeadEndMode::Kafka => {
-                let bridge = KafkaBridge::new(
-                    producer.clone(),
-                    config.topics.head_end_commands.clone(),
-                    Arc::downgrade(&sink),
-                    clock.clone(),
-                );
+                let bridge =
+                    KafkaBridge::new(producer.clone(), config.topics.head_end_commands.clone());
                 directory.set_head_end(Arc::new(bridge));
                 let src = kafka::results_source::ResultsSource {
                     consumer: kafka::results_source::consumer(&config, &bootstrap)?,
@@ -167,9 +165,8 @@ impl App {
                     topic: config.topics.head_end_results.clone(),
                     dead_letter_topic: config.topics.dead_letter.clone(),
                 };
-                tasks.push(tokio::spawn(
-                    src.run(results_assigned_tx, shutdown_rx.clone()),
-                ));
+                // Started once the registry has caught up (a result must meet known facts).
+                results_source = Some((src, results_assigned_tx.take().expect("once")));
                 None
             }
         };
@@ -249,10 +246,14 @@ impl App {
             linger: Duration::from_millis(config.kafka.intake_linger_ms),
         };
         let mut shutdown_rx2 = shutdown_rx.clone();
+        let shutdown_rx3 = shutdown_rx.clone();
         app.intake = Some(tokio::spawn(async move {
             tokio::select! {
                 r = caught_up_rx => { if r.is_err() { return; } }
                 _ = shutdown_rx2.changed() => return,
+            }
+            if let Some((src, assigned)) = results_source {
+                tokio::spawn(src.run(assigned, shutdown_rx3));
             }
             // Kafka head-end: wait until its answers can be heard before sending anything.
             tokio::select! {

@@ -12,6 +12,19 @@ use serde::{Deserialize, Serialize};
 /// The embedded defaults, the same text as `config/default.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
+/// librdkafka properties switchyard sets itself: overriding them would break "stored before the
+/// offset is committed" or "acknowledged before the source offset is committed".
+const RESERVED_CLIENT_KEYS: &[&str] = &[
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "bootstrap.servers",
+    "isolation.level",
+];
+
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "SWITCHYARD__";
 
@@ -251,6 +264,14 @@ impl Config {
                 "kafka.intake_linger_ms",
                 "must be at most 10000 (10 s)",
             ));
+        }
+        for key in k.client.keys() {
+            if RESERVED_CLIENT_KEYS.contains(&key.as_str()) {
+                return Err(invalid(
+                    &format!("kafka.client.\"{key}\""),
+                    "is set by switchyard itself (delivery guarantees depend on it); remove it",
+                ));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (key, topic) in self.topics.all() {
@@ -521,6 +542,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("head_end.max_attempts"), "{err}");
+    }
+
+    #[test]
+    fn client_properties_that_weaken_delivery_are_refused() {
+        let text = DEFAULT_TOML.replace("[kafka.client]\n", "[kafka.client]\n\"acks\" = \"0\"\n");
+        let err = Config::from_toml_str(&text, "t", no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kafka.client") && err.contains("acks"),
+            "{err}"
+        );
     }
 
     #[test]

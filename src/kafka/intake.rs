@@ -103,7 +103,7 @@ impl Intake {
         let now = self.clock.now();
         let mut accepted: Vec<(Order, &OwnedMessage)> = Vec::new();
         let mut write = WriteBatch::default();
-        let mut dead = Vec::new();
+        let mut rejected = Vec::new();
         for msg in &batch {
             match validate_order(
                 msg.key(),
@@ -112,37 +112,18 @@ impl Intake {
                 now,
             ) {
                 Ok(order) => accepted.push((order, msg)),
-                Err(rej) => {
-                    m.orders_rejected[rej.reason.index()].increment(1);
-                    tracing::info!(reason = rej.reason.as_str(), detail = %rej.detail, partition = msg.partition(), offset = msg.offset(), "order rejected to dead letter");
-                    if let Some(order_id) = &rej.order_id {
-                        let meter = rej.meter_id.clone().unwrap_or_default();
-                        let ev =
-                            OrderEvent::new(order_id, &meter, None, OrderStatus::Rejected, now)
-                                .reason(rej.reason.as_str())
-                                .detail(rej.detail.clone());
-                        m.order_status[OrderStatus::Rejected as usize].increment(1);
-                        write.outbox.push(OutboxMessage {
-                            topic: self.events_topic.clone(),
-                            key: meter.clone(),
-                            payload: serde_json::to_vec(&ev).expect("serialize"),
-                        });
-                        if !meter.is_empty() && self.registry.contains(&meter) {
-                            write.audit.push(
-                                AuditEvent::new(&meter, now, AuditKind::OrderRejected)
-                                    .order(order_id)
-                                    .reason(rej.reason.as_str())
-                                    .detail(rej.detail.clone()),
-                            );
-                        }
-                    }
-                    dead.push((msg, rej));
-                }
+                Err(rej) => rejected.push((msg, rej)),
             }
         }
-        // Duplicates: already stored, or twice in this batch.
-        let ids: Vec<&str> = accepted.iter().map(|(o, _)| o.order_id.as_str()).collect();
-        let stored = loop {
+        // Duplicates: already stored, or twice in this batch. Refused records are checked too:
+        // a record accepted before a crash and read again after it (when, say, its latest_at
+        // has passed) is a duplicate, not a rejection.
+        let ids: Vec<&str> = accepted
+            .iter()
+            .map(|(o, _)| o.order_id.as_str())
+            .chain(rejected.iter().filter_map(|(_, r)| r.order_id.as_deref()))
+            .collect();
+        let mut stored = loop {
             match self.store.store().orders_exist(&ids) {
                 Ok(v) => break v,
                 Err(e) => {
@@ -151,6 +132,39 @@ impl Intake {
                 }
             }
         };
+        let stored_rejected = stored.split_off(accepted.len());
+        let mut stored_rejected = stored_rejected.into_iter();
+        let mut dead = Vec::new();
+        for (msg, rej) in rejected {
+            if rej.order_id.is_some() && stored_rejected.next() == Some(true) {
+                m.orders_duplicate.increment(1);
+                tracing::info!(order_id = ?rej.order_id, "a record of an already accepted order was read again; ignored");
+                continue;
+            }
+            m.orders_rejected[rej.reason.index()].increment(1);
+            tracing::info!(reason = rej.reason.as_str(), detail = %rej.detail, partition = msg.partition(), offset = msg.offset(), "order rejected to dead letter");
+            if let Some(order_id) = &rej.order_id {
+                let meter = rej.meter_id.clone().unwrap_or_default();
+                let ev = OrderEvent::new(order_id, &meter, None, OrderStatus::Rejected, now)
+                    .reason(rej.reason.as_str())
+                    .detail(rej.detail.clone());
+                m.order_status[OrderStatus::Rejected as usize].increment(1);
+                write.outbox.push(OutboxMessage {
+                    topic: self.events_topic.clone(),
+                    key: meter.clone(),
+                    payload: serde_json::to_vec(&ev).expect("serialize"),
+                });
+                if !meter.is_empty() && self.registry.contains(&meter) {
+                    write.audit.push(
+                        AuditEvent::new(&meter, now, AuditKind::OrderRejected)
+                            .order(order_id)
+                            .reason(rej.reason.as_str())
+                            .detail(rej.detail.clone()),
+                    );
+                }
+            }
+            dead.push((msg, rej));
+        }
         let mut seen = HashSet::new();
         let mut deliver = Vec::new();
         for ((order, msg), already) in accepted.into_iter().zip(stored) {

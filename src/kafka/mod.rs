@@ -51,6 +51,8 @@ pub fn client_config(config: &Config, bootstrap: &str) -> ClientConfig {
 pub fn producer_config(config: &Config, bootstrap: &str) -> ClientConfig {
     let mut c = client_config(config, bootstrap);
     c.set("linger.ms", "5");
+    // Ordered, no duplicates from librdkafka's own retries (events of a meter stay in order).
+    c.set("enable.idempotence", "true");
     c.set("message.timeout.ms", "30000");
     c.set("queue.buffering.max.messages", "1000000");
     c

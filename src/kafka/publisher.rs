@@ -75,7 +75,9 @@ impl Publisher {
                         _ => {
                             m.publish_errors.increment(1);
                             tracing::warn!(topic = %entry.message.topic, "event delivery failed; retrying");
-                            queue.push_back(entry);
+                            // Back at the front, in sequence order, so a meter's events stay ordered.
+                            let pos = queue.iter().position(|e| e.seq > entry.seq).unwrap_or(queue.len());
+                            queue.insert(pos, entry);
                         }
                     }
                 }

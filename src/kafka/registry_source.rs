@@ -62,6 +62,7 @@ impl RegistrySource {
         }
         let mut caught_up = Some(caught_up);
         let mut read = 0usize;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
         if remaining.iter().all(|(_, hw)| *hw <= 0) {
             if let Some(tx) = caught_up.take() {
                 let _ = tx.send(0);
@@ -70,6 +71,21 @@ impl RegistrySource {
         loop {
             let msg = tokio::select! {
                 m = self.consumer.recv() => m,
+                _ = tick.tick(), if caught_up.is_some() => {
+                    // The last offsets may never be delivered (compacted-away tombstones,
+                    // transaction markers): compare the consumer's position too.
+                    if let Ok(pos) = self.consumer.position() {
+                        remaining.retain(|(p, hw)| {
+                            !matches!(pos.find_partition(&self.topic, *p).map(|e| e.offset()), Some(rdkafka::Offset::Offset(o)) if o >= *hw)
+                        });
+                    }
+                    if remaining.is_empty() {
+                        m.registry_meters.set(self.registry.len() as f64);
+                        tracing::info!(records = read, meters = self.registry.len(), "meter registry caught up");
+                        let _ = caught_up.take().expect("some").send(read);
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => return,
             };
             let msg = match msg {

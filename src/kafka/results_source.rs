@@ -82,7 +82,12 @@ impl ResultsSource {
                         .map_err(|e| format!("not a v1 command result: {e}"))
                 })
                 .and_then(|r| {
-                    if r.schema_version == 1 {
+                    let id_ok = !r.meter_id.is_empty()
+                        && r.meter_id.len() <= 128
+                        && r.meter_id.chars().all(|c| c.is_ascii_graphic());
+                    if !id_ok {
+                        Err("meter_id must be 1-128 printable ASCII characters".to_string())
+                    } else if r.schema_version == 1 {
                         Ok(r)
                     } else {
                         Err(format!(

@@ -30,6 +30,7 @@ pub struct MeterActor {
     last_active: tokio::time::Instant,
     deadline: Option<(String, SpawnHandle)>,
     wake: Option<(Timestamp, SpawnHandle)>,
+    facts_known: bool,
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {
@@ -61,107 +62,123 @@ impl MeterActor {
             last_active: tokio::time::Instant::now(),
             deadline: None,
             wake: None,
+            facts_known: false,
         }
     }
 
+    /// Registry facts are re-read before every step (they may change at any time). A meter that
+    /// is not (or no longer) in the registry keeps its last known facts; one never seen has no
+    /// remote switch.
     fn load_facts(&mut self) {
-        self.facts = match self.dir.services().registry.get(&self.id) {
-            Some(info) => MeterFacts {
+        if let Some(info) = self.dir.services().registry.get(&self.id) {
+            self.facts = MeterFacts {
                 has_switch: info.flags.contains(MeterFlags::HAS_SWITCH),
                 head_end_id: info.head_end_id.to_string(),
-            },
-            // Removed from the registry while work is open: no remote switching.
-            None => MeterFacts {
+            };
+            self.facts_known = true;
+        } else if !self.facts_known {
+            self.facts = MeterFacts {
                 has_switch: false,
                 head_end_id: "unknown".into(),
-            },
-        };
+            };
+        }
     }
 
     fn handle(&mut self, input: Input, extra: WriteBatch, ctx: &mut Context<Self>) {
-        let svc = self.dir.services();
+        self.handle_all(vec![input], extra, ctx)
+    }
+
+    /// Steps the machine through `inputs`, then persists everything in ONE write and performs
+    /// the side effects after it. One handler must queue at most one `ctx.wait`: actix runs
+    /// queued waits newest first.
+    fn handle_all(&mut self, inputs: Vec<Input>, extra: WriteBatch, ctx: &mut Context<Self>) {
+        self.load_facts();
+        let dir = self.dir.clone();
+        let svc = dir.services();
         let now = svc.clock.now();
         self.last_active = tokio::time::Instant::now();
         let m = metrics();
-        let had_in_flight = self.machine.in_flight.is_some();
-        if let Input::Result(r) = &input {
-            if let Some(f) = &self.machine.in_flight {
-                if f.command.command_id == r.command_id {
-                    let secs = until(f.command.issued_at, now).as_secs_f64();
-                    m.command_latency.record(secs);
-                    match r.outcome {
-                        CommandOutcome::Confirmed { .. } => m.results_confirmed.increment(1),
-                        CommandOutcome::Failed { .. } => m.results_failed.increment(1),
+        let before = self.machine.clone();
+        let mut batch = extra;
+        let mut effects = Vec::new();
+        for input in inputs {
+            let had_in_flight = self.machine.in_flight.is_some();
+            if let Input::Result(r) = &input {
+                if let Some(f) = &self.machine.in_flight {
+                    if f.command.command_id == r.command_id {
+                        let secs = until(f.command.issued_at, now).as_secs_f64();
+                        m.command_latency.record(secs);
+                        match r.outcome {
+                            CommandOutcome::Confirmed { .. } => m.results_confirmed.increment(1),
+                            CommandOutcome::Failed { .. } => m.results_failed.increment(1),
+                        }
+                        if let Some((_, h)) = self.deadline.take() {
+                            ctx.cancel_future(h);
+                        }
+                    } else {
+                        m.results_late.increment(1);
                     }
-                    if let Some((_, h)) = self.deadline.take() {
-                        ctx.cancel_future(h);
+                }
+            }
+            if let Input::Deadline(id) = &input {
+                if self.deadline.as_ref().is_some_and(|(d, _)| d == id) {
+                    self.deadline = None;
+                }
+                if self
+                    .machine
+                    .in_flight
+                    .as_ref()
+                    .is_some_and(|f| &f.command.command_id == id)
+                {
+                    m.results_timed_out.increment(1);
+                }
+            }
+            let actions = self.machine.step(input, now, &self.facts, &svc.retry);
+            if had_in_flight && self.machine.in_flight.is_none() {
+                m.in_flight.decrement(1.0);
+            } else if !had_in_flight && self.machine.in_flight.is_some() {
+                m.in_flight.increment(1.0);
+            }
+            for a in actions {
+                match a {
+                    Action::Audit(e) => batch.audit.push(e),
+                    Action::Event(e) => {
+                        m.order_status[e.status as usize].increment(1);
+                        if e.status == OrderStatus::RetryScheduled {
+                            m.retries.increment(1);
+                        }
+                        batch.order_updates.push(OrderUpdate {
+                            order_id: e.order_id.clone(),
+                            meter_id: e.meter_id.clone(),
+                            status: e.status,
+                            reason: e.reason.clone(),
+                            at: e.at,
+                        });
+                        batch.outbox.push(OutboxMessage {
+                            topic: svc.events_topic.clone(),
+                            key: e.meter_id.clone(),
+                            payload: serde_json::to_vec(&e).expect("serialize"),
+                        });
                     }
-                } else {
-                    m.results_late.increment(1);
+                    Action::Exception(x) => {
+                        observability::exception(x.kind);
+                        batch.outbox.push(OutboxMessage {
+                            topic: svc.exceptions_topic.clone(),
+                            key: x.meter_id.clone(),
+                            payload: serde_json::to_vec(&x).expect("serialize"),
+                        });
+                        batch.exceptions.push(x);
+                    }
+                    Action::Dispatch(c) => {
+                        batch.commands.push(c.clone());
+                        effects.push(Action::Dispatch(c));
+                    }
+                    other => effects.push(other),
                 }
             }
         }
-        if let Input::Deadline(id) = &input {
-            if self.deadline.as_ref().is_some_and(|(d, _)| d == id) {
-                self.deadline = None;
-            }
-            if self
-                .machine
-                .in_flight
-                .as_ref()
-                .is_some_and(|f| &f.command.command_id == id)
-            {
-                m.results_timed_out.increment(1);
-            }
-        }
-        let before = self.machine.clone();
-        let actions = self.machine.step(input, now, &self.facts, &svc.retry);
-        if had_in_flight && self.machine.in_flight.is_none() {
-            m.in_flight.decrement(1.0);
-        } else if !had_in_flight && self.machine.in_flight.is_some() {
-            m.in_flight.increment(1.0);
-        }
-        let mut batch = extra;
         if self.machine != before {
             batch.meter = Some(self.machine.clone());
-        }
-        let mut effects = Vec::new();
-        for a in actions {
-            match a {
-                Action::Audit(e) => batch.audit.push(e),
-                Action::Event(e) => {
-                    m.order_status[e.status as usize].increment(1);
-                    if e.status == OrderStatus::RetryScheduled {
-                        m.retries.increment(1);
-                    }
-                    batch.order_updates.push(OrderUpdate {
-                        order_id: e.order_id.clone(),
-                        meter_id: e.meter_id.clone(),
-                        status: e.status,
-                        reason: e.reason.clone(),
-                        at: e.at,
-                    });
-                    batch.outbox.push(OutboxMessage {
-                        topic: svc.events_topic.clone(),
-                        key: e.meter_id.clone(),
-                        payload: serde_json::to_vec(&e).expect("serialize"),
-                    });
-                }
-                Action::Exception(x) => {
-                    observability::exception(x.kind);
-                    batch.outbox.push(OutboxMessage {
-                        topic: svc.exceptions_topic.clone(),
-                        key: x.meter_id.clone(),
-                        payload: serde_json::to_vec(&x).expect("serialize"),
-                    });
-                    batch.exceptions.push(x);
-                }
-                Action::Dispatch(c) => {
-                    batch.commands.push(c.clone());
-                    effects.push(Action::Dispatch(c));
-                }
-                other => effects.push(other),
-            }
         }
         if batch.is_empty() && effects.is_empty() {
             return;
@@ -221,17 +238,17 @@ impl MeterActor {
         }
     }
 
+    /// Startup recovery: orders stored for this meter that its snapshot does not hold yet (the
+    /// process stopped between intake and delivery) are fed in. Idempotent. (A command that was
+    /// in flight is handled on activation, in `started`.)
     fn recover(&mut self, orders: Vec<Order>, ctx: &mut Context<Self>) {
-        for o in orders {
-            if !self.machine.has_order(&o.order_id) {
-                self.handle(Input::Order(o), WriteBatch::default(), ctx);
-            }
-        }
-        if self.machine.in_flight.is_some() {
-            self.handle(Input::Recover, WriteBatch::default(), ctx);
-        } else {
-            self.handle(Input::Wake, WriteBatch::default(), ctx);
-        }
+        let mut inputs: Vec<Input> = orders
+            .into_iter()
+            .filter(|o| !self.machine.has_order(&o.order_id))
+            .map(Input::Order)
+            .collect();
+        inputs.push(Input::Wake);
+        self.handle_all(inputs, WriteBatch::default(), ctx);
     }
 }
 
@@ -241,12 +258,24 @@ impl Actor for MeterActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         metrics().live_actors.increment(1.0);
         self.load_facts();
-        match self.dir.services().store.store().meter(&self.id) {
+        let mut loaded = self.dir.services().store.store().meter(&self.id);
+        for _ in 0..5 {
+            if loaded.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            loaded = self.dir.services().store.store().meter(&self.id);
+        }
+        match loaded {
             Ok(Some(m)) => {
-                if m.in_flight.is_some() {
-                    metrics().in_flight.increment(1.0);
-                }
+                let in_flight = m.in_flight.is_some();
                 self.machine = m;
+                if in_flight {
+                    // A meter is never passivated with a command in flight, so this one was
+                    // in flight when the process stopped: its outcome is unknown.
+                    metrics().in_flight.increment(1.0);
+                    self.handle(Input::Recover, WriteBatch::default(), ctx);
+                }
             }
             Ok(None) => {}
             Err(e) => {
@@ -281,10 +310,7 @@ impl Handler<Deliver> for MeterActor {
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         self.pending.fetch_sub(1, Ordering::SeqCst);
         match msg.0 {
-            MeterMsg::Order(o) => {
-                self.load_facts();
-                self.handle(Input::Order(o), WriteBatch::default(), ctx)
-            }
+            MeterMsg::Order(o) => self.handle(Input::Order(o), WriteBatch::default(), ctx),
             MeterMsg::Result(r) => {
                 let extra = WriteBatch {
                     results: vec![r.clone()],

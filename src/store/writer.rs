@@ -55,8 +55,24 @@ impl StoreHandle {
                                 let _ = r.done.send(Ok(()));
                             }
                         }
+                        Err(e) if batches.len() > 1 => {
+                            // Isolate the failure: one bad batch must not stall everyone.
+                            tracing::warn!(error = %e, batches = batches.len(), "group commit failed; committing its batches one by one");
+                            for (r, b) in pending.drain(..).zip(batches) {
+                                let one = s.apply(std::slice::from_ref(&b));
+                                if let Ok(entries) = &one {
+                                    if !entries.is_empty() {
+                                        let _ = published.send(entries.clone());
+                                    }
+                                }
+                                let _ = r.done.send(one.map(|_| ()).map_err(|e| {
+                                    tracing::error!(error = %e, "store write refused");
+                                    e
+                                }));
+                            }
+                        }
                         Err(e) => {
-                            tracing::error!(error = %e, batches = batches.len(), "store commit failed");
+                            tracing::error!(error = %e, "store commit failed");
                             for r in pending.drain(..) {
                                 let _ = r.done.send(Err(StoreError::Backend(e.to_string())));
                             }
