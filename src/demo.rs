@@ -284,7 +284,9 @@ pub async fn run(mut config: Config, opts: DemoOptions) -> Result<DemoSummary, D
     );
     let mut received: HashMap<String, jiff::Timestamp> = HashMap::new();
     let mut dispatched: HashMap<String, jiff::Timestamp> = HashMap::new();
-    let mut last_received = t0;
+    let produce_started_at =
+        jiff::Timestamp::now() - jiff::SignedDuration::try_from(t0.elapsed()).unwrap_or_default();
+    let mut last_received_at = produce_started_at;
     let mut final_status: HashMap<String, String> = HashMap::new();
     let mut cmd_lat = Histogram::<u64>::new(3).expect("hist");
     let mut order_lat = Histogram::<u64>::new(3).expect("hist");
@@ -315,7 +317,7 @@ pub async fn run(mut config: Config, opts: DemoOptions) -> Result<DemoSummary, D
         match ev.status {
             OrderStatus::Received => {
                 received.insert(ev.order_id.clone(), ev.at);
-                last_received = Instant::now();
+                last_received_at = last_received_at.max(ev.at);
             }
             OrderStatus::Dispatched => {
                 dispatched.insert(ev.order_id.clone(), ev.at);
@@ -361,7 +363,11 @@ pub async fn run(mut config: Config, opts: DemoOptions) -> Result<DemoSummary, D
             dead_letters += hi - lo;
         }
     }
-    let accept_secs = last_received.duration_since(t0).as_secs_f64().max(0.001);
+    // Measured on switchyard's own event timestamps: from the first record produced to the
+    // last order accepted (an observer's consumer-group join does not count).
+    let accept_secs = (last_received_at.as_microsecond() - produce_started_at.as_microsecond())
+        .max(1000) as f64
+        / 1e6;
     let summary = DemoSummary {
         meters: opts.meters,
         orders_produced: opts.orders,
@@ -382,6 +388,9 @@ pub async fn run(mut config: Config, opts: DemoOptions) -> Result<DemoSummary, D
         },
         settings,
     };
+    drop(sends);
+    drop(observer);
+    drop(producer);
     app.shutdown().await;
     Ok(summary)
 }
