@@ -517,3 +517,107 @@ async fn operator_http_serves_health_readiness_metrics_and_order_lookups() {
     assert!(body.contains("NOPE"));
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_restart_with_an_undelivered_order_and_a_command_in_flight_resolves_both_in_order() {
+    use switchyard::domain::{OrderRecord, OrderStatus as S};
+    use switchyard::store::{EmbeddedStore, Store, WriteBatch};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.head_end.simulator.no_answer_rate = 1.0;
+    cfg.head_end.command_deadline_secs = 600;
+    let app = start(cfg.clone()).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    register(&app, &p, &[("M-1", true), ("M-2", true)]).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-1",
+        order("SO-A", "disconnect", "M-1"),
+    )
+    .await;
+    events
+        .wait("SO-A dispatched", T, |l| {
+            l.statuses("SO-A").contains(&S::Dispatched)
+        })
+        .await;
+    drop(p);
+    app.shutdown().await;
+
+    // The process "stopped" right after the intake stored a second order for the same meter,
+    // before the meter's actor saw it.
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let now = jiff::Timestamp::now();
+        let rec = |id: &str, kind: &str, m: &str| {
+            let bytes = serde_json::to_vec(&order(id, kind, m)).unwrap();
+            let o =
+                switchyard::domain::validate_order(Some(m.as_bytes()), Some(&bytes), |_| true, now)
+                    .unwrap();
+            OrderRecord {
+                order: o,
+                status: S::Received,
+                received_at: now,
+                updated_at: now,
+                reason: None,
+                source: None,
+            }
+        };
+        // And, for a meter with nothing in flight, a disconnect its actor never saw.
+        let batch = WriteBatch {
+            new_orders: vec![rec("SO-B", "read", "M-1"), rec("SO-C", "disconnect", "M-2")],
+            ..Default::default()
+        };
+        store.apply(&[batch]).unwrap();
+    }
+
+    let reg = dir.path().join("meters.ndjson");
+    std::fs::write(
+        &reg,
+        format!("{}\n{}\n", meter("M-1", true), meter("M-2", true)),
+    )
+    .unwrap();
+    cfg.registry.file = Some(reg);
+    cfg.head_end.simulator.no_answer_rate = 0.0;
+    let app = start(cfg).await;
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    let c = events.wait_final("SO-C", T).await;
+    assert_eq!(c.last().unwrap().status, S::Completed);
+    let st = app.store.store();
+    assert!(st.command("SO-C/1").unwrap().is_some());
+    assert!(
+        st.command("SO-C/1/status-1").unwrap().is_none(),
+        "a command sent after the restart is not mistaken for a lost one"
+    );
+    assert!(st.command("SO-C/2").unwrap().is_none());
+    assert_eq!(
+        events.wait_final("SO-A", T).await.last().unwrap().status,
+        S::Completed
+    );
+    assert_eq!(
+        events.wait_final("SO-B", T).await.last().unwrap().status,
+        S::Completed
+    );
+    let s = app.store.store();
+    // Exactly: the lost disconnect resolved by one status check (then re-sent once, since the
+    // simulator of the first run is gone and the switch reads connected), and the read.
+    assert!(s.command("SO-A/1/status-1").unwrap().is_some());
+    assert!(s.command("SO-A/1/status-2").unwrap().is_none());
+    assert!(s.command("SO-B/1").unwrap().is_some());
+    assert!(s.command("SO-B/2").unwrap().is_none());
+    let audit = s.audit("M-1").unwrap();
+    let pos = |f: &dyn Fn(&switchyard::domain::AuditEvent) -> bool| {
+        audit.iter().position(|a| f(a)).unwrap()
+    };
+    let recovered = pos(&|a| a.kind == AuditKind::Recovered);
+    let check = pos(&|a| a.command_id.as_deref() == Some("SO-A/1/status-1"));
+    assert!(
+        recovered < check,
+        "recovery is audited before the status check it causes"
+    );
+    let m = s.meter("M-1").unwrap().unwrap();
+    assert!(m.is_idle(), "the stored snapshot is the latest one: {m:?}");
+    assert_eq!(s.counts().unwrap().open_orders, 0);
+    app.shutdown().await;
+}
