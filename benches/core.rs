@@ -119,5 +119,61 @@ fn store(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, order_validation, machine_step, store);
+fn policy(c: &mut Criterion) {
+    use switchyard::domain::MeterFlags;
+    use switchyard::policy::{Facts, Forecast, RulePack};
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/rules/virginia.toml"
+    ))
+    .unwrap();
+    let va = RulePack::from_toml(&text, "virginia.toml").unwrap();
+    let v = serde_json::json!({"schema_version":1,"order_id":"SO-1","kind":"disconnect","reason":"non_payment","meter_id":"M-1","notice_sent_at":"2026-11-01T12:00:00Z"});
+    let order = switchyard::domain::validate_order(
+        Some(b"M-1"),
+        Some(&serde_json::to_vec(&v).unwrap()),
+        |_| true,
+        "2030-01-01T00:00:00Z".parse().unwrap(),
+    )
+    .unwrap();
+    let forecasts: Vec<Forecast> = (1..=7)
+        .map(|d| Forecast {
+            zone: "z".into(),
+            date: format!("2026-12-0{d}").parse().unwrap(),
+            low_f: if d < 3 { 28.0 } else { 40.0 },
+            high_f: 55.0,
+        })
+        .collect();
+    let facts = Facts {
+        zone: "z",
+        forecasts: &forecasts,
+        emergencies: &[],
+        approved: false,
+    };
+    let mut g = c.benchmark_group("policy");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("virginia_execute_now", |b| {
+        b.iter(|| {
+            va.decide(
+                &order,
+                MeterFlags::empty(),
+                "2026-12-03T15:00:00Z".parse().unwrap(),
+                &facts,
+            )
+        })
+    });
+    g.bench_function("virginia_cold_snap_defer", |b| {
+        b.iter(|| {
+            va.decide(
+                &order,
+                MeterFlags::empty(),
+                "2026-12-01T15:00:00Z".parse().unwrap(),
+                &facts,
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, order_validation, machine_step, store, policy);
 criterion_main!(benches);

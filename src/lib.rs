@@ -27,6 +27,7 @@ pub mod http;
 pub mod kafka;
 pub mod meter;
 pub mod observability;
+pub mod policy;
 pub mod registry;
 pub mod store;
 

@@ -1,0 +1,315 @@
+//! Scenario tests per shipped rule pack, bad-pack errors, and a property test: whenever the
+//! policy says "execute" a disconnect, an independent check of every rule agrees, and a
+//! deferral names a time at which the same policy would execute it.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn pack(name: &str) -> Policy {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/rules")
+        .join(name);
+    RulePack::from_toml(&std::fs::read_to_string(&path).unwrap(), name).unwrap()
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn disconnect(amount: f64, notice: &str) -> Order {
+    let v = serde_json::json!({"schema_version":1,"order_id":"SO-1","kind":"disconnect","reason":"non_payment","meter_id":"M-1","amount_due":amount,"notice_sent_at":notice});
+    crate::domain::validate_order(
+        Some(b"M-1"),
+        Some(&serde_json::to_vec(&v).unwrap()),
+        |_| true,
+        ts("2030-01-01T00:00:00Z"),
+    )
+    .unwrap()
+}
+
+fn fc(zone: &str, date: &str, low: f64, high: f64) -> Forecast {
+    Forecast {
+        zone: zone.into(),
+        date: date.parse().unwrap(),
+        low_f: low,
+        high_f: high,
+    }
+}
+
+fn facts<'a>(forecasts: &'a [Forecast]) -> Facts<'a> {
+    Facts {
+        zone: "z",
+        forecasts,
+        emergencies: &[],
+        approved: false,
+    }
+}
+
+#[test]
+fn every_shipped_pack_loads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules");
+    let packs = load_dir(&dir).unwrap();
+    assert_eq!(packs.len(), 3);
+}
+
+#[test]
+fn virginia_cold_week_defers_until_the_cold_passes() {
+    let va = pack("virginia.toml");
+    let o = disconnect(300.0, "2026-11-01T12:00:00Z");
+    // Tuesday 2026-12-01 10:00 New York; lows of 28 F Tue and Wed.
+    let now = ts("2026-12-01T15:00:00Z");
+    let f = [
+        fc("z", "2026-12-01", 28.0, 40.0),
+        fc("z", "2026-12-02", 30.0, 41.0),
+        fc("z", "2026-12-03", 40.0, 50.0),
+    ];
+    let d = va.decide(&o, MeterFlags::empty(), now, &facts(&f));
+    assert_eq!(d.rules[0].rule, "va_forecast_cold_or_hot_24h");
+    // Thursday 08:00 local is the first allowed time (Thu forecast mild; Fri barred anyway).
+    assert_eq!(
+        d.verdict,
+        Verdict::Defer {
+            until: Some(ts("2026-12-03T13:00:00Z"))
+        }
+    );
+    assert_eq!(d.pack, "virginia@2026.1");
+    // Without the cold, it runs now.
+    assert_eq!(
+        va.decide(&o, MeterFlags::empty(), now, &facts(&[])).verdict,
+        Verdict::Execute
+    );
+}
+
+#[test]
+fn virginia_bars_fridays_and_the_day_before_a_holiday() {
+    let va = pack("virginia.toml");
+    let o = disconnect(300.0, "2026-11-01T12:00:00Z");
+    // Wednesday 2026-11-25 is the day before Thanksgiving (2026-11-26); Friday follows.
+    let d = va.decide(
+        &o,
+        MeterFlags::empty(),
+        ts("2026-11-25T15:00:00Z"),
+        &facts(&[]),
+    );
+    assert_eq!(d.rules[0].rule, "day_before_holiday");
+    assert_eq!(
+        d.verdict,
+        Verdict::Defer {
+            until: Some(ts("2026-11-30T13:00:00Z"))
+        },
+        "next Monday 08:00"
+    );
+}
+
+#[test]
+fn maryland_heat_wave_and_small_balances() {
+    let md = pack("maryland.toml");
+    let now = ts("2027-07-13T14:00:00Z"); // Tuesday 10:00 EDT
+    let f = [fc("z", "2027-07-15", 75.0, 97.0)];
+    let d = md.decide(
+        &disconnect(500.0, "2027-06-01T12:00:00Z"),
+        MeterFlags::empty(),
+        now,
+        &facts(&f),
+    );
+    assert_eq!(
+        d.rules[0].rule, "md_forecast_32_95_72h",
+        "a 97 F day within 72 h bars today"
+    );
+    assert!(
+        matches!(d.verdict, Verdict::Defer { until: Some(u) } if u >= ts("2027-07-16T04:00:00Z"))
+    );
+    let d = md.decide(
+        &disconnect(150.0, "2027-06-01T12:00:00Z"),
+        MeterFlags::empty(),
+        now,
+        &facts(&[]),
+    );
+    assert_eq!(d.verdict, Verdict::Reject);
+    assert_eq!(d.rules[0].rule, "minimum_balance");
+}
+
+#[test]
+fn dc_heat_on_a_friday_bars_thursday_through_the_weekend() {
+    let dc = pack("district-of-columbia.toml");
+    let o = disconnect(300.0, "2027-06-01T12:00:00Z");
+    let f = [fc("z", "2027-07-16", 78.0, 96.0)]; // Friday
+    let thursday = ts("2027-07-15T14:00:00Z");
+    let d = dc.decide(&o, MeterFlags::empty(), thursday, &facts(&f));
+    assert_eq!(d.rules[0].rule, "dc_forecast_day_before_and_of");
+    assert_eq!(
+        d.verdict,
+        Verdict::Defer {
+            until: Some(ts("2027-07-19T12:00:00Z"))
+        },
+        "Monday 08:00 EDT"
+    );
+}
+
+#[test]
+fn protected_meters_await_approval_and_reconnects_are_never_held() {
+    let va = pack("virginia.toml");
+    let o = disconnect(300.0, "2026-11-01T12:00:00Z");
+    let now = ts("2026-12-01T15:00:00Z");
+    let d = va.decide(&o, MeterFlags::LIFE_SUPPORT, now, &facts(&[]));
+    assert_eq!(d.verdict, Verdict::AwaitApproval);
+    let mut approved = facts(&[]);
+    approved.approved = true;
+    assert_eq!(
+        va.decide(&o, MeterFlags::LIFE_SUPPORT, now, &approved)
+            .verdict,
+        Verdict::Execute
+    );
+    let mut r = o.clone();
+    r.kind = OrderKind::Reconnect;
+    let cold = [fc("z", "2026-12-01", 10.0, 20.0)];
+    assert_eq!(
+        va.decide(
+            &r,
+            MeterFlags::LIFE_SUPPORT,
+            ts("2026-11-27T15:00:00Z"),
+            &facts(&cold)
+        )
+        .verdict,
+        Verdict::Execute
+    );
+}
+
+#[test]
+fn notice_period_and_emergencies_defer() {
+    let va = pack("virginia.toml");
+    let now = ts("2026-12-01T15:00:00Z");
+    let d = va.decide(
+        &disconnect(300.0, "2026-11-28T12:00:00Z"),
+        MeterFlags::empty(),
+        now,
+        &facts(&[]),
+    );
+    assert_eq!(d.rules[0].rule, "notice_period");
+    assert!(
+        matches!(d.verdict, Verdict::Defer { until: Some(u) } if u >= ts("2026-12-08T12:00:00Z"))
+    );
+    let e = [Emergency {
+        declared_at: ts("2026-11-20T00:00:00Z"),
+        ended_at: Some(ts("2026-11-22T00:00:00Z")),
+    }];
+    let f = Facts {
+        zone: "z",
+        forecasts: &[],
+        emergencies: &e,
+        approved: false,
+    };
+    let d = va.decide(
+        &disconnect(300.0, "2026-11-01T12:00:00Z"),
+        MeterFlags::empty(),
+        now,
+        &f,
+    );
+    assert_eq!(d.rules[0].rule, "declared_emergency");
+    assert!(
+        matches!(d.verdict, Verdict::Defer { until: Some(u) } if u >= ts("2026-12-22T00:00:00Z"))
+    );
+}
+
+#[test]
+fn bad_packs_are_refused_with_the_key() {
+    let base = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules/virginia.toml"),
+    )
+    .unwrap();
+    let cases = [
+        (
+            base.replace("America/New_York", "Mars/Olympus"),
+            "time_zone",
+        ),
+        (
+            base.replace(
+                "monday = [\"08:00\", \"16:00\"]",
+                "monday = [\"16:00\", \"08:00\"]",
+            ),
+            "business_windows.monday",
+        ),
+        (
+            base.replace("low_at_or_below_f = 32.0\nhigh_at_or_above_f = 92.0", ""),
+            "weather[0]",
+        ),
+        (
+            base.replace("non_payment = 10", "non_paymnet = 10"),
+            "notice_days.non_paymnet",
+        ),
+        (
+            base.replace(
+                "bar_holidays = true",
+                "bar_holidays = true\nbar_holydays = true",
+            ),
+            "bar_holydays",
+        ),
+    ];
+    for (text, key) in cases {
+        let err = RulePack::from_toml(&text, "va").unwrap_err().to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn an_execute_is_allowed_by_every_rule_and_a_deferral_names_an_allowed_time(
+        which in 0usize..3,
+        minutes in 0i64..(60 * 24 * 120),
+        lows in proptest::collection::vec(0.0f64..60.0, 130),
+        highs in proptest::collection::vec(60.0f64..100.0, 130),
+        flags in prop_oneof![3 => Just(0u8), 1 => 0u8..64],
+        approved in any::<bool>(),
+        notice_days_ago in 0i64..40,
+        amount in 0.0f64..1000.0,
+    ) {
+        let p = pack(["virginia.toml", "maryland.toml", "district-of-columbia.toml"][which]);
+        let start = ts("2026-11-01T00:00:00Z");
+        let now = start + jiff::SignedDuration::from_mins(minutes);
+        let first: Date = "2026-10-30".parse().unwrap();
+        let forecasts: Vec<Forecast> = (0..130).map(|i| Forecast { zone: "z".into(), date: first.checked_add(jiff::Span::new().days(i as i64)).unwrap(), low_f: lows[i], high_f: highs[i] }).collect();
+        let f = Facts { zone: "z", forecasts: &forecasts, emergencies: &[], approved };
+        let mut o = disconnect(amount, "2026-10-01T00:00:00Z");
+        o.notice_sent_at = Some(now - jiff::SignedDuration::from_hours(24 * notice_days_ago));
+        let mut mf = MeterFlags::empty();
+        for (bit, flag) in [(1, MeterFlags::LIFE_SUPPORT), (2, MeterFlags::MEDICAL), (4, MeterFlags::CRITICAL_CARE), (8, MeterFlags::VIP), (16, MeterFlags::LEGAL_DISPUTE)] {
+            mf.set(flag, flags & bit != 0);
+        }
+        let d = p.decide(&o, mf, now, &f);
+        match d.verdict {
+            Verdict::Execute => {
+                // Independent restatement of the rules at `now`.
+                prop_assert!(approved || !(mf.protected() || mf.contains(MeterFlags::VIP) || mf.contains(MeterFlags::LEGAL_DISPUTE)));
+                if let Some(min) = p.pack.min_balance_for_non_payment { prop_assert!(amount > min); }
+                let days = p.pack.notice_days.get("non_payment").copied().unwrap_or(0) as i64;
+                prop_assert!(notice_days_ago >= days);
+                let z = now.to_zoned_datetime(TimeZone::get(&p.pack.time_zone).unwrap());
+                let day = Day::of(z.date());
+                prop_assert!(!p.pack.barred_weekdays.contains(&day));
+                prop_assert!(!p.pack.holidays.contains(&z.date()));
+                let (s, e) = p.windows.get(&day).copied().expect("a window that day");
+                prop_assert!(z.time() >= s && z.time() < e);
+                for w in &p.pack.weather {
+                    let horizon = (now + jiff::SignedDuration::from_hours(w.window_hours as i64)).to_zoned_datetime(TimeZone::get(&p.pack.time_zone).unwrap()).date();
+                    for fc in forecasts.iter().filter(|fc| fc.date >= z.date() && fc.date <= horizon) {
+                        prop_assert!(!p.extreme(w, fc), "executed into a moratorium: {fc:?}");
+                    }
+                    if w.day_before_and_of {
+                        let tomorrow = z.date().tomorrow().unwrap();
+                        for fc in forecasts.iter().filter(|fc| fc.date == tomorrow) {
+                            prop_assert!(!p.extreme(w, fc), "executed the day before an extreme day");
+                        }
+                    }
+                }
+            }
+            Verdict::Defer { until: Some(u) } => {
+                prop_assert!(u > now);
+                prop_assert_eq!(p.decide(&o, mf, u, &f).verdict, Verdict::Execute, "at {} the policy must allow it", u);
+            }
+            Verdict::Defer { until: None } | Verdict::AwaitApproval | Verdict::Reject => {}
+        }
+    }
+}
