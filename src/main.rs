@@ -45,10 +45,46 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCmd,
+    },
     /// Load and validate a config file, print the effective configuration as TOML.
     CheckConfig {
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Print the decision for one order and the rule trace behind it.
+    Explain {
+        /// Rule pack (e.g. config/rules/virginia.toml).
+        #[arg(long)]
+        pack: PathBuf,
+        /// The order as on the orders topic (JSON file).
+        #[arg(long)]
+        order: PathBuf,
+        /// Forecasts: JSON array of {"zone","date","low_f","high_f"}.
+        #[arg(long)]
+        forecasts: Option<PathBuf>,
+        /// The meter's weather zone.
+        #[arg(long, default_value = "")]
+        zone: String,
+        /// Meter flags: life_support, medical, critical_care, vip, legal_dispute.
+        #[arg(long, value_delimiter = ',')]
+        flags: Vec<String>,
+        /// An approval is on record.
+        #[arg(long)]
+        approved: bool,
+        /// Decision time (RFC 3339); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Print the decision as JSON instead.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -98,6 +134,85 @@ fn main() -> anyhow::Result<()> {
                 println!("{summary}");
                 anyhow::Ok(())
             })
+        }
+        Cmd::Policy {
+            command:
+                PolicyCmd::Explain {
+                    pack,
+                    order,
+                    forecasts,
+                    zone,
+                    flags,
+                    approved,
+                    at,
+                    json,
+                },
+        } => {
+            use switchyard::domain::MeterFlags;
+            use switchyard::policy::{Facts, Forecast, RulePack};
+            let text = std::fs::read_to_string(&pack)
+                .with_context(|| format!("cannot read {}", pack.display()))?;
+            let policy = RulePack::from_toml(&text, &pack.display().to_string())?;
+            let bytes = std::fs::read(&order)
+                .with_context(|| format!("cannot read {}", order.display()))?;
+            let key: serde_json::Value =
+                serde_json::from_slice(&bytes).context("the order file is not JSON")?;
+            let meter = key
+                .get("meter_id")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string();
+            let at: jiff::Timestamp = match at {
+                Some(a) => a
+                    .parse()
+                    .with_context(|| format!("--at `{a}` is not an RFC 3339 timestamp"))?,
+                None => jiff::Timestamp::now(),
+            };
+            let order = switchyard::domain::validate_order(
+                Some(meter.as_bytes()),
+                Some(&bytes),
+                |_| true,
+                at,
+            )
+            .map_err(|r| {
+                anyhow::anyhow!(
+                    "the order is not valid ({}): {}",
+                    r.reason.as_str(),
+                    r.detail
+                )
+            })?;
+            let forecasts: Vec<Forecast> = match forecasts {
+                Some(f) => serde_json::from_slice(
+                    &std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?,
+                )
+                .context("forecasts file: expected a JSON array of {zone, date, low_f, high_f}")?,
+                None => Vec::new(),
+            };
+            let mut mf = MeterFlags::empty();
+            for f in &flags {
+                let flag = match f.as_str() {
+                    "life_support" => MeterFlags::LIFE_SUPPORT,
+                    "medical" => MeterFlags::MEDICAL,
+                    "critical_care" => MeterFlags::CRITICAL_CARE,
+                    "vip" => MeterFlags::VIP,
+                    "legal_dispute" => MeterFlags::LEGAL_DISPUTE,
+                    other => anyhow::bail!("--flags: unknown flag `{other}` (life_support, medical, critical_care, vip, legal_dispute)"),
+                };
+                mf.set(flag, true);
+            }
+            let facts = Facts {
+                zone: &zone,
+                forecasts: &forecasts,
+                emergencies: &[],
+                approved,
+            };
+            let decision = policy.decide(&order, mf, at, &facts);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&decision)?);
+            } else {
+                print!("{}", decision.explain(&order, at));
+            }
+            Ok(())
         }
         Cmd::CheckConfig { config } => {
             let config = Config::load(config.as_deref()).context("configuration rejected")?;
