@@ -410,6 +410,24 @@ async fn a_reconnect_or_cancel_supersedes_a_pending_disconnect() {
     app.shutdown().await;
 }
 
+/// Starts switchyard again on the same store, with a head-end that answers. The embedded Kafka
+/// is new (and empty), so the meters come from a registry file this time.
+async fn restart_answering(
+    mut cfg: switchyard::Config,
+    dir: &std::path::Path,
+    meters: &[&str],
+) -> switchyard::App {
+    let reg = dir.join("meters.ndjson");
+    let lines: String = meters
+        .iter()
+        .map(|m| format!("{}\n", meter(m, true)))
+        .collect();
+    std::fs::write(&reg, lines).unwrap();
+    cfg.registry.file = Some(reg);
+    cfg.head_end.simulator.no_answer_rate = 0.0;
+    start(cfg).await
+}
+
 #[actix_rt::test]
 async fn a_restart_resumes_open_orders_and_resolves_in_flight_commands_first() {
     let dir = tempfile::tempdir().unwrap();
@@ -446,15 +464,7 @@ async fn a_restart_resumes_open_orders_and_resolves_in_flight_commands_first() {
 
     // Same store, answering head-end. The embedded Kafka is new (and empty): the meters come
     // from a registry file this time.
-    let reg = dir.path().join("meters.ndjson");
-    std::fs::write(
-        &reg,
-        format!("{}\n{}\n", meter("M-1", true), meter("M-2", true)),
-    )
-    .unwrap();
-    cfg.registry.file = Some(reg);
-    cfg.head_end.simulator.no_answer_rate = 0.0;
-    let app = start(cfg).await;
+    let app = restart_answering(cfg, dir.path(), &["M-1", "M-2"]).await;
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     let x1 = events.wait_final("SO-X1", T).await;
     assert_eq!(x1.last().unwrap().status, OrderStatus::Completed);
@@ -572,15 +582,7 @@ async fn a_restart_with_an_undelivered_order_and_a_command_in_flight_resolves_bo
         store.apply(&[batch]).unwrap();
     }
 
-    let reg = dir.path().join("meters.ndjson");
-    std::fs::write(
-        &reg,
-        format!("{}\n{}\n", meter("M-1", true), meter("M-2", true)),
-    )
-    .unwrap();
-    cfg.registry.file = Some(reg);
-    cfg.head_end.simulator.no_answer_rate = 0.0;
-    let app = start(cfg).await;
+    let app = restart_answering(cfg, dir.path(), &["M-1", "M-2"]).await;
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     let c = events.wait_final("SO-C", T).await;
     assert_eq!(c.last().unwrap().status, S::Completed);
