@@ -38,10 +38,7 @@ fn order_validation(c: &mut Criterion) {
 }
 
 fn machine_step(c: &mut Criterion) {
-    let facts = MeterFacts {
-        has_switch: true,
-        head_end_id: "HE-1".into(),
-    };
+    let facts = MeterFacts::baseline(true, "HE-1");
     let policy = RetryPolicy {
         max_attempts: 3,
         backoff_initial: Duration::from_secs(1),
@@ -171,6 +168,25 @@ fn policy(c: &mut Criterion) {
                 &facts,
             )
         })
+    });
+    // What a weather change costs per waiting meter: a meter holding a deferred disconnect is
+    // woken and re-decides (no event when the decision is unchanged).
+    let mut mf = MeterFacts::baseline(true, "HE-1");
+    mf.zone = "z".into();
+    mf.policy = std::sync::Arc::new(va.clone());
+    mf.forecasts = std::sync::Arc::new(forecasts.clone());
+    let retry = RetryPolicy {
+        max_attempts: 3,
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(60),
+        command_deadline: Duration::from_secs(30),
+    };
+    let t: jiff::Timestamp = "2026-12-01T15:00:00Z".parse().unwrap();
+    let mut held = MeterMachine::new("M-1");
+    held.step(Input::Order(order.clone()), t, &mf, &retry);
+    assert!(held.holds_on_zone_facts());
+    g.bench_function("held_disconnect_rewoken_by_a_forecast", |b| {
+        b.iter(|| held.step(Input::Wake, t, &mf, &retry))
     });
     g.finish();
 }

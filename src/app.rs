@@ -33,6 +33,8 @@ pub enum AppError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("http.listen {addr}: {source}. Choose a free port (or 127.0.0.1:0 for any)")]
     Http {
         addr: SocketAddr,
@@ -46,6 +48,8 @@ pub struct App {
     pub directory: Arc<Directory>,
     pub store: StoreHandle,
     pub registry: Arc<Registry>,
+    /// Zone facts (forecasts, emergencies) as known now.
+    pub facts: Arc<crate::facts::FactBook>,
     pub simulator: Option<Arc<Simulator>>,
     pub config: Config,
     ready: Arc<AtomicBool>,
@@ -106,6 +110,12 @@ impl App {
             tracing::info!(loaded = report.loaded, rejected = report.rejected.len(), file = %file.display(), "registry file loaded");
         }
 
+        let policy = Arc::new(config.load_policy()?);
+        if config.policy.rule_pack.is_none() {
+            tracing::warn!("no policy.rule_pack configured: only the built-in protections apply (no weather, calendar, window or notice rules)");
+        }
+        tracing::info!(pack = %policy.label(), "rule pack in force");
+        let facts = crate::facts::FactBook::new();
         let n = if config.meters.arbiters == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -128,6 +138,8 @@ impl App {
             idle: Duration::from_secs(config.meters.idle_passivate_secs),
             events_topic: config.topics.order_events.clone(),
             exceptions_topic: config.topics.exceptions.clone(),
+            policy,
+            facts: facts.clone(),
         };
         let directory = Directory::new(services, arbiters.iter().map(|a| a.handle()).collect());
         let sink: Arc<dyn ResultSink> = directory.clone();
@@ -203,16 +215,53 @@ impl App {
         )));
         tracing::info!(addr = %http_addr, "operator http listening (/metrics, /healthz, /readyz)");
 
-        let (caught_up_tx, caught_up_rx) = oneshot::channel();
-        let reg_src = kafka::registry_source::RegistrySource {
-            consumer: kafka::registry_source::consumer(&config, &bootstrap)?,
+        // Tables replayed from the beginning: the registry and the zone facts. The intake waits
+        // for all of them.
+        use kafka::table_source::{EmergencyTable, Table, TableSource, WeatherTable};
+        let tables: Vec<(&str, &str, Arc<dyn Table>)> = vec![
+            ("registry", &config.topics.registry, registry.clone()),
+            (
+                "weather",
+                &config.topics.weather,
+                Arc::new(WeatherTable {
+                    book: facts.clone(),
+                    directory: directory.clone(),
+                }),
+            ),
+            (
+                "emergencies",
+                &config.topics.emergencies,
+                Arc::new(EmergencyTable {
+                    book: facts.clone(),
+                    directory: directory.clone(),
+                }),
+            ),
+        ];
+        let mut caught_up_rxs = Vec::new();
+        for (suffix, topic, table) in tables {
+            let (tx, rx) = oneshot::channel();
+            caught_up_rxs.push(rx);
+            let src = TableSource {
+                consumer: kafka::table_source::consumer(&config, &bootstrap, suffix)?,
+                producer: producer.clone(),
+                table,
+                clock: clock.clone(),
+                topic: topic.to_string(),
+                dead_letter_topic: config.topics.dead_letter.clone(),
+            };
+            tasks.push(tokio::spawn(src.run(tx, shutdown_rx.clone())));
+        }
+        let caught_up_rx = futures::future::try_join_all(caught_up_rxs);
+        let fact_source = kafka::fact_source::FactSource {
+            consumer: kafka::fact_source::consumer(&config, &bootstrap)?,
             producer: producer.clone(),
+            directory: directory.clone(),
             registry: registry.clone(),
             clock: clock.clone(),
-            topic: config.topics.registry.clone(),
+            customer_facts_topic: config.topics.customer_facts.clone(),
+            control_topic: config.topics.control.clone(),
             dead_letter_topic: config.topics.dead_letter.clone(),
         };
-        tasks.push(tokio::spawn(reg_src.run(caught_up_tx, shutdown_rx.clone())));
 
         let mut app = App {
             bootstrap: bootstrap.clone(),
@@ -220,6 +269,7 @@ impl App {
             directory: directory.clone(),
             store: store.clone(),
             registry: registry.clone(),
+            facts: facts.clone(),
             simulator,
             config: config.clone(),
             ready: ready.clone(),
@@ -273,6 +323,7 @@ impl App {
                 }
             }
             ready.store(true, Ordering::SeqCst);
+            tokio::spawn(fact_source.run(shutdown_rx.clone()));
             intake.run(shutdown_rx).await;
         }));
         Ok(app)

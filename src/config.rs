@@ -63,6 +63,24 @@ pub struct Config {
     pub store: StoreConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// Which rules decide whether a disconnect may run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The jurisdiction's rule pack (`config/rules/*.toml`). Unset: only the built-in
+    /// protections apply (life support / medical / critical care need an approval for a
+    /// non-payment disconnect); a warning is logged at start.
+    #[serde(default)]
+    pub rule_pack: Option<PathBuf>,
+    /// The utility's own settings on top of the pack (same format, any subset of keys). They
+    /// can only make the rules stricter: more barred days, holidays, protections, longer
+    /// notice, narrower windows, more weather rules.
+    #[serde(default)]
+    pub utility_overlay: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,10 +106,14 @@ pub struct TopicsConfig {
     pub exceptions: String,
     pub head_end_commands: String,
     pub head_end_results: String,
+    pub weather: String,
+    pub emergencies: String,
+    pub customer_facts: String,
+    pub control: String,
 }
 
 impl TopicsConfig {
-    pub fn all(&self) -> [(&'static str, &str); 7] {
+    pub fn all(&self) -> [(&'static str, &str); 11] {
         [
             ("topics.orders", &self.orders),
             ("topics.registry", &self.registry),
@@ -100,6 +122,10 @@ impl TopicsConfig {
             ("topics.exceptions", &self.exceptions),
             ("topics.head_end_commands", &self.head_end_commands),
             ("topics.head_end_results", &self.head_end_results),
+            ("topics.weather", &self.weather),
+            ("topics.emergencies", &self.emergencies),
+            ("topics.customer_facts", &self.customer_facts),
+            ("topics.control", &self.control),
         ]
     }
 }
@@ -239,6 +265,35 @@ impl Config {
     }
 
     /// Semantic checks that serde cannot express. Each error names the offending key.
+    /// The rule pack in force, tightened by the utility overlay; errors name the key.
+    pub fn load_policy(&self) -> Result<crate::policy::Policy, ConfigError> {
+        let read = |key: &str, path: &Path| {
+            std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    key,
+                    format!("cannot read rule pack {}: {e}", path.display()),
+                )
+            })
+        };
+        let mut policy = match &self.policy.rule_pack {
+            None => crate::policy::Policy::baseline(),
+            Some(p) => crate::policy::RulePack::from_toml(
+                &read("policy.rule_pack", p)?,
+                &p.display().to_string(),
+            )
+            .map_err(|e| invalid("policy.rule_pack", e.to_string()))?,
+        };
+        if let Some(p) = &self.policy.utility_overlay {
+            policy = policy
+                .tightened_by(
+                    &read("policy.utility_overlay", p)?,
+                    &p.display().to_string(),
+                )
+                .map_err(|e| invalid("policy.utility_overlay", e.to_string()))?;
+        }
+        Ok(policy)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
@@ -302,6 +357,7 @@ impl Config {
                 ));
             }
         }
+        self.load_policy()?;
         if self.meters.idle_passivate_secs == 0 {
             return Err(invalid("meters.idle_passivate_secs", "must be at least 1"));
         }
@@ -458,6 +514,54 @@ mod tests {
         assert!(
             loaded >= 2,
             "expected default.toml and a production example"
+        );
+    }
+
+    #[test]
+    fn a_bad_rule_pack_is_a_startup_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack = dir.path().join("pack.toml");
+        std::fs::write(
+            &pack,
+            "jurisdiction = \"x\"\nversion = \"1\"\ntime_zone = \"Mars/Olympus\"\n",
+        )
+        .unwrap();
+        let env = vec![(
+            "SWITCHYARD__POLICY__RULE_PACK".to_string(),
+            pack.display().to_string(),
+        )];
+        let e = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(
+            e.contains("policy.rule_pack") && e.contains("time_zone"),
+            "{e}"
+        );
+        let env = vec![(
+            "SWITCHYARD__POLICY__RULE_PACK".to_string(),
+            "/nonexistent/pack.toml".to_string(),
+        )];
+        let e = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(
+            e.contains("policy.rule_pack") && e.contains("cannot read"),
+            "{e}"
+        );
+        // An overlay that would lift a bar is refused, naming the overlay key and the pack key.
+        let overlay = dir.path().join("overlay.toml");
+        std::fs::write(&overlay, "bar_holidays = false\n").unwrap();
+        let va = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules/virginia.toml");
+        let env = vec![
+            (
+                "SWITCHYARD__POLICY__RULE_PACK".to_string(),
+                va.display().to_string(),
+            ),
+            (
+                "SWITCHYARD__POLICY__UTILITY_OVERLAY".to_string(),
+                overlay.display().to_string(),
+            ),
+        ];
+        let e = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(
+            e.contains("policy.utility_overlay") && e.contains("bar_holidays"),
+            "{e}"
         );
     }
 

@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`config`]: the one typed configuration (TOML + environment), validated at start.
 //! - [`domain`]: orders, meters, commands, results, events, audit rows; order validation.
+//! - [`policy`]: the pure rule engine (rule packs as data); [`facts`]: weather, emergencies,
+//!   payments, certificates and approvals as they arrive, and the zone fact book.
 //! - [`registry`]: compact in-memory entry for every registered meter.
 //! - [`meter`]: the pure meter state machine, the meter actor, the live-actor directory.
 //! - [`head_end`]: the head-end boundary; simulator and Kafka bridge.
@@ -22,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod facts;
 pub mod head_end;
 pub mod http;
 pub mod kafka;

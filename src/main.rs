@@ -70,6 +70,12 @@ enum PolicyCmd {
         /// Forecasts: JSON array of {"zone","date","low_f","high_f"}.
         #[arg(long)]
         forecasts: Option<PathBuf>,
+        /// Declared emergencies: JSON array of {"declared_at","ended_at"?,"zones"?}.
+        #[arg(long)]
+        emergencies: Option<PathBuf>,
+        /// The utility's overlay on top of the pack (see config/overlays/).
+        #[arg(long)]
+        overlay: Option<PathBuf>,
         /// The meter's weather zone.
         #[arg(long, default_value = "")]
         zone: String,
@@ -141,6 +147,8 @@ fn main() -> anyhow::Result<()> {
                     pack,
                     order,
                     forecasts,
+                    emergencies,
+                    overlay,
                     zone,
                     flags,
                     approved,
@@ -152,7 +160,12 @@ fn main() -> anyhow::Result<()> {
             use switchyard::policy::{Facts, Forecast, RulePack};
             let text = std::fs::read_to_string(&pack)
                 .with_context(|| format!("cannot read {}", pack.display()))?;
-            let policy = RulePack::from_toml(&text, &pack.display().to_string())?;
+            let mut policy = RulePack::from_toml(&text, &pack.display().to_string())?;
+            if let Some(o) = overlay {
+                let text = std::fs::read_to_string(&o)
+                    .with_context(|| format!("cannot read {}", o.display()))?;
+                policy = policy.tightened_by(&text, &o.display().to_string())?;
+            }
             let bytes = std::fs::read(&order)
                 .with_context(|| format!("cannot read {}", order.display()))?;
             let key: serde_json::Value =
@@ -188,6 +201,15 @@ fn main() -> anyhow::Result<()> {
                 .context("forecasts file: expected a JSON array of {zone, date, low_f, high_f}")?,
                 None => Vec::new(),
             };
+            let emergencies: Vec<switchyard::policy::Emergency> = match emergencies {
+                Some(f) => serde_json::from_slice(
+                    &std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?,
+                )
+                .context(
+                    "emergencies file: expected a JSON array of {declared_at, ended_at?, zones?}",
+                )?,
+                None => Vec::new(),
+            };
             let mut mf = MeterFlags::empty();
             for f in &flags {
                 let flag = match f.as_str() {
@@ -203,7 +225,7 @@ fn main() -> anyhow::Result<()> {
             let facts = Facts {
                 zone: &zone,
                 forecasts: &forecasts,
-                emergencies: &[],
+                emergencies: &emergencies,
                 approved,
             };
             let decision = policy.decide(&order, mf, at, &facts);

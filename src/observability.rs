@@ -67,6 +67,32 @@ pub struct Metrics {
     pub registry_rejected: Counter,
     pub actor_activations: Counter,
     pub actor_passivations: Counter,
+    /// By type: payment, medical_certificate, approval, weather, emergency.
+    pub facts_received: Vec<Counter>,
+    pub facts_rejected: Counter,
+    /// By verdict: execute, deferred, awaiting_approval, rejected.
+    pub policy_decisions: Vec<Counter>,
+}
+
+pub const FACT_TYPES: [&str; 5] = [
+    "payment",
+    "medical_certificate",
+    "approval",
+    "weather",
+    "emergency",
+];
+pub const VERDICTS: [&str; 4] = ["execute", "deferred", "awaiting_approval", "rejected"];
+
+pub fn fact_received(kind: &str) {
+    if let Some(i) = FACT_TYPES.iter().position(|k| *k == kind) {
+        metrics().facts_received[i].increment(1);
+    }
+}
+
+pub fn policy_decision(verdict: &str) {
+    if let Some(i) = VERDICTS.iter().position(|k| *k == verdict) {
+        metrics().policy_decisions[i].increment(1);
+    }
 }
 
 const EXCEPTION_KINDS: [ExceptionKind; 5] = [
@@ -107,6 +133,9 @@ pub fn metrics() -> &'static Metrics {
             registry_rejected: counter!("switchyard_registry_records_rejected_total"),
             actor_activations: counter!("switchyard_meter_actor_activations_total"),
             actor_passivations: counter!("switchyard_meter_actor_passivations_total"),
+            facts_received: FACT_TYPES.iter().map(|k| counter!("switchyard_facts_received_total", "type" => *k)).collect(),
+            facts_rejected: counter!("switchyard_facts_rejected_total"),
+            policy_decisions: VERDICTS.iter().map(|v| counter!("switchyard_policy_decisions_total", "verdict" => *v)).collect(),
         }
     })
 }
@@ -148,6 +177,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "switchyard_registry_records_rejected_total",
     "switchyard_meter_actor_activations_total",
     "switchyard_meter_actor_passivations_total",
+    "switchyard_facts_received_total",
+    "switchyard_facts_rejected_total",
+    "switchyard_policy_decisions_total",
 ];
 
 /// Sets up tracing: text or JSON lines on stderr, filter from `RUST_LOG` or the config.

@@ -99,6 +99,75 @@ fn every_order_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
     assert!(results >= 2, "result examples ({results} found)");
 }
 
+/// The fact examples in docs/topics.md pass their schemas and switchyard's own parsers, and
+/// the schemas' own examples do too.
+#[test]
+fn every_fact_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
+    use switchyard::facts::{EmergencyRecord, MeterFact, WeatherRecord};
+    let md = std::fs::read_to_string(root().join("docs/topics.md")).unwrap();
+    let mut values: Vec<Value> = Vec::new();
+    for block in json_blocks(&md) {
+        for l in block.lines().filter(|l| !l.trim().is_empty()) {
+            if let Ok(v) = serde_json::from_str::<Value>(l) {
+                values.push(v);
+            }
+        }
+    }
+    for name in [
+        "weather.v1.schema.json",
+        "emergency.v1.schema.json",
+        "customer-fact.v1.schema.json",
+        "control.v1.schema.json",
+    ] {
+        let text = std::fs::read_to_string(root().join("docs/schemas").join(name)).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        values.extend(v["examples"].as_array().unwrap().iter().cloned());
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for v in values {
+        let bytes = serde_json::to_vec(&v).unwrap();
+        let kind = if v.get("low_f").is_some() {
+            assert_valid(&schema("weather.v1.schema.json"), &v, "weather example");
+            WeatherRecord::parse(v["zone"].as_str(), &bytes).unwrap();
+            "weather"
+        } else if v.get("emergency_id").is_some() {
+            assert_valid(&schema("emergency.v1.schema.json"), &v, "emergency example");
+            EmergencyRecord::parse(v["emergency_id"].as_str(), &bytes).unwrap();
+            "emergency"
+        } else if v["type"] == "approval" {
+            assert_valid(&schema("control.v1.schema.json"), &v, "control example");
+            MeterFact::parse(v["meter_id"].as_str(), &bytes, true).unwrap();
+            "approval"
+        } else if v["type"] == "payment" || v["type"] == "medical_certificate" {
+            assert_valid(
+                &schema("customer-fact.v1.schema.json"),
+                &v,
+                "customer fact example",
+            );
+            MeterFact::parse(v["meter_id"].as_str(), &bytes, false).unwrap();
+            if v["type"] == "payment" {
+                "payment"
+            } else {
+                "certificate"
+            }
+        } else {
+            continue;
+        };
+        *seen.entry(kind).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.len(),
+        5,
+        "an example of every fact type in docs and schemas: {seen:?}"
+    );
+    // And the schemas refuse what switchyard refuses.
+    let bad = serde_json::json!({"schema_version":1,"zone":"z","date":"2026-12-01","low_f":20,"high_f":30,"wind":4});
+    assert!(!schema("weather.v1.schema.json").is_valid(&bad));
+    let bad = serde_json::json!({"type":"approval","schema_version":1,"fact_id":"A","meter_id":"M","order_id":"O","decision":"maybe","by":"x","at":"2026-12-01T00:00:00Z"});
+    assert!(!schema("control.v1.schema.json").is_valid(&bad));
+    assert!(MeterFact::parse(Some("M"), &serde_json::to_vec(&bad).unwrap(), true).is_err());
+}
+
 #[test]
 fn the_sample_registry_matches_the_meter_record_schema() {
     let s = schema("meter-record.v1.schema.json");

@@ -70,6 +70,39 @@ fn explains_a_cold_weather_deferral_a_protection_and_refuses_bad_input() {
     assert_eq!(v["verdict"], "await_approval");
     assert_eq!(v["rules"][0]["rule"], "approval_required");
 
+    // A declared emergency, under the pack plus the example utility overlay.
+    let e = dir.path().join("emergencies.json");
+    std::fs::write(
+        &e,
+        r#"[{"declared_at":"2026-11-28T00:00:00Z","ended_at":"2026-11-30T00:00:00Z"}]"#,
+    )
+    .unwrap();
+    let overlay = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/overlays/utility.example.toml"
+    );
+    let (ok, text) = explain(
+        &[
+            "--emergencies",
+            e.to_str().unwrap(),
+            "--overlay",
+            overlay,
+            "--at",
+            "2026-12-03T15:00:00Z",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["verdict"], "defer");
+    assert_eq!(v["pack"], "virginia+example-utility@2026.1+2026.3");
+    assert_eq!(v["rules"][0]["rule"], "declared_emergency");
+    // 30 days after the end is Wednesday 30 December, but the overlay's 31 December holiday
+    // bars the day before it (Virginia bars days before holidays), then New Year and the
+    // weekend: Monday 4 January, at the start of the overlay's narrower window (09:00).
+    assert_eq!(v["until"], "2027-01-04T14:00:00Z");
+
     let (ok, text) = explain(&["--flags", "bogus"], dir.path());
     assert!(!ok);
     assert!(text.contains("unknown flag `bogus`"), "{text}");

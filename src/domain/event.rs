@@ -27,10 +27,11 @@ pub enum DeadLetterReason {
     InvalidWindow,
     InvalidRegistryRecord,
     InvalidHeadEndResult,
+    InvalidFact,
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 14] = [
+    pub const ALL: [DeadLetterReason; 15] = [
         DeadLetterReason::MalformedJson,
         DeadLetterReason::UnsupportedSchemaVersion,
         DeadLetterReason::MissingField,
@@ -45,6 +46,7 @@ impl DeadLetterReason {
         DeadLetterReason::InvalidWindow,
         DeadLetterReason::InvalidRegistryRecord,
         DeadLetterReason::InvalidHeadEndResult,
+        DeadLetterReason::InvalidFact,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,6 +64,7 @@ impl DeadLetterReason {
             DeadLetterReason::InvalidWindow => "invalid_window",
             DeadLetterReason::InvalidRegistryRecord => "invalid_registry_record",
             DeadLetterReason::InvalidHeadEndResult => "invalid_head_end_result",
+            DeadLetterReason::InvalidFact => "invalid_fact",
         }
     }
     pub fn index(self) -> usize {
@@ -99,6 +102,10 @@ pub struct OrderEvent {
     pub retry_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<String>,
+    /// The policy decision behind this status (deferred, awaiting approval, rejected by a rule,
+    /// or dispatched): rule names, rule-pack version and inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::Decision>,
 }
 
 impl OrderEvent {
@@ -125,6 +132,7 @@ impl OrderEvent {
             register_kwh: None,
             retry_at: None,
             campaign_id: None,
+            policy: None,
         }
     }
     pub fn reason(mut self, reason: impl Into<String>) -> Self {
@@ -150,6 +158,8 @@ pub enum AuditKind {
     LateResult,
     StatusChange,
     ExceptionRaised,
+    /// A payment, certificate or approval reached the meter.
+    FactReceived,
     Recovered,
 }
 

@@ -66,6 +66,8 @@ pub enum ReasonCode {
     Move,
     Billing,
     Operator,
+    /// A reconnect switchyard raised itself: a protection arrived after a non-payment cut.
+    RestoreObligation,
     Other,
 }
 
@@ -76,6 +78,11 @@ pub enum OrderStatus {
     Received,
     Rejected,
     Scheduled,
+    /// Held by a rule (weather, calendar, window, notice, emergency); `retry_at` says until
+    /// when, if the facts known now say so.
+    Deferred,
+    /// Held until an authorised person approves it (protected customer, VIP, dispute).
+    AwaitingApproval,
     Dispatched,
     RetryScheduled,
     Confirmed,
@@ -85,10 +92,12 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 9] = [
+    pub const ALL: [OrderStatus; 11] = [
         OrderStatus::Received,
         OrderStatus::Rejected,
         OrderStatus::Scheduled,
+        OrderStatus::Deferred,
+        OrderStatus::AwaitingApproval,
         OrderStatus::Dispatched,
         OrderStatus::RetryScheduled,
         OrderStatus::Confirmed,
@@ -110,6 +119,8 @@ impl OrderStatus {
             OrderStatus::Received => "received",
             OrderStatus::Rejected => "rejected",
             OrderStatus::Scheduled => "scheduled",
+            OrderStatus::Deferred => "deferred",
+            OrderStatus::AwaitingApproval => "awaiting_approval",
             OrderStatus::Dispatched => "dispatched",
             OrderStatus::RetryScheduled => "retry_scheduled",
             OrderStatus::Confirmed => "confirmed",
@@ -121,7 +132,10 @@ impl OrderStatus {
     /// The request status a CSR knows (Pending, In Progress, On Hold, Completed, Closed).
     pub fn csr_status(self) -> &'static str {
         match self {
-            OrderStatus::Received | OrderStatus::Scheduled => "Pending",
+            OrderStatus::Received
+            | OrderStatus::Scheduled
+            | OrderStatus::Deferred
+            | OrderStatus::AwaitingApproval => "Pending",
             OrderStatus::Dispatched | OrderStatus::Confirmed | OrderStatus::RetryScheduled => {
                 "In Progress"
             }

@@ -42,18 +42,13 @@ pub fn consumer(
     config: &crate::config::Config,
     bootstrap: &str,
 ) -> Result<StreamConsumer, super::KafkaSetupError> {
-    let mut c = super::client_config(config, bootstrap);
-    c.set("group.id", &config.kafka.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "500")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", "10000");
-    c.create().map_err(|source| super::KafkaSetupError::Client {
-        what: "orders consumer",
-        source,
-    })
+    super::consumer(
+        config,
+        bootstrap,
+        None,
+        super::Commit::AfterWork,
+        "orders consumer",
+    )
 }
 
 impl Intake {

@@ -1,15 +1,17 @@
 //! Kafka in and out, all through rdkafka (librdkafka). One folder per source / sink:
-//! [`intake`] (orders topic), [`registry_source`] (meter-registry topic), [`results_source`]
-//! (head-end results), [`publisher`] (the outbox to order-events / exceptions), and
+//! [`intake`] (orders topic), [`table_source`] (compacted tables: meter registry, weather,
+//! emergencies), [`fact_source`] (payments, certificates, approvals to meter actors),
+//! [`results_source`] (head-end results), [`publisher`] (the outbox to order-events / exceptions), and
 //! [`embedded`] (librdkafka's mock cluster for embedded mode). Dead letters are produced by the
 //! sources themselves, before the offset of the bad record is committed.
 
 pub(crate) mod dead_letter;
 pub(crate) mod embedded;
+pub(crate) mod fact_source;
 pub(crate) mod intake;
 pub(crate) mod publisher;
-pub(crate) mod registry_source;
 pub(crate) mod results_source;
+pub(crate) mod table_source;
 
 use std::time::Duration;
 
@@ -46,6 +48,54 @@ pub fn client_config(config: &Config, bootstrap: &str) -> ClientConfig {
         c.set(k, v);
     }
     c
+}
+
+/// How a source's consumer commits offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// The source stores an offset only once its work is durable; stored offsets are committed
+    /// automatically (intake, meter facts).
+    AfterWork,
+    /// Offsets of what was read are committed automatically (head-end results: a lost result
+    /// is recovered by a status check).
+    Auto,
+    /// Never committed: tables replayed from the beginning at every start.
+    Never,
+}
+
+/// A consumer in group `<kafka.group_id>` or `<kafka.group_id>-<suffix>`.
+pub(crate) fn consumer(
+    config: &Config,
+    bootstrap: &str,
+    suffix: Option<&str>,
+    commit: Commit,
+    what: &'static str,
+) -> Result<rdkafka::consumer::StreamConsumer, KafkaSetupError> {
+    let mut c = client_config(config, bootstrap);
+    let group = match suffix {
+        Some(s) => format!("{}-{s}", config.kafka.group_id),
+        None => config.kafka.group_id.clone(),
+    };
+    c.set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    match commit {
+        Commit::AfterWork => {
+            c.set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", "500")
+                .set("enable.auto.offset.store", "false")
+                .set("session.timeout.ms", "10000");
+        }
+        Commit::Auto => {
+            c.set("enable.auto.commit", "true")
+                .set("session.timeout.ms", "10000");
+        }
+        Commit::Never => {
+            c.set("enable.auto.commit", "false");
+        }
+    }
+    c.create()
+        .map_err(|source| KafkaSetupError::Client { what, source })
 }
 
 pub fn producer_config(config: &Config, bootstrap: &str) -> ClientConfig {
@@ -99,7 +149,10 @@ pub async fn ensure_topics(config: &Config, bootstrap: &str) -> Result<(), Kafka
                 config.kafka.embedded_partitions,
                 TopicReplication::Fixed(1),
             );
-            if *t == config.topics.registry {
+            if *t == config.topics.registry
+                || *t == config.topics.weather
+                || *t == config.topics.emergencies
+            {
                 nt.set("cleanup.policy", "compact")
             } else {
                 nt

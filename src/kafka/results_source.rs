@@ -29,19 +29,13 @@ pub fn consumer(
     config: &crate::config::Config,
     bootstrap: &str,
 ) -> Result<StreamConsumer, super::KafkaSetupError> {
-    let mut c = super::client_config(config, bootstrap);
-    c.set(
-        "group.id",
-        format!("{}-head-end-results", config.kafka.group_id),
+    super::consumer(
+        config,
+        bootstrap,
+        Some("head-end-results"),
+        super::Commit::Auto,
+        "head-end results consumer",
     )
-    .set("enable.auto.commit", "true")
-    .set("auto.offset.reset", "earliest")
-    .set("enable.partition.eof", "false")
-    .set("session.timeout.ms", "10000");
-    c.create().map_err(|source| super::KafkaSetupError::Client {
-        what: "head-end results consumer",
-        source,
-    })
 }
 
 impl ResultsSource {

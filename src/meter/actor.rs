@@ -18,7 +18,7 @@ use crate::store::{OrderUpdate, OutboxMessage, WriteBatch};
 
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Deliver(pub MeterMsg);
+pub struct Deliver(pub MeterMsg, pub Option<tokio::sync::oneshot::Sender<()>>);
 
 pub struct MeterActor {
     id: Arc<str>,
@@ -52,8 +52,8 @@ impl MeterActor {
         MeterActor {
             machine: MeterMachine::new(&id),
             facts: MeterFacts {
-                has_switch: false,
-                head_end_id: String::new(),
+                policy: dir.services().policy.clone(),
+                ..MeterFacts::baseline(false, "")
             },
             id,
             dir,
@@ -70,28 +70,38 @@ impl MeterActor {
     /// is not (or no longer) in the registry keeps its last known facts; one never seen has no
     /// remote switch.
     fn load_facts(&mut self) {
-        if let Some(info) = self.dir.services().registry.get(&self.id) {
-            self.facts = MeterFacts {
-                has_switch: info.flags.contains(MeterFlags::HAS_SWITCH),
-                head_end_id: info.head_end_id.to_string(),
-            };
+        let svc = self.dir.services();
+        if let Some(info) = svc.registry.get(&self.id) {
+            self.facts.has_switch = info.flags.contains(MeterFlags::HAS_SWITCH);
+            self.facts.head_end_id = info.head_end_id.to_string();
+            self.facts.flags = info.flags;
+            if *self.facts.zone != *info.zone {
+                svc.facts.release(&self.facts.zone, &self.id);
+                self.facts.zone = info.zone.to_string();
+            }
             self.facts_known = true;
         } else if !self.facts_known {
-            self.facts = MeterFacts {
-                has_switch: false,
-                head_end_id: "unknown".into(),
-            };
+            self.facts.has_switch = false;
+            self.facts.head_end_id = "unknown".into();
         }
+        self.facts.forecasts = svc.facts.forecasts(&self.facts.zone);
+        self.facts.emergencies = svc.facts.emergencies();
     }
 
     fn handle(&mut self, input: Input, extra: WriteBatch, ctx: &mut Context<Self>) {
-        self.handle_all(vec![input], extra, ctx)
+        self.handle_all(vec![input], extra, None, ctx)
     }
 
     /// Steps the machine through `inputs`, then persists everything in ONE write and performs
     /// the side effects after it. One handler must queue at most one `ctx.wait`: actix runs
     /// queued waits newest first.
-    fn handle_all(&mut self, inputs: Vec<Input>, extra: WriteBatch, ctx: &mut Context<Self>) {
+    fn handle_all(
+        &mut self,
+        inputs: Vec<Input>,
+        extra: WriteBatch,
+        ack: Option<tokio::sync::oneshot::Sender<()>>,
+        ctx: &mut Context<Self>,
+    ) {
         self.load_facts();
         let dir = self.dir.clone();
         let svc = dir.services();
@@ -141,7 +151,28 @@ impl MeterActor {
             }
             for a in actions {
                 match a {
-                    Action::Audit(e) => batch.audit.push(e),
+                    Action::Audit(e) => {
+                        if e.kind == crate::domain::AuditKind::Decision {
+                            match e.reason.as_deref().unwrap_or("") {
+                                r if r.starts_with("policy_allows")
+                                    || r.starts_with("policy_released") =>
+                                {
+                                    observability::policy_decision("execute")
+                                }
+                                r if r.starts_with("policy_deferred") => {
+                                    observability::policy_decision("deferred")
+                                }
+                                r if r.starts_with("policy_awaiting_approval") => {
+                                    observability::policy_decision("awaiting_approval")
+                                }
+                                r if r.starts_with("policy_rejects") => {
+                                    observability::policy_decision("rejected")
+                                }
+                                _ => {}
+                            }
+                        }
+                        batch.audit.push(e)
+                    }
                     Action::Event(e) => {
                         m.order_status[e.status as usize].increment(1);
                         if e.status == OrderStatus::RetryScheduled {
@@ -173,6 +204,7 @@ impl MeterActor {
                         batch.commands.push(c.clone());
                         effects.push(Action::Dispatch(c));
                     }
+                    Action::NewOrder(r) => batch.new_orders.push(r),
                     other => effects.push(other),
                 }
             }
@@ -180,7 +212,15 @@ impl MeterActor {
         if self.machine != before {
             batch.meter = Some(self.machine.clone());
         }
+        if self.machine.holds_on_zone_facts() {
+            svc.facts.hold(&self.facts.zone, &self.id);
+        } else {
+            svc.facts.release(&self.facts.zone, &self.id);
+        }
         if batch.is_empty() && effects.is_empty() {
+            if let Some(a) = ack {
+                let _ = a.send(());
+            }
             return;
         }
         let store = svc.store.clone();
@@ -197,13 +237,15 @@ impl MeterActor {
                 }
             }
         };
-        ctx.wait(
-            fut.into_actor(self)
-                .map(move |(), act, ctx| act.perform(effects, now, ctx)),
-        );
+        ctx.wait(fut.into_actor(self).map(move |(), act, ctx| {
+            if let Some(a) = ack {
+                let _ = a.send(());
+            }
+            act.perform(effects, ctx)
+        }));
     }
 
-    fn perform(&mut self, effects: Vec<Action>, now: Timestamp, ctx: &mut Context<Self>) {
+    fn perform(&mut self, effects: Vec<Action>, ctx: &mut Context<Self>) {
         for a in effects {
             match a {
                 Action::Dispatch(c) => {
@@ -215,9 +257,10 @@ impl MeterActor {
                         ctx.cancel_future(h);
                     }
                     let id = command_id.clone();
-                    let h = ctx.run_later(until(now, at), move |act, ctx| {
+                    let sleep = self.dir.services().clock.sleep_until(at);
+                    let h = ctx.spawn(sleep.into_actor(self).map(move |(), act, ctx| {
                         act.handle(Input::Deadline(id), WriteBatch::default(), ctx);
-                    });
+                    }));
                     self.deadline = Some((command_id, h));
                 }
                 Action::WakeAt(at) => {
@@ -227,10 +270,11 @@ impl MeterActor {
                     if let Some((_, h)) = self.wake.take() {
                         ctx.cancel_future(h);
                     }
-                    let h = ctx.run_later(until(now, at), |act, ctx| {
+                    let sleep = self.dir.services().clock.sleep_until(at);
+                    let h = ctx.spawn(sleep.into_actor(self).map(|(), act, ctx| {
                         act.wake = None;
                         act.handle(Input::Wake, WriteBatch::default(), ctx);
-                    });
+                    }));
                     self.wake = Some((at, h));
                 }
                 _ => {}
@@ -248,7 +292,7 @@ impl MeterActor {
             .map(Input::Order)
             .collect();
         inputs.push(Input::Wake);
-        self.handle_all(inputs, WriteBatch::default(), ctx);
+        self.handle_all(inputs, WriteBatch::default(), None, ctx);
     }
 }
 
@@ -309,8 +353,14 @@ impl Handler<Deliver> for MeterActor {
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         self.pending.fetch_sub(1, Ordering::SeqCst);
+        let ack = msg.1;
         match msg.0 {
             MeterMsg::Order(o) => self.handle(Input::Order(o), WriteBatch::default(), ctx),
+            MeterMsg::Fact(f) => {
+                self.handle_all(vec![Input::Fact(f)], WriteBatch::default(), ack, ctx);
+                return;
+            }
+            MeterMsg::Wake => self.handle(Input::Wake, WriteBatch::default(), ctx),
             MeterMsg::Result(r) => {
                 let extra = WriteBatch {
                     results: vec![r.clone()],
@@ -319,6 +369,9 @@ impl Handler<Deliver> for MeterActor {
                 self.handle(Input::Result(r), extra, ctx)
             }
             MeterMsg::Recover(orders) => self.recover(orders, ctx),
+        }
+        if let Some(a) = ack {
+            let _ = a.send(()); // only facts are acknowledged after their write
         }
     }
 }

@@ -7,17 +7,27 @@
 //!   same for a reconnect of a connected meter);
 //! - a command whose outcome is unknown (deadline passed, or a crash while it was in flight) is
 //!   resolved by a switch-status check before any retry;
-//! - retryable failures back off exponentially up to `max_attempts`; then an exception.
+//! - retryable failures back off exponentially up to `max_attempts`; then an exception;
+//! - policy before power: every disconnect execution (first try and retries) is decided by the
+//!   pure [`Policy`](crate::policy::Policy) at the moment it would be sent; a held order
+//!   (deferred, awaiting approval) is re-decided on every step, so a fact that changes (weather,
+//!   emergency, approval, certificate, payment) takes effect at once; a payment withdraws a
+//!   pending non-payment disconnect before any command can be sent;
+//! - restore obligation: a protection that arrives after a non-payment cut raises a reconnect.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::facts::{ApprovalDecision, Certificate, MeterFact, Payment};
+use crate::policy::{self, Emergency, Forecast, Policy, Verdict, BASELINE_PROTECTIONS};
+
 use crate::domain::event::EVENT_SCHEMA_VERSION;
 use crate::domain::{
     AuditEvent, AuditKind, Command, CommandKind, CommandOutcome, CommandResult, ExceptionKind,
-    ExceptionRecord, FailureCode, Order, OrderEvent, OrderKind, OrderStatus, SwitchState,
-    Timestamp,
+    ExceptionRecord, FailureCode, MeterFlags, Order, OrderEvent, OrderKind, OrderRecord,
+    OrderStatus, ReasonCode, SwitchState, Timestamp,
 };
 
 /// Retry and deadline rules (from `[head_end]` in the config).
@@ -40,11 +50,56 @@ impl RetryPolicy {
     }
 }
 
-/// What the registry says about the meter, as the machine needs it.
+/// What the registry and the zone fact book say about the meter, as the machine needs it.
 #[derive(Debug, Clone)]
 pub struct MeterFacts {
     pub has_switch: bool,
     pub head_end_id: String,
+    pub zone: String,
+    /// Registry flags (protections among them); valid certificates are added by the machine.
+    pub flags: MeterFlags,
+    pub policy: Arc<Policy>,
+    pub forecasts: Arc<Vec<Forecast>>,
+    pub emergencies: Arc<Vec<Emergency>>,
+}
+
+impl MeterFacts {
+    /// A meter with no zone facts under the built-in baseline policy.
+    pub fn baseline(has_switch: bool, head_end_id: &str) -> MeterFacts {
+        MeterFacts {
+            has_switch,
+            head_end_id: head_end_id.to_string(),
+            zone: String::new(),
+            flags: MeterFlags::empty(),
+            policy: Arc::new(Policy::baseline()),
+            forecasts: Arc::default(),
+            emergencies: Arc::default(),
+        }
+    }
+}
+
+/// Why an order is held by policy (compared to decide whether a new event is due).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    pub status: OrderStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
+    pub rules: Vec<String>,
+}
+
+/// The last disconnect that took effect, for the restore obligation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cut {
+    pub order_id: String,
+    pub reason: ReasonCode,
+    pub at: Timestamp,
+    /// It was explicitly approved (a protected customer, knowingly).
+    pub approved: bool,
+    /// A certificate arrived after the cut (an approval does not cover it).
+    #[serde(default)]
+    pub protection_after_cut: bool,
+    #[serde(default)]
+    pub restore_ordered: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +133,12 @@ pub struct OpenOrder {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Timestamp>,
     pub seq: u64,
+    /// Held by policy: re-decided on every step of the meter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+    /// Who approved it (control topic), when it needed an approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
 }
 
 /// Everything the meter actor knows, persisted as one snapshot after every step.
@@ -93,6 +154,33 @@ pub struct MeterMachine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<InFlight>,
     pub next_seq: u64,
+    /// Medical / life-support / critical-care certificates received for this meter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Certificate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cut: Option<Cut>,
+    /// Payments of the last [`PAYMENT_MEMORY_DAYS`]: an order and its payment travel on
+    /// different topics, so a payment may arrive before the disconnect it pays off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payments: Vec<Payment>,
+}
+
+pub const PAYMENT_MEMORY_DAYS: i64 = 60;
+
+/// Whether payment `p` pays off the non-payment disconnect `o`: named by order id, or for the
+/// account (or meter) and made after the order was created.
+fn pays_off(p: &Payment, o: &Order) -> bool {
+    if o.kind != OrderKind::Disconnect || o.reason != ReasonCode::NonPayment {
+        return false;
+    }
+    let account_ok = match (&p.account_id, &o.account_id) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    match &p.order_id {
+        Some(id) => *id == o.order_id && account_ok,
+        None => account_ok && o.created_at.is_some_and(|c| c <= p.paid_at),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +192,8 @@ pub enum Input {
     /// The actor was activated with a persisted in-flight command (restart): its outcome is
     /// unknown.
     Recover,
+    /// A payment, certificate or approval for this meter.
+    Fact(MeterFact),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,8 +202,13 @@ pub enum Action {
     Event(OrderEvent),
     Audit(AuditEvent),
     Exception(ExceptionRecord),
-    ArmDeadline { command_id: String, at: Timestamp },
+    ArmDeadline {
+        command_id: String,
+        at: Timestamp,
+    },
     WakeAt(Timestamp),
+    /// An order switchyard raised itself (restore obligation): store it like an intake order.
+    NewOrder(OrderRecord),
 }
 
 fn add(now: Timestamp, d: Duration) -> Timestamp {
@@ -163,7 +258,30 @@ impl MeterMachine {
             open: Vec::new(),
             in_flight: None,
             next_seq: 0,
+            certificates: Vec::new(),
+            last_cut: None,
+            payments: Vec::new(),
         }
+    }
+
+    /// Registry flags plus the protections of certificates valid at `now`.
+    pub fn effective_flags(&self, facts: &MeterFacts, now: Timestamp) -> MeterFlags {
+        let mut f = facts.flags;
+        for c in &self.certificates {
+            if c.valid_at(now) {
+                f.set(c.protection.flag(), true);
+            }
+        }
+        f
+    }
+
+    /// An order is deferred (not awaiting a person): zone facts may release it early.
+    pub fn holds_on_zone_facts(&self) -> bool {
+        self.open.iter().any(|o| {
+            o.hold
+                .as_ref()
+                .is_some_and(|h| h.status == OrderStatus::Deferred)
+        })
     }
 
     pub fn has_order(&self, order_id: &str) -> bool {
@@ -194,7 +312,9 @@ impl MeterMachine {
             Input::Deadline(id) => self.on_deadline(&id, &mut out, policy),
             Input::Wake => {}
             Input::Recover => self.on_recover(&mut out, policy),
+            Input::Fact(f) => self.on_fact(f, &mut out),
         }
+        self.restore_if_obliged(facts, &mut out);
         self.drive(&mut out, facts, policy);
         out.actions
     }
@@ -266,6 +386,19 @@ impl MeterMachine {
             }
             _ => {}
         }
+        if let Some(p) = self.payments.iter().find(|p| pays_off(p, &order)) {
+            let detail = format!(
+                "payment {} of {:.2} made {} arrived before this order: not executed",
+                p.fact_id, p.amount, p.paid_at
+            );
+            out.event(
+                &order,
+                OrderStatus::Cancelled,
+                Some("payment_received"),
+                |e| e.detail = Some(detail),
+            );
+            return;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let not_before = order.earliest_at.filter(|t| *t > out.now);
@@ -287,6 +420,219 @@ impl MeterMachine {
             withdrawn: None,
             not_before,
             seq,
+            hold: None,
+            approved_by: None,
+        });
+    }
+
+    fn on_fact(&mut self, fact: MeterFact, out: &mut Out) {
+        out.audit(
+            AuditEvent::new(out.meter_id, out.now, AuditKind::FactReceived)
+                .reason(fact.type_label())
+                .detail(serde_json::to_string(&fact).unwrap_or_default()),
+        );
+        let in_flight_order = self.in_flight.as_ref().map(|f| f.command.order_id.clone());
+        match fact {
+            MeterFact::Payment(p) => {
+                let now = out.now;
+                let keep = jiff::SignedDuration::from_hours(24 * PAYMENT_MEMORY_DAYS);
+                self.payments.retain(|x| {
+                    x.fact_id != p.fact_id && x.paid_at.checked_add(keep).is_ok_and(|t| t > now)
+                });
+                self.payments.push(p.clone());
+                let mut i = 0;
+                while i < self.open.len() {
+                    let o = &mut self.open[i];
+                    let applies = pays_off(&p, &o.order)
+                        || (p.order_id.is_none()
+                            && o.order.created_at.is_none()
+                            && pays_off(
+                                &Payment {
+                                    order_id: Some(o.order.order_id.clone()),
+                                    ..p.clone()
+                                },
+                                &o.order,
+                            ));
+                    if !applies {
+                        i += 1;
+                        continue;
+                    }
+                    let dispatched = o.unknown_outcome
+                        || in_flight_order.as_deref() == Some(o.order.order_id.as_str());
+                    if dispatched {
+                        o.withdrawn = Some("payment_received".into());
+                        i += 1;
+                    } else {
+                        let o = self.open.remove(i);
+                        let detail = format!(
+                            "payment {} of {:.2} made {} withdrew it before any command was sent",
+                            p.fact_id, p.amount, p.paid_at
+                        );
+                        out.event(
+                            &o.order,
+                            OrderStatus::Cancelled,
+                            Some("payment_received"),
+                            |e| e.detail = Some(detail),
+                        );
+                    }
+                }
+            }
+            MeterFact::MedicalCertificate(c) => {
+                let now = out.now;
+                self.certificates
+                    .retain(|x| x.fact_id != c.fact_id && x.expires_at > now);
+                if c.valid_at(now) || c.valid_from.is_some_and(|f| f > now) {
+                    if let Some(cut) = &mut self.last_cut {
+                        cut.protection_after_cut = true;
+                    }
+                    self.certificates.push(c);
+                }
+            }
+            MeterFact::Approval(a) => {
+                let Some(idx) = self
+                    .open
+                    .iter()
+                    .position(|o| o.order.order_id == a.order_id)
+                else {
+                    out.audit(
+                        AuditEvent::new(out.meter_id, out.now, AuditKind::Decision)
+                            .order(&a.order_id)
+                            .reason("approval_for_order_not_open")
+                            .detail(format!(
+                                "{:?} by {} ignored: the order is not open here",
+                                a.decision, a.by
+                            )),
+                    );
+                    return;
+                };
+                match a.decision {
+                    ApprovalDecision::Approve => {
+                        self.open[idx].approved_by = Some(a.by.clone());
+                        out.audit(
+                            AuditEvent::new(out.meter_id, out.now, AuditKind::Decision)
+                                .order(&a.order_id)
+                                .reason("approved")
+                                .detail(format!(
+                                    "approved by {} at {}{}",
+                                    a.by,
+                                    a.at,
+                                    a.note
+                                        .as_deref()
+                                        .map(|n| format!(": {n}"))
+                                        .unwrap_or_default()
+                                )),
+                        );
+                    }
+                    ApprovalDecision::Reject => {
+                        let o = &mut self.open[idx];
+                        let dispatched = o.unknown_outcome
+                            || in_flight_order.as_deref() == Some(o.order.order_id.as_str());
+                        if dispatched {
+                            o.withdrawn = Some("approval_denied".into());
+                        } else {
+                            let o = self.open.remove(idx);
+                            out.event(
+                                &o.order,
+                                OrderStatus::Rejected,
+                                Some("approval_denied"),
+                                |e| {
+                                    e.detail = Some(format!(
+                                        "rejected by {} at {}{}",
+                                        a.by,
+                                        a.at,
+                                        a.note
+                                            .as_deref()
+                                            .map(|n| format!(": {n}"))
+                                            .unwrap_or_default()
+                                    ))
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A protected customer cut for non-payment (without an approval that covered the
+    /// protection) gets a reconnect order raised here, once.
+    fn restore_if_obliged(&mut self, facts: &MeterFacts, out: &mut Out) {
+        let Some(cut) = &self.last_cut else { return };
+        if cut.restore_ordered
+            || cut.reason != ReasonCode::NonPayment
+            || (cut.approved && !cut.protection_after_cut)
+            || self.switch != SwitchState::Disconnected
+        {
+            return;
+        }
+        let flags = self.effective_flags(facts, out.now);
+        let protections: Vec<_> = BASELINE_PROTECTIONS
+            .into_iter()
+            .filter(|p| flags.contains(p.flag()))
+            .collect();
+        if protections.is_empty() {
+            return;
+        }
+        let cut_order = cut.order_id.clone();
+        if let Some(c) = &mut self.last_cut {
+            c.restore_ordered = true;
+        }
+        if self.open.iter().any(|o| o.order.kind.restores_power()) {
+            return; // a reconnect is already on its way
+        }
+        let order = Order {
+            order_id: format!("{cut_order}/restore"),
+            kind: OrderKind::Reconnect,
+            reason: ReasonCode::RestoreObligation,
+            meter_id: out.meter_id.to_string(),
+            service_point_id: None,
+            account_id: None,
+            priority: 1,
+            earliest_at: None,
+            latest_at: None,
+            notice_sent_at: None,
+            campaign_id: None,
+            target_order_id: Some(cut_order.clone()),
+            notes: None,
+            created_at: Some(out.now),
+            amount_due: None,
+        };
+        let detail = format!(
+            "meter is protected ({protections:?}) and was disconnected for non-payment by {cut_order}: restore obligation"
+        );
+        out.actions.push(Action::NewOrder(OrderRecord {
+            order: order.clone(),
+            status: OrderStatus::Received,
+            received_at: out.now,
+            updated_at: out.now,
+            reason: Some("restore_obligation".into()),
+            source: None,
+        }));
+        out.audit(
+            AuditEvent::new(out.meter_id, out.now, AuditKind::Decision)
+                .order(&order.order_id)
+                .reason("restore_obligation")
+                .detail(detail.clone()),
+        );
+        out.event(
+            &order,
+            OrderStatus::Received,
+            Some("restore_obligation"),
+            |e| e.detail = Some(detail),
+        );
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.open.push(OpenOrder {
+            order,
+            status: OrderStatus::Received,
+            attempts: 0,
+            status_checks: 0,
+            unknown_outcome: false,
+            withdrawn: None,
+            not_before: None,
+            seq,
+            hold: None,
+            approved_by: None,
         });
     }
 
@@ -415,6 +761,9 @@ impl MeterMachine {
             if register_kwh.is_some() {
                 self.last_register_kwh = *register_kwh;
             }
+            if self.switch == SwitchState::Connected {
+                self.last_cut = None;
+            }
         }
         let Some(idx) = self
             .open
@@ -424,6 +773,21 @@ impl MeterMachine {
             return;
         };
         let target = command_for(self.open[idx].order.kind).and_then(CommandKind::target_state);
+        if let CommandOutcome::Confirmed { switch_state, .. } = &r.outcome {
+            if *switch_state == SwitchState::Disconnected
+                && target == Some(SwitchState::Disconnected)
+            {
+                let o = &self.open[idx];
+                self.last_cut = Some(Cut {
+                    order_id: o.order.order_id.clone(),
+                    reason: o.order.reason,
+                    at: r.at,
+                    approved: o.approved_by.is_some(),
+                    protection_after_cut: false,
+                    restore_ordered: false,
+                });
+            }
+        }
         match (f.purpose, &r.outcome) {
             (
                 Purpose::Execute,
@@ -636,17 +1000,40 @@ impl MeterMachine {
 
     /// Start the next due work when nothing is in flight.
     fn drive(&mut self, out: &mut Out, facts: &MeterFacts, policy: &RetryPolicy) {
+        // Orders policy holds in this pass (re-decided on the next step).
+        let mut held: Vec<u64> = Vec::new();
         while self.in_flight.is_none() {
             let now = out.now;
             let Some(idx) = self
                 .open
                 .iter()
                 .enumerate()
-                .filter(|(_, o)| o.not_before.is_none_or(|t| t <= now))
+                .filter(|(_, o)| o.not_before.is_none_or(|t| t <= now) && !held.contains(&o.seq))
                 .min_by_key(|(_, o)| (!o.order.kind.restores_power(), o.order.priority, o.seq))
                 .map(|(i, _)| i)
             else {
-                if let Some(t) = self.open.iter().filter_map(|o| o.not_before).min() {
+                let mut next = self
+                    .open
+                    .iter()
+                    .filter_map(|o| match &o.hold {
+                        Some(h) => h.until,
+                        None => o.not_before,
+                    })
+                    .min();
+                if self.open.iter().any(|o| o.hold.is_some()) {
+                    // A certificate that expires may release an order awaiting approval.
+                    let expiry = self
+                        .certificates
+                        .iter()
+                        .map(|c| c.expires_at)
+                        .filter(|t| *t > now)
+                        .min();
+                    next = match (next, expiry) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                if let Some(t) = next {
                     out.actions.push(Action::WakeAt(t));
                 }
                 return;
@@ -724,8 +1111,107 @@ impl MeterMachine {
                 });
                 continue;
             }
-            self.execute(idx, cmd_kind, facts, policy, out);
+            let mut decision = None;
+            if cmd_kind == CommandKind::Disconnect {
+                match self.decide(idx, facts, out) {
+                    Ok(d) => decision = Some(d),
+                    Err(seq) => {
+                        if let Some(seq) = seq {
+                            held.push(seq);
+                        }
+                        continue;
+                    }
+                }
+            }
+            self.execute(idx, cmd_kind, facts, policy, out, decision);
         }
+    }
+
+    /// Asks the policy whether the disconnect at `idx` may be sent now. `Ok` = send it (with
+    /// the decision); `Err(Some(seq))` = held (deferred / awaiting approval); `Err(None)` =
+    /// rejected and closed.
+    fn decide(
+        &mut self,
+        idx: usize,
+        facts: &MeterFacts,
+        out: &mut Out,
+    ) -> Result<policy::Decision, Option<u64>> {
+        let now = out.now;
+        let flags = self.effective_flags(facts, now);
+        let o = &self.open[idx];
+        let d = facts.policy.decide(
+            &o.order,
+            flags,
+            now,
+            &policy::Facts {
+                zone: &facts.zone,
+                forecasts: &facts.forecasts,
+                emergencies: &facts.emergencies,
+                approved: o.approved_by.is_some(),
+            },
+        );
+        let detail = || serde_json::to_string(&d).unwrap_or_default();
+        let (status, until) = match &d.verdict {
+            Verdict::Execute => {
+                let o = &mut self.open[idx];
+                let was_held = o.hold.take().is_some();
+                let mut a = AuditEvent::new(out.meter_id, now, AuditKind::Decision)
+                    .order(&o.order.order_id)
+                    .reason(if was_held {
+                        "policy_released"
+                    } else {
+                        "policy_allows"
+                    })
+                    .detail(detail());
+                a.status = Some(OrderStatus::Dispatched);
+                out.audit(a);
+                return Ok(d);
+            }
+            Verdict::Reject => {
+                let o = self.open.remove(idx);
+                let rule = d.first_rule().to_string();
+                let text = d.details();
+                out.audit(
+                    AuditEvent::new(out.meter_id, now, AuditKind::Decision)
+                        .order(&o.order.order_id)
+                        .reason(format!("policy_rejects:{rule}"))
+                        .detail(detail()),
+                );
+                out.event(&o.order, OrderStatus::Rejected, Some(&rule), |e| {
+                    e.detail = Some(text);
+                    e.policy = Some(d);
+                });
+                return Err(None);
+            }
+            Verdict::Defer { until } => (OrderStatus::Deferred, *until),
+            Verdict::AwaitApproval => (OrderStatus::AwaitingApproval, None),
+        };
+        let hold = Hold {
+            status,
+            until,
+            rules: d.rules.iter().map(|r| r.rule.clone()).collect(),
+        };
+        let o = &mut self.open[idx];
+        let seq = o.seq;
+        if o.hold.as_ref() != Some(&hold) {
+            o.hold = Some(hold);
+            o.status = status;
+            let order = o.order.clone();
+            let rule = d.first_rule().to_string();
+            let text = d.details();
+            out.audit(
+                AuditEvent::new(out.meter_id, now, AuditKind::Decision)
+                    .order(&order.order_id)
+                    .reason(format!("policy_{}:{rule}", d.verdict_label()))
+                    .detail(detail()),
+            );
+            out.event(&order, status, Some(&rule), |e| {
+                e.detail = Some(text);
+                e.retry_at = until;
+                e.policy = Some(d);
+            });
+        }
+        Err(Some(seq))
     }
 
     fn execute(
@@ -735,6 +1221,7 @@ impl MeterMachine {
         facts: &MeterFacts,
         policy: &RetryPolicy,
         out: &mut Out,
+        decision: Option<policy::Decision>,
     ) {
         let o = &mut self.open[idx];
         o.attempts += 1;
@@ -761,6 +1248,7 @@ impl MeterMachine {
         out.event(&order, OrderStatus::Dispatched, None, |e| {
             e.command_id = Some(cid);
             e.attempt = Some(att);
+            e.policy = decision;
         });
         out.actions.push(Action::ArmDeadline {
             command_id: cmd.command_id.clone(),
@@ -844,3 +1332,7 @@ pub fn command_for(kind: OrderKind) -> Option<CommandKind> {
 #[cfg(test)]
 #[path = "machine_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod policy_tests;

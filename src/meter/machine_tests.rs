@@ -19,10 +19,7 @@ fn policy() -> RetryPolicy {
 }
 
 fn facts(has_switch: bool) -> MeterFacts {
-    MeterFacts {
-        has_switch,
-        head_end_id: "HE-1".into(),
-    }
+    MeterFacts::baseline(has_switch, "HE-1")
 }
 
 fn t0() -> Timestamp {

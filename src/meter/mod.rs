@@ -16,8 +16,10 @@ use dashmap::DashMap;
 
 use crate::clock::Clock;
 use crate::domain::{CommandResult, Order};
+use crate::facts::{FactBook, MeterFact};
 use crate::head_end::{HeadEnd, ResultSink};
 use crate::observability::metrics;
+use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::store::StoreHandle;
 
@@ -31,6 +33,10 @@ pub enum MeterMsg {
     Result(CommandResult),
     /// Startup recovery: these open orders are stored for the meter; resume them.
     Recover(Vec<Order>),
+    /// A payment, certificate or approval for the meter.
+    Fact(MeterFact),
+    /// Zone facts changed: re-decide held orders.
+    Wake,
 }
 
 /// What every meter actor shares.
@@ -42,6 +48,10 @@ pub struct MeterServices {
     pub idle: Duration,
     pub events_topic: String,
     pub exceptions_topic: String,
+    /// The rule pack in force (or the built-in baseline).
+    pub policy: Arc<Policy>,
+    /// Weather and emergencies by zone; which meters wait on them.
+    pub facts: Arc<FactBook>,
 }
 
 struct Entry {
@@ -98,9 +108,20 @@ impl Directory {
     /// Sends a message to the meter's actor, activating it if needed. The pending counter is
     /// raised under the map's shard lock, so a concurrent passivation cannot drop the message.
     pub fn deliver(&self, meter_id: &str, msg: MeterMsg) {
+        self.deliver_acked(meter_id, msg, None)
+    }
+
+    /// As [`deliver`](Self::deliver); `ack` fires once the meter has durably stored the
+    /// outcome of the message (the source may then store its offset).
+    pub fn deliver_acked(
+        &self,
+        meter_id: &str,
+        msg: MeterMsg,
+        ack: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
         if let Some(e) = self.live.get(meter_id) {
             e.pending.fetch_add(1, Ordering::SeqCst);
-            e.addr.do_send(actor::Deliver(msg));
+            e.addr.do_send(actor::Deliver(msg, ack));
             return;
         }
         let key: Arc<str> = Arc::from(meter_id);
@@ -109,7 +130,17 @@ impl Directory {
             .entry(key.clone())
             .or_insert_with(|| self.activate(key));
         e.pending.fetch_add(1, Ordering::SeqCst);
-        e.addr.do_send(actor::Deliver(msg));
+        e.addr.do_send(actor::Deliver(msg, ack));
+    }
+
+    /// Wakes the meters holding deferred orders in `zone` (every zone with `None`) so they
+    /// re-decide with the new facts. Returns how many were woken.
+    pub fn wake_waiting(&self, zone: Option<&str>) -> usize {
+        let meters = self.services.facts.waiting(zone);
+        for m in &meters {
+            self.deliver(m, MeterMsg::Wake);
+        }
+        meters.len()
     }
 
     fn activate(&self, meter_id: Arc<str>) -> Entry {

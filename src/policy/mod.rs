@@ -64,7 +64,14 @@ pub enum Protection {
 }
 
 impl Protection {
-    fn flag(self) -> MeterFlags {
+    pub const ALL: [Protection; 5] = [
+        Protection::LifeSupport,
+        Protection::Medical,
+        Protection::CriticalCare,
+        Protection::Vip,
+        Protection::LegalDispute,
+    ];
+    pub fn flag(self) -> MeterFlags {
         match self {
             Protection::LifeSupport => MeterFlags::LIFE_SUPPORT,
             Protection::Medical => MeterFlags::MEDICAL,
@@ -134,6 +141,9 @@ pub struct Emergency {
     pub declared_at: Timestamp,
     #[serde(default)]
     pub ended_at: Option<Timestamp>,
+    /// Zones it covers; empty = every zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
 }
 
 /// What is known when deciding.
@@ -145,7 +155,7 @@ pub struct Facts<'a> {
     pub approved: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     Execute,
@@ -158,20 +168,76 @@ pub enum Verdict {
     Reject,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleHit {
     pub rule: String,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     #[serde(flatten)]
     pub verdict: Verdict,
     /// `jurisdiction@version`
     pub pack: String,
     pub rules: Vec<RuleHit>,
+    /// What the decision was made from.
+    pub inputs: DecisionInputs,
 }
+
+/// The inputs a decision used, recorded with it so that it can be replayed and explained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionInputs {
+    pub at: Timestamp,
+    pub zone: String,
+    /// Protections the meter carries (registry flags and valid certificates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protections: Vec<Protection>,
+    pub approved: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_sent_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_due: Option<f64>,
+    /// Forecast days known for the zone, and emergencies known.
+    pub forecasts_known: usize,
+    pub emergencies_known: usize,
+}
+
+impl Decision {
+    /// `deferred`, `awaiting_approval`, `rejected` or `execute`: for logs and audit reasons.
+    pub fn verdict_label(&self) -> &'static str {
+        match self.verdict {
+            Verdict::Execute => "execute",
+            Verdict::Defer { .. } => "deferred",
+            Verdict::AwaitApproval => "awaiting_approval",
+            Verdict::Reject => "rejected",
+        }
+    }
+    /// Every rule's detail, in one line.
+    pub fn details(&self) -> String {
+        self.rules
+            .iter()
+            .map(|r| r.detail.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The first rule that held the order (the one to quote), or `allowed`.
+    pub fn first_rule(&self) -> &str {
+        self.rules
+            .first()
+            .map(|r| r.rule.as_str())
+            .unwrap_or("allowed")
+    }
+}
+
+/// Protected customers that are never disconnected for non-payment without an explicit
+/// approval, whatever the rule pack says (a pack may add to this list, never remove from it).
+pub const BASELINE_PROTECTIONS: [Protection; 3] = [
+    Protection::LifeSupport,
+    Protection::Medical,
+    Protection::CriticalCare,
+];
 
 /// A loaded, validated pack with its parsed time zone and windows.
 #[derive(Debug, Clone)]
@@ -188,18 +254,26 @@ fn reason_key(r: ReasonCode) -> String {
         .unwrap_or_default()
 }
 
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, PackError> {
+    toml::from_str(text).map_err(|e| PackError::Parse {
+        file: file.into(),
+        message: e.to_string(),
+    })
+}
+
+fn invalid(file: &str, key: &str, message: String) -> PackError {
+    PackError::Invalid {
+        file: file.into(),
+        key: key.into(),
+        message,
+    }
+}
+
 impl RulePack {
     /// Parses and validates a pack; every error names the key.
     pub fn from_toml(text: &str, file: &str) -> Result<Policy, PackError> {
-        let pack: RulePack = toml::from_str(text).map_err(|e| PackError::Parse {
-            file: file.into(),
-            message: e.to_string(),
-        })?;
-        let bad = |key: &str, message: String| PackError::Invalid {
-            file: file.into(),
-            key: key.into(),
-            message,
-        };
+        let pack: RulePack = parse_toml(text, file)?;
+        let bad = |key: &str, message: String| invalid(file, key, message);
         if pack.jurisdiction.trim().is_empty() {
             return Err(bad("jurisdiction", "must not be empty".into()));
         }
@@ -276,6 +350,16 @@ impl RulePack {
 }
 
 impl Policy {
+    /// No jurisdiction rules: only the built-in protections ([`BASELINE_PROTECTIONS`]) apply.
+    /// Used when no rule pack is configured (embedded defaults, tests); logged at start.
+    pub fn baseline() -> Policy {
+        RulePack::from_toml(
+            "jurisdiction = \"baseline\"\nversion = \"1\"\ntime_zone = \"UTC\"\n",
+            "<built-in baseline>",
+        )
+        .expect("the baseline pack is valid")
+    }
+
     pub fn label(&self) -> String {
         format!("{}@{}", self.pack.jurisdiction, self.pack.version)
     }
@@ -374,6 +458,9 @@ impl Policy {
     ) -> Option<(Option<Timestamp>, RuleHit)> {
         let ext = self.pack.emergency_extension_days?;
         for e in facts.emergencies {
+            if !e.zones.is_empty() && !e.zones.iter().any(|z| z == facts.zone) {
+                continue;
+            }
             if e.declared_at > now {
                 continue;
             }
@@ -440,10 +527,32 @@ impl Policy {
         facts: &Facts,
     ) -> Decision {
         let pack = self.label();
+        let inputs = DecisionInputs {
+            at: now,
+            zone: facts.zone.to_string(),
+            protections: Protection::ALL
+                .into_iter()
+                .filter(|p| flags.contains(p.flag()))
+                .collect(),
+            approved: facts.approved,
+            notice_sent_at: order.notice_sent_at,
+            amount_due: order.amount_due,
+            forecasts_known: facts
+                .forecasts
+                .iter()
+                .filter(|f| f.zone == facts.zone)
+                .count(),
+            emergencies_known: facts
+                .emergencies
+                .iter()
+                .filter(|e| e.zones.is_empty() || e.zones.iter().any(|z| z == facts.zone))
+                .count(),
+        };
         let done = |verdict, rules| Decision {
             verdict,
             pack: pack.clone(),
             rules,
+            inputs: inputs.clone(),
         };
         if order.kind != OrderKind::Disconnect && order.kind != OrderKind::MoveOut {
             return done(
@@ -459,13 +568,20 @@ impl Policy {
         }
         let mut rules = Vec::new();
         // Protection and special handling: a person decides.
-        let needs: Vec<Protection> = self
+        let mut needs: Vec<Protection> = self
             .pack
             .approval_required_for
             .iter()
             .copied()
             .filter(|p| flags.contains(p.flag()))
             .collect();
+        if order.reason == ReasonCode::NonPayment {
+            for p in BASELINE_PROTECTIONS {
+                if flags.contains(p.flag()) && !needs.contains(&p) {
+                    needs.push(p);
+                }
+            }
+        }
         if !needs.is_empty() && !facts.approved {
             rules.push(RuleHit {
                 rule: "approval_required".into(),
@@ -555,6 +671,135 @@ impl Decision {
             out.push_str(&format!("  Rule {}: {}\n", r.rule, r.detail));
         }
         out
+    }
+}
+
+/// A utility's settings on top of a pack: every key optional; merged so that it can only
+/// tighten ([`Policy::tightened_by`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Overlay {
+    jurisdiction: Option<String>,
+    version: Option<String>,
+    time_zone: Option<String>,
+    #[serde(default)]
+    barred_weekdays: Vec<Day>,
+    bar_holidays: Option<bool>,
+    bar_day_before_holiday: Option<bool>,
+    emergency_extension_days: Option<u32>,
+    #[serde(default)]
+    holidays: Vec<Date>,
+    min_balance_for_non_payment: Option<f64>,
+    #[serde(default)]
+    approval_required_for: Vec<Protection>,
+    #[serde(default)]
+    notice_days: BTreeMap<String, u32>,
+    #[serde(default)]
+    weather: Vec<WeatherRule>,
+    #[serde(default)]
+    business_windows: BTreeMap<Day, [String; 2]>,
+}
+
+impl Policy {
+    /// This pack with a utility overlay applied. The overlay may only tighten: a key that would
+    /// loosen a rule (turning a bar off, another time zone) is an error naming the key.
+    pub fn tightened_by(&self, text: &str, file: &str) -> Result<Policy, PackError> {
+        let o: Overlay = parse_toml(text, file)?;
+        let bad = |key: &str, message: String| invalid(file, key, message);
+        let mut p = self.pack.clone();
+        if let Some(tz) = &o.time_zone {
+            if *tz != p.time_zone {
+                return Err(bad("time_zone", format!("`{tz}` differs from the pack's `{}`: an overlay cannot move the rules to another time zone", p.time_zone)));
+            }
+        }
+        if let Some(j) = &o.jurisdiction {
+            p.jurisdiction = format!("{}+{j}", p.jurisdiction);
+        }
+        if let Some(v) = &o.version {
+            p.version = format!("{}+{v}", p.version);
+        }
+        for d in o.barred_weekdays {
+            if !p.barred_weekdays.contains(&d) {
+                p.barred_weekdays.push(d);
+            }
+        }
+        for (key, over, base) in [
+            ("bar_holidays", o.bar_holidays, &mut p.bar_holidays),
+            (
+                "bar_day_before_holiday",
+                o.bar_day_before_holiday,
+                &mut p.bar_day_before_holiday,
+            ),
+        ] {
+            match over {
+                Some(false) if *base => {
+                    return Err(bad(
+                        key,
+                        "the pack bars these days; an overlay cannot lift that".into(),
+                    ))
+                }
+                Some(v) => *base |= v,
+                None => {}
+            }
+        }
+        if let Some(e) = o.emergency_extension_days {
+            p.emergency_extension_days = Some(p.emergency_extension_days.map_or(e, |b| b.max(e)));
+        }
+        for h in o.holidays {
+            if !p.holidays.contains(&h) {
+                p.holidays.push(h);
+            }
+        }
+        if let Some(m) = o.min_balance_for_non_payment {
+            p.min_balance_for_non_payment =
+                Some(p.min_balance_for_non_payment.map_or(m, |b| b.max(m)));
+        }
+        for a in o.approval_required_for {
+            if !p.approval_required_for.contains(&a) {
+                p.approval_required_for.push(a);
+            }
+        }
+        for (k, d) in o.notice_days {
+            let e = p.notice_days.entry(k).or_insert(d);
+            *e = (*e).max(d);
+        }
+        p.weather.extend(o.weather);
+        if !o.business_windows.is_empty() {
+            if p.business_windows.is_empty() {
+                p.business_windows = o.business_windows;
+            } else {
+                let mut merged = BTreeMap::new();
+                for (day, [s, e]) in &p.business_windows {
+                    let Some([os, oe]) = o.business_windows.get(day) else {
+                        merged.insert(*day, [s.clone(), e.clone()]);
+                        continue;
+                    };
+                    let key = format!(
+                        "business_windows.{}",
+                        serde_json::to_value(day).unwrap().as_str().unwrap_or("")
+                    );
+                    let t = |x: &String| {
+                        x.parse::<Time>()
+                            .map_err(|err| bad(&key, format!("`{x}` is not HH:MM: {err}")))
+                    };
+                    let start = if t(os)? > t(s)? { os } else { s };
+                    let end = if t(oe)? < t(e)? { oe } else { e };
+                    if t(start)? >= t(end)? {
+                        return Err(bad(
+                            &key,
+                            format!("{os}-{oe} does not overlap the pack's {s}-{e}"),
+                        ));
+                    }
+                    merged.insert(*day, [start.clone(), end.clone()]);
+                }
+                p.business_windows = merged;
+            }
+        }
+        let text = toml::to_string(&p).map_err(|e| PackError::Parse {
+            file: file.into(),
+            message: e.to_string(),
+        })?;
+        RulePack::from_toml(&text, file)
     }
 }
 

@@ -193,6 +193,7 @@ fn notice_period_and_emergencies_defer() {
     let e = [Emergency {
         declared_at: ts("2026-11-20T00:00:00Z"),
         ended_at: Some(ts("2026-11-22T00:00:00Z")),
+        zones: vec![],
     }];
     let f = Facts {
         zone: "z",

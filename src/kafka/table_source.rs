@@ -1,0 +1,292 @@
+//! Table sources: compacted topics read from the beginning on every start into an in-memory
+//! table (the meter registry; zone facts: weather forecasts and declared emergencies). Each
+//! signals when it has caught up with the high watermarks seen at start (the intake waits for
+//! all of them, so no order meets a meter or a zone whose facts are merely not loaded yet), then
+//! follows updates. Bad records are dead-lettered with the reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::{oneshot, watch};
+
+use crate::clock::Clock;
+use crate::domain::{DeadLetterReason, MeterRecord};
+use crate::facts::{EmergencyRecord, FactBook, WeatherRecord};
+use crate::meter::Directory;
+use crate::observability::metrics;
+use crate::registry::Registry;
+
+/// An in-memory table fed by a compacted topic.
+pub trait Table: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Applies one record (`None` payload = tombstone); an error is dead-lettered.
+    fn apply(
+        &self,
+        key: Option<&str>,
+        payload: Option<&[u8]>,
+    ) -> Result<(), (DeadLetterReason, String)>;
+    /// Entries held (for logs and gauges).
+    fn len(&self) -> usize;
+    fn publish_gauge(&self) {}
+}
+
+impl Table for Registry {
+    fn name(&self) -> &'static str {
+        "meter registry"
+    }
+    fn apply(
+        &self,
+        key: Option<&str>,
+        payload: Option<&[u8]>,
+    ) -> Result<(), (DeadLetterReason, String)> {
+        let bad = |r: String| (DeadLetterReason::InvalidRegistryRecord, r);
+        let Some(bytes) = payload else {
+            if let Some(k) = key {
+                self.remove(k);
+            }
+            return Ok(());
+        };
+        let r = serde_json::from_slice::<MeterRecord>(bytes)
+            .map_err(|e| bad(format!("not a v1 meter record: {e}")))?;
+        r.validate().map_err(bad)?;
+        if let Some(k) = key {
+            if k != r.meter_id {
+                return Err(bad(format!(
+                    "record key `{k}` differs from meter_id `{}`",
+                    r.meter_id
+                )));
+            }
+        }
+        self.upsert(&r).map_err(|e| bad(e.to_string()))
+    }
+    fn len(&self) -> usize {
+        Registry::len(self)
+    }
+    fn publish_gauge(&self) {
+        metrics().registry_meters.set(Registry::len(self) as f64);
+    }
+}
+
+/// Weather forecasts by zone; a change wakes the meters waiting in that zone.
+pub struct WeatherTable {
+    pub book: Arc<FactBook>,
+    pub directory: Arc<Directory>,
+}
+
+impl Table for WeatherTable {
+    fn name(&self) -> &'static str {
+        "weather forecasts"
+    }
+    fn apply(
+        &self,
+        key: Option<&str>,
+        payload: Option<&[u8]>,
+    ) -> Result<(), (DeadLetterReason, String)> {
+        let Some(bytes) = payload else {
+            return Ok(()); // compaction tombstone: forecasts age out on their own
+        };
+        let r =
+            WeatherRecord::parse(key, bytes).map_err(|e| (DeadLetterReason::InvalidFact, e.0))?;
+        crate::observability::fact_received("weather");
+        self.book.upsert_forecast(&r);
+        let woken = self.directory.wake_waiting(Some(&r.zone));
+        tracing::debug!(zone = %r.zone, date = %r.date, woken, "forecast updated");
+        Ok(())
+    }
+    fn len(&self) -> usize {
+        0
+    }
+}
+
+/// Declared emergencies; a change wakes every waiting meter of the zones it covers.
+pub struct EmergencyTable {
+    pub book: Arc<FactBook>,
+    pub directory: Arc<Directory>,
+}
+
+impl Table for EmergencyTable {
+    fn name(&self) -> &'static str {
+        "declared emergencies"
+    }
+    fn apply(
+        &self,
+        key: Option<&str>,
+        payload: Option<&[u8]>,
+    ) -> Result<(), (DeadLetterReason, String)> {
+        let Some(bytes) = payload else {
+            if let Some(k) = key {
+                self.book.upsert_emergency(k, None);
+                self.directory.wake_waiting(None);
+            }
+            return Ok(());
+        };
+        let r =
+            EmergencyRecord::parse(key, bytes).map_err(|e| (DeadLetterReason::InvalidFact, e.0))?;
+        crate::observability::fact_received("emergency");
+        self.book.upsert_emergency(&r.emergency_id, Some(&r));
+        if r.zones.is_empty() {
+            self.directory.wake_waiting(None);
+        } else {
+            for z in &r.zones {
+                self.directory.wake_waiting(Some(z));
+            }
+        }
+        tracing::info!(emergency = %r.emergency_id, declared_at = %r.declared_at, ended_at = ?r.ended_at, "declared emergency updated");
+        Ok(())
+    }
+    fn len(&self) -> usize {
+        self.book.emergencies().len()
+    }
+}
+
+pub struct TableSource {
+    pub consumer: StreamConsumer,
+    pub producer: FutureProducer,
+    pub table: Arc<dyn Table>,
+    pub clock: Arc<dyn Clock>,
+    pub topic: String,
+    pub dead_letter_topic: String,
+}
+
+/// A consumer for one table topic; `suffix` names its group (`<group_id>-<suffix>`).
+pub fn consumer(
+    config: &crate::config::Config,
+    bootstrap: &str,
+    suffix: &str,
+) -> Result<StreamConsumer, super::KafkaSetupError> {
+    super::consumer(
+        config,
+        bootstrap,
+        Some(suffix),
+        super::Commit::Never,
+        "table consumer",
+    )
+}
+
+impl TableSource {
+    pub async fn run(self, caught_up: oneshot::Sender<usize>, mut shutdown: watch::Receiver<bool>) {
+        let m = metrics();
+        // Partitions and their high watermarks at start.
+        let (tpl, mut remaining) = loop {
+            match self.assignment() {
+                Ok(v) => break v,
+                Err(e) => {
+                    tracing::warn!(error = %e, topic = %self.topic, table = self.table.name(), "topic metadata not available yet; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        };
+        if let Err(e) = self.consumer.assign(&tpl) {
+            tracing::error!(error = %e, topic = %self.topic, "cannot assign table partitions");
+            return;
+        }
+        let mut caught_up = Some(caught_up);
+        let mut read = 0usize;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        if remaining.iter().all(|(_, hw)| *hw <= 0) {
+            if let Some(tx) = caught_up.take() {
+                let _ = tx.send(0);
+            }
+        }
+        loop {
+            let msg = tokio::select! {
+                m = self.consumer.recv() => m,
+                _ = tick.tick(), if caught_up.is_some() => {
+                    // The last offsets may never be delivered (compacted-away tombstones,
+                    // transaction markers): compare the consumer's position too.
+                    if let Ok(pos) = self.consumer.position() {
+                        remaining.retain(|(p, hw)| {
+                            !matches!(pos.find_partition(&self.topic, *p).map(|e| e.offset()), Some(rdkafka::Offset::Offset(o)) if o >= *hw)
+                        });
+                    }
+                    if remaining.is_empty() {
+                        self.table.publish_gauge();
+                        tracing::info!(records = read, entries = self.table.len(), table = self.table.name(), "caught up");
+                        let _ = caught_up.take().expect("some").send(read);
+                    }
+                    continue;
+                }
+                _ = shutdown.changed() => return,
+            };
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(e) => {
+                    tracing::warn!(error = %e, table = self.table.name(), "table consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            read += 1;
+            let key = msg.key().map(|k| String::from_utf8_lossy(k).to_string());
+            if let Err((why, reason)) = self.table.apply(key.as_deref(), msg.payload()) {
+                if why == DeadLetterReason::InvalidRegistryRecord {
+                    m.registry_rejected.increment(1);
+                } else {
+                    m.facts_rejected.increment(1);
+                }
+                let owned = msg.detach();
+                super::dead_letter::send(
+                    &self.producer,
+                    &self.dead_letter_topic,
+                    &owned,
+                    why,
+                    &reason,
+                    self.clock.now(),
+                )
+                .await;
+            }
+            if caught_up.is_some() {
+                let p = msg.partition();
+                let off = msg.offset();
+                remaining.retain(|(part, hw)| !(*part == p && off + 1 >= *hw));
+                if remaining.is_empty() {
+                    self.table.publish_gauge();
+                    tracing::info!(
+                        records = read,
+                        entries = self.table.len(),
+                        table = self.table.name(),
+                        "caught up"
+                    );
+                    let _ = caught_up.take().expect("some").send(read);
+                }
+            } else if read % 10_000 == 0 {
+                self.table.publish_gauge();
+            }
+        }
+    }
+
+    fn assignment(&self) -> Result<(TopicPartitionList, Vec<(i32, i64)>), String> {
+        let md = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic)
+            .ok_or("topic missing from metadata")?;
+        if t.partitions().is_empty() {
+            return Err("topic has no partitions".into());
+        }
+        let mut tpl = TopicPartitionList::new();
+        let mut remaining = Vec::new();
+        for p in t.partitions() {
+            tpl.add_partition_offset(&self.topic, p.id(), Offset::Beginning)
+                .map_err(|e| e.to_string())?;
+            let (lo, hi) = self
+                .consumer
+                .fetch_watermarks(&self.topic, p.id(), Duration::from_secs(5))
+                .map_err(|e| e.to_string())?;
+            if hi > lo {
+                remaining.push((p.id(), hi));
+            }
+        }
+        Ok((tpl, remaining))
+    }
+}

@@ -1,0 +1,440 @@
+//! Policy before power, end to end through Kafka (embedded mock cluster, real rdkafka clients),
+//! one scenario per shipped rule pack, on a manual clock: a week of rules runs in a few seconds
+//! of wall time, with no sleeps standing in for the hours. Facts (weather, emergencies,
+//! payments, certificates, approvals) arrive on their topics like in production.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rdkafka::producer::FutureProducer;
+use serde_json::json;
+use switchyard::clock::ManualClock;
+use switchyard::domain::{OrderStatus, Timestamp};
+use switchyard::{App, Config};
+
+const T: Duration = Duration::from_secs(30);
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn with_pack(dir: &std::path::Path, pack: &str) -> Config {
+    let mut c = test_config(dir);
+    c.policy.rule_pack = Some(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/rules")
+            .join(pack),
+    );
+    c
+}
+
+async fn start_at(cfg: Config, clock: &Arc<ManualClock>) -> App {
+    let app = App::start(cfg, clock.clone())
+        .await
+        .expect("switchyard starts");
+    assert!(app.wait_ready(T).await, "switchyard became ready");
+    app
+}
+
+async fn register_in(
+    app: &App,
+    p: &FutureProducer,
+    id: &str,
+    zone: &str,
+    extra: serde_json::Value,
+) {
+    let mut rec = json!({"schema_version":1,"meter_id":id,"zone":zone,"head_end_id":"HE-1","has_switch":true});
+    for (k, v) in extra.as_object().unwrap() {
+        rec[k] = v.clone();
+    }
+    produce_json(p, &app.config.topics.registry, id, rec).await;
+    let until = std::time::Instant::now() + T;
+    while !app.registry.contains(id) {
+        assert!(
+            std::time::Instant::now() < until,
+            "registry did not pick up {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Produces a forecast and waits until switchyard holds exactly it.
+async fn weather(app: &App, p: &FutureProducer, zone: &str, date: &str, low: f64, high: f64) {
+    produce_json(
+        p,
+        &app.config.topics.weather,
+        zone,
+        json!({"schema_version":1,"zone":zone,"date":date,"low_f":low,"high_f":high}),
+    )
+    .await;
+    let date: jiff::civil::Date = date.parse().unwrap();
+    let until = std::time::Instant::now() + T;
+    while !app
+        .facts
+        .forecasts(zone)
+        .iter()
+        .any(|f| f.date == date && f.low_f == low && f.high_f == high)
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "forecast {zone} {date} not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn disconnect(id: &str, meter: &str, notice: &str) -> serde_json::Value {
+    json!({"schema_version":1,"order_id":id,"kind":"disconnect","reason":"non_payment","meter_id":meter,"notice_sent_at":notice,"amount_due":412.50,"account_id":format!("ACC-{meter}")})
+}
+
+/// Waits for an event of `order` with `status`; returns it.
+async fn wait_status(
+    log: &TopicLog,
+    order: &str,
+    status: OrderStatus,
+) -> switchyard::domain::OrderEvent {
+    log.wait(&format!("{order} {status:?}"), T, |l| {
+        l.of(order).iter().any(|e| e.status == status)
+    })
+    .await;
+    log.of(order)
+        .into_iter()
+        .rev()
+        .find(|e| e.status == status)
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn a_cold_week_in_virginia() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tuesday 2026-12-01, 10:00 in Richmond.
+    let clock = ManualClock::starting_at(ts("2026-12-01T15:00:00Z"));
+    let app = start_at(with_pack(dir.path(), "virginia.toml"), &clock).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    register_in(&app, &p, "VA-1", "richmond", json!({})).await;
+    register_in(&app, &p, "VA-2", "richmond", json!({})).await;
+    register_in(&app, &p, "VA-3", "norfolk", json!({})).await;
+    // A cold snap over Richmond today and tomorrow; Norfolk is mild.
+    weather(&app, &p, "richmond", "2026-12-01", 25.0, 38.0).await;
+    weather(&app, &p, "richmond", "2026-12-02", 28.0, 40.0).await;
+    weather(&app, &p, "norfolk", "2026-12-01", 41.0, 55.0).await;
+    weather(&app, &p, "norfolk", "2026-12-02", 43.0, 57.0).await;
+    for (id, m) in [("SO-VA-1", "VA-1"), ("SO-VA-3", "VA-3")] {
+        produce_json(
+            &p,
+            &app.config.topics.orders,
+            m,
+            disconnect(id, m, "2026-11-10T15:00:00Z"),
+        )
+        .await;
+    }
+    // Richmond: deferred by the 24-hour forecast rule, with the pack version and the inputs.
+    let d = wait_status(&events, "SO-VA-1", OrderStatus::Deferred).await;
+    assert_eq!(d.reason.as_deref(), Some("va_forecast_cold_or_hot_24h"));
+    let pol = d.policy.as_ref().expect("decision on the event");
+    assert_eq!(pol.pack, "virginia@2026.1");
+    assert_eq!(pol.inputs.zone, "richmond");
+    assert!(pol.inputs.forecasts_known >= 2);
+    // Known facts say Thursday 08:00 is the first allowed time.
+    assert_eq!(d.retry_at, Some(ts("2026-12-03T13:00:00Z")));
+    // Norfolk: mild, a weekday inside the window, notice given: sent now.
+    events.wait_final("SO-VA-3", T).await;
+    assert_eq!(
+        events.of("SO-VA-3").last().unwrap().status,
+        OrderStatus::Completed
+    );
+    let sent = events
+        .of("SO-VA-3")
+        .into_iter()
+        .find(|e| e.status == OrderStatus::Dispatched)
+        .unwrap();
+    assert!(matches!(
+        sent.policy.unwrap().verdict,
+        switchyard::policy::Verdict::Execute
+    ));
+    assert!(!events
+        .statuses("SO-VA-1")
+        .contains(&OrderStatus::Dispatched));
+
+    // The snap ends early: the new forecasts release the order at once, no scan, no wait.
+    weather(&app, &p, "richmond", "2026-12-01", 36.0, 50.0).await;
+    weather(&app, &p, "richmond", "2026-12-02", 39.0, 52.0).await;
+    events.wait_final("SO-VA-1", T).await;
+    let st = events.statuses("SO-VA-1");
+    assert_eq!(st.last(), Some(&OrderStatus::Completed), "{st:?}");
+
+    // Thursday 17:00, after the window: deferred to Monday 08:00 (Friday to Sunday are barred).
+    clock.set(ts("2026-12-03T22:00:00Z"));
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "VA-2",
+        disconnect("SO-VA-2", "VA-2", "2026-11-10T15:00:00Z"),
+    )
+    .await;
+    let d = wait_status(&events, "SO-VA-2", OrderStatus::Deferred).await;
+    assert_eq!(d.reason.as_deref(), Some("outside_business_window"));
+    assert_eq!(d.retry_at, Some(ts("2026-12-07T13:00:00Z")));
+    // Friday noon: still nothing sent.
+    clock.set(ts("2026-12-04T17:00:00Z"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!events
+        .statuses("SO-VA-2")
+        .contains(&OrderStatus::Dispatched));
+    // Monday 08:00: the meter's own timer fires and the command goes out.
+    clock.set(ts("2026-12-07T13:00:00Z"));
+    events.wait_final("SO-VA-2", T).await;
+    let sent = events
+        .of("SO-VA-2")
+        .into_iter()
+        .find(|e| e.status == OrderStatus::Dispatched)
+        .expect("dispatched on Monday");
+    assert_eq!(sent.at, ts("2026-12-07T13:00:00Z"));
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_heat_wave_in_maryland_with_a_protected_customer_and_a_small_balance() {
+    let dir = tempfile::tempdir().unwrap();
+    // Monday 2027-07-12, 10:00 in Annapolis (EDT).
+    let clock = ManualClock::starting_at(ts("2027-07-12T14:00:00Z"));
+    let app = start_at(with_pack(dir.path(), "maryland.toml"), &clock).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    register_in(&app, &p, "MD-1", "annapolis", json!({})).await;
+    register_in(&app, &p, "MD-2", "annapolis", json!({"life_support": true})).await;
+    register_in(&app, &p, "MD-3", "annapolis", json!({})).await;
+    // 97 F forecast on Wednesday: inside the 72-hour window.
+    weather(&app, &p, "annapolis", "2027-07-14", 75.0, 97.0).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "MD-1",
+        disconnect("SO-MD-1", "MD-1", "2027-06-20T14:00:00Z"),
+    )
+    .await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "MD-2",
+        disconnect("SO-MD-2", "MD-2", "2027-06-20T14:00:00Z"),
+    )
+    .await;
+    let mut small = disconnect("SO-MD-3", "MD-3", "2027-06-20T14:00:00Z");
+    small["amount_due"] = json!(150.0);
+    produce_json(&p, &app.config.topics.orders, "MD-3", small).await;
+
+    let d = wait_status(&events, "SO-MD-1", OrderStatus::Deferred).await;
+    assert_eq!(d.reason.as_deref(), Some("md_forecast_32_95_72h"));
+    assert_eq!(d.policy.as_ref().unwrap().pack, "maryland@2026.1");
+    // The life-support customer waits for a person, whatever the weather.
+    let a = wait_status(&events, "SO-MD-2", OrderStatus::AwaitingApproval).await;
+    assert_eq!(a.reason.as_deref(), Some("approval_required"));
+    // A balance at or below $200 is never disconnected for non-payment.
+    let r = wait_status(&events, "SO-MD-3", OrderStatus::Rejected).await;
+    assert_eq!(r.reason.as_deref(), Some("minimum_balance"));
+
+    // A supervisor approves SO-MD-2: the approval lifts only the approval; the heat still holds it.
+    produce_json(&p, &app.config.topics.control, "MD-2", json!({"type":"approval","schema_version":1,"fact_id":"APR-1","meter_id":"MD-2","order_id":"SO-MD-2","decision":"approve","by":"supervisor.lee","at":"2027-07-12T14:05:00Z"})).await;
+    let d = wait_status(&events, "SO-MD-2", OrderStatus::Deferred).await;
+    assert_eq!(d.reason.as_deref(), Some("md_forecast_32_95_72h"));
+    assert!(d.policy.unwrap().inputs.approved);
+
+    // The forecast drops to 88 F: both go out now, nobody scanned every meter.
+    weather(&app, &p, "annapolis", "2027-07-14", 70.0, 88.0).await;
+    for id in ["SO-MD-1", "SO-MD-2"] {
+        events.wait_final(id, T).await;
+        assert_eq!(
+            events.of(id).last().unwrap().status,
+            OrderStatus::Completed,
+            "{id}"
+        );
+    }
+    assert!(!events
+        .statuses("SO-MD-3")
+        .contains(&OrderStatus::Dispatched));
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_cold_thursday_before_christmas_in_dc_bars_through_the_weekend() {
+    let dir = tempfile::tempdir().unwrap();
+    // Wednesday 2026-12-23, 10:00 in Washington.
+    let clock = ManualClock::starting_at(ts("2026-12-23T15:00:00Z"));
+    let app = start_at(with_pack(dir.path(), "district-of-columbia.toml"), &clock).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    register_in(&app, &p, "DC-1", "dc", json!({})).await;
+    // Thursday 24th forecast low 30 F: bars Wednesday (day before), Thursday, and the holiday and
+    // weekend that follow.
+    weather(&app, &p, "dc", "2026-12-24", 30.0, 41.0).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "DC-1",
+        disconnect("SO-DC-1", "DC-1", "2026-11-20T15:00:00Z"),
+    )
+    .await;
+    let d = wait_status(&events, "SO-DC-1", OrderStatus::Deferred).await;
+    assert_eq!(d.reason.as_deref(), Some("dc_forecast_day_before_and_of"));
+    assert_eq!(d.retry_at, Some(ts("2026-12-28T13:00:00Z")), "Monday 08:00");
+    // Saturday: still held. Monday 08:00: sent.
+    clock.set(ts("2026-12-26T17:00:00Z"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!events
+        .statuses("SO-DC-1")
+        .contains(&OrderStatus::Dispatched));
+    clock.set(ts("2026-12-28T13:00:00Z"));
+    events.wait_final("SO-DC-1", T).await;
+    assert_eq!(
+        events.of("SO-DC-1").last().unwrap().status,
+        OrderStatus::Completed
+    );
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn payments_withdraw_disconnects_and_a_late_certificate_restores_power() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_at(ts("2026-12-01T15:00:00Z"));
+    // Baseline policy (no pack): only the built-in protections.
+    let app = start_at(test_config(dir.path()), &clock).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    for m in ["P-1", "P-2", "P-3"] {
+        register_in(&app, &p, m, "zone-a", json!({})).await;
+    }
+    let t = &app.config.topics;
+    // P-1: a payment that arrives before its order (another topic, another path) still wins.
+    produce_json(&p, &t.customer_facts, "P-1", json!({"type":"payment","schema_version":1,"fact_id":"PAY-1","meter_id":"P-1","order_id":"SO-P-1","amount":412.5,"paid_at":"2026-12-01T14:59:00Z"})).await;
+    // P-2: a future earliest_at keeps it pending; the payment arrives while it waits.
+    let mut o2 = disconnect("SO-P-2", "P-2", "2026-11-10T15:00:00Z");
+    o2["earliest_at"] = json!("2026-12-02T15:00:00Z");
+    produce_json(&p, &t.orders, "P-2", o2).await;
+    wait_status(&events, "SO-P-2", OrderStatus::Scheduled).await;
+    // Give the P-1 payment time to be stored before its order arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    produce_json(
+        &p,
+        &t.orders,
+        "P-1",
+        disconnect("SO-P-1", "P-1", "2026-11-10T15:00:00Z"),
+    )
+    .await;
+    produce_json(&p, &t.customer_facts, "P-2", json!({"type":"payment","schema_version":1,"fact_id":"PAY-2","meter_id":"P-2","account_id":"ACC-P-2","amount":412.5,"paid_at":"2026-12-01T15:01:00Z"})).await;
+    for id in ["SO-P-1", "SO-P-2"] {
+        let c = wait_status(&events, id, OrderStatus::Cancelled).await;
+        assert_eq!(c.reason.as_deref(), Some("payment_received"), "{id}");
+        assert!(
+            !events.statuses(id).contains(&OrderStatus::Dispatched),
+            "{id}"
+        );
+    }
+    clock.set(ts("2026-12-02T16:00:00Z"));
+    // P-3: cut for non-payment; then a medical certificate arrives: switchyard reconnects.
+    produce_json(
+        &p,
+        &t.orders,
+        "P-3",
+        disconnect("SO-P-3", "P-3", "2026-11-10T15:00:00Z"),
+    )
+    .await;
+    events.wait_final("SO-P-3", T).await;
+    assert_eq!(
+        events.of("SO-P-3").last().unwrap().status,
+        OrderStatus::Completed
+    );
+    produce_json(&p, &t.customer_facts, "P-3", json!({"type":"medical_certificate","schema_version":1,"fact_id":"MED-3","meter_id":"P-3","protection":"medical","expires_at":"2027-03-01T00:00:00Z"})).await;
+    let restore = "SO-P-3/restore";
+    let r = wait_status(&events, restore, OrderStatus::Received).await;
+    assert_eq!(r.reason.as_deref(), Some("restore_obligation"));
+    events.wait_final(restore, T).await;
+    let last = events.of(restore).last().unwrap().clone();
+    assert_eq!(last.status, OrderStatus::Completed);
+    assert_eq!(
+        last.switch_state,
+        Some(switchyard::domain::SwitchState::Connected)
+    );
+    // The raised order is stored like any other (the operator API knows it).
+    let (code, body) = http_get(app.http_addr, "/api/v1/orders/SO-P-3%2Frestore").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("restore_obligation"), "{body}");
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn bad_facts_are_dead_lettered_with_a_reason_and_never_weaken_a_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_at(ts("2026-12-01T15:00:00Z"));
+    let app = start_at(with_pack(dir.path(), "virginia.toml"), &clock).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    let dlq = TopicLog::follow(&app.bootstrap, &app.config.topics.dead_letter);
+    register_in(&app, &p, "B-1", "richmond", json!({})).await;
+    let t = &app.config.topics;
+    weather(&app, &p, "richmond", "2026-12-01", 20.0, 30.0).await;
+    // A "correction" that is not a forecast: low above high. It must not replace the cold one.
+    produce_json(
+        &p,
+        &t.weather,
+        "richmond",
+        json!({"schema_version":1,"zone":"richmond","date":"2026-12-01","low_f":60,"high_f":30}),
+    )
+    .await;
+    // Keyed by the wrong zone.
+    produce_json(
+        &p,
+        &t.weather,
+        "norfolk",
+        json!({"schema_version":1,"zone":"richmond","date":"2026-12-01","low_f":50,"high_f":60}),
+    )
+    .await;
+    // An approval sent to the customer-facts topic, a payment for an unknown meter, not JSON.
+    produce_json(&p, &t.customer_facts, "B-1", json!({"type":"approval","schema_version":1,"fact_id":"A-9","meter_id":"B-1","order_id":"SO-B-1","decision":"approve","by":"x","at":"2026-12-01T15:00:00Z"})).await;
+    produce_json(&p, &t.customer_facts, "NOPE", json!({"type":"payment","schema_version":1,"fact_id":"P-9","meter_id":"NOPE","amount":1,"paid_at":"2026-12-01T15:00:00Z"})).await;
+    produce(&p, &t.control, "B-1", b"approve everything").await;
+    produce_json(&p, &t.emergencies, "E-1", json!({"schema_version":1,"emergency_id":"E-1","declared_at":"2026-12-01T00:00:00Z","ended_at":"2026-11-01T00:00:00Z"})).await;
+    dlq.wait("six dead letters", T, |l| l.len() >= 6).await;
+    let msgs = dlq.messages.lock().unwrap().clone();
+    let reasons: Vec<String> = msgs
+        .iter()
+        .map(|m| header(m, "switchyard.dlq.reason").unwrap())
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "invalid_fact").count(),
+        5,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "unknown_meter").count(),
+        1,
+        "{reasons:?}"
+    );
+    let details: Vec<String> = msgs
+        .iter()
+        .map(|m| header(m, "switchyard.dlq.detail").unwrap())
+        .collect();
+    assert!(
+        details.iter().any(|d| d.contains("above high_f")),
+        "{details:?}"
+    );
+    assert!(
+        details.iter().any(|d| d.contains("does not belong")),
+        "{details:?}"
+    );
+    // Good records keep flowing, and the cold forecast still holds the disconnect.
+    produce_json(
+        &p,
+        &t.orders,
+        "B-1",
+        disconnect("SO-B-1", "B-1", "2026-11-10T15:00:00Z"),
+    )
+    .await;
+    let d = wait_status(&events, "SO-B-1", OrderStatus::Deferred).await;
+    assert_eq!(d.reason.as_deref(), Some("va_forecast_cold_or_hot_24h"));
+    app.shutdown().await;
+}
