@@ -332,7 +332,14 @@ pub async fn run(mut config: Config, opts: DemoOptions) -> Result<DemoSummary, D
             }
             _ => {}
         }
-        if ev.status.is_terminal() && !final_status.contains_key(&ev.order_id) {
+        // An order held by policy (a life-support meter awaiting an approval nobody gives in a
+        // demo) counts as settled for the demo, with its status.
+        let settled = ev.status.is_terminal()
+            || matches!(
+                ev.status,
+                OrderStatus::AwaitingApproval | OrderStatus::Deferred
+            );
+        if settled && !final_status.contains_key(&ev.order_id) {
             if let Some(r) = received.get(&ev.order_id) {
                 let _ = order_lat.record(ms(*r, ev.at));
             }
