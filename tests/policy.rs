@@ -438,3 +438,66 @@ async fn bad_facts_are_dead_lettered_with_a_reason_and_never_weaken_a_rule() {
     assert_eq!(d.reason.as_deref(), Some("va_forecast_cold_or_hot_24h"));
     app.shutdown().await;
 }
+
+/// A deferred order survives a restart still held: the forecasts are replayed before any held
+/// order is re-decided (a restart must not read "no forecast known" as "no cold"), and the
+/// waiting index is rebuilt, so a later forecast still releases it.
+#[actix_rt::test]
+async fn a_deferred_order_stays_held_across_a_restart_and_is_released_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = with_pack(dir.path(), "virginia.toml");
+    let topics: Vec<String> = cfg
+        .topics
+        .all()
+        .iter()
+        .map(|(_, t)| t.to_string())
+        .collect();
+    let kafka = switchyard::kafka::EmbeddedKafka::start(&topics, 3).unwrap();
+    cfg.kafka.brokers = kafka.bootstrap_servers().to_string();
+    let clock = ManualClock::starting_at(ts("2026-12-01T15:00:00Z"));
+    let app = start_at(cfg.clone(), &clock).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    register_in(&app, &p, "R-1", "richmond", json!({})).await;
+    weather(&app, &p, "richmond", "2026-12-01", 25.0, 38.0).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "R-1",
+        disconnect("SO-R-1", "R-1", "2026-11-10T15:00:00Z"),
+    )
+    .await;
+    wait_status(&events, "SO-R-1", OrderStatus::Deferred).await;
+    app.shutdown().await;
+
+    clock.set(ts("2026-12-01T16:00:00Z"));
+    let app = start_at(cfg, &clock).await;
+    // Recovered and re-decided with the replayed forecast: still held.
+    let until = std::time::Instant::now() + T;
+    loop {
+        let (code, body) = http_get(app.http_addr, "/api/v1/meters/R-1").await;
+        if code == 200 && body.contains("\"live_actor\":true") && body.contains("\"hold\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "meter R-1 not recovered: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!app.facts.forecasts("richmond").is_empty());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !events.statuses("SO-R-1").contains(&OrderStatus::Dispatched),
+        "{:?}",
+        events.statuses("SO-R-1")
+    );
+    // The snap ends: the rebuilt waiting index wakes the meter.
+    weather(&app, &p, "richmond", "2026-12-01", 40.0, 52.0).await;
+    events.wait_final("SO-R-1", T).await;
+    assert_eq!(
+        events.of("SO-R-1").last().unwrap().status,
+        OrderStatus::Completed
+    );
+    app.shutdown().await;
+}
