@@ -57,6 +57,8 @@ pub struct App {
     intake: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     arbiters: Vec<Arbiter>,
+    pub campaigns: Arc<crate::campaign::actor::Campaigns>,
+    campaign_arbiter: Option<Arbiter>,
     _embedded: Option<EmbeddedKafka>,
 }
 
@@ -141,7 +143,22 @@ impl App {
             policy,
             facts: facts.clone(),
         };
+        let policy_for_campaigns = services.policy.clone();
         let directory = Directory::new(services, arbiters.iter().map(|a| a.handle()).collect());
+        // Campaign actors get their own arbiter: they write their releases synchronously.
+        let campaign_arbiter = Arbiter::new();
+        let campaigns = crate::campaign::actor::Campaigns::new(
+            crate::campaign::actor::CampaignServices {
+                store: store.clone(),
+                clock: clock.clone(),
+                policy: policy_for_campaigns,
+                facts: facts.clone(),
+                sink: Arc::new(crate::meter::MeterSink(Arc::downgrade(&directory))),
+                events_topic: config.topics.campaign_events.clone(),
+            },
+            campaign_arbiter.handle(),
+        );
+        directory.set_campaigns(campaigns.clone());
         let sink: Arc<dyn ResultSink> = directory.clone();
         let producer: FutureProducer = kafka::producer_config(&config, &bootstrap)
             .create()
@@ -252,6 +269,15 @@ impl App {
             tasks.push(tokio::spawn(src.run(tx, shutdown_rx.clone())));
         }
         let caught_up_rx = futures::future::try_join_all(caught_up_rxs);
+        let campaign_source = kafka::campaign_source::CampaignSource {
+            consumer: kafka::campaign_source::consumer(&config, &bootstrap)?,
+            producer: producer.clone(),
+            campaigns: campaigns.clone(),
+            registry: registry.clone(),
+            clock: clock.clone(),
+            topic: config.topics.campaign_control.clone(),
+            dead_letter_topic: config.topics.dead_letter.clone(),
+        };
         let fact_source = kafka::fact_source::FactSource {
             consumer: kafka::fact_source::consumer(&config, &bootstrap)?,
             producer: producer.clone(),
@@ -277,6 +303,8 @@ impl App {
             intake: None,
             tasks,
             arbiters,
+            campaigns: campaigns.clone(),
+            campaign_arbiter: Some(campaign_arbiter),
             _embedded: embedded,
         };
 
@@ -295,6 +323,7 @@ impl App {
             batch_max: config.kafka.intake_batch_max,
             linger: Duration::from_millis(config.kafka.intake_linger_ms),
         };
+        let campaigns_for_start = campaigns.clone();
         let mut shutdown_rx2 = shutdown_rx.clone();
         let shutdown_rx3 = shutdown_rx.clone();
         app.intake = Some(tokio::spawn(async move {
@@ -322,8 +351,13 @@ impl App {
                     return;
                 }
             }
+            let resumed = campaigns_for_start.resume_all();
+            if resumed > 0 {
+                tracing::info!(campaigns = resumed, "resumed campaigns");
+            }
             ready.store(true, Ordering::SeqCst);
             tokio::spawn(fact_source.run(shutdown_rx.clone()));
+            tokio::spawn(campaign_source.run(shutdown_rx.clone()));
             intake.run(shutdown_rx).await;
         }));
         Ok(app)
@@ -354,6 +388,11 @@ impl App {
         }
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        self.campaigns.stop_all();
+        if let Some(a) = self.campaign_arbiter.take() {
+            a.stop();
+            let _ = a.join();
         }
         for a in self.arbiters.drain(..) {
             a.stop();

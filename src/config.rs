@@ -110,10 +110,12 @@ pub struct TopicsConfig {
     pub emergencies: String,
     pub customer_facts: String,
     pub control: String,
+    pub campaign_control: String,
+    pub campaign_events: String,
 }
 
 impl TopicsConfig {
-    pub fn all(&self) -> [(&'static str, &str); 11] {
+    pub fn all(&self) -> [(&'static str, &str); 13] {
         [
             ("topics.orders", &self.orders),
             ("topics.registry", &self.registry),
@@ -126,6 +128,8 @@ impl TopicsConfig {
             ("topics.emergencies", &self.emergencies),
             ("topics.customer_facts", &self.customer_facts),
             ("topics.control", &self.control),
+            ("topics.campaign_control", &self.campaign_control),
+            ("topics.campaign_events", &self.campaign_events),
         ]
     }
 }

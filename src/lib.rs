@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`config`]: the one typed configuration (TOML + environment), validated at start.
 //! - [`domain`]: orders, meters, commands, results, events, audit rows; order validation.
+//! - [`campaign`]: staged mass disconnects: definition, release queue, planner, campaign actor.
 //! - [`policy`]: the pure rule engine (rule packs as data); [`facts`]: weather, emergencies,
 //!   payments, certificates and approvals as they arrive, and the zone fact book.
 //! - [`registry`]: compact in-memory entry for every registered meter.
@@ -20,6 +21,7 @@
 //! - [`clock`]: the injectable clock. [`app`]: wiring. [`demo`]: the synthetic day.
 
 pub mod app;
+pub mod campaign;
 pub mod clock;
 pub mod config;
 pub mod demo;

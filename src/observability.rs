@@ -72,6 +72,7 @@ pub struct Metrics {
     pub facts_rejected: Counter,
     /// By verdict: execute, deferred, awaiting_approval, rejected.
     pub policy_decisions: Vec<Counter>,
+    pub campaign_releases: Counter,
 }
 
 pub const FACT_TYPES: [&str; 5] = [
@@ -87,6 +88,45 @@ pub fn fact_received(kind: &str) {
     if let Some(i) = FACT_TYPES.iter().position(|k| *k == kind) {
         metrics().facts_received[i].increment(1);
     }
+}
+
+/// Campaign ids that get their own label value; beyond this many, `other` (bounded
+/// cardinality).
+const CAMPAIGN_LABELS_MAX: usize = 32;
+
+fn campaign_label(id: &str) -> String {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().expect("lock");
+    if seen.iter().any(|s| s == id) {
+        return id.to_string();
+    }
+    if seen.len() < CAMPAIGN_LABELS_MAX {
+        seen.push(id.to_string());
+        return id.to_string();
+    }
+    "other".into()
+}
+
+/// Campaign progress as gauges per campaign (bounded label values).
+pub fn campaign_progress(e: &crate::campaign::actor::CampaignEvent) {
+    let c = campaign_label(&e.campaign_id);
+    for (state, v) in [
+        ("released", e.released),
+        ("remaining", e.remaining),
+        ("completed", e.completed),
+        ("failed", e.failed),
+        ("cancelled", e.cancelled),
+        ("deferred", e.deferred),
+    ] {
+        gauge!("switchyard_campaign_orders", "campaign" => c.clone(), "state" => state)
+            .set(v as f64);
+    }
+    gauge!("switchyard_campaign_rate_per_hour", "campaign" => c.clone())
+        .set(e.rate_per_hour as f64);
+}
+
+pub fn campaign_released() {
+    metrics().campaign_releases.increment(1);
 }
 
 pub fn policy_decision(verdict: &str) {
@@ -136,6 +176,7 @@ pub fn metrics() -> &'static Metrics {
             facts_received: FACT_TYPES.iter().map(|k| counter!("switchyard_facts_received_total", "type" => *k)).collect(),
             facts_rejected: counter!("switchyard_facts_rejected_total"),
             policy_decisions: VERDICTS.iter().map(|v| counter!("switchyard_policy_decisions_total", "verdict" => *v)).collect(),
+            campaign_releases: counter!("switchyard_campaign_releases_total"),
         }
     })
 }
@@ -180,6 +221,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "switchyard_facts_received_total",
     "switchyard_facts_rejected_total",
     "switchyard_policy_decisions_total",
+    "switchyard_campaign_releases_total",
+    "switchyard_campaign_orders",
+    "switchyard_campaign_rate_per_hour",
 ];
 
 /// Sets up tracing: text or JSON lines on stderr, filter from `RUST_LOG` or the config.

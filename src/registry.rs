@@ -104,6 +104,11 @@ impl Registry {
         self.meters.remove(meter_id);
     }
 
+    /// Whether any meter was ever registered in `zone`.
+    pub fn has_zone(&self, zone: &str) -> bool {
+        self.zones.ids.read().expect("lock").contains_key(zone)
+    }
+
     pub fn contains(&self, meter_id: &str) -> bool {
         self.meters.contains_key(meter_id)
     }

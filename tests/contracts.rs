@@ -15,26 +15,6 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn schema(name: &str) -> jsonschema::Validator {
-    let text = std::fs::read_to_string(root().join("docs/schemas").join(name)).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&v)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn assert_valid(v: &jsonschema::Validator, instance: &Value, what: &str) {
-    let errors: Vec<String> = v
-        .iter_errors(instance)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{what} does not match its schema: {errors:?}\n{instance:#}"
-    );
-}
-
 /// JSON code blocks of a Markdown file.
 fn json_blocks(md: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -166,6 +146,48 @@ fn every_fact_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
     let bad = serde_json::json!({"type":"approval","schema_version":1,"fact_id":"A","meter_id":"M","order_id":"O","decision":"maybe","by":"x","at":"2026-12-01T00:00:00Z"});
     assert!(!schema("control.v1.schema.json").is_valid(&bad));
     assert!(MeterFact::parse(Some("M"), &serde_json::to_vec(&bad).unwrap(), true).is_err());
+}
+
+/// The campaign-control examples in docs/topics.md and in the schema pass the schema and
+/// switchyard's own parser and validation.
+#[test]
+fn every_campaign_example_is_accepted_by_schema_and_by_switchyard() {
+    let s = schema("campaign-control.v1.schema.json");
+    let md = std::fs::read_to_string(root().join("docs/topics.md")).unwrap();
+    let mut values: Vec<Value> = Vec::new();
+    for block in json_blocks(&md) {
+        for l in block.lines().filter(|l| !l.trim().is_empty()) {
+            if let Ok(v) = serde_json::from_str::<Value>(l) {
+                values.push(v);
+            }
+        }
+    }
+    let text = std::fs::read_to_string(root().join("docs/schemas/campaign-control.v1.schema.json"))
+        .unwrap();
+    let sv: Value = serde_json::from_str(&text).unwrap();
+    values.extend(sv["examples"].as_array().unwrap().iter().cloned());
+    let mut n = 0;
+    for v in values {
+        let t = v["type"].as_str().unwrap_or("");
+        if !["define", "pause", "resume", "cancel", "set_rate"].contains(&t) {
+            continue;
+        }
+        assert_valid(&s, &v, "campaign-control example");
+        let r: switchyard::campaign::ControlRecord = serde_json::from_value(v.clone()).unwrap();
+        if let switchyard::campaign::ControlRecord::Define { campaign, .. } = r {
+            campaign.validate(|_| true).unwrap();
+        }
+        n += 1;
+    }
+    assert!(n >= 8, "examples of every command ({n})");
+    let ev = schema("campaign-event.v1.schema.json");
+    let text =
+        std::fs::read_to_string(root().join("docs/schemas/campaign-event.v1.schema.json")).unwrap();
+    let sv: Value = serde_json::from_str(&text).unwrap();
+    for e in sv["examples"].as_array().unwrap() {
+        assert_valid(&ev, e, "campaign event example");
+        serde_json::from_value::<switchyard::campaign::actor::CampaignEvent>(e.clone()).unwrap();
+    }
 }
 
 #[test]

@@ -446,14 +446,7 @@ async fn bad_facts_are_dead_lettered_with_a_reason_and_never_weaken_a_rule() {
 async fn a_deferred_order_stays_held_across_a_restart_and_is_released_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = with_pack(dir.path(), "virginia.toml");
-    let topics: Vec<String> = cfg
-        .topics
-        .all()
-        .iter()
-        .map(|(_, t)| t.to_string())
-        .collect();
-    let kafka = switchyard::kafka::EmbeddedKafka::start(&topics, 3).unwrap();
-    cfg.kafka.brokers = kafka.bootstrap_servers().to_string();
+    let _kafka = host_kafka(&mut cfg);
     let clock = ManualClock::starting_at(ts("2026-12-01T15:00:00Z"));
     let app = start_at(cfg.clone(), &clock).await;
     let p = producer(&app.bootstrap);

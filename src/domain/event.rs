@@ -28,10 +28,11 @@ pub enum DeadLetterReason {
     InvalidRegistryRecord,
     InvalidHeadEndResult,
     InvalidFact,
+    InvalidCampaign,
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 15] = [
+    pub const ALL: [DeadLetterReason; 16] = [
         DeadLetterReason::MalformedJson,
         DeadLetterReason::UnsupportedSchemaVersion,
         DeadLetterReason::MissingField,
@@ -47,6 +48,7 @@ impl DeadLetterReason {
         DeadLetterReason::InvalidRegistryRecord,
         DeadLetterReason::InvalidHeadEndResult,
         DeadLetterReason::InvalidFact,
+        DeadLetterReason::InvalidCampaign,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -65,6 +67,7 @@ impl DeadLetterReason {
             DeadLetterReason::InvalidRegistryRecord => "invalid_registry_record",
             DeadLetterReason::InvalidHeadEndResult => "invalid_head_end_result",
             DeadLetterReason::InvalidFact => "invalid_fact",
+            DeadLetterReason::InvalidCampaign => "invalid_campaign",
         }
     }
     pub fn index(self) -> usize {

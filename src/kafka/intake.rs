@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::domain::{
-    validate_order, AuditEvent, AuditKind, Order, OrderEvent, OrderRecord, OrderStatus,
+    validate_order, AuditEvent, AuditKind, Order, OrderEvent, OrderKind, OrderRecord, OrderStatus,
     SourcePosition,
 };
 use crate::meter::Directory;
@@ -162,6 +162,7 @@ impl Intake {
         }
         let mut seen = HashSet::new();
         let mut deliver = Vec::new();
+        let mut to_campaigns = Vec::new();
         for ((order, msg), already) in accepted.into_iter().zip(stored) {
             if already || !seen.insert(order.order_id.clone()) {
                 m.orders_duplicate.increment(1);
@@ -217,6 +218,27 @@ impl Intake {
                     offset: msg.offset(),
                 }),
             });
+            if let (Some(cid), OrderKind::Disconnect) = (&order.campaign_id, order.kind) {
+                let zone = self
+                    .registry
+                    .get(&order.meter_id)
+                    .map(|m| m.zone.to_string())
+                    .unwrap_or_default();
+                let co = crate::campaign::CampaignOrder {
+                    order_id: order.order_id.clone(),
+                    meter_id: order.meter_id.clone(),
+                    zone,
+                    priority: order.priority,
+                    amount_cents: order
+                        .amount_due
+                        .map(|a| (a * 100.0).round() as i64)
+                        .unwrap_or(0),
+                    seq: now.as_nanosecond() as u64 + deliver.len() as u64,
+                    released: false,
+                };
+                write.campaign_orders.push((cid.clone(), co.clone()));
+                to_campaigns.push((cid.clone(), co));
+            }
             deliver.push(order);
         }
         // Dead letters first (acknowledged), then the durable write; only then offsets.
@@ -261,6 +283,11 @@ impl Intake {
             let meter = order.meter_id.clone();
             self.directory
                 .deliver(&meter, crate::meter::MeterMsg::Order(order));
+        }
+        if let Some(cs) = self.directory.campaigns() {
+            for (cid, co) in to_campaigns {
+                cs.enqueue(&cid, co);
+            }
         }
         m.intake_batch_seconds
             .record(started.elapsed().as_secs_f64());

@@ -1,10 +1,11 @@
 //! Kafka in and out, all through rdkafka (librdkafka). One folder per source / sink:
 //! [`intake`] (orders topic), [`table_source`] (compacted tables: meter registry, weather,
 //! emergencies), [`fact_source`] (payments, certificates, approvals to meter actors),
-//! [`results_source`] (head-end results), [`publisher`] (the outbox to order-events / exceptions), and
+//! [`campaign_source`] (campaign definitions and commands), [`results_source`] (head-end results), [`publisher`] (the outbox to order-events / exceptions), and
 //! [`embedded`] (librdkafka's mock cluster for embedded mode). Dead letters are produced by the
 //! sources themselves, before the offset of the bad record is committed.
 
+pub(crate) mod campaign_source;
 pub(crate) mod dead_letter;
 pub(crate) mod embedded;
 pub(crate) mod fact_source;

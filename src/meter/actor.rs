@@ -111,6 +111,7 @@ impl MeterActor {
         let before = self.machine.clone();
         let mut batch = extra;
         let mut effects = Vec::new();
+        let mut campaign_outcomes = Vec::new();
         for input in inputs {
             let had_in_flight = self.machine.in_flight.is_some();
             if let Input::Result(r) = &input {
@@ -175,6 +176,14 @@ impl MeterActor {
                     }
                     Action::Event(e) => {
                         m.order_status[e.status as usize].increment(1);
+                        if let (Some(c), Some(cs)) = (&e.campaign_id, dir.campaigns()) {
+                            campaign_outcomes.push((
+                                c.clone(),
+                                e.order_id.clone(),
+                                e.status,
+                                cs.clone(),
+                            ));
+                        }
                         if e.status == OrderStatus::RetryScheduled {
                             m.retries.increment(1);
                         }
@@ -240,6 +249,9 @@ impl MeterActor {
         ctx.wait(fut.into_actor(self).map(move |(), act, ctx| {
             if let Some(a) = ack {
                 let _ = a.send(());
+            }
+            for (c, order, status, cs) in campaign_outcomes {
+                cs.outcome(&c, &order, status);
             }
             act.perform(effects, ctx)
         }));
@@ -361,6 +373,14 @@ impl Handler<Deliver> for MeterActor {
                 return;
             }
             MeterMsg::Wake => self.handle(Input::Wake, WriteBatch::default(), ctx),
+            MeterMsg::Release { order_id } => {
+                self.handle(Input::Release { order_id }, WriteBatch::default(), ctx)
+            }
+            MeterMsg::Withdraw { order_id, reason } => self.handle(
+                Input::Withdraw { order_id, reason },
+                WriteBatch::default(),
+                ctx,
+            ),
             MeterMsg::Result(r) => {
                 let extra = WriteBatch {
                     results: vec![r.clone()],

@@ -139,6 +139,9 @@ pub struct OpenOrder {
     /// Who approved it (control topic), when it needed an approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// Part of a campaign and not released yet: waits for the campaign's release.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub campaign_hold: bool,
 }
 
 /// Everything the meter actor knows, persisted as one snapshot after every step.
@@ -194,6 +197,15 @@ pub enum Input {
     Recover,
     /// A payment, certificate or approval for this meter.
     Fact(MeterFact),
+    /// The order's campaign released it (idempotent).
+    Release {
+        order_id: String,
+    },
+    /// The order's campaign withdrew it before release (cancelled, expired).
+    Withdraw {
+        order_id: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -313,6 +325,33 @@ impl MeterMachine {
             Input::Wake => {}
             Input::Recover => self.on_recover(&mut out, policy),
             Input::Fact(f) => self.on_fact(f, &mut out),
+            Input::Release { order_id } => {
+                if let Some(o) = self
+                    .open
+                    .iter_mut()
+                    .find(|o| o.order.order_id == order_id && o.campaign_hold)
+                {
+                    o.campaign_hold = false;
+                    o.status = OrderStatus::Received;
+                    let mut a = AuditEvent::new(&meter_id, now, AuditKind::Decision)
+                        .order(&order_id)
+                        .reason("campaign_released");
+                    a.detail = o.order.campaign_id.clone();
+                    out.audit(a);
+                }
+            }
+            Input::Withdraw { order_id, reason } => {
+                if let Some(i) = self
+                    .open
+                    .iter()
+                    .position(|o| o.order.order_id == order_id && o.campaign_hold)
+                {
+                    let o = self.open.remove(i);
+                    out.event(&o.order, OrderStatus::Cancelled, Some(&reason), |e| {
+                        e.detail = Some("withdrawn by its campaign before release".into())
+                    });
+                }
+            }
         }
         self.restore_if_obliged(facts, &mut out);
         self.drive(&mut out, facts, policy);
@@ -401,6 +440,12 @@ impl MeterMachine {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let campaign_hold = order.campaign_id.is_some() && order.kind == OrderKind::Disconnect;
+        if campaign_hold {
+            out.event(&order, OrderStatus::Scheduled, Some("campaign"), |e| {
+                e.detail = Some("waits for its campaign to release it".into())
+            });
+        }
         let not_before = order.earliest_at.filter(|t| *t > out.now);
         if let Some(t) = not_before {
             out.event(&order, OrderStatus::Scheduled, Some("earliest_at"), |e| {
@@ -422,6 +467,7 @@ impl MeterMachine {
             seq,
             hold: None,
             approved_by: None,
+            campaign_hold,
         });
     }
 
@@ -633,6 +679,7 @@ impl MeterMachine {
             seq,
             hold: None,
             approved_by: None,
+            campaign_hold: false,
         });
     }
 
@@ -1008,13 +1055,18 @@ impl MeterMachine {
                 .open
                 .iter()
                 .enumerate()
-                .filter(|(_, o)| o.not_before.is_none_or(|t| t <= now) && !held.contains(&o.seq))
+                .filter(|(_, o)| {
+                    !o.campaign_hold
+                        && o.not_before.is_none_or(|t| t <= now)
+                        && !held.contains(&o.seq)
+                })
                 .min_by_key(|(_, o)| (!o.order.kind.restores_power(), o.order.priority, o.seq))
                 .map(|(i, _)| i)
             else {
                 let mut next = self
                     .open
                     .iter()
+                    .filter(|o| !o.campaign_hold)
                     .filter_map(|o| match &o.hold {
                         Some(h) => h.until,
                         None => o.not_before,

@@ -37,6 +37,15 @@ pub enum MeterMsg {
     Fact(MeterFact),
     /// Zone facts changed: re-decide held orders.
     Wake,
+    /// The order's campaign released it.
+    Release {
+        order_id: String,
+    },
+    /// The order's campaign withdrew it before release.
+    Withdraw {
+        order_id: String,
+        reason: String,
+    },
 }
 
 /// What every meter actor shares.
@@ -65,6 +74,7 @@ pub struct Directory {
     arbiters: Vec<ArbiterHandle>,
     services: MeterServices,
     head_end: OnceLock<Arc<dyn HeadEnd>>,
+    campaigns: OnceLock<Arc<crate::campaign::actor::Campaigns>>,
     next_generation: AtomicU64,
     me: std::sync::Weak<Directory>,
 }
@@ -78,6 +88,7 @@ impl Directory {
             arbiters,
             services,
             head_end: OnceLock::new(),
+            campaigns: OnceLock::new(),
             next_generation: AtomicU64::new(0),
             me: me.clone(),
         })
@@ -91,6 +102,15 @@ impl Directory {
         self.head_end
             .get()
             .expect("head-end set before any meter is activated")
+    }
+
+    /// Campaign outcomes are reported here once campaigns run.
+    pub fn set_campaigns(&self, c: Arc<crate::campaign::actor::Campaigns>) {
+        let _ = self.campaigns.set(c);
+    }
+
+    pub(crate) fn campaigns(&self) -> Option<&Arc<crate::campaign::actor::Campaigns>> {
+        self.campaigns.get()
     }
 
     pub(crate) fn services(&self) -> &MeterServices {
@@ -180,5 +200,39 @@ impl ResultSink for Directory {
     fn deliver_result(&self, result: CommandResult) {
         let meter = result.meter_id.clone();
         self.deliver(&meter, MeterMsg::Result(result));
+    }
+}
+
+/// Campaign releases and withdrawals go to the meters. Holds the directory weakly: the
+/// directory holds the campaigns, and a cycle would keep the store open after shutdown.
+pub struct MeterSink(pub std::sync::Weak<Directory>);
+
+impl crate::campaign::actor::ReleaseSink for MeterSink {
+    fn release(
+        &self,
+        _campaign_id: &str,
+        order_id: &str,
+        meter_id: &str,
+        _at: crate::domain::Timestamp,
+    ) {
+        if let Some(d) = self.0.upgrade() {
+            d.deliver(
+                meter_id,
+                MeterMsg::Release {
+                    order_id: order_id.to_string(),
+                },
+            );
+        }
+    }
+    fn withdraw(&self, _campaign_id: &str, order_id: &str, meter_id: &str, reason: &str) {
+        if let Some(d) = self.0.upgrade() {
+            d.deliver(
+                meter_id,
+                MeterMsg::Withdraw {
+                    order_id: order_id.to_string(),
+                    reason: reason.to_string(),
+                },
+            );
+        }
     }
 }

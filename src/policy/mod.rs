@@ -39,7 +39,19 @@ pub enum Day {
 }
 
 impl Day {
-    fn of(d: Date) -> Day {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Day::Monday => "monday",
+            Day::Tuesday => "tuesday",
+            Day::Wednesday => "wednesday",
+            Day::Thursday => "thursday",
+            Day::Friday => "friday",
+            Day::Saturday => "saturday",
+            Day::Sunday => "sunday",
+        }
+    }
+
+    pub fn of(d: Date) -> Day {
         use jiff::civil::Weekday as W;
         match d.weekday() {
             W::Monday => Day::Monday,
@@ -269,6 +281,31 @@ fn invalid(file: &str, key: &str, message: String) -> PackError {
     }
 }
 
+/// Parses `{day: ["HH:MM", "HH:MM"]}` windows; an error names the key (`<prefix>.<day>`).
+pub(crate) fn parse_windows(
+    prefix: &str,
+    raw: &BTreeMap<Day, [String; 2]>,
+) -> Result<BTreeMap<Day, (Time, Time)>, (String, String)> {
+    let mut windows = BTreeMap::new();
+    for (day, [s, e]) in raw {
+        let key = format!("{prefix}.{}", day.as_str());
+        let s_t: Time = s
+            .parse()
+            .map_err(|err| (key.clone(), format!("start `{s}` is not HH:MM: {err}")))?;
+        let e_t: Time = e
+            .parse()
+            .map_err(|err| (key.clone(), format!("end `{e}` is not HH:MM: {err}")))?;
+        if s_t >= e_t {
+            return Err((
+                key,
+                format!("window {s}-{e} is empty (start must be before end)"),
+            ));
+        }
+        windows.insert(*day, (s_t, e_t));
+    }
+    Ok(windows)
+}
+
 impl RulePack {
     /// Parses and validates a pack; every error names the key.
     pub fn from_toml(text: &str, file: &str) -> Result<Policy, PackError> {
@@ -286,26 +323,8 @@ impl RulePack {
                 format!("`{}` is not an IANA time zone: {e}", pack.time_zone),
             )
         })?;
-        let mut windows = BTreeMap::new();
-        for (day, [s, e]) in &pack.business_windows {
-            let key = format!(
-                "business_windows.{}",
-                serde_json::to_value(day).unwrap().as_str().unwrap()
-            );
-            let s_t: Time = s
-                .parse()
-                .map_err(|err| bad(&key, format!("start `{s}` is not HH:MM: {err}")))?;
-            let e_t: Time = e
-                .parse()
-                .map_err(|err| bad(&key, format!("end `{e}` is not HH:MM: {err}")))?;
-            if s_t >= e_t {
-                return Err(bad(
-                    &key,
-                    format!("window {s}-{e} is empty (start must be before end)"),
-                ));
-            }
-            windows.insert(*day, (s_t, e_t));
-        }
+        let windows = parse_windows("business_windows", &pack.business_windows)
+            .map_err(|(key, message)| bad(&key, message))?;
         for (i, w) in pack.weather.iter().enumerate() {
             let key = format!("weather[{i}]");
             if w.low_at_or_below_f.is_none() && w.high_at_or_above_f.is_none() {
@@ -516,6 +535,29 @@ impl Policy {
             day = day.tomorrow().ok()?;
         }
         None
+    }
+
+    /// Whether disconnects in `zone` are barred at `t` whatever the order (calendar, business
+    /// window, weather, declared emergency), with the rule and the next time the facts known
+    /// now allow them. A campaign uses it to hold a zone's releases without losing its place.
+    pub fn zone_bar(
+        &self,
+        t: Timestamp,
+        zone: &str,
+        forecasts: &[Forecast],
+        emergencies: &[Emergency],
+    ) -> Option<(RuleHit, Option<Timestamp>)> {
+        let facts = Facts {
+            zone,
+            forecasts,
+            emergencies,
+            approved: false,
+        };
+        if let Some((until, hit)) = self.emergency_until(t, &facts) {
+            return Some((hit, until.and_then(|u| self.next_allowed(u.max(t), &facts))));
+        }
+        let hit = self.time_bar(t, &facts)?;
+        Some((hit, self.next_allowed(t, &facts)))
     }
 
     /// The decision for `order` on a meter with `flags` at `now`.

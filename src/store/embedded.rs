@@ -23,6 +23,12 @@ const EXCEPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("exception
 const AUDIT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// campaign id → campaign record.
+const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaigns");
+/// `campaign\0order` → campaign order.
+const CAMPAIGN_ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaign_orders");
+/// `campaign\0order` → release time (nanoseconds since the epoch).
+const CAMPAIGN_RELEASES: TableDefinition<&str, i64> = TableDefinition::new("campaign_releases");
 
 pub struct EmbeddedStore {
     db: Database,
@@ -124,6 +130,9 @@ impl EmbeddedStore {
             w.open_table(EXCEPTIONS).map_err(be)?;
             w.open_table(AUDIT).map_err(be)?;
             w.open_table(OUTBOX).map_err(be)?;
+            w.open_table(CAMPAIGNS).map_err(be)?;
+            w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
+            w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
             let meta = w.open_table(META).map_err(be)?;
             let seq = meta.get("seq").map_err(be)?.map(|v| v.value()).unwrap_or(0);
             seq
@@ -158,7 +167,28 @@ impl Store for EmbeddedStore {
             let mut exceptions = w.open_table(EXCEPTIONS).map_err(be)?;
             let mut audit = w.open_table(AUDIT).map_err(be)?;
             let mut outbox = w.open_table(OUTBOX).map_err(be)?;
+            let mut campaigns = w.open_table(CAMPAIGNS).map_err(be)?;
+            let mut campaign_orders = w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
+            let mut campaign_releases = w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
             for b in batches {
+                for c in &b.campaigns {
+                    campaigns
+                        .insert(c.def.campaign_id.as_str(), encode(c).as_slice())
+                        .map_err(be)?;
+                }
+                for (cid, o) in &b.campaign_orders {
+                    let k = open_key(cid, &o.order_id);
+                    if campaign_orders.get(k.as_str()).map_err(be)?.is_none() {
+                        campaign_orders
+                            .insert(k.as_str(), encode(o).as_slice())
+                            .map_err(be)?;
+                    }
+                }
+                for (cid, oid, at) in &b.campaign_releases {
+                    campaign_releases
+                        .insert(open_key(cid, oid).as_str(), at.as_nanosecond() as i64)
+                        .map_err(be)?;
+                }
                 for rec in &b.new_orders {
                     let id = rec.order.order_id.as_str();
                     if orders.get(id).map_err(be)?.is_none() {
@@ -320,6 +350,38 @@ impl Store for EmbeddedStore {
                 }
             }
             Ok(set.into_iter().collect())
+        })
+    }
+
+    fn campaigns(&self) -> Result<Vec<crate::campaign::CampaignRecord>, StoreError> {
+        self.read(|r| {
+            let t = r.open_table(CAMPAIGNS).map_err(be)?;
+            let mut out = Vec::new();
+            for item in t.iter().map_err(be)? {
+                let (k, v) = item.map_err(be)?;
+                out.push(decode(k.value(), v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn campaign_orders(
+        &self,
+        campaign_id: &str,
+    ) -> Result<Vec<crate::campaign::CampaignOrder>, StoreError> {
+        self.read(|r| {
+            let t = r.open_table(CAMPAIGN_ORDERS).map_err(be)?;
+            let rel = r.open_table(CAMPAIGN_RELEASES).map_err(be)?;
+            let lo = format!("{campaign_id}\0");
+            let hi = format!("{campaign_id}\u{1}");
+            let mut out = Vec::new();
+            for item in t.range(lo.as_str()..hi.as_str()).map_err(be)? {
+                let (k, v) = item.map_err(be)?;
+                let mut o: crate::campaign::CampaignOrder = decode(k.value(), v.value())?;
+                o.released = rel.get(k.value()).map_err(be)?.is_some();
+                out.push(o);
+            }
+            Ok(out)
         })
     }
 

@@ -78,6 +78,12 @@ pub struct WriteBatch {
     pub outbox: Vec<OutboxMessage>,
     /// Outbox entries Kafka has acknowledged: delete them.
     pub outbox_acked: Vec<u64>,
+    /// Campaign definitions and where they stand (upsert).
+    pub campaigns: Vec<crate::campaign::CampaignRecord>,
+    /// Orders joining a campaign: `(campaign_id, order)` (an order already listed is kept).
+    pub campaign_orders: Vec<(String, crate::campaign::CampaignOrder)>,
+    /// Releases: `(campaign_id, order_id, released_at)`.
+    pub campaign_releases: Vec<(String, String, Timestamp)>,
 }
 
 impl WriteBatch {
@@ -91,6 +97,9 @@ impl WriteBatch {
             && self.audit.is_empty()
             && self.outbox.is_empty()
             && self.outbox_acked.is_empty()
+            && self.campaigns.is_empty()
+            && self.campaign_orders.is_empty()
+            && self.campaign_releases.is_empty()
     }
 }
 
@@ -126,4 +135,11 @@ pub trait Store: Send + Sync + 'static {
     /// Outbox entries not yet acknowledged, oldest first.
     fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
     fn counts(&self) -> Result<StoreCounts, StoreError>;
+    /// Every campaign stored.
+    fn campaigns(&self) -> Result<Vec<crate::campaign::CampaignRecord>, StoreError>;
+    /// A campaign's orders, with `released` set from the releases stored.
+    fn campaign_orders(
+        &self,
+        campaign_id: &str,
+    ) -> Result<Vec<crate::campaign::CampaignOrder>, StoreError>;
 }

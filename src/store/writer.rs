@@ -19,6 +19,7 @@ struct Request {
 pub struct StoreHandle {
     store: Arc<dyn Store>,
     tx: mpsc::UnboundedSender<Request>,
+    published: mpsc::UnboundedSender<Vec<OutboxEntry>>,
 }
 
 impl StoreHandle {
@@ -30,6 +31,7 @@ impl StoreHandle {
     ) -> StoreHandle {
         let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
         let s = store.clone();
+        let published_out = published.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
@@ -81,7 +83,28 @@ impl StoreHandle {
                 }
             })
             .expect("spawn store writer");
-        StoreHandle { store, tx }
+        StoreHandle {
+            store,
+            tx,
+            published: published_out,
+        }
+    }
+
+    /// Applies the batch in its own transaction on the calling thread, for a caller that must
+    /// not yield while it writes (the campaign actor stores a release before sending it, on its
+    /// own arbiter; under tokio's paused time an await would let the clock jump). Committed
+    /// outbox entries go to the publisher like the writer's.
+    pub fn write_now(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let entries = self.store.apply(std::slice::from_ref(&batch))?;
+        crate::observability::store_commit(started.elapsed(), 1);
+        if !entries.is_empty() {
+            let _ = self.published.send(entries);
+        }
+        Ok(())
     }
 
     /// Applies the batch durably (together with whatever else is queued).

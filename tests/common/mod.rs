@@ -232,3 +232,50 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A JSON Schema of docs/schemas, with format checks.
+pub fn schema(name: &str) -> jsonschema::Validator {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("docs/schemas").join(name)).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&v)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+pub fn assert_valid(v: &jsonschema::Validator, instance: &serde_json::Value, what: &str) {
+    let errors: Vec<String> = v
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match its schema: {errors:?}\n{instance:#}"
+    );
+}
+
+/// A mock cluster hosted by the test (it outlives an app restart); `cfg` points at it.
+pub fn host_kafka(cfg: &mut Config) -> switchyard::kafka::EmbeddedKafka {
+    let topics: Vec<String> = cfg
+        .topics
+        .all()
+        .iter()
+        .map(|(_, t)| t.to_string())
+        .collect();
+    let kafka = switchyard::kafka::EmbeddedKafka::start(&topics, 3).unwrap();
+    cfg.kafka.brokers = kafka.bootstrap_servers().to_string();
+    kafka
+}
+
+/// Asserts that sorted release times are at least `secs` apart (the campaign rate).
+pub fn assert_spaced(mut times: Vec<jiff::Timestamp>, secs: i64) {
+    times.sort();
+    for w in times.windows(2) {
+        assert!(
+            w[1].duration_since(w[0]) >= jiff::SignedDuration::from_secs(secs),
+            "releases closer than {secs} s: {times:?}"
+        );
+    }
+}

@@ -1,0 +1,444 @@
+//! Campaigns: staged mass disconnects released at a rate the call center can absorb.
+//!
+//! This module owns the pure parts: the campaign definition and its validation, the release
+//! queue (orders grouped by zone, in the campaign's ordering), the release windows, and the
+//! planner that computes a whole schedule without running anything (used by
+//! `switchyard campaign plan` and for the expected finish time). The [`actor`] performs: it
+//! releases orders to their meters under a governor rate limiter, persists each release before
+//! it is sent, and publishes progress.
+//!
+//! An order joins a campaign by carrying its `campaign_id`; its meter holds it (status
+//! `scheduled`, reason `campaign`) until the campaign releases it. Policy still decides per order
+//! at release time; a zone that policy bars (weather, emergency, calendar) is skipped without
+//! losing its place. Reconnects never belong to a campaign and never wait behind one.
+
+pub mod actor;
+pub mod plan;
+pub mod report;
+
+pub use crate::kafka::campaign_source::ControlRecord;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use jiff::civil::Time;
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Timestamp;
+use crate::policy::Day;
+
+pub const CAMPAIGN_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("campaign {campaign_id}, key `{key}`: {message}")]
+pub struct CampaignError {
+    pub campaign_id: String,
+    pub key: String,
+    pub message: String,
+}
+
+/// In which order a campaign releases its orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// Most urgent first (priority 1..9), then largest amount due, then arrival.
+    #[default]
+    Priority,
+    /// Largest amount due first, then arrival.
+    AmountDue,
+    /// Round robin over zones (spreads field and call-center load), priority within a zone.
+    ZoneStagger,
+    /// Arrival order.
+    Arrival,
+}
+
+/// A campaign as the operator defines it (campaign-control topic, `define`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignDef {
+    pub schema_version: u32,
+    pub campaign_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// At most this many releases in any hour (sized to the call center).
+    pub rate_per_hour: u32,
+    /// Optionally, at most this many releases per zone in any hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_rate_per_hour: Option<u32>,
+    /// IANA time zone of the windows.
+    pub time_zone: String,
+    /// Local release windows per weekday, `["08:00", "14:00"]`; a day without one has no
+    /// releases.
+    pub windows: BTreeMap<Day, [String; 2]>,
+    pub start_at: Timestamp,
+    /// Releases stop here (maximum duration); what is left is withdrawn (`campaign_expired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_by: Option<Timestamp>,
+    #[serde(default)]
+    pub ordering: Ordering,
+    /// Zones the campaign may release in; empty = any. Each must be known to the registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
+    /// Reconnect calls per hour the call center can take (the plan chart's capacity line);
+    /// defaults to `rate_per_hour`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_center_capacity_per_hour: Option<u32>,
+}
+
+/// A validated campaign: definition plus parsed zone and windows.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub def: CampaignDef,
+    tz: TimeZone,
+    windows: BTreeMap<Day, (Time, Time)>,
+}
+
+impl CampaignDef {
+    /// Checks every rule; `known_zone` says whether a zone exists in the meter registry.
+    pub fn validate(self, known_zone: impl Fn(&str) -> bool) -> Result<Campaign, CampaignError> {
+        let err = |key: &str, message: String| CampaignError {
+            campaign_id: self.campaign_id.clone(),
+            key: key.into(),
+            message,
+        };
+        if self.schema_version != CAMPAIGN_SCHEMA_VERSION {
+            return Err(err(
+                "schema_version",
+                format!("{} is not supported (use 1)", self.schema_version),
+            ));
+        }
+        if self.campaign_id.is_empty()
+            || self.campaign_id.len() > 128
+            || !self.campaign_id.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(err(
+                "campaign_id",
+                "must be 1-128 printable ASCII characters".into(),
+            ));
+        }
+        if self.rate_per_hour == 0 || self.rate_per_hour > 1_000_000 {
+            return Err(err(
+                "rate_per_hour",
+                format!(
+                    "{} is not a usable rate: give 1..=1000000 disconnects per hour",
+                    self.rate_per_hour
+                ),
+            ));
+        }
+        if let Some(z) = self.zone_rate_per_hour {
+            if z == 0 || z > self.rate_per_hour {
+                return Err(err(
+                    "zone_rate_per_hour",
+                    format!(
+                        "{z} must be between 1 and rate_per_hour ({})",
+                        self.rate_per_hour
+                    ),
+                ));
+            }
+        }
+        if self.call_center_capacity_per_hour == Some(0) {
+            return Err(err(
+                "call_center_capacity_per_hour",
+                "must be at least 1".into(),
+            ));
+        }
+        let tz = TimeZone::get(&self.time_zone).map_err(|e| {
+            err(
+                "time_zone",
+                format!("`{}` is not an IANA time zone: {e}", self.time_zone),
+            )
+        })?;
+        let windows =
+            crate::policy::parse_windows("windows", &self.windows).map_err(|(k, m)| err(&k, m))?;
+        if windows.is_empty() {
+            return Err(err(
+                "windows",
+                "no day has a window: the campaign could never release anything".into(),
+            ));
+        }
+        if let Some(end) = self.end_by {
+            if end <= self.start_at {
+                return Err(err(
+                    "end_by",
+                    format!("{end} is not after start_at {}", self.start_at),
+                ));
+            }
+        }
+        for z in &self.zones {
+            if !known_zone(z) {
+                return Err(err(
+                    "zones",
+                    format!("unknown zone `{z}`: no meter of the registry is in it"),
+                ));
+            }
+        }
+        Ok(Campaign {
+            def: self,
+            tz,
+            windows,
+        })
+    }
+}
+
+impl Campaign {
+    pub fn id(&self) -> &str {
+        &self.def.campaign_id
+    }
+
+    /// The first time at or after `t` inside a release window (and not before `start_at`), or
+    /// `None` past `end_by` / when no window opens within 14 days.
+    pub fn next_open(&self, t: Timestamp) -> Option<Timestamp> {
+        let t = t.max(self.def.start_at);
+        let z = t.to_zoned_datetime(self.tz.clone());
+        let mut day = z.date();
+        for i in 0..15 {
+            if let Some((s, e)) = self.windows.get(&Day::of(day)) {
+                let start = day
+                    .to_datetime(*s)
+                    .to_zoned_datetime(self.tz.clone())
+                    .ok()?
+                    .timestamp();
+                let end = day
+                    .to_datetime(*e)
+                    .to_zoned_datetime(self.tz.clone())
+                    .ok()?
+                    .timestamp();
+                let candidate = if i == 0 { t.max(start) } else { start };
+                if candidate < end {
+                    return self.before_end(candidate);
+                }
+            }
+            day = day.tomorrow().ok()?;
+        }
+        None
+    }
+
+    fn before_end(&self, t: Timestamp) -> Option<Timestamp> {
+        match self.def.end_by {
+            Some(end) if t >= end => None,
+            _ => Some(t),
+        }
+    }
+
+    /// The end of the window that contains `t` (capped at `end_by`).
+    fn window_end(&self, t: Timestamp) -> Option<Timestamp> {
+        let day = t.to_zoned_datetime(self.tz.clone()).date();
+        let (_, e) = self.windows.get(&Day::of(day))?;
+        let end = day
+            .to_datetime(*e)
+            .to_zoned_datetime(self.tz.clone())
+            .ok()?
+            .timestamp();
+        Some(match self.def.end_by {
+            Some(b) => end.min(b),
+            None => end,
+        })
+    }
+
+    /// When the last of `n` releases happens, starting at `from`, at `rate_per_hour`, inside the
+    /// windows (no policy holds assumed). O(days), not O(orders).
+    pub fn finish_estimate(
+        &self,
+        from: Timestamp,
+        n: u64,
+        rate_per_hour: u32,
+    ) -> Option<Timestamp> {
+        if n == 0 {
+            return None;
+        }
+        let p = Self::period(rate_per_hour).as_nanos() as i128;
+        let mut t = self.next_open(from)?;
+        let mut left = n as i128;
+        for _ in 0..10_000 {
+            let end = self.window_end(t)?;
+            let span = end.as_nanosecond() - t.as_nanosecond();
+            let k = ((span - 1) / p + 1).max(1);
+            if left <= k {
+                return Timestamp::from_nanosecond(t.as_nanosecond() + (left - 1) * p).ok();
+            }
+            left -= k;
+            t = self.next_open(Timestamp::from_nanosecond(t.as_nanosecond() + k * p).ok()?)?;
+        }
+        None
+    }
+
+    /// Time between two releases at `rate_per_hour`.
+    pub fn period(rate_per_hour: u32) -> std::time::Duration {
+        std::time::Duration::from_nanos(3_600_000_000_000 / rate_per_hour.max(1) as u64)
+    }
+
+    pub fn in_zone_scope(&self, zone: &str) -> bool {
+        self.def.zones.is_empty() || self.def.zones.iter().any(|z| z == zone)
+    }
+}
+
+/// One order of a campaign, as compact as the queue needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignOrder {
+    pub order_id: String,
+    pub meter_id: String,
+    pub zone: String,
+    pub priority: u8,
+    /// Amount due in cents (0 when unknown).
+    pub amount_cents: i64,
+    /// Arrival sequence within the campaign.
+    pub seq: u64,
+    #[serde(default)]
+    pub released: bool,
+}
+
+impl CampaignOrder {
+    fn key(&self, ordering: Ordering) -> (i64, i64, u64) {
+        match ordering {
+            Ordering::Priority | Ordering::ZoneStagger => {
+                (self.priority as i64, -self.amount_cents, self.seq)
+            }
+            Ordering::AmountDue => (-self.amount_cents, 0, self.seq),
+            Ordering::Arrival => (0, 0, self.seq),
+        }
+    }
+}
+
+/// Unreleased orders per zone, each zone in the campaign's ordering. Picking the next release
+/// looks at zone heads only: O(zones), however many orders wait in a barred zone.
+#[derive(Debug, Default)]
+pub struct Queue {
+    ordering: Ordering,
+    zones: BTreeMap<String, ZoneQueue>,
+    /// Releases so far per zone (zone stagger takes the zone with the fewest).
+    len: usize,
+}
+
+#[derive(Debug, Default)]
+struct ZoneQueue {
+    items: VecDeque<QueuedOrder>,
+    released: u64,
+}
+
+/// What the queue keeps per order (about 80 bytes plus the two ids).
+#[derive(Debug, Clone)]
+pub struct QueuedOrder {
+    pub order_id: Box<str>,
+    pub meter_id: Box<str>,
+    key: (i64, i64, u64),
+}
+
+impl Queue {
+    pub fn new(ordering: Ordering) -> Queue {
+        Queue {
+            ordering,
+            ..Queue::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds an unreleased order in its place.
+    pub fn push(&mut self, o: &CampaignOrder) {
+        let q = QueuedOrder {
+            order_id: o.order_id.as_str().into(),
+            meter_id: o.meter_id.as_str().into(),
+            key: o.key(self.ordering),
+        };
+        let z = self.zones.entry(o.zone.clone()).or_default();
+        let pos = z.items.partition_point(|x| x.key <= q.key);
+        z.items.insert(pos, q);
+        self.len += 1;
+    }
+
+    /// Counts a release made earlier (restart) for zone stagger.
+    pub fn count_released(&mut self, zone: &str) {
+        self.zones.entry(zone.to_string()).or_default().released += 1;
+    }
+
+    /// Removes and returns the next order to release among the zones `eligible` allows.
+    pub fn pop(&mut self, mut eligible: impl FnMut(&str) -> bool) -> Option<(String, QueuedOrder)> {
+        let ordering = self.ordering;
+        let best = self
+            .zones
+            .iter()
+            .filter(|(_, z)| !z.items.is_empty())
+            .filter(|(name, _)| eligible(name))
+            .min_by_key(|(_, z)| {
+                // Zone stagger: the zone with the fewest releases, ties by zone name (round
+                // robin); priority order holds within each zone.
+                if ordering == Ordering::ZoneStagger {
+                    (z.released as i64, 0, 0, 0)
+                } else {
+                    let k = z.items[0].key;
+                    (0, k.0, k.1, k.2)
+                }
+            })
+            .map(|(name, _)| name.clone())?;
+        let z = self.zones.get_mut(&best).expect("present");
+        let o = z.items.pop_front().expect("non-empty");
+        z.released += 1;
+        self.len -= 1;
+        Some((best, o))
+    }
+
+    /// Removes a specific order (withdrawn by its meter: paid, cancelled, superseded).
+    pub fn remove(&mut self, zone: &str, order_id: &str) -> bool {
+        if let Some(z) = self.zones.get_mut(zone) {
+            if let Some(i) = z.items.iter().position(|o| &*o.order_id == order_id) {
+                z.items.remove(i);
+                self.len -= 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Zones with orders waiting, and how many.
+    pub fn waiting_by_zone(&self) -> Vec<(&str, usize)> {
+        self.zones
+            .iter()
+            .filter(|(_, z)| !z.items.is_empty())
+            .map(|(n, z)| (n.as_str(), z.items.len()))
+            .collect()
+    }
+
+    /// Drains every waiting order (cancel, expiry).
+    pub fn drain(&mut self) -> Vec<QueuedOrder> {
+        self.len = 0;
+        self.zones
+            .values_mut()
+            .flat_map(|z| z.items.drain(..))
+            .collect()
+    }
+}
+
+/// Lifecycle of a campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignStatus {
+    Active,
+    Paused,
+    Cancelled,
+    /// Every order released (or withdrawn); outcomes may still arrive.
+    Finished,
+    /// `end_by` passed with orders left; they were withdrawn.
+    Expired,
+}
+
+/// A campaign as stored: its definition and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignRecord {
+    pub def: CampaignDef,
+    pub status: CampaignStatus,
+    /// The rate in force (the definition's, or one set later).
+    pub rate_per_hour: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_release_at: Option<Timestamp>,
+    pub released: u64,
+    pub updated_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests;
