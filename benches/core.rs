@@ -191,5 +191,98 @@ fn policy(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, order_validation, machine_step, store, policy);
+/// Resident memory of this process, in bytes (Linux).
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+fn campaign(c: &mut Criterion) {
+    use switchyard::campaign::{plan, CampaignDef, CampaignOrder, Ordering, Queue};
+    use switchyard::policy::Day;
+    let w = || ["08:00".to_string(), "14:00".to_string()];
+    let def = CampaignDef {
+        schema_version: 1,
+        campaign_id: "NP-BENCH".into(),
+        name: None,
+        rate_per_hour: 10_000,
+        zone_rate_per_hour: None,
+        time_zone: "America/New_York".into(),
+        windows: [
+            Day::Monday,
+            Day::Tuesday,
+            Day::Wednesday,
+            Day::Thursday,
+            Day::Friday,
+        ]
+        .into_iter()
+        .map(|d| (d, w()))
+        .collect(),
+        start_at: "2026-12-07T13:00:00Z".parse().unwrap(),
+        end_by: None,
+        ordering: Ordering::Priority,
+        zones: vec![],
+        call_center_capacity_per_hour: None,
+    };
+    let camp = def.validate(|_| true).unwrap();
+    let orders: Vec<CampaignOrder> = (0..1_000_000)
+        .map(|i| CampaignOrder {
+            order_id: format!("SO-2026-12-{i:08}"),
+            meter_id: format!("MTR-{i:08}"),
+            zone: format!("zone-{}", i % 20),
+            priority: (i % 9 + 1) as u8,
+            amount_cents: ((i * 7919) % 100_000) as i64,
+            seq: i as u64,
+            released: false,
+        })
+        .collect();
+    // Memory per queued order: the queue the campaign actor holds (ids + key), measured as
+    // the growth of resident memory while building it.
+    let before = rss_bytes();
+    let mut q = Queue::new(Ordering::Priority);
+    q.extend(&orders);
+    // ... plus the actor's index of every order (zone and meter by order id).
+    let index: std::collections::HashMap<Box<str>, (Box<str>, Box<str>)> = orders
+        .iter()
+        .map(|o| {
+            (
+                o.order_id.as_str().into(),
+                (o.zone.as_str().into(), o.meter_id.as_str().into()),
+            )
+        })
+        .collect();
+    let after = rss_bytes();
+    eprintln!(
+        "campaign actor: {} queued orders, resident memory +{} MiB = {} bytes per queued order (queue + index)",
+        q.len(),
+        (after - before) / (1 << 20),
+        (after - before) / q.len()
+    );
+    drop((q, index));
+    let mut g = c.benchmark_group("campaign");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(orders.len() as u64));
+    g.bench_function("plan_1m_orders_20_zones", |b| {
+        b.iter(|| {
+            let p = plan::plan(&camp, &orders, camp.def.start_at, 10_000, None, &|_, _| {
+                None
+            });
+            assert_eq!(p.releases.len(), 1_000_000);
+            p.finish
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    order_validation,
+    machine_step,
+    store,
+    policy,
+    campaign
+);
 criterion_main!(benches);

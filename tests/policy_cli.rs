@@ -107,3 +107,72 @@ fn explains_a_cold_weather_deferral_a_protection_and_refuses_bad_input() {
     assert!(!ok);
     assert!(text.contains("unknown flag `bogus`"), "{text}");
 }
+
+/// `switchyard campaign plan`: the schedule as text and the chart as SVG.
+#[test]
+fn campaign_plan_prints_the_schedule_and_draws_the_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let def = dir.path().join("campaign.json");
+    std::fs::write(&def, r#"{"type":"define","schema_version":1,"campaign":{"schema_version":1,"campaign_id":"NP-PLAN","rate_per_hour":500,"time_zone":"America/New_York","windows":{"monday":["08:00","14:00"],"tuesday":["08:00","14:00"],"wednesday":["08:00","14:00"],"thursday":["08:00","14:00"],"friday":["08:00","14:00"]},"start_at":"2026-12-07T13:00:00Z","call_center_capacity_per_hour":450}}"#).unwrap();
+    let reg = dir.path().join("meters.ndjson");
+    let orders = dir.path().join("orders.ndjson");
+    let (mut r, mut o) = (String::new(), String::new());
+    for i in 0..4000 {
+        let zone = if i % 2 == 0 { "richmond" } else { "norfolk" };
+        r.push_str(&format!("{{\"schema_version\":1,\"meter_id\":\"M-{i}\",\"zone\":\"{zone}\",\"head_end_id\":\"HE-1\",\"has_switch\":true}}\n"));
+        o.push_str(&format!("{{\"order_id\":\"SO-{i}\",\"kind\":\"disconnect\",\"reason\":\"non_payment\",\"meter_id\":\"M-{i}\",\"priority\":5,\"campaign_id\":\"NP-PLAN\"}}\n"));
+    }
+    std::fs::write(&reg, r).unwrap();
+    std::fs::write(&orders, o).unwrap();
+    let f = dir.path().join("forecasts.json");
+    std::fs::write(
+        &f,
+        r#"[{"zone":"richmond","date":"2026-12-07","low_f":18,"high_f":30}]"#,
+    )
+    .unwrap();
+    let svg = dir.path().join("plan.svg");
+    let pack = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules/virginia.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["campaign", "plan", "--definition"])
+        .arg(&def)
+        .arg("--orders")
+        .arg(&orders)
+        .arg("--registry")
+        .arg(&reg)
+        .args(["--pack", pack, "--forecasts"])
+        .arg(&f)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    // Richmond is cold on Monday: held today with the rule named; Norfolk goes at the full rate.
+    assert!(
+        text.contains("va_forecast_cold_or_hot_24h: 2000 orders in zones richmond"),
+        "{text}"
+    );
+    assert!(text.contains("Mon 2026-12-07: 2000"), "{text}");
+    assert!(
+        text.contains("most releases in any sliding hour: 500"),
+        "{text}"
+    );
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        chart.starts_with("<svg") && chart.contains("call-center capacity 450/h"),
+        "{}",
+        &chart[..200.min(chart.len())]
+    );
+    // A bad definition is refused with the key.
+    std::fs::write(&def, r#"{"schema_version":1,"campaign_id":"X","rate_per_hour":0,"time_zone":"UTC","windows":{"monday":["08:00","14:00"]},"start_at":"2026-12-07T13:00:00Z"}"#).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["campaign", "plan", "--definition"])
+        .arg(&def)
+        .arg("--orders")
+        .arg(&orders)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rate_per_hour"));
+}

@@ -166,6 +166,7 @@ impl CampaignActor {
         let mut known = HashMap::with_capacity(orders.len());
         let mut released_open = HashSet::new();
         let mut counts = Counts::default();
+        let mut waiting = Vec::new();
         for o in &orders {
             known.insert(
                 o.order_id.as_str().into(),
@@ -185,9 +186,10 @@ impl CampaignActor {
                     released_open.insert(o.order_id.as_str().into());
                 }
             } else if !terminal && campaign.in_zone_scope(&o.zone) {
-                queue.push(o);
+                waiting.push(o);
             }
         }
+        queue.extend(waiting);
         let limiter = limiter(record.rate_per_hour, &svc.clock);
         CampaignActor {
             limiter,

@@ -221,7 +221,7 @@ impl Campaign {
     }
 
     /// The end of the window that contains `t` (capped at `end_by`).
-    fn window_end(&self, t: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn window_end(&self, t: Timestamp) -> Option<Timestamp> {
         let day = t.to_zoned_datetime(self.tz.clone()).date();
         let (_, e) = self.windows.get(&Day::of(day))?;
         let end = day
@@ -350,6 +350,27 @@ impl Queue {
         let pos = z.items.partition_point(|x| x.key <= q.key);
         z.items.insert(pos, q);
         self.len += 1;
+    }
+
+    /// Adds many unreleased orders at once: appended, then each zone sorted once
+    /// (O(n log n); pushing one by one into the middle would be O(n²) for a big list).
+    pub fn extend<'a>(&mut self, orders: impl IntoIterator<Item = &'a CampaignOrder>) {
+        let ordering = self.ordering;
+        for o in orders {
+            self.zones
+                .entry(o.zone.clone())
+                .or_default()
+                .items
+                .push_back(QueuedOrder {
+                    order_id: o.order_id.as_str().into(),
+                    meter_id: o.meter_id.as_str().into(),
+                    key: o.key(ordering),
+                });
+            self.len += 1;
+        }
+        for z in self.zones.values_mut() {
+            z.items.make_contiguous().sort_by_key(|q| q.key);
+        }
     }
 
     /// Counts a release made earlier (restart) for zone stagger.

@@ -85,14 +85,11 @@ pub fn plan(
     zone_bar: &ZoneBar,
 ) -> Plan {
     let mut q = Queue::new(c.def.ordering);
-    let mut zone_of: HashMap<&str, &str> = HashMap::new();
-    for o in orders
-        .iter()
-        .filter(|o| !o.released && c.in_zone_scope(&o.zone))
-    {
-        q.push(o);
-        zone_of.insert(&o.order_id, &o.zone);
-    }
+    q.extend(
+        orders
+            .iter()
+            .filter(|o| !o.released && c.in_zone_scope(&o.zone)),
+    );
     let period = Campaign::period(rate_per_hour);
     let zone_period = c.def.zone_rate_per_hour.map(Campaign::period);
     let mut plan = Plan {
@@ -104,22 +101,29 @@ pub fn plan(
         None => from,
     };
     let mut zone_next: HashMap<String, Timestamp> = HashMap::new();
-    // (zone, hour) → bar, looked up once.
-    let mut bar_cache: HashMap<(String, i64), Option<(String, Option<Timestamp>)>> = HashMap::new();
+    // zone → (hour, bar): looked up once per zone and hour (or again when a bar lifts).
+    type Bar = Option<(String, Option<Timestamp>)>;
+    let mut bar_cache: HashMap<String, (i64, Bar)> = HashMap::new();
+    // The window `t` is in: releases step through it without time-zone arithmetic.
+    let mut window_end: Option<Timestamp> = None;
     while !q.is_empty() {
-        let Some(open) = c.next_open(t) else {
-            break;
-        };
-        t = open;
+        if window_end.is_none_or(|e| t >= e) {
+            let Some(open) = c.next_open(t) else {
+                break;
+            };
+            t = open;
+            window_end = c.window_end(t);
+        }
         let hour = t.as_second().div_euclid(3600);
-        let mut bar = |z: &str| -> Option<(String, Option<Timestamp>)> {
-            let e = bar_cache
-                .entry((z.to_string(), hour))
-                .or_insert_with(|| zone_bar(z, t));
-            if matches!(e, Some((_, Some(u))) if *u <= t) {
-                *e = zone_bar(z, t); // the bar lifted within the hour: look again
+        let mut bar = |z: &str| -> Bar {
+            let stale = match bar_cache.get(z) {
+                None => true,
+                Some((h, b)) => *h != hour || matches!(b, Some((_, Some(u))) if *u <= t),
+            };
+            if stale {
+                bar_cache.insert(z.to_string(), (hour, zone_bar(z, t)));
             }
-            e.clone()
+            bar_cache.get(z).and_then(|(_, b)| b.clone())
         };
         let picked = q.pop(|z| zone_next.get(z).is_none_or(|n| *n <= t) && bar(z).is_none());
         match picked {
