@@ -334,6 +334,14 @@ impl App {
             if let Some((src, assigned)) = results_source {
                 tokio::spawn(src.run(assigned, shutdown_rx3));
             }
+            // Facts that arrived while switchyard was down are applied before any held order
+            // is resumed.
+            let (facts_tx, facts_rx) = oneshot::channel();
+            tokio::spawn(fact_source.run(facts_tx, shutdown_rx.clone()));
+            tokio::select! {
+                _ = facts_rx => {}
+                _ = shutdown_rx2.changed() => return,
+            }
             // Kafka head-end: wait until its answers can be heard before sending anything.
             tokio::select! {
                 r = tokio::time::timeout(Duration::from_secs(60), results_assigned_rx) => {
@@ -356,7 +364,6 @@ impl App {
                 tracing::info!(campaigns = resumed, "resumed campaigns");
             }
             ready.store(true, Ordering::SeqCst);
-            tokio::spawn(fact_source.run(shutdown_rx.clone()));
             tokio::spawn(campaign_source.run(shutdown_rx.clone()));
             intake.run(shutdown_rx).await;
         }));

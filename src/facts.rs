@@ -59,8 +59,9 @@ fn check_key(key: Option<&str>, field: &str, value: &str) -> Result<(), FactErro
     }
 }
 
-/// A daily forecast (or observation) for one weather zone. Topic `weather`, key = zone. A newer
-/// record for the same zone and date replaces the older one.
+/// A daily forecast (or observation) for one weather zone. Topic `weather`, key =
+/// `<zone>/<date>` (compaction keeps the latest record per zone and day). A newer record for the
+/// same zone and date replaces the older one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeatherRecord {
@@ -79,7 +80,8 @@ impl WeatherRecord {
             .map_err(|e| bad(format!("not a v1 weather record: {e}")))?;
         check_version(r.schema_version)?;
         check_id("zone", &r.zone)?;
-        check_key(key, "zone", &r.zone)?;
+        // Keyed by zone and date, so that compaction keeps one record per forecast day.
+        check_key(key, "zone/date", &format!("{}/{}", r.zone, r.date))?;
         for (name, t) in [("low_f", r.low_f), ("high_f", r.high_f)] {
             if !(t.is_finite() && (-80.0..=140.0).contains(&t)) {
                 return Err(bad(format!(
@@ -396,23 +398,23 @@ mod tests {
     fn weather_records_are_checked_and_keyed_by_zone() {
         let ok =
             br#"{"schema_version":1,"zone":"north","date":"2026-12-02","low_f":28,"high_f":40}"#;
-        assert!(WeatherRecord::parse(Some("north"), ok).is_ok());
-        let e = WeatherRecord::parse(Some("south"), ok).unwrap_err();
-        assert!(e.0.contains("differs from zone"), "{e}");
+        assert!(WeatherRecord::parse(Some("north/2026-12-02"), ok).is_ok());
+        let e = WeatherRecord::parse(Some("north"), ok).unwrap_err();
+        assert!(e.0.contains("differs from zone/date"), "{e}");
         let hot_low =
             br#"{"schema_version":1,"zone":"north","date":"2026-12-02","low_f":50,"high_f":40}"#;
-        assert!(WeatherRecord::parse(Some("north"), hot_low)
+        assert!(WeatherRecord::parse(Some("north/2026-12-02"), hot_low)
             .unwrap_err()
             .0
             .contains("above high_f"));
         let absurd =
             br#"{"schema_version":1,"zone":"north","date":"2026-12-02","low_f":-400,"high_f":40}"#;
-        assert!(WeatherRecord::parse(Some("north"), absurd)
+        assert!(WeatherRecord::parse(Some("north/2026-12-02"), absurd)
             .unwrap_err()
             .0
             .contains("plausible"));
         let extra = br#"{"schema_version":1,"zone":"north","date":"2026-12-02","low_f":20,"high_f":40,"wind":3}"#;
-        assert!(WeatherRecord::parse(Some("north"), extra)
+        assert!(WeatherRecord::parse(Some("north/2026-12-02"), extra)
             .unwrap_err()
             .0
             .contains("unknown field"));

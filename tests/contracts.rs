@@ -108,7 +108,12 @@ fn every_fact_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
         let bytes = serde_json::to_vec(&v).unwrap();
         let kind = if v.get("low_f").is_some() {
             assert_valid(&schema("weather.v1.schema.json"), &v, "weather example");
-            WeatherRecord::parse(v["zone"].as_str(), &bytes).unwrap();
+            let key = format!(
+                "{}/{}",
+                v["zone"].as_str().unwrap(),
+                v["date"].as_str().unwrap()
+            );
+            WeatherRecord::parse(Some(&key), &bytes).unwrap();
             "weather"
         } else if v.get("emergency_id").is_some() {
             assert_valid(&schema("emergency.v1.schema.json"), &v, "emergency example");

@@ -66,7 +66,7 @@ async fn weather(app: &App, p: &FutureProducer, zone: &str, date: &str, low: f64
     produce_json(
         p,
         &app.config.topics.weather,
-        zone,
+        &format!("{zone}/{date}"),
         json!({"schema_version":1,"zone":zone,"date":date,"low_f":low,"high_f":high}),
     )
     .await;
@@ -381,7 +381,7 @@ async fn bad_facts_are_dead_lettered_with_a_reason_and_never_weaken_a_rule() {
     produce_json(
         &p,
         &t.weather,
-        "richmond",
+        "richmond/2026-12-01",
         json!({"schema_version":1,"zone":"richmond","date":"2026-12-01","low_f":60,"high_f":30}),
     )
     .await;
@@ -389,7 +389,7 @@ async fn bad_facts_are_dead_lettered_with_a_reason_and_never_weaken_a_rule() {
     produce_json(
         &p,
         &t.weather,
-        "norfolk",
+        "norfolk/2026-12-01",
         json!({"schema_version":1,"zone":"richmond","date":"2026-12-01","low_f":50,"high_f":60}),
     )
     .await;
@@ -491,6 +491,51 @@ async fn a_deferred_order_stays_held_across_a_restart_and_is_released_after_it()
     assert_eq!(
         events.of("SO-R-1").last().unwrap().status,
         OrderStatus::Completed
+    );
+    app.shutdown().await;
+}
+
+/// A payment sent while switchyard is down is applied before held orders resume: the deferred
+/// disconnect it pays off is never sent, even though the forecast allows it after the restart.
+#[actix_rt::test]
+async fn a_payment_sent_during_downtime_wins_over_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = with_pack(dir.path(), "virginia.toml");
+    let _kafka = host_kafka(&mut cfg);
+    let clock = ManualClock::starting_at(ts("2026-12-01T15:00:00Z"));
+    let app = start_at(cfg.clone(), &clock).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    register_in(&app, &p, "D-1", "richmond", json!({})).await;
+    weather(&app, &p, "richmond", "2026-12-01", 25.0, 38.0).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "D-1",
+        disconnect("SO-D-1", "D-1", "2026-11-10T15:00:00Z"),
+    )
+    .await;
+    wait_status(&events, "SO-D-1", OrderStatus::Deferred).await;
+    let topics = app.config.topics.clone();
+    app.shutdown().await;
+
+    // While it is down: the cold forecast is withdrawn and the customer pays.
+    produce_json(
+        &p,
+        &topics.weather,
+        "richmond/2026-12-01",
+        json!({"schema_version":1,"zone":"richmond","date":"2026-12-01","low_f":45,"high_f":60}),
+    )
+    .await;
+    produce_json(&p, &topics.customer_facts, "D-1", json!({"type":"payment","schema_version":1,"fact_id":"PAY-D-1","meter_id":"D-1","order_id":"SO-D-1","amount":412.5,"paid_at":"2026-12-01T15:30:00Z"})).await;
+    clock.set(ts("2026-12-01T16:00:00Z"));
+    let app = start_at(cfg, &clock).await;
+    let c = wait_status(&events, "SO-D-1", OrderStatus::Cancelled).await;
+    assert_eq!(c.reason.as_deref(), Some("payment_received"));
+    assert!(
+        !events.statuses("SO-D-1").contains(&OrderStatus::Dispatched),
+        "{:?}",
+        events.statuses("SO-D-1")
     );
     app.shutdown().await;
 }

@@ -44,7 +44,39 @@ pub fn consumer(
 }
 
 impl FactSource {
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// The assigned partitions whose committed offset is below the high watermark, once the
+    /// group has assigned partitions (`None` before).
+    fn behind_at_start(&self) -> Option<Vec<(String, i32, i64)>> {
+        let assignment = self.consumer.assignment().ok()?;
+        if assignment.count() == 0 {
+            return None;
+        }
+        let committed = self.consumer.committed(Duration::from_secs(5)).ok()?;
+        let mut behind = Vec::new();
+        for e in assignment.elements() {
+            let (lo, hi) = self
+                .consumer
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+                .ok()?;
+            let from = match committed
+                .find_partition(e.topic(), e.partition())
+                .map(|c| c.offset())
+            {
+                Some(rdkafka::Offset::Offset(o)) => o,
+                _ => lo,
+            };
+            if from < hi {
+                behind.push((e.topic().to_string(), e.partition(), hi));
+            }
+        }
+        Some(behind)
+    }
+
+    /// `caught_up` fires once every fact that was on the topics at start is applied (and at once
+    /// if the partitions are not assigned within 60 s): held orders are resumed only after that,
+    /// so a payment or certificate sent while switchyard was down is known before anything is
+    /// decided.
+    pub async fn run(self, caught_up: oneshot::Sender<()>, mut shutdown: watch::Receiver<bool>) {
         let topics = [
             self.customer_facts_topic.as_str(),
             self.control_topic.as_str(),
@@ -54,9 +86,28 @@ impl FactSource {
             return;
         }
         tracing::info!(?topics, "meter-fact source started");
+        let mut caught_up = Some(caught_up);
+        // Partition → high watermark at start, for the partitions still behind.
+        let mut behind: Option<Vec<(String, i32, i64)>> = None;
+        let started = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             let msg = tokio::select! {
                 m = self.consumer.recv() => m,
+                _ = tick.tick(), if caught_up.is_some() => {
+                    if behind.is_none() {
+                        behind = self.behind_at_start();
+                    }
+                    let done = behind.as_ref().is_some_and(|b| b.is_empty())
+                        || started.elapsed() > Duration::from_secs(60);
+                    if done {
+                        if behind.is_none() {
+                            tracing::warn!("meter-fact partitions not assigned after 60 s; resuming held orders anyway");
+                        }
+                        let _ = caught_up.take().expect("some").send(());
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => return,
             };
             let msg = match msg {
@@ -122,6 +173,10 @@ impl FactSource {
             }
             if let Err(e) = self.consumer.store_offset_from_message(&msg) {
                 tracing::warn!(error = %e, "cannot store meter-fact offset");
+            }
+            if let Some(b) = &mut behind {
+                let (t, p, o) = (msg.topic(), msg.partition(), msg.offset());
+                b.retain(|(bt, bp, hw)| !(bt == t && *bp == p && o + 1 >= *hw));
             }
         }
     }

@@ -33,6 +33,9 @@ pub struct MeterActor {
     facts_known: bool,
 }
 
+/// A disconnect whose decision is older than this when its write completes is not sent.
+const STALE_DISCONNECT: Duration = Duration::from_secs(10);
+
 fn until(now: Timestamp, at: Timestamp) -> Duration {
     let d = at.duration_since(now);
     if d.is_negative() {
@@ -261,6 +264,18 @@ impl MeterActor {
         for a in effects {
             match a {
                 Action::Dispatch(c) => {
+                    // A disconnect is sent only close to the moment the policy allowed it. If the
+                    // durable write took longer (a stalled store), the window, the weather or a
+                    // payment may have changed: it is not sent; its deadline passes, a status
+                    // check finds the switch unmoved, and the retry is decided again.
+                    let age = self.dir.services().clock.now().duration_since(c.issued_at);
+                    if c.kind == crate::domain::CommandKind::Disconnect
+                        && age
+                            > jiff::SignedDuration::try_from(STALE_DISCONNECT).unwrap_or_default()
+                    {
+                        tracing::warn!(command = %c.command_id, age = %age, "disconnect not sent: its policy decision is too old; it will be decided again");
+                        continue;
+                    }
                     metrics().commands_sent[c.kind.index()].increment(1);
                     self.dir.head_end().dispatch(c);
                 }

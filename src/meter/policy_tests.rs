@@ -272,7 +272,9 @@ impl Oracle {
                 }
             }
         }
-        if let Some(ext) = self.pack.emergency_extension_days {
+        // Suspended during any declared emergency, and for the pack's extension after it.
+        {
+            let ext = self.pack.emergency_extension_days.unwrap_or(0);
             for e in &*w.emergencies {
                 let over = e.ended_at.map(|x| {
                     x.checked_add(jiff::SignedDuration::from_hours(24 * ext as i64))

@@ -122,6 +122,8 @@ pub struct RulePack {
     pub bar_holidays: bool,
     #[serde(default)]
     pub bar_day_before_holiday: bool,
+    /// Days after a declared emergency ends during which disconnects stay suspended (they are
+    /// always suspended while it lasts).
     #[serde(default)]
     pub emergency_extension_days: Option<u32>,
     #[serde(default)]
@@ -475,7 +477,9 @@ impl Policy {
         now: Timestamp,
         facts: &Facts,
     ) -> Option<(Option<Timestamp>, RuleHit)> {
-        let ext = self.pack.emergency_extension_days?;
+        // A declared emergency always suspends disconnects while it lasts; the pack's
+        // extension adds days after it ends.
+        let ext = self.pack.emergency_extension_days.unwrap_or(0);
         for e in facts.emergencies {
             if !e.zones.is_empty() && !e.zones.iter().any(|z| z == facts.zone) {
                 continue;
