@@ -283,6 +283,8 @@ impl MeterFact {
 #[derive(Default)]
 pub struct FactBook {
     forecasts: DashMap<Box<str>, Arc<Vec<Forecast>>>,
+    /// When the held forecast of a zone and day was issued.
+    issued: DashMap<(String, Date), Timestamp>,
     emergencies: RwLock<Arc<Vec<(String, Emergency)>>>,
     emergency_view: RwLock<Arc<Vec<Emergency>>>,
     waiting: DashMap<Box<str>, DashSet<Arc<str>>>,
@@ -310,8 +312,20 @@ impl FactBook {
             .or_insert_with(|| Arc::new(Vec::new()));
         let v = Arc::make_mut(&mut e);
         match v.binary_search_by_key(&f.date, |x| x.date) {
-            Ok(i) => v[i] = f,
+            Ok(i) => {
+                // A forecast issued before the one held (a late, stale record) does not replace it.
+                let held = self.issued.get(&(r.zone.clone(), r.date)).map(|t| *t);
+                if let (Some(held), Some(new)) = (held, r.issued_at) {
+                    if new < held {
+                        return;
+                    }
+                }
+                v[i] = f
+            }
             Err(i) => v.insert(i, f),
+        }
+        if let Some(t) = r.issued_at {
+            self.issued.insert((r.zone.clone(), r.date), t);
         }
         if v.len() > DAYS_KEPT {
             let extra = v.len() - DAYS_KEPT;
@@ -458,6 +472,16 @@ mod tests {
         assert_eq!(f.len(), 2);
         assert_eq!(f[1].low_f, 40.0);
         assert!(b.forecasts("south").is_empty());
+        // A late record issued before the one held does not replace it.
+        let issued = |d: &str, low: f64, at: &str| WeatherRecord {
+            issued_at: Some(at.parse().unwrap()),
+            ..rec(d, low)
+        };
+        b.upsert_forecast(&issued("2026-12-04", 10.0, "2026-12-03T12:00:00Z"));
+        b.upsert_forecast(&issued("2026-12-04", 50.0, "2026-12-02T12:00:00Z"));
+        assert_eq!(b.forecasts("north")[2].low_f, 10.0);
+        b.upsert_forecast(&issued("2026-12-04", 30.0, "2026-12-03T18:00:00Z"));
+        assert_eq!(b.forecasts("north")[2].low_f, 30.0);
         let m: Arc<str> = Arc::from("M1");
         b.hold("north", &m);
         b.hold("north", &m);

@@ -145,16 +145,26 @@ impl FactSource {
                 Ok(fact) => {
                     observability::fact_received(fact.type_label());
                     let meter = fact.meter_id().to_string();
-                    let (tx, rx) = oneshot::channel();
-                    self.directory
-                        .deliver_acked(&meter, MeterMsg::Fact(fact), Some(tx));
-                    tokio::select! {
-                        r = rx => if r.is_err() {
-                            // The actor stopped before storing it (shutdown): do not store the
-                            // offset; the fact is read again on the next start.
-                            return;
-                        },
-                        _ = shutdown.changed() => return,
+                    // Until the meter has stored it: an actor that stops before storing (it
+                    // passivated, or failed) drops the acknowledgement; deliver again (facts
+                    // are idempotent). The offset is never stored past an unstored fact.
+                    loop {
+                        let (tx, rx) = oneshot::channel();
+                        self.directory.deliver_acked(
+                            &meter,
+                            MeterMsg::Fact(fact.clone()),
+                            Some(tx),
+                        );
+                        tokio::select! {
+                            r = rx => match r {
+                                Ok(()) => break,
+                                Err(_) => {
+                                    tracing::warn!(meter = %meter, fact = fact.fact_id(), "fact not acknowledged by its meter; delivering again");
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                }
+                            },
+                            _ = shutdown.changed() => return,
+                        }
                     }
                 }
                 Err((why, reason)) => {

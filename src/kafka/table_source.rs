@@ -127,13 +127,9 @@ impl Table for EmergencyTable {
             EmergencyRecord::parse(key, bytes).map_err(|e| (DeadLetterReason::InvalidFact, e.0))?;
         crate::observability::fact_received("emergency");
         self.book.upsert_emergency(&r.emergency_id, Some(&r));
-        if r.zones.is_empty() {
-            self.directory.wake_waiting(None);
-        } else {
-            for z in &r.zones {
-                self.directory.wake_waiting(Some(z));
-            }
-        }
+        // Every waiting meter: an update may have moved the emergency's zones (emergencies
+        // are rare; the waiting index holds only meters with a deferred order).
+        self.directory.wake_waiting(None);
         tracing::info!(emergency = %r.emergency_id, declared_at = %r.declared_at, ended_at = ?r.ended_at, "declared emergency updated");
         Ok(())
     }
