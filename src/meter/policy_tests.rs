@@ -96,9 +96,10 @@ fn pack_strategy() -> impl Strategy<Value = RulePack> {
         (0u32..96, 20i8..40, 85u8..100),
         proptest::option::of(0u32..40),
         proptest::collection::vec(0usize..5, 0..3),
+        proptest::bool::weighted(0.25),
     )
         .prop_map(
-            |(barred, hol, before, emerg, notice, windows, (wh, lo, hi), minbal, approvals)| {
+            |(barred, hol, before, emerg, notice, windows, (wh, lo, hi), minbal, approvals, rf)| {
                 RulePack {
                     jurisdiction: "prop".into(),
                     version: "1".into(),
@@ -133,6 +134,7 @@ fn pack_strategy() -> impl Strategy<Value = RulePack> {
                         high_at_or_above_f: Some(hi as f64),
                         day_before_and_of: false,
                     }],
+                    require_forecast: rf,
                     business_windows: if windows.iter().all(|w| w.is_none()) {
                         BTreeMap::new()
                     } else {
@@ -264,6 +266,15 @@ impl Oracle {
                 .unwrap()
                 .to_zoned_datetime(self.tz.clone())
                 .date();
+            if self.pack.require_forecast {
+                let mut d = day;
+                while d <= last {
+                    if !w.forecasts.iter().any(|f| f.date == d) {
+                        v.push(format!("no forecast for {d} (required)"));
+                    }
+                    d = d.tomorrow().unwrap();
+                }
+            }
             for f in &*w.forecasts {
                 let extreme = r.low_at_or_below_f.is_some_and(|t| f.low_f <= t)
                     || r.high_at_or_above_f.is_some_and(|t| f.high_f >= t);
@@ -554,6 +565,7 @@ fn the_harness_does_send_when_the_rules_allow() {
         approval_required_for: vec![],
         notice_days: BTreeMap::new(),
         weather: vec![],
+        require_forecast: false,
         business_windows: BTreeMap::new(),
     };
     let script = vec![

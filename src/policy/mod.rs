@@ -136,6 +136,10 @@ pub struct RulePack {
     pub notice_days: BTreeMap<String, u32>,
     #[serde(default)]
     pub weather: Vec<WeatherRule>,
+    /// With weather rules: a day the rules look at that has no forecast for the zone defers the
+    /// disconnect (`forecast_missing`) instead of counting as "not extreme".
+    #[serde(default)]
+    pub require_forecast: bool,
     /// Allowed local hours per weekday, `["08:00", "16:00"]`; a day without a window is barred.
     #[serde(default)]
     pub business_windows: BTreeMap<Day, [String; 2]>,
@@ -433,6 +437,40 @@ impl Policy {
     /// The weather rule that bars a disconnect at `t`, if any.
     fn weather_bar(&self, t: Timestamp, facts: &Facts) -> Option<RuleHit> {
         let day = self.local_date(t);
+        if self.pack.require_forecast {
+            for w in &self.pack.weather {
+                // The days this rule looks at: through `window_hours` later, or (DC-style)
+                // today and tomorrow (an extreme tomorrow bars today).
+                let last = if w.day_before_and_of {
+                    day.tomorrow().unwrap_or(day)
+                } else {
+                    let end = t
+                        .checked_add(jiff::SignedDuration::from_hours(w.window_hours as i64))
+                        .unwrap_or(t);
+                    self.local_date(end)
+                };
+                let mut d = day;
+                while d <= last {
+                    let known = facts
+                        .forecasts
+                        .iter()
+                        .any(|f| f.zone == facts.zone && f.date == d);
+                    if !known {
+                        return Some(RuleHit {
+                            rule: "forecast_missing".into(),
+                            detail: format!(
+                                "no forecast for zone {} on {d}: rule {} needs one",
+                                facts.zone, w.name
+                            ),
+                        });
+                    }
+                    match d.tomorrow() {
+                        Ok(n) => d = n,
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
         for w in &self.pack.weather {
             for f in facts
                 .forecasts
@@ -742,6 +780,7 @@ struct Overlay {
     notice_days: BTreeMap<String, u32>,
     #[serde(default)]
     weather: Vec<WeatherRule>,
+    require_forecast: Option<bool>,
     #[serde(default)]
     business_windows: BTreeMap<Day, [String; 2]>,
 }
@@ -810,6 +849,16 @@ impl Policy {
             *e = (*e).max(d);
         }
         p.weather.extend(o.weather);
+        match o.require_forecast {
+            Some(false) if p.require_forecast => {
+                return Err(bad(
+                    "require_forecast",
+                    "the pack requires forecasts; an overlay cannot lift that".into(),
+                ))
+            }
+            Some(v) => p.require_forecast |= v,
+            None => {}
+        }
         if !o.business_windows.is_empty() {
             if p.business_windows.is_empty() {
                 p.business_windows = o.business_windows;

@@ -314,3 +314,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn with_require_forecast_a_missing_forecast_defers_instead_of_allowing() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/rules/virginia.toml"
+    ))
+    .unwrap();
+    let p = RulePack::from_toml(&format!("require_forecast = true\n{text}"), "va+require").unwrap();
+    let o = disconnect(300.0, "2026-11-10T15:00:00Z");
+    let now = ts("2026-12-02T15:00:00Z"); // Wednesday 10:00 New York
+    let d = p.decide(&o, MeterFlags::empty(), now, &facts(&[]));
+    assert_eq!(d.rules[0].rule, "forecast_missing");
+    assert_eq!(d.verdict, Verdict::Defer { until: None });
+    // Forecasts for today and tomorrow (the 24-hour window): allowed.
+    let f = [
+        fc("z", "2026-12-02", 40.0, 55.0),
+        fc("z", "2026-12-03", 41.0, 56.0),
+    ];
+    assert_eq!(
+        p.decide(&o, MeterFlags::empty(), now, &facts(&f)).verdict,
+        Verdict::Execute
+    );
+    // An overlay cannot lift it.
+    let e = p
+        .tightened_by("require_forecast = false\n", "o.toml")
+        .unwrap_err();
+    assert!(e.to_string().contains("require_forecast"), "{e}");
+}
