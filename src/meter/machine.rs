@@ -139,6 +139,10 @@ pub struct OpenOrder {
     /// Who approved it (control topic), when it needed an approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// The protections the meter had when it was approved: an approval covers those only (a
+    /// certificate that arrives later needs a new approval).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved_for: Vec<crate::policy::Protection>,
     /// Part of a campaign and not released yet: waits for the campaign's release.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub campaign_hold: bool,
@@ -324,7 +328,7 @@ impl MeterMachine {
             Input::Deadline(id) => self.on_deadline(&id, &mut out, policy),
             Input::Wake => {}
             Input::Recover => self.on_recover(&mut out, policy),
-            Input::Fact(f) => self.on_fact(f, &mut out),
+            Input::Fact(f) => self.on_fact(f, facts, &mut out),
             Input::Release { order_id } => {
                 if let Some(o) = self
                     .open
@@ -467,11 +471,30 @@ impl MeterMachine {
             seq,
             hold: None,
             approved_by: None,
+            approved_for: Vec::new(),
             campaign_hold,
         });
     }
 
-    fn on_fact(&mut self, fact: MeterFact, out: &mut Out) {
+    /// The protections the meter has now (registry flags and valid certificates).
+    fn protections(&self, facts: &MeterFacts, now: Timestamp) -> Vec<crate::policy::Protection> {
+        let flags = self.effective_flags(facts, now);
+        crate::policy::Protection::ALL
+            .into_iter()
+            .filter(|p| flags.contains(p.flag()))
+            .collect()
+    }
+
+    /// Approved, and the approval covers every protection the meter has now.
+    fn approval_covers(&self, o: &OpenOrder, facts: &MeterFacts, now: Timestamp) -> bool {
+        o.approved_by.is_some()
+            && self
+                .protections(facts, now)
+                .iter()
+                .all(|p| o.approved_for.contains(p))
+    }
+
+    fn on_fact(&mut self, fact: MeterFact, facts: &MeterFacts, out: &mut Out) {
         out.audit(
             AuditEvent::new(out.meter_id, out.now, AuditKind::FactReceived)
                 .reason(fact.type_label())
@@ -553,7 +576,9 @@ impl MeterMachine {
                 };
                 match a.decision {
                     ApprovalDecision::Approve => {
+                        let covered = self.protections(facts, out.now);
                         self.open[idx].approved_by = Some(a.by.clone());
+                        self.open[idx].approved_for = covered;
                         out.audit(
                             AuditEvent::new(out.meter_id, out.now, AuditKind::Decision)
                                 .order(&a.order_id)
@@ -679,6 +704,7 @@ impl MeterMachine {
             seq,
             hold: None,
             approved_by: None,
+            approved_for: Vec::new(),
             campaign_hold: false,
         });
     }
@@ -1199,7 +1225,7 @@ impl MeterMachine {
                 zone: &facts.zone,
                 forecasts: &facts.forecasts,
                 emergencies: &facts.emergencies,
-                approved: o.approved_by.is_some(),
+                approved: self.approval_covers(o, facts, now),
             },
         );
         let detail = || serde_json::to_string(&d).unwrap_or_default();

@@ -208,8 +208,15 @@ impl Oracle {
                     .filter(|p| flags.contains(p.flag())),
             );
         }
-        if !needs.is_empty() && !w.approved.contains(&o.order_id) {
-            v.push(format!("protected {needs:?} without approval"));
+        // An approval covers the protections the meter had when it was given.
+        let covered = w
+            .approved
+            .get(&o.order_id)
+            .is_some_and(|at_approval| needs.iter().all(|p| at_approval.contains(p.flag())));
+        if !needs.is_empty() && !covered {
+            v.push(format!(
+                "protected {needs:?} without an approval covering it"
+            ));
         }
         if w.paid.contains(&o.order_id) && o.reason == ReasonCode::NonPayment {
             v.push("paid before dispatch".into());
@@ -304,7 +311,8 @@ impl Oracle {
 struct World {
     forecasts: Arc<Vec<Forecast>>,
     emergencies: Arc<Vec<Emergency>>,
-    approved: HashSet<String>,
+    /// Order → the meter's protections when it was approved.
+    approved: std::collections::HashMap<String, MeterFlags>,
     paid: HashSet<String>,
     certs: Vec<Certificate>,
 }
@@ -435,7 +443,13 @@ fn run(pack: RulePack, registry_bits: u8, script: Vec<(u32, Ev)>) -> (usize, Vec
                     let approve = matches!(e, Ev::Approve(_));
                     let oid = id(i);
                     if approve {
-                        w.approved.insert(oid.clone());
+                        let mut f = registry;
+                        for c in &w.certs {
+                            if c.valid_at(now) {
+                                f.set(c.protection.flag(), true);
+                            }
+                        }
+                        w.approved.insert(oid.clone(), f);
                     }
                     Input::Fact(MeterFact::Approval(Approval {
                         schema_version: 1,
@@ -863,4 +877,59 @@ fn a_certificate_after_a_non_payment_cut_raises_a_reconnect_once() {
         &retry(),
     );
     assert!(a.iter().all(|x| !matches!(x, Action::NewOrder(_))));
+}
+
+#[test]
+fn an_approval_covers_only_the_protections_known_when_it_was_given() {
+    let policy = va();
+    let w = World::default();
+    let now = ts("2026-12-02T15:00:00Z");
+    // A VIP meter: approved by a supervisor ...
+    let facts = facts_of(&w, &policy, MeterFlags::VIP);
+    let mut m = MeterMachine::new("M");
+    m.switch = SwitchState::Connected;
+    // ... while a read keeps the meter busy, so the disconnect is still pending afterwards.
+    let mut read = disconnect("RD-1", ReasonCode::Other, None, 0.0);
+    read.kind = OrderKind::Read;
+    let rd = commands(&m.step(Input::Order(read), now, &facts, &retry())).remove(0);
+    let o = disconnect(
+        "SO-1",
+        ReasonCode::NonPayment,
+        Some(ts("2026-11-12T15:00:00Z")),
+        300.0,
+    );
+    m.step(Input::Order(o), now, &facts, &retry());
+    m.step(
+        Input::Fact(MeterFact::Approval(Approval {
+            schema_version: 1,
+            fact_id: "AP-1".into(),
+            meter_id: "M".into(),
+            order_id: "SO-1".into(),
+            decision: ApprovalDecision::Approve,
+            by: "supervisor7".into(),
+            note: None,
+            at: now,
+        })),
+        now,
+        &facts,
+        &retry(),
+    );
+    // Then a life-support certificate arrives: the VIP approval does not cover it.
+    let cert = Certificate {
+        schema_version: 1,
+        fact_id: "C-1".into(),
+        meter_id: "M".into(),
+        protection: Protection::LifeSupport,
+        valid_from: None,
+        expires_at: ts("2027-03-01T00:00:00Z"),
+    };
+    m.step(
+        Input::Fact(MeterFact::MedicalCertificate(cert)),
+        now,
+        &facts,
+        &retry(),
+    );
+    let a = m.step(confirm(&rd, now), now, &facts, &retry());
+    assert!(commands(&a).is_empty(), "{a:#?}");
+    assert_eq!(events(&a).last().unwrap().1, OrderStatus::AwaitingApproval);
 }
