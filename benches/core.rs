@@ -226,6 +226,7 @@ fn campaign(c: &mut Criterion) {
         ordering: Ordering::Priority,
         zones: vec![],
         call_center_capacity_per_hour: None,
+        adopt: None,
     };
     let camp = def.validate(|_| true).unwrap();
     let orders: Vec<CampaignOrder> = (0..1_000_000)

@@ -78,6 +78,7 @@ fn def(id: &str, rate: u32) -> CampaignDef {
         ordering: Ordering::Priority,
         zones: vec![],
         call_center_capacity_per_hour: None,
+        adopt: None,
     }
 }
 

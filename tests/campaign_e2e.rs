@@ -322,3 +322,92 @@ async fn a_restart_mid_campaign_neither_repeats_nor_skips_a_release() {
     assert_spaced(d.values().map(|v| v[0]).collect(), 1);
     app.shutdown().await;
 }
+
+/// "All non-payment disconnects due this afternoon in zone z1": a campaign defined with a
+/// filter takes in matching open orders already received; others are left alone.
+#[actix_rt::test]
+async fn a_campaign_defined_with_a_filter_takes_in_matching_open_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_at(ts("2026-12-02T14:00:00Z"));
+    let app = start_at(test_config(dir.path()), &clock).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    let progress = TopicLog::follow(&app.bootstrap, &app.config.topics.campaign_events);
+    let meters: Vec<String> = (0..7).map(|i| format!("AD-{i:02}")).collect();
+    register_zone(&app, &p, &meters).await; // even: z1, odd: z2
+    let t = app.config.topics.clone();
+    for (i, m) in meters.iter().enumerate() {
+        let reason = if i == 6 { "tampering" } else { "non_payment" };
+        produce_json(&p, &t.orders, m, json!({"schema_version":1,"order_id":format!("SO-AD-{i:02}"),"kind":"disconnect",
+            "reason":reason,"meter_id":m,"earliest_at":"2026-12-02T15:00:00Z","notice_sent_at":"2026-11-10T15:00:00Z"})).await;
+    }
+    events
+        .wait("7 orders scheduled for 15:00", T, |l| {
+            (0..7).all(|i| {
+                l.statuses(&format!("SO-AD-{i:02}"))
+                    .contains(&OrderStatus::Scheduled)
+            })
+        })
+        .await;
+    let mut def = definition("C-ADOPT", 3600, "2026-12-02T15:00:00Z");
+    def["campaign"]["zones"] = json!(["z1"]);
+    def["campaign"]["adopt"] = json!({"reason":"non_payment","due_until":"2026-12-03T00:00:00Z"});
+    produce_json(&p, &t.campaign_control, "C-ADOPT", def).await;
+    // z1 non-payment orders (0, 2, 4) are taken in; 6 is tampering, the odd ones are in z2.
+    events
+        .wait("three orders taken in", T, |l| {
+            l.events()
+                .iter()
+                .filter(|e| {
+                    e.campaign_id.as_deref() == Some("C-ADOPT")
+                        && e.reason.as_deref() == Some("campaign")
+                })
+                .count()
+                == 3
+        })
+        .await;
+    let adopted: Vec<String> = events
+        .events()
+        .iter()
+        .filter(|e| {
+            e.campaign_id.as_deref() == Some("C-ADOPT") && e.reason.as_deref() == Some("campaign")
+        })
+        .map(|e| e.order_id.clone())
+        .collect();
+    for i in [0, 2, 4] {
+        assert!(adopted.contains(&format!("SO-AD-{i:02}")), "{adopted:?}");
+    }
+    // 15:00: the others go at their earliest_at; the adopted ones one a second.
+    clock.set(ts("2026-12-02T15:00:00Z"));
+    for i in [1, 3, 5, 6] {
+        let id = format!("SO-AD-{i:02}");
+        events.wait_final(&id, T).await;
+        assert_eq!(
+            events.of(&id).last().unwrap().status,
+            OrderStatus::Completed,
+            "{id}"
+        );
+    }
+    advance_until(&clock, Duration::from_secs(1), 100, || {
+        [0, 2, 4]
+            .iter()
+            .all(|i| events.finals().contains(&format!("SO-AD-{i:02}")))
+    })
+    .await;
+    let d = dispatched(&events);
+    assert_spaced(
+        [0, 2, 4]
+            .iter()
+            .map(|i| d[&format!("SO-AD-{i:02}")][0])
+            .collect(),
+        1,
+    );
+    progress
+        .wait("finished", T, |l| {
+            l.json()
+                .iter()
+                .any(|v| v["event"] == "finished" && v["released"] == 3)
+        })
+        .await;
+    app.shutdown().await;
+}

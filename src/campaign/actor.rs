@@ -31,6 +31,12 @@ use crate::store::{OutboxMessage, StoreHandle, WriteBatch};
 pub trait ReleaseSink: Send + Sync + 'static {
     fn release(&self, campaign_id: &str, order_id: &str, meter_id: &str, at: Timestamp);
     fn withdraw(&self, campaign_id: &str, order_id: &str, meter_id: &str, reason: &str);
+    /// Asks the meter to hold an order it already has for the campaign (adoption by filter).
+    fn adopt(&self, _campaign_id: &str, _order_id: &str, _meter_id: &str) {}
+    /// The meter's zone (for adoption), when known.
+    fn zone_of(&self, _meter_id: &str) -> Option<String> {
+        None
+    }
 }
 
 /// What every campaign actor shares.
@@ -642,6 +648,58 @@ impl Campaigns {
                 .unwrap_or(false)
     }
 
+    /// Takes in the open disconnects that match the campaign's `adopt` filter: each is listed
+    /// with the campaign (stored), held by its meter, and queued. Scans the open orders in the
+    /// store once. Returns how many were taken in.
+    async fn adopt(&self, campaign: &super::Campaign) -> usize {
+        let Some(filter) = &campaign.def.adopt else {
+            return 0;
+        };
+        let id = campaign.id().to_string();
+        let store = self.svc.store.store().clone();
+        let meters = store.meters_with_open_work().unwrap_or_default();
+        let mut rows = Vec::new();
+        for m in meters {
+            let Some(zone) = self.svc.sink.zone_of(&m) else {
+                continue;
+            };
+            if !campaign.in_zone_scope(&zone) {
+                continue;
+            }
+            for r in store.open_orders(&m).unwrap_or_default() {
+                if filter.matches(&r.order) {
+                    rows.push(CampaignOrder {
+                        order_id: r.order.order_id.clone(),
+                        meter_id: r.order.meter_id.clone(),
+                        zone: zone.clone(),
+                        priority: r.order.priority,
+                        amount_cents: r
+                            .order
+                            .amount_due
+                            .map(|a| (a * 100.0).round() as i64)
+                            .unwrap_or(0),
+                        seq: r.received_at.as_nanosecond() as u64,
+                        released: false,
+                    });
+                }
+            }
+        }
+        let batch = WriteBatch {
+            campaign_orders: rows.iter().map(|o| (id.clone(), o.clone())).collect(),
+            ..WriteBatch::default()
+        };
+        while let Err(e) = self.svc.store.write(batch.clone()).await {
+            tracing::error!(error = %e, "adopted campaign orders not stored; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for o in &rows {
+            self.svc.sink.adopt(&id, &o.order_id, &o.meter_id);
+            self.enqueue(&id, o.clone());
+        }
+        tracing::info!(campaign = %id, adopted = rows.len(), "open orders taken into the campaign");
+        rows.len()
+    }
+
     /// Stores a new campaign and starts it. A campaign id already defined is refused.
     pub async fn define(&self, campaign: Campaign) -> Result<(), super::CampaignError> {
         if self.exists(campaign.id()) {
@@ -667,7 +725,9 @@ impl Campaigns {
             tracing::error!(error = %e, "campaign not stored; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        self.start(record)
+        self.start(record)?;
+        self.adopt(&campaign).await;
+        Ok(())
     }
 
     pub fn enqueue(&self, campaign_id: &str, o: CampaignOrder) {

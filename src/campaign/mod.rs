@@ -83,6 +83,39 @@ pub struct CampaignDef {
     /// defaults to `rate_per_hour`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_center_capacity_per_hour: Option<u32>,
+    /// Also take in open disconnects already received that match this filter (and `zones`),
+    /// e.g. "all non-payment disconnects due tomorrow in zones A, B".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<AdoptFilter>,
+}
+
+/// Which open orders a campaign takes in when it is defined: disconnects without a campaign,
+/// not sent yet, in the campaign's zones, matching every field given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<crate::domain::ReasonCode>,
+    /// The order's `earliest_at` is at or after this ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_from: Option<Timestamp>,
+    /// ... and before this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_until: Option<Timestamp>,
+}
+
+impl AdoptFilter {
+    pub fn matches(&self, o: &crate::domain::Order) -> bool {
+        o.kind == crate::domain::OrderKind::Disconnect
+            && o.campaign_id.is_none()
+            && self.reason.is_none_or(|r| r == o.reason)
+            && self
+                .due_from
+                .is_none_or(|f| o.earliest_at.is_some_and(|e| e >= f))
+            && self
+                .due_until
+                .is_none_or(|u| o.earliest_at.is_some_and(|e| e < u))
+    }
 }
 
 /// A validated campaign: definition plus parsed zone and windows.
@@ -162,6 +195,16 @@ impl CampaignDef {
                     "end_by",
                     format!("{end} is not after start_at {}", self.start_at),
                 ));
+            }
+        }
+        if let Some(a) = &self.adopt {
+            if let (Some(f), Some(u)) = (a.due_from, a.due_until) {
+                if u <= f {
+                    return Err(err(
+                        "adopt.due_until",
+                        format!("{u} is not after adopt.due_from {f}"),
+                    ));
+                }
             }
         }
         for z in &self.zones {

@@ -34,6 +34,7 @@ pub(crate) fn weekdays_8_to_14(id: &str, rate: u32) -> CampaignDef {
         ordering: Ordering::Priority,
         zones: vec![],
         call_center_capacity_per_hour: None,
+        adopt: None,
     }
 }
 

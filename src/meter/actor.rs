@@ -391,6 +391,17 @@ impl Handler<Deliver> for MeterActor {
             MeterMsg::Release { order_id } => {
                 self.handle(Input::Release { order_id }, WriteBatch::default(), ctx)
             }
+            MeterMsg::Adopt {
+                order_id,
+                campaign_id,
+            } => self.handle(
+                Input::Adopt {
+                    order_id,
+                    campaign_id,
+                },
+                WriteBatch::default(),
+                ctx,
+            ),
             MeterMsg::Withdraw { order_id, reason } => self.handle(
                 Input::Withdraw { order_id, reason },
                 WriteBatch::default(),

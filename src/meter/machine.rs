@@ -210,6 +210,11 @@ pub enum Input {
         order_id: String,
         reason: String,
     },
+    /// A campaign takes in this open order, if it has not been sent yet.
+    Adopt {
+        order_id: String,
+        campaign_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -342,6 +347,37 @@ impl MeterMachine {
                         .reason("campaign_released");
                     a.detail = o.order.campaign_id.clone();
                     out.audit(a);
+                }
+            }
+            Input::Adopt {
+                order_id,
+                campaign_id,
+            } => {
+                let in_flight = self.in_flight.as_ref().map(|f| f.command.order_id.clone());
+                if let Some(o) = self.open.iter_mut().find(|o| {
+                    o.order.order_id == order_id
+                        && o.order.kind == OrderKind::Disconnect
+                        && o.order.campaign_id.is_none()
+                        && o.attempts == 0
+                        && !o.unknown_outcome
+                        && in_flight.as_deref() != Some(order_id.as_str())
+                }) {
+                    o.order.campaign_id = Some(campaign_id.clone());
+                    o.campaign_hold = true;
+                    o.status = OrderStatus::Scheduled;
+                    let order = o.order.clone();
+                    out.event(&order, OrderStatus::Scheduled, Some("campaign"), |e| {
+                        e.detail = Some(format!("taken into campaign {campaign_id}"))
+                    });
+                } else {
+                    out.audit(
+                        AuditEvent::new(&meter_id, now, AuditKind::Decision)
+                            .order(&order_id)
+                            .reason("campaign_adopt_refused")
+                            .detail(format!(
+                                "not taken into campaign {campaign_id}: not open, already sent, or in another campaign"
+                            )),
+                    );
                 }
             }
             Input::Withdraw { order_id, reason } => {

@@ -46,6 +46,11 @@ pub enum MeterMsg {
         order_id: String,
         reason: String,
     },
+    /// A campaign takes in this open order (adoption by filter).
+    Adopt {
+        order_id: String,
+        campaign_id: String,
+    },
 }
 
 /// What every meter actor shares.
@@ -223,6 +228,24 @@ impl crate::campaign::actor::ReleaseSink for MeterSink {
                 },
             );
         }
+    }
+    fn adopt(&self, campaign_id: &str, order_id: &str, meter_id: &str) {
+        if let Some(d) = self.0.upgrade() {
+            d.deliver(
+                meter_id,
+                MeterMsg::Adopt {
+                    order_id: order_id.to_string(),
+                    campaign_id: campaign_id.to_string(),
+                },
+            );
+        }
+    }
+    fn zone_of(&self, meter_id: &str) -> Option<String> {
+        let d = self.0.upgrade()?;
+        d.services
+            .registry
+            .get(meter_id)
+            .map(|m| m.zone.to_string())
     }
     fn withdraw(&self, _campaign_id: &str, order_id: &str, meter_id: &str, reason: &str) {
         if let Some(d) = self.0.upgrade() {
