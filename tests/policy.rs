@@ -439,29 +439,46 @@ async fn bad_facts_are_dead_lettered_with_a_reason_and_never_weaken_a_rule() {
     app.shutdown().await;
 }
 
+/// Switchyard on the Virginia pack with a test-hosted mock cluster (it outlives a restart): a
+/// disconnect of `meter` deferred by a cold forecast in Richmond, then switchyard stopped.
+async fn deferred_then_stopped(
+    meter: &str,
+    order: &str,
+) -> (
+    tempfile::TempDir,
+    Config,
+    switchyard::kafka::EmbeddedKafka,
+    Arc<ManualClock>,
+    FutureProducer,
+    TopicLog,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = with_pack(dir.path(), "virginia.toml");
+    let kafka = host_kafka(&mut cfg);
+    let clock = ManualClock::starting_at(ts("2026-12-01T15:00:00Z"));
+    let app = start_at(cfg.clone(), &clock).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    register_in(&app, &p, meter, "richmond", json!({})).await;
+    weather(&app, &p, "richmond", "2026-12-01", 25.0, 38.0).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        meter,
+        disconnect(order, meter, "2026-11-10T15:00:00Z"),
+    )
+    .await;
+    wait_status(&events, order, OrderStatus::Deferred).await;
+    app.shutdown().await;
+    (dir, cfg, kafka, clock, p, events)
+}
+
 /// A deferred order survives a restart still held: the forecasts are replayed before any held
 /// order is re-decided (a restart must not read "no forecast known" as "no cold"), and the
 /// waiting index is rebuilt, so a later forecast still releases it.
 #[actix_rt::test]
 async fn a_deferred_order_stays_held_across_a_restart_and_is_released_after_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = with_pack(dir.path(), "virginia.toml");
-    let _kafka = host_kafka(&mut cfg);
-    let clock = ManualClock::starting_at(ts("2026-12-01T15:00:00Z"));
-    let app = start_at(cfg.clone(), &clock).await;
-    let p = producer(&app.bootstrap);
-    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
-    register_in(&app, &p, "R-1", "richmond", json!({})).await;
-    weather(&app, &p, "richmond", "2026-12-01", 25.0, 38.0).await;
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        "R-1",
-        disconnect("SO-R-1", "R-1", "2026-11-10T15:00:00Z"),
-    )
-    .await;
-    wait_status(&events, "SO-R-1", OrderStatus::Deferred).await;
-    app.shutdown().await;
+    let (_dir, cfg, _kafka, clock, p, events) = deferred_then_stopped("R-1", "SO-R-1").await;
 
     clock.set(ts("2026-12-01T16:00:00Z"));
     let app = start_at(cfg, &clock).await;
@@ -499,25 +516,8 @@ async fn a_deferred_order_stays_held_across_a_restart_and_is_released_after_it()
 /// disconnect it pays off is never sent, even though the forecast allows it after the restart.
 #[actix_rt::test]
 async fn a_payment_sent_during_downtime_wins_over_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = with_pack(dir.path(), "virginia.toml");
-    let _kafka = host_kafka(&mut cfg);
-    let clock = ManualClock::starting_at(ts("2026-12-01T15:00:00Z"));
-    let app = start_at(cfg.clone(), &clock).await;
-    let p = producer(&app.bootstrap);
-    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
-    register_in(&app, &p, "D-1", "richmond", json!({})).await;
-    weather(&app, &p, "richmond", "2026-12-01", 25.0, 38.0).await;
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        "D-1",
-        disconnect("SO-D-1", "D-1", "2026-11-10T15:00:00Z"),
-    )
-    .await;
-    wait_status(&events, "SO-D-1", OrderStatus::Deferred).await;
-    let topics = app.config.topics.clone();
-    app.shutdown().await;
+    let (_dir, cfg, _kafka, clock, p, events) = deferred_then_stopped("D-1", "SO-D-1").await;
+    let topics = cfg.topics.clone();
 
     // While it is down: the cold forecast is withdrawn and the customer pays.
     produce_json(

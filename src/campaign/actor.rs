@@ -638,14 +638,7 @@ impl Campaigns {
     }
 
     pub fn exists(&self, campaign_id: &str) -> bool {
-        self.actors.contains_key(campaign_id)
-            || self
-                .svc
-                .store
-                .store()
-                .campaigns()
-                .map(|v| v.iter().any(|c| c.def.campaign_id == campaign_id))
-                .unwrap_or(false)
+        self.actors.contains_key(campaign_id) || self.definition(campaign_id).is_some()
     }
 
     /// Takes in the open disconnects that match the campaign's `adopt` filter: each is listed
