@@ -1,6 +1,10 @@
 //! Criterion benches of switchyard's hot parts, each next to a raw baseline measured in the same
-//! run: order decode + validation (vs a bare serde_json parse), one meter state-machine step,
-//! and the embedded store's batched durable append and point read.
+//! run (the ratio transfers between machines, the absolute time does not): order decode +
+//! validation (vs a bare serde_json parse), one meter state-machine step, the embedded store's
+//! batched durable append and point read, policy decisions, campaign planning, governor checks
+//! (direct and keyed, vs an atomic add), metric increments through cached handles (vs a
+//! `counter!` lookup per call), and an actor message round trip (vs a tokio mpsc + oneshot
+//! round trip on the same runtime).
 //!
 //! `cargo bench --bench core` (full), `cargo test --release --benches` (each once, as a test).
 
@@ -278,12 +282,122 @@ fn campaign(c: &mut Criterion) {
     g.finish();
 }
 
+/// governor: the campaign's direct limiter check and a keyed (per-zone) check, next to a bare
+/// atomic add (the floor for any shared counter).
+fn governor_check(c: &mut Criterion) {
+    use governor::{Quota, RateLimiter};
+    use std::num::NonZeroU32;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let mut g = c.benchmark_group("governor");
+    g.throughput(Throughput::Elements(1));
+    // A quota so large that every check passes: the cost of the check, not of waiting.
+    let quota = Quota::per_second(NonZeroU32::new(u32::MAX).unwrap());
+    let direct = RateLimiter::direct(quota);
+    g.bench_function("direct_check", |b| {
+        b.iter(|| std::hint::black_box(direct.check().is_ok()))
+    });
+    let keyed = RateLimiter::keyed(quota);
+    let zones: Vec<String> = (0..20).map(|z| format!("zone-{z}")).collect();
+    let mut i = 0usize;
+    g.bench_function("keyed_check_20_zones", |b| {
+        b.iter(|| {
+            i = (i + 1) % zones.len();
+            std::hint::black_box(keyed.check_key(&zones[i]).is_ok())
+        })
+    });
+    let atomic = AtomicU64::new(0);
+    g.bench_function("raw_atomic_add", |b| {
+        b.iter(|| std::hint::black_box(atomic.fetch_add(1, Ordering::Relaxed)))
+    });
+    g.finish();
+}
+
+/// A counter increment through switchyard's cached handle vs a labelled `counter!` lookup per
+/// call (what the cached handles avoid).
+fn metric_increment(c: &mut Criterion) {
+    let m = switchyard::observability::metrics();
+    let mut g = c.benchmark_group("metrics");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("cached_handle_increment", |b| {
+        b.iter(|| m.order_status[1].increment(1))
+    });
+    g.bench_function("counter_macro_lookup_increment", |b| {
+        b.iter(|| {
+            metrics::counter!("switchyard_order_status_total", "status" => "dispatched")
+                .increment(1)
+        })
+    });
+    g.finish();
+}
+
+struct Echo;
+impl actix::Actor for Echo {
+    type Context = actix::Context<Self>;
+}
+struct Ping(u64);
+impl actix::Message for Ping {
+    type Result = u64;
+}
+impl actix::Handler<Ping> for Echo {
+    type Result = u64;
+    fn handle(&mut self, p: Ping, _: &mut actix::Context<Self>) -> u64 {
+        p.0 + 1
+    }
+}
+
+/// One request and its answer: an actix actor (`send().await`, what a meter actor's mailbox
+/// costs) vs a tokio mpsc request carrying a oneshot reply, both on the same single-threaded
+/// actix runtime.
+fn actor_round_trip(c: &mut Criterion) {
+    use actix::Actor;
+    let sys = actix::System::new();
+    let addr = sys.block_on(async { Echo.start() });
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, tokio::sync::oneshot::Sender<u64>)>(1024);
+    sys.block_on(async move {
+        actix::spawn(async move {
+            while let Some((v, reply)) = rx.recv().await {
+                let _ = reply.send(v + 1);
+            }
+        });
+    });
+    let mut g = c.benchmark_group("round_trip");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("actix_actor_send", |b| {
+        b.iter_custom(|iters| {
+            sys.block_on(async {
+                let t = std::time::Instant::now();
+                for i in 0..iters {
+                    std::hint::black_box(addr.send(Ping(i)).await.unwrap());
+                }
+                t.elapsed()
+            })
+        })
+    });
+    g.bench_function("raw_tokio_mpsc_oneshot", |b| {
+        b.iter_custom(|iters| {
+            sys.block_on(async {
+                let t = std::time::Instant::now();
+                for i in 0..iters {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    tx.send((i, reply)).await.unwrap();
+                    std::hint::black_box(answer.await.unwrap());
+                }
+                t.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     order_validation,
     machine_step,
     store,
     policy,
-    campaign
+    campaign,
+    governor_check,
+    metric_increment,
+    actor_round_trip
 );
 criterion_main!(benches);

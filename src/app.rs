@@ -70,12 +70,7 @@ impl App {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let topics: Vec<String> = config
-            .topics
-            .all()
-            .iter()
-            .map(|(_, t)| t.to_string())
-            .collect();
+        let topics = config.topics.names();
         let (embedded, bootstrap) = if config.embedded_kafka() {
             let e = EmbeddedKafka::start(&topics, config.kafka.embedded_partitions)?;
             let b = e.bootstrap_servers().to_string();

@@ -1,5 +1,6 @@
 //! The operator HTTP endpoint: Prometheus `/metrics`, `/healthz` (the process is up),
-//! `/readyz` (the registry has caught up and the intake runs), and read-only lookups of an
+//! `/readyz` (the registry has caught up and the intake runs), `/stats/latency` (exact internal
+//! latency percentiles), and read-only lookups of an
 //! order (with its audit trail) and a meter. Errors are JSON with a message.
 
 use std::net::SocketAddr;
@@ -52,6 +53,15 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     }
 }
 
+/// Exact internal latency since start (see `observability::LatencyProbes`), in microseconds.
+async fn latency() -> impl IntoResponse {
+    let l = crate::observability::latency();
+    Json(json!({
+        "dispatch": l.dispatch.snapshot(),
+        "completion": l.completion.snapshot(),
+    }))
+}
+
 async fn order(State(s): State<HttpState>, Path(order_id): Path<String>) -> Response {
     match s.store.store().order(&order_id) {
         Ok(Some(rec)) => {
@@ -99,6 +109,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/stats/latency", get(latency))
         .route("/api/v1/orders/{order_id}", get(order))
         .route("/api/v1/meters/{meter_id}", get(meter))
         .with_state(state)

@@ -19,6 +19,8 @@
 //! - [`observability`]: Prometheus metrics (cached handles) and logging; [`http`]: operator
 //!   endpoint.
 //! - [`clock`]: the injectable clock. [`app`]: wiring. [`demo`]: the synthetic day.
+//! - [`loadtest`]: the load-test harness (scenarios in `load-tests/scenarios/`, reports with
+//!   the raw limits of the parts measured in the same run).
 
 pub mod app;
 pub mod campaign;
@@ -30,6 +32,7 @@ pub mod facts;
 pub mod head_end;
 pub mod http;
 pub mod kafka;
+pub mod loadtest;
 pub mod meter;
 pub mod observability;
 pub mod policy;

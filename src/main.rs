@@ -55,6 +55,23 @@ enum Cmd {
         #[command(subcommand)]
         command: CampaignCmd,
     },
+    /// Run a load-test scenario (load-tests/scenarios/*.toml) against a switchyard child
+    /// process and write a report (Markdown, JSON, SVG plots) with the raw limits of its parts.
+    Loadtest {
+        /// The scenario file.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// An external Kafka-API broker (e.g. tansu from load-tests/tansu.sh, or your cluster);
+        /// default: librdkafka's mock cluster inside the harness.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Report directory (default load-tests/reports/<scenario name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Multiply every count in the scenario (e.g. 0.1 for a tenth of it).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
     /// Load and validate a config file, print the effective configuration as TOML.
     CheckConfig {
         #[arg(long, short)]
@@ -149,6 +166,36 @@ fn main() -> anyhow::Result<()> {
                 app.shutdown().await;
                 anyhow::Ok(())
             })
+        }
+        Cmd::Loadtest {
+            scenario,
+            brokers,
+            out,
+            scale,
+        } => {
+            switchyard::observability::init_logging(switchyard::config::LogFormat::Text, "warn");
+            let name = scenario
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "scenario".into());
+            let out = out.unwrap_or_else(|| PathBuf::from("load-tests/reports").join(name));
+            let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
+            let report = rt.block_on(switchyard::loadtest::run(
+                switchyard::loadtest::LoadtestOptions {
+                    scenario,
+                    brokers,
+                    out: out.clone(),
+                    scale,
+                    command_line,
+                },
+            ))?;
+            println!("{}", report.table());
+            println!("report: {}", out.join("report.md").display());
+            Ok(())
         }
         Cmd::Demo {
             config,

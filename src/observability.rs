@@ -73,6 +73,7 @@ pub struct Metrics {
     /// By verdict: execute, deferred, awaiting_approval, rejected.
     pub policy_decisions: Vec<Counter>,
     pub campaign_releases: Counter,
+    pub audit_rows: Counter,
 }
 
 pub const FACT_TYPES: [&str; 5] = [
@@ -177,6 +178,7 @@ pub fn metrics() -> &'static Metrics {
             facts_rejected: counter!("switchyard_facts_rejected_total"),
             policy_decisions: VERDICTS.iter().map(|v| counter!("switchyard_policy_decisions_total", "verdict" => *v)).collect(),
             campaign_releases: counter!("switchyard_campaign_releases_total"),
+            audit_rows: counter!("switchyard_audit_rows_total"),
         }
     })
 }
@@ -186,9 +188,10 @@ pub fn exception(kind: ExceptionKind) {
     metrics().exceptions[i].increment(1);
 }
 
-pub(crate) fn store_commit(elapsed: Duration, batches: usize) {
+pub(crate) fn store_commit(elapsed: Duration, batches: usize, audit_rows: usize) {
     let m = metrics();
     m.store_commits.increment(1);
+    m.audit_rows.increment(audit_rows as u64);
     m.store_batches.increment(batches as u64);
     m.store_commit_seconds.record(elapsed.as_secs_f64());
 }
@@ -224,7 +227,83 @@ pub const METRIC_NAMES: &[&str] = &[
     "switchyard_campaign_releases_total",
     "switchyard_campaign_orders",
     "switchyard_campaign_rate_per_hour",
+    "switchyard_audit_rows_total",
+    "switchyard_dispatch_latency_seconds",
+    "switchyard_completion_latency_seconds",
 ];
+
+/// Internal latency, recorded exactly (HDR histogram, microseconds, 3 significant digits) and
+/// as a Prometheus histogram. Excludes head-end time by construction:
+/// - dispatch: an order handed to its meter actor (stored and committed by the intake) until
+///   its command is handed to the head-end;
+/// - completion: a head-end answer handed to the meter actor until the order's final status is
+///   durably stored (its event is in the outbox).
+///
+/// The exact figures are served at `GET /stats/latency` (what the load-test harness reports).
+pub struct LatencyProbe {
+    exact: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+    prometheus: Histogram,
+}
+
+impl LatencyProbe {
+    fn new(name: &'static str) -> LatencyProbe {
+        LatencyProbe {
+            exact: std::sync::Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
+            ),
+            prometheus: histogram!(name),
+        }
+    }
+
+    pub fn record(&self, d: Duration) {
+        self.prometheus.record(d.as_secs_f64());
+        let us = (d.as_micros() as u64).clamp(1, 3_600_000_000);
+        if let Ok(mut h) = self.exact.lock() {
+            let _ = h.record(us);
+        }
+    }
+
+    /// Count and percentiles in microseconds since the process started.
+    pub fn snapshot(&self) -> LatencySummary {
+        let h = self
+            .exact
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        LatencySummary {
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+pub struct LatencyProbes {
+    pub dispatch: LatencyProbe,
+    pub completion: LatencyProbe,
+}
+
+pub fn latency() -> &'static LatencyProbes {
+    static PROBES: OnceLock<LatencyProbes> = OnceLock::new();
+    PROBES.get_or_init(|| {
+        prometheus();
+        LatencyProbes {
+            dispatch: LatencyProbe::new("switchyard_dispatch_latency_seconds"),
+            completion: LatencyProbe::new("switchyard_completion_latency_seconds"),
+        }
+    })
+}
 
 /// Sets up tracing: text or JSON lines on stderr, filter from `RUST_LOG` or the config.
 pub fn init_logging(format: crate::config::LogFormat, level: &str) {

@@ -17,6 +17,14 @@ pub struct EmbeddedKafka {
 impl EmbeddedKafka {
     /// Starts a one-broker mock cluster and creates `topics` with `partitions` each.
     pub fn start(topics: &[String], partitions: i32) -> Result<EmbeddedKafka, KafkaSetupError> {
+        let topics: Vec<(String, i32)> = topics.iter().map(|t| (t.clone(), partitions)).collect();
+        Self::start_with(&topics)
+    }
+
+    /// As [`start`](Self::start), with a partition count per topic. The mock cluster keeps only
+    /// about 5 MB of records per partition (older message sets are dropped, the low watermark
+    /// moves): size partitions to the data (the load-test harness does).
+    pub fn start_with(topics: &[(String, i32)]) -> Result<EmbeddedKafka, KafkaSetupError> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let topics = topics.to_vec();
@@ -30,8 +38,8 @@ impl EmbeddedKafka {
                         return;
                     }
                 };
-                for t in &topics {
-                    if let Err(e) = cluster.create_topic(t, partitions, 1) {
+                for (t, partitions) in &topics {
+                    if let Err(e) = cluster.create_topic(t, *partitions, 1) {
                         let _ = ready_tx.send(Err(format!("topic {t}: {e}")));
                         return;
                     }

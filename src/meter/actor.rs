@@ -18,7 +18,19 @@ use crate::store::{OrderUpdate, OutboxMessage, WriteBatch};
 
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Deliver(pub MeterMsg, pub Option<tokio::sync::oneshot::Sender<()>>);
+pub struct Deliver(
+    pub MeterMsg,
+    pub Option<tokio::sync::oneshot::Sender<()>>,
+    /// When the message was handed to the directory (for the internal latency probes).
+    pub std::time::Instant,
+);
+
+/// What the message being handled was, and when it was handed over: an order (its first
+/// dispatch is timed) or a head-end answer (the order's completion is timed).
+enum Arrival {
+    Order(String, std::time::Instant),
+    Result(std::time::Instant),
+}
 
 pub struct MeterActor {
     id: Arc<str>,
@@ -31,6 +43,10 @@ pub struct MeterActor {
     deadline: Option<(String, SpawnHandle)>,
     wake: Option<(Timestamp, SpawnHandle)>,
     facts_known: bool,
+    arrival: Option<Arrival>,
+    /// A disconnect held back by the stale-decision guard (its early deadline is not a
+    /// head-end timeout).
+    not_sent: Option<String>,
 }
 
 /// A disconnect whose decision is older than this when its write completes is not sent.
@@ -66,6 +82,8 @@ impl MeterActor {
             deadline: None,
             wake: None,
             facts_known: false,
+            arrival: None,
+            not_sent: None,
         }
     }
 
@@ -115,6 +133,8 @@ impl MeterActor {
         let mut batch = extra;
         let mut effects = Vec::new();
         let mut campaign_outcomes = Vec::new();
+        let arrival = self.arrival.take();
+        let mut completes = false;
         for input in inputs {
             let had_in_flight = self.machine.in_flight.is_some();
             if let Input::Result(r) = &input {
@@ -138,7 +158,10 @@ impl MeterActor {
                 if self.deadline.as_ref().is_some_and(|(d, _)| d == id) {
                     self.deadline = None;
                 }
-                if self
+                let skipped = self.not_sent.as_ref() == Some(id);
+                if skipped {
+                    self.not_sent = None;
+                } else if self
                     .machine
                     .in_flight
                     .as_ref()
@@ -179,6 +202,7 @@ impl MeterActor {
                     }
                     Action::Event(e) => {
                         m.order_status[e.status as usize].increment(1);
+                        completes |= e.status.is_terminal();
                         if let (Some(c), Some(cs)) = (&e.campaign_id, dir.campaigns()) {
                             campaign_outcomes.push((
                                 c.clone(),
@@ -256,11 +280,25 @@ impl MeterActor {
             for (c, order, status, cs) in campaign_outcomes {
                 cs.outcome(&c, &order, status);
             }
-            act.perform(effects, ctx)
+            let order_arrival = match arrival {
+                Some(Arrival::Result(at)) if completes => {
+                    observability::latency().completion.record(at.elapsed());
+                    None
+                }
+                Some(Arrival::Order(id, at)) => Some((id, at)),
+                _ => None,
+            };
+            act.perform(effects, order_arrival, ctx)
         }));
     }
 
-    fn perform(&mut self, effects: Vec<Action>, ctx: &mut Context<Self>) {
+    fn perform(
+        &mut self,
+        effects: Vec<Action>,
+        order_arrival: Option<(String, std::time::Instant)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let mut not_sent = None;
         for a in effects {
             match a {
                 Action::Dispatch(c) => {
@@ -274,10 +312,18 @@ impl MeterActor {
                             > jiff::SignedDuration::try_from(STALE_DISCONNECT).unwrap_or_default()
                     {
                         tracing::warn!(command = %c.command_id, age = %age, "disconnect not sent: its policy decision is too old; it will be decided again");
+                        not_sent = Some(c.command_id.clone());
                         continue;
                     }
                     metrics().commands_sent[c.kind.index()].increment(1);
+                    let timed = order_arrival
+                        .as_ref()
+                        .filter(|(id, _)| *id == c.order_id && c.attempt <= 1)
+                        .map(|(_, at)| *at);
                     self.dir.head_end().dispatch(c);
+                    if let Some(at) = timed {
+                        observability::latency().dispatch.record(at.elapsed());
+                    }
                 }
                 Action::ArmDeadline { command_id, at } => {
                     if let Some((_, h)) = self.deadline.take() {
@@ -306,6 +352,25 @@ impl MeterActor {
                 }
                 _ => {}
             }
+        }
+        // A command not sent is known not to have moved the switch: its deadline is brought
+        // forward to now instead of being waited out (under a recovery burst of 150,000 meters
+        // the slow-head-end load test saw 50,000 disconnects wait a full 120 s deadline). The
+        // deadline path asks the switch status and decides the retry again.
+        if let Some(id) = not_sent {
+            if let Some((armed, h)) = self.deadline.take() {
+                if armed == id {
+                    ctx.cancel_future(h);
+                } else {
+                    self.deadline = Some((armed, h));
+                }
+            }
+            self.not_sent = Some(id.clone());
+            ctx.spawn(
+                actix::fut::ready(()).map(move |(), act: &mut MeterActor, ctx| {
+                    act.handle(Input::Deadline(id), WriteBatch::default(), ctx);
+                }),
+            );
         }
     }
 
@@ -381,6 +446,11 @@ impl Handler<Deliver> for MeterActor {
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         self.pending.fetch_sub(1, Ordering::SeqCst);
         let ack = msg.1;
+        self.arrival = match &msg.0 {
+            MeterMsg::Order(o) => Some(Arrival::Order(o.order_id.clone(), msg.2)),
+            MeterMsg::Result(_) => Some(Arrival::Result(msg.2)),
+            _ => None,
+        };
         match msg.0 {
             MeterMsg::Order(o) => self.handle(Input::Order(o), WriteBatch::default(), ctx),
             MeterMsg::Fact(f) => {

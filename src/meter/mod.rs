@@ -146,7 +146,8 @@ impl Directory {
     ) {
         if let Some(e) = self.live.get(meter_id) {
             e.pending.fetch_add(1, Ordering::SeqCst);
-            e.addr.do_send(actor::Deliver(msg, ack));
+            e.addr
+                .do_send(actor::Deliver(msg, ack, std::time::Instant::now()));
             return;
         }
         let key: Arc<str> = Arc::from(meter_id);
@@ -155,7 +156,8 @@ impl Directory {
             .entry(key.clone())
             .or_insert_with(|| self.activate(key));
         e.pending.fetch_add(1, Ordering::SeqCst);
-        e.addr.do_send(actor::Deliver(msg, ack));
+        e.addr
+            .do_send(actor::Deliver(msg, ack, std::time::Instant::now()));
     }
 
     /// Wakes the meters holding deferred orders in `zone` (every zone with `None`) so they

@@ -47,7 +47,8 @@ impl StoreHandle {
                     let batches: Vec<WriteBatch> = pending.iter_mut().map(|r| std::mem::take(&mut r.batch)).collect();
                     let started = std::time::Instant::now();
                     let result = s.apply(&batches);
-                    crate::observability::store_commit(started.elapsed(), batches.len());
+                    let audit_rows = batches.iter().map(|b| b.audit.len()).sum();
+                    crate::observability::store_commit(started.elapsed(), batches.len(), audit_rows);
                     match result {
                         Ok(entries) => {
                             if !entries.is_empty() {
@@ -100,7 +101,7 @@ impl StoreHandle {
         }
         let started = std::time::Instant::now();
         let entries = self.store.apply(std::slice::from_ref(&batch))?;
-        crate::observability::store_commit(started.elapsed(), 1);
+        crate::observability::store_commit(started.elapsed(), 1, batch.audit.len());
         if !entries.is_empty() {
             let _ = self.published.send(entries);
         }

@@ -1,0 +1,215 @@
+//! The switchyard process under test: spawned as `switchyard run` (the harness's own binary)
+//! with environment overrides, observed from outside the way an SRE would: `/readyz`,
+//! `/metrics`, `/stats/latency` over HTTP and `/proc/<pid>/status` for memory. `kill -9` is a
+//! real SIGKILL of that process.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::LoadtestError;
+use crate::observability::LatencySummary;
+
+pub(crate) struct Switchyard {
+    child: Child,
+    pub http: SocketAddr,
+    pub spawned: Instant,
+}
+
+/// A free loopback port for the child's operator endpoint.
+fn free_port() -> Result<SocketAddr, LoadtestError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+impl Switchyard {
+    /// Spawns `switchyard run` with these `SWITCHYARD__...` overrides; logs go to `log`.
+    pub fn spawn(env: &[(String, String)], log: &Path) -> Result<Switchyard, LoadtestError> {
+        let http = free_port()?;
+        let exe = std::env::current_exe()?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("run")
+            .env_remove("RUST_LOG")
+            .env("SWITCHYARD__HTTP__LISTEN", http.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn()?;
+        Ok(Switchyard {
+            child,
+            http,
+            spawned: Instant::now(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for `/readyz`; returns how long after spawning it became ready.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration, LoadtestError> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(LoadtestError::Child(format!(
+                    "switchyard exited before it was ready ({status}); see its log"
+                )));
+            }
+            if let Ok((200, _)) = get(self.http, "/readyz").await {
+                return Ok(self.spawned.elapsed());
+            }
+            if Instant::now() > until {
+                return Err(LoadtestError::Child(format!(
+                    "switchyard not ready after {} s; see its log",
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn latency(&self) -> Option<(LatencySummary, LatencySummary)> {
+        let (code, body) = get(self.http, "/stats/latency").await.ok()?;
+        if code != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        Some((
+            serde_json::from_value(v["dispatch"].clone()).ok()?,
+            serde_json::from_value(v["completion"].clone()).ok()?,
+        ))
+    }
+
+    /// SIGKILL: no shutdown hook runs, nothing is flushed.
+    pub fn kill9(&mut self) -> Result<(), LoadtestError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait for the orderly shutdown (SIGKILL after 30 s).
+    pub fn stop(&mut self) -> Result<(), LoadtestError> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9()
+    }
+}
+
+impl Drop for Switchyard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Resident and peak resident memory of a process, in bytes (`VmRSS`, `VmHWM`).
+pub(crate) fn memory(pid: u32) -> (u64, u64) {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return (0, 0);
+    };
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A minimal HTTP/1.1 GET (the operator endpoint answers with a Content-Length).
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Ok((code, body.to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "http timeout"))?
+}
+
+/// Prometheus text format: series (`name{labels}`) to value.
+pub(crate) struct Scrape(HashMap<String, f64>);
+
+impl Scrape {
+    pub fn parse(text: &str) -> Scrape {
+        let mut m = HashMap::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            if let Some((series, value)) = line.rsplit_once(' ') {
+                if let Ok(v) = value.parse::<f64>() {
+                    m.insert(series.to_string(), v);
+                }
+            }
+        }
+        Scrape(m)
+    }
+
+    /// Sum over every series of `name` whose labels contain all of `labels` (`k="v"`).
+    pub fn sum(&self, name: &str, labels: &[&str]) -> f64 {
+        self.0
+            .iter()
+            .filter(|(s, _)| {
+                let (n, rest) = s.split_once('{').unwrap_or((s.as_str(), ""));
+                n == name && labels.iter().all(|l| rest.contains(l))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrape_sums_series_by_label() {
+        let s = Scrape::parse(
+            "# TYPE a counter\nswitchyard_order_status_total{status=\"completed\"} 5\nswitchyard_order_status_total{status=\"failed\"} 2\nswitchyard_order_status_total{status=\"received\"} 9\nswitchyard_commands_in_flight 3\n",
+        );
+        assert_eq!(s.sum("switchyard_order_status_total", &[]), 16.0);
+        assert_eq!(
+            s.sum("switchyard_order_status_total", &["status=\"failed\""]),
+            2.0
+        );
+        assert_eq!(s.sum("switchyard_commands_in_flight", &[]), 3.0);
+        assert_eq!(s.sum("switchyard_commands", &[]), 0.0);
+    }
+}

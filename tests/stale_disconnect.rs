@@ -1,0 +1,162 @@
+//! The stale-decision guard: a disconnect whose policy decision is older than 10 s when its
+//! durable write completes is never sent. It must not then wait out the whole command deadline:
+//! the actor brings the deadline forward, asks the switch status, and decides the retry again.
+//! (Found by the slow-head-end load test: after a kill -9 with 150,000 open orders, store writes
+//! took over 10 s and 50,000 disconnects each waited a 120 s deadline.)
+//!
+//! The store here is the real embedded store behind a wrapper that, on the write holding the
+//! disconnect command, moves the injected clock 11 s forward: a stalled write in business time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchyard::clock::{Clock, ManualClock};
+use switchyard::domain::{validate_order, Command, CommandKind, MeterRecord, Order};
+use switchyard::head_end::HeadEnd;
+use switchyard::meter::{Directory, MeterMsg, MeterServices, RetryPolicy};
+use switchyard::policy::Policy;
+use switchyard::registry::Registry;
+use switchyard::store::{EmbeddedStore, OutboxEntry, Store, StoreError, StoreHandle, WriteBatch};
+
+/// Delegates everything to the embedded store; the first write that carries a disconnect
+/// command first moves the clock past the stale-decision limit.
+struct StallingStore {
+    inner: EmbeddedStore,
+    clock: Arc<ManualClock>,
+    stalled: AtomicBool,
+}
+
+impl Store for StallingStore {
+    fn apply(&self, batches: &[WriteBatch]) -> Result<Vec<OutboxEntry>, StoreError> {
+        let has_disconnect = batches
+            .iter()
+            .any(|b| b.commands.iter().any(|c| c.kind == CommandKind::Disconnect));
+        if has_disconnect && !self.stalled.swap(true, Ordering::SeqCst) {
+            self.clock.advance(Duration::from_secs(11));
+        }
+        self.inner.apply(batches)
+    }
+    fn order(&self, id: &str) -> Result<Option<switchyard::domain::OrderRecord>, StoreError> {
+        self.inner.order(id)
+    }
+    fn orders_exist(&self, ids: &[&str]) -> Result<Vec<bool>, StoreError> {
+        self.inner.orders_exist(ids)
+    }
+    fn meter(&self, id: &str) -> Result<Option<switchyard::meter::MeterMachine>, StoreError> {
+        self.inner.meter(id)
+    }
+    fn open_orders(&self, id: &str) -> Result<Vec<switchyard::domain::OrderRecord>, StoreError> {
+        self.inner.open_orders(id)
+    }
+    fn meters_with_open_work(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.meters_with_open_work()
+    }
+    fn command(&self, id: &str) -> Result<Option<switchyard::store::CommandRecord>, StoreError> {
+        self.inner.command(id)
+    }
+    fn exception(
+        &self,
+        id: &str,
+    ) -> Result<Option<switchyard::domain::ExceptionRecord>, StoreError> {
+        self.inner.exception(id)
+    }
+    fn audit(&self, id: &str) -> Result<Vec<switchyard::domain::AuditEvent>, StoreError> {
+        self.inner.audit(id)
+    }
+    fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox(limit)
+    }
+    fn counts(&self) -> Result<switchyard::store::StoreCounts, StoreError> {
+        self.inner.counts()
+    }
+    fn campaigns(&self) -> Result<Vec<switchyard::campaign::CampaignRecord>, StoreError> {
+        self.inner.campaigns()
+    }
+    fn campaign_orders(
+        &self,
+        id: &str,
+    ) -> Result<Vec<switchyard::campaign::CampaignOrder>, StoreError> {
+        self.inner.campaign_orders(id)
+    }
+}
+
+#[derive(Default)]
+struct RecordingHeadEnd(Mutex<Vec<Command>>);
+
+impl HeadEnd for RecordingHeadEnd {
+    fn dispatch(&self, command: Command) {
+        self.0.lock().unwrap().push(command);
+    }
+}
+
+#[test]
+fn a_disconnect_held_back_as_stale_is_status_checked_at_once_not_after_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_at("2026-11-24T15:00:00Z".parse().unwrap());
+    let sys = actix::System::new();
+    sys.block_on(async {
+        let store = StallingStore {
+            inner: EmbeddedStore::open(dir.path()).unwrap(),
+            clock: clock.clone(),
+            stalled: AtomicBool::new(false),
+        };
+        let (published, _keep) = tokio::sync::mpsc::unbounded_channel();
+        let store = StoreHandle::start(Arc::new(store), 64, published);
+        let registry = Registry::new();
+        registry
+            .upsert(
+                &serde_json::from_value::<MeterRecord>(serde_json::json!({
+                    "meter_id": "MTR-1", "zone": "z1", "head_end_id": "HE-1", "has_switch": true
+                }))
+                .unwrap(),
+            )
+            .unwrap();
+        let services = MeterServices {
+            store,
+            registry,
+            clock: clock.clone() as Arc<dyn Clock>,
+            retry: RetryPolicy {
+                max_attempts: 3,
+                backoff_initial: Duration::from_millis(10),
+                backoff_max: Duration::from_millis(10),
+                command_deadline: Duration::from_secs(120),
+            },
+            idle: Duration::from_secs(600),
+            events_topic: "events".into(),
+            exceptions_topic: "exceptions".into(),
+            policy: Arc::new(Policy::baseline()),
+            facts: switchyard::facts::FactBook::new(),
+        };
+        let arbiter = actix::Arbiter::new();
+        let directory = Directory::new(services, vec![arbiter.handle()]);
+        let head_end = Arc::new(RecordingHeadEnd::default());
+        directory.set_head_end(head_end.clone());
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "schema_version": 1, "order_id": "SO-1", "kind": "disconnect", "reason": "non_payment",
+            "meter_id": "MTR-1", "notice_sent_at": "2026-11-01T00:00:00Z", "amount_due": 300.0
+        }))
+        .unwrap();
+        let order: Order =
+            validate_order(Some(b"MTR-1"), Some(&payload), |_| true, clock.now()).unwrap();
+        directory.deliver("MTR-1", MeterMsg::Order(order));
+
+        // The clock never reaches the 120 s deadline: only the stalled write moved it (11 s).
+        let mut sent = Vec::new();
+        for _ in 0..200 {
+            sent = head_end.0.lock().unwrap().clone();
+            if !sent.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let kinds: Vec<CommandKind> = sent.iter().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![CommandKind::SwitchStatus],
+            "the stale disconnect is not sent, and its status is asked at once"
+        );
+        assert!(clock.now() < "2026-11-24T15:00:30Z".parse().unwrap());
+        arbiter.stop();
+    });
+}
