@@ -59,8 +59,11 @@ enum Cmd {
     /// process and write a report (Markdown, JSON, SVG plots) with the raw limits of its parts.
     Loadtest {
         /// The scenario file.
-        #[arg(long)]
-        scenario: PathBuf,
+        #[arg(long, required_unless_present = "render")]
+        scenario: Option<PathBuf>,
+        /// Instead of running: render report.md and the plots again from DIR/report.json.
+        #[arg(long, value_name = "DIR", conflicts_with = "scenario")]
+        render: Option<PathBuf>,
         /// An external Kafka-API broker (e.g. tansu from load-tests/tansu.sh, or your cluster);
         /// default: librdkafka's mock cluster inside the harness.
         #[arg(long)]
@@ -169,11 +172,20 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Loadtest {
             scenario,
+            render,
             brokers,
             out,
             scale,
         } => {
             switchyard::observability::init_logging(switchyard::config::LogFormat::Text, "warn");
+            if let Some(dir) = render {
+                let report = switchyard::loadtest::report::Report::read(&dir)
+                    .with_context(|| format!("cannot read {}/report.json", dir.display()))?;
+                report.write(&dir).context("cannot write the report")?;
+                println!("{}", report.table());
+                return Ok(());
+            }
+            let scenario = scenario.context("--scenario is required")?;
             let name = scenario
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
