@@ -158,16 +158,25 @@ pub struct Report {
 
 /// Rate of `f` over about one second ending at each sample (same process life only).
 fn rate_series(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> {
+    rate_series_over(samples, f, 1.0)
+}
+
+/// Rate of `f` over about `window` seconds ending at each sample (same process life only).
+fn rate_series_over(
+    samples: &[Sample],
+    f: impl Fn(&Sample) -> f64,
+    window: f64,
+) -> Vec<(f64, f64)> {
     let mut out = Vec::new();
     for (i, s) in samples.iter().enumerate() {
         let Some(j) = (0..i)
             .rev()
-            .find(|&j| samples[j].life == s.life && s.t - samples[j].t >= 0.95)
+            .find(|&j| samples[j].life == s.life && s.t - samples[j].t >= window * 0.95)
         else {
             continue;
         };
         let dt = s.t - samples[j].t;
-        if dt > 0.0 && dt < 5.0 {
+        if dt > 0.0 && dt < window * 5.0 {
             out.push((s.t, ((f(s) - f(&samples[j])) / dt).max(0.0)));
         }
     }
@@ -398,11 +407,11 @@ impl Report {
                 "campaign.svg",
                 line_chart(
                     &dir.join("campaign.svg"),
-                    "campaign releases per hour (rate over 1 s windows x 3600)",
+                    "campaign releases per hour (rate over 30 s windows x 3600)",
                     "releases/h",
                     &[(
                         "campaign releases",
-                        rate_series(s, |x| x.releases)
+                        rate_series_over(s, |x| x.releases, 30.0)
                             .into_iter()
                             .map(|(t, r)| (t, r * 3600.0))
                             .collect(),
