@@ -125,7 +125,9 @@ async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
         .iter()
         .map(|(_, t)| t.to_string())
         .collect();
-    let kafka = EmbeddedKafka::start(&topics, 4).unwrap();
+    // Never dropped (see common::host_kafka): the test's consumers must be able to leave
+    // their group even while a failing assertion unwinds.
+    let kafka = std::mem::ManuallyDrop::new(EmbeddedKafka::start(&topics, 4).unwrap());
     let b = kafka.bootstrap_servers().to_string();
 
     let data = dir.path().join("data");
@@ -316,8 +318,7 @@ async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
         .count();
     eprintln!("kill test: {} orders needed a status check (max {max_checks} each), {resent} disconnects were first sent after the restart", checks_per_order.len());
     eprintln!("kill test: {n} orders, {sent_at_kill} commands sent before the kill, {status_checks} status checks after restart");
-    // Keep the broker up while the test's consumers close.
-    std::mem::forget(kafka);
+    // `kafka` is a ManuallyDrop: the broker stays up while the test's consumers close.
 }
 
 /// A campaign survives SIGKILL: a real `switchyard` process releasing a campaign at 7,200 an

@@ -447,7 +447,7 @@ async fn deferred_then_stopped(
 ) -> (
     tempfile::TempDir,
     Config,
-    switchyard::kafka::EmbeddedKafka,
+    std::mem::ManuallyDrop<switchyard::kafka::EmbeddedKafka>,
     Arc<ManualClock>,
     FutureProducer,
     TopicLog,

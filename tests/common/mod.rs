@@ -256,8 +256,11 @@ pub fn assert_valid(v: &jsonschema::Validator, instance: &serde_json::Value, wha
     );
 }
 
-/// A mock cluster hosted by the test (it outlives an app restart); `cfg` points at it.
-pub fn host_kafka(cfg: &mut Config) -> switchyard::kafka::EmbeddedKafka {
+/// A mock cluster hosted by the test (it outlives an app restart); `cfg` points at it. It is
+/// never dropped: it must outlive the test's consumers, which leave their group when the
+/// runtime drops them (after the test body, or while a failing test unwinds); against a
+/// stopped broker that close would hang and hide the failure.
+pub fn host_kafka(cfg: &mut Config) -> std::mem::ManuallyDrop<switchyard::kafka::EmbeddedKafka> {
     let topics: Vec<String> = cfg
         .topics
         .all()
@@ -266,7 +269,7 @@ pub fn host_kafka(cfg: &mut Config) -> switchyard::kafka::EmbeddedKafka {
         .collect();
     let kafka = switchyard::kafka::EmbeddedKafka::start(&topics, 3).unwrap();
     cfg.kafka.brokers = kafka.bootstrap_servers().to_string();
-    kafka
+    std::mem::ManuallyDrop::new(kafka)
 }
 
 /// Asserts that sorted release times are at least `secs` apart (the campaign rate).
