@@ -63,8 +63,9 @@ pub struct Scenario {
     pub campaign: Option<CampaignLoad>,
     #[serde(default)]
     pub head_end: HeadEndLoad,
-    /// `kill -9` switchyard once this many commands are in flight, restart it, and time the
-    /// recovery of the open orders.
+    /// `kill -9` switchyard once this many commands are in flight (or, if that is never
+    /// reached, once every order is accepted and in flight has fallen from its peak), restart
+    /// it, and time the recovery of the open orders.
     #[serde(default)]
     pub kill_at_in_flight: Option<usize>,
     /// Partitions per topic (embedded Kafka; topics created by the harness on an external one).
@@ -453,11 +454,24 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
     let mut recovery = None;
     let mut latency_before_kill = None;
     if let Some(at) = scenario.kill_at_in_flight {
+        // At the trigger, or at the peak if the trigger is never reached (a machine too slow
+        // to get that many commands out before the first answers come back): every order
+        // accepted and in flight 10 % below its peak.
         let until = Instant::now() + Duration::from_secs(scenario.timeout_secs);
-        loop {
-            let f = last(&samples).map(|s| s.in_flight).unwrap_or(0.0);
+        let mut peak = 0.0f64;
+        let (in_flight_at_kill, trigger_missed) = loop {
+            let (f, received) = last(&samples)
+                .map(|s| (s.in_flight, s.received))
+                .unwrap_or((0.0, 0.0));
+            peak = peak.max(f);
             if f as usize >= at {
-                break;
+                break (f as u64, false);
+            }
+            if received as usize >= preloaded + produced_live && f < 0.9 * peak {
+                eprintln!(
+                    "in flight peaked at {peak} (not {at}) and is falling: killing now, at {f}"
+                );
+                break (f as u64, true);
             }
             if Instant::now() > until {
                 return Err(LoadtestError::Child(format!(
@@ -465,7 +479,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        };
         latency_before_kill = sy.latency().await;
         let open = last(&samples)
             .map(|s| (s.received - s.terminal).max(0.0) as u64)
@@ -481,6 +495,8 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
             open_orders: open,
             killed_at_s: killed_at,
             ready_secs: ready.as_secs_f64(),
+            in_flight_at_kill,
+            trigger_missed,
         });
         sy = again;
     }

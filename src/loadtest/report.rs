@@ -82,6 +82,13 @@ pub struct Recovery {
     /// From restart to `/readyz` (registry replayed, every open order handed back to its
     /// meter, intake running).
     pub ready_secs: f64,
+    /// Commands in flight when it was killed.
+    #[serde(default)]
+    pub in_flight_at_kill: u64,
+    /// The scenario's `kill_at_in_flight` was never reached: the kill came when the peak had
+    /// passed (every order accepted, in flight 10 % below its peak).
+    #[serde(default)]
+    pub trigger_missed: bool,
 }
 
 pub(crate) struct Inputs {
@@ -127,7 +134,12 @@ pub struct Summary {
     pub completion: Option<LatencySummary>,
     pub peak_in_flight: u64,
     pub peak_live_actors: u64,
+    /// Commands that timed out before the kill (or in the only life).
     pub timed_out_commands: u64,
+    /// Commands that timed out after a restart: those whose deadline ran out while the
+    /// process was down are expected here, so they are reported apart.
+    #[serde(default)]
+    pub timed_out_after_restart: u64,
     pub longest_stall_s: f64,
     pub startup_secs: f64,
     pub baseline_rss_bytes: u64,
@@ -291,6 +303,7 @@ impl Report {
                 .filter(|s| s.life == 0)
                 .map(|s| s.timed_out)
                 .fold(0.0, f64::max) as u64,
+            timed_out_after_restart: timeouts_after_restart(&i.samples),
             longest_stall_s: stall,
             startup_secs: i.startup_secs,
             baseline_rss_bytes: i.baseline_rss,
@@ -322,7 +335,10 @@ impl Report {
     /// Reads a `report.json` written by [`write`](Self::write).
     pub fn read(dir: &Path) -> std::io::Result<Report> {
         let bytes = std::fs::read(dir.join("report.json"))?;
-        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+        let mut report: Report = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+        // Reports written before this figure existed have the samples to derive it from.
+        report.summary.timed_out_after_restart = timeouts_after_restart(&report.samples);
+        Ok(report)
     }
 
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
@@ -516,10 +532,20 @@ impl Report {
         );
         row(
             "commands in flight (peak)",
-            format!(
-                "{} (timed out: {}, longest stall {:.1} s)",
-                s.peak_in_flight, s.timed_out_commands, s.longest_stall_s
-            ),
+            if self.recovery.is_some() {
+                format!(
+                    "{} (timed out before the kill: {}, after the restart: {}; longest stall {:.1} s)",
+                    s.peak_in_flight,
+                    s.timed_out_commands,
+                    s.timed_out_after_restart,
+                    s.longest_stall_s
+                )
+            } else {
+                format!(
+                    "{} (timed out: {}, longest stall {:.1} s)",
+                    s.peak_in_flight, s.timed_out_commands, s.longest_stall_s
+                )
+            },
             "".into(),
             &verdict_if(
                 in_flight_applies,
@@ -573,10 +599,17 @@ impl Report {
             row(
                 "recovery after kill -9",
                 format!(
-                    "{:.1} s with {} open orders ({:.0} open orders/s)",
+                    "{:.1} s with {} open orders ({:.0} open orders/s){}",
                     r.ready_secs,
                     r.open_orders,
-                    r.open_orders as f64 / r.ready_secs.max(1e-9)
+                    r.open_orders as f64 / r.ready_secs.max(1e-9),
+                    match (r.trigger_missed, self.scenario.kill_at_in_flight) {
+                        (true, Some(at)) => format!(
+                            "; killed at {} in flight after the peak: the scenario's {at} was never reached",
+                            r.in_flight_at_kill
+                        ),
+                        _ => String::new(),
+                    }
                 ),
                 "".into(),
                 &verdict(
@@ -757,4 +790,15 @@ fn latency_chart(path: &Path, d: LatencySummary, c: LatencySummary) -> Result<()
         }))
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
+}
+
+/// Commands timed out in the lives after the first (the process counts from zero again after
+/// each restart).
+fn timeouts_after_restart(samples: &[Sample]) -> u64 {
+    let first_life = samples
+        .iter()
+        .filter(|s| s.life == 0)
+        .map(|s| s.timed_out)
+        .fold(0.0, f64::max);
+    (super::total_over_lives(samples, |s| s.timed_out) - first_life).max(0.0) as u64
 }
