@@ -138,7 +138,6 @@ async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
             &format!("data_dir = {:?}", data.display().to_string()),
         )
         .replace("brokers = \"\"", &format!("brokers = {b:?}"))
-        .replace("embedded_partitions = 4", "embedded_partitions = 4")
         .replace("mode = \"simulator\"", "mode = \"kafka\"")
         .replace("command_deadline_secs = 30", "command_deadline_secs = 5")
         .replace("backoff_initial_ms = 2000", "backoff_initial_ms = 50")

@@ -127,3 +127,74 @@ fn smoke_scenario_runs_and_reports_against_the_raw_limits() {
     }
     assert!(stdout.contains("| measure |"), "{stdout}");
 }
+
+/// The `switchyard run` processes the harness spawns (children of any of its threads).
+#[cfg(target_os = "linux")]
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+/// Alive and not a zombie waiting to be reaped.
+#[cfg(target_os = "linux")]
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// A load tester's Ctrl-C or kill of the harness must not leave a switchyard behind (holding
+/// gigabytes, a port and its data directory, and skewing the next run).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_harness_takes_its_switchyard_with_it() {
+    use std::time::{Duration, Instant};
+    let out = tempfile::tempdir().unwrap();
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("load-tests/scenarios/smoke.toml");
+    let mut harness = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["loadtest", "--scenario"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(out.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    let child = loop {
+        if let Some(c) = children(harness.id()).into_iter().find(|c| running(*c)) {
+            break c;
+        }
+        assert!(
+            Instant::now() < until,
+            "the harness never started switchyard"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    harness.kill().unwrap(); // SIGKILL: no destructor of the harness runs
+    harness.wait().unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while running(child) {
+        if Instant::now() > until {
+            let _ = Command::new("kill")
+                .args(["-9", &child.to_string()])
+                .status();
+            panic!("switchyard (pid {child}) outlived its killed harness");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -44,6 +44,7 @@ impl Switchyard {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        die_with_parent(&mut cmd);
         let child = cmd.spawn()?;
         Ok(Switchyard {
             child,
@@ -113,6 +114,31 @@ impl Switchyard {
         self.kill9()
     }
 }
+
+/// The child gets SIGKILL when the harness dies, however it dies (Ctrl-C, a kill, a panic
+/// that aborts): a forgotten switchyard holding gigabytes and its data directory would skew the
+/// next run. Linux only; elsewhere the harness's `Drop` is all there is.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}
 
 impl Drop for Switchyard {
     fn drop(&mut self) {

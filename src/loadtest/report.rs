@@ -699,12 +699,10 @@ fn verdict_if(applies: bool, met: bool, target: &str) -> String {
     }
 }
 
-fn line_chart(
-    path: &Path,
-    title: &str,
-    y_desc: &str,
-    series: &[(&str, Vec<(f64, f64)>, RGBColor)],
-) -> Result<(), String> {
+/// One line of a chart: its legend, its (x, y) points and its colour.
+type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
+fn line_chart(path: &Path, title: &str, y_desc: &str, series: &[Series<'_>]) -> Result<(), String> {
     let x_max = series
         .iter()
         .flat_map(|s| s.1.iter().map(|p| p.0))
