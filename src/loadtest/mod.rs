@@ -464,14 +464,14 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
                 .map(|s| (s.in_flight, s.received))
                 .unwrap_or((0.0, 0.0));
             peak = peak.max(f);
-            if f as usize >= at {
-                break (f as u64, false);
-            }
-            if received as usize >= preloaded + produced_live && f < 0.9 * peak {
-                eprintln!(
-                    "in flight peaked at {peak} (not {at}) and is falling: killing now, at {f}"
-                );
-                break (f as u64, true);
+            let all_accepted = received as usize >= preloaded + produced_live;
+            if let Some(missed) = kill_now(f, peak, at, all_accepted) {
+                if missed {
+                    eprintln!(
+                        "in flight peaked at {peak} (not {at}) and is falling: killing now, at {f}"
+                    );
+                }
+                break (f as u64, missed);
             }
             if Instant::now() > until {
                 return Err(LoadtestError::Child(format!(
@@ -593,6 +593,19 @@ fn last(samples: &Mutex<Vec<Sample>>) -> Option<Sample> {
 /// A counter over the whole run (counters restart with the process after a kill: the last
 /// value of each process life is added up). Work counted just before a kill -9 whose write was
 /// lost is counted again when it is redone: totals across a kill are slightly high.
+/// When to `kill -9`: `Some(false)` at the scenario's in-flight trigger, `Some(true)` once the
+/// trigger can no longer be reached (every order accepted and in flight 10 % below its peak),
+/// `None` to keep waiting.
+fn kill_now(in_flight: f64, peak: f64, trigger: usize, all_accepted: bool) -> Option<bool> {
+    if in_flight as usize >= trigger {
+        Some(false)
+    } else if all_accepted && in_flight < 0.9 * peak {
+        Some(true)
+    } else {
+        None
+    }
+}
+
 fn total_over_lives(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
     let mut total = 0.0;
     for (i, s) in samples.iter().enumerate() {
@@ -643,5 +656,23 @@ async fn sample_loop(
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kill_now;
+
+    #[test]
+    fn the_kill_comes_at_the_trigger_or_once_the_peak_has_passed() {
+        // The trigger reached: kill, not missed.
+        assert_eq!(kill_now(150_000.0, 150_000.0, 150_000, false), Some(false));
+        // Still rising, or orders still arriving: wait.
+        assert_eq!(kill_now(120_000.0, 120_000.0, 150_000, true), None);
+        assert_eq!(kill_now(80_000.0, 125_000.0, 150_000, false), None);
+        // A dip of less than 10 % is noise: wait.
+        assert_eq!(kill_now(115_000.0, 125_000.0, 150_000, true), None);
+        // Every order accepted and well past the peak: the trigger will never come.
+        assert_eq!(kill_now(85_000.0, 125_000.0, 150_000, true), Some(true));
     }
 }

@@ -297,12 +297,7 @@ impl Report {
                 .filter(|l| l.count > 0),
             peak_in_flight: i.samples.iter().map(|s| s.in_flight).fold(0.0, f64::max) as u64,
             peak_live_actors: peak_live as u64,
-            timed_out_commands: i
-                .samples
-                .iter()
-                .filter(|s| s.life == 0)
-                .map(|s| s.timed_out)
-                .fold(0.0, f64::max) as u64,
+            timed_out_commands: first_life_timeouts(&i.samples) as u64,
             timed_out_after_restart: timeouts_after_restart(&i.samples),
             longest_stall_s: stall,
             startup_secs: i.startup_secs,
@@ -793,10 +788,45 @@ fn latency_chart(path: &Path, d: LatencySummary, c: LatencySummary) -> Result<()
 /// Commands timed out in the lives after the first (the process counts from zero again after
 /// each restart).
 fn timeouts_after_restart(samples: &[Sample]) -> u64 {
-    let first_life = samples
+    (super::total_over_lives(samples, |s| s.timed_out) - first_life_timeouts(samples)).max(0.0)
+        as u64
+}
+
+/// Commands timed out before the first kill (the whole run when nothing is killed).
+fn first_life_timeouts(samples: &[Sample]) -> f64 {
+    samples
         .iter()
         .filter(|s| s.life == 0)
         .map(|s| s.timed_out)
-        .fold(0.0, f64::max);
-    (super::total_over_lives(samples, |s| s.timed_out) - first_life).max(0.0) as u64
+        .fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(life: u32, timed_out: f64) -> Sample {
+        Sample {
+            life,
+            timed_out,
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn timeouts_are_split_at_the_kill_and_summed_over_later_lives() {
+        // Life 0 reaches 3; the counter restarts at 0 after each kill: 5 in life 1, 2 in life 2.
+        let samples = [
+            at(0, 0.0),
+            at(0, 3.0),
+            at(1, 0.0),
+            at(1, 5.0),
+            at(2, 1.0),
+            at(2, 2.0),
+        ];
+        assert_eq!(first_life_timeouts(&samples), 3.0);
+        assert_eq!(timeouts_after_restart(&samples), 7);
+        // Without a kill there is nothing after a restart.
+        assert_eq!(timeouts_after_restart(&samples[..2]), 0);
+    }
 }
