@@ -204,27 +204,30 @@ impl App {
         tasks.push(tokio::spawn(publisher.run(shutdown_rx.clone())));
 
         let ready = Arc::new(AtomicBool::new(false));
-        let listener = crate::http::bind(config.http.listen)
-            .await
-            .map_err(|source| AppError::Http {
-                addr: config.http.listen,
-                source,
-            })?;
+        let listener = crate::http::bind(config.http.listen).map_err(|source| AppError::Http {
+            addr: config.http.listen,
+            source,
+        })?;
         let http_addr = listener.local_addr().map_err(|source| AppError::Http {
             addr: config.http.listen,
             source,
         })?;
-        let http_state = crate::http::HttpState {
-            ready: ready.clone(),
-            store: store.clone(),
-            registry: registry.clone(),
-            directory: directory.clone(),
-        };
-        tasks.push(tokio::spawn(crate::http::serve(
-            listener,
-            http_state,
-            shutdown_rx.clone(),
-        )));
+        let http_state = crate::http::HttpState::new(
+            ready.clone(),
+            store.clone(),
+            registry.clone(),
+            directory.clone(),
+        );
+        let http_done =
+            crate::http::serve(listener, http_state, shutdown_rx.clone()).map_err(|source| {
+                AppError::Http {
+                    addr: config.http.listen,
+                    source,
+                }
+            })?;
+        tasks.push(tokio::spawn(async move {
+            let _ = http_done.await;
+        }));
         tracing::info!(addr = %http_addr, "operator http listening (/metrics, /healthz, /readyz)");
 
         // Tables replayed from the beginning: the registry and the zone facts. The intake waits
@@ -403,17 +406,12 @@ impl App {
     }
 }
 
-/// Re-activates every meter with open work, handing it the open orders stored for it.
+/// Re-activates every meter with open work; each reads its own open orders when it handles the
+/// message (a list read here could be stale by then).
 fn recover(store: &StoreHandle, directory: &Arc<Directory>) -> Result<usize, StoreError> {
     let meters = store.store().meters_with_open_work()?;
     for m in &meters {
-        let orders = store
-            .store()
-            .open_orders(m)?
-            .into_iter()
-            .map(|r| r.order)
-            .collect();
-        directory.deliver(m, MeterMsg::Recover(orders));
+        directory.deliver(m, MeterMsg::Recover);
     }
     Ok(meters.len())
 }

@@ -1,23 +1,40 @@
 //! The operator HTTP endpoint: Prometheus `/metrics`, `/healthz` (the process is up),
-//! `/readyz` (the registry has caught up and the intake runs), `/stats/latency` (exact internal
-//! latency percentiles), and read-only lookups of an
-//! order (with its audit trail) and a meter. Errors are JSON with a message.
+//! `/readyz` (the registry has caught up, the intake runs, the store accepts writes),
+//! `/stats/latency` (exact internal latency percentiles), and read-only lookups of an order
+//! (with its audit trail) and a meter (its audit trail newest first, in pages). Errors are JSON
+//! with a message.
+//!
+//! It runs on its own thread and tokio runtime, apart from the intake and the meter actors, so
+//! that neither a flood of orders nor a flood of HTTP requests slows the other, and the health
+//! endpoints (which read only atomics) answer at once under any load. Store reads run on a
+//! small blocking pool behind a semaphore: at most [`STORE_READERS`] lookups at a time, the rest
+//! wait their turn without holding a thread.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::meter::Directory;
 use crate::registry::Registry;
-use crate::store::StoreHandle;
+use crate::store::{AuditCursor, StoreHandle};
+
+/// Store lookups served at once; more wait for a permit.
+pub const STORE_READERS: usize = 2;
+/// Audit rows in one page of `/api/v1/meters/{id}` by default, and at most.
+pub const AUDIT_PAGE_DEFAULT: usize = 100;
+pub const AUDIT_PAGE_MAX: usize = 1_000;
+/// Audit rows of one order returned by `/api/v1/orders/{id}` at most (newest first).
+pub const ORDER_AUDIT_MAX: usize = 1_000;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -25,6 +42,40 @@ pub struct HttpState {
     pub store: StoreHandle,
     pub registry: Arc<Registry>,
     pub directory: Arc<Directory>,
+    pub readers: Arc<Semaphore>,
+}
+
+impl HttpState {
+    pub fn new(
+        ready: Arc<AtomicBool>,
+        store: StoreHandle,
+        registry: Arc<Registry>,
+        directory: Arc<Directory>,
+    ) -> HttpState {
+        HttpState {
+            ready,
+            store,
+            registry,
+            directory,
+            readers: Arc::new(Semaphore::new(STORE_READERS)),
+        }
+    }
+
+    /// Runs a store lookup on the blocking pool, at most [`STORE_READERS`] at a time.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StoreHandle) -> T + Send + 'static,
+    ) -> Result<T, Response> {
+        let _permit = self
+            .readers
+            .acquire()
+            .await
+            .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string()))?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    }
 }
 
 fn error(status: StatusCode, message: String) -> Response {
@@ -46,11 +97,21 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {
-    if s.ready.load(Ordering::SeqCst) {
-        Json(json!({ "ready": true, "registry_meters": s.registry.len(), "live_meter_actors": s.directory.live_actors() })).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "waiting_for": "meter registry catch-up and order intake start" }))).into_response()
+    if !s.ready.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "waiting_for": "meter registry catch-up and order intake start" })),
+        )
+            .into_response();
     }
+    if let Some(reason) = s.store.unavailable() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "waiting_for": "the store to accept writes again (intake paused, nothing lost)", "reason": reason })),
+        )
+            .into_response();
+    }
+    Json(json!({ "ready": true, "registry_meters": s.registry.len(), "live_meter_actors": s.directory.live_actors() })).into_response()
 }
 
 /// Exact internal latency since start (see `observability::LatencyProbes`), in microseconds.
@@ -63,35 +124,89 @@ async fn latency() -> impl IntoResponse {
 }
 
 async fn order(State(s): State<HttpState>, Path(order_id): Path<String>) -> Response {
-    match s.store.store().order(&order_id) {
-        Ok(Some(rec)) => {
-            let audit: Vec<_> = s
-                .store
-                .store()
-                .audit(&rec.order.meter_id)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|a| a.order_id.as_deref() == Some(order_id.as_str()))
-                .collect();
-            Json(json!({ "order": rec, "audit": audit })).into_response()
+    let id = order_id.clone();
+    let found = s
+        .read(move |store| {
+            let rec = store.store().order(&id)?;
+            let Some(rec) = rec else { return Ok(None) };
+            let (audit, more) =
+                store
+                    .store()
+                    .audit_page(&rec.order.meter_id, None, ORDER_AUDIT_MAX, Some(&id))?;
+            Ok::<_, crate::store::StoreError>(Some((rec, audit, more.is_some())))
+        })
+        .await;
+    match found {
+        Err(r) => r,
+        Ok(Ok(Some((rec, mut audit, truncated)))) => {
+            audit.reverse(); // oldest first, as it happened
+            Json(json!({ "order": rec, "audit": audit, "audit_truncated": truncated }))
+                .into_response()
         }
-        Ok(None) => error(
+        Ok(Ok(None)) => error(
             StatusCode::NOT_FOUND,
             format!("no order with id `{order_id}` has been accepted"),
         ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
-async fn meter(State(s): State<HttpState>, Path(meter_id): Path<String>) -> Response {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+async fn meter(
+    State(s): State<HttpState>,
+    Path(meter_id): Path<String>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query parameters: `limit` (1-1000) and `before` (the `next` cursor of the previous page) only".into(),
+        );
+    };
+    let limit = q.limit.unwrap_or(AUDIT_PAGE_DEFAULT);
+    if !(1..=AUDIT_PAGE_MAX).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit {limit} must be between 1 and {AUDIT_PAGE_MAX}"),
+        );
+    }
+    let before = match q.before.as_deref().map(AuditCursor::parse) {
+        None => None,
+        Some(Some(c)) => Some(c),
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "before must be the `next` cursor of a previous page".into(),
+            )
+        }
+    };
     let Some(info) = s.registry.get(&meter_id) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("meter `{meter_id}` is not in the registry"),
         );
     };
-    let state = s.store.store().meter(&meter_id).ok().flatten();
-    let audit = s.store.store().audit(&meter_id).unwrap_or_default();
+    let id = meter_id.clone();
+    let read = s
+        .read(move |store| {
+            let state = store.store().meter(&id)?;
+            let (audit, next) = store
+                .store()
+                .audit_page(&id, before.as_ref(), limit, None)?;
+            Ok::<_, crate::store::StoreError>((state, audit, next))
+        })
+        .await;
+    let (state, audit, next) = match read {
+        Err(r) => return r,
+        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(Ok(v)) => v,
+    };
     Json(json!({
         "meter_id": meter_id,
         "zone": &*info.zone,
@@ -100,6 +215,8 @@ async fn meter(State(s): State<HttpState>, Path(meter_id): Path<String>) -> Resp
         "live_actor": s.directory.is_live(&meter_id),
         "state": state,
         "audit": audit,
+        "audit_order": "newest_first",
+        "next": next.map(|c| c.to_string()),
     }))
     .into_response()
 }
@@ -115,23 +232,51 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Binds the listener (so a busy port fails at start) and serves until shutdown.
-pub async fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(listen).await
+/// Binds the listener (so a busy port fails at start).
+pub fn bind(listen: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(listen)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
 }
 
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves on a thread of its own (one async worker, [`STORE_READERS`] blocking threads) until
+/// `shutdown`; the returned receiver fires when it has stopped.
+pub fn serve(
+    listener: std::net::TcpListener,
     state: HttpState,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let app = router(state);
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.changed().await;
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "http server failed");
-    }
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(STORE_READERS)
+        .thread_name("http")
+        .enable_all()
+        .build()?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "http listener unusable");
+                        return;
+                    }
+                };
+                let app = router(state);
+                let r = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = shutdown.changed().await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "http server failed");
+                }
+            });
+            // Connections still open (keep-alive clients) are dropped with the runtime.
+            rt.shutdown_timeout(Duration::from_secs(1));
+            let _ = done_tx.send(());
+        })?;
+    Ok(done_rx)
 }

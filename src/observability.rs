@@ -74,6 +74,11 @@ pub struct Metrics {
     pub policy_decisions: Vec<Counter>,
     pub campaign_releases: Counter,
     pub audit_rows: Counter,
+    /// Dead letters that could not carry the whole original record.
+    pub dead_letters_truncated: Counter,
+    /// 1 while the store accepts writes, 0 while it refuses them (intake paused).
+    pub store_available: Gauge,
+    pub store_write_failures: Counter,
 }
 
 pub const FACT_TYPES: [&str; 5] = [
@@ -179,8 +184,69 @@ pub fn metrics() -> &'static Metrics {
             policy_decisions: VERDICTS.iter().map(|v| counter!("switchyard_policy_decisions_total", "verdict" => *v)).collect(),
             campaign_releases: counter!("switchyard_campaign_releases_total"),
             audit_rows: counter!("switchyard_audit_rows_total"),
+            dead_letters_truncated: counter!("switchyard_dead_letters_truncated_total"),
+            store_available: {
+                let g = gauge!("switchyard_store_available");
+                g.set(1.0);
+                g
+            },
+            store_write_failures: counter!("switchyard_store_write_failures_total"),
         }
     })
+}
+
+/// Records of `topic` gone before switchyard read them (`n` of them).
+pub fn records_lost(topic: &str, n: u64) {
+    counter!("switchyard_kafka_records_lost_total", "topic" => topic.to_string()).increment(n);
+}
+
+/// At most one log line per period for a condition that can repeat thousands of times a
+/// second (a failing store, say); the lines in between are counted and reported with the
+/// next one.
+pub struct LogLimiter {
+    /// Milliseconds since [`LogLimiter::epoch`] of the last line logged, plus one (0 = never).
+    last_ms: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimiter {
+    pub const fn new() -> LogLimiter {
+        LogLimiter {
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn epoch() -> std::time::Instant {
+        static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+        *EPOCH.get_or_init(std::time::Instant::now)
+    }
+
+    /// `Some(suppressed since the last line)` when a line may be logged now.
+    pub fn allow(&self, every: Duration) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let now = Self::epoch().elapsed().as_millis() as u64 + 1;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < every.as_millis() as u64 {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self
+            .last_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+impl Default for LogLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 pub fn exception(kind: ExceptionKind) {
@@ -228,6 +294,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "switchyard_campaign_orders",
     "switchyard_campaign_rate_per_hour",
     "switchyard_audit_rows_total",
+    "switchyard_dead_letters_truncated_total",
+    "switchyard_store_available",
+    "switchyard_store_write_failures_total",
+    "switchyard_kafka_records_lost_total",
     "switchyard_dispatch_latency_seconds",
     "switchyard_completion_latency_seconds",
 ];
@@ -316,4 +386,20 @@ pub fn init_logging(format: crate::config::LogFormat, level: &str) {
         crate::config::LogFormat::Json => builder.json().try_init(),
         crate::config::LogFormat::Text => builder.try_init(),
     };
+}
+
+#[cfg(test)]
+mod log_limiter_tests {
+    use super::*;
+
+    #[test]
+    fn a_limiter_lets_one_line_through_per_period_and_counts_the_rest() {
+        let l = LogLimiter::new();
+        assert_eq!(l.allow(Duration::from_secs(3600)), Some(0));
+        for _ in 0..500 {
+            assert_eq!(l.allow(Duration::from_secs(3600)), None);
+        }
+        // A zero period lets the next line through, reporting what was held back.
+        assert_eq!(l.allow(Duration::ZERO), Some(500));
+    }
 }

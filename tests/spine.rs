@@ -410,24 +410,6 @@ async fn a_reconnect_or_cancel_supersedes_a_pending_disconnect() {
     app.shutdown().await;
 }
 
-/// Starts switchyard again on the same store, with a head-end that answers. The embedded Kafka
-/// is new (and empty), so the meters come from a registry file this time.
-async fn restart_answering(
-    mut cfg: switchyard::Config,
-    dir: &std::path::Path,
-    meters: &[&str],
-) -> switchyard::App {
-    let reg = dir.join("meters.ndjson");
-    let lines: String = meters
-        .iter()
-        .map(|m| format!("{}\n", meter(m, true)))
-        .collect();
-    std::fs::write(&reg, lines).unwrap();
-    cfg.registry.file = Some(reg);
-    cfg.head_end.simulator.no_answer_rate = 0.0;
-    start(cfg).await
-}
-
 #[actix_rt::test]
 async fn a_restart_resumes_open_orders_and_resolves_in_flight_commands_first() {
     let dir = tempfile::tempdir().unwrap();

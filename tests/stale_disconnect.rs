@@ -64,11 +64,29 @@ impl Store for StallingStore {
     fn audit(&self, id: &str) -> Result<Vec<switchyard::domain::AuditEvent>, StoreError> {
         self.inner.audit(id)
     }
+    fn audit_page(
+        &self,
+        id: &str,
+        before: Option<&switchyard::store::AuditCursor>,
+        limit: usize,
+        order_id: Option<&str>,
+    ) -> Result<
+        (
+            Vec<switchyard::domain::AuditEvent>,
+            Option<switchyard::store::AuditCursor>,
+        ),
+        StoreError,
+    > {
+        self.inner.audit_page(id, before, limit, order_id)
+    }
     fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         self.inner.outbox(limit)
     }
     fn counts(&self) -> Result<switchyard::store::StoreCounts, StoreError> {
         self.inner.counts()
+    }
+    fn registry(&self) -> Result<Vec<switchyard::domain::MeterRecord>, StoreError> {
+        self.inner.registry()
     }
     fn campaigns(&self) -> Result<Vec<switchyard::campaign::CampaignRecord>, StoreError> {
         self.inner.campaigns()

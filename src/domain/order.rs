@@ -252,6 +252,94 @@ fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_LEN && s.chars().all(|c| c.is_ascii_graphic())
 }
 
+/// Parses an RFC 3339 timestamp with offset. Instants past the last one switchyard can
+/// represent (9999-12-30T22:00:00Z) but still in year 9999, such as the common "no end"
+/// sentinel `9999-12-31T23:59:59Z`, mean "never" and become [`Timestamp::MAX`].
+pub fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
+    match s.parse::<Timestamp>() {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            // Valid RFC 3339, only out of range? Check it as a civil date-time with an offset.
+            let (civil, offset) = match s.rfind(['Z', 'z', '+']).or_else(|| {
+                s.char_indices()
+                    .filter(|(_, c)| *c == '-')
+                    .map(|(i, _)| i)
+                    .last()
+                    .filter(|i| *i > 10)
+            }) {
+                Some(i) => (&s[..i], &s[i..]),
+                None => return Err(e.to_string()),
+            };
+            let offset_ok = matches!(offset, "Z" | "z")
+                || (offset.len() == 6
+                    && offset[1..3].bytes().all(|b| b.is_ascii_digit())
+                    && &offset[3..4] == ":"
+                    && offset[4..].bytes().all(|b| b.is_ascii_digit()));
+            match civil.parse::<jiff::civil::DateTime>() {
+                Ok(dt) if offset_ok && dt.year() == 9999 => Ok(Timestamp::MAX),
+                _ => Err(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Deserializes any JSON and fails on an object with a repeated key (serde_json's `Value`
+/// keeps the last one silently; a repeated `meter_id` or `kind` is ambiguous, never intended).
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NoDuplicateKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a.next_element::<NoDuplicateKeys>()?.is_some() {}
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(k) = a.next_key::<String>()? {
+                    if !seen.insert(k.clone()) {
+                        return Err(serde::de::Error::custom(format!(
+                            "field `{k}` appears more than once"
+                        )));
+                    }
+                    a.next_value::<NoDuplicateKeys>()?;
+                }
+                Ok(NoDuplicateKeys)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Validates one record from the orders topic. `meter_known` answers whether the meter is in the
 /// registry. Pure: the time is an input.
 pub fn validate_order(
@@ -278,6 +366,26 @@ pub fn validate_order(
             &none,
         )
     })?;
+    if let Err(e) = serde_json::from_slice::<NoDuplicateKeys>(payload) {
+        let (order_id, meter_id) = (
+            loose
+                .get("order_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            loose
+                .get("meter_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+        );
+        return Err(reject(
+            DeadLetterReason::MalformedJson,
+            format!(
+                "{e}; each field may appear once (a repeated field is ambiguous: send it once)"
+            ),
+            &order_id,
+            &meter_id,
+        ));
+    }
     let order_id = loose
         .get("order_id")
         .and_then(|v| v.as_str())
@@ -404,7 +512,7 @@ pub fn validate_order(
     let time = |name: &str, v: &Option<String>| -> Result<Option<Timestamp>, Rejection> {
         match v {
             None => Ok(None),
-            Some(s) => s.parse::<Timestamp>().map(Some).map_err(|e| {
+            Some(s) => parse_rfc3339(s).map(Some).map_err(|e| {
                 reject(
                     DeadLetterReason::InvalidField,
                     format!("{name} `{s}` is not an RFC 3339 timestamp with offset: {e}"),
@@ -460,10 +568,10 @@ pub fn validate_order(
         }
     }
     if let Some(a) = wire.amount_due {
-        if !a.is_finite() {
+        if !a.is_finite() || a < 0.0 {
             return Err(reject(
                 DeadLetterReason::InvalidField,
-                "amount_due must be a finite number",
+                format!("amount_due {a} must be a finite number, zero or more (the amount the customer owes)"),
                 &order_id,
                 &meter_id,
             ));
@@ -538,6 +646,72 @@ mod tests {
     fn check(v: serde_json::Value) -> Result<Order, Rejection> {
         let bytes = serde_json::to_vec(&v).unwrap();
         validate_order(Some(b"M1"), Some(&bytes), known, now())
+    }
+
+    fn check_raw(raw: &str) -> Result<Order, Rejection> {
+        validate_order(Some(b"M1"), Some(raw.as_bytes()), known, now())
+    }
+
+    #[test]
+    fn the_year_9999_no_end_sentinel_means_never() {
+        let mut v = ok_json();
+        v["latest_at"] = "9999-12-31T23:59:59Z".into();
+        assert_eq!(check(v).unwrap().latest_at, Some(Timestamp::MAX));
+        let mut v = ok_json();
+        v["latest_at"] = "9999-12-31T23:59:59+05:00".into();
+        assert_eq!(check(v).unwrap().latest_at, Some(Timestamp::MAX));
+        // Still refused: no offset, a date that does not exist, any other year out of range.
+        for bad in [
+            "9999-12-31T23:59:59",
+            "9999-12-32T00:00:00Z",
+            "10000-01-01T00:00:00Z",
+            "9999-13-01T00:00:00Z",
+        ] {
+            let mut v = ok_json();
+            v["latest_at"] = bad.into();
+            let e = check(v).unwrap_err();
+            assert_eq!(e.reason, DeadLetterReason::InvalidField, "{bad}");
+            assert!(e.detail.contains("RFC 3339"), "{bad}: {}", e.detail);
+        }
+    }
+
+    #[test]
+    fn a_repeated_field_is_refused_not_resolved_last_wins() {
+        let e = check_raw(r#"{"schema_version":1,"order_id":"SO-1","kind":"reconnect","kind":"disconnect","reason":"non_payment","meter_id":"M1"}"#).unwrap_err();
+        assert_eq!(e.reason, DeadLetterReason::MalformedJson);
+        assert!(
+            e.detail.contains("`kind` appears more than once"),
+            "{}",
+            e.detail
+        );
+        assert_eq!(
+            e.order_id.as_deref(),
+            Some("SO-1"),
+            "the rejection still names the order"
+        );
+        // Nested objects too; the same key in two different objects is fine.
+        let e = check_raw(r#"{"schema_version":1,"order_id":"SO-1","kind":"disconnect","reason":"non_payment","meter_id":"M1","notes":"a","x":{"a":1,"a":2}}"#).unwrap_err();
+        assert_eq!(e.reason, DeadLetterReason::MalformedJson);
+        assert!(check_raw(r#"{"schema_version":1,"order_id":"SO-1","kind":"disconnect","reason":"non_payment","meter_id":"M1"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_negative_amount_due_is_refused() {
+        let mut v = ok_json();
+        v["amount_due"] = (-12.5).into();
+        let e = check(v).unwrap_err();
+        assert_eq!(e.reason, DeadLetterReason::InvalidField);
+        assert!(e.detail.contains("amount_due"), "{}", e.detail);
+        let mut v = ok_json();
+        v["amount_due"] = 0.0.into();
+        assert!(check(v).is_ok());
+    }
+
+    #[test]
+    fn an_order_without_a_key_is_refused_as_key_mismatch() {
+        let bytes = serde_json::to_vec(&ok_json()).unwrap();
+        let e = validate_order(None, Some(&bytes), known, now()).unwrap_err();
+        assert_eq!(e.reason, DeadLetterReason::KeyMismatch);
     }
 
     #[test]

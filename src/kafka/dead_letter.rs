@@ -2,10 +2,19 @@
 //! dead-letter topic, with the reason and the source position in headers (the Kafka Connect
 //! convention), so that it can be inspected, fixed and replayed. Sent and acknowledged before
 //! the source offset is committed: a bad record is never lost.
+//!
+//! No single record may block a partition. A record that cannot be dead-lettered whole (its
+//! value plus the `switchyard.dlq.*` headers exceed switchyard's producer limit
+//! `message.max.bytes`, or the broker refuses it as too large) is dead-lettered truncated: the
+//! value is cut to fit, `switchyard.dlq.truncated` says so with the original size, and the
+//! source topic / partition / offset headers say where the whole record still is. Only an
+//! error that is not about size (the broker is unreachable) is retried until acknowledged.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
@@ -17,9 +26,165 @@ pub const H_TOPIC: &str = "switchyard.dlq.source.topic";
 pub const H_PARTITION: &str = "switchyard.dlq.source.partition";
 pub const H_OFFSET: &str = "switchyard.dlq.source.offset";
 pub const H_AT: &str = "switchyard.dlq.rejected_at";
+/// Present when the dead letter does not carry the whole original record: a comma-separated
+/// list of `original_headers_dropped` and `original_value_bytes=<n>,kept_bytes=<m>` (the whole
+/// record stays at its source position until the topic's retention removes it).
+pub const H_TRUNCATED: &str = "switchyard.dlq.truncated";
 
-/// Produces the dead letter and waits for the broker's acknowledgement, retrying until it is
-/// acknowledged (the source offset must not be committed before).
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
+/// Room left for the record and batch framing librdkafka and the broker add.
+const FRAMING_BYTES: usize = 1_024;
+/// The detail header is cut to this length (a detail quotes the parse error, which may quote
+/// the input).
+const MAX_DETAIL_BYTES: usize = 1_024;
+
+/// switchyard's producer limit, set from the producer configuration at start
+/// ([`super::producer_config`]); the dead letters are sized to fit it.
+static MAX_RECORD_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_RECORD_BYTES);
+
+pub(crate) fn set_max_record_bytes(n: usize) {
+    MAX_RECORD_BYTES.store(n.max(4 * FRAMING_BYTES), Ordering::Relaxed);
+}
+
+/// How much of the original the dead letter carries: everything that fits the budget, then
+/// (if the broker still refuses it as too large) a 64 KiB prefix without the original headers,
+/// then only the headers that say where the record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Fit,
+    Prefix,
+    PositionOnly,
+}
+
+const PREFIX_BYTES: usize = 64 * 1024;
+
+/// A dead letter as it will be produced.
+#[derive(Debug)]
+pub(crate) struct Letter<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub truncated: bool,
+}
+
+fn header_bytes(h: &[(String, Vec<u8>)]) -> usize {
+    // Key, value and two varint lengths each.
+    h.iter().map(|(k, v)| k.len() + v.len() + 10).sum()
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Builds the dead letter of `msg` at `level` so that key + value + headers stay within
+/// `budget` bytes (the producer limit less framing).
+fn letter<'a>(
+    msg: &'a OwnedMessage,
+    reason: DeadLetterReason,
+    detail: &str,
+    at: Timestamp,
+    budget: usize,
+    level: Level,
+) -> Letter<'a> {
+    let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
+    if level == Level::Fit {
+        if let Some(h) = msg.headers() {
+            for i in 0..h.count() {
+                let hd = h.get(i);
+                headers.push((
+                    hd.key.to_string(),
+                    hd.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    let own = |headers: &mut Vec<(String, Vec<u8>)>| {
+        headers.push((H_REASON.into(), reason.as_str().as_bytes().to_vec()));
+        headers.push((
+            H_DETAIL.into(),
+            cut(detail, MAX_DETAIL_BYTES).as_bytes().to_vec(),
+        ));
+        headers.push((H_TOPIC.into(), msg.topic().as_bytes().to_vec()));
+        headers.push((H_PARTITION.into(), msg.partition().to_string().into_bytes()));
+        headers.push((H_OFFSET.into(), msg.offset().to_string().into_bytes()));
+        headers.push((H_AT.into(), at.to_string().into_bytes()));
+    };
+    own(&mut headers);
+    let key = msg.key();
+    let value = msg.payload();
+    let original = value.map_or(0, <[u8]>::len);
+    let mut notes: Vec<String> = Vec::new();
+    let had_headers = msg.headers().is_some_and(|h| h.count() > 0);
+    if had_headers && level != Level::Fit {
+        notes.push("original_headers_dropped".into());
+    }
+    let truncated_header = 96 + H_TRUNCATED.len();
+    let mut fixed = key.map_or(0, <[u8]>::len) + header_bytes(&headers);
+    if fixed + truncated_header > budget && level == Level::Fit {
+        // The original headers alone are too large: drop them (still at the source position).
+        headers.clear();
+        own(&mut headers);
+        notes.push("original_headers_dropped".into());
+        fixed = key.map_or(0, <[u8]>::len) + header_bytes(&headers);
+    }
+    let room = match level {
+        Level::Fit => budget.saturating_sub(fixed),
+        Level::Prefix => PREFIX_BYTES.min(budget.saturating_sub(fixed + truncated_header)),
+        Level::PositionOnly => 0,
+    };
+    let value = match value {
+        Some(v) if v.len() > room || level == Level::PositionOnly => {
+            let keep = if level == Level::Fit {
+                room.saturating_sub(truncated_header)
+            } else {
+                room
+            };
+            let kept = &v[..keep.min(v.len())];
+            notes.push(format!(
+                "original_value_bytes={original},kept_bytes={}",
+                kept.len()
+            ));
+            Some(kept)
+        }
+        v => v,
+    };
+    let truncated = !notes.is_empty();
+    if truncated {
+        headers.push((H_TRUNCATED.into(), notes.join(",").into_bytes()));
+    }
+    Letter {
+        key,
+        value,
+        headers,
+        truncated,
+    }
+}
+
+/// The broker or the producer refused the record for its size: a smaller letter may pass.
+fn size_error(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidMessage
+        )
+    )
+}
+
+/// Produces the dead letter and waits for the broker's acknowledgement (the source offset must
+/// not be committed before). A size refusal moves to a smaller letter at once; any other error
+/// is retried with backoff until acknowledged.
 pub async fn send(
     producer: &FutureProducer,
     topic: &str,
@@ -28,62 +193,178 @@ pub async fn send(
     detail: &str,
     at: Timestamp,
 ) {
-    let partition = msg.partition().to_string();
-    let offset = msg.offset().to_string();
-    let at = at.to_string();
-    let mut headers = OwnedHeaders::new();
-    if let Some(h) = msg.headers() {
-        use rdkafka::message::Headers;
-        for i in 0..h.count() {
-            let hd = h.get(i);
-            headers = headers.insert(Header {
-                key: hd.key,
-                value: hd.value,
-            });
-        }
-    }
-    let headers = headers
-        .insert(Header {
-            key: H_REASON,
-            value: Some(reason.as_str()),
-        })
-        .insert(Header {
-            key: H_DETAIL,
-            value: Some(detail),
-        })
-        .insert(Header {
-            key: H_TOPIC,
-            value: Some(msg.topic()),
-        })
-        .insert(Header {
-            key: H_PARTITION,
-            value: Some(&partition),
-        })
-        .insert(Header {
-            key: H_OFFSET,
-            value: Some(&offset),
-        })
-        .insert(Header {
-            key: H_AT,
-            value: Some(&at),
-        });
+    let budget = MAX_RECORD_BYTES
+        .load(Ordering::Relaxed)
+        .saturating_sub(FRAMING_BYTES);
+    let mut level = Level::Fit;
     let mut backoff = Duration::from_millis(100);
     loop {
-        let mut rec: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).headers(headers.clone());
-        if let Some(k) = msg.key() {
+        let l = letter(msg, reason, detail, at, budget, level);
+        let mut headers = OwnedHeaders::new_with_capacity(l.headers.len());
+        for (k, v) in &l.headers {
+            headers = headers.insert(Header {
+                key: k.as_str(),
+                value: Some(v.as_slice()),
+            });
+        }
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(k) = l.key {
             rec = rec.key(k);
         }
-        if let Some(v) = msg.payload() {
+        if let Some(v) = l.value {
             rec = rec.payload(v);
         }
         match producer.send(rec, Duration::from_secs(30)).await {
-            Ok(_) => return,
+            Ok(_) => {
+                if l.truncated {
+                    crate::observability::metrics()
+                        .dead_letters_truncated
+                        .increment(1);
+                    tracing::warn!(
+                        source_topic = msg.topic(),
+                        partition = msg.partition(),
+                        offset = msg.offset(),
+                        original_bytes = msg.payload().map_or(0, <[u8]>::len),
+                        "record too large to dead-letter whole: dead-lettered truncated (the whole record stays at its source position)"
+                    );
+                }
+                return;
+            }
+            Err((e, _)) if size_error(&e) && level != Level::PositionOnly => {
+                tracing::warn!(error = %e, topic, ?level, "dead letter refused as too large; sending a smaller one");
+                level = match level {
+                    Level::Fit => Level::Prefix,
+                    _ => Level::PositionOnly,
+                };
+            }
             Err((e, _)) => {
                 tracing::error!(error = %e, topic, "dead letter not acknowledged; retrying (source offset stays uncommitted)");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Timestamp as KTimestamp;
+
+    fn record(value: Vec<u8>, headers: Option<OwnedHeaders>) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(value),
+            Some(b"MTR-1".to_vec()),
+            "switchyard.orders.v1".into(),
+            KTimestamp::NotAvailable,
+            3,
+            42,
+            headers,
+        )
+    }
+
+    fn size(l: &Letter) -> usize {
+        l.key.map_or(0, <[u8]>::len) + l.value.map_or(0, <[u8]>::len) + header_bytes(&l.headers)
+    }
+
+    fn header<'a>(l: &'a Letter, k: &str) -> Option<&'a str> {
+        l.headers
+            .iter()
+            .find(|(hk, _)| hk == k)
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn a_small_record_is_dead_lettered_whole_with_its_headers() {
+        let h = OwnedHeaders::new().insert(Header {
+            key: "ce_id",
+            value: Some("abc"),
+        });
+        let m = record(b"not json".to_vec(), Some(h));
+        let l = letter(
+            &m,
+            DeadLetterReason::MalformedJson,
+            "expected value",
+            Timestamp::UNIX_EPOCH,
+            999_000,
+            Level::Fit,
+        );
+        assert!(!l.truncated);
+        assert_eq!(l.value, Some(&b"not json"[..]));
+        assert_eq!(header(&l, "ce_id"), Some("abc"));
+        assert_eq!(header(&l, H_OFFSET), Some("42"));
+        assert_eq!(header(&l, H_TRUNCATED), None);
+    }
+
+    #[test]
+    fn a_record_that_does_not_fit_is_cut_to_the_budget_and_says_so() {
+        let m = record(vec![b'x'; 999_700], None);
+        let budget = DEFAULT_MAX_RECORD_BYTES - FRAMING_BYTES;
+        let l = letter(
+            &m,
+            DeadLetterReason::MalformedJson,
+            &"d".repeat(5000),
+            Timestamp::UNIX_EPOCH,
+            budget,
+            Level::Fit,
+        );
+        assert!(l.truncated);
+        assert!(size(&l) <= budget, "{} > {budget}", size(&l));
+        let kept = l.value.unwrap().len();
+        assert!(kept > 900_000, "keeps as much as fits: {kept}");
+        assert_eq!(
+            header(&l, H_TRUNCATED),
+            Some(format!("original_value_bytes=999700,kept_bytes={kept}").as_str())
+        );
+        assert_eq!(header(&l, H_PARTITION), Some("3"));
+        assert_eq!(header(&l, H_OFFSET), Some("42"));
+        assert!(header(&l, H_DETAIL).unwrap().len() <= MAX_DETAIL_BYTES);
+        // Smaller levels after a broker refusal.
+        let p = letter(
+            &m,
+            DeadLetterReason::MalformedJson,
+            "x",
+            Timestamp::UNIX_EPOCH,
+            budget,
+            Level::Prefix,
+        );
+        assert_eq!(p.value.unwrap().len(), PREFIX_BYTES);
+        let z = letter(
+            &m,
+            DeadLetterReason::MalformedJson,
+            "x",
+            Timestamp::UNIX_EPOCH,
+            budget,
+            Level::PositionOnly,
+        );
+        assert_eq!(z.value.unwrap().len(), 0);
+        assert_eq!(
+            header(&z, H_TRUNCATED),
+            Some("original_value_bytes=999700,kept_bytes=0")
+        );
+    }
+
+    #[test]
+    fn huge_original_headers_are_dropped_before_the_value_is() {
+        let big = "h".repeat(1_100_000);
+        let h = OwnedHeaders::new().insert(Header {
+            key: "big",
+            value: Some(big.as_str()),
+        });
+        let m = record(vec![b'x'; 500_000], Some(h));
+        let budget = DEFAULT_MAX_RECORD_BYTES - FRAMING_BYTES;
+        let l = letter(
+            &m,
+            DeadLetterReason::MalformedJson,
+            "x",
+            Timestamp::UNIX_EPOCH,
+            budget,
+            Level::Fit,
+        );
+        assert!(size(&l) <= budget);
+        assert_eq!(l.value.unwrap().len(), 500_000, "the value is kept whole");
+        assert_eq!(header(&l, "big"), None);
+        assert_eq!(header(&l, H_TRUNCATED), Some("original_headers_dropped"));
+        assert_eq!(header(&l, H_REASON), Some("malformed_json"));
     }
 }

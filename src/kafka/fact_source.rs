@@ -91,6 +91,7 @@ impl FactSource {
         let mut behind: Option<Vec<(String, i32, i64)>> = None;
         let started = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut gaps = super::GapWatch::default();
         loop {
             let msg = tokio::select! {
                 m = self.consumer.recv() => m,
@@ -118,6 +119,7 @@ impl FactSource {
                     continue;
                 }
             };
+            gaps.observe(&self.consumer, &msg);
             let control = msg.topic() == self.control_topic;
             let key = msg.key().map(|k| String::from_utf8_lossy(k).to_string());
             let parsed = match msg.payload() {

@@ -58,19 +58,24 @@ impl Intake {
             return;
         }
         tracing::info!(topic = %self.orders_topic, "order intake started");
+        let mut held: Vec<OwnedMessage> = Vec::new();
+        let mut gaps = super::GapWatch::default();
         loop {
-            let first = tokio::select! {
-                m = self.consumer.recv() => m,
-                _ = shutdown.changed() => break,
-            };
-            let mut batch: Vec<OwnedMessage> = match first {
-                Ok(m) => vec![m.detach()],
-                Err(e) => {
-                    tracing::warn!(error = %e, "orders consumer error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
+            let mut batch = std::mem::take(&mut held);
+            if batch.is_empty() {
+                let first = tokio::select! {
+                    m = self.consumer.recv() => m,
+                    _ = shutdown.changed() => break,
+                };
+                match first {
+                    Ok(m) => batch.push(m.detach()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "orders consumer error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
                 }
-            };
+            }
             let until = tokio::time::Instant::now() + self.linger;
             while batch.len() < self.batch_max {
                 match tokio::time::timeout_at(until, self.consumer.recv()).await {
@@ -82,7 +87,10 @@ impl Intake {
                     Err(_) => break,
                 }
             }
-            self.process(batch).await;
+            for msg in &batch {
+                gaps.observe(&self.consumer, msg);
+            }
+            held = self.process(batch).await;
         }
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final offset commit");
@@ -90,8 +98,10 @@ impl Intake {
         tracing::info!("order intake stopped");
     }
 
-    /// Validate, dead-letter, store, store offsets, deliver: in that order.
-    pub async fn process(&self, batch: Vec<OwnedMessage>) {
+    /// Validate, dead-letter, store, store offsets, deliver: in that order. Returns records
+    /// received while the intake was paused (a store outage), for the next batch.
+    pub async fn process(&self, batch: Vec<OwnedMessage>) -> Vec<OwnedMessage> {
+        let mut held = Vec::new();
         let m = metrics();
         let started = std::time::Instant::now();
         m.pending_commit.increment(batch.len() as f64);
@@ -178,8 +188,6 @@ impl Intake {
                 );
                 continue;
             }
-            m.orders_received[order.kind.index()].increment(1);
-            m.order_status[OrderStatus::Received as usize].increment(1);
             let mut ev = OrderEvent::new(
                 &order.order_id,
                 &order.meter_id,
@@ -254,14 +262,47 @@ impl Intake {
         }))
         .await;
         let mut backoff = Duration::from_millis(100);
+        let mut paused: Option<rdkafka::TopicPartitionList> = None;
         loop {
             match self.store.write(write.clone()).await {
                 Ok(()) => break,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot store accepted orders; offsets stay uncommitted, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    // The store refuses writes (a full disk, say). Pause the intake: stop
+                    // fetching (librdkafka drops what it prefetched and resumes after the
+                    // last record handed over, i.e. after this batch, which is held here), but
+                    // keep polling so that the group keeps this member (a consumer that does
+                    // not poll for max.poll.interval.ms is removed from its group).
+                    tracing::debug!(error = %e, "cannot store accepted orders; offsets stay uncommitted, retrying");
+                    if paused.is_none() {
+                        if let Ok(a) = self.consumer.assignment() {
+                            if self.consumer.pause(&a).is_ok() {
+                                tracing::warn!(
+                                    partitions = a.count(),
+                                    "order intake paused until the store accepts writes again"
+                                );
+                                paused = Some(a);
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        m = self.consumer.recv() => {
+                            // Only a partition assigned since the pause delivers: keep its
+                            // record for the next batch (its offset is not stored yet).
+                            match m {
+                                Ok(m) => held.push(m.detach()),
+                                Err(e) => tracing::debug!(error = %e, "orders consumer error while paused"),
+                            }
+                        }
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+            }
+        }
+        if let Some(a) = paused {
+            match self.consumer.resume(&a) {
+                Ok(()) => tracing::warn!("order intake resumed"),
+                Err(e) => tracing::error!(error = %e, "cannot resume the order intake"),
             }
         }
         let mut last: HashMap<(&str, i32), i64> = HashMap::new();
@@ -279,6 +320,11 @@ impl Intake {
             }
         }
         m.pending_commit.decrement(batch.len() as f64);
+        // Counted once stored: `received` means durably accepted.
+        for order in &deliver {
+            m.orders_received[order.kind.index()].increment(1);
+            m.order_status[OrderStatus::Received as usize].increment(1);
+        }
         for order in deliver {
             let meter = order.meter_id.clone();
             self.directory
@@ -291,5 +337,6 @@ impl Intake {
         }
         m.intake_batch_seconds
             .record(started.elapsed().as_secs_f64());
+        held
     }
 }

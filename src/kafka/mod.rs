@@ -51,6 +51,66 @@ pub fn client_config(config: &Config, bootstrap: &str) -> ClientConfig {
     c
 }
 
+/// Notices records that were gone from a topic before switchyard read them: the next record
+/// of a partition is past the expected offset (where the group left off, or the partition's
+/// start) *and* the partition's first offset (low watermark) has moved past the expected one
+/// (a gap with the low watermark behind it is compaction or transaction markers, not a loss).
+/// Retention on a cluster, or the embedded Kafka's ~5 MB per partition under an unpaced burst,
+/// lose records this way; they are counted in `switchyard_kafka_records_lost_total{topic}` and
+/// logged, so that they can be replayed from their source.
+#[derive(Default)]
+pub(crate) struct GapWatch {
+    next: std::collections::HashMap<(String, i32), i64>,
+}
+
+impl GapWatch {
+    pub(crate) fn observe<C: rdkafka::consumer::Consumer>(
+        &mut self,
+        consumer: &C,
+        msg: &impl rdkafka::Message,
+    ) {
+        let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+        let key = (topic.to_string(), partition);
+        let expected = match self.next.get(&key) {
+            Some(n) => *n,
+            None => {
+                // The first record of this partition since start: where the group left off.
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                tpl.add_partition(topic, partition);
+                consumer
+                    .committed_offsets(tpl, Duration::from_secs(5))
+                    .ok()
+                    .and_then(|c| c.find_partition(topic, partition).map(|e| e.offset()))
+                    .and_then(|o| match o {
+                        rdkafka::Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .unwrap_or(0)
+            }
+        };
+        self.next.insert(key, offset + 1);
+        if offset <= expected {
+            return;
+        }
+        let Ok((low, _)) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(5))
+        else {
+            return;
+        };
+        if low > expected {
+            let lost = (low.min(offset) - expected) as u64;
+            crate::observability::records_lost(topic, lost);
+            tracing::warn!(
+                topic,
+                partition,
+                from_offset = expected,
+                to_offset = low.min(offset) - 1,
+                lost,
+                "records were removed from the topic before switchyard read them (retention, or the embedded Kafka's ~5 MB per partition): replay them from their source"
+            );
+        }
+    }
+}
+
 /// How a source's consumer commits offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Commit {
@@ -101,6 +161,12 @@ pub(crate) fn consumer(
 
 pub fn producer_config(config: &Config, bootstrap: &str) -> ClientConfig {
     let mut c = client_config(config, bootstrap);
+    // Dead letters are sized to fit this producer's limit.
+    dead_letter::set_max_record_bytes(
+        c.get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(dead_letter::DEFAULT_MAX_RECORD_BYTES),
+    );
     c.set("linger.ms", "5");
     // Ordered, no duplicates from librdkafka's own retries (events of a meter stay in order).
     c.set("enable.idempotence", "true");

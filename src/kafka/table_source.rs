@@ -283,6 +283,7 @@ impl TableSource {
                 remaining.push((p.id(), hi));
             }
             if lo > 0 {
+                crate::observability::records_lost(&self.topic, lo as u64);
                 tracing::warn!(topic = %self.topic, partition = p.id(), first_offset = lo, "the first {lo} records of this table partition are no longer on the topic; entries only they held are missing. (librdkafka's mock cluster, the embedded Kafka, keeps about 5 MB per partition: load a large registry with registry.file or use a Kafka cluster.)");
             }
         }

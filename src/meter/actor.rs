@@ -12,7 +12,7 @@ use actix::prelude::*;
 
 use super::machine::{Action, Input, MeterFacts, MeterMachine};
 use super::{Directory, MeterMsg};
-use crate::domain::{CommandOutcome, MeterFlags, Order, OrderStatus, Timestamp};
+use crate::domain::{CommandOutcome, MeterFlags, OrderStatus, Timestamp};
 use crate::observability::{self, metrics};
 use crate::store::{OrderUpdate, OutboxMessage, WriteBatch};
 
@@ -260,13 +260,16 @@ impl MeterActor {
             return;
         }
         let store = svc.store.clone();
+        let meter = self.id.clone();
         let fut = async move {
             let mut backoff = Duration::from_millis(50);
             loop {
                 match store.write(batch.clone()).await {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::error!(error = %e, "meter state not stored; holding this meter until the store accepts it");
+                        // The store writer logs the failure (rate-limited); thousands of
+                        // meters may be holding here at once.
+                        tracing::debug!(error = %e, meter = %meter, "meter state not stored; holding this meter until the store accepts it");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
@@ -375,14 +378,39 @@ impl MeterActor {
     }
 
     /// Startup recovery: orders stored for this meter that its snapshot does not hold yet (the
-    /// process stopped between intake and delivery) are fed in. Idempotent. (A command that was
-    /// in flight is handled on activation, in `started`.)
-    fn recover(&mut self, orders: Vec<Order>, ctx: &mut Context<Self>) {
-        let mut inputs: Vec<Input> = orders
-            .into_iter()
-            .filter(|o| !self.machine.has_order(&o.order_id))
-            .map(Input::Order)
-            .collect();
+    /// process stopped between intake and delivery) are fed in. The open orders are read here,
+    /// behind this meter's own writes (the mailbox is held while a write is in progress), never
+    /// from a list taken before activation: the `Recover` step in `started` may have closed an
+    /// order that such a list still calls open. Idempotent. (A command that was in flight is
+    /// handled on activation, in `started`.)
+    fn recover(&mut self, ctx: &mut Context<Self>) {
+        let store = self.dir.services().store.store().clone();
+        let mut stored = store.open_orders(&self.id);
+        for _ in 0..5 {
+            if stored.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            stored = store.open_orders(&self.id);
+        }
+        let orders = match stored {
+            Ok(mut records) => {
+                // In the order they arrived (the store lists them by id): a reconnect received
+                // after a disconnect must reach the meter after it, to supersede it.
+                records.sort_by_key(|r| {
+                    (
+                        r.received_at,
+                        r.source.as_ref().map(|s| (s.partition, s.offset)),
+                    )
+                });
+                records.into_iter().map(|r| r.order).collect()
+            }
+            Err(e) => {
+                tracing::error!(meter = %self.id, error = %e, "cannot read this meter's open orders for recovery; orders not yet delivered to it wait for the next start");
+                Vec::new()
+            }
+        };
+        let mut inputs = self.machine.undelivered(orders);
         inputs.push(Input::Wake);
         self.handle_all(inputs, WriteBatch::default(), None, ctx);
     }
@@ -484,7 +512,7 @@ impl Handler<Deliver> for MeterActor {
                 };
                 self.handle(Input::Result(r), extra, ctx)
             }
-            MeterMsg::Recover(orders) => self.recover(orders, ctx),
+            MeterMsg::Recover => self.recover(ctx),
         }
         if let Some(a) = ack {
             let _ = a.send(()); // only facts are acknowledged after their write

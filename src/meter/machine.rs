@@ -121,8 +121,12 @@ pub struct OpenOrder {
     pub status: OrderStatus,
     /// Execution commands sent so far.
     pub attempts: u32,
-    /// Status checks sent for the current unknown outcome.
+    /// Status checks sent for the current unknown outcome (numbers their command ids).
     pub status_checks: u32,
+    /// Of those, checks lost in a restart while in flight: a restart is not an unanswered
+    /// check, so these do not count against `max_attempts`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub status_checks_lost: u32,
     /// The last execution's outcome is unknown: ask the switch state before anything else.
     pub unknown_outcome: bool,
     /// A cancel or a reconnect withdrew this order while its command was in flight or its
@@ -173,6 +177,10 @@ pub struct MeterMachine {
 }
 
 pub const PAYMENT_MEMORY_DAYS: i64 = 60;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
 
 /// Whether payment `p` pays off the non-payment disconnect `o`: named by order id, or for the
 /// account (or meter) and made after the order was created.
@@ -307,6 +315,22 @@ impl MeterMachine {
 
     pub fn has_order(&self, order_id: &str) -> bool {
         self.open.iter().any(|o| o.order.order_id == order_id)
+    }
+
+    /// Startup recovery: the orders the store lists as open for this meter that this snapshot
+    /// does not hold (accepted by the intake, then the process stopped before delivery).
+    ///
+    /// `stored_open` must be read *after* this machine's last step was stored (the actor reads
+    /// it when it handles the recovery message, behind its own writes). A list read earlier
+    /// may still hold an order this machine has since closed (in its `Recover` step, say), and
+    /// feeding that order again would run a terminal order a second time under the command id
+    /// of its first attempt (issue 10).
+    pub fn undelivered(&self, stored_open: Vec<Order>) -> Vec<Input> {
+        stored_open
+            .into_iter()
+            .filter(|o| !self.has_order(&o.order_id))
+            .map(Input::Order)
+            .collect()
     }
 
     /// True when nothing is open and nothing is in flight: the actor may passivate.
@@ -501,6 +525,7 @@ impl MeterMachine {
             },
             attempts: 0,
             status_checks: 0,
+            status_checks_lost: 0,
             unknown_outcome: false,
             withdrawn: None,
             not_before,
@@ -734,6 +759,7 @@ impl MeterMachine {
             status: OrderStatus::Received,
             attempts: 0,
             status_checks: 0,
+            status_checks_lost: 0,
             unknown_outcome: false,
             withdrawn: None,
             not_before: None,
@@ -760,6 +786,14 @@ impl MeterMachine {
                 .position(|o| o.order.order_id == f.command.order_id)
             {
                 match (f.purpose, f.command.kind) {
+                    // A restart is not an unanswered status check: the check lost in it is not
+                    // counted against `max_attempts` (only checks that got no answer are).
+                    (Purpose::StatusCheck, _) => {
+                        let o = &mut self.open[idx];
+                        o.status_checks_lost += 1;
+                        o.unknown_outcome = true;
+                        o.not_before = None;
+                    }
                     // A lost read counts as a failed attempt; reads are harmless to repeat.
                     (Purpose::Execute, CommandKind::Read) => self.fail_or_retry(
                         idx,
@@ -960,6 +994,7 @@ impl MeterMachine {
                 let o = &mut self.open[idx];
                 o.unknown_outcome = false;
                 o.status_checks = 0;
+                o.status_checks_lost = 0;
                 if target == Some(*switch_state) {
                     let o = self.open.remove(idx);
                     let s = *switch_state;
@@ -1382,11 +1417,15 @@ impl MeterMachine {
         policy: &RetryPolicy,
         out: &mut Out,
     ) {
-        if self.open[idx].status_checks >= policy.max_attempts {
+        let unanswered = {
+            let o = &self.open[idx];
+            o.status_checks.saturating_sub(o.status_checks_lost)
+        };
+        if unanswered >= policy.max_attempts {
             let o = self.open.remove(idx);
             let text = format!(
                 "the outcome of {} attempt {} on meter {} is unknown and {} status checks got no answer: check the meter before acting",
-                o.order.kind.as_str(), o.attempts, out.meter_id, o.status_checks
+                o.order.kind.as_str(), o.attempts, out.meter_id, unanswered
             );
             self.raise(
                 &o,

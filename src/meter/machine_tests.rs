@@ -403,21 +403,32 @@ fn a_restart_with_a_command_in_flight_asks_the_switch_first() {
 
 #[derive(Debug, Clone)]
 enum Env {
-    Order(u8),
+    /// An order of kind 0..3, delivered to the meter at once or only stored by the intake (the
+    /// process may stop before it is delivered; recovery must then deliver it).
+    Order(u8, bool),
+    /// Orders stored but not yet delivered reach the meter.
+    Deliver,
     Cancel(u8),
     Answer(u8),
-    Lose { executed: bool },
-    Crash,
+    Lose {
+        executed: bool,
+    },
+    /// kill -9. With `late_answer`, the head-end's answer to the command in flight at the
+    /// crash arrives after recovery (the command was executed / the status was read).
+    Crash {
+        late_answer: bool,
+    },
     Advance(u16),
 }
 
 fn env() -> impl Strategy<Value = Env> {
     prop_oneof![
-        3 => (0u8..3).prop_map(Env::Order),
+        3 => ((0u8..3), any::<bool>()).prop_map(|(k, now)| Env::Order(k, now)),
+        1 => Just(Env::Deliver),
         1 => any::<u8>().prop_map(Env::Cancel),
         5 => (0u8..10).prop_map(Env::Answer),
         1 => any::<bool>().prop_map(|executed| Env::Lose { executed }),
-        1 => Just(Env::Crash),
+        2 => any::<bool>().prop_map(|late_answer| Env::Crash { late_answer }),
         2 => (1u16..200).prop_map(Env::Advance),
     ]
 }
@@ -432,6 +443,12 @@ struct World {
     unknown: HashSet<String>,
     withdrawn: HashSet<String>,
     executions: HashMap<String, u32>,
+    /// Stored by the intake, not yet delivered (lost from memory in a crash).
+    undelivered: Vec<Order>,
+    /// Every command id sent: a command id is never sent twice.
+    sent: HashSet<String>,
+    /// Orders that raised an exception: at most one each.
+    excepted: HashSet<String>,
 }
 
 impl World {
@@ -443,6 +460,11 @@ impl World {
             match a {
                 Action::Dispatch(c) => {
                     dispatches += 1;
+                    assert!(
+                        self.sent.insert(c.command_id.clone()),
+                        "command id {} sent twice",
+                        c.command_id
+                    );
                     assert!(
                         !before_outstanding || self.outstanding.is_none(),
                         "dispatch while a command is outstanding"
@@ -467,6 +489,13 @@ impl World {
                         assert!(self.executions[&c.order_id] <= policy().max_attempts);
                     }
                     self.outstanding = Some(c.clone());
+                }
+                Action::Exception(x) => {
+                    assert!(
+                        self.excepted.insert(x.order_id.clone()),
+                        "a second exception for {}",
+                        x.order_id
+                    );
                 }
                 Action::Event(e) => {
                     assert!(
@@ -503,6 +532,18 @@ impl World {
         );
     }
 
+    /// An order reaches the meter: a reconnect withdraws the disconnects the meter holds.
+    fn deliver(&mut self, o: Order) {
+        if o.kind == OrderKind::Reconnect {
+            for d in &self.m.open {
+                if d.order.kind == OrderKind::Disconnect {
+                    self.withdrawn.insert(d.order.order_id.clone());
+                }
+            }
+        }
+        self.step(Input::Order(o));
+    }
+
     fn apply(&mut self, c: &Command) {
         match c.kind {
             CommandKind::Disconnect => self.physical = SwitchState::Disconnected,
@@ -513,21 +554,20 @@ impl World {
 
     fn run(&mut self, e: Env) {
         match e {
-            Env::Order(k) => {
+            Env::Order(k, deliver_now) => {
                 let kind =
                     [OrderKind::Disconnect, OrderKind::Reconnect, OrderKind::Read][k as usize];
                 let o = order(&format!("O{}", self.orders.len()), kind);
-                if kind == OrderKind::Reconnect {
-                    for d in self
-                        .orders
-                        .iter()
-                        .filter(|d| d.kind == OrderKind::Disconnect)
-                    {
-                        self.withdrawn.insert(d.order_id.clone());
-                    }
-                }
                 self.orders.push(o.clone());
-                self.step(Input::Order(o));
+                self.undelivered.push(o);
+                if deliver_now {
+                    self.run(Env::Deliver);
+                }
+            }
+            Env::Deliver => {
+                for o in std::mem::take(&mut self.undelivered) {
+                    self.deliver(o);
+                }
             }
             Env::Cancel(i) => {
                 if self.orders.is_empty() {
@@ -535,6 +575,8 @@ impl World {
                 }
                 let target = self.orders[i as usize % self.orders.len()].order_id.clone();
                 let c = cancel(&format!("X{}", self.orders.len()), &target);
+                // Same partition as its target: it cannot overtake an order stored before it.
+                self.run(Env::Deliver);
                 self.orders.push(c.clone());
                 self.withdrawn.insert(target);
                 self.step(Input::Order(c));
@@ -569,14 +611,39 @@ impl World {
                 self.now = self.now.max(c.deadline);
                 self.step(Input::Deadline(c.command_id.clone()));
             }
-            Env::Crash => {
+            Env::Crash { late_answer } => {
                 let snapshot = serde_json::to_string(&self.m).unwrap();
                 self.m = serde_json::from_str(&snapshot).unwrap();
-                if let Some(c) = self.outstanding.take() {
+                // What was not delivered is gone from memory; the store still lists it open.
+                self.undelivered.clear();
+                let lost = self.outstanding.take();
+                if let Some(c) = &lost {
                     if c.kind.target_state().is_some() {
                         self.unknown.insert(c.order_id.clone());
                     }
                     self.step(Input::Recover);
+                }
+                // Recovery as the actor does it: the store's open orders, read behind the
+                // meter's own writes (orders stored and not closed by an event).
+                let stored_open: Vec<Order> = self
+                    .orders
+                    .iter()
+                    .filter(|o| !self.terminal.contains(&o.order_id))
+                    .cloned()
+                    .collect();
+                let inputs = self.m.undelivered(stored_open);
+                for input in inputs {
+                    match input {
+                        Input::Order(o) => self.deliver(o),
+                        other => self.step(other),
+                    }
+                }
+                self.step(Input::Wake);
+                if let (Some(c), true) = (lost, late_answer) {
+                    // The head-end answers the command lost in the crash, late.
+                    self.apply(&c);
+                    let late = confirmed(&c, self.physical);
+                    self.step(late);
                 }
             }
             Env::Advance(s) => {
@@ -606,11 +673,15 @@ proptest! {
             unknown: HashSet::new(),
             withdrawn: HashSet::new(),
             executions: HashMap::new(),
+            undelivered: Vec::new(),
+            sent: HashSet::new(),
+            excepted: HashSet::new(),
         };
         for e in script {
             w.run(e);
         }
         // Drain: a healthy head-end from now on.
+        w.run(Env::Deliver);
         for _ in 0..200 {
             if w.outstanding.is_some() {
                 w.run(Env::Answer(9));

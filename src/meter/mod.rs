@@ -31,8 +31,9 @@ pub use machine::{MeterMachine, RetryPolicy};
 pub enum MeterMsg {
     Order(Order),
     Result(CommandResult),
-    /// Startup recovery: these open orders are stored for the meter; resume them.
-    Recover(Vec<Order>),
+    /// Startup recovery: resume the meter's open work (it reads its open orders itself, behind
+    /// its own writes).
+    Recover,
     /// A payment, certificate or approval for the meter.
     Fact(MeterFact),
     /// Zone facts changed: re-decide held orders.

@@ -8,7 +8,8 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{
-    CommandRecord, OutboxEntry, OutboxMessage, Store, StoreCounts, StoreError, WriteBatch,
+    AuditCursor, CommandRecord, OutboxEntry, OutboxMessage, Store, StoreCounts, StoreError,
+    WriteBatch,
 };
 use crate::domain::{AuditEvent, ExceptionRecord, OrderRecord};
 use crate::meter::machine::MeterMachine;
@@ -29,9 +30,18 @@ const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaigns"
 const CAMPAIGN_ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaign_orders");
 /// `campaign\0order` → release time (nanoseconds since the epoch).
 const CAMPAIGN_RELEASES: TableDefinition<&str, i64> = TableDefinition::new("campaign_releases");
+/// meter id → the registry record applied from the registry topic (embedded mode keeps it: the
+/// embedded Kafka's topics do not survive a restart).
+const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
 
 pub struct EmbeddedStore {
-    db: Database,
+    path: std::path::PathBuf,
+    /// `None` while it is being reopened after an I/O error (reads fail meanwhile).
+    db: std::sync::RwLock<Option<Database>>,
+    /// A write failed: redb refuses every later write ("previous I/O error") until the
+    /// database is opened again, which the next write attempts (at most once a second).
+    broken: std::sync::atomic::AtomicBool,
+    last_reopen: std::sync::Mutex<Option<std::time::Instant>>,
     seq: std::sync::atomic::AtomicU64,
 }
 
@@ -96,20 +106,37 @@ fn decode_outbox(seq: u64, b: &[u8]) -> Result<OutboxMessage, StoreError> {
     })
 }
 
+/// How often a broken database is opened again at most.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl EmbeddedStore {
     /// Opens (or creates) the database file `<dir>/switchyard.redb`.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
         let path = dir.join("switchyard.redb");
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let (db, seq) = Self::open_db(&path)?;
+        Ok(EmbeddedStore {
+            path,
+            db: std::sync::RwLock::new(Some(db)),
+            broken: std::sync::atomic::AtomicBool::new(false),
+            last_reopen: std::sync::Mutex::new(None),
+            seq: std::sync::atomic::AtomicU64::new(seq),
+        })
+    }
+
+    fn open_db(path: &Path) -> Result<(Database, u64), StoreError> {
         let err = |m: String| StoreError::Open {
             path: path.display().to_string(),
             message: m,
         };
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         // Another instance in this process that is shutting down may still hold the file for a
         // moment (its writer thread drains last); wait for it rather than fail.
         let mut waited = std::time::Duration::ZERO;
         let db = loop {
-            match Database::create(&path) {
+            match Database::create(path) {
                 Ok(db) => break db,
                 Err(redb::DatabaseError::DatabaseAlreadyOpen)
                     if waited < std::time::Duration::from_secs(10) =>
@@ -133,32 +160,64 @@ impl EmbeddedStore {
             w.open_table(CAMPAIGNS).map_err(be)?;
             w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
             w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
+            w.open_table(REGISTRY).map_err(be)?;
             let meta = w.open_table(META).map_err(be)?;
             let seq = meta.get("seq").map_err(be)?.map(|v| v.value()).unwrap_or(0);
             seq
         };
         w.commit().map_err(be)?;
-        Ok(EmbeddedStore {
-            db,
-            seq: std::sync::atomic::AtomicU64::new(seq),
-        })
+        Ok((db, seq))
+    }
+
+    /// Opens the database again after a failed write (a full disk, say): redb refuses every
+    /// write after an I/O error until then. Nothing acknowledged is lost: the failed
+    /// transaction was never acknowledged, and its callers retry it.
+    fn reopen(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        {
+            let mut last = self.last_reopen.lock().expect("lock");
+            if last.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
+                return Err(StoreError::Backend(
+                    "the embedded store is being reopened after an I/O error".into(),
+                ));
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let mut db = self.db.write().expect("lock");
+        *db = None; // releases the file
+        let (fresh, seq) = Self::open_db(&self.path)
+            .map_err(|e| StoreError::Backend(format!("reopening after an I/O error: {e}")))?;
+        *db = Some(fresh);
+        self.seq.store(seq, Ordering::SeqCst);
+        self.broken.store(false, Ordering::SeqCst);
+        tracing::info!(path = %self.path.display(), "embedded store reopened after an I/O error; writes resume");
+        Ok(())
     }
 
     fn read<T>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let r = self.db.begin_read().map_err(be)?;
+        let g = self.db.read().expect("lock");
+        let db = g.as_ref().ok_or_else(|| {
+            StoreError::Backend("the embedded store is being reopened after an I/O error".into())
+        })?;
+        let r = db.begin_read().map_err(be)?;
         f(&r)
     }
 }
 
-impl Store for EmbeddedStore {
-    fn apply(&self, batches: &[WriteBatch]) -> Result<Vec<OutboxEntry>, StoreError> {
+impl EmbeddedStore {
+    fn apply_once(&self, batches: &[WriteBatch]) -> Result<Vec<OutboxEntry>, StoreError> {
         use std::sync::atomic::Ordering;
         let mut seq = self.seq.load(Ordering::SeqCst);
         let mut published = Vec::new();
-        let w = self.db.begin_write().map_err(be)?;
+        let g = self.db.read().expect("lock");
+        let db = g.as_ref().ok_or_else(|| {
+            StoreError::Backend("the embedded store is being reopened after an I/O error".into())
+        })?;
+        let w = db.begin_write().map_err(be)?;
+
         {
             let mut orders = w.open_table(ORDERS).map_err(be)?;
             let mut open = w.open_table(OPEN).map_err(be)?;
@@ -170,7 +229,20 @@ impl Store for EmbeddedStore {
             let mut campaigns = w.open_table(CAMPAIGNS).map_err(be)?;
             let mut campaign_orders = w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
             let mut campaign_releases = w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
+            let mut registry = w.open_table(REGISTRY).map_err(be)?;
             for b in batches {
+                for (id, rec) in &b.registry {
+                    match rec {
+                        Some(r) => {
+                            registry
+                                .insert(id.as_str(), encode(r).as_slice())
+                                .map_err(be)?;
+                        }
+                        None => {
+                            registry.remove(id.as_str()).map_err(be)?;
+                        }
+                    }
+                }
                 for c in &b.campaigns {
                     campaigns
                         .insert(c.def.campaign_id.as_str(), encode(c).as_slice())
@@ -285,6 +357,20 @@ impl Store for EmbeddedStore {
         self.seq.store(seq, Ordering::SeqCst);
         Ok(published)
     }
+}
+
+impl Store for EmbeddedStore {
+    fn apply(&self, batches: &[WriteBatch]) -> Result<Vec<OutboxEntry>, StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.broken.load(Ordering::SeqCst) {
+            self.reopen()?;
+        }
+        let r = self.apply_once(batches);
+        if let Err(StoreError::Backend(_)) = &r {
+            self.broken.store(true, Ordering::SeqCst);
+        }
+        r
+    }
 
     fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
         self.read(|r| {
@@ -353,6 +439,18 @@ impl Store for EmbeddedStore {
         })
     }
 
+    fn registry(&self) -> Result<Vec<crate::domain::MeterRecord>, StoreError> {
+        self.read(|r| {
+            let t = r.open_table(REGISTRY).map_err(be)?;
+            let mut out = Vec::new();
+            for item in t.iter().map_err(be)? {
+                let (k, v) = item.map_err(be)?;
+                out.push(decode(k.value(), v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
     fn campaigns(&self) -> Result<Vec<crate::campaign::CampaignRecord>, StoreError> {
         self.read(|r| {
             let t = r.open_table(CAMPAIGNS).map_err(be)?;
@@ -414,6 +512,53 @@ impl Store for EmbeddedStore {
                 out.push(decode(meter_id, v.value())?);
             }
             Ok(out)
+        })
+    }
+
+    fn audit_page(
+        &self,
+        meter_id: &str,
+        before: Option<&AuditCursor>,
+        limit: usize,
+        order_id: Option<&str>,
+    ) -> Result<(Vec<AuditEvent>, Option<AuditCursor>), StoreError> {
+        self.read(|r| {
+            let t = r.open_table(AUDIT).map_err(be)?;
+            let mut lo = meter_id.as_bytes().to_vec();
+            lo.push(0);
+            let hi = match before {
+                Some(c) => {
+                    let mut k = lo.clone();
+                    k.extend_from_slice(&c.at_ns.to_be_bytes());
+                    k.extend_from_slice(&c.seq.to_be_bytes());
+                    k
+                }
+                None => {
+                    let mut k = meter_id.as_bytes().to_vec();
+                    k.push(1);
+                    k
+                }
+            };
+            let mut out = Vec::new();
+            let mut last = None;
+            for item in t.range(lo.as_slice()..hi.as_slice()).map_err(be)?.rev() {
+                let (k, v) = item.map_err(be)?;
+                if out.len() == limit {
+                    return Ok((out, last));
+                }
+                let key = k.value();
+                let tail = &key[lo.len()..];
+                let cursor = AuditCursor {
+                    at_ns: u64::from_be_bytes(tail[..8].try_into().expect("8 bytes")),
+                    seq: u64::from_be_bytes(tail[8..16].try_into().expect("8 bytes")),
+                };
+                let a: AuditEvent = decode(meter_id, v.value())?;
+                if order_id.is_none_or(|o| a.order_id.as_deref() == Some(o)) {
+                    out.push(a);
+                    last = Some(cursor);
+                }
+            }
+            Ok((out, None))
         })
     }
 

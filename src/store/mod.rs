@@ -84,6 +84,8 @@ pub struct WriteBatch {
     pub campaign_orders: Vec<(String, crate::campaign::CampaignOrder)>,
     /// Releases: `(campaign_id, order_id, released_at)`.
     pub campaign_releases: Vec<(String, String, Timestamp)>,
+    /// Registry records applied (`None` = removed), kept in embedded mode.
+    pub registry: Vec<(String, Option<crate::domain::MeterRecord>)>,
 }
 
 impl WriteBatch {
@@ -100,6 +102,33 @@ impl WriteBatch {
             && self.campaigns.is_empty()
             && self.campaign_orders.is_empty()
             && self.campaign_releases.is_empty()
+            && self.registry.is_empty()
+    }
+}
+
+/// Where a page of a meter's audit trail (newest first) stopped: the next page starts below it.
+/// Opaque to clients: 32 hex digits (the row's time and sequence number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub at_ns: u64,
+    pub seq: u64,
+}
+
+impl AuditCursor {
+    pub fn parse(s: &str) -> Option<AuditCursor> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(AuditCursor {
+            at_ns: u64::from_str_radix(&s[..16], 16).ok()?,
+            seq: u64::from_str_radix(&s[16..], 16).ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for AuditCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}{:016x}", self.at_ns, self.seq)
     }
 }
 
@@ -132,9 +161,20 @@ pub trait Store: Send + Sync + 'static {
     fn exception(&self, exception_id: &str) -> Result<Option<ExceptionRecord>, StoreError>;
     /// The audit trail of one meter, oldest first.
     fn audit(&self, meter_id: &str) -> Result<Vec<AuditEvent>, StoreError>;
+    /// One page of a meter's audit trail, newest first: up to `limit` rows older than `before`
+    /// (of `order_id` only, when given), and the cursor of the next page when there are more.
+    fn audit_page(
+        &self,
+        meter_id: &str,
+        before: Option<&AuditCursor>,
+        limit: usize,
+        order_id: Option<&str>,
+    ) -> Result<(Vec<AuditEvent>, Option<AuditCursor>), StoreError>;
     /// Outbox entries not yet acknowledged, oldest first.
     fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
     fn counts(&self) -> Result<StoreCounts, StoreError>;
+    /// The registry records kept (embedded mode), in meter id order.
+    fn registry(&self) -> Result<Vec<crate::domain::MeterRecord>, StoreError>;
     /// Every campaign stored.
     fn campaigns(&self) -> Result<Vec<crate::campaign::CampaignRecord>, StoreError>;
     /// A campaign's orders, with `released` set from the releases stored.

@@ -14,12 +14,41 @@ struct Request {
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// Whether the store accepts writes, as the last transaction found it.
+#[derive(Default)]
+struct Health {
+    /// The reason the last transaction failed, while failing.
+    failing: std::sync::Mutex<Option<String>>,
+}
+
+static FAILURE_LOG: crate::observability::LogLimiter = crate::observability::LogLimiter::new();
+
+impl Health {
+    fn ok(&self) {
+        let mut f = self.failing.lock().expect("lock");
+        if let Some(reason) = f.take() {
+            crate::observability::metrics().store_available.set(1.0);
+            tracing::warn!(after = %reason, "the store accepts writes again; intake resumes");
+        }
+    }
+    fn failed(&self, e: &StoreError) {
+        let m = crate::observability::metrics();
+        m.store_write_failures.increment(1);
+        m.store_available.set(0.0);
+        *self.failing.lock().expect("lock") = Some(e.to_string());
+        if let Some(suppressed) = FAILURE_LOG.allow(std::time::Duration::from_secs(10)) {
+            tracing::error!(error = %e, failures_since_last_line = suppressed, "store writes are failing; intake paused (no offsets stored), meters hold their steps; retrying until it works again");
+        }
+    }
+}
+
 /// Cheap to clone; the read side goes straight to the store.
 #[derive(Clone)]
 pub struct StoreHandle {
     store: Arc<dyn Store>,
     tx: mpsc::UnboundedSender<Request>,
     published: mpsc::UnboundedSender<Vec<OutboxEntry>>,
+    health: Arc<Health>,
 }
 
 impl StoreHandle {
@@ -31,6 +60,8 @@ impl StoreHandle {
     ) -> StoreHandle {
         let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
         let s = store.clone();
+        let health = Arc::new(Health::default());
+        let h = health.clone();
         let published_out = published.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -51,6 +82,7 @@ impl StoreHandle {
                     crate::observability::store_commit(started.elapsed(), batches.len(), audit_rows);
                     match result {
                         Ok(entries) => {
+                            h.ok();
                             if !entries.is_empty() {
                                 let _ = published.send(entries);
                             }
@@ -58,24 +90,27 @@ impl StoreHandle {
                                 let _ = r.done.send(Ok(()));
                             }
                         }
-                        Err(e) if batches.len() > 1 => {
-                            // Isolate the failure: one bad batch must not stall everyone.
+                        // Isolate a bad batch (one that cannot be decoded or applied) so that
+                        // it does not stall everyone. A store that refuses every write (a full
+                        // disk) fails them all the same way: no point in trying one by one.
+                        Err(e @ StoreError::Corrupt { .. }) if batches.len() > 1 => {
                             tracing::warn!(error = %e, batches = batches.len(), "group commit failed; committing its batches one by one");
                             for (r, b) in pending.drain(..).zip(batches) {
                                 let one = s.apply(std::slice::from_ref(&b));
-                                if let Ok(entries) = &one {
-                                    if !entries.is_empty() {
-                                        let _ = published.send(entries.clone());
+                                match &one {
+                                    Ok(entries) => {
+                                        h.ok();
+                                        if !entries.is_empty() {
+                                            let _ = published.send(entries.clone());
+                                        }
                                     }
+                                    Err(e) => h.failed(e),
                                 }
-                                let _ = r.done.send(one.map(|_| ()).map_err(|e| {
-                                    tracing::error!(error = %e, "store write refused");
-                                    e
-                                }));
+                                let _ = r.done.send(one.map(|_| ()));
                             }
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "store commit failed");
+                            h.failed(&e);
                             for r in pending.drain(..) {
                                 let _ = r.done.send(Err(StoreError::Backend(e.to_string())));
                             }
@@ -88,6 +123,7 @@ impl StoreHandle {
             store,
             tx,
             published: published_out,
+            health,
         }
     }
 
@@ -100,7 +136,11 @@ impl StoreHandle {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let entries = self.store.apply(std::slice::from_ref(&batch))?;
+        let entries = self
+            .store
+            .apply(std::slice::from_ref(&batch))
+            .inspect_err(|e| self.health.failed(e))?;
+        self.health.ok();
         crate::observability::store_commit(started.elapsed(), 1, batch.audit.len());
         if !entries.is_empty() {
             let _ = self.published.send(entries);
@@ -118,6 +158,11 @@ impl StoreHandle {
             .send(Request { batch, done })
             .map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Why the store refuses writes, while it does (`/readyz` reports it).
+    pub fn unavailable(&self) -> Option<String> {
+        self.health.failing.lock().expect("lock").clone()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

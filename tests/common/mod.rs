@@ -282,3 +282,21 @@ pub fn assert_spaced(mut times: Vec<jiff::Timestamp>, secs: i64) {
         );
     }
 }
+
+/// Starts switchyard again on the same store, with a head-end that answers. The embedded Kafka
+/// is new (and empty), so the meters come from a registry file this time.
+pub async fn restart_answering(
+    mut cfg: switchyard::Config,
+    dir: &std::path::Path,
+    meters: &[&str],
+) -> switchyard::App {
+    let reg = dir.join("meters.ndjson");
+    let lines: String = meters
+        .iter()
+        .map(|m| format!("{}\n", meter(m, true)))
+        .collect();
+    std::fs::write(&reg, lines).unwrap();
+    cfg.registry.file = Some(reg);
+    cfg.head_end.simulator.no_answer_rate = 0.0;
+    start(cfg).await
+}

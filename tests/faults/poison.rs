@@ -1,0 +1,141 @@
+//! Poison records: a record too large to be dead-lettered whole must still be dead-lettered
+//! (truncated, saying so, with its source position) and must not stop the records behind it.
+
+use std::time::Duration;
+
+use rdkafka::Message;
+use switchyard::domain::OrderStatus;
+
+use crate::common::*;
+
+const T: Duration = Duration::from_secs(30);
+/// A value just under a default librdkafka producer's `message.max.bytes` (1,000,000): it is
+/// accepted from the integrator, but with switchyard's dead-letter headers it is not.
+const HUGE: usize = 999_700;
+
+#[actix_rt::test]
+async fn a_record_too_large_to_dead_letter_whole_does_not_stop_the_orders_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(test_config(dir.path())).await;
+    // A default-config librdkafka producer, as an integrator has.
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    let dlq = TopicLog::follow(&app.bootstrap, &app.config.topics.dead_letter);
+    register(&app, &p, &[("M-1", true)]).await;
+    let orders = &app.config.topics.orders;
+
+    produce_json(&p, orders, "M-1", order("SO-BEFORE", "read", "M-1")).await;
+    produce(&p, orders, "M-1", &vec![b'#'; HUGE]).await;
+    produce_json(&p, orders, "M-1", order("SO-AFTER", "read", "M-1")).await;
+
+    for id in ["SO-BEFORE", "SO-AFTER"] {
+        let ev = events.wait_final(id, T).await;
+        assert_eq!(ev.last().unwrap().status, OrderStatus::Completed, "{id}");
+        assert_eq!(
+            app.store.store().order(id).unwrap().unwrap().status,
+            OrderStatus::Completed
+        );
+    }
+    dlq.wait("the huge record's dead letter", T, |l| l.len() >= 1)
+        .await;
+    let letters = dlq.messages.lock().unwrap().clone();
+    assert_eq!(letters.len(), 1);
+    let l = &letters[0];
+    assert_eq!(
+        header(l, "switchyard.dlq.reason").as_deref(),
+        Some("malformed_json")
+    );
+    assert_eq!(
+        header(l, "switchyard.dlq.source.topic").as_deref(),
+        Some(orders.as_str())
+    );
+    let offset: i64 = header(l, "switchyard.dlq.source.offset")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(offset >= 1, "the poison's own offset: {offset}");
+    let kept = l.payload().unwrap().len();
+    assert!(kept < HUGE && kept > 900_000, "kept {kept} bytes");
+    assert!(l.payload().unwrap().iter().all(|b| *b == b'#'));
+    assert_eq!(
+        header(l, "switchyard.dlq.truncated"),
+        Some(format!("original_value_bytes={HUGE},kept_bytes={kept}"))
+    );
+    assert_eq!(l.key(), Some(&b"M-1"[..]));
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn poison_of_several_sizes_on_every_input_topic_is_dead_lettered_and_the_rest_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(test_config(dir.path())).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    let dlq = TopicLog::follow(&app.bootstrap, &app.config.topics.dead_letter);
+    register(&app, &p, &[("M-1", true)]).await;
+    let t = &app.config.topics;
+    let inputs = [
+        &t.orders,
+        &t.registry,
+        &t.weather,
+        &t.emergencies,
+        &t.customer_facts,
+        &t.control,
+        &t.campaign_control,
+    ];
+    let sizes = [1usize, 17, 65_536, HUGE];
+    for (t_i, topic) in inputs.iter().enumerate() {
+        for (i, n) in sizes.iter().enumerate() {
+            // Not JSON. Keys spread the records (and their dead letters) over partitions: the
+            // embedded Kafka keeps only about 5 MB per partition.
+            let mut v = vec![b'\xff'; *n];
+            v[0] = b'{';
+            produce(&p, topic, &format!("K-{t_i}-{i}"), &v).await;
+        }
+    }
+    // Records behind the poison still flow: a new meter, then its order.
+    register(&app, &p, &[("M-2", true)]).await;
+    produce_json(&p, &t.orders, "M-2", order("SO-AFTER", "read", "M-2")).await;
+    let ev = events.wait_final("SO-AFTER", T).await;
+    assert_eq!(ev.last().unwrap().status, OrderStatus::Completed);
+
+    let expected = inputs.len() * sizes.len();
+    let until = std::time::Instant::now() + T;
+    while dlq.len() < expected && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let letters = dlq.messages.lock().unwrap().clone();
+    let seen: Vec<(Option<String>, usize)> = letters
+        .iter()
+        .map(|m| {
+            (
+                header(m, "switchyard.dlq.source.topic"),
+                m.payload().map_or(0, <[u8]>::len),
+            )
+        })
+        .collect();
+    assert_eq!(
+        letters.len(),
+        expected,
+        "dead letters (source, bytes): {seen:?}"
+    );
+    for topic in inputs {
+        let of: Vec<_> = letters
+            .iter()
+            .filter(|m| header(m, "switchyard.dlq.source.topic").as_deref() == Some(topic))
+            .collect();
+        assert_eq!(of.len(), sizes.len(), "dead letters from {topic}");
+        let truncated = of
+            .iter()
+            .filter(|m| header(m, "switchyard.dlq.truncated").is_some())
+            .count();
+        assert_eq!(truncated, 1, "only the huge record of {topic} is truncated");
+        for m in of {
+            assert!(
+                header(m, "switchyard.dlq.reason").is_some(),
+                "a reason for every dead letter from {topic}"
+            );
+        }
+    }
+    app.shutdown().await;
+}
