@@ -54,6 +54,7 @@ pub struct App {
     pub config: Config,
     ready: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
+    stop_intake: Option<watch::Sender<bool>>,
     intake: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     arbiters: Vec<Arbiter>,
@@ -168,11 +169,13 @@ impl App {
         let mut results_source = None;
         let simulator = match h.mode {
             HeadEndMode::Simulator => {
-                let sim = Arc::new(Simulator::new(
-                    h.simulator.clone(),
-                    Arc::downgrade(&sink),
-                    clock.clone(),
-                ));
+                let known = store.store().clone();
+                let sim = Arc::new(
+                    Simulator::new(h.simulator.clone(), Arc::downgrade(&sink), clock.clone())
+                        .with_field_seed(Box::new(move |meter| {
+                            known.meter(meter).ok().flatten().map(|m| m.switch)
+                        })),
+                );
                 directory.set_head_end(sim.clone() as Arc<dyn HeadEnd>);
                 let _ = results_assigned_tx.take().expect("once").send(());
                 Some(sim)
@@ -233,8 +236,26 @@ impl App {
         // Tables replayed from the beginning: the registry and the zone facts. The intake waits
         // for all of them.
         use kafka::table_source::{EmergencyTable, Table, TableSource, WeatherTable};
+        // Embedded mode: the embedded Kafka forgets its topics on restart, so the registry
+        // records applied are kept in the store and loaded first.
+        let registry_table: Arc<dyn Table> = if embedded.is_some() {
+            let kept = kafka::table_source::KeptRegistry::new(registry.clone());
+            match kept.restore(&store) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(meters = n, "meter registry restored from the store (the embedded Kafka does not keep topics across restarts)"),
+                Err(e) => tracing::error!(error = %e, "cannot load the kept meter registry; meters come from the registry topic and file only"),
+            }
+            tasks.push(tokio::spawn(kept.clone().flush_every(
+                store.clone(),
+                Duration::from_millis(200),
+                shutdown_rx.clone(),
+            )));
+            kept
+        } else {
+            registry.clone()
+        };
         let tables: Vec<(&str, &str, Arc<dyn Table>)> = vec![
-            ("registry", &config.topics.registry, registry.clone()),
+            ("registry", &config.topics.registry, registry_table),
             (
                 "weather",
                 &config.topics.weather,
@@ -298,6 +319,7 @@ impl App {
             config: config.clone(),
             ready: ready.clone(),
             shutdown,
+            stop_intake: None,
             intake: None,
             tasks,
             arbiters,
@@ -322,7 +344,10 @@ impl App {
             linger: Duration::from_millis(config.kafka.intake_linger_ms),
         };
         let campaigns_for_start = campaigns.clone();
-        let mut shutdown_rx2 = shutdown_rx.clone();
+        // The intake (and its start-up) stops first on shutdown: a signal of its own.
+        let (stop_intake, stop_intake_rx) = watch::channel(false);
+        app.stop_intake = Some(stop_intake);
+        let mut shutdown_rx2 = stop_intake_rx.clone();
         let shutdown_rx3 = shutdown_rx.clone();
         app.intake = Some(tokio::spawn(async move {
             tokio::select! {
@@ -363,7 +388,7 @@ impl App {
             }
             ready.store(true, Ordering::SeqCst);
             tokio::spawn(campaign_source.run(shutdown_rx.clone()));
-            intake.run(shutdown_rx).await;
+            intake.run(stop_intake_rx).await;
         }));
         Ok(app)
     }
@@ -384,17 +409,46 @@ impl App {
         true
     }
 
-    /// Stops intake first (committing offsets), then the rest; meter actors stop with their
-    /// arbiters. Work still open is resumed from the store on the next start.
+    /// Graceful stop (SIGTERM): stop taking new work (the intake commits its offsets; campaigns
+    /// stop releasing), wait up to `head_end.shutdown_drain_secs` for the commands in flight to
+    /// be answered (the results source and the head-end keep running meanwhile), then stop the
+    /// rest. Every step is already stored; what is still in flight at the end is resolved by a
+    /// status check at the next start.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
+        if let Some(s) = self.stop_intake.take() {
+            let _ = s.send(true);
+        }
         if let Some(i) = self.intake.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), i).await;
         }
+        self.campaigns.stop_all();
+        self.directory.start_draining();
+        let drain = Duration::from_secs(self.config.head_end.shutdown_drain_secs);
+        let started = tokio::time::Instant::now();
+        let at_start = self.directory.in_flight();
+        if at_start > 0 && !drain.is_zero() {
+            tracing::info!(
+                in_flight = at_start,
+                drain_secs = drain.as_secs(),
+                "intake stopped; waiting for the commands in flight to be answered"
+            );
+            while self.directory.in_flight() > 0 && started.elapsed() < drain {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let left = self.directory.in_flight();
+        if at_start > 0 {
+            tracing::info!(
+                answered = at_start - left,
+                still_in_flight = left,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "drain finished; commands still in flight are resolved by a status check at the next start"
+            );
+        }
+        let _ = self.shutdown.send(true);
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
-        self.campaigns.stop_all();
         if let Some(a) = self.campaign_arbiter.take() {
             a.stop();
             let _ = a.join();

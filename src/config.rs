@@ -192,7 +192,16 @@ pub struct HeadEndConfig {
     pub max_attempts: u32,
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+    /// On SIGTERM: after the intake and campaign releases stop, wait up to this long for the
+    /// commands in flight to be answered before exiting (those still open are resolved by a
+    /// status check at the next start). 0 = exit at once.
+    #[serde(default = "default_drain_secs")]
+    pub shutdown_drain_secs: u64,
     pub simulator: SimulatorConfig,
+}
+
+fn default_drain_secs() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -399,6 +408,12 @@ impl Config {
             ));
         }
         let h = &self.head_end;
+        if h.shutdown_drain_secs > 3600 {
+            return Err(invalid(
+                "head_end.shutdown_drain_secs",
+                "must be at most 3600 (a drain longer than an hour outlives any service manager's stop timeout)",
+            ));
+        }
         if h.command_deadline_secs == 0 {
             return Err(invalid(
                 "head_end.command_deadline_secs",

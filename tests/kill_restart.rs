@@ -8,18 +8,11 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
-use rdkafka::Message;
-use switchyard::domain::{
-    Command as HeadEndCommand, CommandKind, CommandOutcome, CommandResult, OrderStatus, SwitchState,
-};
+use switchyard::domain::{CommandKind, OrderStatus, SwitchState};
 use switchyard::kafka::EmbeddedKafka;
 
 fn orders_count() -> usize {
@@ -27,91 +20,6 @@ fn orders_count() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4000)
-}
-
-#[derive(Default)]
-struct Field {
-    switch: HashMap<String, SwitchState>,
-    /// Every command id received, in order (duplicates kept).
-    received: Vec<HeadEndCommand>,
-}
-
-/// The head-end adapter: answers every command, in partition order, from the true switch state.
-fn run_adapter(bootstrap: &str, commands: &str, results: &str, field: Arc<Mutex<Field>>) {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "test-head-end-adapter")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[commands]).unwrap();
-    let producer: FutureProducer = producer(bootstrap);
-    let results = results.to_string();
-    tokio::spawn(async move {
-        loop {
-            tokio::task::yield_now().await;
-            let Ok(msg) = consumer.recv().await else {
-                continue;
-            };
-            let Some(Ok(cmd)) = msg.payload().map(serde_json::from_slice::<HeadEndCommand>) else {
-                continue;
-            };
-            let state = {
-                let mut f = field.lock().unwrap();
-                f.received.push(cmd.clone());
-                let s = f
-                    .switch
-                    .entry(cmd.meter_id.clone())
-                    .or_insert(SwitchState::Connected);
-                match cmd.kind {
-                    CommandKind::Disconnect => *s = SwitchState::Disconnected,
-                    CommandKind::Connect => *s = SwitchState::Connected,
-                    _ => {}
-                }
-                *s
-            };
-            let r = CommandResult {
-                schema_version: 1,
-                command_id: cmd.command_id.clone(),
-                meter_id: cmd.meter_id.clone(),
-                outcome: CommandOutcome::Confirmed {
-                    switch_state: state,
-                    register_kwh: Some(1.0),
-                },
-                at: jiff::Timestamp::now(),
-            };
-            // The field changed on receipt; the answer takes 0-40 ms to come back, so that
-            // commands are in flight when the process is killed.
-            let payload = serde_json::to_vec(&r).unwrap();
-            let delay = cmd
-                .command_id
-                .bytes()
-                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
-                % 40;
-            let (producer, results, key) =
-                (producer.clone(), results.clone(), cmd.meter_id.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-                produce(&producer, &results, &key, &payload).await;
-            });
-        }
-    });
-}
-
-fn spawn_switchyard(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .env("RUST_LOG", "warn,switchyard=info")
-        .spawn()
-        .expect("start switchyard")
 }
 
 #[actix_rt::test]
@@ -130,21 +38,15 @@ async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
     let kafka = std::mem::ManuallyDrop::new(EmbeddedKafka::start(&topics, 4).unwrap());
     let b = kafka.bootstrap_servers().to_string();
 
-    let data = dir.path().join("data");
-    let config_path = dir.path().join("switchyard.toml");
-    let config_text = switchyard::config::DEFAULT_TOML
-        .replace(
-            "data_dir = \"./switchyard-data\"",
-            &format!("data_dir = {:?}", data.display().to_string()),
-        )
-        .replace("brokers = \"\"", &format!("brokers = {b:?}"))
-        .replace("mode = \"simulator\"", "mode = \"kafka\"")
-        .replace("command_deadline_secs = 30", "command_deadline_secs = 5")
-        .replace("backoff_initial_ms = 2000", "backoff_initial_ms = 50")
-        .replace("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"");
-    std::fs::write(&config_path, &config_text).unwrap();
-    switchyard::Config::load_with_env(Some(&config_path), Vec::<(String, String)>::new())
-        .expect("test config is valid");
+    let config_path = write_child_config(
+        dir.path(),
+        &b,
+        &[
+            ("mode = \"simulator\"", "mode = \"kafka\""),
+            ("command_deadline_secs = 30", "command_deadline_secs = 5"),
+            ("backoff_initial_ms = 2000", "backoff_initial_ms = 50"),
+        ],
+    );
     let log = dir.path().join("switchyard.log");
 
     let p = producer(&b);
@@ -169,18 +71,7 @@ async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
     let t0 = Instant::now();
     let mut child = spawn_switchyard(&config_path, &log);
     // Once the intake runs, orders arrive as a steady stream (about 4,000 a second).
-    let until = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("order intake started")
-    {
-        assert!(
-            Instant::now() < until,
-            "switchyard did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_log(&log, "order intake started", Duration::from_secs(60)).await;
     let stream_producer = p.clone();
     let orders_topic = orders_topic.clone();
     tokio::spawn(async move {
@@ -333,21 +224,17 @@ async fn sigkill_mid_campaign_releases_every_order_exactly_once() {
         _kafka_guard = host_kafka(&mut cfg);
         cfg.kafka.brokers.clone()
     };
-    let data = dir.path().join("data");
-    let config_path = dir.path().join("switchyard.toml");
-    let config_text = switchyard::config::DEFAULT_TOML
-        .replace(
-            "data_dir = \"./switchyard-data\"",
-            &format!("data_dir = {:?}", data.display().to_string()),
-        )
-        .replace("brokers = \"\"", &format!("brokers = {b:?}"))
-        .replace("latency_median_ms = 800", "latency_median_ms = 5")
-        .replace("latency_p99_ms = 6000", "latency_p99_ms = 20")
-        .replace("failure_rate = 0.02", "failure_rate = 0.0")
-        .replace("no_answer_rate = 0.005", "no_answer_rate = 0.0")
-        .replace("lsv_reject_rate = 0.005", "lsv_reject_rate = 0.0")
-        .replace("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"");
-    std::fs::write(&config_path, &config_text).unwrap();
+    let config_path = write_child_config(
+        dir.path(),
+        &b,
+        &[
+            ("latency_median_ms = 800", "latency_median_ms = 5"),
+            ("latency_p99_ms = 6000", "latency_p99_ms = 20"),
+            ("failure_rate = 0.02", "failure_rate = 0.0"),
+            ("no_answer_rate = 0.005", "no_answer_rate = 0.0"),
+            ("lsv_reject_rate = 0.005", "lsv_reject_rate = 0.0"),
+        ],
+    );
     let log = dir.path().join("switchyard.log");
     let p = producer(&b);
     let events = TopicLog::follow(&b, &base.topics.order_events);

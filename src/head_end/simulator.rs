@@ -31,7 +31,13 @@ pub struct Simulator {
     field: DashMap<String, FieldMeter>,
     sink: Weak<dyn ResultSink>,
     clock: std::sync::Arc<dyn Clock>,
+    /// Where a meter's switch stands when the simulator first meets it (the field does not
+    /// survive the process; the store knows the last confirmed state).
+    seed: Option<FieldSeed>,
 }
+
+/// The last known switch state of a meter, if any.
+pub type FieldSeed = Box<dyn Fn(&str) -> Option<SwitchState> + Send + Sync>;
 
 impl Simulator {
     pub fn new(
@@ -53,7 +59,17 @@ impl Simulator {
             field: DashMap::new(),
             sink,
             clock,
+            seed: None,
         }
+    }
+
+    /// Meters first met take their switch state from `seed` (e.g. the stored meter state) instead
+    /// of "connected": a restarted simulator does not forget the meters it disconnected, so
+    /// after a drained shutdown nothing is sent twice. (A command in flight at a `kill -9` is
+    /// not known to have run: the new simulator assumes it did not.)
+    pub fn with_field_seed(mut self, seed: FieldSeed) -> Simulator {
+        self.seed = Some(seed);
+        self
     }
 
     /// The simulated switch state of a meter (connected until a disconnect succeeds).
@@ -99,7 +115,12 @@ impl Simulator {
             .field
             .entry(cmd.meter_id.clone())
             .or_insert_with(|| FieldMeter {
-                switch: SwitchState::Connected,
+                switch: self
+                    .seed
+                    .as_ref()
+                    .and_then(|f| f(&cmd.meter_id))
+                    .filter(|s| *s != SwitchState::Unknown)
+                    .unwrap_or(SwitchState::Connected),
                 register_kwh: (fxhash(&cmd.meter_id) % 50_000) as f64,
             });
         match cmd.kind {

@@ -18,6 +18,7 @@ use crate::facts::{EmergencyRecord, FactBook, WeatherRecord};
 use crate::meter::Directory;
 use crate::observability::metrics;
 use crate::registry::Registry;
+use crate::store::{StoreHandle, WriteBatch};
 
 /// An in-memory table fed by a compacted topic.
 pub trait Table: Send + Sync + 'static {
@@ -33,6 +34,47 @@ pub trait Table: Send + Sync + 'static {
     fn publish_gauge(&self) {}
 }
 
+/// A registry record: `Ok(None)` is a tombstone (the meter is removed).
+fn registry_record(
+    key: Option<&str>,
+    payload: Option<&[u8]>,
+) -> Result<Option<MeterRecord>, (DeadLetterReason, String)> {
+    let bad = |r: String| (DeadLetterReason::InvalidRegistryRecord, r);
+    let Some(bytes) = payload else {
+        return Ok(None);
+    };
+    let r = serde_json::from_slice::<MeterRecord>(bytes)
+        .map_err(|e| bad(format!("not a v1 meter record: {e}")))?;
+    r.validate().map_err(bad)?;
+    if let Some(k) = key {
+        if k != r.meter_id {
+            return Err(bad(format!(
+                "record key `{k}` differs from meter_id `{}`",
+                r.meter_id
+            )));
+        }
+    }
+    Ok(Some(r))
+}
+
+fn apply_registry(
+    registry: &Registry,
+    key: Option<&str>,
+    rec: Option<&MeterRecord>,
+) -> Result<(), (DeadLetterReason, String)> {
+    match rec {
+        Some(r) => registry
+            .upsert(r)
+            .map_err(|e| (DeadLetterReason::InvalidRegistryRecord, e.to_string())),
+        None => {
+            if let Some(k) = key {
+                registry.remove(k);
+            }
+            Ok(())
+        }
+    }
+}
+
 impl Table for Registry {
     fn name(&self) -> &'static str {
         "meter registry"
@@ -42,31 +84,112 @@ impl Table for Registry {
         key: Option<&str>,
         payload: Option<&[u8]>,
     ) -> Result<(), (DeadLetterReason, String)> {
-        let bad = |r: String| (DeadLetterReason::InvalidRegistryRecord, r);
-        let Some(bytes) = payload else {
-            if let Some(k) = key {
-                self.remove(k);
-            }
-            return Ok(());
-        };
-        let r = serde_json::from_slice::<MeterRecord>(bytes)
-            .map_err(|e| bad(format!("not a v1 meter record: {e}")))?;
-        r.validate().map_err(bad)?;
-        if let Some(k) = key {
-            if k != r.meter_id {
-                return Err(bad(format!(
-                    "record key `{k}` differs from meter_id `{}`",
-                    r.meter_id
-                )));
-            }
-        }
-        self.upsert(&r).map_err(|e| bad(e.to_string()))
+        let rec = registry_record(key, payload)?;
+        apply_registry(self, key, rec.as_ref())
     }
     fn len(&self) -> usize {
         Registry::len(self)
     }
     fn publish_gauge(&self) {
         metrics().registry_meters.set(Registry::len(self) as f64);
+    }
+}
+
+/// The registry in embedded mode: every record applied is also kept in the store (written in
+/// batches by [`KeptRegistry::flush_every`]), because the embedded Kafka's topics do not
+/// survive a restart; at the next start the kept records are loaded before the topic is read.
+pub struct KeptRegistry {
+    pub registry: Arc<Registry>,
+    pending: std::sync::Mutex<Vec<(String, Option<MeterRecord>)>>,
+}
+
+impl KeptRegistry {
+    pub fn new(registry: Arc<Registry>) -> Arc<KeptRegistry> {
+        Arc::new(KeptRegistry {
+            registry,
+            pending: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Loads the records kept by an earlier run into the registry; returns how many.
+    pub fn restore(&self, store: &StoreHandle) -> Result<usize, crate::store::StoreError> {
+        let kept = store.store().registry()?;
+        let mut n = 0;
+        for r in &kept {
+            match self.registry.upsert(r) {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    tracing::warn!(meter = %r.meter_id, error = %e, "kept registry record not loaded")
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Writes the records applied since the last flush, every `period`, until shutdown.
+    pub async fn flush_every(
+        self: Arc<Self>,
+        store: StoreHandle,
+        period: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let stop = tokio::select! {
+                _ = tokio::time::sleep(period) => false,
+                _ = shutdown.changed() => true,
+            };
+            let batch = std::mem::take(&mut *self.pending.lock().expect("lock"));
+            if !batch.is_empty() {
+                let mut backoff = Duration::from_millis(100);
+                while let Err(e) = store
+                    .write(WriteBatch {
+                        registry: batch.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    tracing::debug!(error = %e, "registry records not kept yet; retrying");
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+}
+
+impl Table for KeptRegistry {
+    fn name(&self) -> &'static str {
+        "meter registry"
+    }
+    fn apply(
+        &self,
+        key: Option<&str>,
+        payload: Option<&[u8]>,
+    ) -> Result<(), (DeadLetterReason, String)> {
+        let rec = registry_record(key, payload)?;
+        apply_registry(&self.registry, key, rec.as_ref())?;
+        let id = rec
+            .as_ref()
+            .map(|r| r.meter_id.clone())
+            .or_else(|| key.map(str::to_string));
+        if let Some(id) = id {
+            self.pending.lock().expect("lock").push((id, rec));
+        }
+        Ok(())
+    }
+    fn len(&self) -> usize {
+        Registry::len(&self.registry)
+    }
+    fn publish_gauge(&self) {
+        metrics()
+            .registry_meters
+            .set(Registry::len(&self.registry) as f64);
     }
 }
 

@@ -88,8 +88,8 @@ impl MeterActor {
     }
 
     /// Registry facts are re-read before every step (they may change at any time). A meter that
-    /// is not (or no longer) in the registry keeps its last known facts; one never seen has no
-    /// remote switch.
+    /// is not (or no longer) in the registry keeps its last known facts; one never seen is
+    /// unknown, and its orders wait for its registry record (never "has no switch").
     fn load_facts(&mut self) {
         let svc = self.dir.services();
         if let Some(info) = svc.registry.get(&self.id) {
@@ -105,6 +105,8 @@ impl MeterActor {
             self.facts.has_switch = false;
             self.facts.head_end_id = "unknown".into();
         }
+        self.facts.known = self.facts_known;
+        self.facts.draining = self.dir.draining();
         self.facts.forecasts = svc.facts.forecasts(&self.facts.zone);
         self.facts.emergencies = svc.facts.emergencies();
     }
@@ -172,9 +174,9 @@ impl MeterActor {
             }
             let actions = self.machine.step(input, now, &self.facts, &svc.retry);
             if had_in_flight && self.machine.in_flight.is_none() {
-                m.in_flight.decrement(1.0);
+                dir.in_flight_changed(-1);
             } else if !had_in_flight && self.machine.in_flight.is_some() {
-                m.in_flight.increment(1.0);
+                dir.in_flight_changed(1);
             }
             for a in actions {
                 match a {
@@ -437,7 +439,7 @@ impl Actor for MeterActor {
                 if in_flight {
                     // A meter is never passivated with a command in flight, so this one was
                     // in flight when the process stopped: its outcome is unknown.
-                    metrics().in_flight.increment(1.0);
+                    self.dir.in_flight_changed(1);
                     self.handle(Input::Recover, WriteBatch::default(), ctx);
                 }
             }
@@ -462,7 +464,7 @@ impl Actor for MeterActor {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         metrics().live_actors.decrement(1.0);
         if self.machine.in_flight.is_some() {
-            metrics().in_flight.decrement(1.0);
+            self.dir.in_flight_changed(-1);
         }
         self.dir.forget(&self.id, self.generation);
     }

@@ -53,6 +53,13 @@ impl RetryPolicy {
 /// What the registry and the zone fact book say about the meter, as the machine needs it.
 #[derive(Debug, Clone)]
 pub struct MeterFacts {
+    /// The registry knows the meter (now, or earlier in this actor's life). A meter not in the
+    /// registry (yet: the registry may still be loading after a restart) gets no command and
+    /// no verdict about its switch: its orders wait ([`UNREGISTERED`]).
+    pub known: bool,
+    /// switchyard is stopping (SIGTERM drain): answers are taken in, but no new command is
+    /// started; open work stays open (stored) and resumes at the next start.
+    pub draining: bool,
     pub has_switch: bool,
     pub head_end_id: String,
     pub zone: String,
@@ -67,6 +74,8 @@ impl MeterFacts {
     /// A meter with no zone facts under the built-in baseline policy.
     pub fn baseline(has_switch: bool, head_end_id: &str) -> MeterFacts {
         MeterFacts {
+            known: true,
+            draining: false,
             has_switch,
             head_end_id: head_end_id.to_string(),
             zone: String::new(),
@@ -77,6 +86,11 @@ impl MeterFacts {
         }
     }
 }
+
+/// The hold rule of an order whose meter is not in the registry (yet).
+pub const UNREGISTERED: &str = "meter_not_in_registry";
+/// How often such an order looks at the registry again.
+pub const UNREGISTERED_RECHECK: Duration = Duration::from_secs(5);
 
 /// Why an order is held by policy (compared to decide whether a new event is due).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1144,6 +1158,9 @@ impl MeterMachine {
 
     /// Start the next due work when nothing is in flight.
     fn drive(&mut self, out: &mut Out, facts: &MeterFacts, policy: &RetryPolicy) {
+        if facts.draining {
+            return;
+        }
         // Orders policy holds in this pass (re-decided on the next step).
         let mut held: Vec<u64> = Vec::new();
         while self.in_flight.is_none() {
@@ -1199,6 +1216,43 @@ impl MeterMachine {
                 }
             }
             let kind = self.open[idx].order.kind;
+            let unregistered_hold = self.open[idx]
+                .hold
+                .as_ref()
+                .is_some_and(|h| h.rules.first().map(String::as_str) == Some(UNREGISTERED));
+            if !facts.known && command_for(kind).is_some() {
+                // Not "no switch": unknown. Wait for the registry record, never fail for it.
+                let until = add(now, UNREGISTERED_RECHECK);
+                let o = &mut self.open[idx];
+                let seq = o.seq;
+                o.hold = Some(Hold {
+                    status: OrderStatus::Deferred,
+                    until: Some(until),
+                    rules: vec![UNREGISTERED.to_string()],
+                });
+                if !unregistered_hold {
+                    o.status = OrderStatus::Deferred;
+                    let order = o.order.clone();
+                    let detail = format!(
+                        "meter {} is not in the meter registry (yet): the order waits for its registry record and is not sent or failed meanwhile",
+                        out.meter_id
+                    );
+                    out.audit(
+                        AuditEvent::new(out.meter_id, now, AuditKind::Decision)
+                            .order(&order.order_id)
+                            .reason(UNREGISTERED)
+                            .detail(detail.clone()),
+                    );
+                    out.event(&order, OrderStatus::Deferred, Some(UNREGISTERED), |e| {
+                        e.detail = Some(detail)
+                    });
+                }
+                held.push(seq);
+                continue;
+            }
+            if unregistered_hold {
+                self.open[idx].hold = None;
+            }
             let Some(cmd_kind) = command_for(kind) else {
                 // Not executable here (cancel is handled on arrival; move orders are refused at
                 // intake); close it rather than leave it open forever.

@@ -363,6 +363,40 @@ fn a_meter_without_a_switch_gets_a_field_order_but_reads_still_work() {
 }
 
 #[test]
+fn a_meter_not_in_the_registry_yet_waits_and_is_never_failed_as_switchless() {
+    let mut m = MeterMachine::new("M");
+    let unknown = MeterFacts {
+        known: false,
+        ..MeterFacts::baseline(false, "unknown")
+    };
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        at(0),
+        &unknown,
+        &policy(),
+    );
+    assert!(dispatched(&a).is_empty());
+    assert_eq!(
+        events(&a),
+        vec![(
+            "D1".to_string(),
+            OrderStatus::Deferred,
+            Some(UNREGISTERED.to_string())
+        )]
+    );
+    assert!(a.iter().any(|x| matches!(x, Action::WakeAt(_))));
+    assert!(!a.iter().any(|x| matches!(x, Action::Exception(_))));
+    // Still unknown a while later: no second event, still nothing sent.
+    let a = m.step(Input::Wake, at(5), &unknown, &policy());
+    assert!(dispatched(&a).is_empty());
+    assert!(events(&a).is_empty());
+    // The registry record arrives: the order runs.
+    let a = m.step(Input::Wake, at(10), &facts(true), &policy());
+    assert_eq!(dispatched(&a)[0].command_id, "D1/1");
+    assert!(m.open[0].hold.is_none());
+}
+
+#[test]
 fn a_restart_with_a_command_in_flight_asks_the_switch_first() {
     let mut m = MeterMachine::new("M");
     m.step(

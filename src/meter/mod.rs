@@ -82,6 +82,10 @@ pub struct Directory {
     head_end: OnceLock<Arc<dyn HeadEnd>>,
     campaigns: OnceLock<Arc<crate::campaign::actor::Campaigns>>,
     next_generation: AtomicU64,
+    /// Commands in flight (sent, not answered, not timed out) over all meters.
+    in_flight: std::sync::atomic::AtomicI64,
+    /// Stopping: meters take answers in but start no new command.
+    draining: std::sync::atomic::AtomicBool,
     me: std::sync::Weak<Directory>,
 }
 
@@ -96,6 +100,8 @@ impl Directory {
             head_end: OnceLock::new(),
             campaigns: OnceLock::new(),
             next_generation: AtomicU64::new(0),
+            in_flight: std::sync::atomic::AtomicI64::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -125,6 +131,25 @@ impl Directory {
 
     pub fn live_actors(&self) -> usize {
         self.live.len()
+    }
+
+    /// Commands in flight now (what a graceful shutdown waits for).
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// From now on meters start no new command (a graceful stop drains what is in flight).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn in_flight_changed(&self, delta: i64) {
+        self.in_flight.fetch_add(delta, Ordering::SeqCst);
+        metrics().in_flight.increment(delta as f64);
     }
 
     pub fn is_live(&self, meter_id: &str) -> bool {

@@ -319,6 +319,8 @@ struct World {
 
 fn facts_of(w: &World, policy: &Arc<Policy>, flags: MeterFlags) -> MeterFacts {
     MeterFacts {
+        known: true,
+        draining: false,
         has_switch: true,
         head_end_id: "HE".into(),
         zone: ZONE.into(),

@@ -3,6 +3,8 @@
 //! produce orders and read what switchyard publishes.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use switchyard::clock::SystemClock;
 use switchyard::config::Config;
-use switchyard::domain::{OrderEvent, OrderStatus};
+use switchyard::domain::{
+    Command as HeadEndCommand, CommandKind, CommandOutcome, CommandResult, OrderEvent, OrderStatus,
+    SwitchState,
+};
 use switchyard::App;
 
 /// Embedded defaults, tuned for tests: instant-ish head-end, short backoffs, any free port.
@@ -299,4 +304,155 @@ pub async fn restart_answering(
     cfg.registry.file = Some(reg);
     cfg.head_end.simulator.no_answer_rate = 0.0;
     start(cfg).await
+}
+
+// ---- the head-end adapter and switchyard as a child process (kill and fault tests) ----
+
+#[derive(Default)]
+pub struct Field {
+    pub switch: HashMap<String, SwitchState>,
+    /// Every command id received, in order (duplicates kept).
+    pub received: Vec<HeadEndCommand>,
+    /// Command ids answered so far.
+    pub answered: usize,
+}
+
+/// The head-end adapter: answers every command, in partition order, from the true switch state.
+pub fn run_adapter(bootstrap: &str, commands: &str, results: &str, field: Arc<Mutex<Field>>) {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "test-head-end-adapter")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[commands]).unwrap();
+    let producer: FutureProducer = producer(bootstrap);
+    let results = results.to_string();
+    tokio::spawn(async move {
+        loop {
+            tokio::task::yield_now().await;
+            let Ok(msg) = consumer.recv().await else {
+                continue;
+            };
+            let Some(Ok(cmd)) = msg.payload().map(serde_json::from_slice::<HeadEndCommand>) else {
+                continue;
+            };
+            let state = {
+                let mut f = field.lock().unwrap();
+                f.received.push(cmd.clone());
+                let s = f
+                    .switch
+                    .entry(cmd.meter_id.clone())
+                    .or_insert(SwitchState::Connected);
+                match cmd.kind {
+                    CommandKind::Disconnect => *s = SwitchState::Disconnected,
+                    CommandKind::Connect => *s = SwitchState::Connected,
+                    _ => {}
+                }
+                *s
+            };
+            let r = CommandResult {
+                schema_version: 1,
+                command_id: cmd.command_id.clone(),
+                meter_id: cmd.meter_id.clone(),
+                outcome: CommandOutcome::Confirmed {
+                    switch_state: state,
+                    register_kwh: Some(1.0),
+                },
+                at: jiff::Timestamp::now(),
+            };
+            // The field changed on receipt; the answer takes 0-40 ms to come back, so that
+            // commands are in flight when the process is killed.
+            let payload = serde_json::to_vec(&r).unwrap();
+            let delay = cmd
+                .command_id
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
+                % 40;
+            let (producer, results, key) =
+                (producer.clone(), results.clone(), cmd.meter_id.clone());
+            let answered = field.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                produce(&producer, &results, &key, &payload).await;
+                answered.lock().unwrap().answered += 1;
+            });
+        }
+    });
+}
+
+pub fn spawn_switchyard(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .env("RUST_LOG", "warn,switchyard=info")
+        .spawn()
+        .expect("start switchyard")
+}
+
+/// Writes a config file for a switchyard child process: the embedded defaults with its data
+/// directory under `dir`, Kafka at `bootstrap`, any free HTTP port, and `edits` (pairs of
+/// `from`, `to` applied to the default TOML text). Checked valid before it is used.
+pub fn write_child_config(
+    dir: &std::path::Path,
+    bootstrap: &str,
+    edits: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let mut text = switchyard::config::DEFAULT_TOML
+        .replace(
+            "data_dir = \"./switchyard-data\"",
+            &format!("data_dir = {:?}", data.display().to_string()),
+        )
+        .replace("brokers = \"\"", &format!("brokers = {bootstrap:?}"))
+        .replace("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"");
+    for (from, to) in edits {
+        assert!(text.contains(from), "default config has no `{from}`");
+        text = text.replace(from, to);
+    }
+    let path = dir.join("switchyard.toml");
+    std::fs::write(&path, &text).unwrap();
+    switchyard::Config::load_with_env(Some(&path), Vec::<(String, String)>::new())
+        .expect("test config is valid");
+    path
+}
+
+/// Waits until `log` contains `line` (the child logs it), or panics with the log.
+pub async fn wait_for_log(log: &std::path::Path, line: &str, timeout: Duration) {
+    let until = Instant::now() + timeout;
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(line)
+    {
+        assert!(
+            Instant::now() < until,
+            "no `{line}` in the log: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An order as the intake stores it on acceptance (`received`), for tests that write a store
+/// as a crash leaves it.
+pub fn accepted(id: &str, kind: &str, meter: &str) -> switchyard::domain::OrderRecord {
+    let now = jiff::Timestamp::now();
+    let bytes = serde_json::to_vec(&order(id, kind, meter)).unwrap();
+    let o = switchyard::domain::validate_order(Some(meter.as_bytes()), Some(&bytes), |_| true, now)
+        .unwrap();
+    switchyard::domain::OrderRecord {
+        order: o,
+        status: OrderStatus::Received,
+        received_at: now,
+        updated_at: now,
+        reason: None,
+        source: None,
+    }
 }

@@ -7,20 +7,13 @@
 
 use std::time::Duration;
 
-use switchyard::domain::{
-    AuditKind, Command, CommandKind, Order, OrderRecord, OrderStatus, Timestamp,
-};
+use switchyard::domain::{AuditKind, Command, CommandKind, Order, OrderStatus, Timestamp};
 use switchyard::meter::machine::{InFlight, MeterMachine, OpenOrder, Purpose};
 use switchyard::store::{EmbeddedStore, Store, WriteBatch};
 
 use crate::common::*;
 
 const T: Duration = Duration::from_secs(30);
-
-fn parsed(id: &str, kind: &str, meter: &str, now: Timestamp) -> Order {
-    let bytes = serde_json::to_vec(&order(id, kind, meter)).unwrap();
-    switchyard::domain::validate_order(Some(meter.as_bytes()), Some(&bytes), |_| true, now).unwrap()
-}
 
 fn command(o: &Order, id: &str, kind: CommandKind, attempt: u32, now: Timestamp) -> Command {
     Command {
@@ -40,21 +33,13 @@ fn command(o: &Order, id: &str, kind: CommandKind, attempt: u32, now: Timestamp)
 /// `in_flight` outstanding.
 fn killed_with(dir: &std::path::Path, o: &Order, open: OpenOrder, in_flight: InFlight) {
     let store = EmbeddedStore::open(dir).unwrap();
-    let now = jiff::Timestamp::now();
     let mut m = MeterMachine::new(&o.meter_id);
     m.open.push(open);
     m.next_seq = 1;
     let cmd = in_flight.command.clone();
     m.in_flight = Some(in_flight);
     let batch = WriteBatch {
-        new_orders: vec![OrderRecord {
-            order: o.clone(),
-            status: OrderStatus::Received,
-            received_at: now,
-            updated_at: now,
-            reason: None,
-            source: None,
-        }],
+        new_orders: vec![accepted(&o.order_id, o.kind.as_str(), &o.meter_id)],
         meter: Some(m),
         commands: vec![cmd],
         ..Default::default()
@@ -88,7 +73,7 @@ fn open_order(o: &Order, attempts: u32) -> OpenOrder {
 async fn an_order_that_fails_in_recovery_is_not_run_again() {
     let dir = tempfile::tempdir().unwrap();
     let now = jiff::Timestamp::now();
-    let r = parsed("SO-R", "read", "M-1", now);
+    let r = accepted("SO-R", "read", "M-1").order;
     // Attempts /1 and /2 timed out; /3 (the last, max_attempts = 3) was in flight.
     killed_with(
         dir.path(),
@@ -155,7 +140,7 @@ async fn an_order_that_fails_in_recovery_is_not_run_again() {
 async fn a_restart_is_not_an_unanswered_status_check() {
     let dir = tempfile::tempdir().unwrap();
     let now = jiff::Timestamp::now();
-    let d = parsed("SO-D", "disconnect", "M-1", now);
+    let d = accepted("SO-D", "disconnect", "M-1").order;
     let mut open = open_order(&d, 1);
     open.unknown_outcome = true;
     open.status_checks = 3;
