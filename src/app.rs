@@ -236,26 +236,10 @@ impl App {
         // Tables replayed from the beginning: the registry and the zone facts. The intake waits
         // for all of them.
         use kafka::table_source::{EmergencyTable, Table, TableSource, WeatherTable};
-        // Embedded mode: the embedded Kafka forgets its topics on restart, so the registry
-        // records applied are kept in the store and loaded first.
-        let registry_table: Arc<dyn Table> = if embedded.is_some() {
-            let kept = kafka::table_source::KeptRegistry::new(registry.clone());
-            match kept.restore(&store) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(meters = n, "meter registry restored from the store (the embedded Kafka does not keep topics across restarts)"),
-                Err(e) => tracing::error!(error = %e, "cannot load the kept meter registry; meters come from the registry topic and file only"),
-            }
-            tasks.push(tokio::spawn(kept.clone().flush_every(
-                store.clone(),
-                Duration::from_millis(200),
-                shutdown_rx.clone(),
-            )));
-            kept
-        } else {
-            registry.clone()
-        };
-        let tables: Vec<(&str, &str, Arc<dyn Table>)> = vec![
-            ("registry", &config.topics.registry, registry_table),
+        // Embedded mode: the embedded Kafka forgets its topics on restart, so the records of
+        // the table topics are kept in the store and applied again first.
+        let mut tables: Vec<(&str, &str, Arc<dyn Table>)> = vec![
+            ("registry", &config.topics.registry, registry.clone()),
             (
                 "weather",
                 &config.topics.weather,
@@ -273,6 +257,22 @@ impl App {
                 }),
             ),
         ];
+        if embedded.is_some() {
+            for (name, _, table) in &mut tables {
+                let kept = kafka::table_source::KeptTable::new(name, table.clone());
+                match kept.restore(&store) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(table = *name, records = n, "restored from the store (the embedded Kafka does not keep topics across restarts)"),
+                    Err(e) => tracing::error!(table = *name, error = %e, "cannot load the kept records; they come from the topic (and file) only"),
+                }
+                tasks.push(tokio::spawn(kept.clone().flush_every(
+                    store.clone(),
+                    Duration::from_millis(200),
+                    shutdown_rx.clone(),
+                )));
+                *table = kept;
+            }
+        }
         let mut caught_up_rxs = Vec::new();
         for (suffix, topic, table) in tables {
             let (tx, rx) = oneshot::channel();

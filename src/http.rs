@@ -33,8 +33,12 @@ pub const STORE_READERS: usize = 2;
 /// Audit rows in one page of `/api/v1/meters/{id}` by default, and at most.
 pub const AUDIT_PAGE_DEFAULT: usize = 100;
 pub const AUDIT_PAGE_MAX: usize = 1_000;
-/// Audit rows of one order returned by `/api/v1/orders/{id}` at most (newest first).
+/// Audit rows of one order returned by `/api/v1/orders/{id}` at most (the oldest), and rows of
+/// its meter's trail looked at for them at most.
 pub const ORDER_AUDIT_MAX: usize = 1_000;
+pub const ORDER_AUDIT_SCAN: usize = 20_000;
+/// Open orders shown in a meter's state (`open_orders_total` says how many there are).
+pub const OPEN_ORDERS_SHOWN: usize = 100;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -123,26 +127,54 @@ async fn latency() -> impl IntoResponse {
     }))
 }
 
+/// A JSON body built on the blocking pool: serialising a page of a thousand audit rows must
+/// not hold the async worker that answers `/healthz` and `/readyz`.
+fn json_body(v: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(bytes) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 async fn order(State(s): State<HttpState>, Path(order_id): Path<String>) -> Response {
     let id = order_id.clone();
     let found = s
         .read(move |store| {
-            let rec = store.store().order(&id)?;
-            let Some(rec) = rec else { return Ok(None) };
-            let (audit, more) =
-                store
-                    .store()
-                    .audit_page(&rec.order.meter_id, None, ORDER_AUDIT_MAX, Some(&id))?;
-            Ok::<_, crate::store::StoreError>(Some((rec, audit, more.is_some())))
+            let Some(rec) = store.store().order(&id)? else {
+                return Ok(None);
+            };
+            // The order's rows lie within its lifetime: from its receipt to its final status
+            // (an open order may still get rows without a status change: to the end).
+            let to = if rec.status.is_terminal() {
+                rec.updated_at
+            } else {
+                crate::domain::Timestamp::MAX
+            };
+            let rows = store.store().audit_between(
+                &rec.order.meter_id,
+                rec.received_at,
+                to,
+                ORDER_AUDIT_SCAN,
+            )?;
+            let scanned = rows.len();
+            let audit: Vec<_> = rows
+                .into_iter()
+                .filter(|a| a.order_id.as_deref() == Some(id.as_str()))
+                .take(ORDER_AUDIT_MAX)
+                .collect();
+            let truncated = audit.len() == ORDER_AUDIT_MAX || scanned == ORDER_AUDIT_SCAN;
+            Ok::<_, crate::store::StoreError>(Some(json_body(
+                &json!({ "order": rec, "audit": audit, "audit_truncated": truncated }),
+            )))
         })
         .await;
     match found {
         Err(r) => r,
-        Ok(Ok(Some((rec, mut audit, truncated)))) => {
-            audit.reverse(); // oldest first, as it happened
-            Json(json!({ "order": rec, "audit": audit, "audit_truncated": truncated }))
-                .into_response()
-        }
+        Ok(Ok(Some(body))) => body,
         Ok(Ok(None)) => error(
             StatusCode::NOT_FOUND,
             format!("no order with id `{order_id}` has been accepted"),
@@ -192,33 +224,38 @@ async fn meter(
             format!("meter `{meter_id}` is not in the registry"),
         );
     };
-    let id = meter_id.clone();
+    let live = s.directory.is_live(&meter_id);
     let read = s
         .read(move |store| {
-            let state = store.store().meter(&id)?;
-            let (audit, next) = store
-                .store()
-                .audit_page(&id, before.as_ref(), limit, None)?;
-            Ok::<_, crate::store::StoreError>((state, audit, next))
+            let mut state = store.store().meter(&meter_id)?;
+            // The open orders too are bounded (a meter may hold thousands waiting).
+            let open_total = state.as_ref().map_or(0, |m| m.open.len());
+            if let Some(m) = &mut state {
+                m.open.truncate(OPEN_ORDERS_SHOWN);
+            }
+            let (audit, next) =
+                store
+                    .store()
+                    .audit_page(&meter_id, before.as_ref(), limit, None)?;
+            Ok::<_, crate::store::StoreError>(json_body(&json!({
+                "meter_id": meter_id,
+                "zone": &*info.zone,
+                "head_end_id": &*info.head_end_id,
+                "flags": info.flags.bits(),
+                "live_actor": live,
+                "state": state,
+                "open_orders_total": open_total,
+                "audit": audit,
+                "audit_order": "newest_first",
+                "next": next.map(|c| c.to_string()),
+            })))
         })
         .await;
-    let (state, audit, next) = match read {
-        Err(r) => return r,
-        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Ok(Ok(v)) => v,
-    };
-    Json(json!({
-        "meter_id": meter_id,
-        "zone": &*info.zone,
-        "head_end_id": &*info.head_end_id,
-        "flags": info.flags.bits(),
-        "live_actor": s.directory.is_live(&meter_id),
-        "state": state,
-        "audit": audit,
-        "audit_order": "newest_first",
-        "next": next.map(|c| c.to_string()),
-    }))
-    .into_response()
+    match read {
+        Err(r) => r,
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(Ok(body)) => body,
+    }
 }
 
 pub fn router(state: HttpState) -> Router {

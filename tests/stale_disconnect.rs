@@ -64,6 +64,15 @@ impl Store for StallingStore {
     fn audit(&self, id: &str) -> Result<Vec<switchyard::domain::AuditEvent>, StoreError> {
         self.inner.audit(id)
     }
+    fn audit_between(
+        &self,
+        id: &str,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<switchyard::domain::AuditEvent>, StoreError> {
+        self.inner.audit_between(id, from, to, limit)
+    }
     fn audit_page(
         &self,
         id: &str,
@@ -85,8 +94,8 @@ impl Store for StallingStore {
     fn counts(&self) -> Result<switchyard::store::StoreCounts, StoreError> {
         self.inner.counts()
     }
-    fn registry(&self) -> Result<Vec<switchyard::domain::MeterRecord>, StoreError> {
-        self.inner.registry()
+    fn kept(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.kept(table)
     }
     fn campaigns(&self) -> Result<Vec<switchyard::campaign::CampaignRecord>, StoreError> {
         self.inner.campaigns()

@@ -18,7 +18,7 @@ use crate::facts::{EmergencyRecord, FactBook, WeatherRecord};
 use crate::meter::Directory;
 use crate::observability::metrics;
 use crate::registry::Registry;
-use crate::store::{StoreHandle, WriteBatch};
+use crate::store::{KeptRecord, StoreHandle, WriteBatch};
 
 /// An in-memory table fed by a compacted topic.
 pub trait Table: Send + Sync + 'static {
@@ -34,47 +34,6 @@ pub trait Table: Send + Sync + 'static {
     fn publish_gauge(&self) {}
 }
 
-/// A registry record: `Ok(None)` is a tombstone (the meter is removed).
-fn registry_record(
-    key: Option<&str>,
-    payload: Option<&[u8]>,
-) -> Result<Option<MeterRecord>, (DeadLetterReason, String)> {
-    let bad = |r: String| (DeadLetterReason::InvalidRegistryRecord, r);
-    let Some(bytes) = payload else {
-        return Ok(None);
-    };
-    let r = serde_json::from_slice::<MeterRecord>(bytes)
-        .map_err(|e| bad(format!("not a v1 meter record: {e}")))?;
-    r.validate().map_err(bad)?;
-    if let Some(k) = key {
-        if k != r.meter_id {
-            return Err(bad(format!(
-                "record key `{k}` differs from meter_id `{}`",
-                r.meter_id
-            )));
-        }
-    }
-    Ok(Some(r))
-}
-
-fn apply_registry(
-    registry: &Registry,
-    key: Option<&str>,
-    rec: Option<&MeterRecord>,
-) -> Result<(), (DeadLetterReason, String)> {
-    match rec {
-        Some(r) => registry
-            .upsert(r)
-            .map_err(|e| (DeadLetterReason::InvalidRegistryRecord, e.to_string())),
-        None => {
-            if let Some(k) = key {
-                registry.remove(k);
-            }
-            Ok(())
-        }
-    }
-}
-
 impl Table for Registry {
     fn name(&self) -> &'static str {
         "meter registry"
@@ -84,8 +43,25 @@ impl Table for Registry {
         key: Option<&str>,
         payload: Option<&[u8]>,
     ) -> Result<(), (DeadLetterReason, String)> {
-        let rec = registry_record(key, payload)?;
-        apply_registry(self, key, rec.as_ref())
+        let bad = |r: String| (DeadLetterReason::InvalidRegistryRecord, r);
+        let Some(bytes) = payload else {
+            if let Some(k) = key {
+                self.remove(k);
+            }
+            return Ok(());
+        };
+        let r = serde_json::from_slice::<MeterRecord>(bytes)
+            .map_err(|e| bad(format!("not a v1 meter record: {e}")))?;
+        r.validate().map_err(bad)?;
+        if let Some(k) = key {
+            if k != r.meter_id {
+                return Err(bad(format!(
+                    "record key `{k}` differs from meter_id `{}`",
+                    r.meter_id
+                )));
+            }
+        }
+        self.upsert(&r).map_err(|e| bad(e.to_string()))
     }
     fn len(&self) -> usize {
         Registry::len(self)
@@ -95,31 +71,36 @@ impl Table for Registry {
     }
 }
 
-/// The registry in embedded mode: every record applied is also kept in the store (written in
-/// batches by [`KeptRegistry::flush_every`]), because the embedded Kafka's topics do not
-/// survive a restart; at the next start the kept records are loaded before the topic is read.
-pub struct KeptRegistry {
-    pub registry: Arc<Registry>,
-    pending: std::sync::Mutex<Vec<(String, Option<MeterRecord>)>>,
+/// A table in embedded mode: every record applied is also kept in the store (written in
+/// batches by [`KeptTable::flush_every`]), because the embedded Kafka's topics do not survive a
+/// restart; at the next start the kept records are applied again before the topic is read. For
+/// the registry (a meter forgotten would have its orders wait), and for weather and emergencies
+/// (a forgotten forecast or emergency would let a disconnect through that policy holds).
+pub struct KeptTable {
+    inner: Arc<dyn Table>,
+    /// The table's name in the store.
+    table: &'static str,
+    pending: std::sync::Mutex<Vec<KeptRecord>>,
 }
 
-impl KeptRegistry {
-    pub fn new(registry: Arc<Registry>) -> Arc<KeptRegistry> {
-        Arc::new(KeptRegistry {
-            registry,
+impl KeptTable {
+    pub fn new(table: &'static str, inner: Arc<dyn Table>) -> Arc<KeptTable> {
+        Arc::new(KeptTable {
+            inner,
+            table,
             pending: std::sync::Mutex::new(Vec::new()),
         })
     }
 
-    /// Loads the records kept by an earlier run into the registry; returns how many.
+    /// Applies the records kept by an earlier run; returns how many.
     pub fn restore(&self, store: &StoreHandle) -> Result<usize, crate::store::StoreError> {
-        let kept = store.store().registry()?;
+        let kept = store.store().kept(self.table)?;
         let mut n = 0;
-        for r in &kept {
-            match self.registry.upsert(r) {
+        for (key, value) in &kept {
+            match self.inner.apply(Some(key), Some(value)) {
                 Ok(()) => n += 1,
-                Err(e) => {
-                    tracing::warn!(meter = %r.meter_id, error = %e, "kept registry record not loaded")
+                Err((_, e)) => {
+                    tracing::warn!(table = self.table, key = %key, error = %e, "kept record not applied")
                 }
             }
         }
@@ -138,17 +119,17 @@ impl KeptRegistry {
                 _ = tokio::time::sleep(period) => false,
                 _ = shutdown.changed() => true,
             };
-            let batch = std::mem::take(&mut *self.pending.lock().expect("lock"));
-            if !batch.is_empty() {
+            let kept = std::mem::take(&mut *self.pending.lock().expect("lock"));
+            if !kept.is_empty() {
                 let mut backoff = Duration::from_millis(100);
                 while let Err(e) = store
                     .write(WriteBatch {
-                        registry: batch.clone(),
+                        kept: kept.clone(),
                         ..Default::default()
                     })
                     .await
                 {
-                    tracing::debug!(error = %e, "registry records not kept yet; retrying");
+                    tracing::debug!(error = %e, table = self.table, "table records not kept yet; retrying");
                     if *shutdown.borrow() {
                         break;
                     }
@@ -163,33 +144,31 @@ impl KeptRegistry {
     }
 }
 
-impl Table for KeptRegistry {
+impl Table for KeptTable {
     fn name(&self) -> &'static str {
-        "meter registry"
+        self.inner.name()
     }
     fn apply(
         &self,
         key: Option<&str>,
         payload: Option<&[u8]>,
     ) -> Result<(), (DeadLetterReason, String)> {
-        let rec = registry_record(key, payload)?;
-        apply_registry(&self.registry, key, rec.as_ref())?;
-        let id = rec
-            .as_ref()
-            .map(|r| r.meter_id.clone())
-            .or_else(|| key.map(str::to_string));
-        if let Some(id) = id {
-            self.pending.lock().expect("lock").push((id, rec));
+        self.inner.apply(key, payload)?;
+        // Table topics are keyed (a record without a key cannot be compacted either).
+        if let Some(k) = key {
+            self.pending.lock().expect("lock").push(KeptRecord {
+                table: self.table,
+                key: k.to_string(),
+                value: payload.map(<[u8]>::to_vec),
+            });
         }
         Ok(())
     }
     fn len(&self) -> usize {
-        Registry::len(&self.registry)
+        self.inner.len()
     }
     fn publish_gauge(&self) {
-        metrics()
-            .registry_meters
-            .set(Registry::len(&self.registry) as f64);
+        self.inner.publish_gauge()
     }
 }
 

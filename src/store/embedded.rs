@@ -30,9 +30,9 @@ const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaigns"
 const CAMPAIGN_ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaign_orders");
 /// `campaign\0order` → release time (nanoseconds since the epoch).
 const CAMPAIGN_RELEASES: TableDefinition<&str, i64> = TableDefinition::new("campaign_releases");
-/// meter id → the registry record applied from the registry topic (embedded mode keeps it: the
-/// embedded Kafka's topics do not survive a restart).
-const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
+/// `table \0 key` → the record applied from a table topic (registry, weather, emergencies):
+/// embedded mode keeps them, because the embedded Kafka's topics do not survive a restart.
+const KEPT: TableDefinition<&str, &[u8]> = TableDefinition::new("kept_tables");
 
 pub struct EmbeddedStore {
     path: std::path::PathBuf,
@@ -160,7 +160,7 @@ impl EmbeddedStore {
             w.open_table(CAMPAIGNS).map_err(be)?;
             w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
             w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
-            w.open_table(REGISTRY).map_err(be)?;
+            w.open_table(KEPT).map_err(be)?;
             let meta = w.open_table(META).map_err(be)?;
             let seq = meta.get("seq").map_err(be)?.map(|v| v.value()).unwrap_or(0);
             seq
@@ -229,17 +229,16 @@ impl EmbeddedStore {
             let mut campaigns = w.open_table(CAMPAIGNS).map_err(be)?;
             let mut campaign_orders = w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
             let mut campaign_releases = w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
-            let mut registry = w.open_table(REGISTRY).map_err(be)?;
+            let mut kept = w.open_table(KEPT).map_err(be)?;
             for b in batches {
-                for (id, rec) in &b.registry {
-                    match rec {
-                        Some(r) => {
-                            registry
-                                .insert(id.as_str(), encode(r).as_slice())
-                                .map_err(be)?;
+                for k in &b.kept {
+                    let key = open_key(k.table, &k.key);
+                    match &k.value {
+                        Some(v) => {
+                            kept.insert(key.as_str(), v.as_slice()).map_err(be)?;
                         }
                         None => {
-                            registry.remove(id.as_str()).map_err(be)?;
+                            kept.remove(key.as_str()).map_err(be)?;
                         }
                     }
                 }
@@ -439,13 +438,15 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn registry(&self) -> Result<Vec<crate::domain::MeterRecord>, StoreError> {
+    fn kept(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.read(|r| {
-            let t = r.open_table(REGISTRY).map_err(be)?;
+            let t = r.open_table(KEPT).map_err(be)?;
+            let lo = format!("{table}\0");
+            let hi = format!("{table}\u{1}");
             let mut out = Vec::new();
-            for item in t.iter().map_err(be)? {
+            for item in t.range(lo.as_str()..hi.as_str()).map_err(be)? {
                 let (k, v) = item.map_err(be)?;
-                out.push(decode(k.value(), v.value())?);
+                out.push((k.value()[lo.len()..].to_string(), v.value().to_vec()));
             }
             Ok(out)
         })
@@ -508,6 +509,30 @@ impl Store for EmbeddedStore {
             hi.push(1);
             let mut out = Vec::new();
             for item in t.range(lo.as_slice()..hi.as_slice()).map_err(be)? {
+                let (_, v) = item.map_err(be)?;
+                out.push(decode(meter_id, v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn audit_between(
+        &self,
+        meter_id: &str,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.read(|r| {
+            let t = r.open_table(AUDIT).map_err(be)?;
+            let lo = audit_key(meter_id, from, 0);
+            let hi = audit_key(meter_id, to, u64::MAX);
+            let mut out = Vec::new();
+            for item in t
+                .range(lo.as_slice()..=hi.as_slice())
+                .map_err(be)?
+                .take(limit)
+            {
                 let (_, v) = item.map_err(be)?;
                 out.push(decode(meter_id, v.value())?);
             }

@@ -84,8 +84,8 @@ pub struct WriteBatch {
     pub campaign_orders: Vec<(String, crate::campaign::CampaignOrder)>,
     /// Releases: `(campaign_id, order_id, released_at)`.
     pub campaign_releases: Vec<(String, String, Timestamp)>,
-    /// Registry records applied (`None` = removed), kept in embedded mode.
-    pub registry: Vec<(String, Option<crate::domain::MeterRecord>)>,
+    /// Table records applied, kept in embedded mode: `(table, key, value)`, `None` = removed.
+    pub kept: Vec<KeptRecord>,
 }
 
 impl WriteBatch {
@@ -102,7 +102,7 @@ impl WriteBatch {
             && self.campaigns.is_empty()
             && self.campaign_orders.is_empty()
             && self.campaign_releases.is_empty()
-            && self.registry.is_empty()
+            && self.kept.is_empty()
     }
 }
 
@@ -130,6 +130,16 @@ impl std::fmt::Display for AuditCursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:016x}{:016x}", self.at_ns, self.seq)
     }
+}
+
+/// A record of a table topic (registry, weather, emergencies) as applied, kept by the store in
+/// embedded mode, where the topics do not survive a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptRecord {
+    pub table: &'static str,
+    pub key: String,
+    /// The record's value; `None` = removed (a tombstone).
+    pub value: Option<Vec<u8>>,
 }
 
 /// Row counts, for tests, the operator API and load reports.
@@ -161,6 +171,15 @@ pub trait Store: Send + Sync + 'static {
     fn exception(&self, exception_id: &str) -> Result<Option<ExceptionRecord>, StoreError>;
     /// The audit trail of one meter, oldest first.
     fn audit(&self, meter_id: &str) -> Result<Vec<AuditEvent>, StoreError>;
+    /// The audit rows of a meter written between `from` and `to` (inclusive), oldest first, at
+    /// most `limit` (an order's own trail lies within its lifetime: this bounds the scan).
+    fn audit_between(
+        &self,
+        meter_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
     /// One page of a meter's audit trail, newest first: up to `limit` rows older than `before`
     /// (of `order_id` only, when given), and the cursor of the next page when there are more.
     fn audit_page(
@@ -173,8 +192,8 @@ pub trait Store: Send + Sync + 'static {
     /// Outbox entries not yet acknowledged, oldest first.
     fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
     fn counts(&self) -> Result<StoreCounts, StoreError>;
-    /// The registry records kept (embedded mode), in meter id order.
-    fn registry(&self) -> Result<Vec<crate::domain::MeterRecord>, StoreError>;
+    /// The records kept for a table (embedded mode): `(key, value)` in key order.
+    fn kept(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Every campaign stored.
     fn campaigns(&self) -> Result<Vec<crate::campaign::CampaignRecord>, StoreError>;
     /// A campaign's orders, with `released` set from the releases stored.

@@ -139,3 +139,56 @@ async fn poison_of_several_sizes_on_every_input_topic_is_dead_lettered_and_the_r
     }
     app.shutdown().await;
 }
+
+/// Records removed from the orders topic before switchyard read them (the embedded Kafka keeps
+/// about 5 MB per partition; a cluster's retention does the same) are counted in a metric and
+/// logged, not silently skipped.
+#[actix_rt::test]
+async fn orders_trimmed_from_the_topic_before_they_were_read_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    let _kafka = host_kafka(&mut cfg);
+    let b = cfg.kafka.brokers.clone();
+    let p = producer(&b);
+    // About 8 MB on one partition (one meter), before switchyard runs: the first records are
+    // trimmed away.
+    let mut notes = String::new();
+    notes.push_str(&"n".repeat(250));
+    let n = 12_000;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        futures::future::join_all(chunk.iter().map(|i| {
+            let mut o = order(&format!("SO-T{i:05}"), "read", "M-1");
+            o["notes"] = notes.clone().into();
+            o["service_point_id"] = "s".repeat(400).into();
+            let p = &p;
+            let t = &cfg.topics.orders;
+            async move { produce_json(p, t, "M-1", o).await }
+        }))
+        .await;
+    }
+    let app = start(cfg).await;
+    let until = std::time::Instant::now() + T;
+    let lost = loop {
+        let (_, metrics) = http_get(app.http_addr, "/metrics").await;
+        let lost: f64 = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("switchyard_kafka_records_lost_total")
+                    && l.contains("switchyard.orders.v1")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if lost > 0.0 {
+            break lost as usize;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no records counted as lost"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(lost < n, "{lost}");
+    eprintln!("faults: {lost} of {n} orders were trimmed before intake read them");
+    app.shutdown().await;
+}

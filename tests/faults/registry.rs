@@ -1,6 +1,6 @@
 //! Embedded mode across a restart (issue 10, defect 5): the embedded Kafka forgets its topics,
-//! the store keeps the registry it applied, so a restart on the same data directory knows its
-//! meters; a meter that is not in the registry (yet) makes its orders wait, never fail as
+//! the store keeps the registry, forecasts and emergencies it applied, so a restart on the same
+//! data directory knows its meters and its weather; a meter that is not in the registry (yet) makes its orders wait, never fail as
 //! "no switch".
 
 use std::time::Duration;
@@ -22,6 +22,14 @@ async fn a_restart_in_embedded_mode_keeps_the_meters_it_knew() {
     let p = producer(&app.bootstrap);
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     register(&app, &p, &[("M-1", true), ("M-2", true)]).await;
+    // A forecast too: forgetting it would let through a disconnect that a weather rule holds.
+    produce_json(
+        &p,
+        &app.config.topics.weather,
+        "zone-a/2026-12-03",
+        serde_json::json!({"schema_version":1,"zone":"zone-a","date":"2026-12-03","low_f":12.0,"high_f":25.0}),
+    )
+    .await;
     produce_json(
         &p,
         &app.config.topics.orders,
@@ -36,7 +44,9 @@ async fn a_restart_in_embedded_mode_keeps_the_meters_it_knew() {
         .await;
     // The kept registry reaches the store in batches (every 200 ms).
     let until = std::time::Instant::now() + T;
-    while app.store.store().registry().unwrap().len() < 2 {
+    while app.store.store().kept("registry").unwrap().len() < 2
+        || app.store.store().kept("weather").unwrap().is_empty()
+    {
         assert!(std::time::Instant::now() < until, "registry never kept");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -47,6 +57,11 @@ async fn a_restart_in_embedded_mode_keeps_the_meters_it_knew() {
     cfg.head_end.simulator.no_answer_rate = 0.0;
     let app = start(cfg).await;
     assert!(app.registry.contains("M-1") && app.registry.contains("M-2"));
+    assert_eq!(
+        app.facts.forecasts("zone-a").len(),
+        1,
+        "the forecast is kept too"
+    );
     let (code, body) = http_get(app.http_addr, "/readyz").await;
     assert_eq!(code, 200);
     assert!(body.contains("\"registry_meters\":2"), "{body}");
