@@ -56,6 +56,9 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     stop_intake: Option<watch::Sender<bool>>,
     intake: Option<JoinHandle<()>>,
+    /// Sources started by the intake's start-up (results, facts, campaign control): shutdown
+    /// waits for them too, so that nothing holds the store after it returns.
+    started_later: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
     tasks: Vec<JoinHandle<()>>,
     arbiters: Vec<Arbiter>,
     pub campaigns: Arc<crate::campaign::actor::Campaigns>,
@@ -88,7 +91,28 @@ impl App {
         };
 
         // Store, outbox backlog, writer.
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&config.data_dir)?);
+        // Another instance in this process (a test's restart) may still be letting go of the
+        // file: wait without blocking this runtime, on which it may need to run to let go.
+        let mut waited = Duration::ZERO;
+        let store: Arc<dyn Store> = loop {
+            if let Some(s) = EmbeddedStore::try_open(&config.data_dir)? {
+                break Arc::new(s);
+            }
+            if waited >= Duration::from_secs(10) {
+                return Err(StoreError::Open {
+                    path: config
+                        .data_dir
+                        .join("switchyard.redb")
+                        .display()
+                        .to_string(),
+                    message: "still held by another switchyard store of this process after 10 s"
+                        .into(),
+                }
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+        };
         let backlog = store.outbox(usize::MAX)?;
         if !backlog.is_empty() {
             tracing::info!(
@@ -321,6 +345,7 @@ impl App {
             shutdown,
             stop_intake: None,
             intake: None,
+            started_later: Arc::default(),
             tasks,
             arbiters,
             campaigns: campaigns.clone(),
@@ -349,18 +374,20 @@ impl App {
         app.stop_intake = Some(stop_intake);
         let mut shutdown_rx2 = stop_intake_rx.clone();
         let shutdown_rx3 = shutdown_rx.clone();
+        let later = app.started_later.clone();
+        let keep = move |h: JoinHandle<()>| later.lock().expect("lock").push(h);
         app.intake = Some(tokio::spawn(async move {
             tokio::select! {
                 r = caught_up_rx => { if r.is_err() { return; } }
                 _ = shutdown_rx2.changed() => return,
             }
             if let Some((src, assigned)) = results_source {
-                tokio::spawn(src.run(assigned, shutdown_rx3));
+                keep(tokio::spawn(src.run(assigned, shutdown_rx3)));
             }
             // Facts that arrived while switchyard was down are applied before any held order
             // is resumed.
             let (facts_tx, facts_rx) = oneshot::channel();
-            tokio::spawn(fact_source.run(facts_tx, shutdown_rx.clone()));
+            keep(tokio::spawn(fact_source.run(facts_tx, shutdown_rx.clone())));
             tokio::select! {
                 _ = facts_rx => {}
                 _ = shutdown_rx2.changed() => return,
@@ -387,7 +414,7 @@ impl App {
                 tracing::info!(campaigns = resumed, "resumed campaigns");
             }
             ready.store(true, Ordering::SeqCst);
-            tokio::spawn(campaign_source.run(shutdown_rx.clone()));
+            keep(tokio::spawn(campaign_source.run(shutdown_rx.clone())));
             intake.run(stop_intake_rx).await;
         }));
         Ok(app)
@@ -446,7 +473,8 @@ impl App {
             );
         }
         let _ = self.shutdown.send(true);
-        for t in self.tasks.drain(..) {
+        let later: Vec<_> = std::mem::take(&mut *self.started_later.lock().expect("lock"));
+        for t in later.into_iter().chain(self.tasks.drain(..)) {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
         if let Some(a) = self.campaign_arbiter.take() {

@@ -106,18 +106,36 @@ fn decode_outbox(seq: u64, b: &[u8]) -> Result<OutboxMessage, StoreError> {
     })
 }
 
+const ALREADY_OPEN: &str = "the database file is open in another switchyard store of this process";
+
 /// How often a broken database is opened again at most.
 const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl EmbeddedStore {
-    /// Opens (or creates) the database file `<dir>/switchyard.redb`.
+    /// Opens (or creates) the database file `<dir>/switchyard.redb`, waiting up to 10 s (on this
+    /// thread) for another instance in this process that still holds it.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        Self::open_with(dir, std::time::Duration::from_secs(10))
+    }
+
+    /// As [`open`](Self::open), without waiting: `Ok(None)` when another instance in this
+    /// process still holds the file (an async caller waits without blocking its runtime, on
+    /// which that instance may need to run to let go).
+    pub fn try_open(dir: &Path) -> Result<Option<EmbeddedStore>, StoreError> {
+        match Self::open_with(dir, std::time::Duration::ZERO) {
+            Ok(s) => Ok(Some(s)),
+            Err(StoreError::Open { message, .. }) if message == ALREADY_OPEN => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_with(dir: &Path, wait: std::time::Duration) -> Result<EmbeddedStore, StoreError> {
         let path = dir.join("switchyard.redb");
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let (db, seq) = Self::open_db(&path)?;
+        let (db, seq) = Self::open_db(&path, wait)?;
         Ok(EmbeddedStore {
             path,
             db: std::sync::RwLock::new(Some(db)),
@@ -127,7 +145,7 @@ impl EmbeddedStore {
         })
     }
 
-    fn open_db(path: &Path) -> Result<(Database, u64), StoreError> {
+    fn open_db(path: &Path, wait: std::time::Duration) -> Result<(Database, u64), StoreError> {
         let err = |m: String| StoreError::Open {
             path: path.display().to_string(),
             message: m,
@@ -138,11 +156,12 @@ impl EmbeddedStore {
         let db = loop {
             match Database::create(path) {
                 Ok(db) => break db,
-                Err(redb::DatabaseError::DatabaseAlreadyOpen)
-                    if waited < std::time::Duration::from_secs(10) =>
-                {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if waited < wait => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                     waited += std::time::Duration::from_millis(50);
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(err(ALREADY_OPEN.into()))
                 }
                 Err(e) => return Err(err(e.to_string())),
             }
@@ -185,7 +204,7 @@ impl EmbeddedStore {
         }
         let mut db = self.db.write().expect("lock");
         *db = None; // releases the file
-        let (fresh, seq) = Self::open_db(&self.path)
+        let (fresh, seq) = Self::open_db(&self.path, std::time::Duration::ZERO)
             .map_err(|e| StoreError::Backend(format!("reopening after an I/O error: {e}")))?;
         *db = Some(fresh);
         self.seq.store(seq, Ordering::SeqCst);

@@ -175,3 +175,49 @@ async fn a_restart_is_not_an_unanswered_status_check() {
     );
     app.shutdown().await;
 }
+
+/// The simulator's field dies with the process; it is seeded from the stored switch states, so
+/// a restarted demo does not forget the meters it disconnected: a read reports the switch open,
+/// and a second disconnect completes without a command (before: the new simulator said
+/// "connected", the read taught the meter so, and the disconnect was sent again).
+#[actix_rt::test]
+async fn a_restarted_simulator_remembers_the_meters_it_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(dir.path());
+    let app = start(cfg.clone()).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    register(&app, &p, &[("M-1", true)]).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-1",
+        order("SO-CUT", "disconnect", "M-1"),
+    )
+    .await;
+    let ev = events.wait_final("SO-CUT", T).await;
+    assert_eq!(ev.last().unwrap().status, OrderStatus::Completed);
+    drop(p);
+    app.shutdown().await;
+
+    let app = restart_answering(cfg, dir.path(), &["M-1"]).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    let orders = app.config.topics.orders.clone();
+    produce_json(&p, &orders, "M-1", order("SO-READ", "read", "M-1")).await;
+    produce_json(&p, &orders, "M-1", order("SO-CUT-2", "disconnect", "M-1")).await;
+    let read = events.wait_final("SO-READ", T).await;
+    assert_eq!(
+        read.last().unwrap().switch_state,
+        Some(switchyard::domain::SwitchState::Disconnected),
+        "{read:?}"
+    );
+    let cut = events.wait_final("SO-CUT-2", T).await;
+    assert_eq!(
+        cut.last().unwrap().reason.as_deref(),
+        Some("already_disconnected"),
+        "{cut:?}"
+    );
+    assert!(app.store.store().command("SO-CUT-2/1").unwrap().is_none());
+    app.shutdown().await;
+}
