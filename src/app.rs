@@ -442,6 +442,8 @@ impl App {
     /// rest. Every step is already stored; what is still in flight at the end is resolved by a
     /// status check at the next start.
     pub async fn shutdown(mut self) {
+        // Not ready from now on: a load balancer or orchestrator stops sending work here.
+        self.ready.store(false, Ordering::SeqCst);
         if let Some(s) = self.stop_intake.take() {
             let _ = s.send(true);
         }

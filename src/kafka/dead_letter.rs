@@ -27,8 +27,10 @@ pub const H_PARTITION: &str = "switchyard.dlq.source.partition";
 pub const H_OFFSET: &str = "switchyard.dlq.source.offset";
 pub const H_AT: &str = "switchyard.dlq.rejected_at";
 /// Present when the dead letter does not carry the whole original record: a comma-separated
-/// list of `original_headers_dropped` and `original_value_bytes=<n>,kept_bytes=<m>` (the whole
-/// record stays at its source position until the topic's retention removes it).
+/// list of `original_headers_dropped`, `original_header_keys_not_utf8` (such keys are carried
+/// with U+FFFD in place of the bad bytes), `original_key_dropped,original_key_bytes=<n>` and
+/// `original_value_bytes=<n>,kept_bytes=<m>` (the whole record stays at its source position
+/// until the topic's retention removes it).
 pub const H_TRUNCATED: &str = "switchyard.dlq.truncated";
 
 /// librdkafka's default `message.max.bytes`.
@@ -95,14 +97,15 @@ fn letter<'a>(
     level: Level,
 ) -> Letter<'a> {
     let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     if level == Level::Fit {
         if let Some(h) = msg.headers() {
-            for i in 0..h.count() {
-                let hd = h.get(i);
-                headers.push((
-                    hd.key.to_string(),
-                    hd.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                ));
+            let raw = raw_headers(h);
+            if raw.iter().any(|(k, _)| std::str::from_utf8(k).is_err()) {
+                notes.push("original_header_keys_not_utf8".into());
+            }
+            for (k, v) in raw {
+                headers.push((String::from_utf8_lossy(&k).into_owned(), v));
             }
         }
     }
@@ -118,10 +121,19 @@ fn letter<'a>(
         headers.push((H_AT.into(), at.to_string().into_bytes()));
     };
     own(&mut headers);
-    let key = msg.key();
+    // A key too large for any letter is dropped below the first level (it is still at the
+    // source position).
+    let key = msg
+        .key()
+        .filter(|k| level == Level::Fit || k.len() <= MAX_KEPT_KEY_BYTES);
+    if key.is_none() && msg.key().is_some() {
+        notes.push(format!(
+            "original_key_dropped,original_key_bytes={}",
+            msg.key().map_or(0, <[u8]>::len)
+        ));
+    }
     let value = msg.payload();
     let original = value.map_or(0, <[u8]>::len);
-    let mut notes: Vec<String> = Vec::new();
     let had_headers = msg.headers().is_some_and(|h| h.count() > 0);
     if had_headers && level != Level::Fit {
         notes.push("original_headers_dropped".into());
@@ -168,6 +180,41 @@ fn letter<'a>(
     }
 }
 
+/// Keys longer than this are dropped from letters below the first level.
+const MAX_KEPT_KEY_BYTES: usize = 1_024;
+
+/// The headers of a record as raw bytes. rdkafka's `Headers::get` panics on a header key that
+/// is not UTF-8 (it unwraps `CStr::to_str`): a poison record must not panic a source, so the
+/// keys are read through librdkafka directly.
+fn raw_headers(h: &OwnedHeaders) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use rdkafka::bindings as rd;
+    // `BorrowedHeaders` is librdkafka's `rd_kafka_headers_t` behind a reference (rdkafka casts it
+    // the same way).
+    let p = h.as_borrowed() as *const rdkafka::message::BorrowedHeaders
+        as *const rd::rd_kafka_headers_t;
+    let n = unsafe { rd::rd_kafka_header_cnt(p) };
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut name = std::ptr::null();
+        let mut value = std::ptr::null();
+        let mut size = 0usize;
+        let err = unsafe { rd::rd_kafka_header_get_all(p, i, &mut name, &mut value, &mut size) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+            continue;
+        }
+        let key = unsafe { std::ffi::CStr::from_ptr(name) }
+            .to_bytes()
+            .to_vec();
+        let value = if value.is_null() {
+            Vec::new()
+        } else {
+            unsafe { std::slice::from_raw_parts(value as *const u8, size) }.to_vec()
+        };
+        out.push((key, value));
+    }
+    out
+}
+
 /// The broker or the producer refused the record for its size: a smaller letter may pass.
 fn size_error(e: &KafkaError) -> bool {
     matches!(
@@ -176,8 +223,6 @@ fn size_error(e: &KafkaError) -> bool {
             RDKafkaErrorCode::MessageSizeTooLarge
                 | RDKafkaErrorCode::InvalidMessageSize
                 | RDKafkaErrorCode::MessageBatchTooLarge
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::InvalidMessage
         )
     )
 }
@@ -230,7 +275,16 @@ pub async fn send(
                 }
                 return;
             }
-            Err((e, _)) if size_error(&e) && level != Level::PositionOnly => {
+            Err((e, _)) if size_error(&e) && level == Level::PositionOnly => {
+                // Nothing smaller can be sent: count it and move on rather than block the
+                // partition (the record stays at its source position).
+                crate::observability::metrics()
+                    .dead_letters_truncated
+                    .increment(1);
+                tracing::error!(error = %e, topic, source_topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "not even a position-only dead letter fits the broker's limit; the record is skipped (it is still at its source position)");
+                return;
+            }
+            Err((e, _)) if size_error(&e) => {
                 tracing::warn!(error = %e, topic, ?level, "dead letter refused as too large; sending a smaller one");
                 level = match level {
                     Level::Fit => Level::Prefix,
@@ -342,6 +396,71 @@ mod tests {
             header(&z, H_TRUNCATED),
             Some("original_value_bytes=999700,kept_bytes=0")
         );
+    }
+
+    #[test]
+    fn a_header_key_that_is_not_utf8_does_not_panic() {
+        // Built through librdkafka: the safe API only takes `&str` keys.
+        let mut h = OwnedHeaders::new();
+        let key = std::ffi::CString::new(vec![0xffu8, 0xfe, b'k']).unwrap();
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_header_add(
+                h.as_borrowed() as *const rdkafka::message::BorrowedHeaders
+                    as *mut rdkafka::bindings::rd_kafka_headers_t,
+                key.as_ptr(),
+                3,
+                b"v".as_ptr() as *const std::ffi::c_void,
+                1,
+            )
+        };
+        assert_eq!(
+            err,
+            rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        );
+        h = h.insert(Header {
+            key: "ok",
+            value: Some("1"),
+        });
+        let m = record(b"x".to_vec(), Some(h));
+        let l = letter(
+            &m,
+            DeadLetterReason::MalformedJson,
+            "x",
+            Timestamp::UNIX_EPOCH,
+            999_000,
+            Level::Fit,
+        );
+        assert_eq!(header(&l, "ok"), Some("1"));
+        assert_eq!(
+            header(&l, H_TRUNCATED),
+            Some("original_header_keys_not_utf8")
+        );
+    }
+
+    #[test]
+    fn a_key_too_large_for_any_letter_is_dropped_below_the_first_level() {
+        let m = OwnedMessage::new(
+            Some(b"x".to_vec()),
+            Some(vec![b'k'; 2_000_000]),
+            "switchyard.orders.v1".into(),
+            KTimestamp::NotAvailable,
+            0,
+            7,
+            None,
+        );
+        let l = letter(
+            &m,
+            DeadLetterReason::MalformedJson,
+            "x",
+            Timestamp::UNIX_EPOCH,
+            999_000,
+            Level::PositionOnly,
+        );
+        assert!(l.key.is_none());
+        assert!(size(&l) < 2_000);
+        assert!(header(&l, H_TRUNCATED)
+            .unwrap()
+            .contains("original_key_dropped,original_key_bytes=2000000"));
     }
 
     #[test]

@@ -262,7 +262,7 @@ impl Intake {
         }))
         .await;
         let mut backoff = Duration::from_millis(100);
-        let mut paused: Option<rdkafka::TopicPartitionList> = None;
+        let mut paused = false;
         loop {
             match self.store.write(write.clone()).await {
                 Ok(()) => break,
@@ -273,34 +273,36 @@ impl Intake {
                     // keep polling so that the group keeps this member (a consumer that does
                     // not poll for max.poll.interval.ms is removed from its group).
                     tracing::debug!(error = %e, "cannot store accepted orders; offsets stay uncommitted, retrying");
-                    if paused.is_none() {
-                        if let Ok(a) = self.consumer.assignment() {
-                            if self.consumer.pause(&a).is_ok() {
-                                tracing::warn!(
-                                    partitions = a.count(),
-                                    "order intake paused until the store accepts writes again"
-                                );
-                                paused = Some(a);
-                            }
-                        }
+                    if !paused {
+                        tracing::warn!("order intake paused until the store accepts writes again");
+                        paused = true;
                     }
-                    tokio::select! {
-                        m = self.consumer.recv() => {
-                            // Only a partition assigned since the pause delivers: keep its
-                            // record for the next batch (its offset is not stored yet).
-                            match m {
-                                Ok(m) => held.push(m.detach()),
-                                Err(e) => tracing::debug!(error = %e, "orders consumer error while paused"),
+                    let until = tokio::time::Instant::now() + backoff;
+                    loop {
+                        // Every pass: a partition assigned meanwhile is paused too.
+                        if let Ok(a) = self.consumer.assignment() {
+                            let _ = self.consumer.pause(&a);
+                        }
+                        match tokio::time::timeout_at(until, self.consumer.recv()).await {
+                            Err(_) => break,
+                            // Handed over before its partition was paused: kept for the next
+                            // batch (its offset is not stored yet).
+                            Ok(Ok(m)) => held.push(m.detach()),
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "orders consumer error while paused")
                             }
                         }
-                        _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        if let Some(a) = paused {
-            match self.consumer.resume(&a) {
+        if paused {
+            match self
+                .consumer
+                .assignment()
+                .and_then(|a| self.consumer.resume(&a))
+            {
                 Ok(()) => tracing::warn!("order intake resumed"),
                 Err(e) => tracing::error!(error = %e, "cannot resume the order intake"),
             }

@@ -58,12 +58,20 @@ pub fn client_config(config: &Config, bootstrap: &str) -> ClientConfig {
 /// Retention on a cluster, or the embedded Kafka's ~5 MB per partition under an unpaced burst,
 /// lose records this way; they are counted in `switchyard_kafka_records_lost_total{topic}` and
 /// logged, so that they can be replayed from their source.
+///
+/// Its broker calls are blocking but rare: the committed offset once per partition and run,
+/// the low watermark at most once per partition every [`GapWatch::RECHECK`] (a transactional
+/// producer leaves a one-offset gap, its commit marker, after every transaction).
 #[derive(Default)]
 pub(crate) struct GapWatch {
     next: std::collections::HashMap<(String, i32), i64>,
+    /// The last low watermark fetched, and when.
+    low: std::collections::HashMap<(String, i32), (i64, std::time::Instant)>,
 }
 
 impl GapWatch {
+    const RECHECK: Duration = Duration::from_secs(5);
+
     pub(crate) fn observe<C: rdkafka::consumer::Consumer>(
         &mut self,
         consumer: &C,
@@ -88,13 +96,21 @@ impl GapWatch {
                     .unwrap_or(0)
             }
         };
-        self.next.insert(key, offset + 1);
+        self.next.insert(key.clone(), offset + 1);
         if offset <= expected {
             return;
         }
-        let Ok((low, _)) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(5))
-        else {
-            return;
+        let low = match self.low.get(&key) {
+            Some((low, at)) if at.elapsed() < Self::RECHECK => *low,
+            _ => {
+                let Ok((low, _)) =
+                    consumer.fetch_watermarks(topic, partition, Duration::from_secs(5))
+                else {
+                    return;
+                };
+                self.low.insert(key, (low, std::time::Instant::now()));
+                low
+            }
         };
         if low > expected {
             let lost = (low.min(offset) - expected) as u64;

@@ -387,34 +387,67 @@ impl MeterActor {
     /// handled on activation, in `started`.)
     fn recover(&mut self, ctx: &mut Context<Self>) {
         let store = self.dir.services().store.store().clone();
-        let mut stored = store.open_orders(&self.id);
-        for _ in 0..5 {
-            if stored.is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-            stored = store.open_orders(&self.id);
-        }
-        let orders = match stored {
-            Ok(mut records) => {
-                // In the order they arrived (the store lists them by id): a reconnect received
-                // after a disconnect must reach the meter after it, to supersede it.
-                records.sort_by_key(|r| {
-                    (
-                        r.received_at,
-                        r.source.as_ref().map(|s| (s.partition, s.offset)),
-                    )
-                });
-                records.into_iter().map(|r| r.order).collect()
-            }
+        let orders = match store.open_orders(&self.id) {
+            Ok(records) => records,
             Err(e) => {
-                tracing::error!(meter = %self.id, error = %e, "cannot read this meter's open orders for recovery; orders not yet delivered to it wait for the next start");
-                Vec::new()
+                // Hold the mailbox until the store answers; then recover.
+                tracing::warn!(meter = %self.id, error = %e, "cannot read this meter's open orders for recovery yet; retrying");
+                let id = self.id.clone();
+                let retry = async move {
+                    let mut backoff = Duration::from_millis(50);
+                    loop {
+                        tokio::time::sleep(backoff).await;
+                        if let Ok(r) = store.open_orders(&id) {
+                            return r;
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                };
+                ctx.wait(
+                    retry
+                        .into_actor(self)
+                        .map(|records, act, ctx| act.recover_with(records, ctx)),
+                );
+                return;
             }
         };
+        self.recover_with(orders, ctx);
+    }
+
+    fn recover_with(
+        &mut self,
+        mut records: Vec<crate::domain::OrderRecord>,
+        ctx: &mut Context<Self>,
+    ) {
+        // In the order they arrived (the store lists them by id): a reconnect received after a
+        // disconnect must reach the meter after it, to supersede it.
+        records.sort_by_key(|r| {
+            (
+                r.received_at,
+                r.source.as_ref().map(|s| (s.partition, s.offset)),
+            )
+        });
+        let orders = records.into_iter().map(|r| r.order).collect();
         let mut inputs = self.machine.undelivered(orders);
         inputs.push(Input::Wake);
         self.handle_all(inputs, WriteBatch::default(), None, ctx);
+    }
+}
+
+impl MeterActor {
+    /// The stored snapshot (if any) becomes the machine; a command it had in flight when the
+    /// process stopped has an unknown outcome.
+    fn loaded(&mut self, m: Option<MeterMachine>, ctx: &mut Context<Self>) {
+        if let Some(m) = m {
+            let in_flight = m.in_flight.is_some();
+            self.machine = m;
+            if in_flight {
+                // A meter is never passivated with a command in flight, so this one was in
+                // flight when the process stopped: its outcome is unknown.
+                self.dir.in_flight_changed(1);
+                self.handle(Input::Recover, WriteBatch::default(), ctx);
+            }
+        }
     }
 }
 
@@ -424,28 +457,29 @@ impl Actor for MeterActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         metrics().live_actors.increment(1.0);
         self.load_facts();
-        let mut loaded = self.dir.services().store.store().meter(&self.id);
-        for _ in 0..5 {
-            if loaded.is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-            loaded = self.dir.services().store.store().meter(&self.id);
-        }
-        match loaded {
-            Ok(Some(m)) => {
-                let in_flight = m.in_flight.is_some();
-                self.machine = m;
-                if in_flight {
-                    // A meter is never passivated with a command in flight, so this one was
-                    // in flight when the process stopped: its outcome is unknown.
-                    self.dir.in_flight_changed(1);
-                    self.handle(Input::Recover, WriteBatch::default(), ctx);
-                }
-            }
-            Ok(None) => {}
+        match self.dir.services().store.store().meter(&self.id) {
+            Ok(m) => self.loaded(m, ctx),
             Err(e) => {
-                tracing::error!(meter = %self.id, error = %e, "cannot load meter state; starting from an empty snapshot")
+                // Never start from an empty snapshot: its first write would overwrite the stored
+                // state (the command in flight, the attempts) and run orders again. Hold the
+                // mailbox and retry until the store answers (a full disk, a reopen).
+                tracing::warn!(meter = %self.id, error = %e, "cannot load meter state yet; holding this meter until the store answers");
+                let store = self.dir.services().store.store().clone();
+                let id = self.id.clone();
+                let retry = async move {
+                    let mut backoff = Duration::from_millis(50);
+                    loop {
+                        tokio::time::sleep(backoff).await;
+                        match store.meter(&id) {
+                            Ok(m) => return m,
+                            Err(e) => {
+                                tracing::debug!(meter = %id, error = %e, "meter state still unreadable");
+                                backoff = (backoff * 2).min(Duration::from_secs(5));
+                            }
+                        }
+                    }
+                };
+                ctx.wait(retry.into_actor(self).map(|m, act, ctx| act.loaded(m, ctx)));
             }
         }
         let idle = self.dir.services().idle;

@@ -1182,6 +1182,9 @@ impl MeterMachine {
                     .iter()
                     .filter(|o| !o.campaign_hold)
                     .filter_map(|o| match &o.hold {
+                        Some(h) if h.rules.first().map(String::as_str) == Some(UNREGISTERED) => {
+                            Some(add(now, UNREGISTERED_RECHECK))
+                        }
                         Some(h) => h.until,
                         None => o.not_before,
                     })
@@ -1221,13 +1224,22 @@ impl MeterMachine {
                 .as_ref()
                 .is_some_and(|h| h.rules.first().map(String::as_str) == Some(UNREGISTERED));
             if !facts.known && command_for(kind).is_some() {
+                if self.open[idx].order.latest_at.is_some_and(|l| l < now) {
+                    let o = self.open.remove(idx);
+                    out.event(&o.order, OrderStatus::Failed, Some("expired"), |e| {
+                        e.detail =
+                            Some("latest_at passed while the meter was not in the registry".into())
+                    });
+                    continue;
+                }
                 // Not "no switch": unknown. Wait for the registry record, never fail for it.
-                let until = add(now, UNREGISTERED_RECHECK);
+                // (No `until` in the hold: the recheck time is not state, so a recheck that
+                // finds nothing new writes nothing.)
                 let o = &mut self.open[idx];
                 let seq = o.seq;
                 o.hold = Some(Hold {
                     status: OrderStatus::Deferred,
-                    until: Some(until),
+                    until: None,
                     rules: vec![UNREGISTERED.to_string()],
                 });
                 if !unregistered_hold {
@@ -1244,7 +1256,8 @@ impl MeterMachine {
                             .detail(detail.clone()),
                     );
                     out.event(&order, OrderStatus::Deferred, Some(UNREGISTERED), |e| {
-                        e.detail = Some(detail)
+                        e.detail = Some(detail);
+                        e.retry_at = Some(add(now, UNREGISTERED_RECHECK));
                     });
                 }
                 held.push(seq);

@@ -386,10 +386,14 @@ fn a_meter_not_in_the_registry_yet_waits_and_is_never_failed_as_switchless() {
     );
     assert!(a.iter().any(|x| matches!(x, Action::WakeAt(_))));
     assert!(!a.iter().any(|x| matches!(x, Action::Exception(_))));
-    // Still unknown a while later: no second event, still nothing sent.
+    // Still unknown a while later: no second event, still nothing sent, and nothing new to
+    // store (the recheck time is not state).
+    let before = m.clone();
     let a = m.step(Input::Wake, at(5), &unknown, &policy());
     assert!(dispatched(&a).is_empty());
     assert!(events(&a).is_empty());
+    assert_eq!(m, before);
+    assert!(a.iter().any(|x| matches!(x, Action::WakeAt(_))));
     // The registry record arrives: the order runs.
     let a = m.step(Input::Wake, at(10), &facts(true), &policy());
     assert_eq!(dispatched(&a)[0].command_id, "D1/1");

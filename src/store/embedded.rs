@@ -42,7 +42,6 @@ pub struct EmbeddedStore {
     /// database is opened again, which the next write attempts (at most once a second).
     broken: std::sync::atomic::AtomicBool,
     last_reopen: std::sync::Mutex<Option<std::time::Instant>>,
-    seq: std::sync::atomic::AtomicU64,
 }
 
 fn be(e: impl std::fmt::Display) -> StoreError {
@@ -135,17 +134,16 @@ impl EmbeddedStore {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let (db, seq) = Self::open_db(&path, wait)?;
+        let db = Self::open_db(&path, wait)?;
         Ok(EmbeddedStore {
             path,
             db: std::sync::RwLock::new(Some(db)),
             broken: std::sync::atomic::AtomicBool::new(false),
             last_reopen: std::sync::Mutex::new(None),
-            seq: std::sync::atomic::AtomicU64::new(seq),
         })
     }
 
-    fn open_db(path: &Path, wait: std::time::Duration) -> Result<(Database, u64), StoreError> {
+    fn open_db(path: &Path, wait: std::time::Duration) -> Result<Database, StoreError> {
         let err = |m: String| StoreError::Open {
             path: path.display().to_string(),
             message: m,
@@ -167,7 +165,7 @@ impl EmbeddedStore {
             }
         };
         let w = db.begin_write().map_err(|e| err(e.to_string()))?;
-        let seq = {
+        {
             // Create every table so that readers never meet a missing one.
             w.open_table(ORDERS).map_err(be)?;
             w.open_table(OPEN).map_err(be)?;
@@ -180,12 +178,10 @@ impl EmbeddedStore {
             w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
             w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
             w.open_table(KEPT).map_err(be)?;
-            let meta = w.open_table(META).map_err(be)?;
-            let seq = meta.get("seq").map_err(be)?.map(|v| v.value()).unwrap_or(0);
-            seq
-        };
+            w.open_table(META).map_err(be)?;
+        }
         w.commit().map_err(be)?;
-        Ok((db, seq))
+        Ok(db)
     }
 
     /// Opens the database again after a failed write (a full disk, say): redb refuses every
@@ -204,10 +200,9 @@ impl EmbeddedStore {
         }
         let mut db = self.db.write().expect("lock");
         *db = None; // releases the file
-        let (fresh, seq) = Self::open_db(&self.path, std::time::Duration::ZERO)
+        let fresh = Self::open_db(&self.path, std::time::Duration::ZERO)
             .map_err(|e| StoreError::Backend(format!("reopening after an I/O error: {e}")))?;
         *db = Some(fresh);
-        self.seq.store(seq, Ordering::SeqCst);
         self.broken.store(false, Ordering::SeqCst);
         tracing::info!(path = %self.path.display(), "embedded store reopened after an I/O error; writes resume");
         Ok(())
@@ -217,6 +212,16 @@ impl EmbeddedStore {
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        {
+            let g = self.db.read().expect("lock");
+            if let Some(db) = g.as_ref() {
+                let r = db.begin_read().map_err(be)?;
+                return f(&r);
+            }
+        }
+        // Closed by a reopen that failed (the disk still full): readers try again too, so that
+        // the store comes back even when nothing writes (at most once a second).
+        self.reopen()?;
         let g = self.db.read().expect("lock");
         let db = g.as_ref().ok_or_else(|| {
             StoreError::Backend("the embedded store is being reopened after an I/O error".into())
@@ -228,14 +233,19 @@ impl EmbeddedStore {
 
 impl EmbeddedStore {
     fn apply_once(&self, batches: &[WriteBatch]) -> Result<Vec<OutboxEntry>, StoreError> {
-        use std::sync::atomic::Ordering;
-        let mut seq = self.seq.load(Ordering::SeqCst);
         let mut published = Vec::new();
         let g = self.db.read().expect("lock");
         let db = g.as_ref().ok_or_else(|| {
             StoreError::Backend("the embedded store is being reopened after an I/O error".into())
         })?;
         let w = db.begin_write().map_err(be)?;
+        // Read inside the write transaction: two writers (the group-commit thread and a
+        // campaign's `write_now`) must never number outbox entries alike.
+        let mut seq = {
+            let meta = w.open_table(META).map_err(be)?;
+            let v = meta.get("seq").map_err(be)?.map(|v| v.value());
+            v.unwrap_or(0)
+        };
 
         {
             let mut orders = w.open_table(ORDERS).map_err(be)?;
@@ -372,7 +382,6 @@ impl EmbeddedStore {
             meta.insert("seq", seq).map_err(be)?;
         }
         w.commit().map_err(be)?;
-        self.seq.store(seq, Ordering::SeqCst);
         Ok(published)
     }
 }

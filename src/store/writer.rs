@@ -91,9 +91,10 @@ impl StoreHandle {
                             }
                         }
                         // Isolate a bad batch (one that cannot be decoded or applied) so that
-                        // it does not stall everyone. A store that refuses every write (a full
-                        // disk) fails them all the same way: no point in trying one by one.
-                        Err(e @ StoreError::Corrupt { .. }) if batches.len() > 1 => {
+                        // it does not stall everyone. (A store that refuses every write fails
+                        // them all the same way, quickly: a broken store reopens at most once a
+                        // second, and the attempts in between fail at once.)
+                        Err(e) if batches.len() > 1 => {
                             tracing::warn!(error = %e, batches = batches.len(), "group commit failed; committing its batches one by one");
                             for (r, b) in pending.drain(..).zip(batches) {
                                 let one = s.apply(std::slice::from_ref(&b));

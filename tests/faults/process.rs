@@ -2,7 +2,7 @@
 //! test) and a head-end adapter on Kafka that answers every command, status checks included,
 //! from the true state of the field (`common::run_adapter`). The process is killed with
 //! SIGKILL at four points, frozen with SIGSTOP past its command deadline, and stopped with
-//! SIGTERM under load. After each: every accepted order reaches exactly one terminal status
+//! SIGTERM under load (with poison on the head-end results topic too). After each: every accepted order reaches exactly one terminal status
 //! (on the topic and in the store, the same one), no command id is sent twice, no order's switch
 //! is operated twice, no order raises two exceptions, nothing stalls.
 //!
@@ -30,6 +30,7 @@ struct Rig {
     p: FutureProducer,
     events: TopicLog,
     exceptions: TopicLog,
+    dead_letters: TopicLog,
     field: Arc<Mutex<Field>>,
     orders: Vec<String>,
     _kafka: std::mem::ManuallyDrop<EmbeddedKafka>,
@@ -62,6 +63,7 @@ impl Rig {
         let p = producer(&b);
         let events = TopicLog::follow(&b, &base.topics.order_events);
         let exceptions = TopicLog::follow(&b, &base.topics.exceptions);
+        let dead_letters = TopicLog::follow(&b, &base.topics.dead_letter);
         let field = Arc::new(Mutex::new(Field::default()));
         run_adapter(
             &b,
@@ -84,6 +86,7 @@ impl Rig {
             p,
             events,
             exceptions,
+            dead_letters,
             field,
             orders: Vec::new(),
             _kafka: kafka,
@@ -391,6 +394,13 @@ async fn sigstop_past_the_command_deadline_resolves_by_status_checks() {
     rig.until("20 commands in flight", &mut child, |r| r.in_flight() >= 20)
         .await;
     let frozen_with = rig.in_flight();
+    // Poison on the head-end results topic (only read with a Kafka head-end), of several sizes.
+    let poison = [1usize, 17, 65_536, 999_700];
+    for (i, n) in poison.iter().enumerate() {
+        let mut v = vec![b'\xff'; *n];
+        v[0] = b'{';
+        produce(&rig.p, &rig.topics.head_end_results, &format!("P-{i}"), &v).await;
+    }
     signal(&child, libc::SIGSTOP);
     // Past the 3 s command deadline: every command in flight times out on waking.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -398,6 +408,47 @@ async fn sigstop_past_the_command_deadline_resolves_by_status_checks() {
     let t = Instant::now();
     rig.all_final(&mut child).await;
     terminate(&mut child).await;
+    let results_topic = rig.topics.head_end_results.clone();
+    rig.dead_letters
+        .wait(
+            "a dead letter per poison result",
+            Duration::from_secs(30),
+            |l| {
+                l.messages
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|m| {
+                        header(m, "switchyard.dlq.source.topic").as_deref()
+                            == Some(results_topic.as_str())
+                    })
+                    .count()
+                    >= 4
+            },
+        )
+        .await;
+    let letters: Vec<_> = rig
+        .dead_letters
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            header(m, "switchyard.dlq.source.topic").as_deref()
+                == Some(rig.topics.head_end_results.as_str())
+        })
+        .map(|m| header(m, "switchyard.dlq.truncated").is_some())
+        .collect();
+    assert_eq!(
+        letters.len(),
+        poison.len(),
+        "a dead letter per poison result"
+    );
+    assert_eq!(
+        letters.iter().filter(|t| **t).count(),
+        1,
+        "the huge one truncated"
+    );
     let s = rig.assert_promises();
     eprintln!(
         "faults: SIGSTOP 5 s with {frozen_with} in flight: {s:?}; all final {} ms after SIGCONT",
