@@ -43,6 +43,47 @@ pub enum ConfigError {
     Env { var: String, message: String },
 }
 
+/// A log filter of comma-separated `level` or `target=level` directives with a known level.
+/// (tracing's own parser takes `verbose!!` as a target name at every level: a typo that turns
+/// every other log off.)
+fn valid_log_filter(f: &str) -> bool {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let level_ok = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    let target_ok = |t: &str| {
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-'))
+    };
+    !f.trim().is_empty()
+        && f.split(',').all(|d| match d.trim().split_once('=') {
+            Some((t, l)) => target_ok(t.trim()) && level_ok(l),
+            None => level_ok(d),
+        })
+}
+
+/// librdkafka properties whose values are secrets (not printed by `check-config`).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k.ends_with(".key.pem")
+        || k.contains("sasl.oauthbearer.config")
+}
+
+impl Config {
+    /// This configuration with secret values (`kafka.client` passwords and keys) replaced by
+    /// `<redacted>`, for printing.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        for (k, v) in c.kafka.client.iter_mut() {
+            if is_secret_key(k) {
+                *v = "<redacted>".into();
+            }
+        }
+        c
+    }
+}
+
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -463,7 +504,23 @@ impl Config {
                 "must be between 1 and 1000000",
             ));
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if !k.brokers.trim().is_empty() {
+            for b in k.brokers.split(',') {
+                let b = b.trim();
+                let ok = b
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !ok {
+                    return Err(invalid(
+                        "kafka.brokers",
+                        format!("`{b}` is not host:port; give a comma-separated list such as kafka-1:9092,kafka-2:9092, or leave it empty for the embedded Kafka"),
+                    ));
+                }
+            }
+        }
+        if !valid_log_filter(&self.log.level)
+            || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err()
+        {
             return Err(invalid(
                 "log.level",
                 format!(
@@ -639,6 +696,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("head_end.simulator.failure_rate"), "{err}");
+    }
+
+    #[test]
+    fn a_brokers_list_without_a_broker_is_refused() {
+        for bad in [" , ", "kafka-1", "kafka-1:x", "kafka-1:9092,"] {
+            let text = DEFAULT_TOML.replace("brokers = \"\"", &format!("brokers = {bad:?}"));
+            let err = Config::from_toml_str(&text, "t", no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("kafka.brokers"), "{bad}: {err}");
+        }
+        let text = DEFAULT_TOML.replace("brokers = \"\"", "brokers = \"k1:9092, k2:9093\"");
+        assert!(Config::from_toml_str(&text, "t", no_env()).is_ok());
+    }
+
+    #[test]
+    fn a_log_level_that_is_not_a_level_is_refused() {
+        for bad in ["verbose!!", "loud", "switchyard=chatty", ""] {
+            let text = DEFAULT_TOML.replace("level = \"info\"", &format!("level = {bad:?}"));
+            let err = Config::from_toml_str(&text, "t", no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("log.level"), "{bad}: {err}");
+        }
+        for good in ["debug", "warn,switchyard=debug", "info,rdkafka::client=off"] {
+            let text = DEFAULT_TOML.replace("level = \"info\"", &format!("level = {good:?}"));
+            assert!(
+                Config::from_toml_str(&text, "t", no_env()).is_ok(),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_for_printing() {
+        let env = vec![
+            (
+                "SWITCHYARD__KAFKA__CLIENT__SASL_PASSWORD".to_string(),
+                "hunter2".to_string(),
+            ),
+            (
+                "SWITCHYARD__KAFKA__CLIENT__SASL_USERNAME".to_string(),
+                "svc".to_string(),
+            ),
+        ];
+        let c = Config::load_with_env(None, env).unwrap();
+        assert_eq!(c.kafka.client["sasl.password"], "hunter2");
+        let printed = toml::to_string_pretty(&c.redacted()).unwrap();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+        assert!(printed.contains("svc"), "non-secrets stay");
     }
 
     #[test]

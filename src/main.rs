@@ -435,7 +435,8 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::CheckConfig { config } => {
             let config = Config::load(config.as_deref()).context("configuration rejected")?;
-            println!("{}", toml::to_string_pretty(&config)?);
+            // Secrets (kafka.client passwords and keys) are not printed.
+            println!("{}", toml::to_string_pretty(&config.redacted())?);
             Ok(())
         }
     }

@@ -416,8 +416,15 @@ pub fn validate_order(
             return Err(reject(DeadLetterReason::MissingField, "schema_version is required (use 1)", &order_id, &meter_id))
         }
     }
-    let wire: WireOrderV1 = serde_json::from_value(loose).map_err(|e| {
-        let msg = e.to_string();
+    let wire: WireOrderV1 = serde_path_to_error::deserialize(loose).map_err(|e| {
+        // Name the field: `priority: invalid type: string "high", expected u8`.
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let msg = if path == "." || path.is_empty() {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        };
         let reason = if msg.contains("unknown field") {
             DeadLetterReason::UnknownField
         } else {
@@ -693,6 +700,20 @@ mod tests {
         let e = check_raw(r#"{"schema_version":1,"order_id":"SO-1","kind":"disconnect","reason":"non_payment","meter_id":"M1","notes":"a","x":{"a":1,"a":2}}"#).unwrap_err();
         assert_eq!(e.reason, DeadLetterReason::MalformedJson);
         assert!(check_raw(r#"{"schema_version":1,"order_id":"SO-1","kind":"disconnect","reason":"non_payment","meter_id":"M1"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named_in_the_rejection() {
+        let mut v = ok_json();
+        v["account_id"] = 12345.into();
+        let e = check(v).unwrap_err();
+        assert_eq!(e.reason, DeadLetterReason::InvalidField);
+        assert!(
+            e.detail
+                .starts_with("account_id: invalid type: integer `12345`"),
+            "{}",
+            e.detail
+        );
     }
 
     #[test]
