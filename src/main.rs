@@ -127,7 +127,7 @@ enum PolicyCmd {
         /// The utility's overlay on top of the pack (see config/overlays/).
         #[arg(long)]
         overlay: Option<PathBuf>,
-        /// The meter's weather zone.
+        /// The meter's weather zone (required when the pack has weather rules).
         #[arg(long, default_value = "")]
         zone: String,
         /// Meter flags: life_support, medical, critical_care, vip, legal_dispute.
@@ -255,6 +255,12 @@ fn main() -> anyhow::Result<()> {
                 let text = std::fs::read_to_string(&o)
                     .with_context(|| format!("cannot read {}", o.display()))?;
                 policy = policy.tightened_by(&text, &o.display().to_string())?;
+            }
+            if zone.trim().is_empty() && !policy.pack.weather.is_empty() {
+                anyhow::bail!(
+                    "--zone is required: the pack has {} weather rule(s), and without the meter's zone none of them would be evaluated",
+                    policy.pack.weather.len()
+                );
             }
             let bytes = std::fs::read(&order)
                 .with_context(|| format!("cannot read {}", order.display()))?;

@@ -57,6 +57,8 @@ fn explains_a_cold_weather_deferral_a_protection_and_refuses_bad_input() {
 
     let (ok, text) = explain(
         &[
+            "--zone",
+            "north",
             "--flags",
             "life_support",
             "--at",
@@ -83,6 +85,8 @@ fn explains_a_cold_weather_deferral_a_protection_and_refuses_bad_input() {
     );
     let (ok, text) = explain(
         &[
+            "--zone",
+            "north",
             "--emergencies",
             e.to_str().unwrap(),
             "--overlay",
@@ -103,9 +107,13 @@ fn explains_a_cold_weather_deferral_a_protection_and_refuses_bad_input() {
     // weekend: Monday 4 January, at the start of the overlay's narrower window (09:00).
     assert_eq!(v["until"], "2027-01-04T14:00:00Z");
 
-    let (ok, text) = explain(&["--flags", "bogus"], dir.path());
+    let (ok, text) = explain(&["--zone", "north", "--flags", "bogus"], dir.path());
     assert!(!ok);
     assert!(text.contains("unknown flag `bogus`"), "{text}");
+    // Without the meter's zone no weather rule could be evaluated: refused, not skipped.
+    let (ok, text) = explain(&["--at", "2026-12-01T15:00:00Z"], dir.path());
+    assert!(!ok);
+    assert!(text.contains("--zone is required"), "{text}");
 }
 
 /// `switchyard campaign plan`: the schedule as text and the chart as SVG.
