@@ -64,7 +64,9 @@ pub fn client_config(config: &Config, bootstrap: &str) -> ClientConfig {
 /// producer leaves a one-offset gap, its commit marker, after every transaction).
 #[derive(Default)]
 pub(crate) struct GapWatch {
-    next: std::collections::HashMap<(String, i32), i64>,
+    /// Topic → partition → the next offset expected (looked up by `&str`: no allocation per
+    /// record on the intake's path).
+    next: std::collections::HashMap<String, std::collections::HashMap<i32, i64>>,
     /// The last low watermark fetched, and when.
     low: std::collections::HashMap<(String, i32), (i64, std::time::Instant)>,
 }
@@ -78,28 +80,49 @@ impl GapWatch {
         msg: &impl rdkafka::Message,
     ) {
         let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
-        let key = (topic.to_string(), partition);
-        let expected = match self.next.get(&key) {
-            Some(n) => *n,
-            None => {
-                // The first record of this partition since start: where the group left off.
-                let mut tpl = rdkafka::TopicPartitionList::new();
-                tpl.add_partition(topic, partition);
-                consumer
-                    .committed_offsets(tpl, Duration::from_secs(5))
-                    .ok()
-                    .and_then(|c| c.find_partition(topic, partition).map(|e| e.offset()))
-                    .and_then(|o| match o {
-                        rdkafka::Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .unwrap_or(0)
+        let known = self.next.get_mut(topic).and_then(|p| p.get_mut(&partition));
+        if let Some(n) = known {
+            let expected = *n;
+            *n = offset + 1;
+            if offset <= expected {
+                return; // the common case: the next record, in order
             }
-        };
-        self.next.insert(key.clone(), offset + 1);
-        if offset <= expected {
+            self.gap(consumer, topic, partition, expected, offset);
             return;
         }
+        let expected = {
+            // The first record of this partition since start: where the group left off.
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            tpl.add_partition(topic, partition);
+            consumer
+                .committed_offsets(tpl, Duration::from_secs(5))
+                .ok()
+                .and_then(|c| c.find_partition(topic, partition).map(|e| e.offset()))
+                .and_then(|o| match o {
+                    rdkafka::Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .unwrap_or(0)
+        };
+        self.next
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, offset + 1);
+        if offset > expected {
+            self.gap(consumer, topic, partition, expected, offset);
+        }
+    }
+
+    /// The record at `offset` came after `expected`: lost, if the partition's start moved past.
+    fn gap<C: rdkafka::consumer::Consumer>(
+        &mut self,
+        consumer: &C,
+        topic: &str,
+        partition: i32,
+        expected: i64,
+        offset: i64,
+    ) {
+        let key = (topic.to_string(), partition);
         let low = match self.low.get(&key) {
             Some((low, at)) if at.elapsed() < Self::RECHECK => *low,
             _ => {

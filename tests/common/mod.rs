@@ -266,13 +266,21 @@ pub fn assert_valid(v: &jsonschema::Validator, instance: &serde_json::Value, wha
 /// runtime drops them (after the test body, or while a failing test unwinds); against a
 /// stopped broker that close would hang and hide the failure.
 pub fn host_kafka(cfg: &mut Config) -> std::mem::ManuallyDrop<switchyard::kafka::EmbeddedKafka> {
+    host_kafka_with(cfg, 3)
+}
+
+/// As [`host_kafka`], with `partitions` per topic.
+pub fn host_kafka_with(
+    cfg: &mut Config,
+    partitions: i32,
+) -> std::mem::ManuallyDrop<switchyard::kafka::EmbeddedKafka> {
     let topics: Vec<String> = cfg
         .topics
         .all()
         .iter()
         .map(|(_, t)| t.to_string())
         .collect();
-    let kafka = switchyard::kafka::EmbeddedKafka::start(&topics, 3).unwrap();
+    let kafka = switchyard::kafka::EmbeddedKafka::start(&topics, partitions).unwrap();
     cfg.kafka.brokers = kafka.bootstrap_servers().to_string();
     std::mem::ManuallyDrop::new(kafka)
 }

@@ -43,15 +43,9 @@ fn meter_id(i: usize) -> String {
 impl Rig {
     async fn new(meters: usize, edits: &[(&str, &str)]) -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let base = test_config(dir.path());
-        let topics: Vec<String> = base
-            .topics
-            .all()
-            .iter()
-            .map(|(_, t)| t.to_string())
-            .collect();
-        let kafka = std::mem::ManuallyDrop::new(EmbeddedKafka::start(&topics, 4).unwrap());
-        let b = kafka.bootstrap_servers().to_string();
+        let mut base = test_config(dir.path());
+        let kafka = host_kafka_with(&mut base, 4);
+        let b = base.kafka.brokers.clone();
         let mut all = vec![
             ("mode = \"simulator\"", "mode = \"kafka\""),
             ("command_deadline_secs = 30", "command_deadline_secs = 3"),
