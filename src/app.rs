@@ -13,12 +13,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
+use crate::commit::StoreHandle;
 use crate::config::{Config, HeadEndMode};
 use crate::head_end::{HeadEnd, KafkaBridge, ResultSink, Simulator};
+use crate::kafka::source::{Gate, Offsets, Source, Subscription};
 use crate::kafka::{self, EmbeddedKafka, KafkaSetupError};
 use crate::meter::{Directory, MeterMsg, MeterServices, RetryPolicy};
 use crate::registry::{Registry, RegistryError};
-use crate::store::{EmbeddedStore, Store, StoreError, StoreHandle};
+use crate::store::{EmbeddedStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -147,6 +149,7 @@ impl App {
         };
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
         let h = &config.head_end;
+        let (campaign_outcomes_tx, campaign_outcomes_rx) = tokio::sync::mpsc::unbounded_channel();
         let services = MeterServices {
             store: store.clone(),
             registry: registry.clone(),
@@ -162,6 +165,7 @@ impl App {
             exceptions_topic: config.topics.exceptions.clone(),
             policy,
             facts: facts.clone(),
+            campaign_outcomes: campaign_outcomes_tx,
         };
         let policy_for_campaigns = services.policy.clone();
         let directory = Directory::new(services, arbiters.iter().map(|a| a.handle()).collect());
@@ -178,7 +182,6 @@ impl App {
             },
             campaign_arbiter.handle(),
         );
-        directory.set_campaigns(campaigns.clone());
         let sink: Arc<dyn ResultSink> = directory.clone();
         let producer: FutureProducer = kafka::producer_config(&config, &bootstrap)
             .create()
@@ -188,6 +191,11 @@ impl App {
             })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(
+            campaigns
+                .clone()
+                .take_outcomes(campaign_outcomes_rx, shutdown_rx.clone()),
+        ));
         let (results_assigned_tx, results_assigned_rx) = oneshot::channel::<()>();
         let mut results_assigned_tx = Some(results_assigned_tx);
         let mut results_source = None;
@@ -208,14 +216,17 @@ impl App {
                 let bridge =
                     KafkaBridge::new(producer.clone(), config.topics.head_end_commands.clone());
                 directory.set_head_end(Arc::new(bridge));
-                let src = kafka::results_source::ResultsSource {
-                    consumer: kafka::results_source::consumer(&config, &bootstrap)?,
-                    producer: producer.clone(),
-                    directory: directory.clone(),
-                    clock: clock.clone(),
-                    topic: config.topics.head_end_results.clone(),
-                    dead_letter_topic: config.topics.dead_letter.clone(),
-                };
+                let src = Source::one_at_a_time(
+                    kafka::results_source::consumer(&config, &bootstrap)?,
+                    producer.clone(),
+                    config.topics.dead_letter.clone(),
+                    clock.clone(),
+                    Subscription::Group(vec![config.topics.head_end_results.clone()]),
+                    Offsets::NotStored,
+                    kafka::results_source::Results {
+                        directory: directory.clone(),
+                    },
+                );
                 // Started once the registry has caught up (a result must meet known facts).
                 results_source = Some((src, results_assigned_tx.take().expect("once")));
                 None
@@ -259,7 +270,7 @@ impl App {
 
         // Tables replayed from the beginning: the registry and the zone facts. The intake waits
         // for all of them.
-        use kafka::table_source::{EmergencyTable, Table, TableSource, WeatherTable};
+        use kafka::table_source::{EmergencyTable, Table, TableHandler, WeatherTable};
         // Embedded mode: the embedded Kafka forgets its topics on restart, so the records of
         // the table topics are kept in the store and applied again first.
         let mut tables: Vec<(&str, &str, Arc<dyn Table>)> = vec![
@@ -301,36 +312,50 @@ impl App {
         for (suffix, topic, table) in tables {
             let (tx, rx) = oneshot::channel();
             caught_up_rxs.push(rx);
-            let src = TableSource {
-                consumer: kafka::table_source::consumer(&config, &bootstrap, suffix)?,
-                producer: producer.clone(),
-                table,
-                clock: clock.clone(),
-                topic: topic.to_string(),
-                dead_letter_topic: config.topics.dead_letter.clone(),
+            let src = Source::one_at_a_time(
+                kafka::table_source::consumer(&config, &bootstrap, suffix)?,
+                producer.clone(),
+                config.topics.dead_letter.clone(),
+                clock.clone(),
+                Subscription::FromStart(topic.to_string()),
+                Offsets::NotStored,
+                TableHandler { table },
+            );
+            let gate = Gate::CaughtUp {
+                done: tx,
+                give_up_after: None,
             };
-            tasks.push(tokio::spawn(src.run(tx, shutdown_rx.clone())));
+            tasks.push(tokio::spawn(src.run(gate, shutdown_rx.clone())));
         }
         let caught_up_rx = futures::future::try_join_all(caught_up_rxs);
-        let campaign_source = kafka::campaign_source::CampaignSource {
-            consumer: kafka::campaign_source::consumer(&config, &bootstrap)?,
-            producer: producer.clone(),
-            campaigns: campaigns.clone(),
-            registry: registry.clone(),
-            clock: clock.clone(),
-            topic: config.topics.campaign_control.clone(),
-            dead_letter_topic: config.topics.dead_letter.clone(),
-        };
-        let fact_source = kafka::fact_source::FactSource {
-            consumer: kafka::fact_source::consumer(&config, &bootstrap)?,
-            producer: producer.clone(),
-            directory: directory.clone(),
-            registry: registry.clone(),
-            clock: clock.clone(),
-            customer_facts_topic: config.topics.customer_facts.clone(),
-            control_topic: config.topics.control.clone(),
-            dead_letter_topic: config.topics.dead_letter.clone(),
-        };
+        let campaign_source = Source::one_at_a_time(
+            kafka::campaign_source::consumer(&config, &bootstrap)?,
+            producer.clone(),
+            config.topics.dead_letter.clone(),
+            clock.clone(),
+            Subscription::Group(vec![config.topics.campaign_control.clone()]),
+            Offsets::AfterWork,
+            kafka::campaign_source::CampaignControl {
+                campaigns: campaigns.clone(),
+                registry: registry.clone(),
+            },
+        );
+        let fact_source = Source::one_at_a_time(
+            kafka::fact_source::consumer(&config, &bootstrap)?,
+            producer.clone(),
+            config.topics.dead_letter.clone(),
+            clock.clone(),
+            Subscription::Group(vec![
+                config.topics.customer_facts.clone(),
+                config.topics.control.clone(),
+            ]),
+            Offsets::AfterWork,
+            kafka::fact_source::Facts {
+                directory: directory.clone(),
+                registry: registry.clone(),
+                control_topic: config.topics.control.clone(),
+            },
+        );
 
         let mut app = App {
             bootstrap: bootstrap.clone(),
@@ -355,18 +380,24 @@ impl App {
 
         // The intake waits for the registry and for recovery; done in the background so that
         // /healthz answers meanwhile.
-        let intake = kafka::intake::Intake {
+        let intake = Source {
             consumer: kafka::intake::consumer(&config, &bootstrap)?,
             producer,
-            store: store.clone(),
-            registry: registry.clone(),
-            directory: directory.clone(),
-            clock,
-            orders_topic: config.topics.orders.clone(),
-            events_topic: config.topics.order_events.clone(),
             dead_letter_topic: config.topics.dead_letter.clone(),
+            clock: clock.clone(),
+            subscription: Subscription::Group(vec![config.topics.orders.clone()]),
+            offsets: Offsets::AfterWork,
             batch_max: config.kafka.intake_batch_max,
             linger: Duration::from_millis(config.kafka.intake_linger_ms),
+            handler: kafka::intake::Intake {
+                store: store.clone(),
+                registry: registry.clone(),
+                directory: directory.clone(),
+                campaigns: campaigns.clone(),
+                clock,
+                events_topic: config.topics.order_events.clone(),
+                unknown_meter_grace: Duration::from_millis(config.kafka.unknown_meter_grace_ms),
+            },
         };
         let campaigns_for_start = campaigns.clone();
         // The intake (and its start-up) stops first on shutdown: a signal of its own.
@@ -382,12 +413,18 @@ impl App {
                 _ = shutdown_rx2.changed() => return,
             }
             if let Some((src, assigned)) = results_source {
-                keep(tokio::spawn(src.run(assigned, shutdown_rx3)));
+                keep(tokio::spawn(
+                    src.run(Gate::Assigned(assigned), shutdown_rx3),
+                ));
             }
             // Facts that arrived while switchyard was down are applied before any held order
             // is resumed.
             let (facts_tx, facts_rx) = oneshot::channel();
-            keep(tokio::spawn(fact_source.run(facts_tx, shutdown_rx.clone())));
+            let gate = Gate::CaughtUp {
+                done: facts_tx,
+                give_up_after: Some(Duration::from_secs(60)),
+            };
+            keep(tokio::spawn(fact_source.run(gate, shutdown_rx.clone())));
             tokio::select! {
                 _ = facts_rx => {}
                 _ = shutdown_rx2.changed() => return,
@@ -414,8 +451,10 @@ impl App {
                 tracing::info!(campaigns = resumed, "resumed campaigns");
             }
             ready.store(true, Ordering::SeqCst);
-            keep(tokio::spawn(campaign_source.run(shutdown_rx.clone())));
-            intake.run(stop_intake_rx).await;
+            keep(tokio::spawn(
+                campaign_source.run(Gate::None, shutdown_rx.clone()),
+            ));
+            intake.run(Gate::None, stop_intake_rx).await;
         }));
         Ok(app)
     }

@@ -133,8 +133,16 @@ pub struct KafkaConfig {
     pub embedded_partitions: i32,
     pub intake_batch_max: usize,
     pub intake_linger_ms: u64,
+    /// How long an order for a meter not (yet) in the registry waits for the registry topic to
+    /// catch up before it is rejected `unknown_meter` (the two topics race). 0 = no wait.
+    #[serde(default = "default_unknown_meter_grace_ms")]
+    pub unknown_meter_grace_ms: u64,
     #[serde(default)]
     pub client: BTreeMap<String, String>,
+}
+
+fn default_unknown_meter_grace_ms() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -393,6 +401,12 @@ impl Config {
             return Err(invalid(
                 "kafka.intake_batch_max",
                 "must be between 1 and 100000",
+            ));
+        }
+        if k.unknown_meter_grace_ms > 60_000 {
+            return Err(invalid(
+                "kafka.unknown_meter_grace_ms",
+                "must be at most 60000 (60 s): the intake waits this long, holding its batch",
             ));
         }
         if k.intake_linger_ms > 10_000 {

@@ -18,7 +18,8 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Timestamp;
-use crate::policy::{Emergency, Forecast, Protection};
+pub use crate::domain::{Approval, ApprovalDecision, Certificate, MeterFact, Payment};
+use crate::policy::{Emergency, Forecast};
 
 pub const FACT_SCHEMA_VERSION: u32 = 1;
 const MAX_ID_LEN: usize = 128;
@@ -132,97 +133,7 @@ impl EmergencyRecord {
     }
 }
 
-/// A payment for an account / order. Withdraws the meter's open non-payment disconnects (only
-/// `order_id` when given) before any command can be sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Payment {
-    pub schema_version: u32,
-    pub fact_id: String,
-    pub meter_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<String>,
-    pub amount: f64,
-    pub paid_at: Timestamp,
-}
-
-/// A medical certificate (or life-support / critical-care registration) for the meter's
-/// premise, valid until `expires_at`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Certificate {
-    pub schema_version: u32,
-    pub fact_id: String,
-    pub meter_id: String,
-    pub protection: Protection,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub valid_from: Option<Timestamp>,
-    pub expires_at: Timestamp,
-}
-
-impl Certificate {
-    pub fn valid_at(&self, t: Timestamp) -> bool {
-        self.valid_from.is_none_or(|f| f <= t) && t < self.expires_at
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalDecision {
-    Approve,
-    Reject,
-}
-
-/// An authorised person's decision on an order awaiting approval. Topic `control`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Approval {
-    pub schema_version: u32,
-    pub fact_id: String,
-    pub meter_id: String,
-    pub order_id: String,
-    pub decision: ApprovalDecision,
-    /// Who decided (user id); recorded in the audit trail.
-    pub by: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    pub at: Timestamp,
-}
-
-/// A fact about one meter, delivered to its actor.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum MeterFact {
-    Payment(Payment),
-    MedicalCertificate(Certificate),
-    Approval(Approval),
-}
-
 impl MeterFact {
-    pub fn meter_id(&self) -> &str {
-        match self {
-            MeterFact::Payment(p) => &p.meter_id,
-            MeterFact::MedicalCertificate(c) => &c.meter_id,
-            MeterFact::Approval(a) => &a.meter_id,
-        }
-    }
-    pub fn fact_id(&self) -> &str {
-        match self {
-            MeterFact::Payment(p) => &p.fact_id,
-            MeterFact::MedicalCertificate(c) => &c.fact_id,
-            MeterFact::Approval(a) => &a.fact_id,
-        }
-    }
-    pub fn type_label(&self) -> &'static str {
-        match self {
-            MeterFact::Payment(_) => "payment",
-            MeterFact::MedicalCertificate(_) => "medical_certificate",
-            MeterFact::Approval(_) => "approval",
-        }
-    }
-
     /// Parses a record of the customer-facts topic (`payment`, `medical_certificate`) or, with
     /// `control`, of the control topic (`approval`).
     pub fn parse(key: Option<&str>, bytes: &[u8], control: bool) -> Result<MeterFact, FactError> {

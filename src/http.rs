@@ -24,9 +24,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 
+use crate::commit::StoreHandle;
 use crate::meter::Directory;
 use crate::registry::Registry;
-use crate::store::{AuditCursor, StoreHandle};
+use crate::store::AuditCursor;
 
 /// Store lookups served at once; more wait for a permit.
 pub const STORE_READERS: usize = 2;

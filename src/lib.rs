@@ -25,6 +25,7 @@
 pub mod app;
 pub mod campaign;
 pub mod clock;
+pub mod commit;
 pub mod config;
 pub mod demo;
 pub mod domain;

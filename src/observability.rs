@@ -114,7 +114,7 @@ fn campaign_label(id: &str) -> String {
 }
 
 /// Campaign progress as gauges per campaign (bounded label values).
-pub fn campaign_progress(e: &crate::campaign::actor::CampaignEvent) {
+pub fn campaign_progress(e: &crate::domain::CampaignEvent) {
     let c = campaign_label(&e.campaign_id);
     for (state, v) in [
         ("released", e.released),

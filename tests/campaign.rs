@@ -10,10 +10,11 @@ use switchyard::campaign::actor::{CampaignServices, Campaigns, Command, ReleaseS
 use switchyard::campaign::plan::max_in_any_hour;
 use switchyard::campaign::{CampaignDef, CampaignOrder, Ordering};
 use switchyard::clock::{Clock, TokioClock};
+use switchyard::commit::StoreHandle;
 use switchyard::domain::Timestamp;
 use switchyard::facts::{FactBook, WeatherRecord};
 use switchyard::policy::{Day, Policy, RulePack};
-use switchyard::store::{EmbeddedStore, StoreHandle, WriteBatch};
+use switchyard::store::{EmbeddedStore, WriteBatch};
 
 fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -294,7 +295,6 @@ fn a_cancel_withdraws_what_is_not_released_and_a_restart_resumes_exactly_once() 
         let make = |dir: &std::path::Path, clock: Arc<TokioClock>, rec: Arc<Recorder>| {
             let store = Arc::new(EmbeddedStore::open(dir).unwrap());
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            std::mem::forget(rx);
             let handle = StoreHandle::start(store, 256, tx);
             let svc = CampaignServices {
                 store: handle.clone(),
@@ -304,11 +304,11 @@ fn a_cancel_withdraws_what_is_not_released_and_a_restart_resumes_exactly_once() 
                 sink: rec,
                 events_topic: "e".into(),
             };
-            (handle, Campaigns::new(svc, actix::Arbiter::current()))
+            (handle, Campaigns::new(svc, actix::Arbiter::current()), rx)
         };
         let clock = TokioClock::starting_at(ts("2026-12-07T12:00:00Z"));
         let rec1 = Arc::new(Recorder::default());
-        let (handle, cs) = make(dir.path(), clock.clone(), rec1.clone());
+        let (handle, cs, _published) = make(dir.path(), clock.clone(), rec1.clone());
         handle
             .write(WriteBatch {
                 campaign_orders: os.iter().map(|o| ("C-R".to_string(), o.clone())).collect(),
@@ -330,7 +330,7 @@ fn a_cancel_withdraws_what_is_not_released_and_a_restart_resumes_exactly_once() 
         // Give the old store writer thread a moment to release the file (real time).
         std::thread::sleep(Duration::from_millis(200));
         let rec2 = Arc::new(Recorder::default());
-        let (_handle2, cs2) = make(dir.path(), clock.clone(), rec2.clone());
+        let (_handle2, cs2, mut published) = make(dir.path(), clock.clone(), rec2.clone());
         assert_eq!(cs2.resume_all(), 1);
         tokio::time::sleep(Duration::from_secs(3590)).await;
         let second = rec2.released.lock().unwrap().clone();
@@ -359,6 +359,21 @@ fn a_cancel_withdraws_what_is_not_released_and_a_restart_resumes_exactly_once() 
         let withdrawn = rec2.withdrawn.lock().unwrap().clone();
         assert_eq!(withdrawn.len(), 600 - 250);
         assert!(withdrawn.iter().all(|(_, r)| r == "campaign_cancelled"));
+        // The `cancelled` event counts what the cancel withdrew (it said 0 before).
+        let mut events = Vec::new();
+        while let Ok(batch) = published.try_recv() {
+            for e in batch {
+                events.push(
+                    serde_json::from_slice::<switchyard::domain::CampaignEvent>(&e.message.payload)
+                        .unwrap(),
+                );
+            }
+        }
+        let cancelled = events.iter().find(|e| e.event == "cancelled").unwrap();
+        assert_eq!(
+            (cancelled.cancelled, cancelled.remaining, cancelled.total),
+            (350, 0, 600)
+        );
         let after = rec2.released.lock().unwrap().len();
         tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
         assert_eq!(rec2.released.lock().unwrap().len(), after);

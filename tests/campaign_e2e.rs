@@ -209,6 +209,15 @@ async fn a_campaign_defined_on_kafka_releases_at_its_rate_pauses_and_reports() {
         json!({"type":"resume","schema_version":1,"campaign_id":"C-E2E","by":"supervisor.kim"}),
     )
     .await;
+    // The resume releases one at once, then one per second of the clock. The clock moves on
+    // only once the last release was dispatched: a dispatch is timed by the meter, and on a
+    // loaded machine a release could otherwise be dispatched a clock step after it was made.
+    events
+        .wait("the release at the resume", T, |l| {
+            dispatched(l).len() > during_pause
+        })
+        .await;
+    step_releases(&clock, &events, 11).await;
     advance_until(&clock, Duration::from_secs(1), 400, || {
         events
             .finals()

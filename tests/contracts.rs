@@ -191,7 +191,7 @@ fn every_campaign_example_is_accepted_by_schema_and_by_switchyard() {
     let sv: Value = serde_json::from_str(&text).unwrap();
     for e in sv["examples"].as_array().unwrap() {
         assert_valid(&ev, e, "campaign event example");
-        serde_json::from_value::<switchyard::campaign::actor::CampaignEvent>(e.clone()).unwrap();
+        serde_json::from_value::<switchyard::domain::CampaignEvent>(e.clone()).unwrap();
     }
 }
 

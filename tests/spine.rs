@@ -605,3 +605,60 @@ async fn a_restart_with_an_undelivered_order_and_a_command_in_flight_resolves_bo
     assert_eq!(s.counts().unwrap().open_orders, 0);
     app.shutdown().await;
 }
+
+/// The README's kcat example sends a meter's registration and its order at once; the two
+/// topics race. An order read before its meter's registration waits for the registry
+/// (`kafka.unknown_meter_grace_ms`) instead of being rejected `unknown_meter`.
+#[actix_rt::test]
+async fn an_order_that_overtakes_its_meters_registration_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = test_config(dir.path());
+    c.kafka.unknown_meter_grace_ms = 15_000;
+    let app = start(c).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "M-LATE",
+        order("SO-LATE", "disconnect", "M-LATE"),
+    )
+    .await;
+    // A positive sign that the intake holds the order: a record pending its commit, while the
+    // meter is unknown and the order neither stored nor rejected.
+    let until = std::time::Instant::now() + T;
+    loop {
+        let (_, metrics) = http_get(app.http_addr, "/metrics").await;
+        let pending = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchyard_intake_records_pending_commit "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if pending >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the intake never read the order"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!app.registry.contains("M-LATE"));
+    assert!(app.store.store().order("SO-LATE").unwrap().is_none());
+    assert!(
+        events.of("SO-LATE").is_empty(),
+        "not rejected while it waits"
+    );
+    register(&app, &p, &[("M-LATE", true)]).await;
+    let ev = events.wait_final("SO-LATE", T).await;
+    assert_eq!(
+        ev.iter().map(|e| e.status).collect::<Vec<_>>(),
+        vec![
+            OrderStatus::Received,
+            OrderStatus::Dispatched,
+            OrderStatus::Confirmed,
+            OrderStatus::Completed
+        ]
+    );
+    app.shutdown().await;
+}

@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchyard::clock::{Clock, ManualClock};
+use switchyard::commit::StoreHandle;
 use switchyard::domain::{validate_order, Command, CommandKind, MeterRecord, Order};
 use switchyard::head_end::HeadEnd;
 use switchyard::meter::{Directory, MeterMsg, MeterServices, RetryPolicy};
 use switchyard::policy::Policy;
 use switchyard::registry::Registry;
-use switchyard::store::{EmbeddedStore, OutboxEntry, Store, StoreError, StoreHandle, WriteBatch};
+use switchyard::store::{EmbeddedStore, OutboxEntry, Store, StoreError, WriteBatch};
 
 /// Delegates everything to the embedded store; the first write that carries a disconnect
 /// command first moves the clock past the stale-decision limit.
@@ -154,6 +155,7 @@ fn a_disconnect_held_back_as_stale_is_status_checked_at_once_not_after_its_deadl
             exceptions_topic: "exceptions".into(),
             policy: Arc::new(Policy::baseline()),
             facts: switchyard::facts::FactBook::new(),
+            campaign_outcomes: tokio::sync::mpsc::unbounded_channel().0,
         };
         let arbiter = actix::Arbiter::new();
         let directory = Directory::new(services, vec![arbiter.handle()]);

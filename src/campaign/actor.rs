@@ -18,14 +18,14 @@ use governor::clock::Clock as GovClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use serde::{Deserialize, Serialize};
 
-use super::{Campaign, CampaignOrder, CampaignRecord, CampaignStatus, Queue};
+use super::{Campaign, CampaignEvent, CampaignOrder, CampaignRecord, CampaignStatus, Queue};
 use crate::clock::Clock;
+use crate::commit::StoreHandle;
 use crate::domain::{OrderStatus, Timestamp};
 use crate::facts::FactBook;
 use crate::policy::Policy;
-use crate::store::{OutboxMessage, StoreHandle, WriteBatch};
+use crate::store::{OutboxMessage, WriteBatch};
 
 /// Where releases and withdrawals go: the meter directory in production, a recorder in tests.
 pub trait ReleaseSink: Send + Sync + 'static {
@@ -77,33 +77,6 @@ fn add(t: Timestamp, d: Duration) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
-/// Progress of a campaign, as published on the campaign-events topic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CampaignEvent {
-    pub schema_version: u32,
-    pub campaign_id: String,
-    /// What happened: defined, started, paused, resumed, rate_changed, cancelled, progress,
-    /// finished, expired.
-    pub event: String,
-    pub status: CampaignStatus,
-    pub at: Timestamp,
-    pub rate_per_hour: u32,
-    pub total: u64,
-    pub released: u64,
-    pub remaining: u64,
-    pub completed: u64,
-    pub failed: u64,
-    pub cancelled: u64,
-    /// Released orders policy deferred at least once.
-    pub deferred: u64,
-    /// When the last release is expected at the current rate and windows (no policy holds
-    /// assumed); absent when nothing remains or it cannot be computed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected_finish: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub by: Option<String>,
-}
-
 /// An operator's command (campaign-control topic).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -147,6 +120,9 @@ pub struct CampaignActor {
     /// Orders released and not finished (to count outcomes once).
     released_open: HashSet<Box<str>>,
     deferred_seen: HashSet<Box<str>>,
+    /// Withdrawn by a cancel or an expiry, and counted as cancelled then (their meters'
+    /// outcomes are not counted again).
+    withdrawn: HashSet<Box<str>>,
     counts: Counts,
     limiter: Limiter,
     zone_next: HashMap<String, Timestamp>,
@@ -206,6 +182,7 @@ impl CampaignActor {
             orders: known,
             released_open,
             deferred_seen: HashSet::new(),
+            withdrawn: HashSet::new(),
             counts,
             zone_next: HashMap::new(),
             wake: None,
@@ -396,8 +373,19 @@ impl CampaignActor {
         });
     }
 
-    fn finish(&mut self, status: CampaignStatus, kind: &str, ctx: &mut Context<Self>) {
+    /// Takes every unreleased order out of the queue; they count as cancelled from now on.
+    fn withdraw_all(&mut self) -> Vec<super::QueuedOrder> {
         let left = self.queue.drain();
+        for o in &left {
+            if self.withdrawn.insert(o.order_id.clone()) {
+                self.counts.cancelled += 1;
+            }
+        }
+        left
+    }
+
+    fn finish(&mut self, status: CampaignStatus, kind: &str, ctx: &mut Context<Self>) {
+        let left = self.withdraw_all();
         self.record.status = status;
         let reason = if status == CampaignStatus::Cancelled {
             "campaign_cancelled"
@@ -440,7 +428,7 @@ impl CampaignActor {
                 Some(self.event("rate_changed", Some(by)))
             }
             Command::Cancel { by } => {
-                let left = self.queue.drain();
+                let left = self.withdraw_all();
                 self.record.status = CampaignStatus::Cancelled;
                 let id = self.id().to_string();
                 let ev = self.event("cancelled", Some(by));
@@ -540,6 +528,9 @@ impl Handler<CampaignMsg> for CampaignActor {
                         {
                             self.counts.deferred += 1;
                         }
+                    }
+                    s if s.is_terminal() && self.withdrawn.remove(key) => {
+                        // Counted as cancelled when it was withdrawn.
                     }
                     s if s.is_terminal() => {
                         let was_released = self.released_open.remove(key);
@@ -751,6 +742,29 @@ impl Campaigns {
             a.do_send(CampaignMsg::Stop);
         }
         self.actors.clear();
+    }
+
+    /// Hands the meters' campaign outcomes to the campaign actors until shutdown (then what is
+    /// already queued).
+    pub async fn take_outcomes(
+        self: Arc<Self>,
+        mut outcomes: tokio::sync::mpsc::UnboundedReceiver<crate::domain::CampaignOutcome>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                o = outcomes.recv() => match o {
+                    Some(o) => self.outcome(&o.campaign_id, &o.order_id, o.status),
+                    None => return,
+                },
+                _ = shutdown.changed() => {
+                    while let Ok(o) = outcomes.try_recv() {
+                        self.outcome(&o.campaign_id, &o.order_id, o.status);
+                    }
+                    return;
+                }
+            }
+        }
     }
 
     pub fn outcome(&self, campaign_id: &str, order_id: &str, status: OrderStatus) {

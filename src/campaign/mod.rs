@@ -16,18 +16,18 @@ pub mod actor;
 pub mod plan;
 pub mod report;
 
-pub use crate::kafka::campaign_source::ControlRecord;
+pub use crate::domain::{
+    AdoptFilter, CampaignDef, CampaignEvent, CampaignOrder, CampaignRecord, CampaignStatus,
+    ControlRecord, Ordering, CAMPAIGN_SCHEMA_VERSION,
+};
 
 use std::collections::{BTreeMap, VecDeque};
 
 use jiff::civil::Time;
 use jiff::tz::TimeZone;
-use serde::{Deserialize, Serialize};
 
+use crate::domain::Day;
 use crate::domain::Timestamp;
-use crate::policy::Day;
-
-pub const CAMPAIGN_SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("campaign {campaign_id}, key `{key}`: {message}")]
@@ -35,87 +35,6 @@ pub struct CampaignError {
     pub campaign_id: String,
     pub key: String,
     pub message: String,
-}
-
-/// In which order a campaign releases its orders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Ordering {
-    /// Most urgent first (priority 1..9), then largest amount due, then arrival.
-    #[default]
-    Priority,
-    /// Largest amount due first, then arrival.
-    AmountDue,
-    /// Round robin over zones (spreads field and call-center load), priority within a zone.
-    ZoneStagger,
-    /// Arrival order.
-    Arrival,
-}
-
-/// A campaign as the operator defines it (campaign-control topic, `define`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CampaignDef {
-    pub schema_version: u32,
-    pub campaign_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// At most this many releases in any hour (sized to the call center).
-    pub rate_per_hour: u32,
-    /// Optionally, at most this many releases per zone in any hour.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone_rate_per_hour: Option<u32>,
-    /// IANA time zone of the windows.
-    pub time_zone: String,
-    /// Local release windows per weekday, `["08:00", "14:00"]`; a day without one has no
-    /// releases.
-    pub windows: BTreeMap<Day, [String; 2]>,
-    pub start_at: Timestamp,
-    /// Releases stop here (maximum duration); what is left is withdrawn (`campaign_expired`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_by: Option<Timestamp>,
-    #[serde(default)]
-    pub ordering: Ordering,
-    /// Zones the campaign may release in; empty = any. Each must be known to the registry.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub zones: Vec<String>,
-    /// Reconnect calls per hour the call center can take (the plan chart's capacity line);
-    /// defaults to `rate_per_hour`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub call_center_capacity_per_hour: Option<u32>,
-    /// Also take in open disconnects already received that match this filter (and `zones`),
-    /// e.g. "all non-payment disconnects due tomorrow in zones A, B".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adopt: Option<AdoptFilter>,
-}
-
-/// Which open orders a campaign takes in when it is defined: disconnects without a campaign,
-/// not sent yet, in the campaign's zones, matching every field given.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdoptFilter {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<crate::domain::ReasonCode>,
-    /// The order's `earliest_at` is at or after this ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_from: Option<Timestamp>,
-    /// ... and before this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_until: Option<Timestamp>,
-}
-
-impl AdoptFilter {
-    pub fn matches(&self, o: &crate::domain::Order) -> bool {
-        o.kind == crate::domain::OrderKind::Disconnect
-            && o.campaign_id.is_none()
-            && self.reason.is_none_or(|r| r == o.reason)
-            && self
-                .due_from
-                .is_none_or(|f| o.earliest_at.is_some_and(|e| e >= f))
-            && self
-                .due_until
-                .is_none_or(|u| o.earliest_at.is_some_and(|e| e < u))
-    }
 }
 
 /// A validated campaign: definition plus parsed zone and windows.
@@ -315,33 +234,6 @@ impl Campaign {
     }
 }
 
-/// One order of a campaign, as compact as the queue needs it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CampaignOrder {
-    pub order_id: String,
-    pub meter_id: String,
-    pub zone: String,
-    pub priority: u8,
-    /// Amount due in cents (0 when unknown).
-    pub amount_cents: i64,
-    /// Arrival sequence within the campaign.
-    pub seq: u64,
-    #[serde(default)]
-    pub released: bool,
-}
-
-impl CampaignOrder {
-    fn key(&self, ordering: Ordering) -> (i64, i64, u64) {
-        match ordering {
-            Ordering::Priority | Ordering::ZoneStagger => {
-                (self.priority as i64, -self.amount_cents, self.seq)
-            }
-            Ordering::AmountDue => (-self.amount_cents, 0, self.seq),
-            Ordering::Arrival => (0, 0, self.seq),
-        }
-    }
-}
-
 /// Unreleased orders per zone, each zone in the campaign's ordering. Picking the next release
 /// looks at zone heads only: O(zones), however many orders wait in a barred zone.
 #[derive(Debug, Default)]
@@ -476,32 +368,6 @@ impl Queue {
             .flat_map(|z| z.items.drain(..))
             .collect()
     }
-}
-
-/// Lifecycle of a campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CampaignStatus {
-    Active,
-    Paused,
-    Cancelled,
-    /// Every order released (or withdrawn); outcomes may still arrive.
-    Finished,
-    /// `end_by` passed with orders left; they were withdrawn.
-    Expired,
-}
-
-/// A campaign as stored: its definition and where it stands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CampaignRecord {
-    pub def: CampaignDef,
-    pub status: CampaignStatus,
-    /// The rate in force (the definition's, or one set later).
-    pub rate_per_hour: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_release_at: Option<Timestamp>,
-    pub released: u64,
-    pub updated_at: Timestamp,
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ pub struct OrderEvent {
     /// The policy decision behind this status (deferred, awaiting approval, rejected by a rule,
     /// or dispatched): rule names, rule-pack version and inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<crate::policy::Decision>,
+    pub policy: Option<super::Decision>,
 }
 
 impl OrderEvent {

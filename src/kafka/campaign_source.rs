@@ -5,81 +5,22 @@
 //! definition) and not an error.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
+use super::source::{Handled, Handler, Io, Rejected};
 use crate::campaign::actor::{Campaigns, Command};
-use crate::campaign::CampaignDef;
-use crate::clock::Clock;
+use crate::domain::ControlRecord;
 use crate::domain::DeadLetterReason;
 use crate::registry::Registry;
 
-/// A record of the campaign-control topic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ControlRecord {
-    Define {
-        schema_version: u32,
-        campaign: CampaignDef,
-    },
-    Pause {
-        schema_version: u32,
-        campaign_id: String,
-        by: String,
-    },
-    Resume {
-        schema_version: u32,
-        campaign_id: String,
-        by: String,
-    },
-    Cancel {
-        schema_version: u32,
-        campaign_id: String,
-        by: String,
-    },
-    SetRate {
-        schema_version: u32,
-        campaign_id: String,
-        rate_per_hour: u32,
-        by: String,
-    },
-}
-
-impl ControlRecord {
-    pub fn campaign_id(&self) -> &str {
-        match self {
-            ControlRecord::Define { campaign, .. } => &campaign.campaign_id,
-            ControlRecord::Pause { campaign_id, .. }
-            | ControlRecord::Resume { campaign_id, .. }
-            | ControlRecord::Cancel { campaign_id, .. }
-            | ControlRecord::SetRate { campaign_id, .. } => campaign_id,
-        }
-    }
-
-    fn schema_version(&self) -> u32 {
-        match self {
-            ControlRecord::Define { schema_version, .. }
-            | ControlRecord::Pause { schema_version, .. }
-            | ControlRecord::Resume { schema_version, .. }
-            | ControlRecord::Cancel { schema_version, .. }
-            | ControlRecord::SetRate { schema_version, .. } => *schema_version,
-        }
-    }
-}
-
-pub struct CampaignSource {
-    pub consumer: StreamConsumer,
-    pub producer: FutureProducer,
+/// Applies campaign definitions and commands; returns once the campaign has stored them.
+pub struct CampaignControl {
     pub campaigns: Arc<Campaigns>,
     pub registry: Arc<Registry>,
-    pub clock: Arc<dyn Clock>,
-    pub topic: String,
-    pub dead_letter_topic: String,
 }
 
 pub fn consumer(
@@ -95,25 +36,14 @@ pub fn consumer(
     )
 }
 
-impl CampaignSource {
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
-            tracing::error!(error = %e, topic = %self.topic, "cannot subscribe to campaign control");
-            return;
-        }
-        loop {
-            let msg = tokio::select! {
-                m = self.consumer.recv() => m,
-                _ = shutdown.changed() => return,
-            };
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "campaign-control consumer error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
+impl Handler for CampaignControl {
+    fn name(&self) -> &str {
+        "campaign control"
+    }
+
+    async fn handle(&self, batch: &[OwnedMessage], _io: &mut Io<'_>) -> Handled {
+        let mut rejected = Vec::new();
+        for (i, msg) in batch.iter().enumerate() {
             let key = msg.key().map(|k| String::from_utf8_lossy(k).to_string());
             let outcome = match msg.payload() {
                 None => Err("record has no value".to_string()),
@@ -124,23 +54,14 @@ impl CampaignSource {
             };
             if let Err(reason) = outcome {
                 tracing::warn!(reason = %reason, "campaign-control record refused");
-                let owned = msg.detach();
-                super::dead_letter::send(
-                    &self.producer,
-                    &self.dead_letter_topic,
-                    &owned,
-                    DeadLetterReason::InvalidCampaign,
-                    &reason,
-                    self.clock.now(),
-                )
-                .await;
-            }
-            if let Err(e) = self.consumer.store_offset_from_message(&msg) {
-                tracing::warn!(error = %e, "cannot store campaign-control offset");
+                rejected.push((i, Rejected::new(DeadLetterReason::InvalidCampaign, reason)));
             }
         }
+        Handled::Done(rejected)
     }
+}
 
+impl CampaignControl {
     async fn apply(&self, key: Option<&str>, r: ControlRecord) -> Result<(), String> {
         if r.schema_version() != 1 {
             return Err(format!(

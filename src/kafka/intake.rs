@@ -4,38 +4,39 @@
 //! for commit, and the orders handed to their meter actors. A redelivered or duplicate order id
 //! is recognised in the store and never reaches a meter actor twice.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
-use tokio::sync::watch;
 
+use super::source::{Handled, Handler, Io, Rejected};
 use crate::clock::Clock;
+use crate::commit::StoreHandle;
 use crate::domain::{
     validate_order, AuditEvent, AuditKind, Order, OrderEvent, OrderKind, OrderRecord, OrderStatus,
-    SourcePosition,
+    Rejection, SourcePosition,
 };
 use crate::meter::Directory;
 use crate::observability::metrics;
 use crate::registry::Registry;
-use crate::store::{OutboxMessage, StoreHandle, WriteBatch};
+use crate::store::{OutboxMessage, WriteBatch};
 
+/// The order intake's handler (its source reads the orders topic in batches, as a member of
+/// the group `kafka.group_id`).
 pub struct Intake {
-    pub consumer: StreamConsumer,
-    pub producer: FutureProducer,
     pub store: StoreHandle,
     pub registry: Arc<Registry>,
     pub directory: Arc<Directory>,
+    /// Orders that carry a campaign id join their campaign's queue.
+    pub campaigns: Arc<crate::campaign::actor::Campaigns>,
     pub clock: Arc<dyn Clock>,
-    pub orders_topic: String,
     pub events_topic: String,
-    pub dead_letter_topic: String,
-    pub batch_max: usize,
-    pub linger: Duration,
+    /// How long an order for a meter the registry does not know yet waits for the registry
+    /// (the two topics race) before it is rejected `unknown_meter`.
+    pub unknown_meter_grace: Duration,
 }
 
 pub fn consumer(
@@ -51,75 +52,76 @@ pub fn consumer(
     )
 }
 
-impl Intake {
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        if let Err(e) = self.consumer.subscribe(&[&self.orders_topic]) {
-            tracing::error!(error = %e, topic = %self.orders_topic, "cannot subscribe to the orders topic");
-            return;
-        }
-        tracing::info!(topic = %self.orders_topic, "order intake started");
-        let mut held: Vec<OwnedMessage> = Vec::new();
-        let mut gaps = super::GapWatch::default();
-        loop {
-            let mut batch = std::mem::take(&mut held);
-            if batch.is_empty() {
-                let first = tokio::select! {
-                    m = self.consumer.recv() => m,
-                    _ = shutdown.changed() => break,
-                };
-                match first {
-                    Ok(m) => batch.push(m.detach()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "orders consumer error");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                }
-            }
-            let until = tokio::time::Instant::now() + self.linger;
-            while batch.len() < self.batch_max {
-                match tokio::time::timeout_at(until, self.consumer.recv()).await {
-                    Ok(Ok(m)) => batch.push(m.detach()),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "orders consumer error");
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            for msg in &batch {
-                gaps.observe(&self.consumer, msg);
-            }
-            held = self.process(batch).await;
-        }
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "final offset commit");
-        }
-        tracing::info!("order intake stopped");
+impl Handler for Intake {
+    fn name(&self) -> &str {
+        "order intake"
     }
 
-    /// Validate, dead-letter, store, store offsets, deliver: in that order. Returns records
-    /// received while the intake was paused (a store outage), for the next batch.
-    pub async fn process(&self, batch: Vec<OwnedMessage>) -> Vec<OwnedMessage> {
-        let mut held = Vec::new();
-        let m = metrics();
-        let started = std::time::Instant::now();
-        m.pending_commit.increment(batch.len() as f64);
+    fn handle<'a>(
+        &'a self,
+        batch: &'a [OwnedMessage],
+        io: &'a mut Io<'_>,
+    ) -> impl std::future::Future<Output = Handled> + Send + 'a {
+        self.process(batch, io)
+    }
+}
+
+impl Intake {
+    fn validate(&self, batch: &[OwnedMessage]) -> (Vec<(Order, usize)>, Vec<(usize, Rejection)>) {
         let now = self.clock.now();
-        let mut accepted: Vec<(Order, &OwnedMessage)> = Vec::new();
-        let mut write = WriteBatch::default();
+        let mut accepted = Vec::new();
         let mut rejected = Vec::new();
-        for msg in &batch {
+        for (i, msg) in batch.iter().enumerate() {
             match validate_order(
                 msg.key(),
                 msg.payload(),
                 |id| self.registry.contains(id),
                 now,
             ) {
-                Ok(order) => accepted.push((order, msg)),
-                Err(rej) => rejected.push((msg, rej)),
+                Ok(order) => accepted.push((order, i)),
+                Err(rej) => rejected.push((i, rej)),
             }
         }
+        (accepted, rejected)
+    }
+
+    /// Validate, store, deliver. The source loop then sends the dead letters and stores the
+    /// offsets (only after this returned: the accepted orders are durable).
+    async fn process(&self, batch: &[OwnedMessage], io: &mut Io<'_>) -> Handled {
+        let m = metrics();
+        let started = std::time::Instant::now();
+        m.pending_commit.increment(batch.len() as f64);
+        let (mut accepted, mut rejected) = self.validate(batch);
+        // The registry and the orders are separate topics: an order may arrive just before
+        // its meter's registration. Wait a bounded grace for the registry, then decide again.
+        if !self.unknown_meter_grace.is_zero()
+            && rejected
+                .iter()
+                .any(|(_, r)| r.reason == crate::domain::DeadLetterReason::UnknownMeter)
+        {
+            let until = tokio::time::Instant::now() + self.unknown_meter_grace;
+            loop {
+                let waiting = rejected.iter().any(|(_, r)| {
+                    r.reason == crate::domain::DeadLetterReason::UnknownMeter
+                        && r.meter_id
+                            .as_deref()
+                            .is_some_and(|id| !self.registry.contains(id))
+                });
+                if !waiting || tokio::time::Instant::now() >= until {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = io.stopping() => {
+                        m.pending_commit.decrement(batch.len() as f64);
+                        return Handled::Stopped;
+                    }
+                }
+            }
+            (accepted, rejected) = self.validate(batch);
+        }
+        let now = self.clock.now();
+        let mut write = WriteBatch::default();
         // Duplicates: already stored, or twice in this batch. Refused records are checked too:
         // a record accepted before a crash and read again after it (when, say, its latest_at
         // has passed) is a duplicate, not a rejection.
@@ -140,7 +142,8 @@ impl Intake {
         let stored_rejected = stored.split_off(accepted.len());
         let mut stored_rejected = stored_rejected.into_iter();
         let mut dead = Vec::new();
-        for (msg, rej) in rejected {
+        for (i, rej) in rejected {
+            let msg = &batch[i];
             if rej.order_id.is_some() && stored_rejected.next() == Some(true) {
                 m.orders_duplicate.increment(1);
                 tracing::info!(order_id = ?rej.order_id, "a record of an already accepted order was read again; ignored");
@@ -168,12 +171,13 @@ impl Intake {
                     );
                 }
             }
-            dead.push((msg, rej));
+            dead.push((i, Rejected::new(rej.reason, rej.detail)));
         }
         let mut seen = HashSet::new();
         let mut deliver = Vec::new();
         let mut to_campaigns = Vec::new();
-        for ((order, msg), already) in accepted.into_iter().zip(stored) {
+        for ((order, i), already) in accepted.into_iter().zip(stored) {
+            let msg = &batch[i];
             if already || !seen.insert(order.order_id.clone()) {
                 m.orders_duplicate.increment(1);
                 write.audit.push(
@@ -249,76 +253,25 @@ impl Intake {
             }
             deliver.push(order);
         }
-        // Dead letters first (acknowledged), then the durable write; only then offsets.
-        futures::future::join_all(dead.iter().map(|(msg, rej)| {
-            super::dead_letter::send(
-                &self.producer,
-                &self.dead_letter_topic,
-                msg,
-                rej.reason,
-                &rej.detail,
-                now,
-            )
-        }))
-        .await;
         let mut backoff = Duration::from_millis(100);
         let mut paused = false;
         loop {
             match self.store.write(write.clone()).await {
                 Ok(()) => break,
                 Err(e) => {
-                    // The store refuses writes (a full disk, say). Pause the intake: stop
-                    // fetching (librdkafka drops what it prefetched and resumes after the
-                    // last record handed over, i.e. after this batch, which is held here), but
-                    // keep polling so that the group keeps this member (a consumer that does
-                    // not poll for max.poll.interval.ms is removed from its group).
+                    // The store refuses writes (a full disk, say). Pause the intake (nothing
+                    // new is fetched; the group keeps this member) and try again.
                     tracing::debug!(error = %e, "cannot store accepted orders; offsets stay uncommitted, retrying");
                     if !paused {
                         tracing::warn!("order intake paused until the store accepts writes again");
                         paused = true;
                     }
-                    let until = tokio::time::Instant::now() + backoff;
-                    loop {
-                        // Every pass: a partition assigned meanwhile is paused too.
-                        if let Ok(a) = self.consumer.assignment() {
-                            let _ = self.consumer.pause(&a);
-                        }
-                        match tokio::time::timeout_at(until, self.consumer.recv()).await {
-                            Err(_) => break,
-                            // Handed over before its partition was paused: kept for the next
-                            // batch (its offset is not stored yet).
-                            Ok(Ok(m)) => held.push(m.detach()),
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "orders consumer error while paused")
-                            }
-                        }
+                    if !io.pause_for(backoff).await {
+                        m.pending_commit.decrement(batch.len() as f64);
+                        return Handled::Stopped;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-            }
-        }
-        if paused {
-            match self
-                .consumer
-                .assignment()
-                .and_then(|a| self.consumer.resume(&a))
-            {
-                Ok(()) => tracing::warn!("order intake resumed"),
-                Err(e) => tracing::error!(error = %e, "cannot resume the order intake"),
-            }
-        }
-        let mut last: HashMap<(&str, i32), i64> = HashMap::new();
-        for msg in &batch {
-            let e = last
-                .entry((msg.topic(), msg.partition()))
-                .or_insert(msg.offset());
-            *e = (*e).max(msg.offset());
-        }
-        for ((topic, partition), offset) in last {
-            if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
-                // Happens when the partition was revoked meanwhile; the records are stored and
-                // will be recognised as duplicates when redelivered.
-                tracing::warn!(error = %e, topic, partition, offset, "could not store offset");
             }
         }
         m.pending_commit.decrement(batch.len() as f64);
@@ -332,13 +285,11 @@ impl Intake {
             self.directory
                 .deliver(&meter, crate::meter::MeterMsg::Order(order));
         }
-        if let Some(cs) = self.directory.campaigns() {
-            for (cid, co) in to_campaigns {
-                cs.enqueue(&cid, co);
-            }
+        for (cid, co) in to_campaigns {
+            self.campaigns.enqueue(&cid, co);
         }
         m.intake_batch_seconds
             .record(started.elapsed().as_secs_f64());
-        held
+        Handled::Done(dead)
     }
 }

@@ -1,9 +1,11 @@
-//! Kafka in and out, all through rdkafka (librdkafka). One folder per source / sink:
-//! [`intake`] (orders topic), [`table_source`] (compacted tables: meter registry, weather,
-//! emergencies), [`fact_source`] (payments, certificates, approvals to meter actors),
-//! [`campaign_source`] (campaign definitions and commands), [`results_source`] (head-end results), [`publisher`] (the outbox to order-events / exceptions), and
-//! [`embedded`] (librdkafka's mock cluster for embedded mode). Dead letters are produced by the
-//! sources themselves, before the offset of the bad record is committed.
+//! Kafka in and out, all through rdkafka (librdkafka). Every source runs the one loop in
+//! [`source`] (batching, dead letters, offsets stored after the work, lost-record watch,
+//! start-up gates, pausing) with its own handler: [`intake`] (orders topic), [`table_source`]
+//! (compacted tables: meter registry, weather, emergencies), [`fact_source`] (payments,
+//! certificates, approvals to meter actors), [`campaign_source`] (campaign definitions and
+//! commands), [`results_source`] (head-end results). [`publisher`] sends the outbox to
+//! order-events / exceptions; [`dead_letter`] sizes and sends dead letters; [`embedded`] is
+//! librdkafka's mock cluster for embedded mode.
 
 pub(crate) mod campaign_source;
 pub(crate) mod dead_letter;
@@ -12,6 +14,7 @@ pub(crate) mod fact_source;
 pub(crate) mod intake;
 pub(crate) mod publisher;
 pub(crate) mod results_source;
+pub(crate) mod source;
 pub(crate) mod table_source;
 
 use std::time::Duration;

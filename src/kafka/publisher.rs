@@ -12,8 +12,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::{mpsc, watch};
 
+use crate::commit::StoreHandle;
 use crate::observability::metrics;
-use crate::store::{OutboxEntry, StoreHandle, WriteBatch};
+use crate::store::{OutboxEntry, WriteBatch};
 
 const MAX_IN_FLIGHT: usize = 50_000;
 

@@ -7,18 +7,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
-use rdkafka::{Message, Offset, TopicPartitionList};
-use tokio::sync::{oneshot, watch};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use tokio::sync::watch;
 
-use crate::clock::Clock;
+use super::source::{Handled, Handler, Io, Rejected};
+use crate::commit::StoreHandle;
 use crate::domain::{DeadLetterReason, MeterRecord};
 use crate::facts::{EmergencyRecord, FactBook, WeatherRecord};
 use crate::meter::Directory;
 use crate::observability::metrics;
 use crate::registry::Registry;
-use crate::store::{KeptRecord, StoreHandle, WriteBatch};
+use crate::store::{KeptRecord, WriteBatch};
 
 /// An in-memory table fed by a compacted topic.
 pub trait Table: Send + Sync + 'static {
@@ -240,13 +241,9 @@ impl Table for EmergencyTable {
     }
 }
 
-pub struct TableSource {
-    pub consumer: StreamConsumer,
-    pub producer: FutureProducer,
+/// Applies each record of a table topic to its table.
+pub struct TableHandler {
     pub table: Arc<dyn Table>,
-    pub clock: Arc<dyn Clock>,
-    pub topic: String,
-    pub dead_letter_topic: String,
 }
 
 /// A consumer for one table topic; `suffix` names its group (`<group_id>-<suffix>`).
@@ -264,63 +261,15 @@ pub fn consumer(
     )
 }
 
-impl TableSource {
-    pub async fn run(self, caught_up: oneshot::Sender<usize>, mut shutdown: watch::Receiver<bool>) {
+impl Handler for TableHandler {
+    fn name(&self) -> &str {
+        self.table.name()
+    }
+
+    async fn handle(&self, batch: &[OwnedMessage], _io: &mut Io<'_>) -> Handled {
         let m = metrics();
-        // Partitions and their high watermarks at start.
-        let (tpl, mut remaining) = loop {
-            match self.assignment() {
-                Ok(v) => break v,
-                Err(e) => {
-                    tracing::warn!(error = %e, topic = %self.topic, table = self.table.name(), "topic metadata not available yet; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            }
-        };
-        if let Err(e) = self.consumer.assign(&tpl) {
-            tracing::error!(error = %e, topic = %self.topic, "cannot assign table partitions");
-            return;
-        }
-        let mut caught_up = Some(caught_up);
-        let mut read = 0usize;
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        if remaining.iter().all(|(_, hw)| *hw <= 0) {
-            if let Some(tx) = caught_up.take() {
-                let _ = tx.send(0);
-            }
-        }
-        loop {
-            let msg = tokio::select! {
-                m = self.consumer.recv() => m,
-                _ = tick.tick(), if caught_up.is_some() => {
-                    // The last offsets may never be delivered (compacted-away tombstones,
-                    // transaction markers): compare the consumer's position too.
-                    if let Ok(pos) = self.consumer.position() {
-                        remaining.retain(|(p, hw)| {
-                            !matches!(pos.find_partition(&self.topic, *p).map(|e| e.offset()), Some(rdkafka::Offset::Offset(o)) if o >= *hw)
-                        });
-                    }
-                    if remaining.is_empty() {
-                        self.table.publish_gauge();
-                        tracing::info!(records = read, entries = self.table.len(), table = self.table.name(), "caught up");
-                        let _ = caught_up.take().expect("some").send(read);
-                    }
-                    continue;
-                }
-                _ = shutdown.changed() => return,
-            };
-            let msg = match msg {
-                Ok(msg) => msg,
-                Err(e) => {
-                    tracing::warn!(error = %e, table = self.table.name(), "table consumer error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            read += 1;
+        let mut rejected = Vec::new();
+        for (i, msg) in batch.iter().enumerate() {
             let key = msg.key().map(|k| String::from_utf8_lossy(k).to_string());
             if let Err((why, reason)) = self.table.apply(key.as_deref(), msg.payload()) {
                 if why == DeadLetterReason::InvalidRegistryRecord {
@@ -328,68 +277,21 @@ impl TableSource {
                 } else {
                     m.facts_rejected.increment(1);
                 }
-                let owned = msg.detach();
-                super::dead_letter::send(
-                    &self.producer,
-                    &self.dead_letter_topic,
-                    &owned,
-                    why,
-                    &reason,
-                    self.clock.now(),
-                )
-                .await;
-            }
-            if caught_up.is_some() {
-                let p = msg.partition();
-                let off = msg.offset();
-                remaining.retain(|(part, hw)| !(*part == p && off + 1 >= *hw));
-                if remaining.is_empty() {
-                    self.table.publish_gauge();
-                    tracing::info!(
-                        records = read,
-                        entries = self.table.len(),
-                        table = self.table.name(),
-                        "caught up"
-                    );
-                    let _ = caught_up.take().expect("some").send(read);
-                }
-            } else {
-                // After the catch-up, every change shows at once (a gauge set is cheap).
-                self.table.publish_gauge();
+                rejected.push((i, Rejected::new(why, reason)));
             }
         }
+        // Every change shows at once (a gauge set is cheap).
+        self.table.publish_gauge();
+        Handled::Done(rejected)
     }
 
-    fn assignment(&self) -> Result<(TopicPartitionList, Vec<(i32, i64)>), String> {
-        let md = self
-            .consumer
-            .fetch_metadata(Some(&self.topic), Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        let t = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == self.topic)
-            .ok_or("topic missing from metadata")?;
-        if t.partitions().is_empty() {
-            return Err("topic has no partitions".into());
-        }
-        let mut tpl = TopicPartitionList::new();
-        let mut remaining = Vec::new();
-        for p in t.partitions() {
-            tpl.add_partition_offset(&self.topic, p.id(), Offset::Beginning)
-                .map_err(|e| e.to_string())?;
-            let (lo, hi) = self
-                .consumer
-                .fetch_watermarks(&self.topic, p.id(), Duration::from_secs(5))
-                .map_err(|e| e.to_string())?;
-            if hi > lo {
-                remaining.push((p.id(), hi));
-            }
-            if lo > 0 {
-                crate::observability::records_lost(&self.topic, lo as u64);
-                tracing::warn!(topic = %self.topic, partition = p.id(), first_offset = lo, "the first {lo} records of this table partition are no longer on the topic; entries only they held are missing. (librdkafka's mock cluster, the embedded Kafka, keeps about 5 MB per partition: load a large registry with registry.file or use a Kafka cluster.)");
-            }
-        }
-        Ok((tpl, remaining))
+    fn caught_up(&self, records: usize) {
+        self.table.publish_gauge();
+        tracing::info!(
+            records,
+            entries = self.table.len(),
+            table = self.table.name(),
+            "table caught up"
+        );
     }
 }

@@ -135,6 +135,7 @@ impl MeterActor {
         let mut batch = extra;
         let mut effects = Vec::new();
         let mut campaign_outcomes = Vec::new();
+        let outcomes_tx = svc.campaign_outcomes.clone();
         let arrival = self.arrival.take();
         let mut completes = false;
         for input in inputs {
@@ -205,13 +206,12 @@ impl MeterActor {
                     Action::Event(e) => {
                         m.order_status[e.status as usize].increment(1);
                         completes |= e.status.is_terminal();
-                        if let (Some(c), Some(cs)) = (&e.campaign_id, dir.campaigns()) {
-                            campaign_outcomes.push((
-                                c.clone(),
-                                e.order_id.clone(),
-                                e.status,
-                                cs.clone(),
-                            ));
+                        if let Some(c) = &e.campaign_id {
+                            campaign_outcomes.push(crate::domain::CampaignOutcome {
+                                campaign_id: c.clone(),
+                                order_id: e.order_id.clone(),
+                                status: e.status,
+                            });
                         }
                         if e.status == OrderStatus::RetryScheduled {
                             m.retries.increment(1);
@@ -282,8 +282,8 @@ impl MeterActor {
             if let Some(a) = ack {
                 let _ = a.send(());
             }
-            for (c, order, status, cs) in campaign_outcomes {
-                cs.outcome(&c, &order, status);
+            for o in campaign_outcomes {
+                let _ = outcomes_tx.send(o);
             }
             let order_arrival = match arrival {
                 Some(Arrival::Result(at)) if completes => {

@@ -18,9 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::facts::{ApprovalDecision, Certificate, MeterFact, Payment};
+use crate::facts::{ApprovalDecision, MeterFact, Payment};
 use crate::policy::{self, Emergency, Forecast, Policy, Verdict, BASELINE_PROTECTIONS};
 
 use crate::domain::event::EVENT_SCHEMA_VERSION;
@@ -29,6 +27,7 @@ use crate::domain::{
     ExceptionRecord, FailureCode, MeterFlags, Order, OrderEvent, OrderKind, OrderRecord,
     OrderStatus, ReasonCode, SwitchState, Timestamp,
 };
+pub use crate::domain::{Cut, Hold, InFlight, OpenOrder, Purpose};
 
 /// Retry and deadline rules (from `[head_end]` in the config).
 #[derive(Debug, Clone)]
@@ -92,109 +91,10 @@ pub const UNREGISTERED: &str = "meter_not_in_registry";
 /// How often such an order looks at the registry again.
 pub const UNREGISTERED_RECHECK: Duration = Duration::from_secs(5);
 
-/// Why an order is held by policy (compared to decide whether a new event is due).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Hold {
-    pub status: OrderStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<Timestamp>,
-    pub rules: Vec<String>,
-}
-
-/// The last disconnect that took effect, for the restore obligation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Cut {
-    pub order_id: String,
-    pub reason: ReasonCode,
-    pub at: Timestamp,
-    /// It was explicitly approved (a protected customer, knowingly).
-    pub approved: bool,
-    /// A certificate arrived after the cut (an approval does not cover it).
-    #[serde(default)]
-    pub protection_after_cut: bool,
-    #[serde(default)]
-    pub restore_ordered: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Purpose {
-    Execute,
-    StatusCheck,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InFlight {
-    pub command: Command,
-    pub purpose: Purpose,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OpenOrder {
-    pub order: Order,
-    pub status: OrderStatus,
-    /// Execution commands sent so far.
-    pub attempts: u32,
-    /// Status checks sent for the current unknown outcome (numbers their command ids).
-    pub status_checks: u32,
-    /// Of those, checks lost in a restart while in flight: a restart is not an unanswered
-    /// check, so these do not count against `max_attempts`.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub status_checks_lost: u32,
-    /// The last execution's outcome is unknown: ask the switch state before anything else.
-    pub unknown_outcome: bool,
-    /// A cancel or a reconnect withdrew this order while its command was in flight or its
-    /// outcome unknown: it is never executed again; it closes as `cancelled` with this reason
-    /// unless the command in progress turns out to have taken effect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub withdrawn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<Timestamp>,
-    pub seq: u64,
-    /// Held by policy: re-decided on every step of the meter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hold: Option<Hold>,
-    /// Who approved it (control topic), when it needed an approval.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approved_by: Option<String>,
-    /// The protections the meter had when it was approved: an approval covers those only (a
-    /// certificate that arrives later needs a new approval).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub approved_for: Vec<crate::policy::Protection>,
-    /// Part of a campaign and not released yet: waits for the campaign's release.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub campaign_hold: bool,
-}
-
-/// Everything the meter actor knows, persisted as one snapshot after every step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MeterMachine {
-    pub meter_id: String,
-    pub switch: SwitchState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub switch_known_at: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_register_kwh: Option<f64>,
-    pub open: Vec<OpenOrder>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub in_flight: Option<InFlight>,
-    pub next_seq: u64,
-    /// Medical / life-support / critical-care certificates received for this meter.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub certificates: Vec<Certificate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_cut: Option<Cut>,
-    /// Payments of the last [`PAYMENT_MEMORY_DAYS`]: an order and its payment travel on
-    /// different topics, so a payment may arrive before the disconnect it pays off.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub payments: Vec<Payment>,
-}
+/// The machine is implemented on the stored state (see `domain::meter_state`).
+pub type MeterMachine = crate::domain::MeterState;
 
 pub const PAYMENT_MEMORY_DAYS: i64 = 60;
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
 
 /// Whether payment `p` pays off the non-payment disconnect `o`: named by order id, or for the
 /// account (or meter) and made after the order was created.
@@ -552,9 +452,9 @@ impl MeterMachine {
     }
 
     /// The protections the meter has now (registry flags and valid certificates).
-    fn protections(&self, facts: &MeterFacts, now: Timestamp) -> Vec<crate::policy::Protection> {
+    fn protections(&self, facts: &MeterFacts, now: Timestamp) -> Vec<crate::domain::Protection> {
         let flags = self.effective_flags(facts, now);
-        crate::policy::Protection::ALL
+        crate::domain::Protection::ALL
             .into_iter()
             .filter(|p| flags.contains(p.flag()))
             .collect()

@@ -9,19 +9,21 @@ pub mod machine;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 use actix::prelude::*;
 use dashmap::DashMap;
 
 use crate::clock::Clock;
-use crate::domain::{CommandResult, Order};
+use crate::commit::StoreHandle;
+use crate::domain::{CampaignOutcome, CommandResult, Order};
 use crate::facts::{FactBook, MeterFact};
 use crate::head_end::{HeadEnd, ResultSink};
 use crate::observability::metrics;
 use crate::policy::Policy;
 use crate::registry::Registry;
-use crate::store::StoreHandle;
 
 pub use actor::MeterActor;
 pub use machine::{MeterMachine, RetryPolicy};
@@ -67,6 +69,8 @@ pub struct MeterServices {
     pub policy: Arc<Policy>,
     /// Weather and emergencies by zone; which meters wait on them.
     pub facts: Arc<FactBook>,
+    /// Where outcomes of campaign orders go (the receiver may be gone: then they are dropped).
+    pub campaign_outcomes: mpsc::UnboundedSender<CampaignOutcome>,
 }
 
 struct Entry {
@@ -80,7 +84,6 @@ pub struct Directory {
     arbiters: Vec<ArbiterHandle>,
     services: MeterServices,
     head_end: OnceLock<Arc<dyn HeadEnd>>,
-    campaigns: OnceLock<Arc<crate::campaign::actor::Campaigns>>,
     next_generation: AtomicU64,
     /// Commands in flight (sent, not answered, not timed out) over all meters.
     in_flight: std::sync::atomic::AtomicI64,
@@ -98,7 +101,6 @@ impl Directory {
             arbiters,
             services,
             head_end: OnceLock::new(),
-            campaigns: OnceLock::new(),
             next_generation: AtomicU64::new(0),
             in_flight: std::sync::atomic::AtomicI64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -114,15 +116,6 @@ impl Directory {
         self.head_end
             .get()
             .expect("head-end set before any meter is activated")
-    }
-
-    /// Campaign outcomes are reported here once campaigns run.
-    pub fn set_campaigns(&self, c: Arc<crate::campaign::actor::Campaigns>) {
-        let _ = self.campaigns.set(c);
-    }
-
-    pub(crate) fn campaigns(&self) -> Option<&Arc<crate::campaign::actor::Campaigns>> {
-        self.campaigns.get()
     }
 
     pub(crate) fn services(&self) -> &MeterServices {
@@ -236,8 +229,8 @@ impl ResultSink for Directory {
     }
 }
 
-/// Campaign releases and withdrawals go to the meters. Holds the directory weakly: the
-/// directory holds the campaigns, and a cycle would keep the store open after shutdown.
+/// Campaign releases and withdrawals go to the meters. Weak: the directory outlives no one's
+/// shutdown because a campaign still holds it.
 pub struct MeterSink(pub std::sync::Weak<Directory>);
 
 impl crate::campaign::actor::ReleaseSink for MeterSink {

@@ -11,8 +11,8 @@ use super::{
     AuditCursor, CommandRecord, OutboxEntry, OutboxMessage, Store, StoreCounts, StoreError,
     WriteBatch,
 };
+use crate::domain::MeterState;
 use crate::domain::{AuditEvent, ExceptionRecord, OrderRecord};
-use crate::meter::machine::MeterMachine;
 
 const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
 /// Key `meter_id \0 order_id`, no value: the open orders of each meter.
@@ -417,7 +417,7 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn meter(&self, meter_id: &str) -> Result<Option<MeterMachine>, StoreError> {
+    fn meter(&self, meter_id: &str) -> Result<Option<MeterState>, StoreError> {
         self.read(|r| {
             let t = r.open_table(METERS).map_err(be)?;
             let v = t.get(meter_id).map_err(be)?;
@@ -457,7 +457,7 @@ impl Store for EmbeddedStore {
             let meters = r.open_table(METERS).map_err(be)?;
             for item in meters.iter().map_err(be)? {
                 let (k, v) = item.map_err(be)?;
-                let m: MeterMachine = decode(k.value(), v.value())?;
+                let m: MeterState = decode(k.value(), v.value())?;
                 if !m.is_idle() {
                     set.insert(m.meter_id);
                 }
@@ -480,7 +480,7 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn campaigns(&self) -> Result<Vec<crate::campaign::CampaignRecord>, StoreError> {
+    fn campaigns(&self) -> Result<Vec<crate::domain::CampaignRecord>, StoreError> {
         self.read(|r| {
             let t = r.open_table(CAMPAIGNS).map_err(be)?;
             let mut out = Vec::new();
@@ -495,7 +495,7 @@ impl Store for EmbeddedStore {
     fn campaign_orders(
         &self,
         campaign_id: &str,
-    ) -> Result<Vec<crate::campaign::CampaignOrder>, StoreError> {
+    ) -> Result<Vec<crate::domain::CampaignOrder>, StoreError> {
         self.read(|r| {
             let t = r.open_table(CAMPAIGN_ORDERS).map_err(be)?;
             let rel = r.open_table(CAMPAIGN_RELEASES).map_err(be)?;
@@ -504,7 +504,7 @@ impl Store for EmbeddedStore {
             let mut out = Vec::new();
             for item in t.range(lo.as_str()..hi.as_str()).map_err(be)? {
                 let (k, v) = item.map_err(be)?;
-                let mut o: crate::campaign::CampaignOrder = decode(k.value(), v.value())?;
+                let mut o: crate::domain::CampaignOrder = decode(k.value(), v.value())?;
                 o.released = rel.get(k.value()).map_err(be)?.is_some();
                 out.push(o);
             }

@@ -2,23 +2,21 @@
 //! status, the index of open orders, a snapshot per meter (switch state, open work, the command
 //! in flight), commands and results, exceptions, the append-only audit trail, and the outbox of
 //! events still to publish. One [`WriteBatch`] is applied atomically and durably; the
-//! [`writer`] groups many batches into one transaction (group commit).
+//! group-commit writer (`crate::commit`) groups many batches into one transaction.
 //!
 //! [`embedded::EmbeddedStore`] (redb, on disk) is the default; ScyllaDB arrives as a second
 //! implementation of [`Store`] and must pass the same contract tests (`tests/store_contract.rs`).
 
 pub(crate) mod embedded;
-pub(crate) mod writer;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::MeterState;
 use crate::domain::{
     AuditEvent, Command, CommandResult, ExceptionRecord, OrderRecord, OrderStatus, Timestamp,
 };
-use crate::meter::machine::MeterMachine;
 
 pub use embedded::EmbeddedStore;
-pub use writer::StoreHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,7 +68,7 @@ pub struct WriteBatch {
     /// New orders: stored and added to the open index (an id already stored is left as is).
     pub new_orders: Vec<OrderRecord>,
     pub order_updates: Vec<OrderUpdate>,
-    pub meter: Option<MeterMachine>,
+    pub meter: Option<MeterState>,
     pub commands: Vec<Command>,
     pub results: Vec<CommandResult>,
     pub exceptions: Vec<ExceptionRecord>,
@@ -79,9 +77,9 @@ pub struct WriteBatch {
     /// Outbox entries Kafka has acknowledged: delete them.
     pub outbox_acked: Vec<u64>,
     /// Campaign definitions and where they stand (upsert).
-    pub campaigns: Vec<crate::campaign::CampaignRecord>,
+    pub campaigns: Vec<crate::domain::CampaignRecord>,
     /// Orders joining a campaign: `(campaign_id, order)` (an order already listed is kept).
-    pub campaign_orders: Vec<(String, crate::campaign::CampaignOrder)>,
+    pub campaign_orders: Vec<(String, crate::domain::CampaignOrder)>,
     /// Releases: `(campaign_id, order_id, released_at)`.
     pub campaign_releases: Vec<(String, String, Timestamp)>,
     /// Table records applied, kept in embedded mode: `(table, key, value)`, `None` = removed.
@@ -162,7 +160,7 @@ pub trait Store: Send + Sync + 'static {
     fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError>;
     /// For each id, whether an order with that id is stored.
     fn orders_exist(&self, order_ids: &[&str]) -> Result<Vec<bool>, StoreError>;
-    fn meter(&self, meter_id: &str) -> Result<Option<MeterMachine>, StoreError>;
+    fn meter(&self, meter_id: &str) -> Result<Option<MeterState>, StoreError>;
     /// Open (non-terminal) orders of one meter.
     fn open_orders(&self, meter_id: &str) -> Result<Vec<OrderRecord>, StoreError>;
     /// Meters with at least one open order or a command in flight (for recovery).
@@ -195,10 +193,10 @@ pub trait Store: Send + Sync + 'static {
     /// The records kept for a table (embedded mode): `(key, value)` in key order.
     fn kept(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Every campaign stored.
-    fn campaigns(&self) -> Result<Vec<crate::campaign::CampaignRecord>, StoreError>;
+    fn campaigns(&self) -> Result<Vec<crate::domain::CampaignRecord>, StoreError>;
     /// A campaign's orders, with `released` set from the releases stored.
     fn campaign_orders(
         &self,
         campaign_id: &str,
-    ) -> Result<Vec<crate::campaign::CampaignOrder>, StoreError>;
+    ) -> Result<Vec<crate::domain::CampaignOrder>, StoreError>;
 }

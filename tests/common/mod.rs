@@ -28,6 +28,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.kafka.embedded_partitions = 3;
     c.kafka.intake_linger_ms = 2;
+    // Rejections of unknown meters come quickly (a test that needs the grace sets it).
+    c.kafka.unknown_meter_grace_ms = 200;
     c.meters.arbiters = 2;
     c.meters.idle_passivate_secs = 1;
     c.head_end.command_deadline_secs = 1;

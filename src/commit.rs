@@ -1,4 +1,5 @@
-//! Group commit: one thread owns the write side of the store. Callers (the intake, meter
+//! Group commit (above the store: it imports the store contract and reports to
+//! `observability`; the store itself depends on `domain` only). One thread owns the write side of the store. Callers (the intake, meter
 //! actors, the outbox publisher) send a [`WriteBatch`] and await its durable commit; the writer
 //! drains whatever is queued (up to `group_commit_max`) into one transaction, so a thousand
 //! meter actors share one fsync. Committed outbox entries are handed to the publisher.
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{OutboxEntry, Store, StoreError, WriteBatch};
+use crate::store::{OutboxEntry, Store, StoreError, WriteBatch};
 
 struct Request {
     batch: WriteBatch,
