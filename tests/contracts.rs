@@ -301,14 +301,38 @@ async fn what_switchyard_publishes_matches_the_published_schemas() {
     app.shutdown().await;
 }
 
+/// docs/metrics.md has one row per metric of `CATALOGUE`, with the same type, and its
+/// `meaning` column (without backquotes) is the metric's `# HELP` text.
 #[actix_rt::test]
 async fn docs_metrics_lists_exactly_the_registered_metrics() {
+    use switchyard::observability::CATALOGUE;
     let doc = std::fs::read_to_string(root().join("docs/metrics.md")).unwrap();
-    let names = switchyard::observability::METRIC_NAMES;
-    for n in names {
+    let names: Vec<&str> = CATALOGUE.iter().map(|m| m.name).collect();
+    let mut rows = std::collections::BTreeMap::new();
+    for line in doc.lines().filter(|l| l.starts_with("| `switchyard_")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 6, "a metric row has 4 cells: {line}");
+        let name = cells[1].trim_matches('`');
         assert!(
-            doc.contains(&format!("`{n}`")),
-            "docs/metrics.md does not document {n}"
+            rows.insert(name, (cells[2], cells[4].replace('`', "")))
+                .is_none(),
+            "docs/metrics.md documents {name} twice"
+        );
+    }
+    for m in CATALOGUE {
+        let (kind, meaning) = rows
+            .get(m.name)
+            .unwrap_or_else(|| panic!("docs/metrics.md has no row for {}", m.name));
+        assert_eq!(
+            *kind,
+            m.kind.as_str(),
+            "type of {} in docs/metrics.md",
+            m.name
+        );
+        assert_eq!(
+            meaning, m.help,
+            "docs/metrics.md's meaning of {} differs from its HELP text in CATALOGUE",
+            m.name
         );
     }
     let documented: Vec<&str> = doc
@@ -321,7 +345,7 @@ async fn docs_metrics_lists_exactly_the_registered_metrics() {
             "docs/metrics.md documents {d}, which switchyard does not register"
         );
     }
-    // And what /metrics really exposes is in the list.
+    // And what /metrics really exposes is in the list, with its HELP text.
     let dir = tempfile::tempdir().unwrap();
     let app = start(test_config(dir.path())).await;
     let (_, body) = http_get(app.http_addr, "/metrics").await;
@@ -335,6 +359,16 @@ async fn docs_metrics_lists_exactly_the_registered_metrics() {
             names.contains(&base) || names.contains(&name),
             "/metrics exposes undocumented {name}"
         );
+        let family = if names.contains(&name) { name } else { base };
+        assert!(
+            body.contains(&format!("# HELP {family} ")),
+            "/metrics exposes {family} without a HELP line"
+        );
     }
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("switchyard_build_info{") && l.ends_with(" 1")),
+        "/metrics has no switchyard_build_info"
+    );
     app.shutdown().await;
 }
