@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::domain::{CommandKind, DeadLetterReason, ExceptionKind, OrderKind, OrderStatus};
@@ -36,8 +36,37 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // In tests several apps share a process; the first recorder wins.
         let _ = metrics::set_global_recorder(recorder);
+        describe_all();
+        gauge!(
+            "switchyard_build_info",
+            "version" => env!("CARGO_PKG_VERSION"),
+            "commit" => GIT_COMMIT,
+        )
+        .set(1.0);
         handle
     })
+}
+
+/// The git commit switchyard was built from (build.rs), or `unknown` (built outside a git
+/// work tree, or without git).
+pub const GIT_COMMIT: &str = match option_env!("SWITCHYARD_GIT_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+/// Gives every metric of [`CATALOGUE`] its `# HELP` text (and unit) in the installed recorder.
+fn describe_all() {
+    metrics::with_recorder(|r| {
+        for m in CATALOGUE {
+            let name = metrics::KeyName::from_const_str(m.name);
+            let help = metrics::SharedString::const_str(m.help);
+            match m.kind {
+                MetricKind::Counter => r.describe_counter(name, m.unit, help),
+                MetricKind::Gauge => r.describe_gauge(name, m.unit, help),
+                MetricKind::Histogram => r.describe_histogram(name, m.unit, help),
+            }
+        }
+    });
 }
 
 pub struct Metrics {
@@ -262,44 +291,275 @@ pub(crate) fn store_commit(elapsed: Duration, batches: usize, audit_rows: usize)
     m.store_commit_seconds.record(elapsed.as_secs_f64());
 }
 
-/// Every metric name switchyard registers (kept equal to docs/metrics.md by a test).
-pub const METRIC_NAMES: &[&str] = &[
-    "switchyard_orders_received_total",
-    "switchyard_orders_rejected_total",
-    "switchyard_orders_duplicate_total",
-    "switchyard_order_status_total",
-    "switchyard_commands_sent_total",
-    "switchyard_command_results_total",
-    "switchyard_command_latency_seconds",
-    "switchyard_command_retries_total",
-    "switchyard_exceptions_total",
-    "switchyard_meter_actors_live",
-    "switchyard_commands_in_flight",
-    "switchyard_intake_records_pending_commit",
-    "switchyard_outbox_pending",
-    "switchyard_events_published_total",
-    "switchyard_publish_errors_total",
-    "switchyard_store_commits_total",
-    "switchyard_store_batches_total",
-    "switchyard_store_commit_seconds",
-    "switchyard_intake_batch_seconds",
-    "switchyard_registry_meters",
-    "switchyard_registry_records_rejected_total",
-    "switchyard_meter_actor_activations_total",
-    "switchyard_meter_actor_passivations_total",
-    "switchyard_facts_received_total",
-    "switchyard_facts_rejected_total",
-    "switchyard_policy_decisions_total",
-    "switchyard_campaign_releases_total",
-    "switchyard_campaign_orders",
-    "switchyard_campaign_rate_per_hour",
-    "switchyard_audit_rows_total",
-    "switchyard_dead_letters_truncated_total",
-    "switchyard_store_available",
-    "switchyard_store_write_failures_total",
-    "switchyard_kafka_records_lost_total",
-    "switchyard_dispatch_latency_seconds",
-    "switchyard_completion_latency_seconds",
+/// Prometheus type of a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl MetricKind {
+    /// As in a `# TYPE` line (and the `type` column of docs/metrics.md).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric switchyard emits: its name, type, unit and `# HELP` text.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricSpec {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    pub unit: Option<Unit>,
+    /// The `# HELP` text: the `meaning` column of docs/metrics.md without its backquotes (a
+    /// test keeps the two equal).
+    pub help: &'static str,
+}
+
+const fn spec(
+    name: &'static str,
+    kind: MetricKind,
+    unit: Option<Unit>,
+    help: &'static str,
+) -> MetricSpec {
+    MetricSpec {
+        name,
+        kind,
+        unit,
+        help,
+    }
+}
+
+/// Every metric switchyard registers, with its `# HELP` text: described to the recorder when
+/// it is installed, and kept equal to docs/metrics.md (names, types, texts) by a test.
+pub const CATALOGUE: &[MetricSpec] = &[
+    spec(
+        "switchyard_orders_received_total",
+        MetricKind::Counter,
+        None,
+        "orders accepted (validated, stored)",
+    ),
+    spec(
+        "switchyard_orders_rejected_total",
+        MetricKind::Counter,
+        None,
+        "records refused to the dead-letter topic",
+    ),
+    spec(
+        "switchyard_orders_duplicate_total",
+        MetricKind::Counter,
+        None,
+        "redelivered / duplicate order ids ignored",
+    ),
+    spec(
+        "switchyard_order_status_total",
+        MetricKind::Counter,
+        None,
+        "order status changes (one per event)",
+    ),
+    spec(
+        "switchyard_commands_sent_total",
+        MetricKind::Counter,
+        None,
+        "commands handed to the head-end",
+    ),
+    spec(
+        "switchyard_command_results_total",
+        MetricKind::Counter,
+        None,
+        "answers (or their absence) per command",
+    ),
+    spec(
+        "switchyard_command_latency_seconds",
+        MetricKind::Histogram,
+        Some(Unit::Seconds),
+        "command handed over → answer (including head-end time)",
+    ),
+    spec(
+        "switchyard_command_retries_total",
+        MetricKind::Counter,
+        None,
+        "retries scheduled after a retryable failure",
+    ),
+    spec(
+        "switchyard_exceptions_total",
+        MetricKind::Counter,
+        None,
+        "exceptions raised for a person",
+    ),
+    spec(
+        "switchyard_meter_actors_live",
+        MetricKind::Gauge,
+        None,
+        "live meter actors (active meters)",
+    ),
+    spec(
+        "switchyard_commands_in_flight",
+        MetricKind::Gauge,
+        None,
+        "commands awaiting an answer",
+    ),
+    spec(
+        "switchyard_intake_records_pending_commit",
+        MetricKind::Gauge,
+        None,
+        "records read from the orders topic, not yet stored and committed",
+    ),
+    spec(
+        "switchyard_outbox_pending",
+        MetricKind::Gauge,
+        None,
+        "events committed to the outbox, not yet acknowledged by Kafka",
+    ),
+    spec(
+        "switchyard_events_published_total",
+        MetricKind::Counter,
+        None,
+        "order events and exceptions acknowledged by Kafka",
+    ),
+    spec(
+        "switchyard_publish_errors_total",
+        MetricKind::Counter,
+        None,
+        "produce errors (retried)",
+    ),
+    spec(
+        "switchyard_store_commits_total",
+        MetricKind::Counter,
+        None,
+        "store transactions (group commits)",
+    ),
+    spec(
+        "switchyard_store_batches_total",
+        MetricKind::Counter,
+        None,
+        "write batches; batches / commits = group-commit factor",
+    ),
+    spec(
+        "switchyard_store_commit_seconds",
+        MetricKind::Histogram,
+        Some(Unit::Seconds),
+        "duration of one store transaction including fsync",
+    ),
+    spec(
+        "switchyard_intake_batch_seconds",
+        MetricKind::Histogram,
+        Some(Unit::Seconds),
+        "one intake batch: validate, dead-letter, store, offsets, deliver",
+    ),
+    spec(
+        "switchyard_registry_meters",
+        MetricKind::Gauge,
+        None,
+        "meters in the registry",
+    ),
+    spec(
+        "switchyard_registry_records_rejected_total",
+        MetricKind::Counter,
+        None,
+        "registry records dead-lettered",
+    ),
+    spec(
+        "switchyard_meter_actor_activations_total",
+        MetricKind::Counter,
+        None,
+        "meter actors started",
+    ),
+    spec(
+        "switchyard_meter_actor_passivations_total",
+        MetricKind::Counter,
+        None,
+        "idle meter actors stopped (state stays in the store)",
+    ),
+    spec(
+        "switchyard_facts_received_total",
+        MetricKind::Counter,
+        None,
+        "policy facts accepted",
+    ),
+    spec(
+        "switchyard_facts_rejected_total",
+        MetricKind::Counter,
+        None,
+        "policy facts dead-lettered (invalid_fact, unknown_meter)",
+    ),
+    spec(
+        "switchyard_policy_decisions_total",
+        MetricKind::Counter,
+        None,
+        "policy decisions recorded (a held order re-decided with the same outcome is not counted again)",
+    ),
+    spec(
+        "switchyard_campaign_releases_total",
+        MetricKind::Counter,
+        None,
+        "campaign orders released to their meters",
+    ),
+    spec(
+        "switchyard_campaign_orders",
+        MetricKind::Gauge,
+        None,
+        "progress of each campaign, updated with every campaign event",
+    ),
+    spec(
+        "switchyard_campaign_rate_per_hour",
+        MetricKind::Gauge,
+        None,
+        "the release rate in force",
+    ),
+    spec(
+        "switchyard_audit_rows_total",
+        MetricKind::Counter,
+        None,
+        "audit rows durably written",
+    ),
+    spec(
+        "switchyard_dead_letters_truncated_total",
+        MetricKind::Counter,
+        None,
+        "records too large to dead-letter whole, dead-lettered with a truncated value (switchyard.dlq.truncated header; the whole record stays at its source position)",
+    ),
+    spec(
+        "switchyard_store_available",
+        MetricKind::Gauge,
+        None,
+        "1 while the store accepts writes; 0 while it refuses them (a full disk, say): the intake is paused and /readyz answers 503 with the reason until it recovers",
+    ),
+    spec(
+        "switchyard_store_write_failures_total",
+        MetricKind::Counter,
+        None,
+        "store transactions that failed (each is retried; nothing acknowledged is lost)",
+    ),
+    spec(
+        "switchyard_kafka_records_lost_total",
+        MetricKind::Counter,
+        None,
+        "records that were gone from a topic (retention, or the embedded Kafka's ~5 MB per partition) before switchyard read them: orders or facts lost upstream of switchyard, to be replayed from their source",
+    ),
+    spec(
+        "switchyard_dispatch_latency_seconds",
+        MetricKind::Histogram,
+        Some(Unit::Seconds),
+        "an order handed to its meter actor (stored and committed by the intake) → its command handed to the head-end (first attempt; head-end time excluded)",
+    ),
+    spec(
+        "switchyard_completion_latency_seconds",
+        MetricKind::Histogram,
+        Some(Unit::Seconds),
+        "a head-end answer handed to the meter actor → the order's final status durably stored",
+    ),
+    spec(
+        "switchyard_build_info",
+        MetricKind::Gauge,
+        None,
+        "always 1; the labels say which build is running",
+    ),
 ];
 
 /// Internal latency, recorded exactly (HDR histogram, microseconds, 3 significant digits) and
@@ -404,5 +664,138 @@ mod log_limiter_tests {
         }
         // A zero period lets the next line through, reporting what was held back.
         assert_eq!(l.allow(Duration::ZERO), Some(500));
+    }
+}
+
+#[cfg(test)]
+mod catalogue_tests {
+    use super::*;
+
+    /// Registers (and where needed records into) every metric switchyard emits, through the
+    /// functions the code uses, and returns the Prometheus exposition.
+    fn render_after_touching_every_metric() -> String {
+        let m = metrics();
+        m.command_latency.record(0.2);
+        m.store_commit_seconds.record(0.002);
+        m.intake_batch_seconds.record(0.003);
+        latency().dispatch.record(Duration::from_micros(500));
+        latency().completion.record(Duration::from_micros(700));
+        records_lost("switchyard.catalogue-test.v1", 0);
+        campaign_progress(&crate::campaign::actor::CampaignEvent {
+            schema_version: 1,
+            campaign_id: "CATALOGUE-TEST".into(),
+            event: "progress".into(),
+            status: crate::campaign::CampaignStatus::Active,
+            at: jiff::Timestamp::UNIX_EPOCH,
+            rate_per_hour: 1,
+            total: 0,
+            released: 0,
+            remaining: 0,
+            completed: 0,
+            failed: 0,
+            cancelled: 0,
+            deferred: 0,
+            expected_finish: None,
+            by: None,
+        });
+        prometheus().render()
+    }
+
+    #[test]
+    fn every_exposed_metric_has_help_and_is_in_the_catalogue() {
+        let text = render_after_touching_every_metric();
+        let mut helped = std::collections::BTreeSet::new();
+        let mut typed = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect("a HELP line has a text");
+                assert!(!help.trim().is_empty(), "empty HELP for {name}");
+                helped.insert(name.to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("a TYPE line has a type");
+                assert!(
+                    helped.contains(name),
+                    "`# TYPE {name}` without a `# HELP {name}` line before it:\n{text}"
+                );
+                typed.insert(name.to_string(), kind.to_string());
+            }
+        }
+        for spec in CATALOGUE {
+            assert_eq!(
+                typed.get(spec.name).map(String::as_str),
+                Some(spec.kind.as_str()),
+                "{} is not exposed as a {}",
+                spec.name,
+                spec.kind.as_str()
+            );
+        }
+        for name in typed.keys().filter(|n| n.starts_with("switchyard_")) {
+            assert!(
+                CATALOGUE.iter().any(|s| s.name == name),
+                "{name} is exposed but not in CATALOGUE"
+            );
+        }
+        let info = text
+            .lines()
+            .find(|l| l.starts_with("switchyard_build_info{"))
+            .expect("build_info exposed");
+        assert!(
+            info.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+                && info.contains(&format!("commit=\"{GIT_COMMIT}\""))
+                && info.ends_with(" 1"),
+            "{info}"
+        );
+    }
+
+    #[test]
+    fn catalogue_names_are_unique_and_conventional() {
+        let mut seen = std::collections::BTreeSet::new();
+        for s in CATALOGUE {
+            assert!(seen.insert(s.name), "{} twice", s.name);
+            assert!(s.name.starts_with("switchyard_"), "{}", s.name);
+            assert_eq!(
+                s.kind == MetricKind::Counter,
+                s.name.ends_with("_total"),
+                "counters, and only counters, end in _total: {}",
+                s.name
+            );
+            if s.name.ends_with("_seconds") {
+                assert_eq!(s.unit, Some(Unit::Seconds), "{}", s.name);
+            }
+            assert!(
+                !s.help.contains('`') && !s.help.contains('\n'),
+                "{}",
+                s.name
+            );
+        }
+    }
+
+    /// `promtool check metrics` on the exposition (needs promtool on the PATH, e.g. Debian's
+    /// `prometheus` package): `cargo test --lib observability -- --ignored`.
+    #[test]
+    #[ignore = "needs promtool"]
+    fn promtool_accepts_the_exposition() {
+        use std::io::Write;
+        let text = render_after_touching_every_metric();
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool on the PATH");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The documented contracts are the real ones: the JSON Schemas in docs/schemas accept what
 //! switchyard really publishes (taken off the topics), the order examples in docs/topics.md are
-//! accepted by switchyard's own validation, and docs/metrics.md names exactly the metrics
-//! switchyard registers.
+//! accepted by switchyard's own validation, docs/asyncapi.yaml has a channel with the right
+//! direction and schema for every configured topic, and docs/metrics.md names exactly the
+//! metrics switchyard registers, with their `# HELP` texts.
 
 mod common;
 
@@ -301,14 +302,38 @@ async fn what_switchyard_publishes_matches_the_published_schemas() {
     app.shutdown().await;
 }
 
+/// docs/metrics.md has one row per metric of `CATALOGUE`, with the same type, and its
+/// `meaning` column (without backquotes) is the metric's `# HELP` text.
 #[actix_rt::test]
 async fn docs_metrics_lists_exactly_the_registered_metrics() {
+    use switchyard::observability::CATALOGUE;
     let doc = std::fs::read_to_string(root().join("docs/metrics.md")).unwrap();
-    let names = switchyard::observability::METRIC_NAMES;
-    for n in names {
+    let names: Vec<&str> = CATALOGUE.iter().map(|m| m.name).collect();
+    let mut rows = std::collections::BTreeMap::new();
+    for line in doc.lines().filter(|l| l.starts_with("| `switchyard_")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 6, "a metric row has 4 cells: {line}");
+        let name = cells[1].trim_matches('`');
         assert!(
-            doc.contains(&format!("`{n}`")),
-            "docs/metrics.md does not document {n}"
+            rows.insert(name, (cells[2], cells[4].replace('`', "")))
+                .is_none(),
+            "docs/metrics.md documents {name} twice"
+        );
+    }
+    for m in CATALOGUE {
+        let (kind, meaning) = rows
+            .get(m.name)
+            .unwrap_or_else(|| panic!("docs/metrics.md has no row for {}", m.name));
+        assert_eq!(
+            *kind,
+            m.kind.as_str(),
+            "type of {} in docs/metrics.md",
+            m.name
+        );
+        assert_eq!(
+            meaning, m.help,
+            "docs/metrics.md's meaning of {} differs from its HELP text in CATALOGUE",
+            m.name
         );
     }
     let documented: Vec<&str> = doc
@@ -321,7 +346,7 @@ async fn docs_metrics_lists_exactly_the_registered_metrics() {
             "docs/metrics.md documents {d}, which switchyard does not register"
         );
     }
-    // And what /metrics really exposes is in the list.
+    // And what /metrics really exposes is in the list, with its HELP text.
     let dir = tempfile::tempdir().unwrap();
     let app = start(test_config(dir.path())).await;
     let (_, body) = http_get(app.http_addr, "/metrics").await;
@@ -335,6 +360,321 @@ async fn docs_metrics_lists_exactly_the_registered_metrics() {
             names.contains(&base) || names.contains(&name),
             "/metrics exposes undocumented {name}"
         );
+        let family = if names.contains(&name) { name } else { base };
+        assert!(
+            body.contains(&format!("# HELP {family} ")),
+            "/metrics exposes {family} without a HELP line"
+        );
+    }
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("switchyard_build_info{") && l.ends_with(" 1")),
+        "/metrics has no switchyard_build_info"
+    );
+    app.shutdown().await;
+}
+
+/// Reads the YAML subset docs/asyncapi.yaml is written in (block maps and lists, `|` blocks,
+/// plain and single-quoted scalars) into JSON: enough to check the channels against the code
+/// without a YAML dependency. Blank lines and comment lines are skipped (also inside `|`
+/// blocks, which only hold prose).
+fn yaml_to_json(text: &str) -> Value {
+    let mut lines: Vec<(usize, String)> = text
+        .lines()
+        .filter(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#')
+        })
+        .map(|l| (l.len() - l.trim_start().len(), l.trim_end().to_string()))
+        .collect();
+    let mut i = 0;
+    let v = yaml_block(&mut lines, &mut i, 0);
+    assert_eq!(i, lines.len(), "unread YAML from line {:?}", lines.get(i));
+    v
+}
+
+fn yaml_is_item(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with("- ") || t == "-"
+}
+
+fn yaml_is_entry(s: &str) -> bool {
+    !s.starts_with('\'') && !s.starts_with('"') && (s.contains(": ") || s.ends_with(':'))
+}
+
+fn yaml_scalar(s: &str) -> Value {
+    if let Some(q) = s.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+        return Value::String(q.replace("''", "'"));
+    }
+    if s.starts_with('"') {
+        return serde_json::from_str(s).unwrap_or_else(|e| panic!("YAML string {s}: {e}"));
+    }
+    match s {
+        "true" => return Value::Bool(true),
+        "false" => return Value::Bool(false),
+        "null" | "~" => return Value::Null,
+        _ => {}
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        return n.into();
+    }
+    if let Ok(f) = s.parse::<f64>() {
+        return f.into();
+    }
+    Value::String(s.to_string())
+}
+
+fn yaml_block(lines: &mut [(usize, String)], i: &mut usize, indent: usize) -> Value {
+    if yaml_is_item(&lines[*i].1) {
+        let mut out = Vec::new();
+        while *i < lines.len() && lines[*i].0 == indent && yaml_is_item(&lines[*i].1) {
+            let rest = lines[*i].1.trim_start()[1..].trim_start().to_string();
+            if yaml_is_entry(&rest) {
+                // A map whose first entry is on the item's line.
+                lines[*i] = (indent + 2, rest);
+                out.push(yaml_block(lines, i, indent + 2));
+            } else {
+                out.push(yaml_scalar(&rest));
+                *i += 1;
+            }
+        }
+        return Value::Array(out);
+    }
+    let mut m = serde_json::Map::new();
+    while *i < lines.len() && lines[*i].0 == indent && !yaml_is_item(&lines[*i].1) {
+        let t = lines[*i].1.trim_start().to_string();
+        let (k, v) = match t.split_once(": ") {
+            Some((k, v)) => (k.trim(), v.trim()),
+            None => (
+                t.strip_suffix(':')
+                    .unwrap_or_else(|| panic!("not a YAML map entry: {t}")),
+                "",
+            ),
+        };
+        let k = match yaml_scalar(k) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        *i += 1;
+        let val = if v == "|" {
+            let mut s = String::new();
+            while *i < lines.len() && lines[*i].0 > indent {
+                s.push_str(lines[*i].1.trim());
+                s.push('\n');
+                *i += 1;
+            }
+            Value::String(s)
+        } else if v.is_empty() {
+            let nested = *i < lines.len()
+                && (lines[*i].0 > indent || (lines[*i].0 == indent && yaml_is_item(&lines[*i].1)));
+            if nested {
+                let ind = lines[*i].0;
+                yaml_block(lines, i, ind)
+            } else {
+                Value::Null
+            }
+        } else {
+            yaml_scalar(v)
+        };
+        assert!(m.insert(k.clone(), val).is_none(), "YAML key {k} twice");
+    }
+    Value::Object(m)
+}
+
+fn asyncapi() -> Value {
+    yaml_to_json(&std::fs::read_to_string(root().join("docs/asyncapi.yaml")).unwrap())
+}
+
+fn resolve<'a>(doc: &'a Value, r: &str) -> &'a Value {
+    let p = r
+        .strip_prefix('#')
+        .unwrap_or_else(|| panic!("not a local $ref: {r}"));
+    doc.pointer(p)
+        .unwrap_or_else(|| panic!("asyncapi.yaml: {r} does not resolve"))
+}
+
+/// The asyncapi channel (name, body) whose address is `topic`.
+fn channel<'a>(api: &'a Value, topic: &str) -> Option<(&'a str, &'a Value)> {
+    api["channels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, c)| c["address"] == topic)
+        .map(|(n, c)| (n.as_str(), c))
+}
+
+/// The JSON Schema file names (under docs/schemas) of a channel's messages.
+fn channel_schema_files(api: &Value, ch: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in ch["messages"].as_object().unwrap().values() {
+        let msg = resolve(api, m["$ref"].as_str().unwrap());
+        if let Some(r) = msg["payload"]["schema"]["$ref"].as_str() {
+            out.push(
+                r.strip_prefix("./schemas/")
+                    .unwrap_or_else(|| panic!("schema outside docs/schemas: {r}"))
+                    .to_string(),
+            );
+        }
+    }
+    out
+}
+
+/// docs/asyncapi.yaml has a channel for every topic in the config (and none other), named by
+/// its config key, with the direction and schema of docs/topics.md's table; every reference
+/// resolves, every schema named exists, and every example passes its schema. The dead-letter
+/// reasons are the code's.
+#[test]
+fn asyncapi_has_a_channel_for_every_configured_topic() {
+    let api = asyncapi();
+    let cfg =
+        switchyard::config::Config::load_with_env(None, Vec::<(String, String)>::new()).unwrap();
+    let topics_md = std::fs::read_to_string(root().join("docs/topics.md")).unwrap();
+    let all = cfg.topics.all();
+    for (key, topic) in all {
+        let (name, ch) = channel(&api, topic)
+            .unwrap_or_else(|| panic!("docs/asyncapi.yaml has no channel for {key} ({topic})"));
+        assert!(
+            ch["description"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("Config key `{key}`")),
+            "channel {name} does not name its config key {key}"
+        );
+        // Direction and schema as in docs/topics.md §1.
+        let row = topics_md
+            .lines()
+            .find(|l| l.starts_with('|') && l.contains(&format!("| `{key}` |")))
+            .unwrap_or_else(|| panic!("docs/topics.md §1 has no row for {key}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let actions: Vec<&str> = api["operations"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|o| o["channel"]["$ref"] == format!("#/channels/{name}"))
+            .map(|o| o["action"].as_str().unwrap())
+            .collect();
+        let want = if cells[3].starts_with("in") {
+            "receive"
+        } else {
+            "send"
+        };
+        assert_eq!(actions, [want], "operations on channel {name} ({key})");
+        let files = channel_schema_files(&api, ch);
+        for f in &files {
+            assert!(
+                cells[6].contains(&format!("(schemas/{f})")),
+                "{key}: asyncapi names {f}, docs/topics.md says {}",
+                cells[6]
+            );
+        }
+        if !cells[6].contains("(none") {
+            assert!(!files.is_empty(), "channel {name} names no payload schema");
+        }
+    }
+    let names: Vec<&str> = all.iter().map(|(_, t)| *t).collect();
+    for (name, ch) in api["channels"].as_object().unwrap() {
+        let a = ch["address"].as_str().unwrap();
+        assert!(
+            names.contains(&a),
+            "channel {name} ({a}) is not a configured topic"
+        );
+    }
+    // Every reference resolves; every message example passes its schema.
+    for op in api["operations"].as_object().unwrap().values() {
+        resolve(&api, op["channel"]["$ref"].as_str().unwrap());
+        for m in op["messages"].as_array().unwrap() {
+            resolve(&api, m["$ref"].as_str().unwrap());
+        }
+    }
+    let mut examples = 0;
+    for (name, msg) in api["components"]["messages"].as_object().unwrap() {
+        for t in msg["traits"].as_array().into_iter().flatten() {
+            resolve(&api, t["$ref"].as_str().unwrap());
+        }
+        let Some(r) = msg["payload"]["schema"]["$ref"].as_str() else {
+            continue;
+        };
+        let s = schema(r.strip_prefix("./schemas/").unwrap());
+        for e in msg["examples"].as_array().into_iter().flatten() {
+            assert_valid(&s, &e["payload"], &format!("asyncapi example of {name}"));
+            examples += 1;
+        }
+    }
+    assert!(examples >= 15, "asyncapi examples checked: {examples}");
+    // The dead-letter reasons are exactly the code's.
+    let listed: Vec<&str> = api["components"]["messages"]["deadLetter"]["headers"]["properties"]
+        ["switchyard.dlq.reason"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let code: Vec<&str> = switchyard::domain::DeadLetterReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    assert_eq!(listed, code, "dead-letter reasons in docs/asyncapi.yaml");
+}
+
+/// What switchyard really publishes on the campaign-events topic, and what it accepts on the
+/// campaign-control topic, pass the schemas the asyncapi channels name.
+#[actix_rt::test]
+async fn the_campaign_channels_schemas_match_real_records() {
+    use serde_json::json;
+    let api = asyncapi();
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(test_config(dir.path())).await;
+    let t = app.config.topics.clone();
+    let control_schema = {
+        let (_, ch) = channel(&api, &t.campaign_control).expect("campaign-control channel");
+        let f = channel_schema_files(&api, ch);
+        assert_eq!(f.len(), 1, "{f:?}");
+        schema(&f[0])
+    };
+    let event_schema = {
+        let (_, ch) = channel(&api, &t.campaign_events).expect("campaign-events channel");
+        let f = channel_schema_files(&api, ch);
+        assert_eq!(f.len(), 1, "{f:?}");
+        schema(&f[0])
+    };
+    let p = producer(&app.bootstrap);
+    let progress = TopicLog::follow(&app.bootstrap, &t.campaign_events);
+    let dlq = TopicLog::follow(&app.bootstrap, &t.dead_letter);
+    register(&app, &p, &[("CC-1", true), ("CC-2", true), ("CC-3", true)]).await;
+    for (i, m) in ["CC-1", "CC-2", "CC-3"].iter().enumerate() {
+        produce_json(&p, &t.orders, m, json!({"schema_version":1,"order_id":format!("SO-CC-{i}"),"kind":"disconnect","reason":"non_payment","meter_id":m,"campaign_id":"C-CONTRACT"})).await;
+    }
+    // Every day, all day, in UTC: the first release goes at once, the next an hour later.
+    let w = json!(["00:00", "23:59"]);
+    let now = jiff::Timestamp::now();
+    let start_at = now - jiff::SignedDuration::from_hours(1);
+    let commands = [
+        json!({"type":"define","schema_version":1,"campaign":{"schema_version":1,"campaign_id":"C-CONTRACT","rate_per_hour":1,"time_zone":"UTC",
+            "windows":{"monday":w,"tuesday":w,"wednesday":w,"thursday":w,"friday":w,"saturday":w,"sunday":w},
+            "start_at":start_at.to_string(),"ordering":"priority"}}),
+        json!({"type":"pause","schema_version":1,"campaign_id":"C-CONTRACT","by":"ops.contract"}),
+        json!({"type":"resume","schema_version":1,"campaign_id":"C-CONTRACT","by":"ops.contract"}),
+        json!({"type":"set_rate","schema_version":1,"campaign_id":"C-CONTRACT","rate_per_hour":2,"by":"ops.contract"}),
+        json!({"type":"cancel","schema_version":1,"campaign_id":"C-CONTRACT","by":"ops.contract"}),
+    ];
+    let expect = ["started", "paused", "resumed", "rate_changed", "cancelled"];
+    for (c, e) in commands.into_iter().zip(expect) {
+        assert_valid(&control_schema, &c, "campaign-control record sent");
+        produce_json(&p, &t.campaign_control, "C-CONTRACT", c).await;
+        progress
+            .wait(&format!("a {e} event"), Duration::from_secs(30), |l| {
+                l.json().iter().any(|v| v["event"] == e)
+            })
+            .await;
+    }
+    assert_eq!(dlq.len(), 0, "no campaign record refused");
+    let got = progress.json();
+    for v in &got {
+        assert_valid(&event_schema, v, "published campaign event");
+    }
+    for m in progress.messages.lock().unwrap().iter() {
+        use rdkafka::Message;
+        assert_eq!(m.key(), Some(&b"C-CONTRACT"[..]), "keyed by campaign_id");
     }
     app.shutdown().await;
 }

@@ -343,3 +343,56 @@ fn with_require_forecast_a_missing_forecast_defers_instead_of_allowing() {
         .unwrap_err();
     assert!(e.to_string().contains("require_forecast"), "{e}");
 }
+
+/// `notice_days = N` ends at `notice_sent_at` + N × 24 h exactly (elapsed hours, not local
+/// calendar days: across a DST change the local clock time moves by an hour), and the
+/// disconnect may then run at the first moment the other rules allow at or after that: the end
+/// itself when it falls inside a business window, else the start of the next allowed window.
+/// It is not the window start of the N-th day.
+#[test]
+fn the_notice_period_ends_n_times_24_hours_after_the_notice() {
+    let va = pack("virginia.toml"); // notice_days.non_payment = 10; Mon-Thu 08:00-16:00 New York
+    let defer_until = |notice: &str, now: &str| {
+        let d = va.decide(
+            &disconnect(300.0, notice),
+            MeterFlags::empty(),
+            ts(now),
+            &facts(&[]),
+        );
+        assert_eq!(d.first_rule(), "notice_period", "{d:?}");
+        match d.verdict {
+            Verdict::Defer { until } => until,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Sent Monday 2026-11-30 10:30 EST: ends Thursday 2026-12-10 10:30 EST, inside the window,
+    // and that is the time (not 08:00, the window start of that day).
+    assert_eq!(
+        defer_until("2026-11-30T15:30:00Z", "2026-12-02T15:00:00Z"),
+        Some(ts("2026-12-10T15:30:00Z"))
+    );
+    // One second before the end: still held, until the end.
+    assert_eq!(
+        defer_until("2026-11-30T15:30:00Z", "2026-12-10T15:29:59Z"),
+        Some(ts("2026-12-10T15:30:00Z"))
+    );
+    // At the end: allowed.
+    let d = va.decide(
+        &disconnect(300.0, "2026-11-30T15:30:00Z"),
+        MeterFlags::empty(),
+        ts("2026-12-10T15:30:00Z"),
+        &facts(&[]),
+    );
+    assert_eq!(d.verdict, Verdict::Execute, "{d:?}");
+    // Sent Monday 06:00 EST: ends Thursday 06:00 EST, before the window: the window start.
+    assert_eq!(
+        defer_until("2026-11-30T11:00:00Z", "2026-12-02T15:00:00Z"),
+        Some(ts("2026-12-10T13:00:00Z"))
+    );
+    // Sent Monday 2026-10-26 10:00 EDT; DST ends on 1 November: 240 h later is Thursday
+    // 2026-11-05 09:00 EST (14:00 UTC), not 10:00 local.
+    assert_eq!(
+        defer_until("2026-10-26T14:00:00Z", "2026-10-28T15:00:00Z"),
+        Some(ts("2026-11-05T14:00:00Z"))
+    );
+}
