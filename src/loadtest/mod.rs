@@ -247,6 +247,25 @@ impl Scenario {
     }
 }
 
+/// Where a run writes its report when no `--out` is given: a new directory
+/// `target/loadtest/<scenario>-<UTC time>` under the working directory (never
+/// `load-tests/reports/`, whose committed reports only an explicit `--out` replaces).
+pub fn fresh_out_dir(scenario: &str) -> PathBuf {
+    let base = std::env::current_dir()
+        .unwrap_or_else(|_| PathBuf::from("."))
+        .join("target/loadtest");
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let mut dir = base.join(format!("{scenario}-{stamp}"));
+    let mut n = 2;
+    while dir.exists() {
+        dir = base.join(format!("{scenario}-{stamp}-{n}"));
+        n += 1;
+    }
+    dir
+}
+
 pub struct LoadtestOptions {
     pub scenario: PathBuf,
     /// An external Kafka-API broker; `None` = the mock cluster in the harness process.
