@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +50,18 @@ pub struct DemoSummary {
     pub orders_produced: usize,
     pub invalid_produced: usize,
     pub dead_letters: i64,
+    /// Final orders only (rejected, completed, failed, cancelled), by status and reason.
     pub by_outcome: Vec<(String, usize)>,
+    /// Orders that reached a final status, of `expected` (valid orders and the invalid records
+    /// whose order id is readable).
+    pub final_orders: usize,
+    pub expected: usize,
+    /// Held by policy at the end, not final: awaiting an approval nobody gives in a demo.
+    pub awaiting_approval: usize,
+    /// Held by policy at the end, not final: deferred past the demo's end.
+    pub deferred: usize,
+    /// The latest time a deferred order waits for, when known.
+    pub deferred_until: Option<jiff::Timestamp>,
     pub accepted_per_sec: f64,
     pub completed_per_sec: f64,
     pub elapsed: Duration,
@@ -93,11 +105,153 @@ impl fmt::Display for DemoSummary {
             "  order latency:       p50 {} ms, p99 {} ms (received -> final status)",
             self.order_p50_ms, self.order_p99_ms
         )?;
-        writeln!(f, "  outcomes (status / reason):")?;
+        writeln!(
+            f,
+            "  final:               {} of {} orders",
+            self.final_orders, self.expected
+        )?;
+        if self.awaiting_approval + self.deferred > 0 {
+            let until = self
+                .deferred_until
+                .map(|t| format!(" until as late as {t}"))
+                .unwrap_or_default();
+            writeln!(
+                f,
+                "  held, not final:     {} ({} awaiting approval, which nobody gives in a demo; {} deferred{until})",
+                self.awaiting_approval + self.deferred,
+                self.awaiting_approval,
+                self.deferred
+            )?;
+        }
+        writeln!(f, "  final outcomes (status / reason):")?;
         for (k, v) in &self.by_outcome {
             writeln!(f, "    {k:<48} {v:>7}")?;
         }
         write!(f, "  data (store, bootstrap file): {}", self.data_dir)
+    }
+}
+
+/// How often progress is written when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// A deferred order due later than this is held for the demo (a window tomorrow, a weekday
+/// bar): the demo does not wait for it.
+const HELD_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// The orders not yet final: their latest status (and, deferred or retrying, until when).
+#[derive(Default)]
+struct Open {
+    latest: HashMap<String, (OrderStatus, Option<jiff::Timestamp>)>,
+    by_status: HashMap<OrderStatus, usize>,
+}
+
+impl Open {
+    fn set(&mut self, order: String, status: OrderStatus, until: Option<jiff::Timestamp>) {
+        if let Some((old, _)) = self.latest.insert(order, (status, until)) {
+            *self.by_status.entry(old).or_default() -= 1;
+        }
+        *self.by_status.entry(status).or_default() += 1;
+    }
+
+    fn remove(&mut self, order: &str) {
+        if let Some((old, _)) = self.latest.remove(order) {
+            *self.by_status.entry(old).or_default() -= 1;
+        }
+    }
+
+    fn count(&self, status: OrderStatus) -> usize {
+        self.by_status.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Awaiting approval plus every deferred order: at least as many as `held`.
+    fn held_at_most(&self) -> usize {
+        self.count(OrderStatus::AwaitingApproval) + self.count(OrderStatus::Deferred)
+    }
+
+    fn deferred_far(&self, now: jiff::Timestamp) -> usize {
+        self.latest
+            .values()
+            .filter(|(s, until)| {
+                *s == OrderStatus::Deferred && until.is_none_or(|t| t > now + HELD_AFTER)
+            })
+            .count()
+    }
+
+    /// Orders the demo does not wait for: awaiting approval, or deferred beyond `HELD_AFTER`.
+    fn held(&self, now: jiff::Timestamp) -> usize {
+        self.count(OrderStatus::AwaitingApproval) + self.deferred_far(now)
+    }
+
+    fn latest_deferral(&self) -> Option<jiff::Timestamp> {
+        self.latest
+            .values()
+            .filter(|(s, _)| *s == OrderStatus::Deferred)
+            .filter_map(|(_, until)| *until)
+            .max()
+    }
+
+    fn held_summary(&self, now: jiff::Timestamp) -> String {
+        let mut parts = Vec::new();
+        let a = self.count(OrderStatus::AwaitingApproval);
+        if a > 0 {
+            parts.push(format!("{a} awaiting approval"));
+        }
+        let d = self.deferred_far(now);
+        if d > 0 {
+            parts.push(format!("{d} deferred"));
+        }
+        parts.join(", ")
+    }
+
+    /// What the open orders are waiting on, for the progress line.
+    fn describe(&self, now: jiff::Timestamp, deadline_secs: u64) -> String {
+        let until = |status: OrderStatus| {
+            self.latest
+                .values()
+                .filter(|(s, _)| *s == status)
+                .filter_map(|(_, t)| *t)
+                .min()
+                .map(|t| {
+                    let secs = (t.as_second() - now.as_second()).max(0);
+                    if secs < 120 {
+                        format!(", next in {secs} s")
+                    } else {
+                        format!(", next at {t}")
+                    }
+                })
+                .unwrap_or_default()
+        };
+        let mut parts = Vec::new();
+        for (status, what) in [
+            (OrderStatus::Received, "received, queued at their meter".to_string()),
+            (OrderStatus::Scheduled, "scheduled".to_string()),
+            (
+                OrderStatus::Dispatched,
+                format!("dispatched, awaiting the head-end's answer or the {deadline_secs} s command deadline"),
+            ),
+            (OrderStatus::Confirmed, "confirmed, completing".to_string()),
+            (
+                OrderStatus::RetryScheduled,
+                format!("retry scheduled{}", until(OrderStatus::RetryScheduled)),
+            ),
+            (
+                OrderStatus::Deferred,
+                format!("deferred by policy until a window{}", until(OrderStatus::Deferred)),
+            ),
+            (
+                OrderStatus::AwaitingApproval,
+                "awaiting approval (not final; nobody approves in a demo)".to_string(),
+            ),
+        ] {
+            let n = self.count(status);
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        if parts.is_empty() {
+            "waiting for order events".into()
+        } else {
+            format!("waiting on: {}", parts.join("; "))
+        }
     }
 }
 
@@ -274,11 +428,23 @@ pub async fn run(mut config: Config, opts: DemoOptions) -> Result<DemoSummary, D
         t0.elapsed().as_secs_f64()
     );
 
-    // 4. Follow the events to the end.
-    let bar = indicatif::ProgressBar::new(expected as u64);
+    // 4. Follow the events to the end: until every order is final, or held by policy where
+    // a demo cannot move it (awaiting an approval nobody gives here, or deferred to a time
+    // beyond HELD_AFTER).
+    let deadline_secs = config.head_end.command_deadline_secs;
+    let on_terminal = std::io::stderr().is_terminal();
+    let bar = if on_terminal {
+        indicatif::ProgressBar::new(expected as u64)
+    } else {
+        // No escape codes into a pipe or file: plain progress lines instead (below).
+        indicatif::ProgressBar::with_draw_target(
+            Some(expected as u64),
+            indicatif::ProgressDrawTarget::hidden(),
+        )
+    };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} orders final ({per_sec})",
+            "{elapsed_precise} [{bar:40}] {pos}/{len} orders final ({per_sec}) {wide_msg}",
         )
         .expect("template"),
     );
@@ -288,19 +454,45 @@ pub async fn run(mut config: Config, opts: DemoOptions) -> Result<DemoSummary, D
         jiff::Timestamp::now() - jiff::SignedDuration::try_from(t0.elapsed()).unwrap_or_default();
     let mut last_received_at = produce_started_at;
     let mut final_status: HashMap<String, String> = HashMap::new();
+    let mut open = Open::default();
     let mut cmd_lat = Histogram::<u64>::new(3).expect("hist");
     let mut order_lat = Histogram::<u64>::new(3).expect("hist");
     let deadline = Instant::now() + Duration::from_secs(1800);
-    while final_status.len() < expected {
+    let mut next_line = Instant::now() + PLAIN_PROGRESS_EVERY;
+    let mut next_msg = Instant::now();
+    loop {
+        // Cheap test first: the held statuses are a subset of the open ones.
+        if final_status.len() + open.held_at_most() >= expected
+            && final_status.len() + open.held(jiff::Timestamp::now()) >= expected
+        {
+            break;
+        }
+        if Instant::now() >= next_msg {
+            next_msg = Instant::now() + Duration::from_millis(500);
+            let waiting = open.describe(jiff::Timestamp::now(), deadline_secs);
+            if on_terminal {
+                bar.set_message(waiting);
+            } else if Instant::now() >= next_line {
+                next_line = Instant::now() + PLAIN_PROGRESS_EVERY;
+                eprintln!(
+                    "{:>6.1} s  {}/{} orders final; {}",
+                    t0.elapsed().as_secs_f64(),
+                    final_status.len(),
+                    expected,
+                    waiting
+                );
+            }
+        }
         if Instant::now() > deadline {
             bar.abandon();
             return Err(DemoError::Timeout(format!(
-                "{} of {} orders reached a final status",
+                "{} of {} orders reached a final status; {}",
                 final_status.len(),
-                expected
+                expected,
+                open.describe(jiff::Timestamp::now(), deadline_secs)
             )));
         }
-        let msg = match tokio::time::timeout(Duration::from_secs(5), observer.recv()).await {
+        let msg = match tokio::time::timeout(Duration::from_secs(1), observer.recv()).await {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "observer");
@@ -332,14 +524,11 @@ pub async fn run(mut config: Config, opts: DemoOptions) -> Result<DemoSummary, D
             }
             _ => {}
         }
-        // An order held by policy (a life-support meter awaiting an approval nobody gives in a
-        // demo) counts as settled for the demo, with its status.
-        let settled = ev.status.is_terminal()
-            || matches!(
-                ev.status,
-                OrderStatus::AwaitingApproval | OrderStatus::Deferred
-            );
-        if settled && !final_status.contains_key(&ev.order_id) {
+        if final_status.contains_key(&ev.order_id) {
+            continue;
+        }
+        if ev.status.is_terminal() {
+            open.remove(&ev.order_id);
             if let Some(r) = received.get(&ev.order_id) {
                 let _ = order_lat.record(ms(*r, ev.at));
             }
@@ -352,9 +541,17 @@ pub async fn run(mut config: Config, opts: DemoOptions) -> Result<DemoSummary, D
                 ),
             );
             bar.inc(1);
+        } else {
+            open.set(ev.order_id.clone(), ev.status, ev.retry_at);
         }
     }
-    bar.finish();
+    let now = jiff::Timestamp::now();
+    let held = open.held_summary(now);
+    if held.is_empty() {
+        bar.finish();
+    } else {
+        bar.abandon_with_message(format!("the rest held by policy: {held}"));
+    }
     let elapsed = t0.elapsed();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for s in final_status.values() {
@@ -381,6 +578,11 @@ pub async fn run(mut config: Config, opts: DemoOptions) -> Result<DemoSummary, D
         invalid_produced: opts.invalid,
         dead_letters,
         by_outcome,
+        final_orders: final_status.len(),
+        expected,
+        awaiting_approval: open.count(OrderStatus::AwaitingApproval),
+        deferred: open.count(OrderStatus::Deferred),
+        deferred_until: open.latest_deferral(),
         accepted_per_sec: received.len() as f64 / accept_secs,
         completed_per_sec: final_status.len() as f64 / elapsed.as_secs_f64(),
         elapsed,

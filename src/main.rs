@@ -68,7 +68,8 @@ enum Cmd {
         /// default: librdkafka's mock cluster inside the harness.
         #[arg(long)]
         brokers: Option<String>,
-        /// Report directory (default load-tests/reports/<scenario name>).
+        /// Report directory (default: a new target/loadtest/<scenario>-<time>; the committed
+        /// reports in load-tests/reports/ are written only when named here).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Multiply every count in the scenario (e.g. 0.1 for a tenth of it).
@@ -190,7 +191,7 @@ fn main() -> anyhow::Result<()> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "scenario".into());
-            let out = out.unwrap_or_else(|| PathBuf::from("load-tests/reports").join(name));
+            let out = out.unwrap_or_else(|| switchyard::loadtest::fresh_out_dir(&name));
             let command_line = std::env::args().collect::<Vec<_>>().join(" ");
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -16,6 +16,7 @@
 //! - writes `report.md`, `report.json` and SVG plots to the output directory.
 
 mod child;
+mod finals;
 pub mod report;
 mod workload;
 
@@ -245,6 +246,40 @@ impl Scenario {
             .unwrap_or(0);
         self.preload.total() + steady + storm
     }
+
+    /// Whether the order with this id (as the workload names them) is one of the
+    /// `expected_final` orders: every preloaded, steady and storm order, and the campaign
+    /// disconnects on the storm's meters (withdrawn or superseded by its reconnects, or
+    /// released and finished before them). The other campaign orders finish only if the
+    /// campaign happens to release them before the run ends.
+    pub(crate) fn expects_final(&self, order_id: &str) -> bool {
+        match workload::campaign_index(order_id) {
+            Some(i) => self
+                .campaign
+                .as_ref()
+                .is_some_and(|c| i % 2 == 0 && i / 2 < c.storm_reconnects),
+            None => true,
+        }
+    }
+}
+
+/// Where a run writes its report when no `--out` is given: a new directory
+/// `target/loadtest/<scenario>-<UTC time>` under the working directory (never
+/// `load-tests/reports/`, whose committed reports only an explicit `--out` replaces).
+pub fn fresh_out_dir(scenario: &str) -> PathBuf {
+    let base = std::env::current_dir()
+        .unwrap_or_else(|_| PathBuf::from("."))
+        .join("target/loadtest");
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let mut dir = base.join(format!("{scenario}-{stamp}"));
+    let mut n = 2;
+    while dir.exists() {
+        dir = base.join(format!("{scenario}-{stamp}-{n}"));
+        n += 1;
+    }
+    dir
 }
 
 pub struct LoadtestOptions {
@@ -387,6 +422,9 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
 
     // 2. The registry and the orders already waiting.
     let gen = workload::Generator::new(&config, &bootstrap, &scenario)?;
+    // Final statuses per distinct order, from the order events themselves.
+    let mut follower =
+        finals::Follower::start(&config, &bootstrap, &config.topics.order_events, &scenario)?;
     let t = Instant::now();
     gen.registry(scenario.meters)?;
     let registry_produce = t.elapsed();
@@ -512,8 +550,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         let done = s.len() >= 2 && {
             let a = &s[s.len() - 1];
             let b = &s[s.len() - 2];
-            let final_total = total_over_lives(&s, |x| x.terminal);
-            final_total as usize >= expected
+            follower.finals.expected() as usize >= expected
                 && a.in_flight == 0.0
                 && a.pending_commit == 0.0
                 && b.pending_commit == 0.0
@@ -534,6 +571,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
     let (_, peak_rss) = child::memory(sy.pid());
     sy.stop()?;
     drop(sy);
+    follower.stop();
 
     // 7. The raw limits, same machine, same run.
     eprintln!("raw limits: bare librdkafka consumer on the orders topic, bare store appends");
@@ -561,6 +599,8 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         command: opts.command_line,
         produced,
         expected_final: expected,
+        orders_final: follower.finals.expected(),
+        other_final: follower.finals.other(),
         timed_out,
         baseline_rss,
         baseline_ready_secs: baseline_ready.as_secs_f64(),
@@ -661,7 +701,28 @@ async fn sample_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::kill_now;
+    use super::{kill_now, CampaignLoad, Scenario};
+
+    #[test]
+    fn the_expected_finals_are_the_workload_orders_and_the_storm_meters_campaign_orders() {
+        let mut s: Scenario =
+            toml::from_str("name = \"x\"\ndescription = \"x\"\nmeters = 10\n").unwrap();
+        assert!(s.expects_final("PO-read-00000001"));
+        assert!(s.expects_final("ST-00000001"));
+        assert!(s.expects_final("RC-00000001"));
+        s.campaign = Some(CampaignLoad {
+            orders: 10,
+            rate_per_hour: 1,
+            storm_reconnects: 3,
+            storm_after_releases: 1,
+        });
+        // Storm reconnects on meters 0, 2 and 4: those campaign orders are expected.
+        let expected: Vec<usize> = (0..10)
+            .filter(|i| s.expects_final(&format!("CO-{i:08}")))
+            .collect();
+        assert_eq!(expected, vec![0, 2, 4]);
+        assert_eq!(s.expected_final(), 6);
+    }
 
     #[test]
     fn the_kill_comes_at_the_trigger_or_once_the_peak_has_passed() {

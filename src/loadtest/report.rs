@@ -98,6 +98,10 @@ pub(crate) struct Inputs {
     pub command: String,
     pub produced: usize,
     pub expected_final: usize,
+    /// Distinct expected orders with a final status (from the order events).
+    pub orders_final: u64,
+    /// Distinct other orders with a final status.
+    pub other_final: u64,
     pub timed_out: bool,
     pub baseline_rss: u64,
     pub baseline_ready_secs: f64,
@@ -118,8 +122,14 @@ pub(crate) struct Inputs {
 pub struct Summary {
     pub orders_produced: usize,
     pub orders_accepted: u64,
+    /// Distinct orders of the `expected_final` set that reached a final status (counted once
+    /// each from the order-events topic, never more than `expected_final`).
     pub orders_final: u64,
     pub expected_final: usize,
+    /// Distinct orders outside that set that reached a final status too (campaign orders the
+    /// campaign released, on meters the storm did not touch).
+    #[serde(default)]
+    pub other_final: u64,
     pub timed_out: bool,
     pub ingest_per_sec: f64,
     pub ingest_peak_1s: f64,
@@ -273,8 +283,9 @@ impl Report {
         let summary = Summary {
             orders_produced: i.produced,
             orders_accepted: super::total_over_lives(&i.samples, |s| s.received) as u64,
-            orders_final: super::total_over_lives(&i.samples, |s| s.terminal) as u64,
+            orders_final: i.orders_final,
             expected_final: i.expected_final,
+            other_final: i.other_final,
             timed_out: i.timed_out,
             ingest_per_sec: ingest,
             ingest_peak_1s: peak(&ingest_series),
@@ -635,7 +646,7 @@ impl Report {
         let s = &self.summary;
         let m = &self.machine;
         let mut out = format!(
-            "# Load test: {}\n\n{}\n\n- machine: {} cores ({}), {:.1} GiB, {}\n- Kafka: {}\n- reproduce: `{}`\n- orders produced: {} (accepted {}, final {} of {} expected){}\n\n",
+            "# Load test: {}\n\n{}\n\n- machine: {} cores ({}), {:.1} GiB, {}\n- Kafka: {}\n- reproduce: `{}`\n- orders produced: {} (accepted {}, final {} of {} expected{}){}\n\n",
             self.scenario.name,
             self.scenario.description,
             m.cores,
@@ -648,6 +659,14 @@ impl Report {
             s.orders_accepted,
             s.orders_final,
             s.expected_final,
+            if s.other_final > 0 {
+                format!(
+                    "; {} more campaign orders released and final",
+                    s.other_final
+                )
+            } else {
+                String::new()
+            },
             if s.timed_out { " — TIMED OUT before every order was final" } else { "" },
         );
         out.push_str(&self.table());

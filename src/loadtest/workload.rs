@@ -50,6 +50,16 @@ fn meter_id(i: usize) -> String {
     format!("LT-{i:08}")
 }
 
+/// The id of the `i`th campaign order (on meter `i`).
+fn campaign_order_id(i: usize) -> String {
+    format!("CO-{i:08}")
+}
+
+/// `i` if `order_id` is the id of the `i`th campaign order.
+pub(crate) fn campaign_index(order_id: &str) -> Option<usize> {
+    order_id.strip_prefix("CO-")?.parse().ok()
+}
+
 impl Generator {
     pub fn new(
         config: &Config,
@@ -153,7 +163,7 @@ impl Generator {
             )?;
             for i in 0..c.orders {
                 let m = meter_id(i);
-                let id = format!("CO-{i:08}");
+                let id = campaign_order_id(i);
                 self.send(
                     &t.orders,
                     &m,
