@@ -154,14 +154,10 @@ pub struct KafkaConfig {
     pub intake_linger_ms: u64,
     /// How long an order for a meter not (yet) in the registry waits for the registry topic to
     /// catch up before it is rejected `unknown_meter` (the two topics race). 0 = no wait.
-    #[serde(default = "default_unknown_meter_grace_ms")]
+    #[serde(deserialize_with = "duration::millis")]
     pub unknown_meter_grace_ms: u64,
     #[serde(default)]
     pub client: BTreeMap<String, String>,
-}
-
-fn default_unknown_meter_grace_ms() -> u64 {
-    5_000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

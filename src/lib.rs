@@ -5,22 +5,25 @@
 //! writes every step to an audit trail; order events and exceptions go back out on Kafka.
 //!
 //! # Layout
-//! - [`config`]: the one typed configuration (TOML + environment), validated at start.
-//! - [`domain`]: orders, meters, commands, results, events, audit rows; order validation.
-//! - [`campaign`]: staged mass disconnects: definition, release queue, planner, campaign actor.
-//! - [`policy`]: the pure rule engine (rule packs as data); [`facts`]: weather, emergencies,
-//!   payments, certificates and approvals as they arrive, and the zone fact book.
-//! - [`registry`]: compact in-memory entry for every registered meter.
-//! - [`meter`]: the pure meter state machine, the meter actor, the live-actor directory.
+//! Bottom to top; a module imports only modules below it (`tests/layers.rs` checks it).
+//! - [`domain`]: orders, meters, commands, results, events, audit rows, the stored meter state,
+//!   campaigns, decisions and meter facts as data; order validation. Imports nothing else.
+//! - [`store`]: the store contract and the embedded redb store (imports `domain` only).
+//! - [`policy`]: the pure rule engine (rule packs as data); [`config`]: the one typed
+//!   configuration (TOML over the defaults + environment), validated at start; [`clock`]: the
+//!   injectable clock; [`observability`]: Prometheus metrics (cached handles) and logging.
+//! - [`commit`]: the group-commit writer in front of the store ([`commit::StoreHandle`]).
+//! - [`registry`]: compact in-memory entry for every registered meter; [`facts`]: weather,
+//!   emergencies, payments, certificates and approvals as they arrive, and the zone fact book.
 //! - [`head_end`]: the head-end boundary; simulator and Kafka bridge.
-//! - [`store`]: the store contract, group-commit writer, embedded redb store.
-//! - [`kafka`]: intake, registry and results sources, outbox publisher, dead letters,
-//!   embedded mock cluster.
-//! - [`observability`]: Prometheus metrics (cached handles) and logging; [`http`]: operator
-//!   endpoint.
-//! - [`clock`]: the injectable clock. [`app`]: wiring. [`demo`]: the synthetic day.
-//! - [`loadtest`]: the load-test harness (scenarios in `load-tests/scenarios/`, reports with
-//!   the raw limits of the parts measured in the same run).
+//! - [`campaign`]: staged mass disconnects: release queue, windows, planner, campaign actors.
+//! - [`meter`]: the pure meter state machine, the meter actor, the live-actor directory.
+//! - [`kafka`]: one source loop and its handlers (orders, tables, meter facts, head-end
+//!   results, campaign control), outbox publisher, dead letters, embedded mock cluster;
+//!   [`http`]: operator endpoint.
+//! - [`app`]: wiring. [`demo`]: the synthetic day. [`loadtest`]: the load-test harness
+//!   (scenarios in `load-tests/scenarios/`, reports with the raw limits of the parts measured
+//!   in the same run). The binary's command line is in `src/cli/`.
 
 pub mod app;
 pub mod campaign;

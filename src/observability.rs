@@ -681,11 +681,11 @@ mod catalogue_tests {
         latency().dispatch.record(Duration::from_micros(500));
         latency().completion.record(Duration::from_micros(700));
         records_lost("switchyard.catalogue-test.v1", 0);
-        campaign_progress(&crate::campaign::actor::CampaignEvent {
+        campaign_progress(&crate::domain::CampaignEvent {
             schema_version: 1,
             campaign_id: "CATALOGUE-TEST".into(),
             event: "progress".into(),
-            status: crate::campaign::CampaignStatus::Active,
+            status: crate::domain::CampaignStatus::Active,
             at: jiff::Timestamp::UNIX_EPOCH,
             rate_per_hour: 1,
             total: 0,

@@ -1,0 +1,68 @@
+//! `switchyard loadtest`: a load-test scenario against a switchyard child process, or a report rendered again.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+#[derive(clap::Args)]
+pub(crate) struct LoadtestArgs {
+    /// The scenario file.
+    #[arg(long, required_unless_present = "render")]
+    scenario: Option<PathBuf>,
+    /// Instead of running: render report.md and the plots again from DIR/report.json.
+    #[arg(long, value_name = "DIR", conflicts_with = "scenario")]
+    render: Option<PathBuf>,
+    /// An external Kafka-API broker (e.g. tansu from load-tests/tansu.sh, or your cluster);
+    /// default: librdkafka's mock cluster inside the harness.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Report directory (default: a new target/loadtest/<scenario>-<time>; the committed
+    /// reports in load-tests/reports/ are written only when named here).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Multiply every count in the scenario (e.g. 0.1 for a tenth of it).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+}
+
+pub(crate) fn run(args: LoadtestArgs) -> anyhow::Result<()> {
+    let LoadtestArgs {
+        scenario,
+        render,
+        brokers,
+        out,
+        scale,
+    } = args;
+
+    switchyard::observability::init_logging(switchyard::config::LogFormat::Text, "warn");
+    if let Some(dir) = render {
+        let report = switchyard::loadtest::report::Report::read(&dir)
+            .with_context(|| format!("cannot read {}/report.json", dir.display()))?;
+        report.write(&dir).context("cannot write the report")?;
+        println!("{}", report.table());
+        return Ok(());
+    }
+    let scenario = scenario.context("--scenario is required")?;
+    let name = scenario
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenario".into());
+    let out = out.unwrap_or_else(|| switchyard::loadtest::fresh_out_dir(&name));
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let report = rt.block_on(switchyard::loadtest::run(
+        switchyard::loadtest::LoadtestOptions {
+            scenario,
+            brokers,
+            out: out.clone(),
+            scale,
+            command_line,
+        },
+    ))?;
+    println!("{}", report.table());
+    println!("report: {}", out.join("report.md").display());
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! The `switchyard` command line: one file per subcommand, each an argument struct and a `run`.
+//! The binary's only place for `anyhow`.
+
+use clap::{Parser, Subcommand};
+
+mod campaign;
+mod check_config;
+mod demo;
+mod loadtest;
+mod policy;
+mod run;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Remote connect / disconnect orchestration for electric utilities"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the service (embedded defaults when no --config is given).
+    Run(run::RunArgs),
+    /// Generate a synthetic day into embedded Kafka, run it to completion, print a summary.
+    Demo(demo::DemoArgs),
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCmd,
+    },
+    /// Campaign tools.
+    Campaign {
+        #[command(subcommand)]
+        command: CampaignCmd,
+    },
+    /// Run a load-test scenario (load-tests/scenarios/*.toml) against a switchyard child
+    /// process and write a report (Markdown, JSON, SVG plots) with the raw limits of its parts.
+    Loadtest(loadtest::LoadtestArgs),
+    /// Load and validate a config file, print the effective configuration as TOML.
+    CheckConfig(check_config::CheckConfigArgs),
+}
+
+#[derive(Subcommand)]
+enum CampaignCmd {
+    /// Print a campaign's schedule (per day, hour and zone, expected finish, what policy holds
+    /// today and why) and optionally draw it against the call-center capacity.
+    Plan(campaign::PlanArgs),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Print the decision for one order and the rule trace behind it.
+    Explain(policy::ExplainArgs),
+}
+
+/// Parses the command line and runs the subcommand.
+pub(crate) fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Run(a) => run::run(a),
+        Cmd::Demo(a) => demo::run(a),
+        Cmd::Policy {
+            command: PolicyCmd::Explain(a),
+        } => policy::run(a),
+        Cmd::Campaign {
+            command: CampaignCmd::Plan(a),
+        } => campaign::run(a),
+        Cmd::Loadtest(a) => loadtest::run(a),
+        Cmd::CheckConfig(a) => check_config::run(a),
+    }
+}
