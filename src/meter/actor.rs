@@ -181,28 +181,8 @@ impl MeterActor {
             }
             for a in actions {
                 match a {
-                    Action::Audit(e) => {
-                        if e.kind == crate::domain::AuditKind::Decision {
-                            match e.reason.as_deref().unwrap_or("") {
-                                r if r.starts_with("policy_allows")
-                                    || r.starts_with("policy_released") =>
-                                {
-                                    observability::policy_decision("execute")
-                                }
-                                r if r.starts_with("policy_deferred") => {
-                                    observability::policy_decision("deferred")
-                                }
-                                r if r.starts_with("policy_awaiting_approval") => {
-                                    observability::policy_decision("awaiting_approval")
-                                }
-                                r if r.starts_with("policy_rejects") => {
-                                    observability::policy_decision("rejected")
-                                }
-                                _ => {}
-                            }
-                        }
-                        batch.audit.push(e)
-                    }
+                    Action::Audit(e) => batch.audit.push(e),
+                    Action::Decided(verdict) => observability::policy_decision(verdict),
                     Action::Event(e) => {
                         m.order_status[e.status as usize].increment(1);
                         completes |= e.status.is_terminal();

@@ -152,6 +152,10 @@ pub enum Action {
     WakeAt(Timestamp),
     /// An order switchyard raised itself (restore obligation): store it like an intake order.
     NewOrder(OrderRecord),
+    /// Policy decided on a disconnect and the decision was audited (counted in
+    /// `switchyard_policy_decisions_total`): `execute`, `deferred`, `awaiting_approval` or
+    /// `rejected`, from the decision itself (not read back from the audit text).
+    Decided(&'static str),
 }
 
 fn add(now: Timestamp, d: Duration) -> Timestamp {
@@ -1281,6 +1285,7 @@ impl MeterMachine {
                     .detail(detail());
                 a.status = Some(OrderStatus::Dispatched);
                 out.audit(a);
+                out.actions.push(Action::Decided(d.verdict_label()));
                 return Ok(d);
             }
             Verdict::Reject => {
@@ -1293,6 +1298,7 @@ impl MeterMachine {
                         .reason(format!("policy_rejects:{rule}"))
                         .detail(detail()),
                 );
+                out.actions.push(Action::Decided(d.verdict_label()));
                 out.event(&o.order, OrderStatus::Rejected, Some(&rule), |e| {
                     e.detail = Some(text);
                     e.policy = Some(d);
@@ -1321,6 +1327,7 @@ impl MeterMachine {
                     .reason(format!("policy_{}:{rule}", d.verdict_label()))
                     .detail(detail()),
             );
+            out.actions.push(Action::Decided(d.verdict_label()));
             out.event(&order, status, Some(&rule), |e| {
                 e.detail = Some(text);
                 e.retry_at = until;

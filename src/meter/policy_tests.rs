@@ -617,6 +617,17 @@ fn events(actions: &[Action]) -> Vec<(String, OrderStatus, Option<String>)> {
         .collect()
 }
 
+/// The verdicts the step reports for the decision metric (one per audited decision).
+fn decided(actions: &[Action]) -> Vec<&'static str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Decided(v) => Some(*v),
+            _ => None,
+        })
+        .collect()
+}
+
 fn commands(actions: &[Action]) -> Vec<Command> {
     actions
         .iter()
@@ -669,6 +680,7 @@ fn a_cold_snap_defers_and_its_end_releases_the_order_at_once() {
         .unwrap();
     assert_eq!(decision.pack, "virginia@2026.1");
     assert_eq!(decision.inputs.forecasts_known, 1);
+    assert_eq!(decided(&a), ["deferred"]);
     assert!(m.holds_on_zone_facts());
     // The same facts again: no new event (held orders are re-decided quietly).
     let a = m.step(
@@ -678,6 +690,10 @@ fn a_cold_snap_defers_and_its_end_releases_the_order_at_once() {
         &retry(),
     );
     assert!(events(&a).is_empty() && commands(&a).is_empty());
+    assert!(
+        decided(&a).is_empty(),
+        "a quiet re-decision is not counted again"
+    );
     // A warmer forecast for the day replaces the cold one: released at once.
     let later = ts("2026-12-02T16:00:00Z");
     Arc::make_mut(&mut w.forecasts)[0].low_f = 40.0;
@@ -690,6 +706,7 @@ fn a_cold_snap_defers_and_its_end_releases_the_order_at_once() {
     let c = commands(&a);
     assert_eq!(c.len(), 1, "{a:#?}");
     assert_eq!(c[0].kind, CommandKind::Disconnect);
+    assert_eq!(decided(&a), ["execute"]);
     assert!(!m.holds_on_zone_facts());
 }
 
