@@ -11,6 +11,14 @@ use switchyard::domain::{AuditKind, CommandKind, OrderStatus, SwitchState};
 
 const T: Duration = Duration::from_secs(20);
 
+/// The statuses of an order that runs without a hitch.
+const COMPLETED_PATH: [OrderStatus; 4] = [
+    OrderStatus::Received,
+    OrderStatus::Dispatched,
+    OrderStatus::Confirmed,
+    OrderStatus::Completed,
+];
+
 #[actix_rt::test]
 async fn orders_become_confirmed_switch_commands_with_an_audit_trail() {
     let dir = tempfile::tempdir().unwrap();
@@ -36,12 +44,7 @@ async fn orders_become_confirmed_switch_commands_with_an_audit_trail() {
     let ev = events.wait_final("SO-1", T).await;
     assert_eq!(
         ev.iter().map(|e| e.status).collect::<Vec<_>>(),
-        vec![
-            OrderStatus::Received,
-            OrderStatus::Dispatched,
-            OrderStatus::Confirmed,
-            OrderStatus::Completed
-        ]
+        COMPLETED_PATH
     );
     let done = ev.last().unwrap();
     assert_eq!(done.switch_state, Some(SwitchState::Disconnected));
@@ -653,12 +656,7 @@ async fn an_order_that_overtakes_its_meters_registration_waits_for_it() {
     let ev = events.wait_final("SO-LATE", T).await;
     assert_eq!(
         ev.iter().map(|e| e.status).collect::<Vec<_>>(),
-        vec![
-            OrderStatus::Received,
-            OrderStatus::Dispatched,
-            OrderStatus::Confirmed,
-            OrderStatus::Completed
-        ]
+        COMPLETED_PATH
     );
     app.shutdown().await;
 }

@@ -150,6 +150,9 @@ impl Io<'_> {
     /// are kept for the next batch, their offsets not stored), but the consumer keeps polling
     /// so that the group keeps this member. `false`: shutdown came first.
     pub(crate) async fn pause_for(&mut self, d: Duration) -> bool {
+        if *self.shutdown.borrow() {
+            return false; // already stopping: `changed()` would not fire again
+        }
         self.paused = true;
         let until = tokio::time::Instant::now() + d;
         loop {
