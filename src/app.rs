@@ -1,26 +1,46 @@
-//! Wiring: starts every part in order (embedded Kafka or topic check, store, outbox publisher,
-//! registry, meter directory and head-end, HTTP, recovery of open work, then the order intake)
-//! and stops them in reverse. Runs inside an actix `System`.
+//! Wiring: `App::start` is a list of steps, one function each, in the order they must happen:
+//!
+//! 1. [`kafka`]: the embedded Kafka, or the external cluster's topics checked;
+//! 2. [`open_store`]: the store, its outbox backlog and the group-commit writer;
+//! 3. [`load_registry`] and the rule pack;
+//! 4. [`start_actors`]: the meter arbiters, the meter directory with its head-end, the campaign
+//!    actors and the task that hands meters' campaign outcomes to them;
+//! 5. [`start_publisher`]: the outbox publisher;
+//! 6. [`start_http`]: the operator endpoint (answers `/healthz` from here on);
+//! 7. [`start_tables`]: the registry, weather and emergencies tables replayed from the start;
+//! 8. [`Startup::run`], in the background: once the tables have caught up, the head-end results,
+//!    the meter facts (caught up), recovery of open work, campaigns resumed, ready, the campaign
+//!    control source and finally the order intake.
+//!
+//! Every task started by any step is kept in [`Tasks`] under a name; [`App::shutdown`] stops the
+//! intake first, drains the commands in flight, then stops and waits for every kept task, naming
+//! any that does not stop in time. Runs inside an actix `System`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures::future::TryJoinAll;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::campaign::actor::{CampaignServices, Campaigns};
 use crate::clock::Clock;
 use crate::commit::StoreHandle;
 use crate::config::{Config, HeadEndMode};
-use crate::head_end::{HeadEnd, KafkaBridge, ResultSink, Simulator};
+use crate::facts::FactBook;
+use crate::head_end::{HeadEnd, KafkaBridge, Simulator};
 use crate::kafka::source::{Gate, Offsets, Source, Subscription};
+use crate::kafka::table_source::{EmergencyTable, KeptTable, Table, TableHandler, WeatherTable};
 use crate::kafka::{self, EmbeddedKafka, KafkaSetupError};
 use crate::meter::{Directory, MeterMsg, MeterServices, RetryPolicy};
+use crate::policy::Policy;
 use crate::registry::{Registry, RegistryError};
-use crate::store::{EmbeddedStore, Store, StoreError};
+use crate::store::{EmbeddedStore, OutboxEntry, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -44,6 +64,9 @@ pub enum AppError {
     },
 }
 
+/// How long shutdown waits for each kept task once told to stop.
+const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct App {
     pub bootstrap: String,
     pub http_addr: SocketAddr,
@@ -51,412 +74,122 @@ pub struct App {
     pub store: StoreHandle,
     pub registry: Arc<Registry>,
     /// Zone facts (forecasts, emergencies) as known now.
-    pub facts: Arc<crate::facts::FactBook>,
+    pub facts: Arc<FactBook>,
     pub simulator: Option<Arc<Simulator>>,
     pub config: Config,
+    pub campaigns: Arc<Campaigns>,
     ready: Arc<AtomicBool>,
+    /// Everything but the intake: sent once the commands in flight are drained.
     shutdown: watch::Sender<bool>,
-    stop_intake: Option<watch::Sender<bool>>,
+    /// The intake and its start-up sequence: stopped first.
+    stop_intake: watch::Sender<bool>,
     intake: Option<JoinHandle<()>>,
-    /// Sources started by the intake's start-up (results, facts, campaign control): shutdown
-    /// waits for them too, so that nothing holds the store after it returns.
-    started_later: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Tasks,
     arbiters: Vec<Arbiter>,
-    pub campaigns: Arc<crate::campaign::actor::Campaigns>,
     campaign_arbiter: Option<Arbiter>,
     _embedded: Option<EmbeddedKafka>,
 }
 
 impl App {
-    /// Starts switchyard. Must be called inside an actix `System`.
+    /// Starts switchyard, step by step (see the module doc). Must be called inside an actix
+    /// `System`.
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
         crate::observability::prometheus();
         std::fs::create_dir_all(&config.data_dir).map_err(|source| AppError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let topics = config.topics.names();
-        let (embedded, bootstrap) = if config.embedded_kafka() {
-            let e = EmbeddedKafka::start(&topics, config.kafka.embedded_partitions)?;
-            let b = e.bootstrap_servers().to_string();
-            let file = config.data_dir.join("bootstrap.servers");
-            if let Err(err) = std::fs::write(&file, format!("{b}\n")) {
-                tracing::warn!(error = %err, file = %file.display(), "cannot write the bootstrap address file");
-            }
-            tracing::info!(bootstrap = %b, file = %file.display(), "embedded Kafka (librdkafka mock cluster) started");
-            (Some(e), b)
-        } else {
-            let b = config.kafka.brokers.clone();
-            kafka::ensure_topics(&config, &b).await?;
-            (None, b)
-        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (stop_intake, stop_intake_rx) = watch::channel(false);
+        let tasks = Tasks::default();
+        let uat_clock = mark_uat_clock(&config, &clock);
 
-        // Store, outbox backlog, writer.
-        // Another instance in this process (a test's restart) may still be letting go of the
-        // file: wait without blocking this runtime, on which it may need to run to let go.
-        let mut waited = Duration::ZERO;
-        let store: Arc<dyn Store> = loop {
-            if let Some(s) = EmbeddedStore::try_open(&config.data_dir)? {
-                break Arc::new(s);
-            }
-            if waited >= Duration::from_secs(10) {
-                return Err(StoreError::Open {
-                    path: config
-                        .data_dir
-                        .join("switchyard.redb")
-                        .display()
-                        .to_string(),
-                    message: "still held by another switchyard store of this process after 10 s"
-                        .into(),
-                }
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            waited += Duration::from_millis(50);
-        };
-        let backlog = store.outbox(usize::MAX)?;
-        if !backlog.is_empty() {
-            tracing::info!(
-                events = backlog.len(),
-                "re-publishing events left in the outbox"
-            );
-        }
-        let (published_tx, published_rx) = mpsc::unbounded_channel();
-        let store = StoreHandle::start(store, config.store.group_commit_max, published_tx);
-
-        let registry = Registry::new();
-        if let Some(file) = &config.registry.file {
-            let report = registry.load_file(file)?;
-            for bad in &report.rejected {
-                tracing::warn!(error = %bad, "registry file line skipped");
-            }
-            tracing::info!(loaded = report.loaded, rejected = report.rejected.len(), file = %file.display(), "registry file loaded");
-        }
-
+        let (embedded, bootstrap) = kafka(&config).await?;
+        let (store, backlog, published) = open_store(&config).await?;
+        let registry = load_registry(&config)?;
         let policy = Arc::new(config.load_policy()?);
         if config.policy.rule_pack.is_none() {
             tracing::warn!("no policy.rule_pack configured: only the built-in protections apply (no weather, calendar, window or notice rules)");
         }
         tracing::info!(pack = %policy.label(), "rule pack in force");
-        let facts = crate::facts::FactBook::new();
-        let n = if config.meters.arbiters == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        } else {
-            config.meters.arbiters
-        };
-        let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
-        let h = &config.head_end;
-        let (campaign_outcomes_tx, campaign_outcomes_rx) = tokio::sync::mpsc::unbounded_channel();
-        let services = MeterServices {
-            store: store.clone(),
-            registry: registry.clone(),
-            clock: clock.clone(),
-            retry: RetryPolicy {
-                max_attempts: h.max_attempts,
-                backoff_initial: Duration::from_millis(h.backoff_initial_ms),
-                backoff_max: Duration::from_millis(h.backoff_max_ms),
-                command_deadline: config.command_deadline(),
-            },
-            idle: Duration::from_secs(config.meters.idle_passivate_secs),
-            events_topic: config.topics.order_events.clone(),
-            exceptions_topic: config.topics.exceptions.clone(),
-            policy,
-            facts: facts.clone(),
-            campaign_outcomes: campaign_outcomes_tx,
-        };
-        let policy_for_campaigns = services.policy.clone();
-        let directory = Directory::new(services, arbiters.iter().map(|a| a.handle()).collect());
-        // Campaign actors get their own arbiter: they write their releases synchronously.
-        let campaign_arbiter = Arbiter::new();
-        let campaigns = crate::campaign::actor::Campaigns::new(
-            crate::campaign::actor::CampaignServices {
-                store: store.clone(),
-                clock: clock.clone(),
-                policy: policy_for_campaigns,
-                facts: facts.clone(),
-                sink: Arc::new(crate::meter::MeterSink(Arc::downgrade(&directory))),
-                events_topic: config.topics.campaign_events.clone(),
-            },
-            campaign_arbiter.handle(),
-        );
-        let sink: Arc<dyn ResultSink> = directory.clone();
+        let facts = FactBook::new();
         let producer: FutureProducer = kafka::producer_config(&config, &bootstrap)
             .create()
             .map_err(|source| KafkaSetupError::Client {
                 what: "producer",
                 source,
             })?;
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(
-            campaigns
-                .clone()
-                .take_outcomes(campaign_outcomes_rx, shutdown_rx.clone()),
-        ));
-        let (results_assigned_tx, results_assigned_rx) = oneshot::channel::<()>();
-        let mut results_assigned_tx = Some(results_assigned_tx);
-        let mut results_source = None;
-        let simulator = match h.mode {
-            HeadEndMode::Simulator => {
-                let known = store.store().clone();
-                let sim = Arc::new(
-                    Simulator::new(h.simulator.clone(), Arc::downgrade(&sink), clock.clone())
-                        .with_field_seed(Box::new(move |meter| {
-                            known.meter(meter).ok().flatten().map(|m| m.switch)
-                        })),
-                );
-                directory.set_head_end(sim.clone() as Arc<dyn HeadEnd>);
-                let _ = results_assigned_tx.take().expect("once").send(());
-                Some(sim)
-            }
-            HeadEndMode::Kafka => {
-                let bridge =
-                    KafkaBridge::new(producer.clone(), config.topics.head_end_commands.clone());
-                directory.set_head_end(Arc::new(bridge));
-                let src = Source::one_at_a_time(
-                    kafka::results_source::consumer(&config, &bootstrap)?,
-                    producer.clone(),
-                    config.topics.dead_letter.clone(),
-                    clock.clone(),
-                    Subscription::Group(vec![config.topics.head_end_results.clone()]),
-                    Offsets::NotStored,
-                    kafka::results_source::Results {
-                        directory: directory.clone(),
-                    },
-                );
-                // Started once the registry has caught up (a result must meet known facts).
-                results_source = Some((src, results_assigned_tx.take().expect("once")));
-                None
-            }
-        };
-
-        let publisher = kafka::publisher::Publisher {
-            producer: producer.clone(),
-            store: store.clone(),
-            backlog,
-            committed: published_rx,
-        };
-        tasks.push(tokio::spawn(publisher.run(shutdown_rx.clone())));
-
+        let actors = start_actors(
+            &config,
+            &clock,
+            &store,
+            &registry,
+            policy,
+            &facts,
+            &producer,
+            &tasks,
+            &shutdown_rx,
+        );
+        start_publisher(&producer, &store, backlog, published, &tasks, &shutdown_rx);
         let ready = Arc::new(AtomicBool::new(false));
-        let listener = crate::http::bind(config.http.listen).map_err(|source| AppError::Http {
-            addr: config.http.listen,
-            source,
-        })?;
-        let http_addr = listener.local_addr().map_err(|source| AppError::Http {
-            addr: config.http.listen,
-            source,
-        })?;
-        let http_state = crate::http::HttpState::new(
+        let http_addr = start_http(
+            &config,
+            uat_clock,
+            &ready,
+            &store,
+            &registry,
+            &actors.directory,
+            &tasks,
+            &shutdown_rx,
+        )?;
+        let sources = SourceParts {
+            config: &config,
+            bootstrap: &bootstrap,
+            producer: &producer,
+            clock: &clock,
+        };
+        let tables_caught_up = start_tables(
+            &sources,
+            embedded.is_some(),
+            &store,
+            &registry,
+            &facts,
+            &actors.directory,
+            &tasks,
+            &shutdown_rx,
+        )?;
+        let startup = Startup::new(
+            &sources,
+            &store,
+            &registry,
+            &actors,
+            tables_caught_up,
             ready.clone(),
-            store.clone(),
-            registry.clone(),
-            directory.clone(),
-        );
-        let http_done =
-            crate::http::serve(listener, http_state, shutdown_rx.clone()).map_err(|source| {
-                AppError::Http {
-                    addr: config.http.listen,
-                    source,
-                }
-            })?;
-        tasks.push(tokio::spawn(async move {
-            let _ = http_done.await;
-        }));
-        tracing::info!(addr = %http_addr, "operator http listening (/metrics, /healthz, /readyz)");
+            tasks.clone(),
+            shutdown_rx,
+            stop_intake_rx,
+        )?;
+        let intake = tokio::spawn(startup.run());
 
-        // Tables replayed from the beginning: the registry and the zone facts. The intake waits
-        // for all of them.
-        use kafka::table_source::{EmergencyTable, Table, TableHandler, WeatherTable};
-        // Embedded mode: the embedded Kafka forgets its topics on restart, so the records of
-        // the table topics are kept in the store and applied again first.
-        let mut tables: Vec<(&str, &str, Arc<dyn Table>)> = vec![
-            ("registry", &config.topics.registry, registry.clone()),
-            (
-                "weather",
-                &config.topics.weather,
-                Arc::new(WeatherTable {
-                    book: facts.clone(),
-                    directory: directory.clone(),
-                }),
-            ),
-            (
-                "emergencies",
-                &config.topics.emergencies,
-                Arc::new(EmergencyTable {
-                    book: facts.clone(),
-                    directory: directory.clone(),
-                }),
-            ),
-        ];
-        if embedded.is_some() {
-            for (name, _, table) in &mut tables {
-                let kept = kafka::table_source::KeptTable::new(name, table.clone());
-                match kept.restore(&store) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(table = *name, records = n, "restored from the store (the embedded Kafka does not keep topics across restarts)"),
-                    Err(e) => tracing::error!(table = *name, error = %e, "cannot load the kept records; they come from the topic (and file) only"),
-                }
-                tasks.push(tokio::spawn(kept.clone().flush_every(
-                    store.clone(),
-                    Duration::from_millis(200),
-                    shutdown_rx.clone(),
-                )));
-                *table = kept;
-            }
-        }
-        let mut caught_up_rxs = Vec::new();
-        for (suffix, topic, table) in tables {
-            let (tx, rx) = oneshot::channel();
-            caught_up_rxs.push(rx);
-            let src = Source::one_at_a_time(
-                kafka::table_source::consumer(&config, &bootstrap, suffix)?,
-                producer.clone(),
-                config.topics.dead_letter.clone(),
-                clock.clone(),
-                Subscription::FromStart(topic.to_string()),
-                Offsets::NotStored,
-                TableHandler { table },
-            );
-            let gate = Gate::CaughtUp {
-                done: tx,
-                give_up_after: None,
-            };
-            tasks.push(tokio::spawn(src.run(gate, shutdown_rx.clone())));
-        }
-        let caught_up_rx = futures::future::try_join_all(caught_up_rxs);
-        let campaign_source = Source::one_at_a_time(
-            kafka::campaign_source::consumer(&config, &bootstrap)?,
-            producer.clone(),
-            config.topics.dead_letter.clone(),
-            clock.clone(),
-            Subscription::Group(vec![config.topics.campaign_control.clone()]),
-            Offsets::AfterWork,
-            kafka::campaign_source::CampaignControl {
-                campaigns: campaigns.clone(),
-                registry: registry.clone(),
-            },
-        );
-        let fact_source = Source::one_at_a_time(
-            kafka::fact_source::consumer(&config, &bootstrap)?,
-            producer.clone(),
-            config.topics.dead_letter.clone(),
-            clock.clone(),
-            Subscription::Group(vec![
-                config.topics.customer_facts.clone(),
-                config.topics.control.clone(),
-            ]),
-            Offsets::AfterWork,
-            kafka::fact_source::Facts {
-                directory: directory.clone(),
-                registry: registry.clone(),
-                control_topic: config.topics.control.clone(),
-            },
-        );
-
-        let mut app = App {
-            bootstrap: bootstrap.clone(),
+        Ok(App {
+            bootstrap,
             http_addr,
-            directory: directory.clone(),
-            store: store.clone(),
-            registry: registry.clone(),
-            facts: facts.clone(),
-            simulator,
-            config: config.clone(),
-            ready: ready.clone(),
+            directory: actors.directory,
+            store,
+            registry,
+            facts,
+            simulator: actors.simulator,
+            config,
+            campaigns: actors.campaigns,
+            ready,
             shutdown,
-            stop_intake: None,
-            intake: None,
-            started_later: Arc::default(),
+            stop_intake,
+            intake: Some(intake),
             tasks,
-            arbiters,
-            campaigns: campaigns.clone(),
-            campaign_arbiter: Some(campaign_arbiter),
+            arbiters: actors.arbiters,
+            campaign_arbiter: Some(actors.campaign_arbiter),
             _embedded: embedded,
-        };
-
-        // The intake waits for the registry and for recovery; done in the background so that
-        // /healthz answers meanwhile.
-        let intake = Source {
-            consumer: kafka::intake::consumer(&config, &bootstrap)?,
-            producer,
-            dead_letter_topic: config.topics.dead_letter.clone(),
-            clock: clock.clone(),
-            subscription: Subscription::Group(vec![config.topics.orders.clone()]),
-            offsets: Offsets::AfterWork,
-            batch_max: config.kafka.intake_batch_max,
-            linger: Duration::from_millis(config.kafka.intake_linger_ms),
-            handler: kafka::intake::Intake {
-                store: store.clone(),
-                registry: registry.clone(),
-                directory: directory.clone(),
-                campaigns: campaigns.clone(),
-                clock,
-                events_topic: config.topics.order_events.clone(),
-                unknown_meter_grace: Duration::from_millis(config.kafka.unknown_meter_grace_ms),
-            },
-        };
-        let campaigns_for_start = campaigns.clone();
-        // The intake (and its start-up) stops first on shutdown: a signal of its own.
-        let (stop_intake, stop_intake_rx) = watch::channel(false);
-        app.stop_intake = Some(stop_intake);
-        let mut shutdown_rx2 = stop_intake_rx.clone();
-        let shutdown_rx3 = shutdown_rx.clone();
-        let later = app.started_later.clone();
-        let keep = move |h: JoinHandle<()>| later.lock().expect("lock").push(h);
-        app.intake = Some(tokio::spawn(async move {
-            tokio::select! {
-                r = caught_up_rx => { if r.is_err() { return; } }
-                _ = shutdown_rx2.changed() => return,
-            }
-            if let Some((src, assigned)) = results_source {
-                keep(tokio::spawn(
-                    src.run(Gate::Assigned(assigned), shutdown_rx3),
-                ));
-            }
-            // Facts that arrived while switchyard was down are applied before any held order
-            // is resumed.
-            let (facts_tx, facts_rx) = oneshot::channel();
-            let gate = Gate::CaughtUp {
-                done: facts_tx,
-                give_up_after: Some(Duration::from_secs(60)),
-            };
-            keep(tokio::spawn(fact_source.run(gate, shutdown_rx.clone())));
-            tokio::select! {
-                _ = facts_rx => {}
-                _ = shutdown_rx2.changed() => return,
-            }
-            // Kafka head-end: wait until its answers can be heard before sending anything.
-            tokio::select! {
-                r = tokio::time::timeout(Duration::from_secs(60), results_assigned_rx) => {
-                    if r.is_err() {
-                        tracing::warn!("head-end results partitions not assigned after 60 s; starting anyway");
-                    }
-                }
-                _ = shutdown_rx2.changed() => return,
-            }
-            match recover(&store, &directory) {
-                Ok(n) if n > 0 => tracing::info!(meters = n, "resumed open work after restart"),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read open work from the store; intake not started");
-                    return;
-                }
-            }
-            let resumed = campaigns_for_start.resume_all();
-            if resumed > 0 {
-                tracing::info!(campaigns = resumed, "resumed campaigns");
-            }
-            ready.store(true, Ordering::SeqCst);
-            keep(tokio::spawn(
-                campaign_source.run(Gate::None, shutdown_rx.clone()),
-            ));
-            intake.run(Gate::None, stop_intake_rx).await;
-        }));
-        Ok(app)
+        })
     }
 
     pub fn is_ready(&self) -> bool {
@@ -478,23 +211,42 @@ impl App {
     /// Graceful stop (SIGTERM): stop taking new work (the intake commits its offsets; campaigns
     /// stop releasing), wait up to `head_end.shutdown_drain_secs` for the commands in flight to
     /// be answered (the results source and the head-end keep running meanwhile), then stop the
-    /// rest. Every step is already stored; what is still in flight at the end is resolved by a
-    /// status check at the next start.
+    /// rest and wait for every task. Every step is already stored; what is still in flight at
+    /// the end is resolved by a status check at the next start.
     pub async fn shutdown(mut self) {
         // Not ready from now on: a load balancer or orchestrator stops sending work here.
         self.ready.store(false, Ordering::SeqCst);
-        if let Some(s) = self.stop_intake.take() {
-            let _ = s.send(true);
-        }
+        let _ = self.stop_intake.send(true);
         if let Some(i) = self.intake.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), i).await;
+            if tokio::time::timeout(TASK_STOP_TIMEOUT, i).await.is_err() {
+                tracing::warn!("the order intake did not stop within 10 s");
+            }
         }
         self.campaigns.stop_all();
+        self.drain_in_flight().await;
+        let _ = self.shutdown.send(true);
+        self.tasks.join_all(TASK_STOP_TIMEOUT).await;
+        if let Some(a) = self.campaign_arbiter.take() {
+            a.stop();
+            let _ = a.join();
+        }
+        for a in self.arbiters.drain(..) {
+            a.stop();
+            let _ = a.join();
+        }
+    }
+
+    /// Meters take answers in but start no new command; waits up to the drain time for the
+    /// commands in flight to be answered.
+    async fn drain_in_flight(&self) {
         self.directory.start_draining();
         let drain = Duration::from_secs(self.config.head_end.shutdown_drain_secs);
         let started = tokio::time::Instant::now();
         let at_start = self.directory.in_flight();
-        if at_start > 0 && !drain.is_zero() {
+        if at_start == 0 {
+            return;
+        }
+        if !drain.is_zero() {
             tracing::info!(
                 in_flight = at_start,
                 drain_secs = drain.as_secs(),
@@ -505,27 +257,564 @@ impl App {
             }
         }
         let left = self.directory.in_flight();
-        if at_start > 0 {
-            tracing::info!(
-                answered = at_start - left,
-                still_in_flight = left,
-                waited_ms = started.elapsed().as_millis() as u64,
-                "drain finished; commands still in flight are resolved by a status check at the next start"
+        tracing::info!(
+            answered = at_start - left,
+            still_in_flight = left,
+            waited_ms = started.elapsed().as_millis() as u64,
+            "drain finished; commands still in flight are resolved by a status check at the next start"
+        );
+    }
+}
+
+/// Every background task of the service, by name, including those the start-up sequence
+/// starts later: shutdown waits for all of them.
+#[derive(Clone, Default)]
+struct Tasks(Arc<Mutex<Vec<(&'static str, JoinHandle<()>)>>>);
+
+impl Tasks {
+    fn spawn(&self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        self.0.lock().expect("tasks lock").push((name, handle));
+    }
+
+    /// Waits for every task (each up to `timeout` after the previous one) and names those that
+    /// did not stop.
+    async fn join_all(&self, timeout: Duration) {
+        let tasks = std::mem::take(&mut *self.0.lock().expect("tasks lock"));
+        for (name, handle) in tasks {
+            match tokio::time::timeout(timeout, handle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(task = name, error = %e, "task ended abnormally"),
+                Err(_) => tracing::warn!(
+                    task = name,
+                    timeout_secs = timeout.as_secs(),
+                    "task did not stop in time"
+                ),
+            }
+        }
+    }
+}
+
+/// A shifted business clock (`[clock]`, for UAT runs) is said loudly: a warning in the log,
+/// `switchyard_business_clock_shifted` = 1, and a `uat_clock` object in every `/readyz` answer.
+fn mark_uat_clock(config: &Config, clock: &Arc<dyn Clock>) -> Option<crate::http::UatClock> {
+    let c = &config.clock;
+    crate::observability::business_clock(c.is_shifted(), c.speed);
+    if !c.is_shifted() {
+        return None;
+    }
+    let started_at = c.start_at.unwrap_or_else(|| clock.now());
+    tracing::warn!(
+        business_time = %started_at,
+        speed = c.speed,
+        "UAT BUSINESS CLOCK: business time is shifted; every decision is made for that date, not today. Never run this against production"
+    );
+    Some(crate::http::UatClock {
+        started_at,
+        speed: c.speed,
+    })
+}
+
+/// Step 1: the embedded Kafka (its bootstrap address also written to
+/// `data_dir/bootstrap.servers`), or the external cluster with its topics checked.
+async fn kafka(config: &Config) -> Result<(Option<EmbeddedKafka>, String), AppError> {
+    let topics = config.topics.names();
+    if !config.embedded_kafka() {
+        let b = config.kafka.brokers.clone();
+        kafka::ensure_topics(config, &b).await?;
+        return Ok((None, b));
+    }
+    let e = EmbeddedKafka::start(&topics, config.kafka.embedded_partitions)?;
+    let b = e.bootstrap_servers().to_string();
+    let file = config.data_dir.join("bootstrap.servers");
+    if let Err(err) = std::fs::write(&file, format!("{b}\n")) {
+        tracing::warn!(error = %err, file = %file.display(), "cannot write the bootstrap address file");
+    }
+    tracing::info!(bootstrap = %b, file = %file.display(), "embedded Kafka (librdkafka mock cluster) started");
+    Ok((Some(e), b))
+}
+
+/// Step 2: the store, the events its outbox still holds, and the group-commit writer (which
+/// reports committed events on the returned channel for the publisher).
+async fn open_store(
+    config: &Config,
+) -> Result<
+    (
+        StoreHandle,
+        Vec<OutboxEntry>,
+        mpsc::UnboundedReceiver<Vec<OutboxEntry>>,
+    ),
+    AppError,
+> {
+    // Another instance in this process (a test's restart) may still be letting go of the
+    // file: wait without blocking this runtime, on which it may need to run to let go.
+    let mut waited = Duration::ZERO;
+    let store: Arc<dyn Store> = loop {
+        if let Some(s) = EmbeddedStore::try_open(&config.data_dir)? {
+            break Arc::new(s);
+        }
+        if waited >= Duration::from_secs(10) {
+            return Err(StoreError::Open {
+                path: config
+                    .data_dir
+                    .join("switchyard.redb")
+                    .display()
+                    .to_string(),
+                message: "still held by another switchyard store of this process after 10 s".into(),
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    };
+    let backlog = store.outbox(usize::MAX)?;
+    if !backlog.is_empty() {
+        tracing::info!(
+            events = backlog.len(),
+            "re-publishing events left in the outbox"
+        );
+    }
+    let (published_tx, published_rx) = mpsc::unbounded_channel();
+    let store = StoreHandle::start(store, config.store.group_commit_max, published_tx);
+    Ok((store, backlog, published_rx))
+}
+
+/// Step 3: the meter registry, with `registry.file` loaded if set (the topic follows).
+fn load_registry(config: &Config) -> Result<Arc<Registry>, AppError> {
+    let registry = Registry::new();
+    if let Some(file) = &config.registry.file {
+        let report = registry.load_file(file)?;
+        for bad in &report.rejected {
+            tracing::warn!(error = %bad, "registry file line skipped");
+        }
+        tracing::info!(loaded = report.loaded, rejected = report.rejected.len(), file = %file.display(), "registry file loaded");
+    }
+    Ok(registry)
+}
+
+/// What step 4 starts.
+struct Actors {
+    directory: Arc<Directory>,
+    campaigns: Arc<Campaigns>,
+    simulator: Option<Arc<Simulator>>,
+    arbiters: Vec<Arbiter>,
+    campaign_arbiter: Arbiter,
+}
+
+/// Step 4: the meter arbiters and directory (with its head-end: the simulator, or the Kafka
+/// bridge whose answers the results source brings back), the campaign actors on an arbiter of
+/// their own, and the task handing meters' campaign outcomes to them.
+#[allow(clippy::too_many_arguments)]
+fn start_actors(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+    store: &StoreHandle,
+    registry: &Arc<Registry>,
+    policy: Arc<Policy>,
+    facts: &Arc<FactBook>,
+    producer: &FutureProducer,
+    tasks: &Tasks,
+    shutdown: &watch::Receiver<bool>,
+) -> Actors {
+    let n = if config.meters.arbiters == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        config.meters.arbiters
+    };
+    let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
+    let h = &config.head_end;
+    let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
+    let services = MeterServices {
+        store: store.clone(),
+        registry: registry.clone(),
+        clock: clock.clone(),
+        retry: RetryPolicy {
+            max_attempts: h.max_attempts,
+            backoff_initial: Duration::from_millis(h.backoff_initial_ms),
+            backoff_max: Duration::from_millis(h.backoff_max_ms),
+            command_deadline: config.command_deadline(),
+        },
+        idle: Duration::from_secs(config.meters.idle_passivate_secs),
+        events_topic: config.topics.order_events.clone(),
+        exceptions_topic: config.topics.exceptions.clone(),
+        policy: policy.clone(),
+        facts: facts.clone(),
+        campaign_outcomes: outcomes_tx,
+    };
+    let mut simulator = None;
+    let directory = Directory::new(
+        services,
+        arbiters.iter().map(|a| a.handle()).collect(),
+        |sink| -> Arc<dyn HeadEnd> {
+            match h.mode {
+                HeadEndMode::Simulator => {
+                    let known = store.store().clone();
+                    let sim = Arc::new(
+                        Simulator::new(h.simulator.clone(), sink, clock.clone()).with_field_seed(
+                            Box::new(move |meter| {
+                                known.meter(meter).ok().flatten().map(|m| m.switch)
+                            }),
+                        ),
+                    );
+                    simulator = Some(sim.clone());
+                    sim
+                }
+                HeadEndMode::Kafka => Arc::new(KafkaBridge::new(
+                    producer.clone(),
+                    config.topics.head_end_commands.clone(),
+                )),
+            }
+        },
+    );
+    // Campaign actors get their own arbiter, apart from the meters.
+    let campaign_arbiter = Arbiter::new();
+    let campaigns = Campaigns::new(
+        CampaignServices {
+            store: store.clone(),
+            clock: clock.clone(),
+            policy,
+            facts: facts.clone(),
+            sink: Arc::new(crate::meter::MeterSink(Arc::downgrade(&directory))),
+            events_topic: config.topics.campaign_events.clone(),
+        },
+        campaign_arbiter.handle(),
+    );
+    tasks.spawn(
+        "campaign outcomes",
+        campaigns
+            .clone()
+            .take_outcomes(outcomes_rx, shutdown.clone()),
+    );
+    Actors {
+        directory,
+        campaigns,
+        simulator,
+        arbiters,
+        campaign_arbiter,
+    }
+}
+
+/// Step 5: the outbox publisher, starting with the backlog left at the last stop.
+fn start_publisher(
+    producer: &FutureProducer,
+    store: &StoreHandle,
+    backlog: Vec<OutboxEntry>,
+    committed: mpsc::UnboundedReceiver<Vec<OutboxEntry>>,
+    tasks: &Tasks,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let publisher = kafka::publisher::Publisher {
+        producer: producer.clone(),
+        store: store.clone(),
+        backlog,
+        committed,
+    };
+    tasks.spawn("outbox publisher", publisher.run(shutdown.clone()));
+}
+
+/// Step 6: the operator HTTP endpoint, bound now so that a busy port fails the start.
+#[allow(clippy::too_many_arguments)]
+fn start_http(
+    config: &Config,
+    uat_clock: Option<crate::http::UatClock>,
+    ready: &Arc<AtomicBool>,
+    store: &StoreHandle,
+    registry: &Arc<Registry>,
+    directory: &Arc<Directory>,
+    tasks: &Tasks,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<SocketAddr, AppError> {
+    let http_error = |source| AppError::Http {
+        addr: config.http.listen,
+        source,
+    };
+    let listener = crate::http::bind(config.http.listen).map_err(http_error)?;
+    let addr = listener.local_addr().map_err(http_error)?;
+    let state = crate::http::HttpState::new(
+        ready.clone(),
+        store.clone(),
+        registry.clone(),
+        directory.clone(),
+    )
+    .with_uat_clock(uat_clock);
+    let done = crate::http::serve(listener, state, shutdown.clone()).map_err(http_error)?;
+    tasks.spawn("operator http", async move {
+        let _ = done.await;
+    });
+    tracing::info!(addr = %addr, "operator http listening (/metrics, /healthz, /readyz)");
+    Ok(addr)
+}
+
+/// What every Kafka source is built from.
+struct SourceParts<'a> {
+    config: &'a Config,
+    bootstrap: &'a str,
+    producer: &'a FutureProducer,
+    clock: &'a Arc<dyn Clock>,
+}
+
+impl SourceParts<'_> {
+    /// A source handling one record at a time, dead-lettering to the configured topic.
+    fn source<H: crate::kafka::source::Handler>(
+        &self,
+        consumer: rdkafka::consumer::StreamConsumer,
+        subscription: Subscription,
+        offsets: Offsets,
+        handler: H,
+    ) -> Source<H> {
+        Source::one_at_a_time(
+            consumer,
+            self.producer.clone(),
+            self.config.topics.dead_letter.clone(),
+            self.clock.clone(),
+            subscription,
+            offsets,
+            handler,
+        )
+    }
+}
+
+/// Step 7: the tables replayed from the beginning (registry, weather, emergencies). In embedded
+/// mode their records are also kept in the store (the embedded Kafka forgets its topics on
+/// restart) and applied again first. Returns the signal that all of them have caught up.
+#[allow(clippy::too_many_arguments)]
+fn start_tables(
+    parts: &SourceParts<'_>,
+    embedded: bool,
+    store: &StoreHandle,
+    registry: &Arc<Registry>,
+    facts: &Arc<FactBook>,
+    directory: &Arc<Directory>,
+    tasks: &Tasks,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<TryJoinAll<oneshot::Receiver<()>>, AppError> {
+    let topics = &parts.config.topics;
+    let mut tables: Vec<(&'static str, &str, Arc<dyn Table>)> = vec![
+        ("registry", &topics.registry, registry.clone()),
+        (
+            "weather",
+            &topics.weather,
+            Arc::new(WeatherTable {
+                book: facts.clone(),
+                directory: directory.clone(),
+            }),
+        ),
+        (
+            "emergencies",
+            &topics.emergencies,
+            Arc::new(EmergencyTable {
+                book: facts.clone(),
+                directory: directory.clone(),
+            }),
+        ),
+    ];
+    if embedded {
+        for (name, _, table) in &mut tables {
+            let kept = KeptTable::new(name, table.clone());
+            match kept.restore(store) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(table = *name, records = n, "restored from the store (the embedded Kafka does not keep topics across restarts)"),
+                Err(e) => tracing::error!(table = *name, error = %e, "cannot load the kept records; they come from the topic (and file) only"),
+            }
+            tasks.spawn(
+                "kept table flush",
+                kept.clone().flush_every(
+                    store.clone(),
+                    Duration::from_millis(200),
+                    shutdown.clone(),
+                ),
             );
+            *table = kept;
         }
-        let _ = self.shutdown.send(true);
-        let later: Vec<_> = std::mem::take(&mut *self.started_later.lock().expect("lock"));
-        for t in later.into_iter().chain(self.tasks.drain(..)) {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    let mut caught_up = Vec::new();
+    for (name, topic, table) in tables {
+        let (done, rx) = oneshot::channel();
+        caught_up.push(rx);
+        let src = parts.source(
+            kafka::table_source::consumer(parts.config, parts.bootstrap, name)?,
+            Subscription::FromStart(topic.to_string()),
+            Offsets::NotStored,
+            TableHandler { table },
+        );
+        let gate = Gate::CaughtUp {
+            done,
+            give_up_after: None,
+        };
+        tasks.spawn("table source", src.run(gate, shutdown.clone()));
+    }
+    Ok(futures::future::try_join_all(caught_up))
+}
+
+/// Step 8: what waits for the tables, in order. Runs in the background so that `/healthz`
+/// answers meanwhile; stopped first on shutdown (`stop_intake`).
+struct Startup {
+    tables_caught_up: TryJoinAll<oneshot::Receiver<()>>,
+    /// Kafka head-end only: the results source, started once the tables caught up (a result
+    /// must meet known facts), and the signal that its partitions are assigned.
+    results: Option<Source<kafka::results_source::Results>>,
+    facts: Source<kafka::fact_source::Facts>,
+    campaign_control: Source<kafka::campaign_source::CampaignControl>,
+    intake: Source<kafka::intake::Intake>,
+    store: StoreHandle,
+    directory: Arc<Directory>,
+    campaigns: Arc<Campaigns>,
+    ready: Arc<AtomicBool>,
+    tasks: Tasks,
+    shutdown: watch::Receiver<bool>,
+    stop_intake: watch::Receiver<bool>,
+}
+
+impl Startup {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        parts: &SourceParts<'_>,
+        store: &StoreHandle,
+        registry: &Arc<Registry>,
+        actors: &Actors,
+        tables_caught_up: TryJoinAll<oneshot::Receiver<()>>,
+        ready: Arc<AtomicBool>,
+        tasks: Tasks,
+        shutdown: watch::Receiver<bool>,
+        stop_intake: watch::Receiver<bool>,
+    ) -> Result<Startup, AppError> {
+        let (config, bootstrap) = (parts.config, parts.bootstrap);
+        let topics = &config.topics;
+        let results = match config.head_end.mode {
+            HeadEndMode::Simulator => None,
+            HeadEndMode::Kafka => Some(parts.source(
+                kafka::results_source::consumer(config, bootstrap)?,
+                Subscription::Group(vec![topics.head_end_results.clone()]),
+                Offsets::NotStored,
+                kafka::results_source::Results {
+                    directory: actors.directory.clone(),
+                },
+            )),
+        };
+        let facts = parts.source(
+            kafka::fact_source::consumer(config, bootstrap)?,
+            Subscription::Group(vec![topics.customer_facts.clone(), topics.control.clone()]),
+            Offsets::AfterWork,
+            kafka::fact_source::Facts {
+                directory: actors.directory.clone(),
+                registry: registry.clone(),
+                control_topic: topics.control.clone(),
+            },
+        );
+        let campaign_control = parts.source(
+            kafka::campaign_source::consumer(config, bootstrap)?,
+            Subscription::Group(vec![topics.campaign_control.clone()]),
+            Offsets::AfterWork,
+            kafka::campaign_source::CampaignControl {
+                campaigns: actors.campaigns.clone(),
+                registry: registry.clone(),
+            },
+        );
+        let intake = Source {
+            consumer: kafka::intake::consumer(config, bootstrap)?,
+            producer: parts.producer.clone(),
+            dead_letter_topic: topics.dead_letter.clone(),
+            clock: parts.clock.clone(),
+            subscription: Subscription::Group(vec![topics.orders.clone()]),
+            offsets: Offsets::AfterWork,
+            batch_max: config.kafka.intake_batch_max,
+            linger: Duration::from_millis(config.kafka.intake_linger_ms),
+            handler: kafka::intake::Intake {
+                store: store.clone(),
+                registry: registry.clone(),
+                directory: actors.directory.clone(),
+                campaigns: actors.campaigns.clone(),
+                clock: parts.clock.clone(),
+                events_topic: topics.order_events.clone(),
+                unknown_meter_grace: Duration::from_millis(config.kafka.unknown_meter_grace_ms),
+            },
+        };
+        Ok(Startup {
+            tables_caught_up,
+            results,
+            facts,
+            campaign_control,
+            intake,
+            store: store.clone(),
+            directory: actors.directory.clone(),
+            campaigns: actors.campaigns.clone(),
+            ready,
+            tasks,
+            shutdown,
+            stop_intake,
+        })
+    }
+
+    /// Returns early (starting nothing more) when shutdown begins.
+    async fn run(self) {
+        let Startup {
+            tables_caught_up,
+            results,
+            facts,
+            campaign_control,
+            intake,
+            store,
+            directory,
+            campaigns,
+            ready,
+            tasks,
+            shutdown,
+            stop_intake,
+        } = self;
+        let mut stopping = stop_intake.clone();
+        tokio::select! {
+            r = tables_caught_up => if r.is_err() { return },
+            _ = stopping.changed() => return,
         }
-        if let Some(a) = self.campaign_arbiter.take() {
-            a.stop();
-            let _ = a.join();
+        // Kafka head-end: start hearing its answers before anything is sent.
+        let results_assigned = results.map(|src| {
+            let (tx, rx) = oneshot::channel();
+            tasks.spawn(
+                "head-end results source",
+                src.run(Gate::Assigned(tx), shutdown.clone()),
+            );
+            rx
+        });
+        // Facts that arrived while switchyard was down are applied before any held order is
+        // resumed.
+        let (facts_tx, facts_rx) = oneshot::channel();
+        let gate = Gate::CaughtUp {
+            done: facts_tx,
+            give_up_after: Some(Duration::from_secs(60)),
+        };
+        tasks.spawn("meter facts source", facts.run(gate, shutdown.clone()));
+        tokio::select! {
+            _ = facts_rx => {}
+            _ = stopping.changed() => return,
         }
-        for a in self.arbiters.drain(..) {
-            a.stop();
-            let _ = a.join();
+        if let Some(assigned) = results_assigned {
+            tokio::select! {
+                r = tokio::time::timeout(Duration::from_secs(60), assigned) => if r.is_err() {
+                    tracing::warn!("head-end results partitions not assigned after 60 s; starting anyway");
+                },
+                _ = stopping.changed() => return,
+            }
         }
+        match recover(&store, &directory) {
+            Ok(n) if n > 0 => tracing::info!(meters = n, "resumed open work after restart"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read open work from the store; intake not started");
+                return;
+            }
+        }
+        let resumed = campaigns.resume_all();
+        if resumed > 0 {
+            tracing::info!(campaigns = resumed, "resumed campaigns");
+        }
+        ready.store(true, Ordering::SeqCst);
+        tasks.spawn(
+            "campaign control source",
+            campaign_control.run(Gate::None, shutdown),
+        );
+        intake.run(Gate::None, stop_intake).await;
     }
 }
 

@@ -20,13 +20,17 @@ pub trait Clock: Send + Sync + 'static {
 
     /// Completes once `now() >= at`. The default sleeps on tokio's timer for the difference.
     fn sleep_until(&self, at: Timestamp) -> Sleep {
-        let d = at.duration_since(self.now());
-        let d = if d.is_negative() {
-            Duration::ZERO
-        } else {
-            d.unsigned_abs()
-        };
-        Box::pin(tokio::time::sleep(d))
+        Box::pin(tokio::time::sleep(time_until(self.now(), at)))
+    }
+}
+
+/// How long from `now` until `at`; zero when `at` has passed.
+fn time_until(now: Timestamp, at: Timestamp) -> Duration {
+    let d = at.duration_since(now);
+    if d.is_negative() {
+        Duration::ZERO
+    } else {
+        d.unsigned_abs()
     }
 }
 
@@ -91,17 +95,26 @@ impl Clock for SystemClock {
     }
 }
 
-/// `start` plus the time tokio's clock has advanced since creation (paused time included).
+/// `start` plus `speed` times the time tokio's clock has advanced since creation (paused time
+/// included). With a start in the past or future, or a speed above 1, it is the UAT business
+/// clock of `clock.start_at` / `clock.speed`.
 pub struct TokioClock {
     start: Timestamp,
     base: tokio::time::Instant,
+    speed: f64,
 }
 
 impl TokioClock {
     pub fn starting_at(start: Timestamp) -> Arc<TokioClock> {
+        TokioClock::scaled(start, 1.0)
+    }
+
+    /// Business time starts at `start` and runs `speed` (at least 1) times faster than tokio's.
+    pub fn scaled(start: Timestamp, speed: f64) -> Arc<TokioClock> {
         Arc::new(TokioClock {
             start,
             base: tokio::time::Instant::now(),
+            speed: speed.max(1.0),
         })
     }
 }
@@ -109,8 +122,58 @@ impl TokioClock {
 impl Clock for TokioClock {
     fn now(&self) -> Timestamp {
         let d = tokio::time::Instant::now().duration_since(self.base);
+        let d = if self.speed == 1.0 {
+            d
+        } else {
+            d.mul_f64(self.speed)
+        };
         self.start
             .checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))
             .unwrap_or(Timestamp::MAX)
+    }
+
+    fn sleep_until(&self, at: Timestamp) -> Sleep {
+        let d = time_until(self.now(), at);
+        let wall = if self.speed == 1.0 {
+            d
+        } else {
+            // Rounded up: woken a little late rather than before `at`.
+            Duration::from_secs_f64(d.as_secs_f64() / self.speed) + Duration::from_nanos(1)
+        };
+        Box::pin(tokio::time::sleep(wall))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_uat_clock_starts_at_its_instant_and_runs_faster_by_its_speed() {
+        let start: Timestamp = "2026-12-24T12:00:00Z".parse().unwrap();
+        let clock = TokioClock::scaled(start, 60.0);
+        assert_eq!(clock.now(), start);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(clock.now(), "2026-12-24T12:01:00Z".parse().unwrap());
+
+        // A wake-up an hour of business time away fires after a minute of tokio time, not
+        // before.
+        let at: Timestamp = "2026-12-24T13:01:00Z".parse().unwrap();
+        let t0 = tokio::time::Instant::now();
+        clock.sleep_until(at).await;
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_secs(60) && waited < Duration::from_millis(60_010),
+            "waited {waited:?}"
+        );
+        assert!(clock.now() >= at);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn speed_one_is_tokio_time_from_the_start() {
+        let start: Timestamp = "2026-12-25T09:00:00-05:00".parse().unwrap();
+        let clock = TokioClock::starting_at(start);
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(clock.now(), "2026-12-25T14:00:01.5Z".parse().unwrap());
     }
 }

@@ -124,6 +124,61 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    #[serde(default)]
+    pub clock: ClockConfig,
+}
+
+/// Business time. Unset, switchyard runs on the wall clock. For user-acceptance tests of rule
+/// packs on chosen dates: start the business clock at `start_at`, optionally `speed` times
+/// faster. A shifted clock is marked in the logs, in `switchyard_business_clock_shifted` and in
+/// `/readyz`, and refused with an external broker unless `allow_with_external_broker` is set
+/// (a production cluster must never see orders decided on a make-believe date).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    /// The instant business time starts at (RFC 3339 with an offset, e.g.
+    /// `2026-12-24T07:00:00-05:00`). Unset: now.
+    #[serde(default, deserialize_with = "instant::optional")]
+    pub start_at: Option<jiff::Timestamp>,
+    /// Business seconds per wall second, 1 to 3600.
+    #[serde(default = "one")]
+    pub speed: f64,
+    /// Allow a shifted clock with `kafka.brokers` set (a UAT cluster, not production).
+    #[serde(default)]
+    pub allow_with_external_broker: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig {
+            start_at: None,
+            speed: 1.0,
+            allow_with_external_broker: false,
+        }
+    }
+}
+
+impl ClockConfig {
+    /// True when business time is not the wall clock.
+    pub fn is_shifted(&self) -> bool {
+        self.start_at.is_some() || self.speed != 1.0
+    }
+
+    /// The clock `switchyard run` uses: the wall clock, or the shifted business clock.
+    pub fn clock(&self) -> std::sync::Arc<dyn crate::clock::Clock> {
+        if self.is_shifted() {
+            crate::clock::TokioClock::scaled(
+                self.start_at.unwrap_or_else(jiff::Timestamp::now),
+                self.speed,
+            )
+        } else {
+            std::sync::Arc::new(crate::clock::SystemClock)
+        }
+    }
 }
 
 /// Which rules decide whether a disconnect may run.
@@ -432,6 +487,26 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
+        }
+        let c = &self.clock;
+        if !(1.0..=3600.0).contains(&c.speed) {
+            return Err(invalid(
+                "clock.speed",
+                "must be between 1 and 3600 business seconds per wall second",
+            ));
+        }
+        if c.is_shifted() && !self.embedded_kafka() && !c.allow_with_external_broker {
+            let key = if c.start_at.is_some() {
+                "clock.start_at"
+            } else {
+                "clock.speed"
+            };
+            return Err(invalid(
+                key,
+                "shifts business time (a UAT setting) while kafka.brokers names an external cluster; \
+                 if that cluster is a UAT one, also set clock.allow_with_external_broker = true, \
+                 otherwise remove the clock settings",
+            ));
         }
         let k = &self.kafka;
         if k.group_id.trim().is_empty() {
@@ -805,9 +880,96 @@ fn apply_env_override(table: &mut toml::Table, var: &str, value: &str) -> Result
     Ok(())
 }
 
+/// `deserialize_with` for an instant: an RFC 3339 string, or a TOML offset date-time (written
+/// unquoted in a file, or in an environment override).
+mod instant {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Toml(toml::value::Datetime),
+    }
+
+    pub(super) fn optional<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<jiff::Timestamp>, D::Error> {
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(t) => t,
+            Raw::Toml(t) => t.to_string(),
+        };
+        text.parse().map(Some).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not an instant with an offset ({e}); write e.g. 2026-12-24T07:00:00-05:00"
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_uat_clock_takes_an_instant_and_a_speed_and_is_refused_with_an_external_broker() {
+        // Quoted, unquoted and from the environment.
+        let c =
+            from_text("[clock]\nstart_at = \"2026-12-25T09:00:00-05:00\"\nspeed = 60\n").unwrap();
+        assert_eq!(
+            c.clock.start_at,
+            Some("2026-12-25T14:00:00Z".parse().unwrap())
+        );
+        assert_eq!(c.clock.speed, 60.0);
+        assert!(c.clock.is_shifted());
+        let c = from_text("[clock]\nstart_at = 2026-12-25T09:00:00-05:00\n").unwrap();
+        assert_eq!(
+            c.clock.start_at,
+            Some("2026-12-25T14:00:00Z".parse().unwrap())
+        );
+        let c = Config::load_with_env(
+            None,
+            env(&[("SWITCHYARD__CLOCK__START_AT", "2026-12-25T09:00:00-05:00")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.clock.start_at,
+            Some("2026-12-25T14:00:00Z".parse().unwrap())
+        );
+        // The defaults are the wall clock.
+        let c = Config::load_with_env(None, no_env()).unwrap();
+        assert!(!c.clock.is_shifted());
+
+        // No offset, nonsense, a speed out of range: refused naming the key.
+        let (key, message) = rejected(from_text("[clock]\nstart_at = 2026-12-25T09:00:00\n"));
+        assert_eq!(key, "clock.start_at");
+        assert!(message.contains("offset"), "{message}");
+        assert_eq!(
+            rejected_key(from_text("[clock]\nstart_at = \"Christmas\"\n")),
+            "clock.start_at"
+        );
+        assert_eq!(
+            rejected_key(from_text("[clock]\nspeed = 0.5\n")),
+            "clock.speed"
+        );
+        assert_eq!(
+            rejected_key(from_text("[clock]\nspeed = 100000\n")),
+            "clock.speed"
+        );
+
+        // With an external broker: refused unless explicitly allowed.
+        let uat = "[kafka]\nbrokers = \"uat-kafka:9092\"\n[clock]\nstart_at = \"2026-12-25T09:00:00-05:00\"\n";
+        let (key, message) = rejected(from_text(uat));
+        assert_eq!(key, "clock.start_at");
+        assert!(
+            message.contains("clock.allow_with_external_broker"),
+            "{message}"
+        );
+        let fast = "[kafka]\nbrokers = \"uat-kafka:9092\"\n[clock]\nspeed = 10\n";
+        assert_eq!(rejected_key(from_text(fast)), "clock.speed");
+        let allowed = from_text(&format!("{uat}allow_with_external_broker = true\n")).unwrap();
+        assert!(allowed.clock.is_shifted());
+    }
 
     fn no_env() -> Vec<(String, String)> {
         Vec::new()

@@ -48,6 +48,15 @@ pub struct HttpState {
     pub registry: Arc<Registry>,
     pub directory: Arc<Directory>,
     pub readers: Arc<Semaphore>,
+    /// Set when business time is shifted (`[clock]`): shown in every `/readyz` answer.
+    pub uat_clock: Option<UatClock>,
+}
+
+/// A shifted business clock, as `/readyz` shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct UatClock {
+    pub started_at: jiff::Timestamp,
+    pub speed: f64,
 }
 
 impl HttpState {
@@ -63,7 +72,31 @@ impl HttpState {
             registry,
             directory,
             readers: Arc::new(Semaphore::new(STORE_READERS)),
+            uat_clock: None,
         }
+    }
+
+    pub fn with_uat_clock(mut self, uat_clock: Option<UatClock>) -> HttpState {
+        self.uat_clock = uat_clock;
+        self
+    }
+
+    /// Business time now, and the UAT clock when it is shifted.
+    fn clock_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        let now = self.directory.services().clock.now();
+        m.insert("business_time".into(), json!(now.to_string()));
+        if let Some(u) = self.uat_clock {
+            m.insert(
+                "uat_clock".into(),
+                json!({
+                    "warning": "business time is shifted: decisions are made for the UAT date, not today",
+                    "started_at": u.started_at.to_string(),
+                    "speed": u.speed,
+                }),
+            );
+        }
+        m
     }
 
     /// Runs a store lookup on the blocking pool, at most [`STORE_READERS`] at a time.
@@ -102,21 +135,26 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {
-    if !s.ready.load(Ordering::SeqCst) {
-        return (
+    let (status, mut body) = if !s.ready.load(Ordering::SeqCst) {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "waiting_for": "meter registry catch-up and order intake start" })),
+            json!({ "ready": false, "waiting_for": "meter registry catch-up and order intake start" }),
         )
-            .into_response();
-    }
-    if let Some(reason) = s.store.unavailable() {
-        return (
+    } else if let Some(reason) = s.store.unavailable() {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "waiting_for": "the store to accept writes again (intake paused, nothing lost)", "reason": reason })),
+            json!({ "ready": false, "waiting_for": "the store to accept writes again (intake paused, nothing lost)", "reason": reason }),
         )
-            .into_response();
+    } else {
+        (
+            StatusCode::OK,
+            json!({ "ready": true, "registry_meters": s.registry.len(), "live_meter_actors": s.directory.live_actors() }),
+        )
+    };
+    if let Some(m) = body.as_object_mut() {
+        m.extend(s.clock_fields());
     }
-    Json(json!({ "ready": true, "registry_meters": s.registry.len(), "live_meter_actors": s.directory.live_actors() })).into_response()
+    (status, Json(body)).into_response()
 }
 
 /// Exact internal latency since start (see `observability::LatencyProbes`), in microseconds.

@@ -43,8 +43,15 @@ pub fn prometheus() -> &'static PrometheusHandle {
             "commit" => GIT_COMMIT,
         )
         .set(1.0);
+        business_clock(false, 1.0);
         handle
     })
+}
+
+/// Marks the business clock in the metrics (`switchyard_business_clock_*`).
+pub fn business_clock(shifted: bool, speed: f64) {
+    gauge!("switchyard_business_clock_shifted").set(if shifted { 1.0 } else { 0.0 });
+    gauge!("switchyard_business_clock_speed").set(speed);
 }
 
 /// The git commit switchyard was built from (build.rs), or `unknown` (built outside a git
@@ -559,6 +566,18 @@ pub const CATALOGUE: &[MetricSpec] = &[
         MetricKind::Gauge,
         None,
         "always 1; the labels say which build is running",
+    ),
+    spec(
+        "switchyard_business_clock_shifted",
+        MetricKind::Gauge,
+        None,
+        "1 while business time is shifted for a UAT run (clock.start_at or clock.speed set): decisions are made for the UAT date, not today; 0 on the wall clock",
+    ),
+    spec(
+        "switchyard_business_clock_speed",
+        MetricKind::Gauge,
+        None,
+        "business seconds per wall second (clock.speed; 1 on the wall clock)",
     ),
 ];
 

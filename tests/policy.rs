@@ -539,3 +539,52 @@ async fn a_payment_sent_during_downtime_wins_over_a_restart() {
     );
     app.shutdown().await;
 }
+
+/// A UAT run of a rule pack on a chosen date, the way `switchyard run` does it (`[clock]`):
+/// business time starts on Christmas Eve morning in Richmond, the day before a holiday. The
+/// disconnect is held to Monday 08:00 (Christmas Eve, Christmas and the weekend are barred), and
+/// `/readyz` says the clock is shifted. (The speed is covered by the clock's paused-time unit
+/// test and by the `run` child in tests/cli, which also checks the process-wide metrics.)
+#[actix_rt::test]
+async fn a_uat_run_decides_on_the_chosen_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = with_pack(dir.path(), "virginia.toml");
+    cfg.clock.start_at = Some(ts("2026-12-24T10:00:00-05:00"));
+    cfg.validate()
+        .expect("a shifted clock is allowed with the embedded Kafka");
+    let clock = cfg.clock.clock();
+    let app = App::start(cfg, clock).await.expect("switchyard starts");
+    assert!(app.wait_ready(T).await);
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    register_in(&app, &p, "UAT-1", "richmond", json!({})).await;
+    produce_json(
+        &p,
+        &app.config.topics.orders,
+        "UAT-1",
+        disconnect("SO-UAT-1", "UAT-1", "2026-12-01T15:00:00Z"),
+    )
+    .await;
+
+    let held = wait_status(&events, "SO-UAT-1", OrderStatus::Deferred).await;
+    assert_eq!(held.retry_at, Some(ts("2026-12-28T13:00:00Z")), "{held:?}");
+    assert!(
+        held.at.to_string().starts_with("2026-12-24T15:"),
+        "{held:?}"
+    );
+
+    let (status, body) = http_get(app.http_addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        ready["uat_clock"]["started_at"], "2026-12-24T15:00:00Z",
+        "{body}"
+    );
+    assert_eq!(ready["uat_clock"]["speed"], 1.0, "{body}");
+    let now: Timestamp = ready["business_time"].as_str().unwrap().parse().unwrap();
+    assert!(
+        now >= ts("2026-12-24T15:00:00Z") && now < ts("2026-12-24T16:00:00Z"),
+        "{body}"
+    );
+    app.shutdown().await;
+}

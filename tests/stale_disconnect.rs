@@ -158,9 +158,8 @@ fn a_disconnect_held_back_as_stale_is_status_checked_at_once_not_after_its_deadl
             campaign_outcomes: tokio::sync::mpsc::unbounded_channel().0,
         };
         let arbiter = actix::Arbiter::new();
-        let directory = Directory::new(services, vec![arbiter.handle()]);
         let head_end = Arc::new(RecordingHeadEnd::default());
-        directory.set_head_end(head_end.clone());
+        let directory = Directory::new(services, vec![arbiter.handle()], |_| head_end.clone());
         let payload = serde_json::to_vec(&serde_json::json!({
             "schema_version": 1, "order_id": "SO-1", "kind": "disconnect", "reason": "non_payment",
             "meter_id": "MTR-1", "notice_sent_at": "2026-11-01T00:00:00Z", "amount_due": 300.0

@@ -1,11 +1,9 @@
 //! `switchyard run`: the service, until SIGTERM or Ctrl-C (then a graceful drain).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 
-use switchyard::clock::SystemClock;
 use switchyard::{App, Config};
 
 #[derive(clap::Args)]
@@ -22,7 +20,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     switchyard::observability::init_logging(config.log.format, &config.log.level);
     let sys = actix::System::new();
     sys.block_on(async move {
-        let app = App::start(config, Arc::new(SystemClock))
+        let clock = config.clock.clock();
+        let app = App::start(config, clock)
             .await
             .context("switchyard could not start")?;
         println!("switchyard running");
@@ -33,6 +32,16 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         );
         println!("  orders topic:    {}", app.config.topics.orders);
         println!("  events topic:    {}", app.config.topics.order_events);
+        if app.config.clock.is_shifted() {
+            println!(
+                "  UAT CLOCK:       business time starts at {}, {}x speed (not for production)",
+                app.config
+                    .clock
+                    .start_at
+                    .map_or("now".to_string(), |t| t.to_string()),
+                app.config.clock.speed
+            );
+        }
         wait_for_signal().await;
         println!("switchyard stopping");
         app.shutdown().await;

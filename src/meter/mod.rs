@@ -8,7 +8,7 @@ pub(crate) mod actor;
 pub mod machine;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -83,7 +83,7 @@ pub struct Directory {
     live: DashMap<Arc<str>, Entry>,
     arbiters: Vec<ArbiterHandle>,
     services: MeterServices,
-    head_end: OnceLock<Arc<dyn HeadEnd>>,
+    head_end: Arc<dyn HeadEnd>,
     next_generation: AtomicU64,
     /// Commands in flight (sent, not answered, not timed out) over all meters.
     in_flight: std::sync::atomic::AtomicI64,
@@ -93,14 +93,19 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// `arbiters` host the actors (round robin); the head-end is set once it exists.
-    pub fn new(services: MeterServices, arbiters: Vec<ArbiterHandle>) -> Arc<Directory> {
+    /// `arbiters` host the actors (round robin). `head_end` builds the head-end from the sink
+    /// its answers go to (this directory).
+    pub fn new(
+        services: MeterServices,
+        arbiters: Vec<ArbiterHandle>,
+        head_end: impl FnOnce(std::sync::Weak<dyn ResultSink>) -> Arc<dyn HeadEnd>,
+    ) -> Arc<Directory> {
         assert!(!arbiters.is_empty(), "at least one arbiter");
         Arc::new_cyclic(|me| Directory {
             live: DashMap::new(),
             arbiters,
             services,
-            head_end: OnceLock::new(),
+            head_end: head_end(me.clone() as std::sync::Weak<dyn ResultSink>),
             next_generation: AtomicU64::new(0),
             in_flight: std::sync::atomic::AtomicI64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -108,14 +113,8 @@ impl Directory {
         })
     }
 
-    pub fn set_head_end(&self, head_end: Arc<dyn HeadEnd>) {
-        let _ = self.head_end.set(head_end);
-    }
-
     pub(crate) fn head_end(&self) -> &Arc<dyn HeadEnd> {
-        self.head_end
-            .get()
-            .expect("head-end set before any meter is activated")
+        &self.head_end
     }
 
     pub(crate) fn services(&self) -> &MeterServices {

@@ -6,7 +6,9 @@
 //!   systemd unit starts switchyard: from `/`);
 //! - [`demo`]: a piped demo writes plain text and does not count held orders as final;
 //! - [`loadtest`]: without `--out` a run never overwrites the committed reports;
-//! - [`policy`]: `policy explain` and `campaign plan`.
+//! - [`policy`]: `policy explain` and `campaign plan`;
+//! - [`uat`]: `run` with a UAT business clock is marked everywhere, and refused against an
+//!   external broker unless allowed.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -15,6 +17,7 @@ mod config;
 mod demo;
 mod loadtest;
 mod policy;
+mod uat;
 
 /// Runs `switchyard <args>` in `cwd` with RUST_BACKTRACE unset (error output as a user sees it).
 pub fn switchyard(args: &[&str], cwd: &Path) -> Output {
