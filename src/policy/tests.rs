@@ -2,6 +2,7 @@
 //! policy says "execute" a disconnect, an independent check of every rule agrees, and a
 //! deferral names a time at which the same policy would execute it.
 
+use jiff::civil::Date;
 use proptest::prelude::*;
 
 use super::*;

@@ -15,7 +15,9 @@ use proptest::prelude::*;
 use super::*;
 use crate::domain::{CommandOutcome, CommandResult, Order, OrderKind, ReasonCode};
 use crate::facts::{Approval, ApprovalDecision, Certificate, MeterFact, Payment};
-use crate::policy::{Day, Emergency, Forecast, Protection, RulePack, WeatherRule};
+use crate::policy::{
+    Day, Emergency, Forecast, Protection, RulePack, WeatherRule, BASELINE_PROTECTIONS,
+};
 
 const TZ: &str = "America/New_York";
 const ZONE: &str = "z1";

@@ -7,7 +7,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::domain::{Order, OrderKind, ReasonCode};
+use crate::domain::{CommandOutcome, ExceptionKind, FailureCode, Order, OrderKind, ReasonCode};
 
 fn policy() -> RetryPolicy {
     RetryPolicy {

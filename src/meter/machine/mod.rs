@@ -1,0 +1,356 @@
+//! The meter state machine: pure, no I/O, no clock. Given an input and the time it returns the
+//! actions the meter actor must perform (persist, dispatch, publish, arm timers), in the style of
+//! restate's state machines. Invariants it owns:
+//! - at most one command in flight per meter (`in_flight` is an `Option`);
+//! - a reconnect or a cancel supersedes a pending (not yet dispatched) disconnect;
+//! - a disconnect of a meter known to be disconnected completes without a command (and the
+//!   same for a reconnect of a connected meter);
+//! - a command whose outcome is unknown (deadline passed, or a crash while it was in flight) is
+//!   resolved by a switch-status check before any retry;
+//! - retryable failures back off exponentially up to `max_attempts`; then an exception;
+//! - policy before power: every disconnect execution (first try and retries) is decided by the
+//!   pure [`Policy`](crate::policy::Policy) at the moment it would be sent; a held order
+//!   (deferred, awaiting approval) is re-decided on every step, so a fact that changes (weather,
+//!   emergency, approval, certificate, payment) takes effect at once; a payment withdraws a
+//!   pending non-payment disconnect before any command can be sent;
+//! - restore obligation: a protection that arrives after a non-payment cut raises a reconnect.
+//!
+//! One file per concern: [`step`](MeterMachine::step) (here) hands each input to `intake`
+//! (orders and cancels), `campaign` (adopt, release, withdraw), `fact` (payments,
+//! certificates, approvals), `result` (head-end answers and confirmation), `unknown`
+//! (deadlines and restarts with a command in flight) or `failure` (retry or exception); then
+//! `restore` (the restore obligation) and `drive` (the next command), which asks `hold` (the
+//! policy decision and the holds it leaves).
+
+mod campaign;
+mod drive;
+mod fact;
+mod failure;
+mod hold;
+mod intake;
+mod restore;
+mod result;
+mod unknown;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::facts::MeterFact;
+use crate::policy::{Emergency, Forecast, Policy};
+
+use crate::domain::{
+    AuditEvent, AuditKind, Command, CommandKind, CommandResult, ExceptionRecord, MeterFlags, Order,
+    OrderEvent, OrderKind, OrderRecord, OrderStatus, SwitchState, Timestamp,
+};
+pub use crate::domain::{Cut, Hold, InFlight, OpenOrder, Purpose};
+
+/// Retry and deadline rules (from `[head_end]` in the config).
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub command_deadline: Duration,
+}
+
+impl RetryPolicy {
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.backoff_initial
+            .saturating_mul(factor)
+            .min(self.backoff_max)
+    }
+}
+
+/// What the registry and the zone fact book say about the meter, as the machine needs it.
+#[derive(Debug, Clone)]
+pub struct MeterFacts {
+    /// The registry knows the meter (now, or earlier in this actor's life). A meter not in the
+    /// registry (yet: the registry may still be loading after a restart) gets no command and
+    /// no verdict about its switch: its orders wait ([`UNREGISTERED`]).
+    pub known: bool,
+    /// switchyard is stopping (SIGTERM drain): answers are taken in, but no new command is
+    /// started; open work stays open (stored) and resumes at the next start.
+    pub draining: bool,
+    pub has_switch: bool,
+    pub head_end_id: String,
+    pub zone: String,
+    /// Registry flags (protections among them); valid certificates are added by the machine.
+    pub flags: MeterFlags,
+    pub policy: Arc<Policy>,
+    pub forecasts: Arc<Vec<Forecast>>,
+    pub emergencies: Arc<Vec<Emergency>>,
+}
+
+impl MeterFacts {
+    /// A meter with no zone facts under the built-in baseline policy.
+    pub fn baseline(has_switch: bool, head_end_id: &str) -> MeterFacts {
+        MeterFacts {
+            known: true,
+            draining: false,
+            has_switch,
+            head_end_id: head_end_id.to_string(),
+            zone: String::new(),
+            flags: MeterFlags::empty(),
+            policy: Arc::new(Policy::baseline()),
+            forecasts: Arc::default(),
+            emergencies: Arc::default(),
+        }
+    }
+}
+
+/// The hold rule of an order whose meter is not in the registry (yet).
+pub const UNREGISTERED: &str = "meter_not_in_registry";
+/// How often such an order looks at the registry again.
+pub const UNREGISTERED_RECHECK: Duration = Duration::from_secs(5);
+
+/// The machine is implemented on the stored state (see `domain::meter_state`).
+pub type MeterMachine = crate::domain::MeterState;
+
+pub const PAYMENT_MEMORY_DAYS: i64 = 60;
+
+#[derive(Debug, Clone)]
+pub enum Input {
+    Order(Order),
+    Result(CommandResult),
+    Deadline(String),
+    Wake,
+    /// The actor was activated with a persisted in-flight command (restart): its outcome is
+    /// unknown.
+    Recover,
+    /// A payment, certificate or approval for this meter.
+    Fact(MeterFact),
+    /// The order's campaign released it (idempotent).
+    Release {
+        order_id: String,
+    },
+    /// The order's campaign withdrew it before release (cancelled, expired).
+    Withdraw {
+        order_id: String,
+        reason: String,
+    },
+    /// A campaign takes in this open order, if it has not been sent yet.
+    Adopt {
+        order_id: String,
+        campaign_id: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Dispatch(Command),
+    Event(OrderEvent),
+    Audit(AuditEvent),
+    Exception(ExceptionRecord),
+    ArmDeadline {
+        command_id: String,
+        at: Timestamp,
+    },
+    WakeAt(Timestamp),
+    /// An order switchyard raised itself (restore obligation): store it like an intake order.
+    NewOrder(OrderRecord),
+    /// Policy decided on a disconnect and the decision was audited (counted in
+    /// `switchyard_policy_decisions_total`): `execute`, `deferred`, `awaiting_approval` or
+    /// `rejected`, from the decision itself (not read back from the audit text).
+    Decided(&'static str),
+}
+
+fn add(now: Timestamp, d: Duration) -> Timestamp {
+    now.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
+}
+
+struct Out<'a> {
+    meter_id: &'a str,
+    now: Timestamp,
+    actions: Vec<Action>,
+}
+
+impl Out<'_> {
+    fn event(
+        &mut self,
+        o: &Order,
+        status: OrderStatus,
+        reason: Option<&str>,
+        f: impl FnOnce(&mut OrderEvent),
+    ) {
+        let mut e = OrderEvent::new(&o.order_id, self.meter_id, Some(o.kind), status, self.now);
+        e.reason = reason.map(str::to_string);
+        e.campaign_id = o.campaign_id.clone();
+        f(&mut e);
+        let mut a = AuditEvent::new(self.meter_id, self.now, AuditKind::StatusChange)
+            .order(&o.order_id)
+            .status(status);
+        a.reason = e.reason.clone();
+        a.detail = e.detail.clone();
+        a.command_id = e.command_id.clone();
+        self.actions.push(Action::Audit(a));
+        self.actions.push(Action::Event(e));
+    }
+    /// An order event (and its audit row) whose only addition is a detail text.
+    fn event_detail(
+        &mut self,
+        o: &Order,
+        status: OrderStatus,
+        reason: &str,
+        detail: impl Into<String>,
+    ) {
+        let detail = detail.into();
+        self.event(o, status, Some(reason), |e| e.detail = Some(detail));
+    }
+    fn audit(&mut self, a: AuditEvent) {
+        self.actions.push(Action::Audit(a));
+    }
+}
+
+impl MeterMachine {
+    pub fn new(meter_id: &str) -> Self {
+        MeterMachine {
+            meter_id: meter_id.to_string(),
+            switch: SwitchState::Unknown,
+            switch_known_at: None,
+            last_register_kwh: None,
+            open: Vec::new(),
+            in_flight: None,
+            next_seq: 0,
+            certificates: Vec::new(),
+            last_cut: None,
+            payments: Vec::new(),
+        }
+    }
+
+    /// Registry flags plus the protections of certificates valid at `now`.
+    pub fn effective_flags(&self, facts: &MeterFacts, now: Timestamp) -> MeterFlags {
+        let mut f = facts.flags;
+        for c in &self.certificates {
+            if c.valid_at(now) {
+                f.set(c.protection.flag(), true);
+            }
+        }
+        f
+    }
+
+    /// The protections the meter has now (registry flags and valid certificates).
+    fn protections(&self, facts: &MeterFacts, now: Timestamp) -> Vec<crate::domain::Protection> {
+        let flags = self.effective_flags(facts, now);
+        crate::domain::Protection::ALL
+            .into_iter()
+            .filter(|p| flags.contains(p.flag()))
+            .collect()
+    }
+
+    /// An order is deferred (not awaiting a person): zone facts may release it early.
+    pub fn holds_on_zone_facts(&self) -> bool {
+        self.open.iter().any(|o| {
+            o.hold
+                .as_ref()
+                .is_some_and(|h| h.status == OrderStatus::Deferred)
+        })
+    }
+
+    pub fn has_order(&self, order_id: &str) -> bool {
+        self.open_index(order_id).is_some()
+    }
+
+    /// Startup recovery: the orders the store lists as open for this meter that this snapshot
+    /// does not hold (accepted by the intake, then the process stopped before delivery).
+    ///
+    /// `stored_open` must be read *after* this machine's last step was stored (the actor reads
+    /// it when it handles the recovery message, behind its own writes). A list read earlier
+    /// may still hold an order this machine has since closed (in its `Recover` step, say), and
+    /// feeding that order again would run a terminal order a second time under the command id
+    /// of its first attempt (issue 10).
+    pub fn undelivered(&self, stored_open: Vec<Order>) -> Vec<Input> {
+        stored_open
+            .into_iter()
+            .filter(|o| !self.has_order(&o.order_id))
+            .map(Input::Order)
+            .collect()
+    }
+
+    /// True when nothing is open and nothing is in flight: the actor may passivate.
+    pub fn is_idle(&self) -> bool {
+        self.open.is_empty() && self.in_flight.is_none()
+    }
+
+    /// Where the open order `order_id` stands in `open`.
+    fn open_index(&self, order_id: &str) -> Option<usize> {
+        self.open.iter().position(|o| o.order.order_id == order_id)
+    }
+
+    /// Takes the command in flight out of flight, if it is `command_id`.
+    fn take_in_flight(&mut self, command_id: &str) -> Option<InFlight> {
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.command.command_id == command_id)
+        {
+            self.in_flight.take()
+        } else {
+            None
+        }
+    }
+
+    /// The command of the open order at `idx` is out (in flight, or its outcome unknown): the
+    /// order can no longer be recalled, only marked withdrawn.
+    fn command_out(&self, idx: usize) -> bool {
+        let o = &self.open[idx];
+        o.unknown_outcome
+            || self
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.command.order_id == o.order.order_id)
+    }
+
+    /// One input at `now`: the input's own handler, then the restore obligation, then the next
+    /// due work (`drive`); returns what the actor must do, in order.
+    pub fn step(
+        &mut self,
+        input: Input,
+        now: Timestamp,
+        facts: &MeterFacts,
+        policy: &RetryPolicy,
+    ) -> Vec<Action> {
+        let meter_id = self.meter_id.clone();
+        let mut out = Out {
+            meter_id: &meter_id,
+            now,
+            actions: Vec::new(),
+        };
+        match input {
+            Input::Order(order) => self.on_order(order, &mut out),
+            Input::Result(r) => self.on_result(r, &mut out, policy),
+            Input::Deadline(id) => self.on_deadline(&id, &mut out, policy),
+            Input::Wake => {}
+            Input::Recover => self.on_recover(&mut out, policy),
+            Input::Fact(f) => self.on_fact(f, facts, &mut out),
+            Input::Release { order_id } => self.on_release(&order_id, &mut out),
+            Input::Adopt {
+                order_id,
+                campaign_id,
+            } => self.on_adopt(&order_id, &campaign_id, &mut out),
+            Input::Withdraw { order_id, reason } => self.on_withdraw(&order_id, &reason, &mut out),
+        }
+        self.restore_if_obliged(facts, &mut out);
+        self.drive(&mut out, facts, policy);
+        out.actions
+    }
+}
+
+/// The head-end command that executes an order kind.
+pub fn command_for(kind: OrderKind) -> Option<CommandKind> {
+    match kind {
+        OrderKind::Disconnect | OrderKind::MoveOut => Some(CommandKind::Disconnect),
+        OrderKind::Reconnect | OrderKind::MoveIn => Some(CommandKind::Connect),
+        OrderKind::Read => Some(CommandKind::Read),
+        OrderKind::Cancel => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod policy_tests;

@@ -1,0 +1,220 @@
+//! Head-end answers. An answer to the command in flight updates what the machine knows of the
+//! switch (and the register), records a non-payment cut for the restore obligation, and then
+//! completes the order when the switch is where the order wants it, resolves an unknown
+//! outcome by a status check's answer (confirmed, or safe to send again), or hands a failure to
+//! `failure` (retry or exception). A late answer changes nothing but newer switch knowledge.
+
+use crate::domain::{
+    AuditEvent, AuditKind, Command, CommandKind, CommandOutcome, CommandResult, Cut, FailureCode,
+    OrderEvent, OrderStatus, SwitchState,
+};
+
+use super::{command_for, MeterMachine, Out, Purpose, RetryPolicy};
+
+impl MeterMachine {
+    pub(super) fn on_result(&mut self, r: CommandResult, out: &mut Out, policy: &RetryPolicy) {
+        let Some(f) = self.take_in_flight(&r.command_id) else {
+            self.late_result(&r, out);
+            return;
+        };
+        out.audit(
+            AuditEvent::new(out.meter_id, out.now, AuditKind::CommandResult)
+                .order(&f.command.order_id)
+                .command(&f.command.command_id, f.command.kind)
+                .reason(r.outcome_label())
+                .detail(serde_json::to_string(&r.outcome).unwrap_or_default()),
+        );
+        self.learn_switch(&f.command, &r);
+        let Some(idx) = self.open_index(&f.command.order_id) else {
+            return;
+        };
+        let target = command_for(self.open[idx].order.kind).and_then(CommandKind::target_state);
+        self.record_cut(idx, target, &r);
+        match (f.purpose, &r.outcome) {
+            (
+                Purpose::Execute,
+                CommandOutcome::Confirmed {
+                    switch_state,
+                    register_kwh,
+                },
+            ) => self.confirm_execution(
+                idx,
+                &f.command,
+                (*switch_state, *register_kwh),
+                target,
+                out,
+                policy,
+            ),
+            (Purpose::Execute, CommandOutcome::Failed { code, detail }) => {
+                self.fail_or_retry(idx, *code, detail.clone(), &f.command, out, policy)
+            }
+            (Purpose::StatusCheck, CommandOutcome::Confirmed { switch_state, .. })
+                if *switch_state == SwitchState::Unknown =>
+            {
+                // The head-end could not read the switch either: ask again later.
+                self.check_again_later(idx, out, policy);
+            }
+            (Purpose::StatusCheck, CommandOutcome::Confirmed { switch_state, .. }) => {
+                self.resolve_by_status(idx, &f.command, *switch_state, target, out, policy)
+            }
+            (Purpose::StatusCheck, CommandOutcome::Failed { .. }) => {
+                self.check_again_later(idx, out, policy);
+            }
+        }
+    }
+
+    /// A late answer (after its deadline) or one for a command we never sent: keep the switch
+    /// knowledge if it is newer, change nothing else.
+    fn late_result(&mut self, r: &CommandResult, out: &mut Out) {
+        let mut a = AuditEvent::new(out.meter_id, out.now, AuditKind::LateResult)
+            .reason(r.outcome_label())
+            .detail(format!(
+                "result for {} which is not in flight",
+                r.command_id
+            ));
+        a.command_id = Some(r.command_id.clone());
+        out.audit(a);
+        if let CommandOutcome::Confirmed { switch_state, .. } = &r.outcome {
+            if self.switch_known_at.is_none_or(|t| r.at > t) {
+                self.switch = *switch_state;
+                self.switch_known_at = Some(r.at);
+            }
+        }
+    }
+
+    /// What a confirmed answer to `cmd` says about the switch and the register.
+    fn learn_switch(&mut self, cmd: &Command, r: &CommandResult) {
+        if let CommandOutcome::Confirmed {
+            switch_state,
+            register_kwh,
+        } = &r.outcome
+        {
+            if cmd.kind != CommandKind::Read || *switch_state != SwitchState::Unknown {
+                self.switch = *switch_state;
+                self.switch_known_at = Some(r.at);
+            }
+            if register_kwh.is_some() {
+                self.last_register_kwh = *register_kwh;
+            }
+            if self.switch == SwitchState::Connected {
+                self.last_cut = None;
+            }
+        }
+    }
+
+    /// A disconnect order confirmed disconnected is the meter's last cut (the restore
+    /// obligation looks at it).
+    fn record_cut(&mut self, idx: usize, target: Option<SwitchState>, r: &CommandResult) {
+        if let CommandOutcome::Confirmed { switch_state, .. } = &r.outcome {
+            if *switch_state == SwitchState::Disconnected
+                && target == Some(SwitchState::Disconnected)
+            {
+                let o = &self.open[idx];
+                self.last_cut = Some(Cut {
+                    order_id: o.order.order_id.clone(),
+                    reason: o.order.reason,
+                    at: r.at,
+                    approved: o.approved_by.is_some(),
+                    protection_after_cut: false,
+                    restore_ordered: false,
+                });
+            }
+        }
+    }
+
+    /// The head-end confirmed the execution `cmd`: complete the order when the switch is where
+    /// it should be (or the order has no target state), else it failed with a state mismatch.
+    fn confirm_execution(
+        &mut self,
+        idx: usize,
+        cmd: &Command,
+        (switch_state, register_kwh): (SwitchState, Option<f64>),
+        target: Option<SwitchState>,
+        out: &mut Out,
+        policy: &RetryPolicy,
+    ) {
+        if target.is_none() || target == Some(switch_state) {
+            let o = self.open.remove(idx);
+            let (s, kwh, cid, att) = (
+                switch_state,
+                register_kwh,
+                cmd.command_id.clone(),
+                cmd.attempt,
+            );
+            let answer = |e: &mut OrderEvent| {
+                e.switch_state = Some(s);
+                e.register_kwh = kwh;
+                e.command_id = Some(cid.clone());
+                e.attempt = Some(att);
+            };
+            if target.is_some() {
+                out.event(
+                    &o.order,
+                    OrderStatus::Confirmed,
+                    Some("head_end_confirmed"),
+                    &answer,
+                );
+            }
+            out.event(&o.order, OrderStatus::Completed, Some("done"), &answer);
+        } else {
+            self.fail_or_retry(
+                idx,
+                FailureCode::StateMismatch,
+                Some(format!(
+                    "head-end reports {switch_state:?} after {}",
+                    cmd.kind.as_str()
+                )),
+                cmd,
+                out,
+                policy,
+            );
+        }
+    }
+
+    /// A status check read the switch: the outcome is known again. The earlier command took
+    /// effect (the order is confirmed without sending it again), or it did not (send again).
+    fn resolve_by_status(
+        &mut self,
+        idx: usize,
+        cmd: &Command,
+        switch_state: SwitchState,
+        target: Option<SwitchState>,
+        out: &mut Out,
+        policy: &RetryPolicy,
+    ) {
+        let o = &mut self.open[idx];
+        o.unknown_outcome = false;
+        o.status_checks = 0;
+        o.status_checks_lost = 0;
+        if target == Some(switch_state) {
+            let o = self.open.remove(idx);
+            let (s, cid) = (switch_state, cmd.command_id.clone());
+            let answer = |e: &mut OrderEvent| {
+                e.switch_state = Some(s);
+                e.command_id = Some(cid.clone());
+            };
+            out.event(
+                &o.order,
+                OrderStatus::Confirmed,
+                Some("confirmed_by_status_check"),
+                |e| {
+                    answer(e);
+                    e.detail = Some("the earlier command took effect; not sent again".into());
+                },
+            );
+            out.event(&o.order, OrderStatus::Completed, Some("done"), &answer);
+        } else {
+            // The earlier attempt did not take effect: it is now safe to send again.
+            self.fail_or_retry(
+                idx,
+                FailureCode::NetworkTimeout,
+                Some(format!(
+                    "no answer to the previous attempt; switch is {switch_state:?}"
+                )),
+                cmd,
+                out,
+                policy,
+            );
+        }
+    }
+}
