@@ -63,7 +63,7 @@ pub struct App {
     started_later: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
     tasks: Vec<JoinHandle<()>>,
     arbiters: Vec<Arbiter>,
-    pub campaigns: Arc<crate::campaign::actor::Campaigns>,
+    pub campaigns: Arc<crate::campaign::registry::Campaigns>,
     campaign_arbiter: Option<Arbiter>,
     _embedded: Option<EmbeddedKafka>,
 }
@@ -171,7 +171,7 @@ impl App {
         let directory = Directory::new(services, arbiters.iter().map(|a| a.handle()).collect());
         // Campaign actors get their own arbiter: they write their releases synchronously.
         let campaign_arbiter = Arbiter::new();
-        let campaigns = crate::campaign::actor::Campaigns::new(
+        let campaigns = crate::campaign::registry::Campaigns::new(
             crate::campaign::actor::CampaignServices {
                 store: store.clone(),
                 clock: clock.clone(),
