@@ -28,7 +28,8 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::campaign::actor::{CampaignServices, Campaigns};
+use crate::campaign::actor::CampaignServices;
+use crate::campaign::registry::Campaigns;
 use crate::clock::Clock;
 use crate::commit::StoreHandle;
 use crate::config::{Config, HeadEndMode};

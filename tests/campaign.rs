@@ -6,15 +6,21 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switchyard::campaign::actor::{CampaignServices, Campaigns, Command, ReleaseSink};
+use switchyard::campaign::actor::{CampaignServices, ReleaseSink};
 use switchyard::campaign::plan::max_in_any_hour;
+use switchyard::campaign::registry::Campaigns;
+use switchyard::campaign::Command;
 use switchyard::campaign::{CampaignDef, CampaignOrder, Ordering};
 use switchyard::clock::{Clock, TokioClock};
 use switchyard::commit::StoreHandle;
 use switchyard::domain::Timestamp;
 use switchyard::facts::{FactBook, WeatherRecord};
 use switchyard::policy::{Day, Policy, RulePack};
-use switchyard::store::{EmbeddedStore, WriteBatch};
+use switchyard::store::{EmbeddedStore, StoreError, WriteBatch};
+
+#[path = "support/hooked_store.rs"]
+mod hooked_store;
+use hooked_store::HookedStore;
 
 fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -377,5 +383,83 @@ fn a_cancel_withdraws_what_is_not_released_and_a_restart_resumes_exactly_once() 
         let after = rec2.released.lock().unwrap().len();
         tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
         assert_eq!(rec2.released.lock().unwrap().len(), after);
+    });
+}
+
+/// A full disk when the first release is stored: the campaign holds (nothing sent before it is
+/// stored) and retries on timers, so its thread stays free: here the test's own task, on the
+/// same thread, is what frees the disk. (A blocking sleep in the actor would hold that thread:
+/// the store would give in after nine refusals, before the task ran.)
+#[test]
+fn a_refused_release_write_holds_the_campaign_without_blocking_its_thread() {
+    run_paused(async {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let full = Arc::new(AtomicBool::new(true));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let gave_in = Arc::new(AtomicBool::new(false));
+        let (f, r, g) = (full.clone(), refused.clone(), gave_in.clone());
+        let store = HookedStore::new(EmbeddedStore::open(dir.path()).unwrap(), move |batches| {
+            let releases = batches.iter().any(|b| !b.campaign_releases.is_empty());
+            if !releases || !f.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if r.fetch_add(1, Ordering::SeqCst) >= 9 {
+                g.store(true, Ordering::SeqCst);
+                return Ok(());
+            }
+            Err(StoreError::Backend("no space left on device".into()))
+        });
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let handle = StoreHandle::start(Arc::new(store), 256, tx);
+        // Monday 07:00 New York; the window opens at 08:00.
+        let clock = TokioClock::starting_at(ts("2026-12-07T12:00:00Z"));
+        let rec = Arc::new(Recorder::default());
+        let svc = CampaignServices {
+            store: handle.clone(),
+            clock: clock.clone(),
+            policy: Arc::new(Policy::baseline()),
+            facts: FactBook::new(),
+            sink: rec.clone(),
+            events_topic: "e".into(),
+        };
+        handle
+            .write(WriteBatch {
+                campaign_orders: orders(20, &["north"])
+                    .into_iter()
+                    .map(|o| ("C-DISK".to_string(), o))
+                    .collect(),
+                ..WriteBatch::default()
+            })
+            .await
+            .unwrap();
+        let cs = Campaigns::new(svc, actix::Arbiter::current());
+        cs.define(def("C-DISK", 3600).validate(|_| true).unwrap())
+            .await
+            .unwrap();
+        // The disk is freed 3 s after the first release fell due, by a task on this thread.
+        let (f, rec2) = (full.clone(), rec.clone());
+        let freed = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3600 + 3)).await;
+            let sent_before = rec2.released.lock().unwrap().len();
+            f.store(false, Ordering::SeqCst);
+            sent_before
+        });
+        assert_eq!(freed.await.unwrap(), 0, "nothing sent while unstored");
+        assert!(refused.load(Ordering::SeqCst) >= 5, "retried meanwhile");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!gave_in.load(Ordering::SeqCst), "the thread was blocked");
+        let rel = rec.released.lock().unwrap().clone();
+        check_exactly_once_and_rate(&rel, 20, 3600);
+        // The first release is the one decided at 08:00 (stored with that time); the next
+        // ones follow once it is stored, one a second.
+        assert_eq!(rel[0].2, ts("2026-12-07T13:00:00Z"));
+        assert!(rel[1].2 >= ts("2026-12-07T13:00:03Z"), "{:?}", rel[1]);
+        for w in rel[1..].windows(2) {
+            assert_eq!(
+                w[1].2.duration_since(w[0].2),
+                jiff::SignedDuration::from_secs(1)
+            );
+        }
     });
 }

@@ -18,96 +18,11 @@ use switchyard::head_end::HeadEnd;
 use switchyard::meter::{Directory, MeterMsg, MeterServices, RetryPolicy};
 use switchyard::policy::Policy;
 use switchyard::registry::Registry;
-use switchyard::store::{EmbeddedStore, OutboxEntry, Store, StoreError, WriteBatch};
+use switchyard::store::EmbeddedStore;
 
-/// Delegates everything to the embedded store; the first write that carries a disconnect
-/// command first moves the clock past the stale-decision limit.
-struct StallingStore {
-    inner: EmbeddedStore,
-    clock: Arc<ManualClock>,
-    stalled: AtomicBool,
-}
-
-impl Store for StallingStore {
-    fn apply(&self, batches: &[WriteBatch]) -> Result<Vec<OutboxEntry>, StoreError> {
-        let has_disconnect = batches
-            .iter()
-            .any(|b| b.commands.iter().any(|c| c.kind == CommandKind::Disconnect));
-        if has_disconnect && !self.stalled.swap(true, Ordering::SeqCst) {
-            self.clock.advance(Duration::from_secs(11));
-        }
-        self.inner.apply(batches)
-    }
-    fn order(&self, id: &str) -> Result<Option<switchyard::domain::OrderRecord>, StoreError> {
-        self.inner.order(id)
-    }
-    fn orders_exist(&self, ids: &[&str]) -> Result<Vec<bool>, StoreError> {
-        self.inner.orders_exist(ids)
-    }
-    fn meter(&self, id: &str) -> Result<Option<switchyard::meter::MeterMachine>, StoreError> {
-        self.inner.meter(id)
-    }
-    fn open_orders(&self, id: &str) -> Result<Vec<switchyard::domain::OrderRecord>, StoreError> {
-        self.inner.open_orders(id)
-    }
-    fn meters_with_open_work(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.meters_with_open_work()
-    }
-    fn command(&self, id: &str) -> Result<Option<switchyard::store::CommandRecord>, StoreError> {
-        self.inner.command(id)
-    }
-    fn exception(
-        &self,
-        id: &str,
-    ) -> Result<Option<switchyard::domain::ExceptionRecord>, StoreError> {
-        self.inner.exception(id)
-    }
-    fn audit(&self, id: &str) -> Result<Vec<switchyard::domain::AuditEvent>, StoreError> {
-        self.inner.audit(id)
-    }
-    fn audit_between(
-        &self,
-        id: &str,
-        from: jiff::Timestamp,
-        to: jiff::Timestamp,
-        limit: usize,
-    ) -> Result<Vec<switchyard::domain::AuditEvent>, StoreError> {
-        self.inner.audit_between(id, from, to, limit)
-    }
-    fn audit_page(
-        &self,
-        id: &str,
-        before: Option<&switchyard::store::AuditCursor>,
-        limit: usize,
-        order_id: Option<&str>,
-    ) -> Result<
-        (
-            Vec<switchyard::domain::AuditEvent>,
-            Option<switchyard::store::AuditCursor>,
-        ),
-        StoreError,
-    > {
-        self.inner.audit_page(id, before, limit, order_id)
-    }
-    fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.inner.outbox(limit)
-    }
-    fn counts(&self) -> Result<switchyard::store::StoreCounts, StoreError> {
-        self.inner.counts()
-    }
-    fn kept(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.inner.kept(table)
-    }
-    fn campaigns(&self) -> Result<Vec<switchyard::campaign::CampaignRecord>, StoreError> {
-        self.inner.campaigns()
-    }
-    fn campaign_orders(
-        &self,
-        id: &str,
-    ) -> Result<Vec<switchyard::campaign::CampaignOrder>, StoreError> {
-        self.inner.campaign_orders(id)
-    }
-}
+#[path = "support/hooked_store.rs"]
+mod hooked_store;
+use hooked_store::HookedStore;
 
 #[derive(Default)]
 struct RecordingHeadEnd(Mutex<Vec<Command>>);
@@ -124,11 +39,19 @@ fn a_disconnect_held_back_as_stale_is_status_checked_at_once_not_after_its_deadl
     let clock = ManualClock::starting_at("2026-11-24T15:00:00Z".parse().unwrap());
     let sys = actix::System::new();
     sys.block_on(async {
-        let store = StallingStore {
-            inner: EmbeddedStore::open(dir.path()).unwrap(),
-            clock: clock.clone(),
-            stalled: AtomicBool::new(false),
-        };
+        // The first write that carries a disconnect command first moves the clock past the
+        // stale-decision limit.
+        let stalled = AtomicBool::new(false);
+        let stall_clock = clock.clone();
+        let store = HookedStore::new(EmbeddedStore::open(dir.path()).unwrap(), move |batches| {
+            let has_disconnect = batches
+                .iter()
+                .any(|b| b.commands.iter().any(|c| c.kind == CommandKind::Disconnect));
+            if has_disconnect && !stalled.swap(true, Ordering::SeqCst) {
+                stall_clock.advance(Duration::from_secs(11));
+            }
+            Ok(())
+        });
         let (published, _keep) = tokio::sync::mpsc::unbounded_channel();
         let store = StoreHandle::start(Arc::new(store), 64, published);
         let registry = Registry::new();

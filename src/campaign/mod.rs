@@ -3,9 +3,10 @@
 //! This module owns the pure parts: the campaign definition and its validation, the release
 //! queue (orders grouped by zone, in the campaign's ordering), the release windows, and the
 //! planner that computes a whole schedule without running anything (used by
-//! `switchyard campaign plan` and for the expected finish time). The [`actor`] performs: it
-//! releases orders to their meters under a governor rate limiter, persists each release before
-//! it is sent, and publishes progress.
+//! `switchyard campaign plan` and for the expected finish time). A running campaign is the pure
+//! [`machine`] (rate, windows, zone bars, exactly once, counts: it decides) driven by its
+//! [`actor`] (it performs: store writes through [`persist`], releases and withdrawals to the
+//! meters, one wake timer); the [`registry`] holds the actors and routes to them.
 //!
 //! An order joins a campaign by carrying its `campaign_id`; its meter holds it (status
 //! `scheduled`, reason `campaign`) until the campaign releases it. Policy still decides per order
@@ -13,8 +14,13 @@
 //! losing its place. Reconnects never belong to a campaign and never wait behind one.
 
 pub mod actor;
+pub(crate) mod machine;
+mod persist;
 pub mod plan;
+pub mod registry;
 pub mod report;
+
+pub use machine::Command;
 
 pub use crate::domain::{
     AdoptFilter, CampaignDef, CampaignEvent, CampaignOrder, CampaignRecord, CampaignStatus,

@@ -12,7 +12,8 @@ use rdkafka::Message;
 use tokio::sync::oneshot;
 
 use super::source::{Handled, Handler, Io, Rejected};
-use crate::campaign::actor::{Campaigns, Command};
+use crate::campaign::registry::Campaigns;
+use crate::campaign::Command;
 use crate::domain::ControlRecord;
 use crate::domain::DeadLetterReason;
 use crate::registry::Registry;

@@ -31,7 +31,7 @@ pub struct Intake {
     pub registry: Arc<Registry>,
     pub directory: Arc<Directory>,
     /// Orders that carry a campaign id join their campaign's queue.
-    pub campaigns: Arc<crate::campaign::actor::Campaigns>,
+    pub campaigns: Arc<crate::campaign::registry::Campaigns>,
     pub clock: Arc<dyn Clock>,
     pub events_topic: String,
     /// How long an order for a meter the registry does not know yet waits for the registry

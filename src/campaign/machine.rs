@@ -1,0 +1,550 @@
+//! The campaign state machine: pure, no I/O, no clock. Given an input, the time, and what policy
+//! bars per zone at a time, it changes the campaign's state and returns the actions the campaign
+//! actor performs: what to store (the record, a release, an event: one write per step) and,
+//! once that write is durable, the releases and withdrawals to send and the next wake to arm.
+//! Invariants it owns:
+//! - nothing is released unless the campaign is active and `now` is inside one of its windows,
+//!   at or after `start_at` and before `end_by` ([`Campaign::next_open`]`(now) == now`);
+//! - the rate: two releases are at least `3600 / rate` seconds apart at the rate in force
+//!   (governor's GCRA with a burst of one, and the stored last release across a restart or a
+//!   rate change), so no sliding hour holds more than the rate; with `zone_rate_per_hour`, the
+//!   same within each zone (after a restart every zone waits a zone period after the stored
+//!   last release);
+//! - never into a zone that policy bars at `now`; that zone keeps its place in the queue;
+//! - each order is released at most once, and its release is stored in the step that sends it
+//!   (the actor sends nothing before the step's write); after a restart the releases still
+//!   open are sent again (idempotent at the meter) without being counted again;
+//! - nothing is released after a cancel or an expiry: the orders waiting then are withdrawn
+//!   (and counted cancelled), and an order that arrives later is withdrawn at once;
+//! - counts add up: every order of the campaign is waiting, released and open, closed
+//!   (completed, failed or cancelled: counted once) or outside the campaign's zones; the
+//!   releases stored are the released orders, open or closed;
+//! - an active campaign with orders waiting always has a wake armed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::Clock as GovClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+use super::plan::ZoneBar;
+use super::{Campaign, CampaignEvent, CampaignOrder, CampaignRecord, CampaignStatus, Queue};
+use crate::domain::{OrderStatus, Timestamp};
+
+/// An operator's command (campaign-control topic).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Pause { by: String },
+    Resume { by: String },
+    Cancel { by: String },
+    SetRate { rate_per_hour: u32, by: String },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Input {
+    /// The actor started: the first start, or a restart from the store.
+    Start,
+    /// A new order of this campaign (stored already).
+    Enqueue(CampaignOrder),
+    Control(Command),
+    /// An order of the campaign reached a new status at its meter.
+    Outcome {
+        order_id: String,
+        status: OrderStatus,
+    },
+    /// The wake armed last is due.
+    Wake,
+}
+
+/// What the actor does. `Save`, `SaveRelease` and `Publish` go into the step's one store write;
+/// the others are performed, in their order, once that write is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Action {
+    /// The campaign record as the step leaves it (at most one per step, the last action).
+    Save(CampaignRecord),
+    /// The order's campaign row is marked released at `at`.
+    SaveRelease { order_id: Box<str>, at: Timestamp },
+    /// A campaign event (outbox: published once stored).
+    Publish(CampaignEvent),
+    /// Release an order to its meter (a new release: counted in the metrics).
+    Release {
+        order_id: Box<str>,
+        meter_id: Box<str>,
+        at: Timestamp,
+    },
+    /// Send a release stored before a restart again (the meter ignores a repeat).
+    Resend {
+        order_id: Box<str>,
+        meter_id: Box<str>,
+        at: Timestamp,
+    },
+    /// Withdraw an order that was never released from its meter.
+    Withdraw {
+        order_id: Box<str>,
+        meter_id: Box<str>,
+        reason: &'static str,
+    },
+    /// Step again (`Input::Wake`) at `at`, instead of the wake armed before.
+    WakeAt(Timestamp),
+    /// No wake any more (paused).
+    Disarm,
+    /// A command for a campaign that has ended: nothing changed.
+    Ignored(Command),
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Counts {
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    /// Released orders policy deferred at least once (since this machine started).
+    pub deferred: u64,
+}
+
+/// Publish a progress event every this many releases (and on every state change).
+pub(crate) const PROGRESS_EVERY: u64 = 100;
+/// When every waiting zone is barred until facts change, look again this often.
+pub(crate) const FACT_RECHECK: Duration = Duration::from_secs(15 * 60);
+
+/// governor's clock, reading the time the machine was given (never a real clock).
+#[derive(Debug, Default)]
+struct StepClock(AtomicU64);
+
+impl GovClock for StepClock {
+    type Instant = Duration;
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// The release budget: governor's GCRA limiter with a burst of one (one release per period,
+/// never two at once), on the machine's time.
+struct Budget(RateLimiter<NotKeyed, InMemoryState, StepClock, NoOpMiddleware<Duration>>);
+
+impl Budget {
+    fn new(rate_per_hour: u32) -> Budget {
+        let quota = Quota::with_period(Campaign::period(rate_per_hour))
+            .expect("rate validated: period > 0")
+            .allow_burst(std::num::NonZeroU32::MIN);
+        Budget(RateLimiter::direct_with_clock(quota, StepClock::default()))
+    }
+
+    /// Takes one release at `now`, or says how long until one is allowed.
+    fn take(&self, now: Timestamp) -> Result<(), Duration> {
+        let t = Duration::from_nanos(now.as_nanosecond().max(0) as u64);
+        self.0
+            .clock()
+            .0
+            .store(t.as_nanos() as u64, Ordering::Relaxed);
+        self.0.check().map_err(|n| n.wait_time_from(t))
+    }
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Budget")
+    }
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// One campaign: its record, the queue of orders waiting, and the bookkeeping of its orders.
+#[derive(Debug)]
+pub(crate) struct CampaignMachine {
+    campaign: Campaign,
+    record: CampaignRecord,
+    queue: Queue,
+    /// Every order the campaign knows, with its zone and meter.
+    orders: HashMap<Box<str>, (Box<str>, Box<str>)>,
+    /// Released and not closed (outcomes are counted once).
+    released_open: HashSet<Box<str>>,
+    deferred_seen: HashSet<Box<str>>,
+    /// Withdrawn by a cancel or an expiry and counted cancelled then (their meters' outcomes
+    /// are not counted again).
+    withdrawn: HashSet<Box<str>>,
+    counts: Counts,
+    budget: Budget,
+    zone_next: HashMap<String, Timestamp>,
+    /// After a restart with a zone rate: no zone releases before this (the store keeps the
+    /// campaign's last release, not each zone's).
+    zone_floor: Option<Timestamp>,
+    /// The wake armed (the actor holds its timer).
+    wake: Option<Timestamp>,
+    since_progress: u64,
+}
+
+#[derive(Default)]
+struct Out {
+    actions: Vec<Action>,
+    /// The record changed: the step ends with a `Save`.
+    save: bool,
+}
+
+impl CampaignMachine {
+    /// A campaign from its stored record and orders (`released` flags from the store), with
+    /// the status each order has in the store.
+    pub(crate) fn new(
+        campaign: Campaign,
+        record: CampaignRecord,
+        orders: Vec<CampaignOrder>,
+        statuses: &dyn Fn(&str) -> Option<OrderStatus>,
+    ) -> CampaignMachine {
+        let mut queue = Queue::new(campaign.def.ordering);
+        let mut known = HashMap::with_capacity(orders.len());
+        let mut released_open = HashSet::new();
+        let mut counts = Counts::default();
+        let mut waiting = Vec::new();
+        for o in &orders {
+            known.insert(
+                o.order_id.as_str().into(),
+                (o.zone.as_str().into(), o.meter_id.as_str().into()),
+            );
+            let status = statuses(&o.order_id);
+            match status {
+                Some(OrderStatus::Completed) => counts.completed += 1,
+                Some(OrderStatus::Failed) | Some(OrderStatus::Rejected) => counts.failed += 1,
+                Some(OrderStatus::Cancelled) => counts.cancelled += 1,
+                _ => {}
+            }
+            let terminal = status.is_some_and(|s| s.is_terminal());
+            if o.released {
+                queue.count_released(&o.zone);
+                if !terminal {
+                    released_open.insert(o.order_id.as_str().into());
+                }
+            } else if !terminal && campaign.in_zone_scope(&o.zone) {
+                waiting.push(o);
+            }
+        }
+        queue.extend(waiting);
+        let zone_floor = campaign
+            .def
+            .zone_rate_per_hour
+            .zip(record.last_release_at)
+            .map(|(zr, last)| add(last, Campaign::period(zr)));
+        CampaignMachine {
+            budget: Budget::new(record.rate_per_hour),
+            campaign,
+            record,
+            queue,
+            orders: known,
+            released_open,
+            deferred_seen: HashSet::new(),
+            withdrawn: HashSet::new(),
+            counts,
+            zone_next: HashMap::new(),
+            zone_floor,
+            wake: None,
+            since_progress: 0,
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.record.def.campaign_id
+    }
+
+    /// Takes one input at `now`; `bar` says whether policy bars a zone at a time (and until
+    /// when, if the facts known say so).
+    pub(crate) fn step(&mut self, input: Input, now: Timestamp, bar: &ZoneBar) -> Vec<Action> {
+        let mut out = Out::default();
+        match input {
+            Input::Start => {
+                let mut open: Vec<&Box<str>> = self.released_open.iter().collect();
+                open.sort();
+                for id in open {
+                    if let Some((_, meter)) = self.orders.get(id) {
+                        out.actions.push(Action::Resend {
+                            order_id: id.clone(),
+                            meter_id: meter.clone(),
+                            at: now,
+                        });
+                    }
+                }
+                self.publish("started", None, now, &mut out);
+                self.tick(now, bar, &mut out);
+            }
+            Input::Enqueue(o) => self.enqueue(o, now, bar, &mut out),
+            Input::Control(cmd) => self.control(cmd, now, bar, &mut out),
+            Input::Outcome { order_id, status } => self.outcome(&order_id, status),
+            Input::Wake => {
+                self.wake = None;
+                self.tick(now, bar, &mut out);
+            }
+        }
+        if out.save {
+            self.record.updated_at = now;
+            out.actions.push(Action::Save(self.record.clone()));
+        }
+        out.actions
+    }
+
+    fn ended(&self) -> bool {
+        matches!(
+            self.record.status,
+            CampaignStatus::Cancelled | CampaignStatus::Finished | CampaignStatus::Expired
+        )
+    }
+
+    fn enqueue(&mut self, o: CampaignOrder, now: Timestamp, bar: &ZoneBar, out: &mut Out) {
+        if self.orders.contains_key(o.order_id.as_str()) {
+            return;
+        }
+        self.orders.insert(
+            o.order_id.as_str().into(),
+            (o.zone.as_str().into(), o.meter_id.as_str().into()),
+        );
+        if let Some(reason) = withdraw_reason(self.record.status) {
+            out.actions.push(Action::Withdraw {
+                order_id: o.order_id.into(),
+                meter_id: o.meter_id.into(),
+                reason,
+            });
+            return;
+        }
+        if self.campaign.in_zone_scope(&o.zone) {
+            self.queue.push(&o);
+            if self.record.status == CampaignStatus::Finished {
+                self.record.status = CampaignStatus::Active;
+            }
+            self.tick(now, bar, out);
+        }
+    }
+
+    fn control(&mut self, cmd: Command, now: Timestamp, bar: &ZoneBar, out: &mut Out) {
+        if self.ended() {
+            out.actions.push(Action::Ignored(cmd));
+            return;
+        }
+        let (kind, by) = match cmd {
+            Command::Pause { by } => {
+                self.record.status = CampaignStatus::Paused;
+                if self.wake.take().is_some() {
+                    out.actions.push(Action::Disarm);
+                }
+                ("paused", by)
+            }
+            Command::Resume { by } => {
+                self.record.status = CampaignStatus::Active;
+                ("resumed", by)
+            }
+            Command::SetRate { rate_per_hour, by } => {
+                self.record.rate_per_hour = rate_per_hour;
+                self.budget = Budget::new(rate_per_hour);
+                ("rate_changed", by)
+            }
+            Command::Cancel { by } => {
+                self.end(CampaignStatus::Cancelled, "cancelled", Some(by), now, out);
+                return;
+            }
+        };
+        self.publish(kind, Some(by), now, out);
+        self.tick(now, bar, out);
+    }
+
+    fn outcome(&mut self, key: &str, status: OrderStatus) {
+        match status {
+            OrderStatus::Deferred => {
+                if self.released_open.contains(key) && self.deferred_seen.insert(key.into()) {
+                    self.counts.deferred += 1;
+                }
+            }
+            s if s.is_terminal() && self.withdrawn.remove(key) => {
+                // Counted as cancelled when it was withdrawn.
+            }
+            s if s.is_terminal() => {
+                let was_released = self.released_open.remove(key);
+                match s {
+                    OrderStatus::Completed => self.counts.completed += 1,
+                    OrderStatus::Cancelled => self.counts.cancelled += 1,
+                    _ => self.counts.failed += 1,
+                }
+                if !was_released {
+                    // Withdrawn while waiting (payment, cancel, reconnect): drop it.
+                    if let Some((zone, _)) = self.orders.get(key) {
+                        let zone = zone.to_string();
+                        self.queue.remove(&zone, key);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Releases the next order if everything allows it now; otherwise arms the wake for the
+    /// earliest time something may change.
+    fn tick(&mut self, now: Timestamp, bar: &ZoneBar, out: &mut Out) {
+        if self.record.status != CampaignStatus::Active {
+            return;
+        }
+        if self.queue.is_empty() {
+            if !self.orders.is_empty() {
+                self.end(CampaignStatus::Finished, "finished", None, now, out);
+            }
+            return;
+        }
+        let Some(open) = self.campaign.next_open(now) else {
+            self.end(CampaignStatus::Expired, "expired", None, now, out);
+            return;
+        };
+        let floor = self.next_release_floor(open);
+        if floor > now {
+            self.arm(floor, out);
+            return;
+        }
+        // The zones that may release now: not barred by policy, under their own rate. The
+        // queue's ordering then decides among them.
+        let mut wait_until: Option<Timestamp> = None;
+        let mut free_zones: HashSet<String> = HashSet::new();
+        for (zone, _) in self.queue.waiting_by_zone() {
+            let zone_free = (self.zone_next.get(zone).copied())
+                .or(self.zone_floor)
+                .unwrap_or(now);
+            let free = match bar(zone, now) {
+                Some((_, until)) => until.map(|u| u.max(zone_free)),
+                None => Some(zone_free),
+            };
+            match free {
+                Some(f) if f <= now => {
+                    free_zones.insert(zone.to_string());
+                }
+                Some(f) => wait_until = Some(wait_until.map_or(f, |w| w.min(f))),
+                None => {}
+            }
+        }
+        if free_zones.is_empty() {
+            let at = wait_until.unwrap_or(add(now, FACT_RECHECK));
+            self.arm(
+                at.min(add(now, FACT_RECHECK))
+                    .max(add(now, Duration::from_millis(1))),
+                out,
+            );
+            return;
+        }
+        if let Err(wait) = self.budget.take(now) {
+            self.arm(add(now, wait.max(Duration::from_millis(1))), out);
+            return;
+        }
+        let Some((zone, o)) = self.queue.pop(|z| free_zones.contains(z)) else {
+            return;
+        };
+        if let Some(zr) = self.campaign.def.zone_rate_per_hour {
+            self.zone_next.insert(zone, add(now, Campaign::period(zr)));
+        }
+        self.record.released += 1;
+        self.record.last_release_at = Some(now);
+        self.released_open.insert(o.order_id.clone());
+        out.save = true;
+        out.actions.push(Action::SaveRelease {
+            order_id: o.order_id.clone(),
+            at: now,
+        });
+        self.since_progress += 1;
+        if self.since_progress >= PROGRESS_EVERY {
+            self.since_progress = 0;
+            self.publish("progress", None, now, out);
+        }
+        out.actions.push(Action::Release {
+            order_id: o.order_id,
+            meter_id: o.meter_id,
+            at: now,
+        });
+        // The next release is decided in a fresh turn of the actor's mailbox (controls and
+        // outcomes queued meanwhile are handled first).
+        self.arm(now, out);
+    }
+
+    /// Cancelled, expired or finished: what still waits is withdrawn and counted cancelled.
+    fn end(
+        &mut self,
+        status: CampaignStatus,
+        kind: &'static str,
+        by: Option<String>,
+        now: Timestamp,
+        out: &mut Out,
+    ) {
+        let left = self.queue.drain();
+        for o in &left {
+            if self.withdrawn.insert(o.order_id.clone()) {
+                self.counts.cancelled += 1;
+            }
+        }
+        self.record.status = status;
+        let reason = withdraw_reason(status).unwrap_or("campaign_expired");
+        for o in left {
+            out.actions.push(Action::Withdraw {
+                order_id: o.order_id,
+                meter_id: o.meter_id,
+                reason,
+            });
+        }
+        self.publish(kind, by, now, out);
+    }
+
+    fn arm(&mut self, at: Timestamp, out: &mut Out) {
+        if self.wake != Some(at) {
+            self.wake = Some(at);
+            out.actions.push(Action::WakeAt(at));
+        }
+    }
+
+    /// The earliest time the rate allows the next release (stored last release + period).
+    fn next_release_floor(&self, now: Timestamp) -> Timestamp {
+        match self.record.last_release_at {
+            Some(l) => now.max(add(l, Campaign::period(self.record.rate_per_hour))),
+            None => now,
+        }
+    }
+
+    fn publish(&self, kind: &str, by: Option<String>, now: Timestamp, out: &mut Out) {
+        out.save = true;
+        out.actions.push(Action::Publish(self.event(kind, by, now)));
+    }
+
+    fn event(&self, kind: &str, by: Option<String>, now: Timestamp) -> CampaignEvent {
+        let remaining = self.queue.len() as u64;
+        CampaignEvent {
+            schema_version: super::CAMPAIGN_SCHEMA_VERSION,
+            campaign_id: self.id().to_string(),
+            event: kind.into(),
+            status: self.record.status,
+            at: now,
+            rate_per_hour: self.record.rate_per_hour,
+            total: self.orders.len() as u64,
+            released: self.record.released,
+            remaining,
+            completed: self.counts.completed,
+            failed: self.counts.failed,
+            cancelled: self.counts.cancelled,
+            deferred: self.counts.deferred,
+            expected_finish: if remaining > 0 && self.record.status == CampaignStatus::Active {
+                self.campaign.finish_estimate(
+                    self.next_release_floor(now),
+                    remaining,
+                    self.record.rate_per_hour,
+                )
+            } else {
+                None
+            },
+            by,
+        }
+    }
+}
+
+/// Why an order is withdrawn from a campaign in this status, if it is.
+fn withdraw_reason(status: CampaignStatus) -> Option<&'static str> {
+    match status {
+        CampaignStatus::Cancelled => Some("campaign_cancelled"),
+        CampaignStatus::Expired => Some("campaign_expired"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

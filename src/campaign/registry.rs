@@ -1,0 +1,222 @@
+//! The campaigns of this instance: one actor each, found by campaign id. Defines a campaign
+//! (stored, then started, then the open orders its filter adopts), resumes the stored ones at
+//! startup, and routes orders, operator commands and the meters' outcomes to the actors.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::actor::{CampaignActor, CampaignMsg, CampaignServices};
+use super::machine::{CampaignMachine, Command};
+use super::persist;
+use super::{Campaign, CampaignDef, CampaignError, CampaignOrder, CampaignRecord, CampaignStatus};
+use crate::domain::OrderStatus;
+use crate::store::WriteBatch;
+
+/// The campaigns of this instance: one actor each, found by campaign id.
+pub struct Campaigns {
+    actors: dashmap::DashMap<String, Addr<CampaignActor>>,
+    /// `start` (load the stored orders, register the actor) excludes `enqueue` (look up, send):
+    /// an order stored before a campaign starts is either in the load or in the mailbox.
+    gate: std::sync::RwLock<()>,
+    svc: CampaignServices,
+    arbiter: ArbiterHandle,
+}
+
+impl Campaigns {
+    pub fn new(svc: CampaignServices, arbiter: ArbiterHandle) -> Arc<Campaigns> {
+        Arc::new(Campaigns {
+            actors: dashmap::DashMap::new(),
+            gate: std::sync::RwLock::new(()),
+            svc,
+            arbiter,
+        })
+    }
+
+    /// Starts the actor of a stored campaign that has not ended.
+    pub fn start(&self, record: CampaignRecord) -> Result<(), CampaignError> {
+        let campaign = record.def.clone().validate(|_| true)?;
+        let _g = self.gate.write().expect("lock");
+        let (orders, statuses) = persist::stored_orders(&self.svc.store, &record.def.campaign_id);
+        let id = record.def.campaign_id.clone();
+        let machine = CampaignMachine::new(campaign, record, orders, &statuses);
+        let actor = CampaignActor::new(self.svc.clone(), machine);
+        let addr = CampaignActor::start_in_arbiter(&self.arbiter, move |_| actor);
+        self.actors.insert(id, addr);
+        Ok(())
+    }
+
+    /// Resumes every stored campaign that has not ended (startup).
+    pub fn resume_all(&self) -> usize {
+        let all = self.svc.store.store().campaigns().unwrap_or_default();
+        let mut n = 0;
+        for r in all {
+            let ended = matches!(
+                r.status,
+                CampaignStatus::Cancelled | CampaignStatus::Expired | CampaignStatus::Finished
+            );
+            if !ended {
+                if let Err(e) = self.start(r) {
+                    tracing::error!(error = %e, "stored campaign not resumed");
+                } else {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// The stored definition of a campaign, if it was ever defined.
+    pub fn definition(&self, campaign_id: &str) -> Option<CampaignDef> {
+        self.svc
+            .store
+            .store()
+            .campaigns()
+            .ok()?
+            .into_iter()
+            .find(|c| c.def.campaign_id == campaign_id)
+            .map(|c| c.def)
+    }
+
+    pub fn exists(&self, campaign_id: &str) -> bool {
+        self.actors.contains_key(campaign_id) || self.definition(campaign_id).is_some()
+    }
+
+    /// Takes in the open disconnects that match the campaign's `adopt` filter: each is listed
+    /// with the campaign (stored), held by its meter, and queued. Scans the open orders in the
+    /// store once. Returns how many were taken in.
+    async fn adopt(&self, campaign: &Campaign) -> usize {
+        let Some(filter) = &campaign.def.adopt else {
+            return 0;
+        };
+        let id = campaign.id().to_string();
+        let store = self.svc.store.store().clone();
+        let meters = store.meters_with_open_work().unwrap_or_default();
+        let mut rows = Vec::new();
+        for m in meters {
+            let Some(zone) = self.svc.sink.zone_of(&m) else {
+                continue;
+            };
+            if !campaign.in_zone_scope(&zone) {
+                continue;
+            }
+            for r in store.open_orders(&m).unwrap_or_default() {
+                if filter.matches(&r.order) {
+                    rows.push(CampaignOrder {
+                        order_id: r.order.order_id.clone(),
+                        meter_id: r.order.meter_id.clone(),
+                        zone: zone.clone(),
+                        priority: r.order.priority,
+                        amount_cents: r
+                            .order
+                            .amount_due
+                            .map(|a| (a * 100.0).round() as i64)
+                            .unwrap_or(0),
+                        seq: r.received_at.as_nanosecond() as u64,
+                        released: false,
+                    });
+                }
+            }
+        }
+        let batch = WriteBatch {
+            campaign_orders: rows.iter().map(|o| (id.clone(), o.clone())).collect(),
+            ..WriteBatch::default()
+        };
+        persist::write_until_stored(&self.svc.store, batch, "adopted campaign orders").await;
+        for o in &rows {
+            self.svc.sink.adopt(&id, &o.order_id, &o.meter_id);
+            self.enqueue(&id, o.clone());
+        }
+        tracing::info!(campaign = %id, adopted = rows.len(), "open orders taken into the campaign");
+        rows.len()
+    }
+
+    /// Stores a new campaign and starts it. A campaign id already defined is refused.
+    pub async fn define(&self, campaign: Campaign) -> Result<(), CampaignError> {
+        if self.exists(campaign.id()) {
+            return Err(CampaignError {
+                campaign_id: campaign.id().to_string(),
+                key: "campaign_id".into(),
+                message: "is already defined; campaigns are immutable (use set_rate, pause, resume, cancel)".into(),
+            });
+        }
+        let record = CampaignRecord {
+            rate_per_hour: campaign.def.rate_per_hour,
+            def: campaign.def.clone(),
+            status: CampaignStatus::Active,
+            last_release_at: None,
+            released: 0,
+            updated_at: self.svc.clock.now(),
+        };
+        let batch = WriteBatch {
+            campaigns: vec![record.clone()],
+            ..WriteBatch::default()
+        };
+        persist::write_until_stored(&self.svc.store, batch, "campaign").await;
+        self.start(record)?;
+        self.adopt(&campaign).await;
+        Ok(())
+    }
+
+    pub fn enqueue(&self, campaign_id: &str, o: CampaignOrder) {
+        let _g = self.gate.read().expect("lock");
+        if let Some(a) = self.actors.get(campaign_id) {
+            a.do_send(CampaignMsg::Enqueue(o));
+        }
+    }
+
+    pub fn control(
+        &self,
+        campaign_id: &str,
+        cmd: Command,
+        ack: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> bool {
+        match self.actors.get(campaign_id) {
+            Some(a) => {
+                a.do_send(CampaignMsg::Control(cmd, ack));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops every campaign actor (shutdown).
+    pub fn stop_all(&self) {
+        for a in self.actors.iter() {
+            a.do_send(CampaignMsg::Stop);
+        }
+        self.actors.clear();
+    }
+
+    /// Hands the meters' campaign outcomes to the campaign actors until shutdown (then what is
+    /// already queued).
+    pub async fn take_outcomes(
+        self: Arc<Self>,
+        mut outcomes: tokio::sync::mpsc::UnboundedReceiver<crate::domain::CampaignOutcome>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                o = outcomes.recv() => match o {
+                    Some(o) => self.outcome(&o.campaign_id, &o.order_id, o.status),
+                    None => return,
+                },
+                _ = shutdown.changed() => {
+                    while let Ok(o) = outcomes.try_recv() {
+                        self.outcome(&o.campaign_id, &o.order_id, o.status);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn outcome(&self, campaign_id: &str, order_id: &str, status: OrderStatus) {
+        if let Some(a) = self.actors.get(campaign_id) {
+            a.do_send(CampaignMsg::Outcome {
+                order_id: order_id.to_string(),
+                status,
+            });
+        }
+    }
+}
