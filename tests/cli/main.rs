@@ -5,7 +5,6 @@
 //! - [`config`]: the example configs load from any working directory (`check-config`, as the
 //!   systemd unit starts switchyard: from `/`);
 //! - [`demo`]: a piped demo writes plain text and does not count held orders as final;
-//! - [`loadtest`]: without `--out` a run never overwrites the committed reports;
 //! - [`policy`]: `policy explain` and `campaign plan`.
 
 use std::path::Path;
@@ -13,7 +12,6 @@ use std::process::{Command, Output};
 
 mod config;
 mod demo;
-mod loadtest;
 mod policy;
 
 /// Runs `switchyard <args>` in `cwd` with RUST_BACKTRACE unset (error output as a user sees it).
