@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts (or stops) the Kafka-API-compatible broker tansu for load tests against an external
 # broker: `load-tests/tansu.sh start` prints the bootstrap address to pass as
-# `switchyard loadtest --brokers ...`; `load-tests/tansu.sh stop` stops it.
+# `switchyard-loadtest --brokers ...`; `load-tests/tansu.sh stop` stops it.
 # tansu is built from crates.io the first time (about 10 minutes on 2 cores) into
 # load-tests/.tansu (or $TANSU_ROOT). Storage is tansu's in-memory engine: a restart of the broker
 # starts empty. The harness creates its topics (suffixed with the run id) itself.

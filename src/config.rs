@@ -234,28 +234,6 @@ pub struct TopicsConfig {
 }
 
 impl TopicsConfig {
-    /// Appends `suffix` to every topic name (the load-test harness keeps each run's records
-    /// apart on a shared broker).
-    pub(crate) fn suffix_all(&mut self, suffix: &str) {
-        for t in [
-            &mut self.orders,
-            &mut self.registry,
-            &mut self.order_events,
-            &mut self.dead_letter,
-            &mut self.exceptions,
-            &mut self.head_end_commands,
-            &mut self.head_end_results,
-            &mut self.weather,
-            &mut self.emergencies,
-            &mut self.customer_facts,
-            &mut self.control,
-            &mut self.campaign_control,
-            &mut self.campaign_events,
-        ] {
-            t.push_str(suffix);
-        }
-    }
-
     /// Every topic name.
     pub fn names(&self) -> Vec<String> {
         self.all().iter().map(|(_, t)| t.to_string()).collect()

@@ -21,9 +21,11 @@
 //! - [`kafka`]: one source loop and its handlers (orders, tables, meter facts, head-end
 //!   results, campaign control), outbox publisher, dead letters, embedded mock cluster;
 //!   [`http`]: operator endpoint.
-//! - [`app`]: wiring. [`demo`]: the synthetic day. [`loadtest`]: the load-test harness
-//!   (scenarios in `load-tests/scenarios/`, reports with the raw limits of the parts measured
-//!   in the same run). The binary's command line is in `src/cli/`.
+//! - [`app`]: wiring. [`demo`]: the synthetic day. The binary's command line is in `src/cli/`.
+//!
+//! The load-test harness is a crate of its own (`load-tests/`, `switchyard-loadtest`): it runs
+//! this crate's binary as the process under test and uses this library only for the config, the
+//! Kafka client settings and mock cluster, the store (its raw append limit) and a few types.
 
 pub mod app;
 pub mod campaign;
@@ -36,7 +38,6 @@ pub mod facts;
 pub mod head_end;
 pub mod http;
 pub mod kafka;
-pub mod loadtest;
 pub mod meter;
 pub mod observability;
 pub mod policy;

@@ -1,5 +1,5 @@
-//! The `switchyard` binary: `run`, `demo`, `policy explain`, `campaign plan`, `loadtest`,
-//! `check-config`, one file each in `cli/`.
+//! The `switchyard` binary: `run`, `demo`, `policy explain`, `campaign plan`, `check-config`,
+//! one file each in `cli/`. (The load-test harness is its own binary, `switchyard-loadtest`.)
 
 mod cli;
 

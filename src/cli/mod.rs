@@ -6,7 +6,6 @@ use clap::{Parser, Subcommand};
 mod campaign;
 mod check_config;
 mod demo;
-mod loadtest;
 mod policy;
 mod run;
 
@@ -37,9 +36,6 @@ enum Cmd {
         #[command(subcommand)]
         command: CampaignCmd,
     },
-    /// Run a load-test scenario (load-tests/scenarios/*.toml) against a switchyard child
-    /// process and write a report (Markdown, JSON, SVG plots) with the raw limits of its parts.
-    Loadtest(loadtest::LoadtestArgs),
     /// Load and validate a config file, print the effective configuration as TOML.
     CheckConfig(check_config::CheckConfigArgs),
 }
@@ -68,7 +64,6 @@ pub(crate) fn main() -> anyhow::Result<()> {
         Cmd::Campaign {
             command: CampaignCmd::Plan(a),
         } => campaign::run(a),
-        Cmd::Loadtest(a) => loadtest::run(a),
         Cmd::CheckConfig(a) => check_config::run(a),
     }
 }

@@ -5,7 +5,6 @@
 //! - [`config`]: the example configs load from any working directory (`check-config`, as the
 //!   systemd unit starts switchyard: from `/`);
 //! - [`demo`]: a piped demo writes plain text and does not count held orders as final;
-//! - [`loadtest`]: without `--out` a run never overwrites the committed reports;
 //! - [`policy`]: `policy explain` and `campaign plan`;
 //! - [`uat`]: `run` with a UAT business clock is marked everywhere, and refused against an
 //!   external broker unless allowed.
@@ -15,7 +14,6 @@ use std::process::{Command, Output};
 
 mod config;
 mod demo;
-mod loadtest;
 mod policy;
 mod uat;
 

@@ -1,16 +1,17 @@
 //! The load-test harness, small: every scenario file parses and validates, and the smoke
-//! scenario runs end to end against a real switchyard process and the mock cluster (a few
-//! seconds), producing a report whose numbers add up. The full scenarios are run by hand
-//! (load-tests/README.md), never in CI.
+//! scenario runs end to end against a real switchyard process (`target/<profile>/switchyard`)
+//! and the mock cluster (a few seconds), producing a report whose numbers add up. The full
+//! scenarios are run by hand (load-tests/README.md), never in CI.
+
+mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use switchyard::loadtest::Scenario;
+use switchyard_loadtest::Scenario;
 
 #[test]
 fn every_scenario_file_is_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("load-tests/scenarios");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -63,17 +64,14 @@ fn a_bad_scenario_is_refused_with_the_key_named() {
 #[test]
 fn smoke_scenario_runs_and_reports_against_the_raw_limits() {
     let out = tempfile::tempdir().unwrap();
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("load-tests/scenarios/smoke.toml");
-    let run = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["loadtest", "--scenario"])
-        .arg(&scenario)
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "loadtest failed\n{stdout}\n{stderr}");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let (stdout, _) = common::run_ok(
+        common::harness()
+            .arg("--scenario")
+            .arg(&scenario)
+            .arg("--out")
+            .arg(out.path()),
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
     let s = &report["summary"];
@@ -169,9 +167,9 @@ fn running(pid: u32) -> bool {
 fn a_killed_harness_takes_its_switchyard_with_it() {
     use std::time::{Duration, Instant};
     let out = tempfile::tempdir().unwrap();
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("load-tests/scenarios/smoke.toml");
-    let mut harness = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["loadtest", "--scenario"])
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let mut harness = common::harness()
+        .arg("--scenario")
         .arg(&scenario)
         .arg("--out")
         .arg(out.path())
@@ -195,7 +193,7 @@ fn a_killed_harness_takes_its_switchyard_with_it() {
     let until = Instant::now() + Duration::from_secs(10);
     while running(child) {
         if Instant::now() > until {
-            let _ = Command::new("kill")
+            let _ = std::process::Command::new("kill")
                 .args(["-9", &child.to_string()])
                 .status();
             panic!("switchyard (pid {child}) outlived its killed harness");

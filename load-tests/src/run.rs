@@ -1,266 +1,24 @@
-//! `switchyard loadtest`: the load-test harness. A scenario (a TOML file in
-//! `load-tests/scenarios/`) says how many meters are registered, which orders are on the topic
-//! before switchyard starts, what traffic arrives while it runs (a steady rate, a campaign and a
-//! reconnect storm), how the simulated head-end behaves, and whether switchyard is killed with
-//! `kill -9` mid-run. The harness
-//! - hosts the Kafka side: librdkafka's mock cluster in-process (the same one switchyard's
-//!   embedded mode runs, here outliving the switchyard process so that a kill -9 loses nothing
-//!   Kafka holds) or an external Kafka-API broker (`--brokers`, e.g. the tansu broker started
-//!   by `load-tests/tansu.sh`, or your own cluster);
-//! - runs switchyard as a child process (`switchyard run`, embedded store, simulated head-end)
-//!   and watches it from outside: `/readyz`, `/metrics` every 200 ms, `/stats/latency`,
-//!   `/proc/<pid>/status`;
-//! - measures the raw limits of the parts in the same run, after switchyard has stopped: a bare
-//!   librdkafka consumer reading the same orders topic, and bare durable appends to a fresh
-//!   embedded store on the same disk;
-//! - writes `report.md`, `report.json` and SVG plots to the output directory.
-
-mod child;
-mod finals;
-pub mod report;
-mod workload;
+//! One run of a scenario: the Kafka side, the baseline, the registry and the orders, switchyard
+//! under load (a kill -9 and a restart if the scenario says so), the raw limits, the report.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use switchyard::config::TopicsConfig;
+use switchyard::{kafka, Config};
 
-use child::{Scrape, Switchyard};
-use report::{Machine, Raw, Report, Sample};
+use crate::child::{self, Scrape, Switchyard};
+use crate::report::{self, Machine, Raw, Report, Sample};
+use crate::scenario::Scenario;
+use crate::{finals, workload, LoadtestError};
 
-#[derive(Debug, thiserror::Error)]
-pub enum LoadtestError {
-    #[error("scenario {path}: {message}")]
-    Scenario { path: String, message: String },
-    #[error("load-test i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("load-test Kafka client: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("Kafka set-up: {0}")]
-    KafkaSetup(#[from] crate::kafka::KafkaSetupError),
-    #[error("switchyard under test: {0}")]
-    Child(String),
-    #[error("raw store benchmark: {0}")]
-    Store(#[from] crate::store::StoreError),
-}
-
-/// One scenario file. Counts are scaled by `--scale`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Scenario {
-    pub name: String,
-    pub description: String,
-    /// Registered meters (produced to the registry topic before switchyard starts).
-    pub meters: usize,
-    /// Orders on the orders topic before switchyard starts: ingested at once.
-    #[serde(default)]
-    pub preload: Mix,
-    /// Orders produced while switchyard runs, at a fixed rate.
-    #[serde(default)]
-    pub steady: Option<Steady>,
-    /// A campaign of disconnects released at its rate, and a storm of reconnects on its meters.
-    #[serde(default)]
-    pub campaign: Option<CampaignLoad>,
-    #[serde(default)]
-    pub head_end: HeadEndLoad,
-    /// `kill -9` switchyard once this many commands are in flight (or, if that is never
-    /// reached, once every order is accepted and in flight has fallen from its peak), restart
-    /// it, and time the recovery of the open orders.
-    #[serde(default)]
-    pub kill_at_in_flight: Option<usize>,
-    /// Partitions per topic (embedded Kafka; topics created by the harness on an external one).
-    #[serde(default = "default_partitions")]
-    pub partitions: i32,
-    /// Give up waiting for the orders to finish after this long (the report says so).
-    #[serde(default = "default_timeout")]
-    pub timeout_secs: u64,
-}
-
-fn default_partitions() -> i32 {
-    4
-}
-fn default_timeout() -> u64 {
-    900
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Mix {
-    #[serde(default)]
-    pub disconnects: usize,
-    #[serde(default)]
-    pub reconnects: usize,
-    #[serde(default)]
-    pub reads: usize,
-}
-
-impl Mix {
-    pub fn total(&self) -> usize {
-        self.disconnects + self.reconnects + self.reads
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Steady {
-    pub rate_per_sec: u32,
-    pub duration_secs: u64,
-    /// Shares of disconnects, reconnects and reads (normalised).
-    pub mix: [f64; 3],
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CampaignLoad {
-    /// Disconnects in the campaign (on the topic before switchyard starts).
-    pub orders: usize,
-    pub rate_per_hour: u32,
-    /// Reconnects produced at once, on every other campaign meter, once the campaign has
-    /// released `storm_after_releases` orders.
-    pub storm_reconnects: usize,
-    pub storm_after_releases: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeadEndLoad {
-    #[serde(default)]
-    pub latency_median_ms: u64,
-    #[serde(default)]
-    pub latency_p99_ms: u64,
-    #[serde(default)]
-    pub failure_rate: f64,
-    #[serde(default)]
-    pub no_answer_rate: f64,
-    #[serde(default = "default_deadline")]
-    pub command_deadline_secs: u64,
-}
-
-fn default_deadline() -> u64 {
-    30
-}
-
-impl Default for HeadEndLoad {
-    fn default() -> Self {
-        HeadEndLoad {
-            latency_median_ms: 0,
-            latency_p99_ms: 0,
-            failure_rate: 0.0,
-            no_answer_rate: 0.0,
-            command_deadline_secs: default_deadline(),
-        }
-    }
-}
-
-impl Scenario {
-    pub fn load(path: &Path) -> Result<Scenario, LoadtestError> {
-        let err = |message: String| LoadtestError::Scenario {
-            path: path.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let s: Scenario = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-        s.validate().map_err(err)?;
-        Ok(s)
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if self.meters == 0 {
-            return Err("`meters` must be at least 1".into());
-        }
-        if let Some(c) = &self.campaign {
-            if c.rate_per_hour == 0 {
-                return Err("`campaign.rate_per_hour` must be at least 1".into());
-            }
-            if c.orders > self.meters {
-                return Err("`campaign.orders` must not exceed `meters` (one per meter)".into());
-            }
-            if c.storm_reconnects > c.orders.div_ceil(2) {
-                return Err("`campaign.storm_reconnects` must not exceed half of `campaign.orders` (one per other campaign meter)".into());
-            }
-        }
-        if let Some(s) = &self.steady {
-            if s.mix.iter().any(|x| *x < 0.0) || s.mix.iter().sum::<f64>() <= 0.0 {
-                return Err("`steady.mix` needs non-negative shares with a positive sum".into());
-            }
-        }
-        let h = &self.head_end;
-        for (k, v) in [
-            ("head_end.failure_rate", h.failure_rate),
-            ("head_end.no_answer_rate", h.no_answer_rate),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(format!("`{k}` must be between 0 and 1"));
-            }
-        }
-        if self.partitions < 1 {
-            return Err("`partitions` must be at least 1".into());
-        }
-        Ok(())
-    }
-
-    /// Multiplies every count by `f` (at least 1 where it was not 0).
-    pub fn scaled(mut self, f: f64) -> Scenario {
-        if (f - 1.0).abs() < f64::EPSILON {
-            return self;
-        }
-        let s = |n: usize| {
-            if n == 0 {
-                0
-            } else {
-                ((n as f64 * f).round() as usize).max(1)
-            }
-        };
-        self.meters = s(self.meters);
-        self.preload = Mix {
-            disconnects: s(self.preload.disconnects),
-            reconnects: s(self.preload.reconnects),
-            reads: s(self.preload.reads),
-        };
-        if let Some(st) = &mut self.steady {
-            st.rate_per_sec = (s(st.rate_per_sec as usize) as u32).max(1);
-        }
-        if let Some(c) = &mut self.campaign {
-            c.orders = s(c.orders).min(self.meters);
-            c.storm_reconnects = s(c.storm_reconnects).min(c.orders.div_ceil(2));
-            c.storm_after_releases = s(c.storm_after_releases);
-        }
-        if let Some(k) = &mut self.kill_at_in_flight {
-            *k = s(*k);
-        }
-        self
-    }
-
-    /// Orders that must reach a final status for the run to be complete.
-    fn expected_final(&self) -> usize {
-        let steady = self
-            .steady
-            .as_ref()
-            .map(|s| s.rate_per_sec as usize * s.duration_secs as usize)
-            .unwrap_or(0);
-        let storm = self
-            .campaign
-            .as_ref()
-            .map(|c| 2 * c.storm_reconnects)
-            .unwrap_or(0);
-        self.preload.total() + steady + storm
-    }
-
-    /// Whether the order with this id (as the workload names them) is one of the
-    /// `expected_final` orders: every preloaded, steady and storm order, and the campaign
-    /// disconnects on the storm's meters (withdrawn or superseded by its reconnects, or
-    /// released and finished before them). The other campaign orders finish only if the
-    /// campaign happens to release them before the run ends.
-    pub(crate) fn expects_final(&self, order_id: &str) -> bool {
-        match workload::campaign_index(order_id) {
-            Some(i) => self
-                .campaign
-                .as_ref()
-                .is_some_and(|c| i % 2 == 0 && i / 2 < c.storm_reconnects),
-            None => true,
-        }
-    }
+/// The switchyard binary in the harness's own directory (`target/release/` after
+/// `cargo build --release`): the default of `--switchyard`.
+pub fn switchyard_next_to_harness() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    Ok(dir.join(format!("switchyard{}", std::env::consts::EXE_SUFFIX)))
 }
 
 /// Where a run writes its report when no `--out` is given: a new directory
@@ -284,6 +42,8 @@ pub fn fresh_out_dir(scenario: &str) -> PathBuf {
 
 pub struct LoadtestOptions {
     pub scenario: PathBuf,
+    /// The switchyard binary under test (run as `switchyard run`).
+    pub switchyard: PathBuf,
     /// An external Kafka-API broker; `None` = the mock cluster in the harness process.
     pub brokers: Option<String>,
     pub out: PathBuf,
@@ -313,8 +73,8 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
     // The built-in configuration with the environment's overrides (e.g. the
     // `SWITCHYARD__KAFKA__CLIENT__*` security settings of an external cluster, which the
     // switchyard under test inherits too).
-    let mut config = crate::Config::load(None)
-        .map_err(|e| LoadtestError::Child(format!("configuration: {e}")))?;
+    let mut config =
+        Config::load(None).map_err(|e| LoadtestError::Child(format!("configuration: {e}")))?;
     let mut env: Vec<(String, String)> = Vec::new();
     let embedded;
     let (bootstrap, broker_label) = match &opts.brokers {
@@ -340,7 +100,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
                     (t.clone(), p)
                 })
                 .collect();
-            embedded = Some(crate::kafka::EmbeddedKafka::start_with(&sized)?);
+            embedded = Some(kafka::EmbeddedKafka::start_with(&sized)?);
             let b = embedded
                 .as_ref()
                 .map(|e| e.bootstrap_servers().to_string())
@@ -349,10 +109,10 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         }
         Some(b) => {
             embedded = None;
-            config.topics.suffix_all(&format!(".{run_id}"));
+            config.topics = suffixed(&config.topics, &format!(".{run_id}"));
             config.kafka.brokers = b.clone();
             config.kafka.embedded_partitions = scenario.partitions;
-            crate::kafka::ensure_topics(&config, b).await?;
+            kafka::ensure_topics(&config, b).await?;
             for (key, t) in config.topics.all() {
                 env.push((
                     format!("SWITCHYARD__{}", key.replace('.', "__").to_uppercase()),
@@ -413,7 +173,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         }
     }
     let _ = std::fs::remove_dir_all(opts.out.join("baseline-data"));
-    let mut baseline = Switchyard::spawn(&base_env, &log)?;
+    let mut baseline = Switchyard::spawn(&opts.switchyard, &base_env, &log)?;
     let baseline_ready = baseline.wait_ready(Duration::from_secs(120)).await?;
     let (baseline_rss, _) = child::memory(baseline.pid());
     baseline.stop()?;
@@ -442,7 +202,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
     );
 
     // 3. switchyard.
-    let mut sy = Switchyard::spawn(&env, &log)?;
+    let mut sy = Switchyard::spawn(&opts.switchyard, &env, &log)?;
     let pid = Arc::new(Mutex::new((sy.pid(), sy.http, 0u32)));
     let startup = sy.wait_ready(Duration::from_secs(1800)).await?;
     let (rss_ready, _) = child::memory(sy.pid());
@@ -525,7 +285,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         let killed_at = run_started.elapsed().as_secs_f64();
         sy.kill9()?;
         eprintln!("kill -9 with {open} open orders; restarting");
-        let mut again = Switchyard::spawn(&env, &log)?;
+        let mut again = Switchyard::spawn(&opts.switchyard, &env, &log)?;
         *pid.lock().expect("lock") = (again.pid(), again.http, 1);
         let ready = again.wait_ready(Duration::from_secs(1800)).await?;
         eprintln!("recovered in {:.1} s", ready.as_secs_f64());
@@ -626,13 +386,24 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
     Ok(report)
 }
 
+/// `topics` with `suffix` appended to every name (each run's records apart on a shared broker).
+/// Through serde, so that a topic added to switchyard's configuration gets the suffix too.
+fn suffixed(topics: &TopicsConfig, suffix: &str) -> TopicsConfig {
+    let mut v = serde_json::to_value(topics).expect("topic names serialize");
+    if let Some(names) = v.as_object_mut() {
+        for name in names.values_mut() {
+            if let Some(n) = name.as_str() {
+                *name = format!("{n}{suffix}").into();
+            }
+        }
+    }
+    serde_json::from_value(v).expect("the same topic names, suffixed")
+}
+
 fn last(samples: &Mutex<Vec<Sample>>) -> Option<Sample> {
     samples.lock().expect("lock").last().cloned()
 }
 
-/// A counter over the whole run (counters restart with the process after a kill: the last
-/// value of each process life is added up). Work counted just before a kill -9 whose write was
-/// lost is counted again when it is redone: totals across a kill are slightly high.
 /// When to `kill -9`: `Some(false)` at the scenario's in-flight trigger, `Some(true)` once the
 /// trigger can no longer be reached (every order accepted and in flight 10 % below its peak),
 /// `None` to keep waiting.
@@ -644,17 +415,6 @@ fn kill_now(in_flight: f64, peak: f64, trigger: usize, all_accepted: bool) -> Op
     } else {
         None
     }
-}
-
-fn total_over_lives(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
-    let mut total = 0.0;
-    for (i, s) in samples.iter().enumerate() {
-        let end_of_life = samples.get(i + 1).is_none_or(|n| n.life != s.life);
-        if end_of_life {
-            total += f(s);
-        }
-    }
-    total
 }
 
 async fn sample_loop(
@@ -701,28 +461,7 @@ async fn sample_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::{kill_now, CampaignLoad, Scenario};
-
-    #[test]
-    fn the_expected_finals_are_the_workload_orders_and_the_storm_meters_campaign_orders() {
-        let mut s: Scenario =
-            toml::from_str("name = \"x\"\ndescription = \"x\"\nmeters = 10\n").unwrap();
-        assert!(s.expects_final("PO-read-00000001"));
-        assert!(s.expects_final("ST-00000001"));
-        assert!(s.expects_final("RC-00000001"));
-        s.campaign = Some(CampaignLoad {
-            orders: 10,
-            rate_per_hour: 1,
-            storm_reconnects: 3,
-            storm_after_releases: 1,
-        });
-        // Storm reconnects on meters 0, 2 and 4: those campaign orders are expected.
-        let expected: Vec<usize> = (0..10)
-            .filter(|i| s.expects_final(&format!("CO-{i:08}")))
-            .collect();
-        assert_eq!(expected, vec![0, 2, 4]);
-        assert_eq!(s.expected_final(), 6);
-    }
+    use super::kill_now;
 
     #[test]
     fn the_kill_comes_at_the_trigger_or_once_the_peak_has_passed() {

@@ -15,10 +15,12 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use super::{CampaignLoad, LoadtestError, Scenario, Steady};
-use crate::config::Config;
-use crate::domain::{AuditEvent, AuditKind};
-use crate::store::{EmbeddedStore, Store, WriteBatch};
+use switchyard::domain::{AuditEvent, AuditKind};
+use switchyard::store::{EmbeddedStore, Store, WriteBatch};
+use switchyard::{kafka, Config};
+
+use crate::scenario::{CampaignLoad, Scenario, Steady};
+use crate::LoadtestError;
 
 pub(crate) const CAMPAIGN_ID: &str = "loadtest-campaign";
 
@@ -66,7 +68,7 @@ impl Generator {
         bootstrap: &str,
         scenario: &Scenario,
     ) -> Result<Generator, LoadtestError> {
-        let mut pc = crate::kafka::producer_config(config, bootstrap);
+        let mut pc = kafka::producer_config(config, bootstrap);
         pc.set("linger.ms", "20").set("batch.num.messages", "10000");
         let producer: ThreadedProducer<Deliveries> =
             pc.create_with_context(Deliveries::default())?;
@@ -250,7 +252,7 @@ pub(crate) fn raw_consume(
     topic: &str,
     expected: usize,
 ) -> Result<f64, LoadtestError> {
-    let c: BaseConsumer = crate::kafka::client_config(config, bootstrap)
+    let c: BaseConsumer = kafka::client_config(config, bootstrap)
         .set(
             "group.id",
             format!("raw-consume-{}", jiff::Timestamp::now().as_millisecond()),

@@ -18,9 +18,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 use serde::Deserialize;
 
-use super::{LoadtestError, Scenario};
-use crate::config::Config;
-use crate::domain::OrderStatus;
+use switchyard::domain::OrderStatus;
+use switchyard::Config;
+
+use crate::scenario::Scenario;
+use crate::LoadtestError;
 
 /// Distinct orders with a final status, as seen so far.
 #[derive(Default)]
@@ -62,7 +64,7 @@ impl Follower {
         topic: &str,
         scenario: &Scenario,
     ) -> Result<Follower, LoadtestError> {
-        let c: BaseConsumer = crate::kafka::client_config(config, bootstrap)
+        let c: BaseConsumer = switchyard::kafka::client_config(config, bootstrap)
             .set(
                 "group.id",
                 format!(

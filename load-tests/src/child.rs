@@ -1,7 +1,7 @@
-//! The switchyard process under test: spawned as `switchyard run` (the harness's own binary)
-//! with environment overrides, observed from outside the way an SRE would: `/readyz`,
-//! `/metrics`, `/stats/latency` over HTTP and `/proc/<pid>/status` for memory. `kill -9` is a
-//! real SIGKILL of that process.
+//! The switchyard process under test: the binary given with `--switchyard`, spawned as
+//! `switchyard run` with environment overrides, observed from outside the way an SRE would:
+//! `/readyz`, `/metrics`, `/stats/latency` over HTTP and `/proc/<pid>/status` for memory.
+//! `kill -9` is a real SIGKILL of that process.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::LoadtestError;
-use crate::observability::LatencySummary;
+use switchyard::observability::LatencySummary;
+
+use crate::LoadtestError;
 
 pub(crate) struct Switchyard {
     child: Child,
@@ -27,10 +28,13 @@ fn free_port() -> Result<SocketAddr, LoadtestError> {
 }
 
 impl Switchyard {
-    /// Spawns `switchyard run` with these `SWITCHYARD__...` overrides; logs go to `log`.
-    pub fn spawn(env: &[(String, String)], log: &Path) -> Result<Switchyard, LoadtestError> {
+    /// Spawns `<exe> run` with these `SWITCHYARD__...` overrides; logs go to `log`.
+    pub fn spawn(
+        exe: &Path,
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Result<Switchyard, LoadtestError> {
         let http = free_port()?;
-        let exe = std::env::current_exe()?;
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

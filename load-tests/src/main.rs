@@ -1,17 +1,29 @@
-//! `switchyard loadtest`: a load-test scenario against a switchyard child process, or a report rendered again.
+//! `switchyard-loadtest`: a load-test scenario against a switchyard child process, or a report
+//! rendered again.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::Parser;
 
-#[derive(clap::Args)]
-pub(crate) struct LoadtestArgs {
+use switchyard_loadtest::report::Report;
+use switchyard_loadtest::{fresh_out_dir, switchyard_next_to_harness, LoadtestOptions};
+
+/// Run a load-test scenario (load-tests/scenarios/*.toml) against a switchyard child process and
+/// write a report (Markdown, JSON, SVG plots) with the raw limits of its parts.
+#[derive(Parser)]
+#[command(name = "switchyard-loadtest", version)]
+struct Args {
     /// The scenario file.
     #[arg(long, required_unless_present = "render")]
     scenario: Option<PathBuf>,
     /// Instead of running: render report.md and the plots again from DIR/report.json.
     #[arg(long, value_name = "DIR", conflicts_with = "scenario")]
     render: Option<PathBuf>,
+    /// The switchyard binary under test (default: `switchyard` next to this executable, i.e.
+    /// target/release/switchyard after `cargo build --release`).
+    #[arg(long, value_name = "PATH", conflicts_with = "render")]
+    switchyard: Option<PathBuf>,
     /// An external Kafka-API broker (e.g. tansu from load-tests/tansu.sh, or your cluster);
     /// default: librdkafka's mock cluster inside the harness.
     #[arg(long)]
@@ -25,43 +37,55 @@ pub(crate) struct LoadtestArgs {
     scale: f64,
 }
 
-pub(crate) fn run(args: LoadtestArgs) -> anyhow::Result<()> {
-    let LoadtestArgs {
+fn main() -> anyhow::Result<()> {
+    let Args {
         scenario,
         render,
+        switchyard,
         brokers,
         out,
         scale,
-    } = args;
+    } = Args::parse();
 
     switchyard::observability::init_logging(switchyard::config::LogFormat::Text, "warn");
     if let Some(dir) = render {
-        let report = switchyard::loadtest::report::Report::read(&dir)
+        let report = Report::read(&dir)
             .with_context(|| format!("cannot read {}/report.json", dir.display()))?;
         report.write(&dir).context("cannot write the report")?;
         println!("{}", report.table());
         return Ok(());
     }
     let scenario = scenario.context("--scenario is required")?;
+    let switchyard = match switchyard {
+        Some(path) => path,
+        None => switchyard_next_to_harness().context("cannot locate the harness executable")?,
+    };
+    // Absolute, so that the child is this file wherever it runs from (never one on PATH).
+    let switchyard = std::fs::canonicalize(&switchyard).map_err(|e| {
+        anyhow::anyhow!(
+            "the switchyard binary under test, {}, cannot be used ({e}): build it with \
+             `cargo build --release`, or name it with --switchyard PATH",
+            switchyard.display()
+        )
+    })?;
     let name = scenario
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "scenario".into());
-    let out = out.unwrap_or_else(|| switchyard::loadtest::fresh_out_dir(&name));
+    let out = out.unwrap_or_else(|| fresh_out_dir(&name));
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let report = rt.block_on(switchyard::loadtest::run(
-        switchyard::loadtest::LoadtestOptions {
-            scenario,
-            brokers,
-            out: out.clone(),
-            scale,
-            command_line,
-        },
-    ))?;
+    let report = rt.block_on(switchyard_loadtest::run(LoadtestOptions {
+        scenario,
+        switchyard,
+        brokers,
+        out: out.clone(),
+        scale,
+        command_line,
+    }))?;
     println!("{}", report.table());
     println!("report: {}", out.join("report.md").display());
     Ok(())

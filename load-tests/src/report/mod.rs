@@ -1,0 +1,420 @@
+//! The load-test report: what was measured, next to the raw limit of the part it uses (measured
+//! in the same run) and the scenario's targets; written as `report.json` (here: the data, read
+//! back by `--render`), `report.md` ([`table`]: the summary table) and SVG plots ([`plots`]).
+
+mod plots;
+mod table;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use switchyard::observability::LatencySummary;
+
+use crate::scenario::Scenario;
+
+/// One scrape of the switchyard process (`life` counts restarts: counters start again at 0).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Sample {
+    pub t: f64,
+    pub life: u32,
+    pub received: f64,
+    pub terminal: f64,
+    pub commands: f64,
+    pub audit_rows: f64,
+    pub releases: f64,
+    pub in_flight: f64,
+    pub live_actors: f64,
+    pub pending_commit: f64,
+    pub outbox_pending: f64,
+    pub timed_out: f64,
+    pub rss: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub os: String,
+}
+
+impl Machine {
+    pub fn here() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let mem_kb = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let os = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| format!("Linux {}", s.trim()))
+            .unwrap_or_else(|_| std::env::consts::OS.into());
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            memory_gib: mem_kb / (1024.0 * 1024.0),
+            os,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Raw {
+    /// Bare librdkafka consumer on the same orders topic, records/s.
+    pub consume_per_sec: f64,
+    /// Bare durable appends, 1,000 audit rows per transaction, to a fresh store on the same
+    /// disk, rows/s.
+    pub store_append_rows_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recovery {
+    pub open_orders: u64,
+    pub killed_at_s: f64,
+    /// From restart to `/readyz` (registry replayed, every open order handed back to its
+    /// meter, intake running).
+    pub ready_secs: f64,
+    /// Commands in flight when it was killed.
+    #[serde(default)]
+    pub in_flight_at_kill: u64,
+    /// The scenario's `kill_at_in_flight` was never reached: the kill came when the peak had
+    /// passed (every order accepted, in flight 10 % below its peak).
+    #[serde(default)]
+    pub trigger_missed: bool,
+}
+
+pub(crate) struct Inputs {
+    pub scenario: Scenario,
+    pub broker: String,
+    pub machine: Machine,
+    pub command: String,
+    pub produced: usize,
+    pub expected_final: usize,
+    /// Distinct expected orders with a final status (from the order events).
+    pub orders_final: u64,
+    /// Distinct other orders with a final status.
+    pub other_final: u64,
+    pub timed_out: bool,
+    pub baseline_rss: u64,
+    pub baseline_ready_secs: f64,
+    pub rss_ready: u64,
+    pub peak_rss: u64,
+    pub startup_secs: f64,
+    pub registry_produce_secs: f64,
+    pub preload_produce_secs: f64,
+    pub samples: Vec<Sample>,
+    pub storm_at: Option<f64>,
+    pub latency: Option<(LatencySummary, LatencySummary)>,
+    pub latency_before_kill: Option<(LatencySummary, LatencySummary)>,
+    pub recovery: Option<Recovery>,
+    pub raw: Raw,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub orders_produced: usize,
+    pub orders_accepted: u64,
+    /// Distinct orders of the `expected_final` set that reached a final status (counted once
+    /// each from the order-events topic, never more than `expected_final`).
+    pub orders_final: u64,
+    pub expected_final: usize,
+    /// Distinct orders outside that set that reached a final status too (campaign orders the
+    /// campaign released, on meters the storm did not touch).
+    #[serde(default)]
+    pub other_final: u64,
+    pub timed_out: bool,
+    pub ingest_per_sec: f64,
+    pub ingest_peak_1s: f64,
+    pub end_to_end_per_sec: f64,
+    pub end_to_end_peak_1s: f64,
+    pub end_to_end_vs_raw_consume: f64,
+    pub ingest_vs_raw_consume: f64,
+    pub audit_rows_per_sec: f64,
+    pub audit_rows_peak_1s: f64,
+    pub audit_vs_raw_append: f64,
+    pub dispatch: Option<LatencySummary>,
+    pub completion: Option<LatencySummary>,
+    pub peak_in_flight: u64,
+    pub peak_live_actors: u64,
+    /// Commands that timed out before the kill (or in the only life).
+    pub timed_out_commands: u64,
+    /// Commands that timed out after a restart: those whose deadline ran out while the
+    /// process was down are expected here, so they are reported apart.
+    #[serde(default)]
+    pub timed_out_after_restart: u64,
+    pub longest_stall_s: f64,
+    pub startup_secs: f64,
+    pub baseline_rss_bytes: u64,
+    pub rss_ready_bytes: u64,
+    pub peak_rss_bytes: u64,
+    pub bytes_per_registered_meter: f64,
+    pub bytes_per_live_actor: Option<f64>,
+    pub campaign_releases: u64,
+    pub campaign_releases_per_hour: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub broker: String,
+    pub machine: Machine,
+    pub command: String,
+    pub summary: Summary,
+    pub raw: Raw,
+    pub recovery: Option<Recovery>,
+    pub latency_before_kill: Option<(LatencySummary, LatencySummary)>,
+    pub registry_produce_secs: f64,
+    pub preload_produce_secs: f64,
+    pub baseline_ready_secs: f64,
+    pub storm_at_s: Option<f64>,
+    pub samples: Vec<Sample>,
+}
+
+/// Rate of `f` over about one second ending at each sample (same process life only).
+fn rate_series(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> {
+    rate_series_over(samples, f, 1.0)
+}
+
+/// Rate of `f` over about `window` seconds ending at each sample (same process life only).
+fn rate_series_over(
+    samples: &[Sample],
+    f: impl Fn(&Sample) -> f64,
+    window: f64,
+) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        let Some(j) = (0..i)
+            .rev()
+            .find(|&j| samples[j].life == s.life && s.t - samples[j].t >= window * 0.95)
+        else {
+            continue;
+        };
+        let dt = s.t - samples[j].t;
+        if dt > 0.0 && dt < window * 5.0 {
+            out.push((s.t, ((f(s) - f(&samples[j])) / dt).max(0.0)));
+        }
+    }
+    out
+}
+
+fn peak(series: &[(f64, f64)]) -> f64 {
+    series.iter().map(|p| p.1).fold(0.0, f64::max)
+}
+
+impl Report {
+    pub(crate) fn build(i: Inputs) -> Report {
+        // The first process life carries the rates (after a kill -9, counters restart).
+        let life0: Vec<Sample> = i.samples.iter().filter(|s| s.life == 0).cloned().collect();
+        let max = |f: &dyn Fn(&Sample) -> f64| life0.iter().map(f).fold(0.0, f64::max);
+        let accepted = max(&|s| s.received);
+        let finals = max(&|s| s.terminal);
+        let audit = max(&|s| s.audit_rows);
+        // Work starts at the last scrape that saw nothing accepted (0 when orders were waiting
+        // on the topic: the intake starts when switchyard becomes ready, which is t = 0).
+        let t_start = life0
+            .iter()
+            .take_while(|s| s.received == 0.0)
+            .last()
+            .map(|s| s.t)
+            .unwrap_or(0.0);
+        let first_at = |f: &dyn Fn(&Sample) -> f64, target: f64| {
+            life0
+                .iter()
+                .find(|s| f(s) >= target)
+                .map(|s| s.t)
+                .unwrap_or(t_start)
+        };
+        let t_accepted = first_at(&|s| s.received, accepted);
+        let t_final = first_at(&|s| s.terminal, finals);
+        let per_sec = |n: f64, t_end: f64| {
+            if t_end > t_start {
+                n / (t_end - t_start)
+            } else {
+                0.0
+            }
+        };
+        let ingest = per_sec(accepted, t_accepted);
+        let e2e = per_sec(finals, t_final);
+        let audit_rate = per_sec(audit, t_final.max(t_accepted));
+        let ingest_series = rate_series(&i.samples, |s| s.received);
+        let final_series = rate_series(&i.samples, |s| s.terminal);
+        let audit_series = rate_series(&i.samples, |s| s.audit_rows);
+        let peak_live = i.samples.iter().map(|s| s.live_actors).fold(0.0, f64::max);
+        // Measured in the first process life (after a restart the baseline is not known).
+        let bytes_per_live = life0
+            .iter()
+            .max_by(|a, b| a.live_actors.total_cmp(&b.live_actors))
+            .filter(|s| s.live_actors >= 10_000.0)
+            .map(|s| (s.rss as f64 - i.rss_ready as f64) / s.live_actors);
+        // The longest time nothing moved (nothing accepted, sent or finished) while orders
+        // were open.
+        let mut stall: f64 = 0.0;
+        let mut since: Option<f64> = None;
+        for w in i.samples.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            let open = b.received > b.terminal;
+            let moved = b.life != a.life
+                || b.received != a.received
+                || b.commands != a.commands
+                || b.terminal != a.terminal;
+            if open && !moved {
+                let s0 = *since.get_or_insert(a.t);
+                stall = stall.max(b.t - s0);
+            } else {
+                since = None;
+            }
+        }
+        let releases = i.samples.iter().map(|s| s.releases).fold(0.0, f64::max);
+        let release_rate = i.scenario.campaign.as_ref().and_then(|_| {
+            let first = i.samples.iter().find(|s| s.releases >= 1.0)?;
+            let last = i.samples.iter().rev().find(|s| s.life == first.life)?;
+            (last.t > first.t)
+                .then(|| (last.releases - first.releases) / (last.t - first.t) * 3600.0)
+        });
+        let raw = i.raw.consume_per_sec.max(1e-9);
+        let summary = Summary {
+            orders_produced: i.produced,
+            orders_accepted: total_over_lives(&i.samples, |s| s.received) as u64,
+            orders_final: i.orders_final,
+            expected_final: i.expected_final,
+            other_final: i.other_final,
+            timed_out: i.timed_out,
+            ingest_per_sec: ingest,
+            ingest_peak_1s: peak(&ingest_series),
+            end_to_end_per_sec: e2e,
+            end_to_end_peak_1s: peak(&final_series),
+            end_to_end_vs_raw_consume: e2e / raw,
+            ingest_vs_raw_consume: ingest / raw,
+            audit_rows_per_sec: audit_rate,
+            audit_rows_peak_1s: peak(&audit_series),
+            audit_vs_raw_append: audit_rate / i.raw.store_append_rows_per_sec.max(1e-9),
+            dispatch: i
+                .latency_before_kill
+                .or(i.latency)
+                .map(|l| l.0)
+                .filter(|l| l.count > 0),
+            completion: i
+                .latency_before_kill
+                .or(i.latency)
+                .map(|l| l.1)
+                .filter(|l| l.count > 0),
+            peak_in_flight: i.samples.iter().map(|s| s.in_flight).fold(0.0, f64::max) as u64,
+            peak_live_actors: peak_live as u64,
+            timed_out_commands: first_life_timeouts(&i.samples) as u64,
+            timed_out_after_restart: timeouts_after_restart(&i.samples),
+            longest_stall_s: stall,
+            startup_secs: i.startup_secs,
+            baseline_rss_bytes: i.baseline_rss,
+            rss_ready_bytes: i.rss_ready,
+            peak_rss_bytes: i.peak_rss,
+            bytes_per_registered_meter: (i.rss_ready as f64 - i.baseline_rss as f64)
+                / i.scenario.meters as f64,
+            bytes_per_live_actor: bytes_per_live,
+            campaign_releases: releases as u64,
+            campaign_releases_per_hour: release_rate,
+        };
+        Report {
+            scenario: i.scenario,
+            broker: i.broker,
+            machine: i.machine,
+            command: i.command,
+            summary,
+            raw: i.raw,
+            recovery: i.recovery,
+            latency_before_kill: i.latency_before_kill,
+            registry_produce_secs: i.registry_produce_secs,
+            preload_produce_secs: i.preload_produce_secs,
+            baseline_ready_secs: i.baseline_ready_secs,
+            storm_at_s: i.storm_at,
+            samples: i.samples,
+        }
+    }
+
+    /// Reads a `report.json` written by [`write`](Self::write).
+    pub fn read(dir: &Path) -> std::io::Result<Report> {
+        let bytes = std::fs::read(dir.join("report.json"))?;
+        let mut report: Report = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+        // Reports written before this figure existed have the samples to derive it from.
+        report.summary.timed_out_after_restart = timeouts_after_restart(&report.samples);
+        Ok(report)
+    }
+
+    /// Writes `report.json`, the plots and `report.md` (which links the plots drawn) to `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::write(
+            dir.join("report.json"),
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        let plots = plots::draw(self, dir);
+        std::fs::write(dir.join("report.md"), self.markdown(&plots))
+    }
+}
+
+/// A counter over the whole run (counters restart with the process after a kill: the last
+/// value of each process life is added up). Work counted just before a kill -9 whose write was
+/// lost is counted again when it is redone: totals across a kill are slightly high.
+fn total_over_lives(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+    let mut total = 0.0;
+    for (i, s) in samples.iter().enumerate() {
+        let end_of_life = samples.get(i + 1).is_none_or(|n| n.life != s.life);
+        if end_of_life {
+            total += f(s);
+        }
+    }
+    total
+}
+
+/// Commands timed out in the lives after the first (the process counts from zero again after
+/// each restart).
+fn timeouts_after_restart(samples: &[Sample]) -> u64 {
+    (total_over_lives(samples, |s| s.timed_out) - first_life_timeouts(samples)).max(0.0) as u64
+}
+
+/// Commands timed out before the first kill (the whole run when nothing is killed).
+fn first_life_timeouts(samples: &[Sample]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.life == 0)
+        .map(|s| s.timed_out)
+        .fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(life: u32, timed_out: f64) -> Sample {
+        Sample {
+            life,
+            timed_out,
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn timeouts_are_split_at_the_kill_and_summed_over_later_lives() {
+        // Life 0 reaches 3; the counter restarts at 0 after each kill: 5 in life 1, 2 in life 2.
+        let samples = [
+            at(0, 0.0),
+            at(0, 3.0),
+            at(1, 0.0),
+            at(1, 5.0),
+            at(2, 1.0),
+            at(2, 2.0),
+        ];
+        assert_eq!(first_life_timeouts(&samples), 3.0);
+        assert_eq!(timeouts_after_restart(&samples), 7);
+        // Without a kill there is nothing after a restart.
+        assert_eq!(timeouts_after_restart(&samples[..2]), 0);
+    }
+}

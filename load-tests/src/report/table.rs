@@ -1,0 +1,241 @@
+//! The report's Markdown: the summary table (each figure, the raw limit of its part measured
+//! in the same run, and the target where the scenario tests one) and `report.md` around it.
+
+use switchyard::observability::LatencySummary;
+
+use super::Report;
+use crate::targets::Goal;
+
+impl Report {
+    /// The summary table alone (what the closing note pastes).
+    pub fn table(&self) -> String {
+        let s = &self.summary;
+        let raw = &self.raw;
+        let mut t = String::from(
+            "| measure | measured | raw limit, same run (ratio) | target (2 cores) |\n|---|---|---|---|\n",
+        );
+        let mut row = |m: &str, v: String, limit: String, target: &str| {
+            t.push_str(&format!("| {m} | {v} | {limit} | {target} |\n"));
+        };
+        row(
+            "ingest (accepted: validated, stored, offset committed)",
+            format!(
+                "{:.0} orders/s (peak 1 s: {:.0})",
+                s.ingest_per_sec, s.ingest_peak_1s
+            ),
+            format!(
+                "bare consumer {:.0} rec/s ({:.1} %)",
+                raw.consume_per_sec,
+                100.0 * s.ingest_vs_raw_consume
+            ),
+            &self.target(Goal::Ingest),
+        );
+        row(
+            "end to end (final status stored)",
+            format!(
+                "{:.0} orders/s (peak 1 s: {:.0})",
+                s.end_to_end_per_sec, s.end_to_end_peak_1s
+            ),
+            format!(
+                "bare consumer {:.0} rec/s ({:.1} %)",
+                raw.consume_per_sec,
+                100.0 * s.end_to_end_vs_raw_consume
+            ),
+            &self.target(Goal::EndToEnd),
+        );
+        row(
+            "audit rows written",
+            format!(
+                "{:.0} rows/s (peak 1 s: {:.0})",
+                s.audit_rows_per_sec, s.audit_rows_peak_1s
+            ),
+            format!(
+                "bare appends {:.0} rows/s ({:.1} %)",
+                raw.store_append_rows_per_sec,
+                100.0 * s.audit_vs_raw_append
+            ),
+            "",
+        );
+        let lat = |l: &Option<LatencySummary>| match l {
+            Some(l) => format!(
+                "p50 {} / p99 {} / p999 {} (n = {})",
+                ms(l.p50_us),
+                ms(l.p99_us),
+                ms(l.p999_us),
+                l.count
+            ),
+            None => "none recorded".into(),
+        };
+        row(
+            "dispatch latency (accepted → handed to head-end)",
+            lat(&s.dispatch),
+            "".into(),
+            &self.target(Goal::DispatchLatency),
+        );
+        row(
+            "completion latency (answer → final status stored)",
+            lat(&s.completion),
+            "".into(),
+            "",
+        );
+        row(
+            "commands in flight (peak)",
+            if self.recovery.is_some() {
+                format!(
+                    "{} (timed out before the kill: {}, after the restart: {}; longest stall {:.1} s)",
+                    s.peak_in_flight,
+                    s.timed_out_commands,
+                    s.timed_out_after_restart,
+                    s.longest_stall_s
+                )
+            } else {
+                format!(
+                    "{} (timed out: {}, longest stall {:.1} s)",
+                    s.peak_in_flight, s.timed_out_commands, s.longest_stall_s
+                )
+            },
+            "".into(),
+            &self.target(Goal::InFlight),
+        );
+        row(
+            "memory per registered meter",
+            format!(
+                "{:.0} B ({} meters; RSS {} → {} MiB)",
+                s.bytes_per_registered_meter,
+                self.scenario.meters,
+                s.baseline_rss_bytes >> 20,
+                s.rss_ready_bytes >> 20
+            ),
+            "".into(),
+            &self.target(Goal::MemoryPerMeter),
+        );
+        row(
+            "memory per live meter actor",
+            match s.bytes_per_live_actor {
+                Some(b) => format!("{b:.0} B (peak {} live)", s.peak_live_actors),
+                None => format!(
+                    "not measured (peak {} live; needs 10,000 before any restart)",
+                    s.peak_live_actors
+                ),
+            },
+            "".into(),
+            &self.target(Goal::MemoryPerActor),
+        );
+        row(
+            "peak resident memory",
+            format!("{} MiB", s.peak_rss_bytes >> 20),
+            "".into(),
+            "",
+        );
+        row(
+            "start-up (registry replay to ready)",
+            format!("{:.1} s", s.startup_secs),
+            "".into(),
+            "",
+        );
+        if let Some(r) = &self.recovery {
+            row(
+                "recovery after kill -9",
+                format!(
+                    "{:.1} s with {} open orders ({:.0} open orders/s){}",
+                    r.ready_secs,
+                    r.open_orders,
+                    r.open_orders as f64 / r.ready_secs.max(1e-9),
+                    match (r.trigger_missed, self.scenario.kill_at_in_flight) {
+                        (true, Some(at)) => format!(
+                            "; killed at {} in flight after the peak: the scenario's {at} was never reached",
+                            r.in_flight_at_kill
+                        ),
+                        _ => String::new(),
+                    }
+                ),
+                "".into(),
+                &self.target(Goal::Recovery),
+            );
+        }
+        if let Some(rate) = s.campaign_releases_per_hour {
+            row(
+                "campaign release rate",
+                format!("{rate:.0}/h ({} released)", s.campaign_releases),
+                format!(
+                    "configured {}/h",
+                    self.scenario
+                        .campaign
+                        .as_ref()
+                        .map(|c| c.rate_per_hour)
+                        .unwrap_or(0)
+                ),
+                "",
+            );
+        }
+        t
+    }
+
+    /// The target cell: the target, and whether the run met it where this scenario tests it.
+    fn target(&self, goal: Goal) -> String {
+        let targets = &self.scenario.targets;
+        let label = targets.label(goal);
+        if !targets.tested(&self.scenario).contains(&goal) {
+            return format!("{label}: n/a here");
+        }
+        let met = targets.met(goal, &self.summary, self.recovery.as_ref());
+        format!("{label}: {}", if met { "met" } else { "not met" })
+    }
+
+    pub(super) fn markdown(&self, plots: &[String]) -> String {
+        let s = &self.summary;
+        let m = &self.machine;
+        let mut out = format!(
+            "# Load test: {}\n\n{}\n\n- machine: {} cores ({}), {:.1} GiB, {}\n- Kafka: {}\n- reproduce: `{}`\n- orders produced: {} (accepted {}, final {} of {} expected{}){}\n\n",
+            self.scenario.name,
+            self.scenario.description,
+            m.cores,
+            m.cpu,
+            m.memory_gib,
+            m.os,
+            self.broker,
+            self.command,
+            s.orders_produced,
+            s.orders_accepted,
+            s.orders_final,
+            s.expected_final,
+            if s.other_final > 0 {
+                format!(
+                    "; {} more campaign orders released and final",
+                    s.other_final
+                )
+            } else {
+                String::new()
+            },
+            if s.timed_out { " — TIMED OUT before every order was final" } else { "" },
+        );
+        out.push_str(&self.table());
+        out.push_str(&format!(
+            "\nHow to read it: rates are averages from the first order accepted to the last (scraped from `/metrics` every 200 ms); \
+             the raw limits were measured in the same run after switchyard stopped: a bare librdkafka consumer reading the same orders topic \
+             from a fresh group, and durable appends of 1,000 audit rows per transaction to a fresh embedded store on the same disk. \
+             Latencies are exact (HDR histograms, `/stats/latency`) and exclude head-end time. Memory per registered meter is the \
+             resident memory at ready minus that of the same binary with an empty registry (baseline {} MiB), divided by the meters; \
+             per live actor, the growth from ready to the peak of live actors divided by them (open orders and their buffers included).\n\n\
+             Produce times (harness side): registry {:.1} s, orders on the topic before start {:.1} s.\n",
+            s.baseline_rss_bytes >> 20,
+            self.registry_produce_secs,
+            self.preload_produce_secs
+        ));
+        if !plots.is_empty() {
+            out.push_str("\n## Plots\n\n");
+            for p in plots {
+                out.push_str(&format!("![{p}]({p})\n\n"));
+            }
+        }
+        out
+    }
+}
+
+fn ms(us: u64) -> String {
+    if us >= 10_000 {
+        format!("{:.0} ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2} ms", us as f64 / 1000.0)
+    }
+}
