@@ -635,7 +635,11 @@ fn start_tables(
         let (done, rx) = oneshot::channel();
         caught_up.push(rx);
         let src = parts.source(
-            kafka::table_source::consumer(parts.config, parts.bootstrap, name)?,
+            kafka::consumer(
+                parts.config,
+                parts.bootstrap,
+                &kafka::table_source::consumer_spec(name),
+            )?,
             Subscription::FromStart(topic.to_string()),
             Offsets::NotStored,
             TableHandler { table },
@@ -686,7 +690,7 @@ impl Startup {
         let results = match config.head_end.mode {
             HeadEndMode::Simulator => None,
             HeadEndMode::Kafka => Some(parts.source(
-                kafka::results_source::consumer(config, bootstrap)?,
+                kafka::consumer(config, bootstrap, &kafka::results_source::CONSUMER)?,
                 Subscription::Group(vec![topics.head_end_results.clone()]),
                 Offsets::NotStored,
                 kafka::results_source::Results {
@@ -695,7 +699,7 @@ impl Startup {
             )),
         };
         let facts = parts.source(
-            kafka::fact_source::consumer(config, bootstrap)?,
+            kafka::consumer(config, bootstrap, &kafka::fact_source::CONSUMER)?,
             Subscription::Group(vec![topics.customer_facts.clone(), topics.control.clone()]),
             Offsets::AfterWork,
             kafka::fact_source::Facts {
@@ -705,7 +709,7 @@ impl Startup {
             },
         );
         let campaign_control = parts.source(
-            kafka::campaign_source::consumer(config, bootstrap)?,
+            kafka::consumer(config, bootstrap, &kafka::campaign_source::CONSUMER)?,
             Subscription::Group(vec![topics.campaign_control.clone()]),
             Offsets::AfterWork,
             kafka::campaign_source::CampaignControl {
@@ -714,7 +718,7 @@ impl Startup {
             },
         );
         let intake = Source {
-            consumer: kafka::intake::consumer(config, bootstrap)?,
+            consumer: kafka::consumer(config, bootstrap, &kafka::intake::CONSUMER)?,
             producer: parts.producer.clone(),
             dead_letter_topic: topics.dead_letter.clone(),
             clock: parts.clock.clone(),

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::Timestamp;
@@ -34,16 +34,20 @@ fn time_until(now: Timestamp, at: Timestamp) -> Duration {
     }
 }
 
-/// A clock that only moves when told to.
+/// A clock that only moves when told to. Test-only: built for this crate's unit tests and, through
+/// the `testing` feature (which the crate's own dev-dependency on itself turns on), for its
+/// integration tests; the service binary has no clock that a caller can set.
+#[cfg(any(test, feature = "testing"))]
 pub struct ManualClock {
-    now: Mutex<Timestamp>,
+    now: std::sync::Mutex<Timestamp>,
     moved: tokio::sync::watch::Sender<Timestamp>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl ManualClock {
     pub fn starting_at(start: Timestamp) -> Arc<ManualClock> {
         Arc::new(ManualClock {
-            now: Mutex::new(start),
+            now: std::sync::Mutex::new(start),
             moved: tokio::sync::watch::channel(start).0,
         })
     }
@@ -66,6 +70,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         *self.now.lock().expect("lock")

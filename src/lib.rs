@@ -11,7 +11,8 @@
 //! - [`store`]: the store contract and the embedded redb store (imports `domain` only).
 //! - [`policy`]: the pure rule engine (rule packs as data); [`config`]: the one typed
 //!   configuration (TOML over the defaults + environment), validated at start; [`clock`]: the
-//!   injectable clock; [`observability`]: Prometheus metrics (cached handles) and logging.
+//!   injectable clock; [`observability`]: Prometheus metrics (cached handles) and logging;
+//!   `retry`: the one back-off every retrying loop waits on.
 //! - [`commit`]: the group-commit writer in front of the store ([`commit::StoreHandle`]).
 //! - [`registry`]: compact in-memory entry for every registered meter; [`facts`]: weather,
 //!   emergencies, payments, certificates and approvals as they arrive, and the zone fact book.
@@ -42,6 +43,7 @@ pub mod meter;
 pub mod observability;
 pub mod policy;
 pub mod registry;
+mod retry;
 pub mod store;
 
 pub use app::{App, AppError};

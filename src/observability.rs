@@ -9,7 +9,11 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::domain::{CommandKind, DeadLetterReason, ExceptionKind, OrderKind, OrderStatus};
+use strum::VariantArray;
+
+use crate::domain::{
+    CommandKind, DeadLetterReason, ExceptionKind, FactType, OrderKind, OrderStatus, VerdictKind,
+};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -117,19 +121,8 @@ pub struct Metrics {
     pub store_write_failures: Counter,
 }
 
-pub const FACT_TYPES: [&str; 5] = [
-    "payment",
-    "medical_certificate",
-    "approval",
-    "weather",
-    "emergency",
-];
-pub const VERDICTS: [&str; 4] = ["execute", "deferred", "awaiting_approval", "rejected"];
-
-pub fn fact_received(kind: &str) {
-    if let Some(i) = FACT_TYPES.iter().position(|k| *k == kind) {
-        metrics().facts_received[i].increment(1);
-    }
+pub fn fact_received(kind: FactType) {
+    metrics().facts_received[kind as usize].increment(1);
 }
 
 /// Campaign ids that get their own label value; beyond this many, `other` (bounded
@@ -171,19 +164,9 @@ pub fn campaign_released() {
     metrics().campaign_releases.increment(1);
 }
 
-pub fn policy_decision(verdict: &str) {
-    if let Some(i) = VERDICTS.iter().position(|k| *k == verdict) {
-        metrics().policy_decisions[i].increment(1);
-    }
+pub fn policy_decision(verdict: VerdictKind) {
+    metrics().policy_decisions[verdict as usize].increment(1);
 }
-
-const EXCEPTION_KINDS: [ExceptionKind; 5] = [
-    ExceptionKind::RetriesExhausted,
-    ExceptionKind::FieldOrderNeeded,
-    ExceptionKind::LoadSideVoltage,
-    ExceptionKind::CommandRejected,
-    ExceptionKind::OutcomeUnknown,
-];
 
 pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(|| {
@@ -200,7 +183,7 @@ pub fn metrics() -> &'static Metrics {
             results_late: counter!("switchyard_command_results_total", "outcome" => "late"),
             command_latency: histogram!("switchyard_command_latency_seconds"),
             retries: counter!("switchyard_command_retries_total"),
-            exceptions: EXCEPTION_KINDS.iter().map(|k| counter!("switchyard_exceptions_total", "kind" => k.as_str())).collect(),
+            exceptions: ExceptionKind::VARIANTS.iter().map(|k| counter!("switchyard_exceptions_total", "kind" => k.as_str())).collect(),
             live_actors: gauge!("switchyard_meter_actors_live"),
             in_flight: gauge!("switchyard_commands_in_flight"),
             pending_commit: gauge!("switchyard_intake_records_pending_commit"),
@@ -215,9 +198,9 @@ pub fn metrics() -> &'static Metrics {
             registry_rejected: counter!("switchyard_registry_records_rejected_total"),
             actor_activations: counter!("switchyard_meter_actor_activations_total"),
             actor_passivations: counter!("switchyard_meter_actor_passivations_total"),
-            facts_received: FACT_TYPES.iter().map(|k| counter!("switchyard_facts_received_total", "type" => *k)).collect(),
+            facts_received: FactType::VARIANTS.iter().map(|k| counter!("switchyard_facts_received_total", "type" => <&str>::from(*k))).collect(),
             facts_rejected: counter!("switchyard_facts_rejected_total"),
-            policy_decisions: VERDICTS.iter().map(|v| counter!("switchyard_policy_decisions_total", "verdict" => *v)).collect(),
+            policy_decisions: VerdictKind::VARIANTS.iter().map(|v| counter!("switchyard_policy_decisions_total", "verdict" => <&str>::from(*v))).collect(),
             campaign_releases: counter!("switchyard_campaign_releases_total"),
             audit_rows: counter!("switchyard_audit_rows_total"),
             dead_letters_truncated: counter!("switchyard_dead_letters_truncated_total"),
@@ -286,8 +269,7 @@ impl Default for LogLimiter {
 }
 
 pub fn exception(kind: ExceptionKind) {
-    let i = EXCEPTION_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
-    metrics().exceptions[i].increment(1);
+    metrics().exceptions[kind as usize].increment(1);
 }
 
 pub(crate) fn store_commit(elapsed: Duration, batches: usize, audit_rows: usize) {
@@ -299,7 +281,8 @@ pub(crate) fn store_commit(elapsed: Duration, batches: usize, audit_rows: usize)
 }
 
 /// Prometheus type of a metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum MetricKind {
     Counter,
     Gauge,
@@ -309,11 +292,7 @@ pub enum MetricKind {
 impl MetricKind {
     /// As in a `# TYPE` line (and the `type` column of docs/metrics.md).
     pub fn as_str(self) -> &'static str {
-        match self {
-            MetricKind::Counter => "counter",
-            MetricKind::Gauge => "gauge",
-            MetricKind::Histogram => "histogram",
-        }
+        self.into()
     }
 }
 

@@ -16,9 +16,12 @@
 //!   open are sent again (idempotent at the meter) without being counted again;
 //! - nothing is released after a cancel or an expiry: the orders waiting then are withdrawn
 //!   (and counted cancelled), and an order that arrives later is withdrawn at once;
+//! - an order whose meter is outside the campaign's zones is never released: it is withdrawn
+//!   as it arrives (`outside_campaign_zones`), and again at a restart while it is still open,
+//!   so its meter never holds it for a release that cannot come;
 //! - counts add up: every order of the campaign is waiting, released and open, closed
-//!   (completed, failed or cancelled: counted once) or outside the campaign's zones; the
-//!   releases stored are the released orders, open or closed;
+//!   (completed, failed or cancelled: counted once) or withdrawn; the releases stored are the
+//!   released orders, open or closed;
 //! - an active campaign with orders waiting always has a wake armed.
 
 use std::collections::{HashMap, HashSet};
@@ -177,6 +180,9 @@ pub(crate) struct CampaignMachine {
     /// The wake armed (the actor holds its timer).
     wake: Option<Timestamp>,
     since_progress: u64,
+    /// Open orders found at a restart whose meters are outside the campaign's zones: withdrawn
+    /// again at `Start` (the meter ignores a repeat).
+    outside_open: Vec<Box<str>>,
 }
 
 #[derive(Default)]
@@ -200,6 +206,7 @@ impl CampaignMachine {
         let mut released_open = HashSet::new();
         let mut counts = Counts::default();
         let mut waiting = Vec::new();
+        let mut outside_open = Vec::new();
         for o in &orders {
             known.insert(
                 o.order_id.as_str().into(),
@@ -220,6 +227,8 @@ impl CampaignMachine {
                 }
             } else if !terminal && campaign.in_zone_scope(&o.zone) {
                 waiting.push(o);
+            } else if !terminal {
+                outside_open.push(o.order_id.as_str().into());
             }
         }
         queue.extend(waiting);
@@ -242,6 +251,7 @@ impl CampaignMachine {
             zone_floor,
             wake: None,
             since_progress: 0,
+            outside_open,
         }
     }
 
@@ -263,6 +273,16 @@ impl CampaignMachine {
                             order_id: id.clone(),
                             meter_id: meter.clone(),
                             at: now,
+                        });
+                    }
+                }
+                self.outside_open.sort();
+                for id in std::mem::take(&mut self.outside_open) {
+                    if let Some((_, meter)) = self.orders.get(&id) {
+                        out.actions.push(Action::Withdraw {
+                            order_id: id.clone(),
+                            meter_id: meter.clone(),
+                            reason: OUTSIDE_ZONES,
                         });
                     }
                 }
@@ -307,13 +327,23 @@ impl CampaignMachine {
             });
             return;
         }
-        if self.campaign.in_zone_scope(&o.zone) {
-            self.queue.push(&o);
-            if self.record.status == CampaignStatus::Finished {
-                self.record.status = CampaignStatus::Active;
-            }
-            self.tick(now, bar, out);
+        if !self.campaign.in_zone_scope(&o.zone) {
+            // Its meter holds it for a release that would never come: give it back now, with
+            // the reason, rather than let it wait forever.
+            out.actions.push(Action::Withdraw {
+                order_id: o.order_id.into(),
+                meter_id: o.meter_id.into(),
+                reason: OUTSIDE_ZONES,
+            });
+            return;
         }
+        self.queue.push(&o);
+        if self.record.status == CampaignStatus::Finished {
+            // Active again, and stored so: a restart must not take it for finished.
+            self.record.status = CampaignStatus::Active;
+            out.save = true;
+        }
+        self.tick(now, bar, out);
     }
 
     fn control(&mut self, cmd: Command, now: Timestamp, bar: &ZoneBar, out: &mut Out) {
@@ -537,6 +567,9 @@ impl CampaignMachine {
 }
 
 /// Why an order is withdrawn from a campaign in this status, if it is.
+/// The reason an order whose meter is outside the campaign's zones is withdrawn with.
+pub(crate) const OUTSIDE_ZONES: &str = "outside_campaign_zones";
+
 fn withdraw_reason(status: CampaignStatus) -> Option<&'static str> {
     match status {
         CampaignStatus::Cancelled => Some("campaign_cancelled"),

@@ -596,13 +596,33 @@ impl World {
                         !self.released.contains_key(&id),
                         "{id} withdrawn after release"
                     );
-                    let want = match self.m.record.status {
-                        CampaignStatus::Cancelled => "campaign_cancelled",
-                        CampaignStatus::Expired => "campaign_expired",
-                        s => panic!("withdrawn by a campaign {s:?}"),
+                    let outside = !self.campaign.in_zone_scope(&self.zone_of(&id));
+                    let ended = match self.m.record.status {
+                        CampaignStatus::Cancelled => Some("campaign_cancelled"),
+                        CampaignStatus::Expired => Some("campaign_expired"),
+                        _ => None,
                     };
-                    assert_eq!(*reason, want);
-                    if status_before != self.m.record.status {
+                    if outside {
+                        // Outside the zones: said so, unless the campaign has ended.
+                        assert!(
+                            *reason == super::OUTSIDE_ZONES || Some(*reason) == ended,
+                            "{id}: {reason}"
+                        );
+                    } else {
+                        let want = ended.unwrap_or_else(|| {
+                            panic!("withdrawn by a campaign {:?}", self.m.record.status)
+                        });
+                        assert_eq!(*reason, want);
+                    }
+                    if outside {
+                        // Given back as it arrived (or again after a restart, while its meter
+                        // has not said it closed): counted once its meter says so.
+                        assert!(
+                            !self.counted.contains_key(&id),
+                            "{id} withdrawn again after its close was counted"
+                        );
+                        self.turned_away.insert(id.clone());
+                    } else if status_before != self.m.record.status {
                         // Withdrawn by the cancel or expiry itself: counted cancelled now.
                         assert!(self.withdrawn.insert(id.clone()));
                     } else {
@@ -637,6 +657,10 @@ impl World {
         }
         assert_eq!(self.m.counts, self.expected_counts());
         assert_eq!(self.m.queue.len(), self.waiting());
+        // A status is never only in memory: a restart would take the stored one.
+        if let Some(stored) = &self.stored {
+            assert_eq!(stored.status, self.m.record.status, "status not stored");
+        }
         // Releases stored = released orders, open or closed as far as the campaign knows.
         let open = self
             .released
@@ -868,6 +892,13 @@ proptest! {
         }
         prop_assert!(w.m.queue.is_empty(), "orders left waiting: {:?}", w.m);
         prop_assert_eq!(w.waiting(), 0);
+        // No order is left held at its meter: those outside the zones were given back.
+        for o in w.orders.iter().filter(|o| !w.campaign.in_zone_scope(&o.zone)) {
+            prop_assert!(
+                w.turned_away.contains(&o.order_id) || w.closed.contains_key(&o.order_id),
+                "{} outside the zones and never withdrawn", o.order_id
+            );
+        }
         match w.m.record.status {
             CampaignStatus::Finished | CampaignStatus::Cancelled | CampaignStatus::Expired => {}
             CampaignStatus::Active => prop_assert!(

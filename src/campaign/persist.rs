@@ -11,11 +11,13 @@ use std::time::Duration;
 use super::CampaignOrder;
 use crate::commit::StoreHandle;
 use crate::domain::OrderStatus;
+use crate::retry::{self, Backoff};
 use crate::store::WriteBatch;
 
-/// First wait after a refused write; doubled up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The wait after a refused write: 50 ms, doubled up to 5 s.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
+}
 
 /// Stores `batch` durably at once, on the calling thread. When the store refuses it, returns
 /// the retry: a future that writes again on tokio timers (backing off to 5 s) until the store
@@ -31,14 +33,13 @@ pub(crate) fn write_now_or_retry(
     let store = store.clone();
     let campaign_id = campaign_id.to_string();
     Some(async move {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = backoff();
         loop {
-            tokio::time::sleep(backoff).await;
+            backoff.wait().await;
             match store.write_now(batch.clone()) {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::error!(error = %e, campaign = %campaign_id, "campaign state still not stored");
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
@@ -47,10 +48,8 @@ pub(crate) fn write_now_or_retry(
 
 /// Stores `batch` through the group-commit writer, retrying until the store takes it.
 pub(crate) async fn write_until_stored(store: &StoreHandle, batch: WriteBatch, what: &str) {
-    while let Err(e) = store.write(batch.clone()).await {
-        tracing::error!(error = %e, "{what} not stored; retrying");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let what = format!("{what} not stored");
+    retry::until_ok(&what, backoff(), || store.write(batch.clone())).await
 }
 
 /// A stored campaign's orders, each with its order's status in the store (none when the store

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use switchyard::domain::Protection;
 
 #[derive(clap::Args)]
 pub(crate) struct ExplainArgs {
@@ -25,8 +26,8 @@ pub(crate) struct ExplainArgs {
     #[arg(long, default_value = "")]
     zone: String,
     /// Meter flags: life_support, medical, critical_care, vip, legal_dispute.
-    #[arg(long, value_delimiter = ',')]
-    flags: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_parser = parse_protection)]
+    flags: Vec<Protection>,
     /// An approval is on record.
     #[arg(long)]
     approved: bool,
@@ -36,6 +37,14 @@ pub(crate) struct ExplainArgs {
     /// Print the decision as JSON instead.
     #[arg(long)]
     json: bool,
+}
+
+/// A `--flags` value: a [`Protection`] by its snake_case name.
+fn parse_protection(s: &str) -> Result<Protection, String> {
+    s.trim().parse().map_err(|_| {
+        let known: Vec<&str> = Protection::ALL.iter().map(|p| p.as_str()).collect();
+        format!("unknown flag `{s}` (known: {})", known.join(", "))
+    })
 }
 
 pub(crate) fn run(args: ExplainArgs) -> anyhow::Result<()> {
@@ -106,18 +115,9 @@ pub(crate) fn run(args: ExplainArgs) -> anyhow::Result<()> {
         .context("emergencies file: expected a JSON array of {declared_at, ended_at?, zones?}")?,
         None => Vec::new(),
     };
-    let mut mf = MeterFlags::empty();
-    for f in &flags {
-        let flag = match f.as_str() {
-            "life_support" => MeterFlags::LIFE_SUPPORT,
-            "medical" => MeterFlags::MEDICAL,
-            "critical_care" => MeterFlags::CRITICAL_CARE,
-            "vip" => MeterFlags::VIP,
-            "legal_dispute" => MeterFlags::LEGAL_DISPUTE,
-            other => anyhow::bail!("--flags: unknown flag `{other}` (life_support, medical, critical_care, vip, legal_dispute)"),
-        };
-        mf.set(flag, true);
-    }
+    let mf = flags
+        .iter()
+        .fold(MeterFlags::empty(), |mf, p| mf | p.flag());
     let facts = Facts {
         zone: &zone,
         forecasts: &forecasts,

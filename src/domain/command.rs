@@ -7,8 +7,20 @@ use super::Timestamp;
 
 pub const COMMAND_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CommandKind {
     /// Open the service switch (IEC 61968-9 `.31.0.23`).
     Disconnect,
@@ -21,19 +33,9 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 4] = [
-        CommandKind::Disconnect,
-        CommandKind::Connect,
-        CommandKind::Read,
-        CommandKind::SwitchStatus,
-    ];
+    pub const ALL: &'static [CommandKind] = <CommandKind as strum::VariantArray>::VARIANTS;
     pub fn as_str(self) -> &'static str {
-        match self {
-            CommandKind::Disconnect => "disconnect",
-            CommandKind::Connect => "connect",
-            CommandKind::Read => "read",
-            CommandKind::SwitchStatus => "switch_status",
-        }
+        self.into()
     }
     pub fn index(self) -> usize {
         self as usize
@@ -74,8 +76,20 @@ pub struct Command {
 }
 
 /// Why a command failed. Each code decides retry, exception or field order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum FailureCode {
     /// No network path to the meter (communication problem, not a meter problem).
     NetworkTimeout,
@@ -104,15 +118,7 @@ impl FailureCode {
         )
     }
     pub fn as_str(self) -> &'static str {
-        match self {
-            FailureCode::NetworkTimeout => "network_timeout",
-            FailureCode::MeterBusy => "meter_busy",
-            FailureCode::LoadSideVoltage => "load_side_voltage",
-            FailureCode::MeterRejected => "meter_rejected",
-            FailureCode::StateMismatch => "state_mismatch",
-            FailureCode::Unsupported => "unsupported",
-            FailureCode::HeadEndUnavailable => "head_end_unavailable",
-        }
+        self.into()
     }
 }
 

@@ -8,8 +8,21 @@ use serde::{Deserialize, Serialize};
 
 use super::{MeterFlags, Timestamp};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Day {
     Monday,
     Tuesday,
@@ -22,15 +35,7 @@ pub enum Day {
 
 impl Day {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Day::Monday => "monday",
-            Day::Tuesday => "tuesday",
-            Day::Wednesday => "wednesday",
-            Day::Thursday => "thursday",
-            Day::Friday => "friday",
-            Day::Saturday => "saturday",
-            Day::Sunday => "sunday",
-        }
+        self.into()
     }
 
     pub fn of(d: Date) -> Day {
@@ -47,8 +52,23 @@ impl Day {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A customer protection: the registry flags and certificates policy rules are written in.
+/// Its snake_case name is the same on the wire, in rule packs and on the command line
+/// (`policy explain --flags`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Protection {
     LifeSupport,
     Medical,
@@ -58,13 +78,10 @@ pub enum Protection {
 }
 
 impl Protection {
-    pub const ALL: [Protection; 5] = [
-        Protection::LifeSupport,
-        Protection::Medical,
-        Protection::CriticalCare,
-        Protection::Vip,
-        Protection::LegalDispute,
-    ];
+    pub const ALL: &'static [Protection] = <Protection as strum::VariantArray>::VARIANTS;
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
     pub fn flag(self) -> MeterFlags {
         match self {
             Protection::LifeSupport => MeterFlags::LIFE_SUPPORT,
@@ -87,6 +104,16 @@ pub enum Verdict {
     },
     AwaitApproval,
     Reject,
+}
+
+/// What a decision says to do, as a label (metrics, logs, audit reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum VerdictKind {
+    Execute,
+    Deferred,
+    AwaitingApproval,
+    Rejected,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,14 +152,18 @@ pub struct DecisionInputs {
 }
 
 impl Decision {
+    /// The verdict without its data: the label of `switchyard_policy_decisions_total`.
+    pub fn verdict_kind(&self) -> VerdictKind {
+        match self.verdict {
+            Verdict::Execute => VerdictKind::Execute,
+            Verdict::Defer { .. } => VerdictKind::Deferred,
+            Verdict::AwaitApproval => VerdictKind::AwaitingApproval,
+            Verdict::Reject => VerdictKind::Rejected,
+        }
+    }
     /// `deferred`, `awaiting_approval`, `rejected` or `execute`: for logs and audit reasons.
     pub fn verdict_label(&self) -> &'static str {
-        match self.verdict {
-            Verdict::Execute => "execute",
-            Verdict::Defer { .. } => "deferred",
-            Verdict::AwaitApproval => "awaiting_approval",
-            Verdict::Reject => "rejected",
-        }
+        self.verdict_kind().into()
     }
     /// Every rule's detail, in one line.
     pub fn details(&self) -> String {

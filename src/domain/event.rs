@@ -10,8 +10,20 @@ use super::Timestamp;
 pub const EVENT_SCHEMA_VERSION: u32 = 1;
 
 /// Why a record went to the dead-letter topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum DeadLetterReason {
     MalformedJson,
     UnsupportedSchemaVersion,
@@ -32,43 +44,10 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 16] = [
-        DeadLetterReason::MalformedJson,
-        DeadLetterReason::UnsupportedSchemaVersion,
-        DeadLetterReason::MissingField,
-        DeadLetterReason::InvalidField,
-        DeadLetterReason::UnknownField,
-        DeadLetterReason::UnknownKind,
-        DeadLetterReason::KindNotSupported,
-        DeadLetterReason::KeyMismatch,
-        DeadLetterReason::UnknownMeter,
-        DeadLetterReason::NotesTooLong,
-        DeadLetterReason::Expired,
-        DeadLetterReason::InvalidWindow,
-        DeadLetterReason::InvalidRegistryRecord,
-        DeadLetterReason::InvalidHeadEndResult,
-        DeadLetterReason::InvalidFact,
-        DeadLetterReason::InvalidCampaign,
-    ];
+    pub const ALL: &'static [DeadLetterReason] =
+        <DeadLetterReason as strum::VariantArray>::VARIANTS;
     pub fn as_str(self) -> &'static str {
-        match self {
-            DeadLetterReason::MalformedJson => "malformed_json",
-            DeadLetterReason::UnsupportedSchemaVersion => "unsupported_schema_version",
-            DeadLetterReason::MissingField => "missing_field",
-            DeadLetterReason::InvalidField => "invalid_field",
-            DeadLetterReason::UnknownField => "unknown_field",
-            DeadLetterReason::UnknownKind => "unknown_kind",
-            DeadLetterReason::KindNotSupported => "kind_not_supported",
-            DeadLetterReason::KeyMismatch => "key_mismatch",
-            DeadLetterReason::UnknownMeter => "unknown_meter",
-            DeadLetterReason::NotesTooLong => "notes_too_long",
-            DeadLetterReason::Expired => "expired",
-            DeadLetterReason::InvalidWindow => "invalid_window",
-            DeadLetterReason::InvalidRegistryRecord => "invalid_registry_record",
-            DeadLetterReason::InvalidHeadEndResult => "invalid_head_end_result",
-            DeadLetterReason::InvalidFact => "invalid_fact",
-            DeadLetterReason::InvalidCampaign => "invalid_campaign",
-        }
+        self.into()
     }
     pub fn index(self) -> usize {
         self as usize
@@ -224,8 +203,20 @@ impl AuditEvent {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ExceptionKind {
     /// Retries exhausted on retryable failures.
     RetriesExhausted,
@@ -241,13 +232,7 @@ pub enum ExceptionKind {
 
 impl ExceptionKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ExceptionKind::RetriesExhausted => "retries_exhausted",
-            ExceptionKind::FieldOrderNeeded => "field_order_needed",
-            ExceptionKind::LoadSideVoltage => "load_side_voltage",
-            ExceptionKind::CommandRejected => "command_rejected",
-            ExceptionKind::OutcomeUnknown => "outcome_unknown",
-        }
+        self.into()
     }
 }
 

@@ -89,11 +89,27 @@ impl MeterFact {
             MeterFact::Approval(a) => &a.fact_id,
         }
     }
-    pub fn type_label(&self) -> &'static str {
+    pub fn fact_type(&self) -> FactType {
         match self {
-            MeterFact::Payment(_) => "payment",
-            MeterFact::MedicalCertificate(_) => "medical_certificate",
-            MeterFact::Approval(_) => "approval",
+            MeterFact::Payment(_) => FactType::Payment,
+            MeterFact::MedicalCertificate(_) => FactType::MedicalCertificate,
+            MeterFact::Approval(_) => FactType::Approval,
         }
     }
+    /// `payment`, `medical_certificate` or `approval`: the `type` tag on the wire.
+    pub fn type_label(&self) -> &'static str {
+        self.fact_type().into()
+    }
+}
+
+/// Every kind of fact switchyard takes in: the meter facts above, and the zone facts of the
+/// weather and emergencies tables (the label of `switchyard_facts_received_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum FactType {
+    Payment,
+    MedicalCertificate,
+    Approval,
+    Weather,
+    Emergency,
 }

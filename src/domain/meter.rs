@@ -80,36 +80,24 @@ impl MeterRecord {
     }
 }
 
-/// Capability and protection flags in one byte.
+/// Capability and protection flags in one byte (serialised as that byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MeterFlags(u8);
 
-impl MeterFlags {
-    pub const HAS_SWITCH: MeterFlags = MeterFlags(1);
-    pub const LIFE_SUPPORT: MeterFlags = MeterFlags(2);
-    pub const MEDICAL: MeterFlags = MeterFlags(4);
-    pub const CRITICAL_CARE: MeterFlags = MeterFlags(8);
-    pub const VIP: MeterFlags = MeterFlags(16);
-    pub const LEGAL_DISPUTE: MeterFlags = MeterFlags(32);
+bitflags::bitflags! {
+    impl MeterFlags: u8 {
+        const HAS_SWITCH = 1;
+        const LIFE_SUPPORT = 2;
+        const MEDICAL = 4;
+        const CRITICAL_CARE = 8;
+        const VIP = 16;
+        const LEGAL_DISPUTE = 32;
+    }
+}
 
-    pub const fn empty() -> Self {
-        MeterFlags(0)
-    }
-    pub fn contains(self, other: MeterFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-    pub fn set(&mut self, other: MeterFlags, on: bool) {
-        if on {
-            self.0 |= other.0
-        } else {
-            self.0 &= !other.0
-        }
-    }
-    pub fn bits(self) -> u8 {
-        self.0
-    }
+impl MeterFlags {
     /// Life support, medical or critical care.
     pub fn protected(self) -> bool {
-        self.0 & (Self::LIFE_SUPPORT.0 | Self::MEDICAL.0 | Self::CRITICAL_CARE.0) != 0
+        self.intersects(Self::LIFE_SUPPORT | Self::MEDICAL | Self::CRITICAL_CARE)
     }
 }

@@ -16,11 +16,11 @@ pub use campaign::{
     CampaignStatus, ControlRecord, Ordering, CAMPAIGN_SCHEMA_VERSION,
 };
 pub use command::{Command, CommandKind, CommandOutcome, CommandResult, FailureCode, SwitchState};
-pub use decision::{Day, Decision, DecisionInputs, Protection, RuleHit, Verdict};
+pub use decision::{Day, Decision, DecisionInputs, Protection, RuleHit, Verdict, VerdictKind};
 pub use event::{
     AuditEvent, AuditKind, DeadLetterReason, ExceptionKind, ExceptionRecord, OrderEvent,
 };
-pub use fact::{Approval, ApprovalDecision, Certificate, MeterFact, Payment};
+pub use fact::{Approval, ApprovalDecision, Certificate, FactType, MeterFact, Payment};
 pub use meter::{MeterFlags, MeterRecord};
 pub use meter_state::{Cut, Hold, InFlight, MeterState, OpenOrder, Purpose};
 pub use order::{
@@ -30,3 +30,44 @@ pub use order::{
 
 /// Timestamps are UTC instants (RFC 3339 on the wire).
 pub type Timestamp = jiff::Timestamp;
+
+#[cfg(test)]
+mod tests {
+    use strum::VariantArray;
+
+    use super::*;
+
+    /// The names strum derives (metrics labels, logs, the command line) are the names serde
+    /// puts on the wire, for every variant of every enum that has both.
+    fn same_names<T: VariantArray + serde::Serialize + Copy + Into<&'static str>>() -> usize {
+        for v in T::VARIANTS {
+            let wire = serde_json::to_value(v).expect("serialise");
+            let name: &'static str = (*v).into();
+            assert_eq!(wire, serde_json::Value::from(name), "{name}");
+        }
+        T::VARIANTS.len()
+    }
+
+    #[test]
+    fn enum_names_are_the_wire_names() {
+        assert_eq!(same_names::<OrderKind>(), 6);
+        assert_eq!(same_names::<OrderStatus>(), 11);
+        assert_eq!(same_names::<CommandKind>(), 4);
+        assert_eq!(same_names::<FailureCode>(), 7);
+        assert_eq!(same_names::<DeadLetterReason>(), 16);
+        assert_eq!(same_names::<ExceptionKind>(), 5);
+        assert_eq!(same_names::<Day>(), 7);
+        assert_eq!(same_names::<Protection>(), 5);
+        assert_eq!("medical".parse::<Protection>(), Ok(Protection::Medical));
+        assert!("Medical!".parse::<Protection>().is_err());
+    }
+
+    #[test]
+    fn meter_flags_keep_their_stored_byte() {
+        let f = MeterFlags::HAS_SWITCH | MeterFlags::MEDICAL;
+        assert_eq!(serde_json::to_string(&f).unwrap(), "5");
+        assert_eq!(serde_json::from_str::<MeterFlags>("5").unwrap(), f);
+        assert!(f.protected());
+        assert!(!(MeterFlags::HAS_SWITCH | MeterFlags::VIP).protected());
+    }
+}

@@ -12,8 +12,20 @@ const MAX_ID_LEN: usize = 128;
 
 /// What the CIS asks for. `move_out` / `move_in` are part of the model so later issues can
 /// enable them; the intake refuses them for now with `kind_not_supported`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum OrderKind {
     Disconnect,
     Reconnect,
@@ -24,23 +36,9 @@ pub enum OrderKind {
 }
 
 impl OrderKind {
-    pub const ALL: [OrderKind; 6] = [
-        OrderKind::Disconnect,
-        OrderKind::Reconnect,
-        OrderKind::Read,
-        OrderKind::Cancel,
-        OrderKind::MoveOut,
-        OrderKind::MoveIn,
-    ];
+    pub const ALL: &'static [OrderKind] = <OrderKind as strum::VariantArray>::VARIANTS;
     pub fn as_str(self) -> &'static str {
-        match self {
-            OrderKind::Disconnect => "disconnect",
-            OrderKind::Reconnect => "reconnect",
-            OrderKind::Read => "read",
-            OrderKind::Cancel => "cancel",
-            OrderKind::MoveOut => "move_out",
-            OrderKind::MoveIn => "move_in",
-        }
+        self.into()
     }
     pub fn index(self) -> usize {
         self as usize
@@ -72,8 +70,20 @@ pub enum ReasonCode {
 }
 
 /// Lifecycle status of an order as the outside sees it on the order-events topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum OrderStatus {
     Received,
     Rejected,
@@ -92,19 +102,7 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 11] = [
-        OrderStatus::Received,
-        OrderStatus::Rejected,
-        OrderStatus::Scheduled,
-        OrderStatus::Deferred,
-        OrderStatus::AwaitingApproval,
-        OrderStatus::Dispatched,
-        OrderStatus::RetryScheduled,
-        OrderStatus::Confirmed,
-        OrderStatus::Completed,
-        OrderStatus::Failed,
-        OrderStatus::Cancelled,
-    ];
+    pub const ALL: &'static [OrderStatus] = <OrderStatus as strum::VariantArray>::VARIANTS;
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -115,19 +113,7 @@ impl OrderStatus {
         )
     }
     pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Received => "received",
-            OrderStatus::Rejected => "rejected",
-            OrderStatus::Scheduled => "scheduled",
-            OrderStatus::Deferred => "deferred",
-            OrderStatus::AwaitingApproval => "awaiting_approval",
-            OrderStatus::Dispatched => "dispatched",
-            OrderStatus::RetryScheduled => "retry_scheduled",
-            OrderStatus::Confirmed => "confirmed",
-            OrderStatus::Completed => "completed",
-            OrderStatus::Failed => "failed",
-            OrderStatus::Cancelled => "cancelled",
-        }
+        self.into()
     }
     /// The request status a CSR knows (Pending, In Progress, On Hold, Completed, Closed).
     pub fn csr_status(self) -> &'static str {

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use tokio::sync::oneshot;
@@ -24,18 +23,12 @@ pub struct CampaignControl {
     pub registry: Arc<Registry>,
 }
 
-pub fn consumer(
-    config: &crate::config::Config,
-    bootstrap: &str,
-) -> Result<StreamConsumer, super::KafkaSetupError> {
-    super::consumer(
-        config,
-        bootstrap,
-        Some("campaigns"),
-        super::Commit::AfterWork,
-        "campaign-control consumer",
-    )
-}
+/// This source's consumer.
+pub(crate) const CONSUMER: super::ConsumerSpec<'static> = super::ConsumerSpec {
+    group_suffix: Some("campaigns"),
+    commit: super::Commit::AfterWork,
+    what: "campaign-control consumer",
+};
 
 impl Handler for CampaignControl {
     fn name(&self) -> &str {

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use tokio::sync::oneshot;
@@ -29,18 +28,12 @@ pub struct Facts {
     pub control_topic: String,
 }
 
-pub fn consumer(
-    config: &crate::config::Config,
-    bootstrap: &str,
-) -> Result<StreamConsumer, super::KafkaSetupError> {
-    super::consumer(
-        config,
-        bootstrap,
-        Some("facts"),
-        super::Commit::AfterWork,
-        "meter-facts consumer",
-    )
-}
+/// This source's consumer.
+pub(crate) const CONSUMER: super::ConsumerSpec<'static> = super::ConsumerSpec {
+    group_suffix: Some("facts"),
+    commit: super::Commit::AfterWork,
+    what: "meter-facts consumer",
+};
 
 impl Facts {
     fn parse(&self, msg: &OwnedMessage) -> Result<MeterFact, Rejected> {
@@ -80,7 +73,7 @@ impl Handler for Facts {
                     continue;
                 }
             };
-            observability::fact_received(fact.type_label());
+            observability::fact_received(fact.fact_type());
             let meter = fact.meter_id().to_string();
             // Until the meter has stored it: an actor that stops before storing (it
             // passivated, or failed) drops the acknowledgement; deliver again (facts are

@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 
@@ -22,6 +21,7 @@ use crate::domain::{
 use crate::meter::Directory;
 use crate::observability::metrics;
 use crate::registry::Registry;
+use crate::retry::{self, Backoff};
 use crate::store::{OutboxMessage, WriteBatch};
 
 /// The order intake's handler (its source reads the orders topic in batches, as a member of
@@ -39,18 +39,12 @@ pub struct Intake {
     pub unknown_meter_grace: Duration,
 }
 
-pub fn consumer(
-    config: &crate::config::Config,
-    bootstrap: &str,
-) -> Result<StreamConsumer, super::KafkaSetupError> {
-    super::consumer(
-        config,
-        bootstrap,
-        None,
-        super::Commit::AfterWork,
-        "orders consumer",
-    )
-}
+/// This source's consumer.
+pub(crate) const CONSUMER: super::ConsumerSpec<'static> = super::ConsumerSpec {
+    group_suffix: None,
+    commit: super::Commit::AfterWork,
+    what: "orders consumer",
+};
 
 impl Handler for Intake {
     fn name(&self) -> &str {
@@ -130,15 +124,12 @@ impl Intake {
             .map(|(o, _)| o.order_id.as_str())
             .chain(rejected.iter().filter_map(|(_, r)| r.order_id.as_deref()))
             .collect();
-        let mut stored = loop {
-            match self.store.store().orders_exist(&ids) {
-                Ok(v) => break v,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot check for duplicate orders; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        };
+        let mut stored = retry::until_ok(
+            "cannot check for duplicate orders",
+            Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            || std::future::ready(self.store.store().orders_exist(&ids)),
+        )
+        .await;
         let stored_rejected = stored.split_off(accepted.len());
         let mut stored_rejected = stored_rejected.into_iter();
         let mut dead = Vec::new();
@@ -253,7 +244,7 @@ impl Intake {
             }
             deliver.push(order);
         }
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut paused = false;
         loop {
             match self.store.write(write.clone()).await {
@@ -266,11 +257,10 @@ impl Intake {
                         tracing::warn!("order intake paused until the store accepts writes again");
                         paused = true;
                     }
-                    if !io.pause_for(backoff).await {
+                    if !io.pause_for(backoff.next_delay()).await {
                         m.pending_commit.decrement(batch.len() as f64);
                         return Handled::Stopped;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -166,14 +166,28 @@ pub(crate) enum Commit {
     Never,
 }
 
-/// A consumer in group `<kafka.group_id>` or `<kafka.group_id>-<suffix>`.
+/// What a source's consumer is: its group and how it commits. Each source module declares
+/// its own as `CONSUMER` (the tables build theirs per table).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConsumerSpec<'a> {
+    /// The group is `<kafka.group_id>` or `<kafka.group_id>-<suffix>`.
+    pub(crate) group_suffix: Option<&'a str>,
+    pub(crate) commit: Commit,
+    /// What it is, for the error when it cannot be created.
+    pub(crate) what: &'static str,
+}
+
+/// The consumer `spec` describes.
 pub(crate) fn consumer(
     config: &Config,
     bootstrap: &str,
-    suffix: Option<&str>,
-    commit: Commit,
-    what: &'static str,
+    spec: &ConsumerSpec<'_>,
 ) -> Result<rdkafka::consumer::StreamConsumer, KafkaSetupError> {
+    let ConsumerSpec {
+        group_suffix: suffix,
+        commit,
+        what,
+    } = *spec;
     let mut c = client_config(config, bootstrap);
     let group = match suffix {
         Some(s) => format!("{}-{s}", config.kafka.group_id),

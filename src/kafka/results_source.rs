@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 
@@ -19,18 +18,12 @@ pub struct Results {
     pub directory: Arc<Directory>,
 }
 
-pub fn consumer(
-    config: &crate::config::Config,
-    bootstrap: &str,
-) -> Result<StreamConsumer, super::KafkaSetupError> {
-    super::consumer(
-        config,
-        bootstrap,
-        Some("head-end-results"),
-        super::Commit::Auto,
-        "head-end results consumer",
-    )
-}
+/// This source's consumer.
+pub(crate) const CONSUMER: super::ConsumerSpec<'static> = super::ConsumerSpec {
+    group_suffix: Some("head-end-results"),
+    commit: super::Commit::Auto,
+    what: "head-end results consumer",
+};
 
 /// A result as read from the topic, or why it is not one.
 fn parse(msg: &OwnedMessage) -> Result<CommandResult, String> {

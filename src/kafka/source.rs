@@ -30,6 +30,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::clock::Clock;
 use crate::domain::DeadLetterReason;
+use crate::retry::Backoff;
 
 /// A record that goes to the dead-letter topic, and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,7 +186,7 @@ struct CatchUp {
     done: Option<oneshot::Sender<()>>,
     give_up_after: Option<Duration>,
     started: tokio::time::Instant,
-    remaining: Option<Vec<(String, i32, i64)>>,
+    remaining: Option<Behind>,
 }
 
 impl CatchUp {
@@ -193,7 +194,7 @@ impl CatchUp {
     /// offset) is below the high watermark; `None` while nothing is assigned. `group`: ask the
     /// group coordinator for committed offsets (a table read from the start has none, and the
     /// question costs seconds on a fresh group).
-    fn behind(consumer: &StreamConsumer, group: bool) -> Option<Vec<(String, i32, i64)>> {
+    fn behind(consumer: &StreamConsumer, group: bool) -> Option<Behind> {
         let assignment = consumer.assignment().ok()?;
         if assignment.count() == 0 {
             return None;
@@ -224,12 +225,20 @@ impl CatchUp {
     }
 }
 
+/// Partitions not read to their end yet: `(topic, partition, high watermark)`.
+type Behind = Vec<(String, i32, i64)>;
+
 impl<H: Handler> Source<H> {
-    fn subscribe(&self) -> Result<(), String> {
+    /// Subscribes or assigns. A table read from the start also says which partitions hold
+    /// records (its catch-up list), measured here, before the assignment: once the consumer
+    /// fetches, every watermark query waits behind its fetch (up to `fetch.wait.max.ms`), and
+    /// a registry of 550 partitions then took minutes to say it had caught up.
+    fn subscribe(&self) -> Result<Option<Behind>, String> {
         match &self.subscription {
             Subscription::Group(topics) => {
                 let t: Vec<&str> = topics.iter().map(String::as_str).collect();
-                self.consumer.subscribe(&t).map_err(|e| e.to_string())
+                self.consumer.subscribe(&t).map_err(|e| e.to_string())?;
+                Ok(None)
             }
             Subscription::FromStart(topic) => {
                 let md = self
@@ -245,19 +254,24 @@ impl<H: Handler> Source<H> {
                     return Err("topic has no partitions".into());
                 }
                 let mut tpl = TopicPartitionList::new();
+                let mut behind = Behind::new();
                 for p in t.partitions() {
                     tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
                         .map_err(|e| e.to_string())?;
-                    let (lo, _) = self
+                    let (lo, hi) = self
                         .consumer
                         .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
                         .map_err(|e| e.to_string())?;
+                    if lo < hi {
+                        behind.push((topic.clone(), p.id(), hi));
+                    }
                     if lo > 0 {
                         crate::observability::records_lost(topic, lo as u64);
                         tracing::warn!(%topic, partition = p.id(), first_offset = lo, "the first {lo} records of this table partition are no longer on the topic; entries only they held are missing. (librdkafka's mock cluster, the embedded Kafka, keeps about 5 MB per partition: load a large registry with registry.file or use a Kafka cluster.)");
                     }
                 }
-                self.consumer.assign(&tpl).map_err(|e| e.to_string())
+                self.consumer.assign(&tpl).map_err(|e| e.to_string())?;
+                Ok(Some(behind))
             }
         }
     }
@@ -266,18 +280,22 @@ impl<H: Handler> Source<H> {
     pub(crate) async fn run(self, gate: Gate, mut shutdown: watch::Receiver<bool>) {
         let name = self.handler.name().to_string();
         // Topic metadata may not be there yet (a broker starting): retry.
-        loop {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+        let behind_at_start = loop {
             match self.subscribe() {
-                Ok(()) => break,
+                Ok(behind) => break behind,
                 Err(e) => {
                     tracing::warn!(error = %e, source = %name, "cannot subscribe yet; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = backoff.wait() => {}
                         _ = shutdown.changed() => return,
                     }
                 }
             }
-        }
+        };
+        // A consumer error (a broker unreachable, say) is retried after a short fixed wait:
+        // librdkafka reconnects by itself, and most such errors are transient.
+        let mut on_error = Backoff::fixed(Duration::from_millis(200));
         // "order intake started" is what operators (and the process tests) wait for.
         tracing::info!(source = %name, "{name} started");
         let mut assigned = None;
@@ -293,7 +311,7 @@ impl<H: Handler> Source<H> {
                     done: Some(done),
                     give_up_after,
                     started: tokio::time::Instant::now(),
-                    remaining: None,
+                    remaining: behind_at_start,
                 })
             }
         }
@@ -320,7 +338,7 @@ impl<H: Handler> Source<H> {
                     Err(e) => {
                         tracing::warn!(error = %e, source = %name, "consumer error; retrying");
                         tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            _ = on_error.wait() => {}
                             _ = shutdown.changed() => break,
                         }
                         continue;

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use tokio::sync::watch;
@@ -193,7 +192,7 @@ impl Table for WeatherTable {
         };
         let r =
             WeatherRecord::parse(key, bytes).map_err(|e| (DeadLetterReason::InvalidFact, e.0))?;
-        crate::observability::fact_received("weather");
+        crate::observability::fact_received(crate::domain::FactType::Weather);
         self.book.upsert_forecast(&r);
         let woken = self.directory.wake_waiting(Some(&r.zone));
         tracing::debug!(zone = %r.zone, date = %r.date, woken, "forecast updated");
@@ -228,7 +227,7 @@ impl Table for EmergencyTable {
         };
         let r =
             EmergencyRecord::parse(key, bytes).map_err(|e| (DeadLetterReason::InvalidFact, e.0))?;
-        crate::observability::fact_received("emergency");
+        crate::observability::fact_received(crate::domain::FactType::Emergency);
         self.book.upsert_emergency(&r.emergency_id, Some(&r));
         // Every waiting meter: an update may have moved the emergency's zones (emergencies
         // are rare; the waiting index holds only meters with a deferred order).
@@ -247,18 +246,13 @@ pub struct TableHandler {
 }
 
 /// A consumer for one table topic; `suffix` names its group (`<group_id>-<suffix>`).
-pub fn consumer(
-    config: &crate::config::Config,
-    bootstrap: &str,
-    suffix: &str,
-) -> Result<StreamConsumer, super::KafkaSetupError> {
-    super::consumer(
-        config,
-        bootstrap,
-        Some(suffix),
-        super::Commit::Never,
-        "table consumer",
-    )
+/// The consumer of table `suffix` (its own group; never committed: replayed at every start).
+pub(crate) fn consumer_spec(suffix: &str) -> super::ConsumerSpec<'_> {
+    super::ConsumerSpec {
+        group_suffix: Some(suffix),
+        commit: super::Commit::Never,
+        what: "table consumer",
+    }
 }
 
 impl Handler for TableHandler {

@@ -14,6 +14,7 @@ use super::machine::{Action, Input, MeterFacts, MeterMachine};
 use super::{Directory, MeterMsg};
 use crate::domain::{CommandOutcome, MeterFlags, OrderStatus, Timestamp};
 use crate::observability::{self, metrics};
+use crate::retry::Backoff;
 use crate::store::{OrderUpdate, OutboxMessage, WriteBatch};
 
 #[derive(Message)]
@@ -244,7 +245,7 @@ impl MeterActor {
         let store = svc.store.clone();
         let meter = self.id.clone();
         let fut = async move {
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
             loop {
                 match store.write(batch.clone()).await {
                     Ok(()) => return,
@@ -252,8 +253,7 @@ impl MeterActor {
                         // The store writer logs the failure (rate-limited); thousands of
                         // meters may be holding here at once.
                         tracing::debug!(error = %e, meter = %meter, "meter state not stored; holding this meter until the store accepts it");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        backoff.wait().await;
                     }
                 }
             }
@@ -374,13 +374,13 @@ impl MeterActor {
                 tracing::warn!(meter = %self.id, error = %e, "cannot read this meter's open orders for recovery yet; retrying");
                 let id = self.id.clone();
                 let retry = async move {
-                    let mut backoff = Duration::from_millis(50);
+                    let mut backoff =
+                        Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
                     loop {
-                        tokio::time::sleep(backoff).await;
+                        backoff.wait().await;
                         if let Ok(r) = store.open_orders(&id) {
                             return r;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 };
                 ctx.wait(
@@ -496,39 +496,19 @@ impl Handler<Deliver> for MeterActor {
             _ => None,
         };
         match msg.0 {
-            MeterMsg::Order(o) => self.handle(Input::Order(o), WriteBatch::default(), ctx),
-            MeterMsg::Fact(f) => {
+            Input::Recover => self.recover(ctx),
+            Input::Fact(f) => {
                 self.handle_all(vec![Input::Fact(f)], WriteBatch::default(), ack, ctx);
                 return;
             }
-            MeterMsg::Wake => self.handle(Input::Wake, WriteBatch::default(), ctx),
-            MeterMsg::Release { order_id } => {
-                self.handle(Input::Release { order_id }, WriteBatch::default(), ctx)
-            }
-            MeterMsg::Adopt {
-                order_id,
-                campaign_id,
-            } => self.handle(
-                Input::Adopt {
-                    order_id,
-                    campaign_id,
-                },
-                WriteBatch::default(),
-                ctx,
-            ),
-            MeterMsg::Withdraw { order_id, reason } => self.handle(
-                Input::Withdraw { order_id, reason },
-                WriteBatch::default(),
-                ctx,
-            ),
-            MeterMsg::Result(r) => {
+            Input::Result(r) => {
                 let extra = WriteBatch {
                     results: vec![r.clone()],
                     ..Default::default()
                 };
                 self.handle(Input::Result(r), extra, ctx)
             }
-            MeterMsg::Recover => self.recover(ctx),
+            input => self.handle(input, WriteBatch::default(), ctx),
         }
         if let Some(a) = ack {
             let _ = a.send(()); // only facts are acknowledged after their write

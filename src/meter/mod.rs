@@ -18,8 +18,8 @@ use dashmap::DashMap;
 
 use crate::clock::Clock;
 use crate::commit::StoreHandle;
-use crate::domain::{CampaignOutcome, CommandResult, Order};
-use crate::facts::{FactBook, MeterFact};
+use crate::domain::{CampaignOutcome, CommandResult};
+use crate::facts::FactBook;
 use crate::head_end::{HeadEnd, ResultSink};
 use crate::observability::metrics;
 use crate::policy::Policy;
@@ -28,33 +28,11 @@ use crate::registry::Registry;
 pub use actor::MeterActor;
 pub use machine::{MeterMachine, RetryPolicy};
 
-/// What can be sent to a meter.
-#[derive(Debug, Clone)]
-pub enum MeterMsg {
-    Order(Order),
-    Result(CommandResult),
-    /// Startup recovery: resume the meter's open work (it reads its open orders itself, behind
-    /// its own writes).
-    Recover,
-    /// A payment, certificate or approval for the meter.
-    Fact(MeterFact),
-    /// Zone facts changed: re-decide held orders.
-    Wake,
-    /// The order's campaign released it.
-    Release {
-        order_id: String,
-    },
-    /// The order's campaign withdrew it before release.
-    Withdraw {
-        order_id: String,
-        reason: String,
-    },
-    /// A campaign takes in this open order (adoption by filter).
-    Adopt {
-        order_id: String,
-        campaign_id: String,
-    },
-}
+/// What can be sent to a meter: the machine's own inputs. The actor performs
+/// [`Input::Recover`] itself first (it reads the meter's open orders behind its own writes, then
+/// steps the machine), and results and facts get their own writes; the rest go to the machine
+/// as they are.
+pub type MeterMsg = machine::Input;
 
 /// What every meter actor shares.
 pub struct MeterServices {

@@ -67,7 +67,8 @@ fn decision_inputs(
         at: now,
         zone: facts.zone.to_string(),
         protections: Protection::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|p| flags.contains(p.flag()))
             .collect(),
         approved: facts.approved,

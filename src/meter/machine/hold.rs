@@ -57,7 +57,7 @@ impl MeterMachine {
                     .detail(detail());
                 a.status = Some(OrderStatus::Dispatched);
                 out.audit(a);
-                out.actions.push(Action::Decided(d.verdict_label()));
+                out.actions.push(Action::Decided(d.verdict_kind()));
                 return Ok(d);
             }
             Verdict::Reject => {
@@ -70,7 +70,7 @@ impl MeterMachine {
                         .reason(format!("policy_rejects:{rule}"))
                         .detail(detail()),
                 );
-                out.actions.push(Action::Decided(d.verdict_label()));
+                out.actions.push(Action::Decided(d.verdict_kind()));
                 out.event(&o.order, OrderStatus::Rejected, Some(&rule), |e| {
                     e.detail = Some(text);
                     e.policy = Some(d);
@@ -99,7 +99,7 @@ impl MeterMachine {
                     .reason(format!("policy_{}:{rule}", d.verdict_label()))
                     .detail(detail()),
             );
-            out.actions.push(Action::Decided(d.verdict_label()));
+            out.actions.push(Action::Decided(d.verdict_kind()));
             out.event(&order, status, Some(&rule), |e| {
                 e.detail = Some(text);
                 e.retry_at = until;

@@ -54,13 +54,9 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The wait before retry `attempt`: the service's one back-off schedule.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.backoff_initial
-            .saturating_mul(factor)
-            .min(self.backoff_max)
+        crate::retry::nth_delay(self.backoff_initial, self.backoff_max, attempt)
     }
 }
 
@@ -117,8 +113,8 @@ pub enum Input {
     Result(CommandResult),
     Deadline(String),
     Wake,
-    /// The actor was activated with a persisted in-flight command (restart): its outcome is
-    /// unknown.
+    /// Startup recovery: resume the meter's open work. A persisted in-flight command's outcome
+    /// is unknown. (Sent to the actor, which first reads the meter's open orders itself.)
     Recover,
     /// A payment, certificate or approval for this meter.
     Fact(MeterFact),
@@ -154,7 +150,7 @@ pub enum Action {
     /// Policy decided on a disconnect and the decision was audited (counted in
     /// `switchyard_policy_decisions_total`): `execute`, `deferred`, `awaiting_approval` or
     /// `rejected`, from the decision itself (not read back from the audit text).
-    Decided(&'static str),
+    Decided(crate::domain::VerdictKind),
 }
 
 fn add(now: Timestamp, d: Duration) -> Timestamp {
@@ -236,7 +232,8 @@ impl MeterMachine {
     fn protections(&self, facts: &MeterFacts, now: Timestamp) -> Vec<crate::domain::Protection> {
         let flags = self.effective_flags(facts, now);
         crate::domain::Protection::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|p| flags.contains(p.flag()))
             .collect()
     }

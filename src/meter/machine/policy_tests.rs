@@ -620,7 +620,7 @@ fn events(actions: &[Action]) -> Vec<(String, OrderStatus, Option<String>)> {
 }
 
 /// The verdicts the step reports for the decision metric (one per audited decision).
-fn decided(actions: &[Action]) -> Vec<&'static str> {
+fn decided(actions: &[Action]) -> Vec<crate::domain::VerdictKind> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -682,7 +682,7 @@ fn a_cold_snap_defers_and_its_end_releases_the_order_at_once() {
         .unwrap();
     assert_eq!(decision.pack, "virginia@2026.1");
     assert_eq!(decision.inputs.forecasts_known, 1);
-    assert_eq!(decided(&a), ["deferred"]);
+    assert_eq!(decided(&a), [crate::domain::VerdictKind::Deferred]);
     assert!(m.holds_on_zone_facts());
     // The same facts again: no new event (held orders are re-decided quietly).
     let a = m.step(
@@ -708,7 +708,7 @@ fn a_cold_snap_defers_and_its_end_releases_the_order_at_once() {
     let c = commands(&a);
     assert_eq!(c.len(), 1, "{a:#?}");
     assert_eq!(c[0].kind, CommandKind::Disconnect);
-    assert_eq!(decided(&a), ["execute"]);
+    assert_eq!(decided(&a), [crate::domain::VerdictKind::Execute]);
     assert!(!m.holds_on_zone_facts());
 }
 
