@@ -71,14 +71,14 @@ const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct App {
     pub bootstrap: String,
     pub http_addr: SocketAddr,
-    pub directory: Arc<Directory>,
+    pub(crate) directory: Arc<Directory>,
     pub store: StoreHandle,
     pub registry: Arc<Registry>,
     /// Zone facts (forecasts, emergencies) as known now.
     pub facts: Arc<FactBook>,
     pub simulator: Option<Arc<Simulator>>,
     pub config: Config,
-    pub campaigns: Arc<Campaigns>,
+    pub(crate) campaigns: Arc<Campaigns>,
     ready: Arc<AtomicBool>,
     /// Everything but the intake: sent once the commands in flight are drained.
     shutdown: watch::Sender<bool>,
@@ -193,7 +193,7 @@ impl App {
         })
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 

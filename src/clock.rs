@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::domain::Timestamp;
 
-pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
@@ -115,7 +115,7 @@ impl TokioClock {
     }
 
     /// Business time starts at `start` and runs `speed` (at least 1) times faster than tokio's.
-    pub fn scaled(start: Timestamp, speed: f64) -> Arc<TokioClock> {
+    pub(crate) fn scaled(start: Timestamp, speed: f64) -> Arc<TokioClock> {
         Arc::new(TokioClock {
             start,
             base: tokio::time::Instant::now(),

@@ -133,7 +133,7 @@ impl StoreHandle {
     /// not yield while it writes (the campaign actor stores a release before sending it, on its
     /// own arbiter; under tokio's paused time an await would let the clock jump). Committed
     /// outbox entries go to the publisher like the writer's.
-    pub fn write_now(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    pub(crate) fn write_now(&self, batch: WriteBatch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -163,7 +163,7 @@ impl StoreHandle {
     }
 
     /// Why the store refuses writes, while it does (`/readyz` reports it).
-    pub fn unavailable(&self) -> Option<String> {
+    pub(crate) fn unavailable(&self) -> Option<String> {
         self.health.failing.lock().expect("lock").clone()
     }
 

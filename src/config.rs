@@ -32,14 +32,14 @@ const RESERVED_CLIENT_KEYS: &[&str] = &[
 ];
 
 /// Prefix of environment variables that override configuration keys.
-pub const ENV_PREFIX: &str = "SWITCHYARD__";
+pub(crate) const ENV_PREFIX: &str = "SWITCHYARD__";
 
 /// Every key whose value is a filesystem path. When set in a config file, a relative value is
 /// resolved against the directory of that file (a service manager may start switchyard from any
 /// working directory, systemd from `/`). Values from the embedded defaults or the environment
 /// are left as they are (relative to the working directory). `kafka.client` properties are
 /// passed to librdkafka unchanged.
-pub const PATH_KEYS: &[&str] = &[
+pub(crate) const PATH_KEYS: &[&str] = &[
     "data_dir",
     "registry.file",
     "policy.rule_pack",
@@ -80,7 +80,7 @@ fn valid_log_filter(f: &str) -> bool {
 }
 
 /// librdkafka properties whose values are secrets (not printed by `check-config`).
-pub fn is_secret_key(key: &str) -> bool {
+pub(crate) fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.contains("password")
         || k.contains("secret")
@@ -119,7 +119,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub meters: MetersConfig,
     pub head_end: HeadEndConfig,
-    pub store: StoreConfig,
+    pub(crate) store: StoreConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
     #[serde(default)]
@@ -145,7 +145,7 @@ pub struct ClockConfig {
     pub speed: f64,
     /// Allow a shifted clock with `kafka.brokers` set (a UAT cluster, not production).
     #[serde(default)]
-    pub allow_with_external_broker: bool,
+    pub(crate) allow_with_external_broker: bool,
 }
 
 fn one() -> f64 {
@@ -194,7 +194,7 @@ pub struct PolicyConfig {
     /// can only make the rules stricter: more barred days, holidays, protections, longer
     /// notice, narrower windows, more weather rules.
     #[serde(default)]
-    pub utility_overlay: Option<PathBuf>,
+    pub(crate) utility_overlay: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,9 +202,9 @@ pub struct PolicyConfig {
 pub struct KafkaConfig {
     /// Bootstrap servers; empty starts librdkafka's mock cluster in-process.
     pub brokers: String,
-    pub group_id: String,
+    pub(crate) group_id: String,
     pub embedded_partitions: i32,
-    pub intake_batch_max: usize,
+    pub(crate) intake_batch_max: usize,
     #[serde(deserialize_with = "duration::millis")]
     pub intake_linger_ms: u64,
     /// How long an order for a meter not (yet) in the registry waits for the registry topic to
@@ -212,7 +212,7 @@ pub struct KafkaConfig {
     #[serde(deserialize_with = "duration::millis")]
     pub unknown_meter_grace_ms: u64,
     #[serde(default)]
-    pub client: BTreeMap<String, String>,
+    pub(crate) client: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -277,7 +277,7 @@ pub struct MetersConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum HeadEndMode {
+pub(crate) enum HeadEndMode {
     Simulator,
     Kafka,
 }
@@ -285,7 +285,7 @@ pub enum HeadEndMode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadEndConfig {
-    pub mode: HeadEndMode,
+    pub(crate) mode: HeadEndMode,
     #[serde(deserialize_with = "duration::secs")]
     pub command_deadline_secs: u64,
     pub max_attempts: u32,
@@ -297,7 +297,7 @@ pub struct HeadEndConfig {
     /// commands in flight to be answered before exiting (those still open are resolved by a
     /// status check at the next start). 0 = exit at once.
     #[serde(default = "default_drain_secs", deserialize_with = "duration::secs")]
-    pub shutdown_drain_secs: u64,
+    pub(crate) shutdown_drain_secs: u64,
     pub simulator: SimulatorConfig,
 }
 
@@ -315,20 +315,20 @@ pub struct SimulatorConfig {
     pub failure_rate: f64,
     pub no_answer_rate: f64,
     pub lsv_reject_rate: f64,
-    pub seed: u64,
+    pub(crate) seed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum StoreKind {
+pub(crate) enum StoreKind {
     Embedded,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    pub kind: StoreKind,
-    pub group_commit_max: usize,
+pub(crate) struct StoreConfig {
+    pub(crate) kind: StoreKind,
+    pub(crate) group_commit_max: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -385,7 +385,7 @@ impl Config {
 
     /// Parses `text` layered over the embedded defaults; relative paths in it stay relative to
     /// the working directory. See [`Config::from_toml_str_in`].
-    pub fn from_toml_str(
+    pub(crate) fn from_toml_str(
         text: &str,
         name: &str,
         env: impl IntoIterator<Item = (String, String)>,
@@ -396,7 +396,7 @@ impl Config {
     /// Parses `text` (named `name` in errors), resolves its relative paths ([`PATH_KEYS`])
     /// against `base_dir` when given, merges it over the embedded defaults (tables key by key),
     /// applies the `SWITCHYARD__*` overrides from `env`, deserialises and validates.
-    pub fn from_toml_str_in(
+    pub(crate) fn from_toml_str_in(
         text: &str,
         name: &str,
         base_dir: Option<&Path>,
@@ -433,7 +433,7 @@ impl Config {
     }
 
     /// The rule pack in force, tightened by the utility overlay; errors name the key.
-    pub fn load_policy(&self) -> Result<crate::policy::Policy, ConfigError> {
+    pub(crate) fn load_policy(&self) -> Result<crate::policy::Policy, ConfigError> {
         let read = |key: &str, path: &Path| {
             std::fs::read_to_string(path).map_err(|e| {
                 invalid(
@@ -645,11 +645,11 @@ impl Config {
         Ok(())
     }
 
-    pub fn embedded_kafka(&self) -> bool {
+    pub(crate) fn embedded_kafka(&self) -> bool {
         self.kafka.brokers.trim().is_empty()
     }
 
-    pub fn command_deadline(&self) -> Duration {
+    pub(crate) fn command_deadline(&self) -> Duration {
         Duration::from_secs(self.head_end.command_deadline_secs)
     }
 }

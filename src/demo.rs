@@ -46,31 +46,31 @@ pub struct DemoOptions {
 
 #[derive(Debug, Default)]
 pub struct DemoSummary {
-    pub meters: usize,
-    pub orders_produced: usize,
-    pub invalid_produced: usize,
-    pub dead_letters: i64,
+    pub(crate) meters: usize,
+    pub(crate) orders_produced: usize,
+    pub(crate) invalid_produced: usize,
+    pub(crate) dead_letters: i64,
     /// Final orders only (rejected, completed, failed, cancelled), by status and reason.
-    pub by_outcome: Vec<(String, usize)>,
+    pub(crate) by_outcome: Vec<(String, usize)>,
     /// Orders that reached a final status, of `expected` (valid orders and the invalid records
     /// whose order id is readable).
-    pub final_orders: usize,
-    pub expected: usize,
+    pub(crate) final_orders: usize,
+    pub(crate) expected: usize,
     /// Held by policy at the end, not final: awaiting an approval nobody gives in a demo.
-    pub awaiting_approval: usize,
+    pub(crate) awaiting_approval: usize,
     /// Held by policy at the end, not final: deferred past the demo's end.
-    pub deferred: usize,
+    pub(crate) deferred: usize,
     /// The latest time a deferred order waits for, when known.
-    pub deferred_until: Option<jiff::Timestamp>,
-    pub accepted_per_sec: f64,
-    pub completed_per_sec: f64,
-    pub elapsed: Duration,
-    pub command_p50_ms: u64,
-    pub command_p99_ms: u64,
-    pub order_p50_ms: u64,
-    pub order_p99_ms: u64,
-    pub data_dir: String,
-    pub settings: String,
+    pub(crate) deferred_until: Option<jiff::Timestamp>,
+    pub(crate) accepted_per_sec: f64,
+    pub(crate) completed_per_sec: f64,
+    pub(crate) elapsed: Duration,
+    pub(crate) command_p50_ms: u64,
+    pub(crate) command_p99_ms: u64,
+    pub(crate) order_p50_ms: u64,
+    pub(crate) order_p99_ms: u64,
+    pub(crate) data_dir: String,
+    pub(crate) settings: String,
 }
 
 impl fmt::Display for DemoSummary {

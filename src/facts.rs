@@ -21,12 +21,12 @@ use crate::domain::Timestamp;
 pub use crate::domain::{Approval, ApprovalDecision, Certificate, MeterFact, Payment};
 use crate::policy::{Emergency, Forecast};
 
-pub const FACT_SCHEMA_VERSION: u32 = 1;
+pub(crate) const FACT_SCHEMA_VERSION: u32 = 1;
 const MAX_ID_LEN: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
-pub struct FactError(pub String);
+pub struct FactError(pub(crate) String);
 
 fn bad(s: impl Into<String>) -> FactError {
     FactError(s.into())
@@ -105,15 +105,15 @@ impl WeatherRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmergencyRecord {
-    pub schema_version: u32,
-    pub emergency_id: String,
-    pub declared_at: Timestamp,
+    pub(crate) schema_version: u32,
+    pub(crate) emergency_id: String,
+    pub(crate) declared_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended_at: Option<Timestamp>,
+    pub(crate) ended_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub zones: Vec<String>,
+    pub(crate) zones: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
 }
 
 impl EmergencyRecord {
@@ -252,7 +252,7 @@ impl FactBook {
     }
 
     /// Adds or replaces an emergency; `None` removes it (tombstone).
-    pub fn upsert_emergency(&self, id: &str, e: Option<&EmergencyRecord>) {
+    pub(crate) fn upsert_emergency(&self, id: &str, e: Option<&EmergencyRecord>) {
         let mut all = self.emergencies.write().expect("lock");
         let mut v: Vec<(String, Emergency)> =
             all.iter().filter(|(i, _)| i != id).cloned().collect();
@@ -271,12 +271,12 @@ impl FactBook {
         *all = Arc::new(v);
     }
 
-    pub fn emergencies(&self) -> Arc<Vec<Emergency>> {
+    pub(crate) fn emergencies(&self) -> Arc<Vec<Emergency>> {
         self.emergency_view.read().expect("lock").clone()
     }
 
     /// The meter holds an order deferred by zone facts in `zone`.
-    pub fn hold(&self, zone: &str, meter_id: &Arc<str>) {
+    pub(crate) fn hold(&self, zone: &str, meter_id: &Arc<str>) {
         if let Some(s) = self.waiting.get(zone) {
             if s.contains(meter_id) {
                 return;
@@ -288,14 +288,14 @@ impl FactBook {
             .insert(meter_id.clone());
     }
 
-    pub fn release(&self, zone: &str, meter_id: &str) {
+    pub(crate) fn release(&self, zone: &str, meter_id: &str) {
         if let Some(s) = self.waiting.get(zone) {
             s.remove(meter_id);
         }
     }
 
     /// Meters waiting in `zone` (or in every zone with `None`).
-    pub fn waiting(&self, zone: Option<&str>) -> Vec<Arc<str>> {
+    pub(crate) fn waiting(&self, zone: Option<&str>) -> Vec<Arc<str>> {
         match zone {
             Some(z) => self
                 .waiting
@@ -310,7 +310,8 @@ impl FactBook {
         }
     }
 
-    pub fn waiting_count(&self) -> usize {
+    #[cfg(test)]
+    fn waiting_count(&self) -> usize {
         self.waiting.iter().map(|s| s.len()).sum()
     }
 }

@@ -30,37 +30,37 @@ use crate::registry::Registry;
 use crate::store::AuditCursor;
 
 /// Store lookups served at once; more wait for a permit.
-pub const STORE_READERS: usize = 2;
+pub(crate) const STORE_READERS: usize = 2;
 /// Audit rows in one page of `/api/v1/meters/{id}` by default, and at most.
-pub const AUDIT_PAGE_DEFAULT: usize = 100;
-pub const AUDIT_PAGE_MAX: usize = 1_000;
+pub(crate) const AUDIT_PAGE_DEFAULT: usize = 100;
+pub(crate) const AUDIT_PAGE_MAX: usize = 1_000;
 /// Audit rows of one order returned by `/api/v1/orders/{id}` at most (the oldest), and rows of
 /// its meter's trail looked at for them at most.
-pub const ORDER_AUDIT_MAX: usize = 1_000;
-pub const ORDER_AUDIT_SCAN: usize = 20_000;
+pub(crate) const ORDER_AUDIT_MAX: usize = 1_000;
+pub(crate) const ORDER_AUDIT_SCAN: usize = 20_000;
 /// Open orders shown in a meter's state (`open_orders_total` says how many there are).
-pub const OPEN_ORDERS_SHOWN: usize = 100;
+pub(crate) const OPEN_ORDERS_SHOWN: usize = 100;
 
 #[derive(Clone)]
-pub struct HttpState {
-    pub ready: Arc<AtomicBool>,
-    pub store: StoreHandle,
-    pub registry: Arc<Registry>,
-    pub directory: Arc<Directory>,
-    pub readers: Arc<Semaphore>,
+pub(crate) struct HttpState {
+    pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) store: StoreHandle,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) readers: Arc<Semaphore>,
     /// Set when business time is shifted (`[clock]`): shown in every `/readyz` answer.
-    pub uat_clock: Option<UatClock>,
+    pub(crate) uat_clock: Option<UatClock>,
 }
 
 /// A shifted business clock, as `/readyz` shows it.
 #[derive(Clone, Copy, Debug)]
-pub struct UatClock {
-    pub started_at: jiff::Timestamp,
-    pub speed: f64,
+pub(crate) struct UatClock {
+    pub(crate) started_at: jiff::Timestamp,
+    pub(crate) speed: f64,
 }
 
 impl HttpState {
-    pub fn new(
+    pub(crate) fn new(
         ready: Arc<AtomicBool>,
         store: StoreHandle,
         registry: Arc<Registry>,
@@ -76,7 +76,7 @@ impl HttpState {
         }
     }
 
-    pub fn with_uat_clock(mut self, uat_clock: Option<UatClock>) -> HttpState {
+    pub(crate) fn with_uat_clock(mut self, uat_clock: Option<UatClock>) -> HttpState {
         self.uat_clock = uat_clock;
         self
     }
@@ -297,7 +297,7 @@ async fn meter(
     }
 }
 
-pub fn router(state: HttpState) -> Router {
+pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -309,7 +309,7 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Binds the listener (so a busy port fails at start).
-pub fn bind(listen: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+pub(crate) fn bind(listen: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let l = std::net::TcpListener::bind(listen)?;
     l.set_nonblocking(true)?;
     Ok(l)
@@ -317,7 +317,7 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// Serves on a thread of its own (one async worker, [`STORE_READERS`] blocking threads) until
 /// `shutdown`; the returned receiver fires when it has stopped.
-pub fn serve(
+pub(crate) fn serve(
     listener: std::net::TcpListener,
     state: HttpState,
     mut shutdown: watch::Receiver<bool>,

@@ -28,7 +28,7 @@
 //! this crate's binary as the process under test and uses this library only for the config, the
 //! Kafka client settings and mock cluster, the store (its raw append limit) and a few types.
 
-pub mod app;
+pub(crate) mod app;
 pub mod campaign;
 pub mod clock;
 pub mod commit;
@@ -37,7 +37,7 @@ pub mod demo;
 pub mod domain;
 pub mod facts;
 pub mod head_end;
-pub mod http;
+pub(crate) mod http;
 pub mod kafka;
 pub mod meter;
 pub mod observability;

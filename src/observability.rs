@@ -26,7 +26,7 @@ const FAST_BUCKETS: &[f64] = &[
 ];
 
 /// Installs the Prometheus recorder (once per process) and returns its render handle.
-pub fn prometheus() -> &'static PrometheusHandle {
+pub(crate) fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
@@ -53,14 +53,14 @@ pub fn prometheus() -> &'static PrometheusHandle {
 }
 
 /// Marks the business clock in the metrics (`switchyard_business_clock_*`).
-pub fn business_clock(shifted: bool, speed: f64) {
+pub(crate) fn business_clock(shifted: bool, speed: f64) {
     gauge!("switchyard_business_clock_shifted").set(if shifted { 1.0 } else { 0.0 });
     gauge!("switchyard_business_clock_speed").set(speed);
 }
 
 /// The git commit switchyard was built from (build.rs), or `unknown` (built outside a git
 /// work tree, or without git).
-pub const GIT_COMMIT: &str = match option_env!("SWITCHYARD_GIT_COMMIT") {
+pub(crate) const GIT_COMMIT: &str = match option_env!("SWITCHYARD_GIT_COMMIT") {
     Some(c) => c,
     None => "unknown",
 };
@@ -81,47 +81,47 @@ fn describe_all() {
 }
 
 pub struct Metrics {
-    pub orders_received: Vec<Counter>,
-    pub orders_rejected: Vec<Counter>,
-    pub orders_duplicate: Counter,
+    pub(crate) orders_received: Vec<Counter>,
+    pub(crate) orders_rejected: Vec<Counter>,
+    pub(crate) orders_duplicate: Counter,
     pub order_status: Vec<Counter>,
-    pub commands_sent: Vec<Counter>,
-    pub results_confirmed: Counter,
-    pub results_failed: Counter,
-    pub results_timed_out: Counter,
-    pub results_late: Counter,
-    pub command_latency: Histogram,
-    pub retries: Counter,
-    pub exceptions: Vec<Counter>,
-    pub live_actors: Gauge,
-    pub in_flight: Gauge,
-    pub pending_commit: Gauge,
-    pub outbox_pending: Gauge,
-    pub events_published: Counter,
-    pub publish_errors: Counter,
-    pub store_commits: Counter,
-    pub store_batches: Counter,
-    pub store_commit_seconds: Histogram,
-    pub intake_batch_seconds: Histogram,
-    pub registry_meters: Gauge,
-    pub registry_rejected: Counter,
-    pub actor_activations: Counter,
-    pub actor_passivations: Counter,
+    pub(crate) commands_sent: Vec<Counter>,
+    pub(crate) results_confirmed: Counter,
+    pub(crate) results_failed: Counter,
+    pub(crate) results_timed_out: Counter,
+    pub(crate) results_late: Counter,
+    pub(crate) command_latency: Histogram,
+    pub(crate) retries: Counter,
+    pub(crate) exceptions: Vec<Counter>,
+    pub(crate) live_actors: Gauge,
+    pub(crate) in_flight: Gauge,
+    pub(crate) pending_commit: Gauge,
+    pub(crate) outbox_pending: Gauge,
+    pub(crate) events_published: Counter,
+    pub(crate) publish_errors: Counter,
+    pub(crate) store_commits: Counter,
+    pub(crate) store_batches: Counter,
+    pub(crate) store_commit_seconds: Histogram,
+    pub(crate) intake_batch_seconds: Histogram,
+    pub(crate) registry_meters: Gauge,
+    pub(crate) registry_rejected: Counter,
+    pub(crate) actor_activations: Counter,
+    pub(crate) actor_passivations: Counter,
     /// By type: payment, medical_certificate, approval, weather, emergency.
-    pub facts_received: Vec<Counter>,
-    pub facts_rejected: Counter,
+    pub(crate) facts_received: Vec<Counter>,
+    pub(crate) facts_rejected: Counter,
     /// By verdict: execute, deferred, awaiting_approval, rejected.
-    pub policy_decisions: Vec<Counter>,
-    pub campaign_releases: Counter,
-    pub audit_rows: Counter,
+    pub(crate) policy_decisions: Vec<Counter>,
+    pub(crate) campaign_releases: Counter,
+    pub(crate) audit_rows: Counter,
     /// Dead letters that could not carry the whole original record.
-    pub dead_letters_truncated: Counter,
+    pub(crate) dead_letters_truncated: Counter,
     /// 1 while the store accepts writes, 0 while it refuses them (intake paused).
-    pub store_available: Gauge,
-    pub store_write_failures: Counter,
+    pub(crate) store_available: Gauge,
+    pub(crate) store_write_failures: Counter,
 }
 
-pub fn fact_received(kind: FactType) {
+pub(crate) fn fact_received(kind: FactType) {
     metrics().facts_received[kind as usize].increment(1);
 }
 
@@ -143,7 +143,7 @@ fn campaign_label(id: &str) -> String {
 }
 
 /// Campaign progress as gauges per campaign (bounded label values).
-pub fn campaign_progress(e: &crate::domain::CampaignEvent) {
+pub(crate) fn campaign_progress(e: &crate::domain::CampaignEvent) {
     let c = campaign_label(&e.campaign_id);
     for (state, v) in [
         ("released", e.released),
@@ -160,11 +160,11 @@ pub fn campaign_progress(e: &crate::domain::CampaignEvent) {
         .set(e.rate_per_hour as f64);
 }
 
-pub fn campaign_released() {
+pub(crate) fn campaign_released() {
     metrics().campaign_releases.increment(1);
 }
 
-pub fn policy_decision(verdict: VerdictKind) {
+pub(crate) fn policy_decision(verdict: VerdictKind) {
     metrics().policy_decisions[verdict as usize].increment(1);
 }
 
@@ -215,21 +215,21 @@ pub fn metrics() -> &'static Metrics {
 }
 
 /// Records of `topic` gone before switchyard read them (`n` of them).
-pub fn records_lost(topic: &str, n: u64) {
+pub(crate) fn records_lost(topic: &str, n: u64) {
     counter!("switchyard_kafka_records_lost_total", "topic" => topic.to_string()).increment(n);
 }
 
 /// At most one log line per period for a condition that can repeat thousands of times a
 /// second (a failing store, say); the lines in between are counted and reported with the
 /// next one.
-pub struct LogLimiter {
+pub(crate) struct LogLimiter {
     /// Milliseconds since [`LogLimiter::epoch`] of the last line logged, plus one (0 = never).
     last_ms: std::sync::atomic::AtomicU64,
     suppressed: std::sync::atomic::AtomicU64,
 }
 
 impl LogLimiter {
-    pub const fn new() -> LogLimiter {
+    pub(crate) const fn new() -> LogLimiter {
         LogLimiter {
             last_ms: std::sync::atomic::AtomicU64::new(0),
             suppressed: std::sync::atomic::AtomicU64::new(0),
@@ -242,7 +242,7 @@ impl LogLimiter {
     }
 
     /// `Some(suppressed since the last line)` when a line may be logged now.
-    pub fn allow(&self, every: Duration) -> Option<u64> {
+    pub(crate) fn allow(&self, every: Duration) -> Option<u64> {
         use std::sync::atomic::Ordering;
         let now = Self::epoch().elapsed().as_millis() as u64 + 1;
         let last = self.last_ms.load(Ordering::Relaxed);
@@ -268,7 +268,7 @@ impl Default for LogLimiter {
     }
 }
 
-pub fn exception(kind: ExceptionKind) {
+pub(crate) fn exception(kind: ExceptionKind) {
     metrics().exceptions[kind as usize].increment(1);
 }
 
@@ -301,7 +301,7 @@ impl MetricKind {
 pub struct MetricSpec {
     pub name: &'static str,
     pub kind: MetricKind,
-    pub unit: Option<Unit>,
+    pub(crate) unit: Option<Unit>,
     /// The `# HELP` text: the `meaning` column of docs/metrics.md without its backquotes (a
     /// test keeps the two equal).
     pub help: &'static str,
@@ -568,7 +568,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
 ///   durably stored (its event is in the outbox).
 ///
 /// The exact figures are served at `GET /stats/latency` (what the load-test harness reports).
-pub struct LatencyProbe {
+pub(crate) struct LatencyProbe {
     exact: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
     prometheus: Histogram,
 }
@@ -583,7 +583,7 @@ impl LatencyProbe {
         }
     }
 
-    pub fn record(&self, d: Duration) {
+    pub(crate) fn record(&self, d: Duration) {
         self.prometheus.record(d.as_secs_f64());
         let us = (d.as_micros() as u64).clamp(1, 3_600_000_000);
         if let Ok(mut h) = self.exact.lock() {
@@ -592,7 +592,7 @@ impl LatencyProbe {
     }
 
     /// Count and percentiles in microseconds since the process started.
-    pub fn snapshot(&self) -> LatencySummary {
+    pub(crate) fn snapshot(&self) -> LatencySummary {
         let h = self
             .exact
             .lock()
@@ -614,15 +614,15 @@ pub struct LatencySummary {
     pub p50_us: u64,
     pub p99_us: u64,
     pub p999_us: u64,
-    pub max_us: u64,
+    pub(crate) max_us: u64,
 }
 
-pub struct LatencyProbes {
-    pub dispatch: LatencyProbe,
-    pub completion: LatencyProbe,
+pub(crate) struct LatencyProbes {
+    pub(crate) dispatch: LatencyProbe,
+    pub(crate) completion: LatencyProbe,
 }
 
-pub fn latency() -> &'static LatencyProbes {
+pub(crate) fn latency() -> &'static LatencyProbes {
     static PROBES: OnceLock<LatencyProbes> = OnceLock::new();
     PROBES.get_or_init(|| {
         prometheus();

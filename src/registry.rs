@@ -63,11 +63,11 @@ struct CompactMeter {
 /// What the registry knows of one meter, expanded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeterInfo {
-    pub meter_id: String,
+    pub(crate) meter_id: String,
     pub zone: Arc<str>,
-    pub head_end_id: Arc<str>,
-    pub flags: MeterFlags,
-    pub multiplier: f32,
+    pub(crate) head_end_id: Arc<str>,
+    pub(crate) flags: MeterFlags,
+    pub(crate) multiplier: f32,
 }
 
 #[derive(Default)]
@@ -80,8 +80,8 @@ pub struct Registry {
 /// Result of loading a registry file: bad lines are reported, good ones loaded.
 #[derive(Debug, Default)]
 pub struct LoadReport {
-    pub loaded: usize,
-    pub rejected: Vec<RegistryError>,
+    pub(crate) loaded: usize,
+    pub(crate) rejected: Vec<RegistryError>,
 }
 
 impl Registry {
@@ -100,7 +100,7 @@ impl Registry {
         Ok(())
     }
 
-    pub fn remove(&self, meter_id: &str) {
+    pub(crate) fn remove(&self, meter_id: &str) {
         self.meters.remove(meter_id);
     }
 
@@ -124,12 +124,8 @@ impl Registry {
         })
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.meters.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.meters.is_empty()
     }
 
     /// Loads a `.csv` (header row with the record's field names) or `.ndjson` / `.jsonl` file.
@@ -206,7 +202,7 @@ mod tests {
         );
         let m2 = r.get("M2").unwrap();
         assert!(!m2.flags.contains(MeterFlags::HAS_SWITCH));
-        assert!(m2.flags.protected());
+        assert!(m2.flags.contains(MeterFlags::MEDICAL));
         assert_eq!(&*m2.zone, "north");
 
         let nd = dir.path().join("m.ndjson");

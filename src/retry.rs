@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 /// The wait before retry `attempt` (1-based): `first × 2^(attempt − 1)`, at most `max`.
-pub fn nth_delay(first: Duration, max: Duration, attempt: u32) -> Duration {
+pub(crate) fn nth_delay(first: Duration, max: Duration, attempt: u32) -> Duration {
     let doublings = attempt.saturating_sub(1).min(31);
     first.saturating_mul(1u32 << doublings).min(max)
 }

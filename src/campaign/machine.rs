@@ -100,11 +100,11 @@ pub(crate) enum Action {
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub(crate) struct Counts {
-    pub completed: u64,
-    pub failed: u64,
-    pub cancelled: u64,
+    pub(crate) completed: u64,
+    pub(crate) failed: u64,
+    pub(crate) cancelled: u64,
     /// Released orders policy deferred at least once (since this machine started).
-    pub deferred: u64,
+    pub(crate) deferred: u64,
 }
 
 /// Publish a progress event every this many releases (and on every state change).

@@ -38,9 +38,9 @@ use crate::domain::Timestamp;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("campaign {campaign_id}, key `{key}`: {message}")]
 pub struct CampaignError {
-    pub campaign_id: String,
-    pub key: String,
-    pub message: String,
+    pub(crate) campaign_id: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 /// A validated campaign: definition plus parsed zone and windows.
@@ -149,7 +149,7 @@ impl CampaignDef {
 }
 
 impl Campaign {
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.def.campaign_id
     }
 
@@ -205,7 +205,7 @@ impl Campaign {
 
     /// When the last of `n` releases happens, starting at `from`, at `rate_per_hour`, inside the
     /// windows (no policy holds assumed). O(days), not O(orders).
-    pub fn finish_estimate(
+    pub(crate) fn finish_estimate(
         &self,
         from: Timestamp,
         n: u64,
@@ -231,11 +231,11 @@ impl Campaign {
     }
 
     /// Time between two releases at `rate_per_hour`.
-    pub fn period(rate_per_hour: u32) -> std::time::Duration {
+    pub(crate) fn period(rate_per_hour: u32) -> std::time::Duration {
         std::time::Duration::from_nanos(3_600_000_000_000 / rate_per_hour.max(1) as u64)
     }
 
-    pub fn in_zone_scope(&self, zone: &str) -> bool {
+    pub(crate) fn in_zone_scope(&self, zone: &str) -> bool {
         self.def.zones.is_empty() || self.def.zones.iter().any(|z| z == zone)
     }
 }
@@ -258,9 +258,9 @@ struct ZoneQueue {
 
 /// What the queue keeps per order (about 80 bytes plus the two ids).
 #[derive(Debug, Clone)]
-pub struct QueuedOrder {
-    pub order_id: Box<str>,
-    pub meter_id: Box<str>,
+pub(crate) struct QueuedOrder {
+    pub(crate) order_id: Box<str>,
+    pub(crate) meter_id: Box<str>,
     key: (i64, i64, u64),
 }
 
@@ -276,12 +276,12 @@ impl Queue {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Adds an unreleased order in its place.
-    pub fn push(&mut self, o: &CampaignOrder) {
+    pub(crate) fn push(&mut self, o: &CampaignOrder) {
         let q = QueuedOrder {
             order_id: o.order_id.as_str().into(),
             meter_id: o.meter_id.as_str().into(),
@@ -315,12 +315,15 @@ impl Queue {
     }
 
     /// Counts a release made earlier (restart) for zone stagger.
-    pub fn count_released(&mut self, zone: &str) {
+    pub(crate) fn count_released(&mut self, zone: &str) {
         self.zones.entry(zone.to_string()).or_default().released += 1;
     }
 
     /// Removes and returns the next order to release among the zones `eligible` allows.
-    pub fn pop(&mut self, mut eligible: impl FnMut(&str) -> bool) -> Option<(String, QueuedOrder)> {
+    pub(crate) fn pop(
+        &mut self,
+        mut eligible: impl FnMut(&str) -> bool,
+    ) -> Option<(String, QueuedOrder)> {
         let ordering = self.ordering;
         let best = self
             .zones
@@ -346,7 +349,7 @@ impl Queue {
     }
 
     /// Removes a specific order (withdrawn by its meter: paid, cancelled, superseded).
-    pub fn remove(&mut self, zone: &str, order_id: &str) -> bool {
+    pub(crate) fn remove(&mut self, zone: &str, order_id: &str) -> bool {
         if let Some(z) = self.zones.get_mut(zone) {
             if let Some(i) = z.items.iter().position(|o| &*o.order_id == order_id) {
                 z.items.remove(i);
@@ -358,7 +361,7 @@ impl Queue {
     }
 
     /// Zones with orders waiting, and how many.
-    pub fn waiting_by_zone(&self) -> Vec<(&str, usize)> {
+    pub(crate) fn waiting_by_zone(&self) -> Vec<(&str, usize)> {
         self.zones
             .iter()
             .filter(|(_, z)| !z.items.is_empty())
@@ -367,7 +370,7 @@ impl Queue {
     }
 
     /// Drains every waiting order (cancel, expiry).
-    pub fn drain(&mut self) -> Vec<QueuedOrder> {
+    pub(crate) fn drain(&mut self) -> Vec<QueuedOrder> {
         self.len = 0;
         self.zones
             .values_mut()

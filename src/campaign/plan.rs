@@ -11,27 +11,27 @@ use super::{Campaign, CampaignOrder, Queue};
 use crate::domain::Timestamp;
 
 /// Why a zone may not release at a time: `Some(until)` (None = until the facts change).
-pub type ZoneBar<'a> = dyn Fn(&str, Timestamp) -> Option<(String, Option<Timestamp>)> + 'a;
+pub(crate) type ZoneBar<'a> = dyn Fn(&str, Timestamp) -> Option<(String, Option<Timestamp>)> + 'a;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedRelease {
-    pub at: Timestamp,
-    pub order_id: Box<str>,
-    pub zone: String,
+    pub(crate) at: Timestamp,
+    pub(crate) order_id: Box<str>,
+    pub(crate) zone: String,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     pub releases: Vec<PlannedRelease>,
     /// Orders the plan could not release (past `end_by`, or zones barred until facts change).
-    pub left: usize,
+    pub(crate) left: usize,
     /// When the last release happens.
     pub finish: Option<Timestamp>,
 }
 
 impl Plan {
     /// Releases per hour (UTC hour start).
-    pub fn per_hour(&self) -> BTreeMap<Timestamp, u32> {
+    pub(crate) fn per_hour(&self) -> BTreeMap<Timestamp, u32> {
         let mut m = BTreeMap::new();
         for r in &self.releases {
             let s = r.at.as_second();
@@ -41,7 +41,7 @@ impl Plan {
         m
     }
 
-    pub fn per_zone(&self) -> BTreeMap<&str, u32> {
+    pub(crate) fn per_zone(&self) -> BTreeMap<&str, u32> {
         let mut m = BTreeMap::new();
         for r in &self.releases {
             *m.entry(r.zone.as_str()).or_insert(0) += 1;
@@ -50,7 +50,7 @@ impl Plan {
     }
 
     /// The most releases in any window of one hour (sliding, not clock hours).
-    pub fn max_in_any_hour(&self) -> usize {
+    pub(crate) fn max_in_any_hour(&self) -> usize {
         max_in_any_hour(self.releases.iter().map(|r| r.at))
     }
 }

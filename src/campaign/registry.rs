@@ -34,7 +34,7 @@ impl Campaigns {
     }
 
     /// Starts the actor of a stored campaign that has not ended.
-    pub fn start(&self, record: CampaignRecord) -> Result<(), CampaignError> {
+    pub(crate) fn start(&self, record: CampaignRecord) -> Result<(), CampaignError> {
         let campaign = record.def.clone().validate(|_| true)?;
         let _g = self.gate.write().expect("lock");
         let (orders, statuses) = persist::stored_orders(&self.svc.store, &record.def.campaign_id);
@@ -67,7 +67,7 @@ impl Campaigns {
     }
 
     /// The stored definition of a campaign, if it was ever defined.
-    pub fn definition(&self, campaign_id: &str) -> Option<CampaignDef> {
+    pub(crate) fn definition(&self, campaign_id: &str) -> Option<CampaignDef> {
         self.svc
             .store
             .store()
@@ -78,7 +78,7 @@ impl Campaigns {
             .map(|c| c.def)
     }
 
-    pub fn exists(&self, campaign_id: &str) -> bool {
+    pub(crate) fn exists(&self, campaign_id: &str) -> bool {
         self.actors.contains_key(campaign_id) || self.definition(campaign_id).is_some()
     }
 
@@ -158,7 +158,7 @@ impl Campaigns {
         Ok(())
     }
 
-    pub fn enqueue(&self, campaign_id: &str, o: CampaignOrder) {
+    pub(crate) fn enqueue(&self, campaign_id: &str, o: CampaignOrder) {
         let _g = self.gate.read().expect("lock");
         if let Some(a) = self.actors.get(campaign_id) {
             a.do_send(CampaignMsg::Enqueue(o));
@@ -190,7 +190,7 @@ impl Campaigns {
 
     /// Hands the meters' campaign outcomes to the campaign actors until shutdown (then what is
     /// already queued).
-    pub async fn take_outcomes(
+    pub(crate) async fn take_outcomes(
         self: Arc<Self>,
         mut outcomes: tokio::sync::mpsc::UnboundedReceiver<crate::domain::CampaignOutcome>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -211,7 +211,7 @@ impl Campaigns {
         }
     }
 
-    pub fn outcome(&self, campaign_id: &str, order_id: &str, status: OrderStatus) {
+    pub(crate) fn outcome(&self, campaign_id: &str, order_id: &str, status: OrderStatus) {
         if let Some(a) = self.actors.get(campaign_id) {
             a.do_send(CampaignMsg::Outcome {
                 order_id: order_id.to_string(),

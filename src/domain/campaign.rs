@@ -69,17 +69,17 @@ pub struct CampaignDef {
 #[serde(deny_unknown_fields)]
 pub struct AdoptFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<ReasonCode>,
+    pub(crate) reason: Option<ReasonCode>,
     /// The order's `earliest_at` is at or after this ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_from: Option<Timestamp>,
+    pub(crate) due_from: Option<Timestamp>,
     /// ... and before this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_until: Option<Timestamp>,
+    pub(crate) due_until: Option<Timestamp>,
 }
 
 impl AdoptFilter {
-    pub fn matches(&self, o: &Order) -> bool {
+    pub(crate) fn matches(&self, o: &Order) -> bool {
         o.kind == OrderKind::Disconnect
             && o.campaign_id.is_none()
             && self.reason.is_none_or(|r| r == o.reason)
@@ -135,41 +135,41 @@ pub enum CampaignStatus {
 /// A campaign as stored: its definition and where it stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CampaignRecord {
-    pub def: CampaignDef,
-    pub status: CampaignStatus,
+    pub(crate) def: CampaignDef,
+    pub(crate) status: CampaignStatus,
     /// The rate in force (the definition's, or one set later).
-    pub rate_per_hour: u32,
+    pub(crate) rate_per_hour: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_release_at: Option<Timestamp>,
-    pub released: u64,
-    pub updated_at: Timestamp,
+    pub(crate) last_release_at: Option<Timestamp>,
+    pub(crate) released: u64,
+    pub(crate) updated_at: Timestamp,
 }
 
 /// Progress of a campaign, as published on the campaign-events topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CampaignEvent {
-    pub schema_version: u32,
-    pub campaign_id: String,
+    pub(crate) schema_version: u32,
+    pub(crate) campaign_id: String,
     /// What happened: defined, started, paused, resumed, rate_changed, cancelled, progress,
     /// finished, expired.
     pub event: String,
-    pub status: CampaignStatus,
-    pub at: Timestamp,
-    pub rate_per_hour: u32,
+    pub(crate) status: CampaignStatus,
+    pub(crate) at: Timestamp,
+    pub(crate) rate_per_hour: u32,
     pub total: u64,
-    pub released: u64,
+    pub(crate) released: u64,
     pub remaining: u64,
-    pub completed: u64,
-    pub failed: u64,
+    pub(crate) completed: u64,
+    pub(crate) failed: u64,
     pub cancelled: u64,
     /// Released orders policy deferred at least once.
-    pub deferred: u64,
+    pub(crate) deferred: u64,
     /// When the last release is expected at the current rate and windows (no policy holds
     /// assumed); absent when nothing remains or it cannot be computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected_finish: Option<Timestamp>,
+    pub(crate) expected_finish: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub by: Option<String>,
+    pub(crate) by: Option<String>,
 }
 
 /// A record of the campaign-control topic.
@@ -204,7 +204,7 @@ pub enum ControlRecord {
 }
 
 impl ControlRecord {
-    pub fn campaign_id(&self) -> &str {
+    pub(crate) fn campaign_id(&self) -> &str {
         match self {
             ControlRecord::Define { campaign, .. } => &campaign.campaign_id,
             ControlRecord::Pause { campaign_id, .. }
@@ -230,7 +230,7 @@ impl ControlRecord {
 /// and the meters must not hold the campaigns in turn.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CampaignOutcome {
-    pub campaign_id: String,
-    pub order_id: String,
-    pub status: OrderStatus,
+    pub(crate) campaign_id: String,
+    pub(crate) order_id: String,
+    pub(crate) status: OrderStatus,
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
 
-pub const COMMAND_SCHEMA_VERSION: u32 = 1;
+pub(crate) const COMMAND_SCHEMA_VERSION: u32 = 1;
 
 #[derive(
     Debug,
@@ -33,15 +33,15 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
-    pub const ALL: &'static [CommandKind] = <CommandKind as strum::VariantArray>::VARIANTS;
-    pub fn as_str(self) -> &'static str {
+    pub(crate) const ALL: &'static [CommandKind] = <CommandKind as strum::VariantArray>::VARIANTS;
+    pub(crate) fn as_str(self) -> &'static str {
         self.into()
     }
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
     /// The switch state this command aims for, if it operates the switch.
-    pub fn target_state(self) -> Option<SwitchState> {
+    pub(crate) fn target_state(self) -> Option<SwitchState> {
         match self {
             CommandKind::Disconnect => Some(SwitchState::Disconnected),
             CommandKind::Connect => Some(SwitchState::Connected),
@@ -108,7 +108,7 @@ pub enum FailureCode {
 }
 
 impl FailureCode {
-    pub fn retryable(self) -> bool {
+    pub(crate) fn retryable(self) -> bool {
         matches!(
             self,
             FailureCode::NetworkTimeout
@@ -117,7 +117,7 @@ impl FailureCode {
                 | FailureCode::HeadEndUnavailable
         )
     }
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         self.into()
     }
 }
@@ -156,7 +156,7 @@ fn v1() -> u32 {
 }
 
 impl CommandResult {
-    pub fn outcome_label(&self) -> &'static str {
+    pub(crate) fn outcome_label(&self) -> &'static str {
         match &self.outcome {
             CommandOutcome::Confirmed { .. } => "confirmed",
             CommandOutcome::Failed { code, .. } => code.as_str(),

@@ -34,11 +34,11 @@ pub enum Day {
 }
 
 impl Day {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         self.into()
     }
 
-    pub fn of(d: Date) -> Day {
+    pub(crate) fn of(d: Date) -> Day {
         use jiff::civil::Weekday as W;
         match d.weekday() {
             W::Monday => Day::Monday,
@@ -119,7 +119,7 @@ pub enum VerdictKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleHit {
     pub rule: String,
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,7 +128,7 @@ pub struct Decision {
     pub verdict: Verdict,
     /// `jurisdiction@version`
     pub pack: String,
-    pub rules: Vec<RuleHit>,
+    pub(crate) rules: Vec<RuleHit>,
     /// What the decision was made from.
     pub inputs: DecisionInputs,
 }
@@ -136,24 +136,24 @@ pub struct Decision {
 /// The inputs a decision used, recorded with it so that it can be replayed and explained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionInputs {
-    pub at: Timestamp,
+    pub(crate) at: Timestamp,
     pub zone: String,
     /// Protections the meter carries (registry flags and valid certificates).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub protections: Vec<Protection>,
+    pub(crate) protections: Vec<Protection>,
     pub approved: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notice_sent_at: Option<Timestamp>,
+    pub(crate) notice_sent_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub amount_due: Option<f64>,
+    pub(crate) amount_due: Option<f64>,
     /// Forecast days known for the zone, and emergencies known.
     pub forecasts_known: usize,
-    pub emergencies_known: usize,
+    pub(crate) emergencies_known: usize,
 }
 
 impl Decision {
     /// The verdict without its data: the label of `switchyard_policy_decisions_total`.
-    pub fn verdict_kind(&self) -> VerdictKind {
+    pub(crate) fn verdict_kind(&self) -> VerdictKind {
         match self.verdict {
             Verdict::Execute => VerdictKind::Execute,
             Verdict::Defer { .. } => VerdictKind::Deferred,
@@ -162,11 +162,11 @@ impl Decision {
         }
     }
     /// `deferred`, `awaiting_approval`, `rejected` or `execute`: for logs and audit reasons.
-    pub fn verdict_label(&self) -> &'static str {
+    pub(crate) fn verdict_label(&self) -> &'static str {
         self.verdict_kind().into()
     }
     /// Every rule's detail, in one line.
-    pub fn details(&self) -> String {
+    pub(crate) fn details(&self) -> String {
         self.rules
             .iter()
             .map(|r| r.detail.as_str())
@@ -175,7 +175,7 @@ impl Decision {
     }
 
     /// The first rule that held the order (the one to quote), or `allowed`.
-    pub fn first_rule(&self) -> &str {
+    pub(crate) fn first_rule(&self) -> &str {
         self.rules
             .first()
             .map(|r| r.rule.as_str())

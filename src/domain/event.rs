@@ -7,7 +7,7 @@ use super::command::{CommandKind, SwitchState};
 use super::order::{OrderKind, OrderStatus};
 use super::Timestamp;
 
-pub const EVENT_SCHEMA_VERSION: u32 = 1;
+pub(crate) const EVENT_SCHEMA_VERSION: u32 = 1;
 
 /// Why a record went to the dead-letter topic.
 #[derive(
@@ -49,7 +49,7 @@ impl DeadLetterReason {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -57,25 +57,25 @@ impl DeadLetterReason {
 /// An order status change, published on the order-events topic keyed by meter id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderEvent {
-    pub schema_version: u32,
+    pub(crate) schema_version: u32,
     pub order_id: String,
-    pub meter_id: String,
+    pub(crate) meter_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<OrderKind>,
+    pub(crate) kind: Option<OrderKind>,
     pub status: OrderStatus,
     /// Pending / In Progress / Completed / Closed, as a CSR knows them.
-    pub csr_status: String,
+    pub(crate) csr_status: String,
     pub at: Timestamp,
     /// Machine-readable reason code (e.g. `already_disconnected`, `superseded_by_reconnect`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Human-readable detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub(crate) detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<u32>,
+    pub(crate) attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch_state: Option<SwitchState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,7 +91,7 @@ pub struct OrderEvent {
 }
 
 impl OrderEvent {
-    pub fn new(
+    pub(crate) fn new(
         order_id: &str,
         meter_id: &str,
         kind: Option<OrderKind>,
@@ -117,11 +117,11 @@ impl OrderEvent {
             policy: None,
         }
     }
-    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+    pub(crate) fn reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
         self
     }
-    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+    pub(crate) fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
     }
@@ -148,7 +148,7 @@ pub enum AuditKind {
 /// One line of the append-only audit trail, keyed by meter and time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
-    pub meter_id: String,
+    pub(crate) meter_id: String,
     pub at: Timestamp,
     pub kind: AuditKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,14 +156,14 @@ pub struct AuditEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command_kind: Option<CommandKind>,
+    pub(crate) command_kind: Option<CommandKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<OrderStatus>,
+    pub(crate) status: Option<OrderStatus>,
     /// Machine-readable rule or reason (e.g. `already_disconnected`, `retryable_failure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub(crate) detail: Option<String>,
 }
 
 impl AuditEvent {
@@ -184,12 +184,12 @@ impl AuditEvent {
         self.order_id = Some(id.to_string());
         self
     }
-    pub fn command(mut self, id: &str, kind: CommandKind) -> Self {
+    pub(crate) fn command(mut self, id: &str, kind: CommandKind) -> Self {
         self.command_id = Some(id.to_string());
         self.command_kind = Some(kind);
         self
     }
-    pub fn status(mut self, s: OrderStatus) -> Self {
+    pub(crate) fn status(mut self, s: OrderStatus) -> Self {
         self.status = Some(s);
         self
     }
@@ -197,7 +197,7 @@ impl AuditEvent {
         self.reason = Some(r.into());
         self
     }
-    pub fn detail(mut self, d: impl Into<String>) -> Self {
+    pub(crate) fn detail(mut self, d: impl Into<String>) -> Self {
         self.detail = Some(d.into());
         self
     }
@@ -231,7 +231,7 @@ pub enum ExceptionKind {
 }
 
 impl ExceptionKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         self.into()
     }
 }
@@ -239,17 +239,17 @@ impl ExceptionKind {
 /// What a person must look at (exceptions topic, keyed by meter id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExceptionRecord {
-    pub schema_version: u32,
+    pub(crate) schema_version: u32,
     /// `<order_id>/exception`: one exception per order.
-    pub exception_id: String,
-    pub meter_id: String,
+    pub(crate) exception_id: String,
+    pub(crate) meter_id: String,
     pub order_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command_id: Option<String>,
+    pub(crate) command_id: Option<String>,
     pub kind: ExceptionKind,
     /// 1 (most urgent) .. 9.
-    pub priority: u8,
-    pub detail: String,
-    pub raised_at: Timestamp,
-    pub status: String,
+    pub(crate) priority: u8,
+    pub(crate) detail: String,
+    pub(crate) raised_at: Timestamp,
+    pub(crate) status: String,
 }

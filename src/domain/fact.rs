@@ -11,15 +11,15 @@ use super::{Protection, Timestamp};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Payment {
-    pub schema_version: u32,
-    pub fact_id: String,
-    pub meter_id: String,
+    pub(crate) schema_version: u32,
+    pub(crate) fact_id: String,
+    pub(crate) meter_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<String>,
+    pub(crate) account_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<String>,
-    pub amount: f64,
-    pub paid_at: Timestamp,
+    pub(crate) order_id: Option<String>,
+    pub(crate) amount: f64,
+    pub(crate) paid_at: Timestamp,
 }
 
 /// A medical certificate (or life-support / critical-care registration) for the meter's
@@ -27,17 +27,17 @@ pub struct Payment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Certificate {
-    pub schema_version: u32,
-    pub fact_id: String,
-    pub meter_id: String,
-    pub protection: Protection,
+    pub(crate) schema_version: u32,
+    pub(crate) fact_id: String,
+    pub(crate) meter_id: String,
+    pub(crate) protection: Protection,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub valid_from: Option<Timestamp>,
-    pub expires_at: Timestamp,
+    pub(crate) valid_from: Option<Timestamp>,
+    pub(crate) expires_at: Timestamp,
 }
 
 impl Certificate {
-    pub fn valid_at(&self, t: Timestamp) -> bool {
+    pub(crate) fn valid_at(&self, t: Timestamp) -> bool {
         self.valid_from.is_none_or(|f| f <= t) && t < self.expires_at
     }
 }
@@ -53,16 +53,16 @@ pub enum ApprovalDecision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Approval {
-    pub schema_version: u32,
-    pub fact_id: String,
-    pub meter_id: String,
-    pub order_id: String,
-    pub decision: ApprovalDecision,
+    pub(crate) schema_version: u32,
+    pub(crate) fact_id: String,
+    pub(crate) meter_id: String,
+    pub(crate) order_id: String,
+    pub(crate) decision: ApprovalDecision,
     /// Who decided (user id); recorded in the audit trail.
-    pub by: String,
+    pub(crate) by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    pub at: Timestamp,
+    pub(crate) note: Option<String>,
+    pub(crate) at: Timestamp,
 }
 
 /// A fact about one meter, delivered to its actor.
@@ -75,21 +75,21 @@ pub enum MeterFact {
 }
 
 impl MeterFact {
-    pub fn meter_id(&self) -> &str {
+    pub(crate) fn meter_id(&self) -> &str {
         match self {
             MeterFact::Payment(p) => &p.meter_id,
             MeterFact::MedicalCertificate(c) => &c.meter_id,
             MeterFact::Approval(a) => &a.meter_id,
         }
     }
-    pub fn fact_id(&self) -> &str {
+    pub(crate) fn fact_id(&self) -> &str {
         match self {
             MeterFact::Payment(p) => &p.fact_id,
             MeterFact::MedicalCertificate(c) => &c.fact_id,
             MeterFact::Approval(a) => &a.fact_id,
         }
     }
-    pub fn fact_type(&self) -> FactType {
+    pub(crate) fn fact_type(&self) -> FactType {
         match self {
             MeterFact::Payment(_) => FactType::Payment,
             MeterFact::MedicalCertificate(_) => FactType::MedicalCertificate,
@@ -97,7 +97,7 @@ impl MeterFact {
         }
     }
     /// `payment`, `medical_certificate` or `approval`: the `type` tag on the wire.
-    pub fn type_label(&self) -> &'static str {
+    pub(crate) fn type_label(&self) -> &'static str {
         self.fact_type().into()
     }
 }

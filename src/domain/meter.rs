@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const METER_SCHEMA_VERSION: u32 = 1;
+pub(crate) const METER_SCHEMA_VERSION: u32 = 1;
 
 /// One meter in the registry (value of the compacted registry topic, a line of the registry
 /// file). Keyed by `meter_id` (the manufacturer serial).
@@ -11,25 +11,25 @@ pub const METER_SCHEMA_VERSION: u32 = 1;
 #[serde(deny_unknown_fields)]
 pub struct MeterRecord {
     #[serde(default = "one")]
-    pub schema_version: u32,
-    pub meter_id: String,
+    pub(crate) schema_version: u32,
+    pub(crate) meter_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_point_id: Option<String>,
-    pub zone: String,
-    pub head_end_id: String,
-    pub has_switch: bool,
+    pub(crate) service_point_id: Option<String>,
+    pub(crate) zone: String,
+    pub(crate) head_end_id: String,
+    pub(crate) has_switch: bool,
     #[serde(default)]
-    pub life_support: bool,
+    pub(crate) life_support: bool,
     #[serde(default)]
-    pub medical: bool,
+    pub(crate) medical: bool,
     #[serde(default)]
-    pub critical_care: bool,
+    pub(crate) critical_care: bool,
     #[serde(default)]
-    pub vip: bool,
+    pub(crate) vip: bool,
     #[serde(default)]
-    pub legal_dispute: bool,
+    pub(crate) legal_dispute: bool,
     #[serde(default = "one_f")]
-    pub multiplier: f64,
+    pub(crate) multiplier: f64,
 }
 
 fn one() -> u32 {
@@ -40,7 +40,7 @@ fn one_f() -> f64 {
 }
 
 impl MeterRecord {
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.schema_version != METER_SCHEMA_VERSION {
             return Err(format!(
                 "schema_version {} is not supported (use 1)",
@@ -68,7 +68,7 @@ impl MeterRecord {
         Ok(())
     }
 
-    pub fn flags(&self) -> MeterFlags {
+    pub(crate) fn flags(&self) -> MeterFlags {
         let mut f = MeterFlags::empty();
         f.set(MeterFlags::HAS_SWITCH, self.has_switch);
         f.set(MeterFlags::LIFE_SUPPORT, self.life_support);
@@ -92,12 +92,5 @@ bitflags::bitflags! {
         const CRITICAL_CARE = 8;
         const VIP = 16;
         const LEGAL_DISPUTE = 32;
-    }
-}
-
-impl MeterFlags {
-    /// Life support, medical or critical care.
-    pub fn protected(self) -> bool {
-        self.intersects(Self::LIFE_SUPPORT | Self::MEDICAL | Self::CRITICAL_CARE)
     }
 }

@@ -13,25 +13,25 @@ use super::{
 /// Why an order is held by policy (compared to decide whether a new event is due).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hold {
-    pub status: OrderStatus,
+    pub(crate) status: OrderStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<Timestamp>,
-    pub rules: Vec<String>,
+    pub(crate) until: Option<Timestamp>,
+    pub(crate) rules: Vec<String>,
 }
 
 /// The last disconnect that took effect, for the restore obligation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cut {
-    pub order_id: String,
-    pub reason: ReasonCode,
-    pub at: Timestamp,
+    pub(crate) order_id: String,
+    pub(crate) reason: ReasonCode,
+    pub(crate) at: Timestamp,
     /// It was explicitly approved (a protected customer, knowingly).
-    pub approved: bool,
+    pub(crate) approved: bool,
     /// A certificate arrived after the cut (an approval does not cover it).
     #[serde(default)]
-    pub protection_after_cut: bool,
+    pub(crate) protection_after_cut: bool,
     #[serde(default)]
-    pub restore_ordered: bool,
+    pub(crate) restore_ordered: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,25 +87,25 @@ pub struct OpenOrder {
 /// Everything the meter actor knows, persisted as one snapshot after every step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeterState {
-    pub meter_id: String,
-    pub switch: SwitchState,
+    pub(crate) meter_id: String,
+    pub(crate) switch: SwitchState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub switch_known_at: Option<Timestamp>,
+    pub(crate) switch_known_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_register_kwh: Option<f64>,
+    pub(crate) last_register_kwh: Option<f64>,
     pub open: Vec<OpenOrder>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<InFlight>,
     pub next_seq: u64,
     /// Medical / life-support / critical-care certificates received for this meter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub certificates: Vec<Certificate>,
+    pub(crate) certificates: Vec<Certificate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_cut: Option<Cut>,
+    pub(crate) last_cut: Option<Cut>,
     /// Payments of the last [`PAYMENT_MEMORY_DAYS`]: an order and its payment travel on
     /// different topics, so a payment may arrive before the disconnect it pays off.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub payments: Vec<Payment>,
+    pub(crate) payments: Vec<Payment>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -36,18 +36,18 @@ pub enum OrderKind {
 }
 
 impl OrderKind {
-    pub const ALL: &'static [OrderKind] = <OrderKind as strum::VariantArray>::VARIANTS;
+    pub(crate) const ALL: &'static [OrderKind] = <OrderKind as strum::VariantArray>::VARIANTS;
     pub fn as_str(self) -> &'static str {
         self.into()
     }
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
     fn supported(self) -> bool {
         !matches!(self, OrderKind::MoveOut | OrderKind::MoveIn)
     }
     /// Reconnects (and later move-ins) restore power: they go first and supersede disconnects.
-    pub fn restores_power(self) -> bool {
+    pub(crate) fn restores_power(self) -> bool {
         matches!(self, OrderKind::Reconnect | OrderKind::MoveIn)
     }
 }
@@ -102,7 +102,7 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
-    pub const ALL: &'static [OrderStatus] = <OrderStatus as strum::VariantArray>::VARIANTS;
+    pub(crate) const ALL: &'static [OrderStatus] = <OrderStatus as strum::VariantArray>::VARIANTS;
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -112,11 +112,11 @@ impl OrderStatus {
                 | OrderStatus::Cancelled
         )
     }
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         self.into()
     }
     /// The request status a CSR knows (Pending, In Progress, On Hold, Completed, Closed).
-    pub fn csr_status(self) -> &'static str {
+    pub(crate) fn csr_status(self) -> &'static str {
         match self {
             OrderStatus::Received
             | OrderStatus::Scheduled
@@ -159,28 +159,28 @@ struct WireOrderV1 {
 pub struct Order {
     pub order_id: String,
     pub kind: OrderKind,
-    pub reason: ReasonCode,
+    pub(crate) reason: ReasonCode,
     pub meter_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_point_id: Option<String>,
+    pub(crate) service_point_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<String>,
+    pub(crate) account_id: Option<String>,
     /// 1 (most urgent) .. 9; default 5.
     pub priority: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub earliest_at: Option<Timestamp>,
+    pub(crate) earliest_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latest_at: Option<Timestamp>,
+    pub(crate) latest_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notice_sent_at: Option<Timestamp>,
+    pub(crate) notice_sent_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub campaign_id: Option<String>,
+    pub(crate) campaign_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_order_id: Option<String>,
+    pub(crate) target_order_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notes: Option<String>,
+    pub(crate) notes: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<Timestamp>,
+    pub(crate) created_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount_due: Option<f64>,
 }
@@ -188,9 +188,9 @@ pub struct Order {
 /// Where a record came from on Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourcePosition {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
 }
 
 /// An order as stored: the order, its status and when it changed.
@@ -212,8 +212,8 @@ pub struct Rejection {
     pub reason: DeadLetterReason,
     pub detail: String,
     /// The order id, when the record had a readable one.
-    pub order_id: Option<String>,
-    pub meter_id: Option<String>,
+    pub(crate) order_id: Option<String>,
+    pub(crate) meter_id: Option<String>,
 }
 
 fn reject(
@@ -241,7 +241,7 @@ fn valid_id(s: &str) -> bool {
 /// Parses an RFC 3339 timestamp with offset. Instants past the last one switchyard can
 /// represent (9999-12-30T22:00:00Z) but still in year 9999, such as the common "no end"
 /// sentinel `9999-12-31T23:59:59Z`, mean "never" and become [`Timestamp::MAX`].
-pub fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
+pub(crate) fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
     match s.parse::<Timestamp>() {
         Ok(t) => Ok(t),
         Err(e) => {

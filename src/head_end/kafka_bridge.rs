@@ -10,13 +10,13 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use super::HeadEnd;
 use crate::domain::Command;
 
-pub struct KafkaBridge {
+pub(crate) struct KafkaBridge {
     producer: FutureProducer,
     topic: String,
 }
 
 impl KafkaBridge {
-    pub fn new(producer: FutureProducer, topic: String) -> KafkaBridge {
+    pub(crate) fn new(producer: FutureProducer, topic: String) -> KafkaBridge {
         KafkaBridge { producer, topic }
     }
 }

@@ -8,8 +8,8 @@ pub(crate) mod simulator;
 
 use crate::domain::{Command, CommandResult};
 
-pub use kafka_bridge::KafkaBridge;
-pub use simulator::Simulator;
+pub(crate) use kafka_bridge::KafkaBridge;
+pub(crate) use simulator::Simulator;
 
 pub trait HeadEnd: Send + Sync + 'static {
     /// Hands the command over; must not block. The answer arrives through the result sink.

@@ -37,10 +37,10 @@ pub struct Simulator {
 }
 
 /// The last known switch state of a meter, if any.
-pub type FieldSeed = Box<dyn Fn(&str) -> Option<SwitchState> + Send + Sync>;
+pub(crate) type FieldSeed = Box<dyn Fn(&str) -> Option<SwitchState> + Send + Sync>;
 
 impl Simulator {
-    pub fn new(
+    pub(crate) fn new(
         cfg: SimulatorConfig,
         sink: Weak<dyn ResultSink>,
         clock: std::sync::Arc<dyn Clock>,
@@ -67,7 +67,7 @@ impl Simulator {
     /// of "connected": a restarted simulator does not forget the meters it disconnected, so
     /// after a drained shutdown nothing is sent twice. (A command in flight at a `kill -9` is
     /// not known to have run: the new simulator assumes it did not.)
-    pub fn with_field_seed(mut self, seed: FieldSeed) -> Simulator {
+    pub(crate) fn with_field_seed(mut self, seed: FieldSeed) -> Simulator {
         self.seed = Some(seed);
         self
     }

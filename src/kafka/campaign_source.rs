@@ -18,9 +18,9 @@ use crate::domain::DeadLetterReason;
 use crate::registry::Registry;
 
 /// Applies campaign definitions and commands; returns once the campaign has stored them.
-pub struct CampaignControl {
-    pub campaigns: Arc<Campaigns>,
-    pub registry: Arc<Registry>,
+pub(crate) struct CampaignControl {
+    pub(crate) campaigns: Arc<Campaigns>,
+    pub(crate) registry: Arc<Registry>,
 }
 
 /// This source's consumer.

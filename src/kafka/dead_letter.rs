@@ -20,21 +20,21 @@ use rdkafka::Message;
 
 use crate::domain::{DeadLetterReason, Timestamp};
 
-pub const H_REASON: &str = "switchyard.dlq.reason";
-pub const H_DETAIL: &str = "switchyard.dlq.detail";
-pub const H_TOPIC: &str = "switchyard.dlq.source.topic";
-pub const H_PARTITION: &str = "switchyard.dlq.source.partition";
-pub const H_OFFSET: &str = "switchyard.dlq.source.offset";
-pub const H_AT: &str = "switchyard.dlq.rejected_at";
+pub(crate) const H_REASON: &str = "switchyard.dlq.reason";
+pub(crate) const H_DETAIL: &str = "switchyard.dlq.detail";
+pub(crate) const H_TOPIC: &str = "switchyard.dlq.source.topic";
+pub(crate) const H_PARTITION: &str = "switchyard.dlq.source.partition";
+pub(crate) const H_OFFSET: &str = "switchyard.dlq.source.offset";
+pub(crate) const H_AT: &str = "switchyard.dlq.rejected_at";
 /// Present when the dead letter does not carry the whole original record: a comma-separated
 /// list of `original_headers_dropped`, `original_header_keys_not_utf8` (such keys are carried
 /// with U+FFFD in place of the bad bytes), `original_key_dropped,original_key_bytes=<n>` and
 /// `original_value_bytes=<n>,kept_bytes=<m>` (the whole record stays at its source position
 /// until the topic's retention removes it).
-pub const H_TRUNCATED: &str = "switchyard.dlq.truncated";
+pub(crate) const H_TRUNCATED: &str = "switchyard.dlq.truncated";
 
 /// librdkafka's default `message.max.bytes`.
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
+pub(crate) const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
 /// Room left for the record and batch framing librdkafka and the broker add.
 const FRAMING_BYTES: usize = 1_024;
 /// The detail header is cut to this length (a detail quotes the parse error, which may quote
@@ -64,10 +64,10 @@ const PREFIX_BYTES: usize = 64 * 1024;
 /// A dead letter as it will be produced.
 #[derive(Debug)]
 pub(crate) struct Letter<'a> {
-    pub key: Option<&'a [u8]>,
-    pub value: Option<&'a [u8]>,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub truncated: bool,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    pub(crate) truncated: bool,
 }
 
 fn header_bytes(h: &[(String, Vec<u8>)]) -> usize {
@@ -230,7 +230,7 @@ fn size_error(e: &KafkaError) -> bool {
 /// Produces the dead letter and waits for the broker's acknowledgement (the source offset must
 /// not be committed before). A size refusal moves to a smaller letter at once; any other error
 /// is retried with backoff until acknowledged.
-pub async fn send(
+pub(crate) async fn send(
     producer: &FutureProducer,
     topic: &str,
     msg: &OwnedMessage,

@@ -22,10 +22,10 @@ use crate::registry::Registry;
 /// source gates on [`super::source::Gate::CaughtUp`]: held orders are resumed only once every
 /// fact that was on the topics at start is applied, so a payment or certificate sent while
 /// switchyard was down is known before anything is decided.
-pub struct Facts {
-    pub directory: Arc<Directory>,
-    pub registry: Arc<Registry>,
-    pub control_topic: String,
+pub(crate) struct Facts {
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) control_topic: String,
 }
 
 /// This source's consumer.

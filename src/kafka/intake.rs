@@ -26,17 +26,17 @@ use crate::store::{OutboxMessage, WriteBatch};
 
 /// The order intake's handler (its source reads the orders topic in batches, as a member of
 /// the group `kafka.group_id`).
-pub struct Intake {
-    pub store: StoreHandle,
-    pub registry: Arc<Registry>,
-    pub directory: Arc<Directory>,
+pub(crate) struct Intake {
+    pub(crate) store: StoreHandle,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) directory: Arc<Directory>,
     /// Orders that carry a campaign id join their campaign's queue.
-    pub campaigns: Arc<crate::campaign::registry::Campaigns>,
-    pub clock: Arc<dyn Clock>,
-    pub events_topic: String,
+    pub(crate) campaigns: Arc<crate::campaign::registry::Campaigns>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) events_topic: String,
     /// How long an order for a meter the registry does not know yet waits for the registry
     /// (the two topics race) before it is rejected `unknown_meter`.
-    pub unknown_meter_grace: Duration,
+    pub(crate) unknown_meter_grace: Duration,
 }
 
 /// This source's consumer.

@@ -18,16 +18,16 @@ use crate::store::{OutboxEntry, WriteBatch};
 
 const MAX_IN_FLIGHT: usize = 50_000;
 
-pub struct Publisher {
-    pub producer: FutureProducer,
-    pub store: StoreHandle,
+pub(crate) struct Publisher {
+    pub(crate) producer: FutureProducer,
+    pub(crate) store: StoreHandle,
     /// Entries left in the outbox by an earlier run, published first.
-    pub backlog: Vec<OutboxEntry>,
-    pub committed: mpsc::UnboundedReceiver<Vec<OutboxEntry>>,
+    pub(crate) backlog: Vec<OutboxEntry>,
+    pub(crate) committed: mpsc::UnboundedReceiver<Vec<OutboxEntry>>,
 }
 
 impl Publisher {
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let m = metrics();
         let mut queue: VecDeque<OutboxEntry> = std::mem::take(&mut self.backlog).into();
         m.outbox_pending.set(queue.len() as f64);

@@ -14,8 +14,8 @@ use crate::domain::{CommandResult, DeadLetterReason};
 use crate::meter::{Directory, MeterMsg};
 
 /// Routes each result to its meter.
-pub struct Results {
-    pub directory: Arc<Directory>,
+pub(crate) struct Results {
+    pub(crate) directory: Arc<Directory>,
 }
 
 /// This source's consumer.

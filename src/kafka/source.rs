@@ -35,8 +35,8 @@ use crate::retry::Backoff;
 /// A record that goes to the dead-letter topic, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Rejected {
-    pub reason: DeadLetterReason,
-    pub detail: String,
+    pub(crate) reason: DeadLetterReason,
+    pub(crate) detail: String,
 }
 
 impl Rejected {
@@ -101,15 +101,15 @@ pub(crate) enum Gate {
 }
 
 pub(crate) struct Source<H: Handler> {
-    pub consumer: StreamConsumer,
-    pub producer: FutureProducer,
-    pub dead_letter_topic: String,
-    pub clock: Arc<dyn Clock>,
-    pub subscription: Subscription,
-    pub offsets: Offsets,
-    pub batch_max: usize,
-    pub linger: Duration,
-    pub handler: H,
+    pub(crate) consumer: StreamConsumer,
+    pub(crate) producer: FutureProducer,
+    pub(crate) dead_letter_topic: String,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) subscription: Subscription,
+    pub(crate) offsets: Offsets,
+    pub(crate) batch_max: usize,
+    pub(crate) linger: Duration,
+    pub(crate) handler: H,
 }
 
 impl<H: Handler> Source<H> {

@@ -21,7 +21,7 @@ use crate::registry::Registry;
 use crate::store::{KeptRecord, WriteBatch};
 
 /// An in-memory table fed by a compacted topic.
-pub trait Table: Send + Sync + 'static {
+pub(crate) trait Table: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Applies one record (`None` payload = tombstone); an error is dead-lettered.
     fn apply(
@@ -76,7 +76,7 @@ impl Table for Registry {
 /// restart; at the next start the kept records are applied again before the topic is read. For
 /// the registry (a meter forgotten would have its orders wait), and for weather and emergencies
 /// (a forgotten forecast or emergency would let a disconnect through that policy holds).
-pub struct KeptTable {
+pub(crate) struct KeptTable {
     inner: Arc<dyn Table>,
     /// The table's name in the store.
     table: &'static str,
@@ -84,7 +84,7 @@ pub struct KeptTable {
 }
 
 impl KeptTable {
-    pub fn new(table: &'static str, inner: Arc<dyn Table>) -> Arc<KeptTable> {
+    pub(crate) fn new(table: &'static str, inner: Arc<dyn Table>) -> Arc<KeptTable> {
         Arc::new(KeptTable {
             inner,
             table,
@@ -93,7 +93,7 @@ impl KeptTable {
     }
 
     /// Applies the records kept by an earlier run; returns how many.
-    pub fn restore(&self, store: &StoreHandle) -> Result<usize, crate::store::StoreError> {
+    pub(crate) fn restore(&self, store: &StoreHandle) -> Result<usize, crate::store::StoreError> {
         let kept = store.store().kept(self.table)?;
         let mut n = 0;
         for (key, value) in &kept {
@@ -108,7 +108,7 @@ impl KeptTable {
     }
 
     /// Writes the records applied since the last flush, every `period`, until shutdown.
-    pub async fn flush_every(
+    pub(crate) async fn flush_every(
         self: Arc<Self>,
         store: StoreHandle,
         period: Duration,
@@ -173,9 +173,9 @@ impl Table for KeptTable {
 }
 
 /// Weather forecasts by zone; a change wakes the meters waiting in that zone.
-pub struct WeatherTable {
-    pub book: Arc<FactBook>,
-    pub directory: Arc<Directory>,
+pub(crate) struct WeatherTable {
+    pub(crate) book: Arc<FactBook>,
+    pub(crate) directory: Arc<Directory>,
 }
 
 impl Table for WeatherTable {
@@ -204,9 +204,9 @@ impl Table for WeatherTable {
 }
 
 /// Declared emergencies; a change wakes every waiting meter of the zones it covers.
-pub struct EmergencyTable {
-    pub book: Arc<FactBook>,
-    pub directory: Arc<Directory>,
+pub(crate) struct EmergencyTable {
+    pub(crate) book: Arc<FactBook>,
+    pub(crate) directory: Arc<Directory>,
 }
 
 impl Table for EmergencyTable {
@@ -241,8 +241,8 @@ impl Table for EmergencyTable {
 }
 
 /// Applies each record of a table topic to its table.
-pub struct TableHandler {
-    pub table: Arc<dyn Table>,
+pub(crate) struct TableHandler {
+    pub(crate) table: Arc<dyn Table>,
 }
 
 /// A consumer for one table topic; `suffix` names its group (`<group_id>-<suffix>`).

@@ -19,7 +19,7 @@ use crate::store::{OrderUpdate, OutboxMessage, WriteBatch};
 
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Deliver(
+pub(crate) struct Deliver(
     pub MeterMsg,
     pub Option<tokio::sync::oneshot::Sender<()>>,
     /// When the message was handed to the directory (for the internal latency probes).
@@ -33,7 +33,7 @@ enum Arrival {
     Result(std::time::Instant),
 }
 
-pub struct MeterActor {
+pub(crate) struct MeterActor {
     id: Arc<str>,
     dir: Arc<Directory>,
     pending: Arc<AtomicU32>,

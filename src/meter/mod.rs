@@ -25,7 +25,7 @@ use crate::observability::metrics;
 use crate::policy::Policy;
 use crate::registry::Registry;
 
-pub use actor::MeterActor;
+pub(crate) use actor::MeterActor;
 pub use machine::{MeterMachine, RetryPolicy};
 
 /// What can be sent to a meter: the machine's own inputs. The actor performs
@@ -99,17 +99,17 @@ impl Directory {
         &self.services
     }
 
-    pub fn live_actors(&self) -> usize {
+    pub(crate) fn live_actors(&self) -> usize {
         self.live.len()
     }
 
     /// Commands in flight now (what a graceful shutdown waits for).
-    pub fn in_flight(&self) -> i64 {
+    pub(crate) fn in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::SeqCst)
     }
 
     /// From now on meters start no new command (a graceful stop drains what is in flight).
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
@@ -122,7 +122,7 @@ impl Directory {
         metrics().in_flight.increment(delta as f64);
     }
 
-    pub fn is_live(&self, meter_id: &str) -> bool {
+    pub(crate) fn is_live(&self, meter_id: &str) -> bool {
         self.live.contains_key(meter_id)
     }
 
@@ -134,7 +134,7 @@ impl Directory {
 
     /// As [`deliver`](Self::deliver); `ack` fires once the meter has durably stored the
     /// outcome of the message (the source may then store its offset).
-    pub fn deliver_acked(
+    pub(crate) fn deliver_acked(
         &self,
         meter_id: &str,
         msg: MeterMsg,
@@ -158,7 +158,7 @@ impl Directory {
 
     /// Wakes the meters holding deferred orders in `zone` (every zone with `None`) so they
     /// re-decide with the new facts. Returns how many were woken.
-    pub fn wake_waiting(&self, zone: Option<&str>) -> usize {
+    pub(crate) fn wake_waiting(&self, zone: Option<&str>) -> usize {
         let meters = self.services.facts.waiting(zone);
         for m in &meters {
             self.deliver(m, MeterMsg::Wake);
@@ -208,7 +208,7 @@ impl ResultSink for Directory {
 
 /// Campaign releases and withdrawals go to the meters. Weak: the directory outlives no one's
 /// shutdown because a campaign still holds it.
-pub struct MeterSink(pub std::sync::Weak<Directory>);
+pub(crate) struct MeterSink(pub(crate) std::sync::Weak<Directory>);
 
 impl crate::campaign::actor::ReleaseSink for MeterSink {
     fn release(

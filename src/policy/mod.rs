@@ -42,7 +42,7 @@ pub struct Facts<'a> {
 
 /// Protected customers that are never disconnected for non-payment without an explicit
 /// approval, whatever the rule pack says (a pack may add to this list, never remove from it).
-pub const BASELINE_PROTECTIONS: [Protection; 3] = [
+pub(crate) const BASELINE_PROTECTIONS: [Protection; 3] = [
     Protection::LifeSupport,
     Protection::Medical,
     Protection::CriticalCare,

@@ -26,36 +26,36 @@ pub enum PackError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulePack {
-    pub jurisdiction: String,
-    pub version: String,
-    pub time_zone: String,
+    pub(crate) jurisdiction: String,
+    pub(crate) version: String,
+    pub(crate) time_zone: String,
     #[serde(default)]
-    pub barred_weekdays: Vec<Day>,
+    pub(crate) barred_weekdays: Vec<Day>,
     #[serde(default)]
-    pub bar_holidays: bool,
+    pub(crate) bar_holidays: bool,
     #[serde(default)]
-    pub bar_day_before_holiday: bool,
+    pub(crate) bar_day_before_holiday: bool,
     /// Days after a declared emergency ends during which disconnects stay suspended (they are
     /// always suspended while it lasts).
     #[serde(default)]
-    pub emergency_extension_days: Option<u32>,
+    pub(crate) emergency_extension_days: Option<u32>,
     #[serde(default)]
-    pub holidays: Vec<Date>,
+    pub(crate) holidays: Vec<Date>,
     #[serde(default)]
-    pub min_balance_for_non_payment: Option<f64>,
+    pub(crate) min_balance_for_non_payment: Option<f64>,
     #[serde(default)]
-    pub approval_required_for: Vec<Protection>,
+    pub(crate) approval_required_for: Vec<Protection>,
     #[serde(default)]
-    pub notice_days: BTreeMap<String, u32>,
+    pub(crate) notice_days: BTreeMap<String, u32>,
     #[serde(default)]
     pub weather: Vec<WeatherRule>,
     /// With weather rules: a day the rules look at that has no forecast for the zone defers the
     /// disconnect (`forecast_missing`) instead of counting as "not extreme".
     #[serde(default)]
-    pub require_forecast: bool,
+    pub(crate) require_forecast: bool,
     /// Allowed local hours per weekday, `["08:00", "16:00"]`; a day without a window is barred.
     #[serde(default)]
-    pub business_windows: BTreeMap<Day, [String; 2]>,
+    pub(crate) business_windows: BTreeMap<Day, [String; 2]>,
 }
 
 pub(super) fn parse_toml<T: serde::de::DeserializeOwned>(
@@ -175,7 +175,7 @@ impl Policy {
         .expect("the baseline pack is valid")
     }
 
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("{}@{}", self.pack.jurisdiction, self.pack.version)
     }
 }

@@ -284,7 +284,7 @@ proptest! {
         match d.verdict {
             Verdict::Execute => {
                 // Independent restatement of the rules at `now`.
-                prop_assert!(approved || !(mf.protected() || mf.contains(MeterFlags::VIP) || mf.contains(MeterFlags::LEGAL_DISPUTE)));
+                prop_assert!(approved || !(mf.intersects(MeterFlags::LIFE_SUPPORT | MeterFlags::MEDICAL | MeterFlags::CRITICAL_CARE) || mf.contains(MeterFlags::VIP) || mf.contains(MeterFlags::LEGAL_DISPUTE)));
                 if let Some(min) = p.pack.min_balance_for_non_payment { prop_assert!(amount > min); }
                 let days = p.pack.notice_days.get("non_payment").copied().unwrap_or(0) as i64;
                 prop_assert!(notice_days_ago >= days);

@@ -15,14 +15,14 @@ use crate::domain::Timestamp;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeatherRule {
-    pub name: String,
-    pub window_hours: u32,
+    pub(crate) name: String,
+    pub(crate) window_hours: u32,
     #[serde(default)]
-    pub low_at_or_below_f: Option<f64>,
+    pub(crate) low_at_or_below_f: Option<f64>,
     #[serde(default)]
-    pub high_at_or_above_f: Option<f64>,
+    pub(crate) high_at_or_above_f: Option<f64>,
     #[serde(default)]
-    pub day_before_and_of: bool,
+    pub(crate) day_before_and_of: bool,
 }
 
 /// A forecast (or observation) for one zone and local day.
@@ -36,12 +36,12 @@ pub struct Forecast {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Emergency {
-    pub declared_at: Timestamp,
+    pub(crate) declared_at: Timestamp,
     #[serde(default)]
-    pub ended_at: Option<Timestamp>,
+    pub(crate) ended_at: Option<Timestamp>,
     /// Zones it covers; empty = every zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub zones: Vec<String>,
+    pub(crate) zones: Vec<String>,
 }
 
 impl Policy {

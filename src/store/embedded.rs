@@ -120,7 +120,7 @@ impl EmbeddedStore {
     /// As [`open`](Self::open), without waiting: `Ok(None)` when another instance in this
     /// process still holds the file (an async caller waits without blocking its runtime, on
     /// which that instance may need to run to let go).
-    pub fn try_open(dir: &Path) -> Result<Option<EmbeddedStore>, StoreError> {
+    pub(crate) fn try_open(dir: &Path) -> Result<Option<EmbeddedStore>, StoreError> {
         match Self::open_with(dir, std::time::Duration::ZERO) {
             Ok(s) => Ok(Some(s)),
             Err(StoreError::Open { message, .. }) if message == ALREADY_OPEN => Ok(None),

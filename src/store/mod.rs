@@ -33,24 +33,24 @@ pub enum StoreError {
 /// A status change of an order, applied to its stored record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderUpdate {
-    pub order_id: String,
-    pub meter_id: String,
-    pub status: OrderStatus,
-    pub reason: Option<String>,
-    pub at: Timestamp,
+    pub(crate) order_id: String,
+    pub(crate) meter_id: String,
+    pub(crate) status: OrderStatus,
+    pub(crate) reason: Option<String>,
+    pub(crate) at: Timestamp,
 }
 
 /// A record waiting in the outbox to be published to Kafka.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxMessage {
-    pub topic: String,
-    pub key: String,
+    pub(crate) topic: String,
+    pub(crate) key: String,
     pub payload: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEntry {
-    pub seq: u64,
+    pub(crate) seq: u64,
     pub message: OutboxMessage,
 }
 
@@ -87,7 +87,7 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.new_orders.is_empty()
             && self.order_updates.is_empty()
             && self.meter.is_none()
@@ -108,12 +108,12 @@ impl WriteBatch {
 /// Opaque to clients: 32 hex digits (the row's time and sequence number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditCursor {
-    pub at_ns: u64,
-    pub seq: u64,
+    pub(crate) at_ns: u64,
+    pub(crate) seq: u64,
 }
 
 impl AuditCursor {
-    pub fn parse(s: &str) -> Option<AuditCursor> {
+    pub(crate) fn parse(s: &str) -> Option<AuditCursor> {
         if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
@@ -134,22 +134,22 @@ impl std::fmt::Display for AuditCursor {
 /// embedded mode, where the topics do not survive a restart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeptRecord {
-    pub table: &'static str,
-    pub key: String,
+    pub(crate) table: &'static str,
+    pub(crate) key: String,
     /// The record's value; `None` = removed (a tombstone).
-    pub value: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
 }
 
 /// Row counts, for tests, the operator API and load reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StoreCounts {
-    pub orders: u64,
+    pub(crate) orders: u64,
     pub open_orders: u64,
-    pub meters: u64,
+    pub(crate) meters: u64,
     pub commands: u64,
-    pub audit_events: u64,
-    pub exceptions: u64,
-    pub outbox: u64,
+    pub(crate) audit_events: u64,
+    pub(crate) exceptions: u64,
+    pub(crate) outbox: u64,
 }
 
 /// The store contract. `apply` must be atomic and durable when it returns.

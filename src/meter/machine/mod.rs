@@ -55,7 +55,7 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// The wait before retry `attempt`: the service's one back-off schedule.
-    pub fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         crate::retry::nth_delay(self.backoff_initial, self.backoff_max, attempt)
     }
 }
@@ -66,18 +66,18 @@ pub struct MeterFacts {
     /// The registry knows the meter (now, or earlier in this actor's life). A meter not in the
     /// registry (yet: the registry may still be loading after a restart) gets no command and
     /// no verdict about its switch: its orders wait ([`UNREGISTERED`]).
-    pub known: bool,
+    pub(crate) known: bool,
     /// switchyard is stopping (SIGTERM drain): answers are taken in, but no new command is
     /// started; open work stays open (stored) and resumes at the next start.
-    pub draining: bool,
-    pub has_switch: bool,
-    pub head_end_id: String,
+    pub(crate) draining: bool,
+    pub(crate) has_switch: bool,
+    pub(crate) head_end_id: String,
     pub zone: String,
     /// Registry flags (protections among them); valid certificates are added by the machine.
-    pub flags: MeterFlags,
+    pub(crate) flags: MeterFlags,
     pub policy: Arc<Policy>,
     pub forecasts: Arc<Vec<Forecast>>,
-    pub emergencies: Arc<Vec<Emergency>>,
+    pub(crate) emergencies: Arc<Vec<Emergency>>,
 }
 
 impl MeterFacts {
@@ -98,14 +98,14 @@ impl MeterFacts {
 }
 
 /// The hold rule of an order whose meter is not in the registry (yet).
-pub const UNREGISTERED: &str = "meter_not_in_registry";
+pub(crate) const UNREGISTERED: &str = "meter_not_in_registry";
 /// How often such an order looks at the registry again.
-pub const UNREGISTERED_RECHECK: Duration = Duration::from_secs(5);
+pub(crate) const UNREGISTERED_RECHECK: Duration = Duration::from_secs(5);
 
 /// The machine is implemented on the stored state (see `domain::meter_state`).
 pub type MeterMachine = crate::domain::MeterState;
 
-pub const PAYMENT_MEMORY_DAYS: i64 = 60;
+pub(crate) const PAYMENT_MEMORY_DAYS: i64 = 60;
 
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -218,7 +218,7 @@ impl MeterMachine {
     }
 
     /// Registry flags plus the protections of certificates valid at `now`.
-    pub fn effective_flags(&self, facts: &MeterFacts, now: Timestamp) -> MeterFlags {
+    pub(crate) fn effective_flags(&self, facts: &MeterFacts, now: Timestamp) -> MeterFlags {
         let mut f = facts.flags;
         for c in &self.certificates {
             if c.valid_at(now) {
@@ -247,7 +247,7 @@ impl MeterMachine {
         })
     }
 
-    pub fn has_order(&self, order_id: &str) -> bool {
+    pub(crate) fn has_order(&self, order_id: &str) -> bool {
         self.open_index(order_id).is_some()
     }
 
@@ -259,7 +259,7 @@ impl MeterMachine {
     /// may still hold an order this machine has since closed (in its `Recover` step, say), and
     /// feeding that order again would run a terminal order a second time under the command id
     /// of its first attempt (issue 10).
-    pub fn undelivered(&self, stored_open: Vec<Order>) -> Vec<Input> {
+    pub(crate) fn undelivered(&self, stored_open: Vec<Order>) -> Vec<Input> {
         stored_open
             .into_iter()
             .filter(|o| !self.has_order(&o.order_id))
@@ -337,7 +337,7 @@ impl MeterMachine {
 }
 
 /// The head-end command that executes an order kind.
-pub fn command_for(kind: OrderKind) -> Option<CommandKind> {
+pub(crate) fn command_for(kind: OrderKind) -> Option<CommandKind> {
     match kind {
         OrderKind::Disconnect | OrderKind::MoveOut => Some(CommandKind::Disconnect),
         OrderKind::Reconnect | OrderKind::MoveIn => Some(CommandKind::Connect),
