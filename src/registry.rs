@@ -202,7 +202,7 @@ mod tests {
         );
         let m2 = r.get("M2").unwrap();
         assert!(!m2.flags.contains(MeterFlags::HAS_SWITCH));
-        assert!(m2.flags.contains(MeterFlags::MEDICAL));
+        assert!(m2.flags.contains(MeterFlags::LIFE_SUPPORT));
         assert_eq!(&*m2.zone, "north");
 
         let nd = dir.path().join("m.ndjson");
