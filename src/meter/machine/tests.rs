@@ -22,6 +22,11 @@ fn facts(has_switch: bool) -> MeterFacts {
     MeterFacts::baseline(has_switch, "HE-1")
 }
 
+/// One step of a meter with a switch, under the test retry policy.
+fn step(m: &mut MeterMachine, input: Input, now: Timestamp) -> Vec<Action> {
+    m.step(input, now, &facts(true), &policy())
+}
+
 fn t0() -> Timestamp {
     "2026-11-25T08:00:00Z".parse().unwrap()
 }
@@ -108,32 +113,29 @@ fn failed(c: &Command, code: FailureCode) -> Input {
 #[test]
 fn a_disconnect_is_dispatched_once_and_completes_on_confirmation() {
     let mut m = MeterMachine::new("M");
-    let a = m.step(
+    let a = step(
+        &mut m,
         Input::Order(order("D1", OrderKind::Disconnect)),
         t0(),
-        &facts(true),
-        &policy(),
     );
     let cmds = dispatched(&a);
     assert_eq!(cmds.len(), 1);
     assert_eq!(cmds[0].command_id, "D1/1");
     assert_eq!(cmds[0].deadline, at(30));
-    let a = m.step(
+    let a = step(
+        &mut m,
         confirmed(&cmds[0], SwitchState::Disconnected),
         at(2),
-        &facts(true),
-        &policy(),
     );
     let ev: Vec<OrderStatus> = events(&a).into_iter().map(|e| e.1).collect();
     assert_eq!(ev, vec![OrderStatus::Confirmed, OrderStatus::Completed]);
     assert!(m.is_idle());
     assert_eq!(m.switch, SwitchState::Disconnected);
     // A second disconnect completes without a command.
-    let a = m.step(
+    let a = step(
+        &mut m,
         Input::Order(order("D2", OrderKind::Disconnect)),
         at(3),
-        &facts(true),
-        &policy(),
     );
     assert!(dispatched(&a).is_empty());
     assert_eq!(
@@ -149,28 +151,21 @@ fn a_disconnect_is_dispatched_once_and_completes_on_confirmation() {
 #[test]
 fn only_one_command_in_flight_and_reconnects_go_first() {
     let mut m = MeterMachine::new("M");
-    let a = m.step(
-        Input::Order(order("R0", OrderKind::Read)),
-        t0(),
-        &facts(true),
-        &policy(),
-    );
+    let a = step(&mut m, Input::Order(order("R0", OrderKind::Read)), t0());
     let read = dispatched(&a).remove(0);
-    let a = m.step(
+    let a = step(
+        &mut m,
         Input::Order(order("D1", OrderKind::Disconnect)),
         at(1),
-        &facts(true),
-        &policy(),
     );
     assert!(dispatched(&a).is_empty(), "busy: nothing else is sent");
     let mut r = order("R1", OrderKind::Read);
     r.priority = 1;
-    m.step(Input::Order(r), at(1), &facts(true), &policy());
-    let a = m.step(
+    step(&mut m, Input::Order(r), at(1));
+    let a = step(
+        &mut m,
         Input::Order(order("C1", OrderKind::Reconnect)),
         at(1),
-        &facts(true),
-        &policy(),
     );
     // The reconnect superseded the pending disconnect.
     assert_eq!(
@@ -181,12 +176,7 @@ fn only_one_command_in_flight_and_reconnects_go_first() {
             Some("superseded_by_reconnect".into())
         )
     );
-    let a = m.step(
-        confirmed(&read, SwitchState::Disconnected),
-        at(2),
-        &facts(true),
-        &policy(),
-    );
+    let a = step(&mut m, confirmed(&read, SwitchState::Disconnected), at(2));
     let next = dispatched(&a);
     assert_eq!(next.len(), 1);
     assert_eq!(
@@ -198,11 +188,10 @@ fn only_one_command_in_flight_and_reconnects_go_first() {
 #[test]
 fn retryable_failures_back_off_exponentially_then_raise_an_exception() {
     let mut m = MeterMachine::new("M");
-    let mut a = m.step(
+    let mut a = step(
+        &mut m,
         Input::Order(order("D1", OrderKind::Disconnect)),
         t0(),
-        &facts(true),
-        &policy(),
     );
     let mut now = t0();
     let mut waits = Vec::new();
@@ -210,16 +199,11 @@ fn retryable_failures_back_off_exponentially_then_raise_an_exception() {
         let c = dispatched(&a).remove(0);
         assert_eq!(c.attempt, attempt);
         now = now + jiff::SignedDuration::from_secs(1);
-        a = m.step(
-            failed(&c, FailureCode::NetworkTimeout),
-            now,
-            &facts(true),
-            &policy(),
-        );
+        a = step(&mut m, failed(&c, FailureCode::NetworkTimeout), now);
         if let Some(Action::WakeAt(w)) = a.iter().find(|x| matches!(x, Action::WakeAt(_))) {
             waits.push(w.duration_since(now).as_secs());
             now = *w;
-            a = m.step(Input::Wake, now, &facts(true), &policy());
+            a = step(&mut m, Input::Wake, now);
         }
     }
     assert_eq!(waits, vec![10, 20]);
@@ -240,19 +224,13 @@ fn retryable_failures_back_off_exponentially_then_raise_an_exception() {
 #[test]
 fn load_side_voltage_is_not_retried() {
     let mut m = MeterMachine::new("M");
-    let a = m.step(
+    let a = step(
+        &mut m,
         Input::Order(order("C1", OrderKind::Reconnect)),
         t0(),
-        &facts(true),
-        &policy(),
     );
     let c = dispatched(&a).remove(0);
-    let a = m.step(
-        failed(&c, FailureCode::LoadSideVoltage),
-        at(1),
-        &facts(true),
-        &policy(),
-    );
+    let a = step(&mut m, failed(&c, FailureCode::LoadSideVoltage), at(1));
     assert!(dispatched(&a).is_empty());
     assert!(a.iter().any(|x| matches!(x, Action::Exception(e) if e.kind == ExceptionKind::LoadSideVoltage && e.priority == 1)));
 }
@@ -260,29 +238,18 @@ fn load_side_voltage_is_not_retried() {
 #[test]
 fn an_unknown_outcome_is_resolved_by_a_status_check_not_a_resend() {
     let mut m = MeterMachine::new("M");
-    let a = m.step(
+    let a = step(
+        &mut m,
         Input::Order(order("D1", OrderKind::Disconnect)),
         t0(),
-        &facts(true),
-        &policy(),
     );
     let c = dispatched(&a).remove(0);
-    let a = m.step(
-        Input::Deadline(c.command_id.clone()),
-        at(30),
-        &facts(true),
-        &policy(),
-    );
+    let a = step(&mut m, Input::Deadline(c.command_id.clone()), at(30));
     let s = dispatched(&a).remove(0);
     assert_eq!(s.kind, CommandKind::SwitchStatus);
     assert_eq!(s.command_id, "D1/1/status-1");
     // It did take effect: confirmed without a second disconnect.
-    let a = m.step(
-        confirmed(&s, SwitchState::Disconnected),
-        at(31),
-        &facts(true),
-        &policy(),
-    );
+    let a = step(&mut m, confirmed(&s, SwitchState::Disconnected), at(31));
     assert!(dispatched(&a).is_empty());
     assert_eq!(events(&a).last().unwrap().1, OrderStatus::Completed);
     assert_eq!(
@@ -294,26 +261,15 @@ fn an_unknown_outcome_is_resolved_by_a_status_check_not_a_resend() {
 #[test]
 fn a_cancel_during_an_unknown_outcome_never_leads_to_a_resend() {
     let mut m = MeterMachine::new("M");
-    let a = m.step(
+    let a = step(
+        &mut m,
         Input::Order(order("D1", OrderKind::Disconnect)),
         t0(),
-        &facts(true),
-        &policy(),
     );
     let c = dispatched(&a).remove(0);
-    let a = m.step(
-        Input::Deadline(c.command_id.clone()),
-        at(30),
-        &facts(true),
-        &policy(),
-    );
+    let a = step(&mut m, Input::Deadline(c.command_id.clone()), at(30));
     let s = dispatched(&a).remove(0);
-    let a = m.step(
-        Input::Order(cancel("X1", "D1")),
-        at(31),
-        &facts(true),
-        &policy(),
-    );
+    let a = step(&mut m, Input::Order(cancel("X1", "D1")), at(31));
     assert_eq!(
         events(&a),
         vec![(
@@ -323,12 +279,7 @@ fn a_cancel_during_an_unknown_outcome_never_leads_to_a_resend() {
         )]
     );
     // The switch is still connected: the disconnect did not happen, and is not sent again.
-    let a = m.step(
-        confirmed(&s, SwitchState::Connected),
-        at(32),
-        &facts(true),
-        &policy(),
-    );
+    let a = step(&mut m, confirmed(&s, SwitchState::Connected), at(32));
     assert!(dispatched(&a).is_empty());
     assert_eq!(
         events(&a),
@@ -395,7 +346,7 @@ fn a_meter_not_in_the_registry_yet_waits_and_is_never_failed_as_switchless() {
     assert_eq!(m, before);
     assert!(a.iter().any(|x| matches!(x, Action::WakeAt(_))));
     // The registry record arrives: the order runs.
-    let a = m.step(Input::Wake, at(10), &facts(true), &policy());
+    let a = step(&mut m, Input::Wake, at(10));
     assert_eq!(dispatched(&a)[0].command_id, "D1/1");
     assert!(m.open[0].hold.is_none());
 }
@@ -403,24 +354,18 @@ fn a_meter_not_in_the_registry_yet_waits_and_is_never_failed_as_switchless() {
 #[test]
 fn a_restart_with_a_command_in_flight_asks_the_switch_first() {
     let mut m = MeterMachine::new("M");
-    m.step(
+    step(
+        &mut m,
         Input::Order(order("D1", OrderKind::Disconnect)),
         t0(),
-        &facts(true),
-        &policy(),
     );
     // Persisted snapshot survives the crash.
     let mut m: MeterMachine = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
-    let a = m.step(Input::Recover, at(100), &facts(true), &policy());
+    let a = step(&mut m, Input::Recover, at(100));
     let c = dispatched(&a);
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].kind, CommandKind::SwitchStatus);
-    let a = m.step(
-        confirmed(&c[0], SwitchState::Connected),
-        at(101),
-        &facts(true),
-        &policy(),
-    );
+    let a = step(&mut m, confirmed(&c[0], SwitchState::Connected), at(101));
     // Not done: now, and only now, it may be sent again (after the backoff).
     assert!(dispatched(&a).is_empty());
     let wake = a
@@ -433,7 +378,7 @@ fn a_restart_with_a_command_in_flight_asks_the_switch_first() {
             }
         })
         .unwrap();
-    let a = m.step(Input::Wake, wake, &facts(true), &policy());
+    let a = step(&mut m, Input::Wake, wake);
     assert_eq!(dispatched(&a)[0].command_id, "D1/2");
 }
 
@@ -492,7 +437,7 @@ struct World {
 impl World {
     fn step(&mut self, input: Input) {
         let before_outstanding = self.outstanding.is_some();
-        let actions = self.m.step(input, self.now, &facts(true), &policy());
+        let actions = step(&mut self.m, input, self.now);
         let mut dispatches = 0;
         for a in &actions {
             match a {
