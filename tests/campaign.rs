@@ -330,11 +330,12 @@ fn a_cancel_withdraws_what_is_not_released_and_a_restart_resumes_exactly_once() 
         let first = rec1.released.lock().unwrap().clone();
         assert_eq!(first.len(), 150);
         cs.stop_all();
+        // Lets the stopped actors run their last turn and drop their store handles.
         tokio::time::sleep(Duration::from_millis(1)).await;
         drop(cs);
         drop(handle);
-        // Give the old store writer thread a moment to release the file (real time).
-        std::thread::sleep(Duration::from_millis(200));
+        // The old store writer thread lets go of the file once the last handle is dropped, in
+        // real time: opening the store again waits for exactly that (`EmbeddedStore::open`).
         let rec2 = Arc::new(Recorder::default());
         let (_handle2, cs2, mut published) = make(dir.path(), clock.clone(), rec2.clone());
         assert_eq!(cs2.resume_all(), 1);

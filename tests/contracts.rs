@@ -211,14 +211,13 @@ fn the_sample_registry_matches_the_meter_record_schema() {
 
 #[actix_rt::test]
 async fn what_switchyard_publishes_matches_the_published_schemas() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(dir.path());
-    cfg.head_end.simulator.failure_rate = 0.3;
-    cfg.head_end.simulator.lsv_reject_rate = 0.2;
-    cfg.head_end.max_attempts = 2;
-    let app = start(cfg).await;
-    let p = producer(&app.bootstrap);
-    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    let (_dir, app, p, events) = started(|c| {
+        c.head_end.simulator.failure_rate = 0.3;
+        c.head_end.simulator.lsv_reject_rate = 0.2;
+        c.head_end.max_attempts = 2;
+    })
+    .await
+    .split();
     let exceptions = TopicLog::follow(&app.bootstrap, &app.config.topics.exceptions);
     register(&app, &p, &[("M-1", true), ("M-2", true), ("M-3", false)]).await;
     let kinds = [
@@ -229,29 +228,33 @@ async fn what_switchyard_publishes_matches_the_published_schemas() {
         "disconnect",
         "read",
     ];
-    let mut n = 0;
+    let orders = &app.config.topics.orders;
+    let mut ids = std::collections::BTreeSet::new();
     for (i, k) in kinds.iter().enumerate() {
         for m in ["M-1", "M-2", "M-3"] {
-            let id = format!("SO-{m}-{i}");
-            produce_json(&p, &app.config.topics.orders, m, order(&id, k, m)).await;
-            n += 1;
+            let o = Order::new(&format!("SO-{m}-{i}"), k, m);
+            ids.insert(o.id().to_string());
+            o.produce(&p, orders).await;
         }
     }
-    let mut c = order("SO-C", "cancel", "M-1");
-    c["target_order_id"] = "SO-M-1-5".into();
-    produce_json(&p, &app.config.topics.orders, "M-1", c).await;
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        "M-9",
-        order("SO-REJ", "read", "M-9"),
-    )
-    .await;
+    Order::cancel("SO-C", "M-1", "SO-M-1-5")
+        .produce(&p, orders)
+        .await;
+    Order::read("SO-REJ", "M-9").produce(&p, orders).await;
+    ids.extend(["SO-C".to_string(), "SO-REJ".to_string()]);
     events
         .wait("every order final", Duration::from_secs(30), |l| {
-            l.finals().len() >= n + 2
+            l.finals().len() >= ids.len()
         })
         .await;
+    assert_eq!(
+        events
+            .finals()
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>(),
+        ids,
+        "every order, and only those, final"
+    );
     exceptions
         .wait("an exception", Duration::from_secs(10), |l| l.len() >= 1)
         .await;
@@ -517,8 +520,7 @@ fn asyncapi_has_a_channel_for_every_configured_topic() {
 async fn the_campaign_channels_schemas_match_real_records() {
     use serde_json::json;
     let api = asyncapi();
-    let dir = tempfile::tempdir().unwrap();
-    let app = start(test_config(dir.path())).await;
+    let (_dir, app, p, _) = started(|_| {}).await.split();
     let t = app.config.topics.clone();
     let control_schema = {
         let (_, ch) = channel(&api, &t.campaign_control).expect("campaign-control channel");
@@ -532,12 +534,14 @@ async fn the_campaign_channels_schemas_match_real_records() {
         assert_eq!(f.len(), 1, "{f:?}");
         schema(&f[0])
     };
-    let p = producer(&app.bootstrap);
     let progress = TopicLog::follow(&app.bootstrap, &t.campaign_events);
     let dlq = TopicLog::follow(&app.bootstrap, &t.dead_letter);
     register(&app, &p, &[("CC-1", true), ("CC-2", true), ("CC-3", true)]).await;
     for (i, m) in ["CC-1", "CC-2", "CC-3"].iter().enumerate() {
-        produce_json(&p, &t.orders, m, json!({"schema_version":1,"order_id":format!("SO-CC-{i}"),"kind":"disconnect","reason":"non_payment","meter_id":m,"campaign_id":"C-CONTRACT"})).await;
+        Order::disconnect(&format!("SO-CC-{i}"), m)
+            .campaign("C-CONTRACT")
+            .produce(&p, &t.orders)
+            .await;
     }
     // Every day, all day, in UTC: the first release goes at once, the next an hour later.
     let w = json!(["00:00", "23:59"]);

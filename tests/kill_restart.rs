@@ -73,7 +73,9 @@ async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
                 let (p, t) = (&stream_producer, &orders_topic);
                 async move {
                     let m = meter_id(i);
-                    produce_json(p, t, &m, order(&format!("KO-{i:06}"), "disconnect", &m)).await
+                    Order::disconnect(&format!("KO-{i:06}"), &m)
+                        .produce(p, t)
+                        .await
                 }
             }))
             .await;
@@ -81,25 +83,21 @@ async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
         }
     });
     // Kill it once a share of the orders is done and many are still open.
-    let until = Instant::now() + Duration::from_secs(120);
-    loop {
-        // The adapter sees commands as they are sent; the event log may lag behind.
-        let sent = field.lock().unwrap().received.len();
-        if sent >= n / 3 {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "no progress before the kill; log: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "switchyard exited early; log: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually(
+        Lazy(|| format!("a third of the commands sent; log: {}", log_text())),
+        Duration::from_secs(120),
+        async || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "switchyard exited early; log: {}",
+                log_text()
+            );
+            // The adapter sees commands as they are sent; the event log may lag behind.
+            field.lock().unwrap().received.len() >= n / 3
+        },
+    )
+    .await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let done_at_kill = events.finals().len();
@@ -112,26 +110,23 @@ async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
     eprintln!("killed after {:?}", t0.elapsed());
     let t1 = Instant::now();
     let mut child = spawn_switchyard(&config_path, &log);
-    let until = Instant::now() + Duration::from_secs(240);
-    loop {
-        let done = events.finals();
-        if done.len() == n {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "only {} of {n} orders final after restart; log tail: {}",
-            done.len(),
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Lazy(|| {
+            format!(
+                "all {n} orders final after the restart (only {}); log tail: {}",
+                events.finals().len(),
+                log_text()
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        }),
+        Duration::from_secs(240),
+        async || events.finals().len() == n,
+    )
+    .await;
     eprintln!("all final {:?} after the restart", t1.elapsed());
     child.kill().unwrap();
     child.wait().unwrap();
@@ -235,14 +230,10 @@ async fn sigkill_mid_campaign_releases_every_order_exactly_once() {
     for i in 0..n {
         let m = format!("KC-{i:03}");
         produce_json(&p, &base.topics.registry, &m, meter(&m, true)).await;
-        produce_json(
-            &p,
-            &base.topics.orders,
-            &m,
-            serde_json::json!({"schema_version":1,"order_id":format!("KCO-{i:03}"),"kind":"disconnect",
-                "reason":"non_payment","meter_id":m,"campaign_id":"KC"}),
-        )
-        .await;
+        Order::disconnect(&format!("KCO-{i:03}"), &m)
+            .campaign("KC")
+            .produce(&p, &base.topics.orders)
+            .await;
     }
     let day = serde_json::json!(["00:00", "23:59"]);
     let start = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1);

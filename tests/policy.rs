@@ -12,7 +12,7 @@ use common::*;
 use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use switchyard::clock::ManualClock;
-use switchyard::domain::{OrderStatus, Timestamp};
+use switchyard::domain::{AuditKind, OrderStatus, Timestamp};
 use switchyard::{App, Config};
 
 const T: Duration = Duration::from_secs(30);
@@ -32,11 +32,7 @@ fn with_pack(dir: &std::path::Path, pack: &str) -> Config {
 }
 
 async fn start_at(cfg: Config, clock: &Arc<ManualClock>) -> App {
-    let app = App::start(cfg, clock.clone())
-        .await
-        .expect("switchyard starts");
-    assert!(app.wait_ready(T).await, "switchyard became ready");
-    app
+    start_on(cfg, clock.clone()).await
 }
 
 async fn register_in(
@@ -46,19 +42,11 @@ async fn register_in(
     zone: &str,
     extra: serde_json::Value,
 ) {
-    let mut rec = json!({"schema_version":1,"meter_id":id,"zone":zone,"head_end_id":"HE-1","has_switch":true});
+    let mut rec = meter_in(id, zone, true);
     for (k, v) in extra.as_object().unwrap() {
         rec[k] = v.clone();
     }
-    produce_json(p, &app.config.topics.registry, id, rec).await;
-    let until = std::time::Instant::now() + T;
-    while !app.registry.contains(id) {
-        assert!(
-            std::time::Instant::now() < until,
-            "registry did not pick up {id}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    register_records(app, p, &[rec]).await
 }
 
 /// Produces a forecast and waits until switchyard holds exactly it.
@@ -71,23 +59,37 @@ async fn weather(app: &App, p: &FutureProducer, zone: &str, date: &str, low: f64
     )
     .await;
     let date: jiff::civil::Date = date.parse().unwrap();
-    let until = std::time::Instant::now() + T;
-    while !app
-        .facts
-        .forecasts(zone)
-        .iter()
-        .any(|f| f.date == date && f.low_f == low && f.high_f == high)
-    {
-        assert!(
-            std::time::Instant::now() < until,
-            "forecast {zone} {date} not applied"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(format!("forecast {zone} {date} applied"), T, async || {
+        app.facts
+            .forecasts(zone)
+            .iter()
+            .any(|f| f.date == date && f.low_f == low && f.high_f == high)
+    })
+    .await
 }
 
-fn disconnect(id: &str, meter: &str, notice: &str) -> serde_json::Value {
-    json!({"schema_version":1,"order_id":id,"kind":"disconnect","reason":"non_payment","meter_id":meter,"notice_sent_at":notice,"amount_due":412.50,"account_id":format!("ACC-{meter}")})
+/// A customer's disconnect for non-payment, notice given at `notice`.
+fn disconnect(id: &str, meter: &str, notice: &str) -> Order {
+    Order::disconnect(id, meter)
+        .notice(notice)
+        .amount_due(412.50)
+        .account(&format!("ACC-{meter}"))
+}
+
+/// A read of `meter`, produced and awaited to its final status: once it is final, the meter's
+/// actor has taken a step at the clock's current time (and re-decided every order it holds).
+async fn read_through(app: &App, p: &FutureProducer, events: &TopicLog, id: &str, meter: &str) {
+    Order::read(id, meter)
+        .produce(p, &app.config.topics.orders)
+        .await;
+    let ev = events.wait_final(id, T).await;
+    assert_eq!(ev.last().unwrap().status, OrderStatus::Completed, "{ev:?}");
+}
+
+/// Asserts that no command went out for `order` (as far as the topic has told).
+fn assert_not_dispatched(events: &TopicLog, order: &str) {
+    let st = events.statuses(order);
+    assert!(!st.contains(&OrderStatus::Dispatched), "{order}: {st:?}");
 }
 
 /// Waits for an event of `order` with `status`; returns it.
@@ -124,13 +126,9 @@ async fn a_cold_week_in_virginia() {
     weather(&app, &p, "norfolk", "2026-12-01", 41.0, 55.0).await;
     weather(&app, &p, "norfolk", "2026-12-02", 43.0, 57.0).await;
     for (id, m) in [("SO-VA-1", "VA-1"), ("SO-VA-3", "VA-3")] {
-        produce_json(
-            &p,
-            &app.config.topics.orders,
-            m,
-            disconnect(id, m, "2026-11-10T15:00:00Z"),
-        )
-        .await;
+        disconnect(id, m, "2026-11-10T15:00:00Z")
+            .produce(&p, &app.config.topics.orders)
+            .await;
     }
     // Richmond: deferred by the 24-hour forecast rule, with the pack version and the inputs.
     let d = wait_status(&events, "SO-VA-1", OrderStatus::Deferred).await;
@@ -138,7 +136,7 @@ async fn a_cold_week_in_virginia() {
     let pol = d.policy.as_ref().expect("decision on the event");
     assert_eq!(pol.pack, "virginia@2026.1");
     assert_eq!(pol.inputs.zone, "richmond");
-    assert!(pol.inputs.forecasts_known >= 2);
+    assert_eq!(pol.inputs.forecasts_known, 2);
     // Known facts say Thursday 08:00 is the first allowed time.
     assert_eq!(d.retry_at, Some(ts("2026-12-03T13:00:00Z")));
     // Norfolk: mild, a weekday inside the window, notice given: sent now.
@@ -156,9 +154,7 @@ async fn a_cold_week_in_virginia() {
         sent.policy.unwrap().verdict,
         switchyard::policy::Verdict::Execute
     ));
-    assert!(!events
-        .statuses("SO-VA-1")
-        .contains(&OrderStatus::Dispatched));
+    assert_not_dispatched(&events, "SO-VA-1");
 
     // The snap ends early: the new forecasts release the order at once, no scan, no wait.
     weather(&app, &p, "richmond", "2026-12-01", 36.0, 50.0).await;
@@ -169,22 +165,16 @@ async fn a_cold_week_in_virginia() {
 
     // Thursday 17:00, after the window: deferred to Monday 08:00 (Friday to Sunday are barred).
     clock.set(ts("2026-12-03T22:00:00Z"));
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        "VA-2",
-        disconnect("SO-VA-2", "VA-2", "2026-11-10T15:00:00Z"),
-    )
-    .await;
+    disconnect("SO-VA-2", "VA-2", "2026-11-10T15:00:00Z")
+        .produce(&p, &app.config.topics.orders)
+        .await;
     let d = wait_status(&events, "SO-VA-2", OrderStatus::Deferred).await;
     assert_eq!(d.reason.as_deref(), Some("outside_business_window"));
     assert_eq!(d.retry_at, Some(ts("2026-12-07T13:00:00Z")));
-    // Friday noon: still nothing sent.
+    // Friday noon: still nothing sent, even when the meter takes a step (a read) at that time.
     clock.set(ts("2026-12-04T17:00:00Z"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!events
-        .statuses("SO-VA-2")
-        .contains(&OrderStatus::Dispatched));
+    read_through(&app, &p, &events, "SO-VA-2-READ", "VA-2").await;
+    assert_not_dispatched(&events, "SO-VA-2");
     // Monday 08:00: the meter's own timer fires and the command goes out.
     clock.set(ts("2026-12-07T13:00:00Z"));
     events.wait_final("SO-VA-2", T).await;
@@ -210,23 +200,16 @@ async fn a_heat_wave_in_maryland_with_a_protected_customer_and_a_small_balance()
     register_in(&app, &p, "MD-3", "annapolis", json!({})).await;
     // 97 F forecast on Wednesday: inside the 72-hour window.
     weather(&app, &p, "annapolis", "2027-07-14", 75.0, 97.0).await;
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        "MD-1",
-        disconnect("SO-MD-1", "MD-1", "2027-06-20T14:00:00Z"),
-    )
-    .await;
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        "MD-2",
-        disconnect("SO-MD-2", "MD-2", "2027-06-20T14:00:00Z"),
-    )
-    .await;
-    let mut small = disconnect("SO-MD-3", "MD-3", "2027-06-20T14:00:00Z");
-    small["amount_due"] = json!(150.0);
-    produce_json(&p, &app.config.topics.orders, "MD-3", small).await;
+    disconnect("SO-MD-1", "MD-1", "2027-06-20T14:00:00Z")
+        .produce(&p, &app.config.topics.orders)
+        .await;
+    disconnect("SO-MD-2", "MD-2", "2027-06-20T14:00:00Z")
+        .produce(&p, &app.config.topics.orders)
+        .await;
+    disconnect("SO-MD-3", "MD-3", "2027-06-20T14:00:00Z")
+        .amount_due(150.0)
+        .produce(&p, &app.config.topics.orders)
+        .await;
 
     let d = wait_status(&events, "SO-MD-1", OrderStatus::Deferred).await;
     assert_eq!(d.reason.as_deref(), Some("md_forecast_32_95_72h"));
@@ -254,9 +237,7 @@ async fn a_heat_wave_in_maryland_with_a_protected_customer_and_a_small_balance()
             "{id}"
         );
     }
-    assert!(!events
-        .statuses("SO-MD-3")
-        .contains(&OrderStatus::Dispatched));
+    assert_not_dispatched(&events, "SO-MD-3");
     app.shutdown().await;
 }
 
@@ -272,22 +253,16 @@ async fn a_cold_thursday_before_christmas_in_dc_bars_through_the_weekend() {
     // Thursday 24th forecast low 30 F: bars Wednesday (day before), Thursday, and the holiday and
     // weekend that follow.
     weather(&app, &p, "dc", "2026-12-24", 30.0, 41.0).await;
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        "DC-1",
-        disconnect("SO-DC-1", "DC-1", "2026-11-20T15:00:00Z"),
-    )
-    .await;
+    disconnect("SO-DC-1", "DC-1", "2026-11-20T15:00:00Z")
+        .produce(&p, &app.config.topics.orders)
+        .await;
     let d = wait_status(&events, "SO-DC-1", OrderStatus::Deferred).await;
     assert_eq!(d.reason.as_deref(), Some("dc_forecast_day_before_and_of"));
     assert_eq!(d.retry_at, Some(ts("2026-12-28T13:00:00Z")), "Monday 08:00");
-    // Saturday: still held. Monday 08:00: sent.
+    // Saturday: still held, even when the meter takes a step (a read) then. Monday 08:00: sent.
     clock.set(ts("2026-12-26T17:00:00Z"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!events
-        .statuses("SO-DC-1")
-        .contains(&OrderStatus::Dispatched));
+    read_through(&app, &p, &events, "SO-DC-1-READ", "DC-1").await;
+    assert_not_dispatched(&events, "SO-DC-1");
     clock.set(ts("2026-12-28T13:00:00Z"));
     events.wait_final("SO-DC-1", T).await;
     assert_eq!(
@@ -312,37 +287,35 @@ async fn payments_withdraw_disconnects_and_a_late_certificate_restores_power() {
     // P-1: a payment that arrives before its order (another topic, another path) still wins.
     produce_json(&p, &t.customer_facts, "P-1", json!({"type":"payment","schema_version":1,"fact_id":"PAY-1","meter_id":"P-1","order_id":"SO-P-1","amount":412.5,"paid_at":"2026-12-01T14:59:00Z"})).await;
     // P-2: a future earliest_at keeps it pending; the payment arrives while it waits.
-    let mut o2 = disconnect("SO-P-2", "P-2", "2026-11-10T15:00:00Z");
-    o2["earliest_at"] = json!("2026-12-02T15:00:00Z");
-    produce_json(&p, &t.orders, "P-2", o2).await;
+    disconnect("SO-P-2", "P-2", "2026-11-10T15:00:00Z")
+        .earliest_at("2026-12-02T15:00:00Z")
+        .produce(&p, &t.orders)
+        .await;
     wait_status(&events, "SO-P-2", OrderStatus::Scheduled).await;
-    // Give the P-1 payment time to be stored before its order arrives.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    produce_json(
-        &p,
-        &t.orders,
-        "P-1",
-        disconnect("SO-P-1", "P-1", "2026-11-10T15:00:00Z"),
-    )
+    // The P-1 payment is stored (its meter audited it) before its order is sent.
+    eventually("the P-1 payment stored at its meter", T, async || {
+        app.store
+            .store()
+            .audit("P-1")
+            .unwrap()
+            .iter()
+            .any(|a| a.kind == AuditKind::FactReceived)
+    })
     .await;
+    disconnect("SO-P-1", "P-1", "2026-11-10T15:00:00Z")
+        .produce(&p, &t.orders)
+        .await;
     produce_json(&p, &t.customer_facts, "P-2", json!({"type":"payment","schema_version":1,"fact_id":"PAY-2","meter_id":"P-2","account_id":"ACC-P-2","amount":412.5,"paid_at":"2026-12-01T15:01:00Z"})).await;
     for id in ["SO-P-1", "SO-P-2"] {
         let c = wait_status(&events, id, OrderStatus::Cancelled).await;
         assert_eq!(c.reason.as_deref(), Some("payment_received"), "{id}");
-        assert!(
-            !events.statuses(id).contains(&OrderStatus::Dispatched),
-            "{id}"
-        );
+        assert_not_dispatched(&events, id);
     }
     clock.set(ts("2026-12-02T16:00:00Z"));
     // P-3: cut for non-payment; then a medical certificate arrives: switchyard reconnects.
-    produce_json(
-        &p,
-        &t.orders,
-        "P-3",
-        disconnect("SO-P-3", "P-3", "2026-11-10T15:00:00Z"),
-    )
-    .await;
+    disconnect("SO-P-3", "P-3", "2026-11-10T15:00:00Z")
+        .produce(&p, &t.orders)
+        .await;
     events.wait_final("SO-P-3", T).await;
     assert_eq!(
         events.of("SO-P-3").last().unwrap().status,
@@ -400,6 +373,7 @@ async fn bad_facts_are_dead_lettered_with_a_reason_and_never_weaken_a_rule() {
     produce_json(&p, &t.emergencies, "E-1", json!({"schema_version":1,"emergency_id":"E-1","declared_at":"2026-12-01T00:00:00Z","ended_at":"2026-11-01T00:00:00Z"})).await;
     dlq.wait("six dead letters", T, |l| l.len() >= 6).await;
     let msgs = dlq.messages.lock().unwrap().clone();
+    assert_eq!(msgs.len(), 6);
     let reasons: Vec<String> = msgs
         .iter()
         .map(|m| header(m, "switchyard.dlq.reason").unwrap())
@@ -427,13 +401,9 @@ async fn bad_facts_are_dead_lettered_with_a_reason_and_never_weaken_a_rule() {
         "{details:?}"
     );
     // Good records keep flowing, and the cold forecast still holds the disconnect.
-    produce_json(
-        &p,
-        &t.orders,
-        "B-1",
-        disconnect("SO-B-1", "B-1", "2026-11-10T15:00:00Z"),
-    )
-    .await;
+    disconnect("SO-B-1", "B-1", "2026-11-10T15:00:00Z")
+        .produce(&p, &t.orders)
+        .await;
     let d = wait_status(&events, "SO-B-1", OrderStatus::Deferred).await;
     assert_eq!(d.reason.as_deref(), Some("va_forecast_cold_or_hot_24h"));
     app.shutdown().await;
@@ -461,13 +431,9 @@ async fn deferred_then_stopped(
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     register_in(&app, &p, meter, "richmond", json!({})).await;
     weather(&app, &p, "richmond", "2026-12-01", 25.0, 38.0).await;
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        meter,
-        disconnect(order, meter, "2026-11-10T15:00:00Z"),
-    )
-    .await;
+    disconnect(order, meter, "2026-11-10T15:00:00Z")
+        .produce(&p, &app.config.topics.orders)
+        .await;
     wait_status(&events, order, OrderStatus::Deferred).await;
     app.shutdown().await;
     (dir, cfg, kafka, clock, p, events)
@@ -483,25 +449,20 @@ async fn a_deferred_order_stays_held_across_a_restart_and_is_released_after_it()
     clock.set(ts("2026-12-01T16:00:00Z"));
     let app = start_at(cfg, &clock).await;
     // Recovered and re-decided with the replayed forecast: still held.
-    let until = std::time::Instant::now() + T;
-    loop {
+    eventually("meter R-1 recovered, holding its order", T, async || {
         let (code, body) = http_get(app.http_addr, "/api/v1/meters/R-1").await;
         if code == 200 && body.contains("\"live_actor\":true") && body.contains("\"hold\"") {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{code} {body}"))
         }
-        assert!(
-            std::time::Instant::now() < until,
-            "meter R-1 not recovered: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!app.facts.forecasts("richmond").is_empty());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        !events.statuses("SO-R-1").contains(&OrderStatus::Dispatched),
-        "{:?}",
-        events.statuses("SO-R-1")
-    );
+    })
+    .await;
+    assert_eq!(app.facts.forecasts("richmond").len(), 1);
+    // A later step of the same meter: once its read is final, anything recovery decided for
+    // SO-R-1 is on the topic before it (one meter, one partition, in order).
+    read_through(&app, &p, &events, "SO-R-1-READ", "R-1").await;
+    assert_not_dispatched(&events, "SO-R-1");
     // The snap ends: the rebuilt waiting index wakes the meter.
     weather(&app, &p, "richmond", "2026-12-01", 40.0, 52.0).await;
     events.wait_final("SO-R-1", T).await;
@@ -532,11 +493,7 @@ async fn a_payment_sent_during_downtime_wins_over_a_restart() {
     let app = start_at(cfg, &clock).await;
     let c = wait_status(&events, "SO-D-1", OrderStatus::Cancelled).await;
     assert_eq!(c.reason.as_deref(), Some("payment_received"));
-    assert!(
-        !events.statuses("SO-D-1").contains(&OrderStatus::Dispatched),
-        "{:?}",
-        events.statuses("SO-D-1")
-    );
+    assert_not_dispatched(&events, "SO-D-1");
     app.shutdown().await;
 }
 
@@ -553,18 +510,13 @@ async fn a_uat_run_decides_on_the_chosen_date() {
     cfg.validate()
         .expect("a shifted clock is allowed with the embedded Kafka");
     let clock = cfg.clock.clock();
-    let app = App::start(cfg, clock).await.expect("switchyard starts");
-    assert!(app.wait_ready(T).await);
+    let app = start_on(cfg, clock).await;
     let p = producer(&app.bootstrap);
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     register_in(&app, &p, "UAT-1", "richmond", json!({})).await;
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        "UAT-1",
-        disconnect("SO-UAT-1", "UAT-1", "2026-12-01T15:00:00Z"),
-    )
-    .await;
+    disconnect("SO-UAT-1", "UAT-1", "2026-12-01T15:00:00Z")
+        .produce(&p, &app.config.topics.orders)
+        .await;
 
     let held = wait_status(&events, "SO-UAT-1", OrderStatus::Deferred).await;
     assert_eq!(held.retry_at, Some(ts("2026-12-28T13:00:00Z")), "{held:?}");

@@ -13,15 +13,17 @@ use std::time::Duration;
 
 use switchyard::clock::{Clock, ManualClock};
 use switchyard::commit::StoreHandle;
-use switchyard::domain::{validate_order, Command, CommandKind, MeterRecord, Order};
+use switchyard::domain::{Command, CommandKind, MeterRecord};
 use switchyard::head_end::HeadEnd;
 use switchyard::meter::{Directory, MeterMsg, MeterServices, RetryPolicy};
 use switchyard::policy::Policy;
 use switchyard::registry::Registry;
 use switchyard::store::EmbeddedStore;
 
+mod common;
 #[path = "support/hooked_store.rs"]
 mod hooked_store;
+use common::{eventually, Order};
 use hooked_store::HookedStore;
 
 #[derive(Default)]
@@ -83,24 +85,22 @@ fn a_disconnect_held_back_as_stale_is_status_checked_at_once_not_after_its_deadl
         let arbiter = actix::Arbiter::new();
         let head_end = Arc::new(RecordingHeadEnd::default());
         let directory = Directory::new(services, vec![arbiter.handle()], |_| head_end.clone());
-        let payload = serde_json::to_vec(&serde_json::json!({
-            "schema_version": 1, "order_id": "SO-1", "kind": "disconnect", "reason": "non_payment",
-            "meter_id": "MTR-1", "notice_sent_at": "2026-11-01T00:00:00Z", "amount_due": 300.0
-        }))
-        .unwrap();
-        let order: Order =
-            validate_order(Some(b"MTR-1"), Some(&payload), |_| true, clock.now()).unwrap();
+        let order = Order::disconnect("SO-1", "MTR-1")
+            .notice("2026-11-01T00:00:00Z")
+            .amount_due(300.0)
+            .validated(clock.now());
         directory.deliver("MTR-1", MeterMsg::Order(order));
 
         // The clock never reaches the 120 s deadline: only the stalled write moved it (11 s).
-        let mut sent = Vec::new();
-        for _ in 0..200 {
-            sent = head_end.0.lock().unwrap().clone();
-            if !sent.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let sent = eventually(
+            "a command to the head-end",
+            Duration::from_secs(2),
+            async || {
+                let sent = head_end.0.lock().unwrap().clone();
+                (!sent.is_empty()).then_some(sent)
+            },
+        )
+        .await;
         let kinds: Vec<CommandKind> = sent.iter().map(|c| c.kind).collect();
         assert_eq!(
             kinds,

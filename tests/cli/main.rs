@@ -12,6 +12,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod config;
 mod demo;
 mod policy;
@@ -26,6 +29,15 @@ pub fn switchyard(args: &[&str], cwd: &Path) -> Output {
         .env_remove("RUST_LIB_BACKTRACE")
         .output()
         .expect("the switchyard binary runs")
+}
+
+/// Asserts that `stderr` has the line `line` (after its indent), exactly: an error a user reads
+/// names its key and says all of what is wrong.
+pub fn assert_line(stderr: &str, line: &str) {
+    assert!(
+        stderr.lines().any(|l| l.trim() == line),
+        "no line `{line}` in:\n{stderr}"
+    );
 }
 
 /// stdout and stderr of a finished run, as text.

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use super::common::Order;
+
 fn explain(args: &[&str], dir: &std::path::Path) -> (bool, String) {
     let pack = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules/virginia.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -25,7 +27,13 @@ fn explain(args: &[&str], dir: &std::path::Path) -> (bool, String) {
 #[test]
 fn explains_a_cold_weather_deferral_a_protection_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("order.json"), r#"{"schema_version":1,"order_id":"SO-1","kind":"disconnect","reason":"non_payment","meter_id":"M-1","notice_sent_at":"2026-11-01T12:00:00Z"}"#).unwrap();
+    std::fs::write(
+        dir.path().join("order.json"),
+        Order::disconnect("SO-1", "M-1")
+            .notice("2026-11-01T12:00:00Z")
+            .bytes(),
+    )
+    .unwrap();
     let f = dir.path().join("forecasts.json");
     std::fs::write(
         &f,
@@ -128,7 +136,10 @@ fn campaign_plan_prints_the_schedule_and_draws_the_chart() {
     for i in 0..4000 {
         let zone = if i % 2 == 0 { "richmond" } else { "norfolk" };
         r.push_str(&format!("{{\"schema_version\":1,\"meter_id\":\"M-{i}\",\"zone\":\"{zone}\",\"head_end_id\":\"HE-1\",\"has_switch\":true}}\n"));
-        o.push_str(&format!("{{\"order_id\":\"SO-{i}\",\"kind\":\"disconnect\",\"reason\":\"non_payment\",\"meter_id\":\"M-{i}\",\"priority\":5,\"campaign_id\":\"NP-PLAN\"}}\n"));
+        let order = Order::disconnect(&format!("SO-{i}"), &format!("M-{i}"))
+            .priority(5)
+            .campaign("NP-PLAN");
+        o.push_str(&format!("{}\n", order.json()));
     }
     std::fs::write(&reg, r).unwrap();
     std::fs::write(&orders, o).unwrap();
@@ -179,8 +190,13 @@ fn campaign_plan_prints_the_schedule_and_draws_the_chart() {
         .arg(&def)
         .arg("--orders")
         .arg(&orders)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("rate_per_hour"));
+    super::assert_line(
+        &String::from_utf8_lossy(&out.stderr),
+        "Error: campaign X, key `rate_per_hour`: 0 is not a usable rate: give 1..=1000000 disconnects per hour",
+    );
 }

@@ -13,7 +13,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
-use switchyard::clock::SystemClock;
+use switchyard::clock::{Clock, SystemClock};
 use switchyard::config::Config;
 use switchyard::domain::{
     Command as HeadEndCommand, CommandKind, CommandOutcome, CommandResult, OrderEvent, OrderStatus,
@@ -46,14 +46,165 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 }
 
 pub async fn start(config: Config) -> App {
-    let app = App::start(config, Arc::new(SystemClock))
-        .await
-        .expect("switchyard starts");
+    start_on(config, Arc::new(SystemClock)).await
+}
+
+/// Starts switchyard on `clock` (a test's manual clock) and waits until it is ready.
+pub async fn start_on(config: Config, clock: Arc<dyn Clock>) -> App {
+    let app = App::start(config, clock).await.expect("switchyard starts");
     assert!(
         app.wait_ready(Duration::from_secs(30)).await,
         "switchyard became ready"
     );
     app
+}
+
+/// The usual start of a test: switchyard on [`test_config`] (with `edit` applied) in a fresh
+/// directory, a producer, and the order events followed from the start.
+pub struct Started {
+    /// Kept for the test's lifetime (the store lives in it).
+    pub dir: tempfile::TempDir,
+    /// The configuration it started with (to start it again on the same store).
+    pub cfg: Config,
+    pub app: App,
+    pub p: FutureProducer,
+    pub events: TopicLog,
+}
+
+impl Started {
+    /// (directory, app, producer, order events): `let (_dir, app, p, events) = started(..).await.split();`
+    pub fn split(self) -> (tempfile::TempDir, App, FutureProducer, TopicLog) {
+        (self.dir, self.app, self.p, self.events)
+    }
+}
+
+pub async fn started(edit: impl FnOnce(&mut Config)) -> Started {
+    started_on(Arc::new(SystemClock), edit).await
+}
+
+/// As [`started`], on `clock`.
+pub async fn started_on(clock: Arc<dyn Clock>, edit: impl FnOnce(&mut Config)) -> Started {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    edit(&mut cfg);
+    let app = start_on(cfg.clone(), clock).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    Started {
+        dir,
+        cfg,
+        app,
+        p,
+        events,
+    }
+}
+
+// ---- waiting for something to happen ----
+
+/// How often [`eventually`] looks again.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// What one look of [`eventually`] found: done (with a value), or not yet (with what it saw,
+/// for the failure message; empty when there is nothing to tell).
+pub trait Settled {
+    type Value;
+    fn settled(self) -> Result<Self::Value, String>;
+}
+
+impl Settled for bool {
+    type Value = ();
+    fn settled(self) -> Result<(), String> {
+        if self {
+            Ok(())
+        } else {
+            Err(String::new())
+        }
+    }
+}
+
+impl<T> Settled for Option<T> {
+    type Value = T;
+    fn settled(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T, E: std::fmt::Display> Settled for Result<T, E> {
+    type Value = T;
+    fn settled(self) -> Result<T, String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// A description formatted only if it is shown (a failure message that reads a whole log).
+pub struct Lazy<F: Fn() -> String>(pub F);
+
+impl<F: Fn() -> String> std::fmt::Display for Lazy<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&(self.0)())
+    }
+}
+
+fn timed_out(what: &dyn std::fmt::Display, timeout: Duration, last: String) -> ! {
+    if last.is_empty() {
+        panic!("timed out after {timeout:?} waiting for {what}")
+    }
+    panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+}
+
+/// Looks with `check` every [`POLL`] until it settles (true, `Some`, `Ok`) and returns its
+/// value; after `timeout`, panics naming `what` and what the last look saw.
+pub async fn eventually<R: Settled>(
+    what: impl std::fmt::Display,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> R,
+) -> R::Value {
+    let until = Instant::now() + timeout;
+    loop {
+        let last = match check().await.settled() {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        if Instant::now() >= until {
+            timed_out(&what, timeout, last)
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`eventually`] for a test without a runtime (a child process watched from a plain thread).
+pub fn eventually_sync<R: Settled>(
+    what: impl std::fmt::Display,
+    timeout: Duration,
+    mut check: impl FnMut() -> R,
+) -> R::Value {
+    let until = Instant::now() + timeout;
+    loop {
+        let last = match check().settled() {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        if Instant::now() >= until {
+            timed_out(&what, timeout, last)
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The value of the sample `name` (the whole series name, labels included) in a Prometheus
+/// text exposition; `None` when it is not exposed.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.rsplit_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// The value of the sample `name` on the app's `/metrics`.
+pub async fn metric_of(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
+    let (code, body) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200, "/metrics: {body}");
+    metric(&body, name)
 }
 
 pub fn producer(bootstrap: &str) -> FutureProducer {
@@ -78,33 +229,143 @@ pub async fn produce_json(p: &FutureProducer, topic: &str, key: &str, value: ser
     produce(p, topic, key, &serde_json::to_vec(&value).unwrap()).await
 }
 
+/// A meter's registry record in zone `zone-a`.
 pub fn meter(id: &str, has_switch: bool) -> serde_json::Value {
-    serde_json::json!({"schema_version":1,"meter_id":id,"zone":"zone-a","head_end_id":"HE-1","has_switch":has_switch})
+    meter_in(id, "zone-a", has_switch)
 }
 
-pub fn order(id: &str, kind: &str, meter: &str) -> serde_json::Value {
-    let reason = match kind {
-        "disconnect" => "non_payment",
-        "reconnect" => "payment_received",
-        "read" => "billing",
-        _ => "customer_request",
-    };
-    serde_json::json!({"schema_version":1,"order_id":id,"kind":kind,"reason":reason,"meter_id":meter})
+pub fn meter_in(id: &str, zone: &str, has_switch: bool) -> serde_json::Value {
+    serde_json::json!({"schema_version":1,"meter_id":id,"zone":zone,"head_end_id":"HE-1","has_switch":has_switch})
 }
 
-/// Registers meters on the registry topic and waits until switchyard knows them.
+/// An order as an integrator produces it on the orders topic: `Order::disconnect("SO-1",
+/// "M-1").notice("2026-11-10T15:00:00Z").json()`. The reason defaults by kind.
+#[derive(Clone, Debug)]
+pub struct Order(serde_json::Value);
+
+impl Order {
+    pub fn new(id: &str, kind: &str, meter: &str) -> Order {
+        let reason = match kind {
+            "disconnect" => "non_payment",
+            "reconnect" => "payment_received",
+            "read" => "billing",
+            _ => "customer_request",
+        };
+        Order(
+            serde_json::json!({"schema_version":1,"order_id":id,"kind":kind,"reason":reason,"meter_id":meter}),
+        )
+    }
+    pub fn disconnect(id: &str, meter: &str) -> Order {
+        Order::new(id, "disconnect", meter)
+    }
+    pub fn reconnect(id: &str, meter: &str) -> Order {
+        Order::new(id, "reconnect", meter)
+    }
+    pub fn read(id: &str, meter: &str) -> Order {
+        Order::new(id, "read", meter)
+    }
+    /// A cancel of `target`.
+    pub fn cancel(id: &str, meter: &str, target: &str) -> Order {
+        Order::new(id, "cancel", meter).set("target_order_id", target)
+    }
+    /// Any field, as given.
+    pub fn set(mut self, key: &str, value: impl Into<serde_json::Value>) -> Order {
+        self.0[key] = value.into();
+        self
+    }
+    pub fn reason(self, reason: &str) -> Order {
+        self.set("reason", reason)
+    }
+    pub fn notice(self, sent_at: &str) -> Order {
+        self.set("notice_sent_at", sent_at)
+    }
+    pub fn amount_due(self, amount: f64) -> Order {
+        self.set("amount_due", amount)
+    }
+    pub fn account(self, account: &str) -> Order {
+        self.set("account_id", account)
+    }
+    pub fn earliest_at(self, at: &str) -> Order {
+        self.set("earliest_at", at)
+    }
+    pub fn campaign(self, campaign: &str) -> Order {
+        self.set("campaign_id", campaign)
+    }
+    pub fn priority(self, priority: u8) -> Order {
+        self.set("priority", priority)
+    }
+    pub fn notes(self, notes: &str) -> Order {
+        self.set("notes", notes)
+    }
+    pub fn id(&self) -> &str {
+        self.0["order_id"].as_str().unwrap()
+    }
+    pub fn meter(&self) -> &str {
+        self.0["meter_id"].as_str().unwrap()
+    }
+    pub fn json(self) -> serde_json::Value {
+        self.0
+    }
+    pub fn bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.0).unwrap()
+    }
+    /// Produced on `topic`, keyed by its meter (as an integrator keys orders).
+    pub async fn produce(&self, p: &FutureProducer, topic: &str) {
+        produce(p, topic, self.meter(), &self.bytes()).await
+    }
+    /// As switchyard's own validation reads it at `now`.
+    pub fn validated(&self, now: jiff::Timestamp) -> switchyard::domain::Order {
+        switchyard::domain::validate_order(
+            Some(self.meter().as_bytes()),
+            Some(&self.bytes()),
+            |_| true,
+            now,
+        )
+        .unwrap_or_else(|r| panic!("{} refused: {:?} {}", self.id(), r.reason, r.detail))
+    }
+    /// As the intake stores it on acceptance (`received`), for tests that write a store as a
+    /// crash leaves it.
+    pub fn accepted(&self) -> switchyard::domain::OrderRecord {
+        let now = jiff::Timestamp::now();
+        switchyard::domain::OrderRecord {
+            order: self.validated(now),
+            status: OrderStatus::Received,
+            received_at: now,
+            updated_at: now,
+            reason: None,
+            source: None,
+        }
+    }
+}
+
+impl From<Order> for serde_json::Value {
+    fn from(o: Order) -> serde_json::Value {
+        o.0
+    }
+}
+
+/// Registers meters (in zone `zone-a`) on the registry topic and waits until switchyard knows
+/// them.
 pub async fn register(app: &App, p: &FutureProducer, meters: &[(&str, bool)]) {
-    for (id, sw) in meters {
-        produce_json(p, &app.config.topics.registry, id, meter(id, *sw)).await;
+    let records: Vec<serde_json::Value> = meters.iter().map(|(id, sw)| meter(id, *sw)).collect();
+    register_records(app, p, &records).await
+}
+
+/// Produces registry records and waits until switchyard knows every meter of them.
+pub async fn register_records(app: &App, p: &FutureProducer, records: &[serde_json::Value]) {
+    let ids: Vec<&str> = records
+        .iter()
+        .map(|r| r["meter_id"].as_str().unwrap())
+        .collect();
+    for (id, r) in ids.iter().zip(records) {
+        produce_json(p, &app.config.topics.registry, id, r.clone()).await;
     }
-    let until = Instant::now() + Duration::from_secs(20);
-    while !meters.iter().all(|(id, _)| app.registry.contains(id)) {
-        assert!(
-            Instant::now() < until,
-            "registry did not pick up the meters"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Lazy(|| format!("the registry to know {ids:?}")),
+        Duration::from_secs(30),
+        async || ids.iter().all(|id| app.registry.contains(id)),
+    )
+    .await
 }
 
 /// Every record of a topic, read continuously in the background.
@@ -191,13 +452,12 @@ impl TopicLog {
 
     /// Waits until `cond` holds on the log, or panics with `what` after `timeout`.
     pub async fn wait(&self, what: &str, timeout: Duration, cond: impl Fn(&TopicLog) -> bool) {
-        let until = Instant::now() + timeout;
-        while !cond(self) {
-            if Instant::now() > until {
-                panic!("timed out waiting for {what}; saw: {:#?}", self.json());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Lazy(|| format!("{what}; saw: {:#?}", self.json())),
+            timeout,
+            async || cond(self),
+        )
+        .await
     }
 
     /// Waits for a terminal status of `order_id` and returns its events.
@@ -208,6 +468,27 @@ impl TopicLog {
         .await;
         self.of(order_id)
     }
+}
+
+/// The first offsets still on `topic`, summed over its partitions: how many of its records the
+/// broker has removed.
+pub fn first_offsets(bootstrap: &str, topic: &str) -> i64 {
+    let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap()
+                .0
+        })
+        .sum()
 }
 
 pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
@@ -436,33 +717,27 @@ pub fn write_child_config(
 
 /// Waits until `log` contains `line` (the child logs it), or panics with the log.
 pub async fn wait_for_log(log: &std::path::Path, line: &str, timeout: Duration) {
-    let until = Instant::now() + timeout;
-    while !std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .contains(line)
-    {
-        assert!(
-            Instant::now() < until,
-            "no `{line}` in the log: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let text = || std::fs::read_to_string(log).unwrap_or_default();
+    eventually(
+        Lazy(|| format!("`{line}` in the log: {}", text())),
+        timeout,
+        async || text().contains(line),
+    )
+    .await
 }
 
-/// An order as the intake stores it on acceptance (`received`), for tests that write a store
-/// as a crash leaves it.
-pub fn accepted(id: &str, kind: &str, meter: &str) -> switchyard::domain::OrderRecord {
-    let now = jiff::Timestamp::now();
-    let bytes = serde_json::to_vec(&order(id, kind, meter)).unwrap();
-    let o = switchyard::domain::validate_order(Some(meter.as_bytes()), Some(&bytes), |_| true, now)
-        .unwrap();
-    switchyard::domain::OrderRecord {
-        order: o,
-        status: OrderStatus::Received,
-        received_at: now,
-        updated_at: now,
-        reason: None,
-        source: None,
-    }
+/// The audit trail of `order` on `meter`, as (kind, status) pairs in time order.
+pub fn audit_trail(
+    app: &App,
+    meter: &str,
+    order: &str,
+) -> Vec<(switchyard::domain::AuditKind, Option<OrderStatus>)> {
+    app.store
+        .store()
+        .audit(meter)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.order_id.as_deref() == Some(order))
+        .map(|a| (a.kind, a.status))
+        .collect()
 }

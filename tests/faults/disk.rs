@@ -4,7 +4,7 @@
 //! tmpfs mounted by the test (needs root, as CI runs; elsewhere the test says so and returns).
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchyard::domain::OrderStatus;
 
@@ -68,12 +68,8 @@ async fn a_full_disk_pauses_intake_until_space_returns_and_loses_nothing() {
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     register(&app, &p, &[("M-1", true), ("M-2", true)]).await;
     let orders = app.config.topics.orders.clone();
-    let with_notes = |id: &str, m: &str| {
-        let mut o = order(id, "read", m);
-        o["notes"] = "n".repeat(250).into();
-        o
-    };
-    produce_json(&p, &orders, "M-1", with_notes("SO-BEFORE", "M-1")).await;
+    let with_notes = |id: &str, m: &str| Order::read(id, m).notes(&"n".repeat(250));
+    with_notes("SO-BEFORE", "M-1").produce(&p, &orders).await;
     events.wait_final("SO-BEFORE", T).await;
 
     let filler = fill(fs.path());
@@ -81,21 +77,23 @@ async fn a_full_disk_pauses_intake_until_space_returns_and_loses_nothing() {
     let n = 200;
     for i in 0..n {
         let m = if i % 2 == 0 { "M-1" } else { "M-2" };
-        produce_json(&p, &orders, m, with_notes(&format!("SO-FULL-{i:03}"), m)).await;
+        with_notes(&format!("SO-FULL-{i:03}"), m)
+            .produce(&p, &orders)
+            .await;
     }
-    let until = Instant::now() + T;
-    let reason = loop {
+    let reason = eventually("/readyz to say 503", T, async || {
         let (code, body) = http_get(app.http_addr, "/readyz").await;
         if code == 503 {
-            break body;
+            Ok(body)
+        } else {
+            Err(format!("{code} {body}"))
         }
-        assert!(Instant::now() < until, "/readyz stayed {code}: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert!(reason.contains("store"), "{reason}");
-    let (_, metrics) = http_get(app.http_addr, "/metrics").await;
-    assert!(
-        metrics.contains("switchyard_store_available 0"),
+    assert_eq!(
+        metric_of(app.http_addr, "switchyard_store_available").await,
+        Some(0.0),
         "store_available is 0 while writes fail"
     );
     assert!(
@@ -129,11 +127,13 @@ async fn a_full_disk_pauses_intake_until_space_returns_and_loses_nothing() {
     }
     let (code, body) = http_get(app.http_addr, "/readyz").await;
     assert_eq!(code, 200, "{body}");
-    let (_, metrics) = http_get(app.http_addr, "/metrics").await;
-    assert!(metrics.contains("switchyard_store_available 1"));
-    assert!(
-        !metrics.contains("switchyard_store_write_failures_total 0\n"),
-        "failures were counted"
+    assert_eq!(
+        metric_of(app.http_addr, "switchyard_store_available").await,
+        Some(1.0)
     );
+    let failures = metric_of(app.http_addr, "switchyard_store_write_failures_total")
+        .await
+        .expect("store write failures are exposed");
+    assert!(failures > 0.0, "failures were counted: {failures}");
     app.shutdown().await;
 }

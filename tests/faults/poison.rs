@@ -15,18 +15,15 @@ const HUGE: usize = 999_700;
 
 #[actix_rt::test]
 async fn a_record_too_large_to_dead_letter_whole_does_not_stop_the_orders_behind_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = start(test_config(dir.path())).await;
-    // A default-config librdkafka producer, as an integrator has.
-    let p = producer(&app.bootstrap);
-    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    // The producer: librdkafka's defaults (its `message.max.bytes`), as an integrator has.
+    let (_dir, app, p, events) = started(|_| {}).await.split();
     let dlq = TopicLog::follow(&app.bootstrap, &app.config.topics.dead_letter);
     register(&app, &p, &[("M-1", true)]).await;
     let orders = &app.config.topics.orders;
 
-    produce_json(&p, orders, "M-1", order("SO-BEFORE", "read", "M-1")).await;
+    Order::read("SO-BEFORE", "M-1").produce(&p, orders).await;
     produce(&p, orders, "M-1", &vec![b'#'; HUGE]).await;
-    produce_json(&p, orders, "M-1", order("SO-AFTER", "read", "M-1")).await;
+    Order::read("SO-AFTER", "M-1").produce(&p, orders).await;
 
     for id in ["SO-BEFORE", "SO-AFTER"] {
         let ev = events.wait_final(id, T).await;
@@ -36,8 +33,10 @@ async fn a_record_too_large_to_dead_letter_whole_does_not_stop_the_orders_behind
             OrderStatus::Completed
         );
     }
-    dlq.wait("the huge record's dead letter", T, |l| l.len() >= 1)
-        .await;
+    dlq.wait("the huge record's dead letter", T, |l| {
+        !l.messages.lock().unwrap().is_empty()
+    })
+    .await;
     let letters = dlq.messages.lock().unwrap().clone();
     assert_eq!(letters.len(), 1);
     let l = &letters[0];
@@ -53,7 +52,8 @@ async fn a_record_too_large_to_dead_letter_whole_does_not_stop_the_orders_behind
         .unwrap()
         .parse()
         .unwrap();
-    assert!(offset >= 1, "the poison's own offset: {offset}");
+    // SO-BEFORE, then the poison, on the one partition of M-1 (registry records go elsewhere).
+    assert_eq!(offset, 1, "the poison's own offset");
     let kept = l.payload().unwrap().len();
     assert!(kept < HUGE && kept > 900_000, "kept {kept} bytes");
     assert!(l.payload().unwrap().iter().all(|b| *b == b'#'));
@@ -67,10 +67,7 @@ async fn a_record_too_large_to_dead_letter_whole_does_not_stop_the_orders_behind
 
 #[actix_rt::test]
 async fn poison_of_several_sizes_on_every_input_topic_is_dead_lettered_and_the_rest_flows() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = start(test_config(dir.path())).await;
-    let p = producer(&app.bootstrap);
-    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    let (_dir, app, p, events) = started(|_| {}).await.split();
     let dlq = TopicLog::follow(&app.bootstrap, &app.config.topics.dead_letter);
     register(&app, &p, &[("M-1", true)]).await;
     let t = &app.config.topics;
@@ -95,15 +92,15 @@ async fn poison_of_several_sizes_on_every_input_topic_is_dead_lettered_and_the_r
     }
     // Records behind the poison still flow: a new meter, then its order.
     register(&app, &p, &[("M-2", true)]).await;
-    produce_json(&p, &t.orders, "M-2", order("SO-AFTER", "read", "M-2")).await;
+    Order::read("SO-AFTER", "M-2").produce(&p, &t.orders).await;
     let ev = events.wait_final("SO-AFTER", T).await;
     assert_eq!(ev.last().unwrap().status, OrderStatus::Completed);
 
     let expected = inputs.len() * sizes.len();
-    let until = std::time::Instant::now() + T;
-    while dlq.len() < expected && std::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    dlq.wait(&format!("{expected} dead letters"), T, |l| {
+        l.len() >= expected
+    })
+    .await;
     let letters = dlq.messages.lock().unwrap().clone();
     let seen: Vec<(Option<String>, usize)> = letters
         .iter()
@@ -131,9 +128,20 @@ async fn poison_of_several_sizes_on_every_input_topic_is_dead_lettered_and_the_r
             .count();
         assert_eq!(truncated, 1, "only the huge record of {topic} is truncated");
         for m in of {
-            assert!(
-                header(m, "switchyard.dlq.reason").is_some(),
-                "a reason for every dead letter from {topic}"
+            let reason = header(m, "switchyard.dlq.reason");
+            let expected = if topic == &t.orders {
+                "malformed_json"
+            } else if topic == &t.campaign_control {
+                "invalid_campaign"
+            } else if topic == &t.registry {
+                "invalid_registry_record"
+            } else {
+                "invalid_fact"
+            };
+            assert_eq!(
+                reason.as_deref(),
+                Some(expected),
+                "the reason of a dead letter from {topic}"
             );
         }
     }
@@ -157,38 +165,40 @@ async fn orders_trimmed_from_the_topic_before_they_were_read_are_counted() {
     let n = 12_000;
     for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
         futures::future::join_all(chunk.iter().map(|i| {
-            let mut o = order(&format!("SO-T{i:05}"), "read", "M-1");
-            o["notes"] = notes.clone().into();
-            o["service_point_id"] = "s".repeat(400).into();
+            let o = Order::read(&format!("SO-T{i:05}"), "M-1")
+                .notes(&notes)
+                .set("service_point_id", "s".repeat(400));
             let p = &p;
             let t = &cfg.topics.orders;
-            async move { produce_json(p, t, "M-1", o).await }
+            async move { o.produce(p, t).await }
         }))
         .await;
     }
     let app = start(cfg).await;
-    let until = std::time::Instant::now() + T;
-    let lost = loop {
+    // Exactly the records the topic no longer holds: its first offset.
+    let trimmed = first_offsets(&b, &app.config.topics.orders);
+    assert!(
+        trimmed > 0 && trimmed < n as i64,
+        "trimmed {trimmed} of {n}"
+    );
+    let lost = eventually("the trimmed orders counted as lost", T, async || {
         let (_, metrics) = http_get(app.http_addr, "/metrics").await;
-        let lost: f64 = metrics
+        let lost = metrics
             .lines()
             .find(|l| {
                 l.starts_with("switchyard_kafka_records_lost_total")
                     && l.contains("switchyard.orders.v1")
             })
             .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+            .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0);
-        if lost > 0.0 {
-            break lost as usize;
+        if lost == trimmed as f64 {
+            Ok(lost)
+        } else {
+            Err(format!("{lost} counted, {trimmed} trimmed"))
         }
-        assert!(
-            std::time::Instant::now() < until,
-            "no records counted as lost"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(lost < n, "{lost}");
+    })
+    .await;
     eprintln!("faults: {lost} of {n} orders were trimmed before intake read them");
     app.shutdown().await;
 }

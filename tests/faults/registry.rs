@@ -14,13 +14,13 @@ const T: Duration = Duration::from_secs(30);
 
 #[actix_rt::test]
 async fn a_restart_in_embedded_mode_keeps_the_meters_it_knew() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(dir.path());
-    cfg.head_end.simulator.no_answer_rate = 1.0; // the command stays in flight
-    cfg.head_end.command_deadline_secs = 600;
-    let app = start(cfg.clone()).await;
-    let p = producer(&app.bootstrap);
-    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    let s = started(|c| {
+        c.head_end.simulator.no_answer_rate = 1.0; // the command stays in flight
+        c.head_end.command_deadline_secs = 600;
+    })
+    .await;
+    let mut cfg = s.cfg.clone();
+    let (_dir, app, p, events) = s.split();
     register(&app, &p, &[("M-1", true), ("M-2", true)]).await;
     // A forecast too: forgetting it would let through a disconnect that a weather rule holds.
     produce_json(
@@ -30,26 +30,29 @@ async fn a_restart_in_embedded_mode_keeps_the_meters_it_knew() {
         serde_json::json!({"schema_version":1,"zone":"zone-a","date":"2026-12-03","low_f":12.0,"high_f":25.0}),
     )
     .await;
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        "M-1",
-        order("SO-1", "disconnect", "M-1"),
-    )
-    .await;
+    Order::disconnect("SO-1", "M-1")
+        .produce(&p, &app.config.topics.orders)
+        .await;
     events
         .wait("SO-1 dispatched", T, |l| {
             l.statuses("SO-1").contains(&OrderStatus::Dispatched)
         })
         .await;
     // The kept registry reaches the store in batches (every 200 ms).
-    let until = std::time::Instant::now() + T;
-    while app.store.store().kept("registry").unwrap().len() < 2
-        || app.store.store().kept("weather").unwrap().is_empty()
-    {
-        assert!(std::time::Instant::now() < until, "registry never kept");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the registry and the forecast kept", T, async || {
+        let s = app.store.store();
+        let (registry, weather) = (s.kept("registry").unwrap(), s.kept("weather").unwrap());
+        if registry.len() == 2 && weather.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} registry entries, {} forecasts",
+                registry.len(),
+                weather.len()
+            ))
+        }
+    })
+    .await;
     drop(p);
     app.shutdown().await;
 
@@ -73,13 +76,9 @@ async fn a_restart_in_embedded_mode_keeps_the_meters_it_knew() {
         .all(|e| e.reason.as_deref() != Some("field_order_needed")));
     // New orders for the known meters are accepted (not dead-lettered as unknown_meter).
     let p = producer(&app.bootstrap);
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        "M-2",
-        order("SO-2", "read", "M-2"),
-    )
-    .await;
+    Order::read("SO-2", "M-2")
+        .produce(&p, &app.config.topics.orders)
+        .await;
     let ev = events.wait_final("SO-2", T).await;
     assert_eq!(ev.last().unwrap().status, OrderStatus::Completed);
     app.shutdown().await;
@@ -93,7 +92,7 @@ async fn an_open_order_of_a_meter_missing_from_the_registry_waits_for_it() {
     {
         // An order accepted in an earlier life, for a meter this start does not know yet.
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let rec = accepted("SO-9", "disconnect", "M-9");
+        let rec = Order::disconnect("SO-9", "M-9").accepted();
         store
             .apply(&[WriteBatch {
                 new_orders: vec![rec],

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use switchyard::domain::{AuditKind, Command, CommandKind, Order, OrderStatus, Timestamp};
+use switchyard::domain::{AuditKind, Command, CommandKind, OrderStatus, Timestamp};
 use switchyard::meter::machine::{InFlight, MeterMachine, OpenOrder, Purpose};
 use switchyard::store::{EmbeddedStore, Store, WriteBatch};
 
@@ -15,7 +15,13 @@ use crate::common::*;
 
 const T: Duration = Duration::from_secs(30);
 
-fn command(o: &Order, id: &str, kind: CommandKind, attempt: u32, now: Timestamp) -> Command {
+fn command(
+    o: &switchyard::domain::Order,
+    id: &str,
+    kind: CommandKind,
+    attempt: u32,
+    now: Timestamp,
+) -> Command {
     Command {
         schema_version: 1,
         command_id: id.to_string(),
@@ -31,7 +37,12 @@ fn command(o: &Order, id: &str, kind: CommandKind, attempt: u32, now: Timestamp)
 
 /// The store as a kill -9 leaves it: `o` stored open, the meter's snapshot holding it with
 /// `in_flight` outstanding.
-fn killed_with(dir: &std::path::Path, o: &Order, open: OpenOrder, in_flight: InFlight) {
+fn killed_with(
+    dir: &std::path::Path,
+    o: &switchyard::domain::Order,
+    open: OpenOrder,
+    in_flight: InFlight,
+) {
     let store = EmbeddedStore::open(dir).unwrap();
     let mut m = MeterMachine::new(&o.meter_id);
     m.open.push(open);
@@ -39,7 +50,7 @@ fn killed_with(dir: &std::path::Path, o: &Order, open: OpenOrder, in_flight: InF
     let cmd = in_flight.command.clone();
     m.in_flight = Some(in_flight);
     let batch = WriteBatch {
-        new_orders: vec![accepted(&o.order_id, o.kind.as_str(), &o.meter_id)],
+        new_orders: vec![Order::new(&o.order_id, o.kind.as_str(), &o.meter_id).accepted()],
         meter: Some(m),
         commands: vec![cmd],
         ..Default::default()
@@ -47,7 +58,7 @@ fn killed_with(dir: &std::path::Path, o: &Order, open: OpenOrder, in_flight: InF
     store.apply(&[batch]).unwrap();
 }
 
-fn open_order(o: &Order, attempts: u32) -> OpenOrder {
+fn open_order(o: &switchyard::domain::Order, attempts: u32) -> OpenOrder {
     OpenOrder {
         order: o.clone(),
         status: OrderStatus::Dispatched,
@@ -73,7 +84,7 @@ fn open_order(o: &Order, attempts: u32) -> OpenOrder {
 async fn an_order_that_fails_in_recovery_is_not_run_again() {
     let dir = tempfile::tempdir().unwrap();
     let now = jiff::Timestamp::now();
-    let r = accepted("SO-R", "read", "M-1").order;
+    let r = Order::read("SO-R", "M-1").accepted().order;
     // Attempts /1 and /2 timed out; /3 (the last, max_attempts = 3) was in flight.
     killed_with(
         dir.path(),
@@ -88,13 +99,9 @@ async fn an_order_that_fails_in_recovery_is_not_run_again() {
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     let p = producer(&app.bootstrap);
     // A later order of the same meter: once it is done, anything recovery did to SO-R is done.
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        "M-1",
-        order("SO-NEXT", "read", "M-1"),
-    )
-    .await;
+    Order::read("SO-NEXT", "M-1")
+        .produce(&p, &app.config.topics.orders)
+        .await;
     events.wait_final("SO-NEXT", T).await;
     events.wait_final("SO-R", T).await;
 
@@ -140,7 +147,7 @@ async fn an_order_that_fails_in_recovery_is_not_run_again() {
 async fn a_restart_is_not_an_unanswered_status_check() {
     let dir = tempfile::tempdir().unwrap();
     let now = jiff::Timestamp::now();
-    let d = accepted("SO-D", "disconnect", "M-1").order;
+    let d = Order::disconnect("SO-D", "M-1").accepted().order;
     let mut open = open_order(&d, 1);
     open.unknown_outcome = true;
     open.status_checks = 3;
@@ -182,19 +189,13 @@ async fn a_restart_is_not_an_unanswered_status_check() {
 /// "connected", the read taught the meter so, and the disconnect was sent again).
 #[actix_rt::test]
 async fn a_restarted_simulator_remembers_the_meters_it_disconnected() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = test_config(dir.path());
-    let app = start(cfg.clone()).await;
-    let p = producer(&app.bootstrap);
-    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    let s = started(|_| {}).await;
+    let cfg = s.cfg.clone();
+    let (dir, app, p, events) = s.split();
     register(&app, &p, &[("M-1", true)]).await;
-    produce_json(
-        &p,
-        &app.config.topics.orders,
-        "M-1",
-        order("SO-CUT", "disconnect", "M-1"),
-    )
-    .await;
+    Order::disconnect("SO-CUT", "M-1")
+        .produce(&p, &app.config.topics.orders)
+        .await;
     let ev = events.wait_final("SO-CUT", T).await;
     assert_eq!(ev.last().unwrap().status, OrderStatus::Completed);
     drop(p);
@@ -204,8 +205,10 @@ async fn a_restarted_simulator_remembers_the_meters_it_disconnected() {
     let p = producer(&app.bootstrap);
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
     let orders = app.config.topics.orders.clone();
-    produce_json(&p, &orders, "M-1", order("SO-READ", "read", "M-1")).await;
-    produce_json(&p, &orders, "M-1", order("SO-CUT-2", "disconnect", "M-1")).await;
+    Order::read("SO-READ", "M-1").produce(&p, &orders).await;
+    Order::disconnect("SO-CUT-2", "M-1")
+        .produce(&p, &orders)
+        .await;
     let read = events.wait_final("SO-READ", T).await;
     assert_eq!(
         read.last().unwrap().switch_state,
