@@ -158,7 +158,7 @@ pub struct AuditEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) command_kind: Option<CommandKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) status: Option<OrderStatus>,
+    pub status: Option<OrderStatus>,
     /// Machine-readable rule or reason (e.g. `already_disconnected`, `retryable_failure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) reason: Option<String>,
