@@ -41,7 +41,8 @@ use crate::kafka::{self, EmbeddedKafka, KafkaSetupError};
 use crate::meter::{Directory, MeterMsg, MeterServices, RetryPolicy};
 use crate::policy::Policy;
 use crate::registry::{Registry, RegistryError};
-use crate::store::{EmbeddedStore, OutboxEntry, Store, StoreError};
+use crate::store::embedded::Shard;
+use crate::store::{EmbeddedStore, OutboxEntry, ShardedStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -106,7 +107,7 @@ impl App {
         let uat_clock = mark_uat_clock(&config, &clock);
 
         let (embedded, bootstrap) = kafka(&config).await?;
-        let (store, backlog, published) = open_store(&config).await?;
+        let (store, backlog, published) = start_store(&config).await?;
         let registry = load_registry(&config)?;
         let policy = Arc::new(config.load_policy()?);
         if config.policy.rule_pack.is_none() {
@@ -335,9 +336,16 @@ async fn kafka(config: &Config) -> Result<(Option<EmbeddedKafka>, String), AppEr
     Ok((Some(e), b))
 }
 
+/// The store as an application with `config` opens it (`data_dir`, `store.shards`), created if
+/// needed: for tests and tools that prepare or inspect a data directory while no instance
+/// holds it.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    EmbeddedStore::open_sharded(&config.data_dir, config.store.shards as u64)
+}
+
 /// Step 2: the store, the events its outbox still holds, and the group-commit writer (which
 /// reports committed events on the returned channel for the publisher).
-async fn open_store(
+async fn start_store(
     config: &Config,
 ) -> Result<
     (
@@ -348,26 +356,34 @@ async fn open_store(
     AppError,
 > {
     // Another instance in this process (a test's restart) may still be letting go of the
-    // file: wait without blocking this runtime, on which it may need to run to let go.
-    let mut waited = Duration::ZERO;
-    let store: Arc<dyn Store> = loop {
-        if let Some(s) = EmbeddedStore::try_open(&config.data_dir)? {
-            break Arc::new(s);
-        }
-        if waited >= Duration::from_secs(10) {
-            return Err(StoreError::Open {
-                path: config
-                    .data_dir
-                    .join("switchyard.redb")
-                    .display()
-                    .to_string(),
-                message: "still held by another switchyard store of this process after 10 s".into(),
+    // files: wait without blocking this runtime, on which it may need to run to let go.
+    let of = config.store.shards as u64;
+    let mut shards: Vec<Arc<dyn Store>> = Vec::new();
+    for index in 0..of {
+        let shard = Shard { index, of };
+        let mut waited = Duration::ZERO;
+        let store = loop {
+            if let Some(s) = EmbeddedStore::try_open(&config.data_dir, shard)? {
+                break s;
             }
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    };
+            if waited >= Duration::from_secs(10) {
+                return Err(StoreError::Open {
+                    path: config
+                        .data_dir
+                        .join(shard.file_name())
+                        .display()
+                        .to_string(),
+                    message: "still held by another switchyard store of this process after 10 s"
+                        .into(),
+                }
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+        };
+        shards.push(Arc::new(store));
+    }
+    let store = ShardedStore::new(shards.clone());
     let backlog = store.outbox(usize::MAX)?;
     if !backlog.is_empty() {
         tracing::info!(
@@ -376,7 +392,7 @@ async fn open_store(
         );
     }
     let (published_tx, published_rx) = mpsc::unbounded_channel();
-    let store = StoreHandle::start(store, config.store.group_commit_max, published_tx);
+    let store = StoreHandle::start_sharded(shards, config.store.group_commit_max, published_tx);
     Ok((store, backlog, published_rx))
 }
 
@@ -452,13 +468,18 @@ fn start_actors(
             match h.mode {
                 HeadEndMode::Simulator => {
                     let known = store.store().clone();
-                    let sim = Arc::new(
-                        Simulator::new(h.simulator.clone(), sink, clock.clone()).with_field_seed(
-                            Box::new(move |meter| {
-                                known.meter(meter).ok().flatten().map(|m| m.switch)
-                            }),
-                        ),
-                    );
+                    let sim = Simulator::new(h.simulator.clone(), sink, clock.clone());
+                    // Only a store that held meters at start can know a switch state the new
+                    // simulator does not: with none, the seed would read a snapshot per meter
+                    // (about a tenth of the meter threads' time at month-end) to learn nothing.
+                    let sim = if known.counts().map_or(true, |c| c.meters > 0) {
+                        sim.with_field_seed(Box::new(move |meter| {
+                            known.meter(meter).ok().flatten().map(|m| m.switch)
+                        }))
+                    } else {
+                        sim
+                    };
+                    let sim = Arc::new(sim);
                     simulator = Some(sim.clone());
                     sim
                 }

@@ -8,12 +8,18 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{OutboxEntry, Store, StoreError, WriteBatch};
+use crate::store::{OutboxEntry, ShardedStore, Store, StoreError, WriteBatch};
 
 struct Request {
     batch: WriteBatch,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    /// The batch goes back with the answer, so that it is freed on the caller's thread (the
+    /// writer's time is the store's throughput).
+    done: oneshot::Sender<Result<WriteBatch, (StoreError, WriteBatch)>>,
 }
+
+/// A write split by shard, with the parts not yet durable: what [`StoreHandle::try_write`]
+/// gives back when a part failed, to be tried again without copying the batch.
+pub(crate) struct Unwritten(Vec<(usize, WriteBatch)>);
 
 /// Whether the store accepts writes, as the last transaction found it.
 #[derive(Default)]
@@ -46,86 +52,69 @@ impl Health {
 /// Cheap to clone; the read side goes straight to the store.
 #[derive(Clone)]
 pub struct StoreHandle {
+    /// Reads (every shard behind one [`Store`]).
     store: Arc<dyn Store>,
-    tx: mpsc::UnboundedSender<Request>,
+    /// One writer per shard.
+    tx: Vec<mpsc::UnboundedSender<Request>>,
     published: mpsc::UnboundedSender<Vec<OutboxEntry>>,
     health: Arc<Health>,
+    /// Write requests sent to the writers and not answered yet (over all shards).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// Above this many queued requests the intake waits ([`StoreHandle::congested`]).
+    queue_limit: usize,
+}
+
+/// Counts a request as queued until it is answered (or abandoned).
+struct Queued(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl StoreHandle {
-    /// Starts the writer thread. `published` receives every committed outbox entry.
+    /// Starts the writer thread of a store of one shard. `published` receives every committed
+    /// outbox entry.
     pub fn start(
         store: Arc<dyn Store>,
         group_commit_max: usize,
         published: mpsc::UnboundedSender<Vec<OutboxEntry>>,
     ) -> StoreHandle {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
-        let s = store.clone();
+        Self::start_sharded(vec![store], group_commit_max, published)
+    }
+
+    /// Starts one writer thread per shard (see [`ShardedStore`]).
+    pub(crate) fn start_sharded(
+        shards: Vec<Arc<dyn Store>>,
+        group_commit_max: usize,
+        published: mpsc::UnboundedSender<Vec<OutboxEntry>>,
+    ) -> StoreHandle {
+        let sharded = Arc::new(ShardedStore::new(shards));
         let health = Arc::new(Health::default());
-        let h = health.clone();
-        let published_out = published.clone();
-        std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || {
-                let mut pending: Vec<Request> = Vec::new();
-                while let Some(first) = rx.blocking_recv() {
-                    pending.push(first);
-                    while pending.len() < group_commit_max {
-                        match rx.try_recv() {
-                            Ok(r) => pending.push(r),
-                            Err(_) => break,
-                        }
-                    }
-                    let batches: Vec<WriteBatch> = pending.iter_mut().map(|r| std::mem::take(&mut r.batch)).collect();
-                    let started = std::time::Instant::now();
-                    let result = s.apply(&batches);
-                    let audit_rows = batches.iter().map(|b| b.audit.len()).sum();
-                    crate::observability::store_commit(started.elapsed(), batches.len(), audit_rows);
-                    match result {
-                        Ok(entries) => {
-                            h.ok();
-                            if !entries.is_empty() {
-                                let _ = published.send(entries);
-                            }
-                            for r in pending.drain(..) {
-                                let _ = r.done.send(Ok(()));
-                            }
-                        }
-                        // Isolate a bad batch (one that cannot be decoded or applied) so that
-                        // it does not stall everyone. (A store that refuses every write fails
-                        // them all the same way, quickly: a broken store reopens at most once a
-                        // second, and the attempts in between fail at once.)
-                        Err(e) if batches.len() > 1 => {
-                            tracing::warn!(error = %e, batches = batches.len(), "group commit failed; committing its batches one by one");
-                            for (r, b) in pending.drain(..).zip(batches) {
-                                let one = s.apply(std::slice::from_ref(&b));
-                                match &one {
-                                    Ok(entries) => {
-                                        h.ok();
-                                        if !entries.is_empty() {
-                                            let _ = published.send(entries.clone());
-                                        }
-                                    }
-                                    Err(e) => h.failed(e),
-                                }
-                                let _ = r.done.send(one.map(|_| ()));
-                            }
-                        }
-                        Err(e) => {
-                            h.failed(&e);
-                            for r in pending.drain(..) {
-                                let _ = r.done.send(Err(StoreError::Backend(e.to_string())));
-                            }
-                        }
-                    }
-                }
+        let tx: Vec<mpsc::UnboundedSender<Request>> = (0..sharded.shards().len())
+            .map(|i| {
+                let (tx, rx) = mpsc::unbounded_channel::<Request>();
+                let (s, h, p) = (sharded.clone(), health.clone(), published.clone());
+                let name = if i == 0 {
+                    "store-writer".to_string()
+                } else {
+                    format!("store-writer-{i}")
+                };
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || writer(i, &s, &h, &p, rx, group_commit_max))
+                    .expect("spawn store writer");
+                tx
             })
-            .expect("spawn store writer");
+            .collect();
         StoreHandle {
-            store,
+            queue_limit: group_commit_max * tx.len(),
+            store: sharded,
             tx,
-            published: published_out,
+            published,
             health,
+            queued: Arc::default(),
         }
     }
 
@@ -150,16 +139,90 @@ impl StoreHandle {
         Ok(())
     }
 
-    /// Applies the batch durably (together with whatever else is queued).
+    /// Applies the batch durably (together with whatever else is queued): each shard's part
+    /// on its writer, all at once; `Ok` once every part is durable.
     pub async fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
+        self.try_write(self.split(batch)).await.map_err(|(e, _)| e)
+    }
+
+    /// The batch split by shard, for [`try_write`](Self::try_write).
+    pub(crate) fn split(&self, batch: WriteBatch) -> Unwritten {
+        Unwritten(
+            batch
+                .split(self.tx.len())
+                .into_iter()
+                .enumerate()
+                .filter(|(_, b)| !b.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Writes the parts, all at once; on a failure, the parts that are not durable come back
+    /// (the others are: a retry sends only what is missing).
+    pub(crate) async fn try_write(&self, parts: Unwritten) -> Result<(), (StoreError, Unwritten)> {
+        let mut waits = Vec::with_capacity(parts.0.len());
+        for (i, part) in parts.0 {
+            let (done, wait) = oneshot::channel();
+            self.queued
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let queued = Queued(self.queued.clone());
+            if let Err(mpsc::error::SendError(r)) = self.tx[i].send(Request { batch: part, done }) {
+                return Err((StoreError::Closed, Unwritten(vec![(i, r.batch)])));
+            }
+            waits.push((i, wait, queued));
         }
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Request { batch, done })
-            .map_err(|_| StoreError::Closed)?;
-        wait.await.map_err(|_| StoreError::Closed)?
+        let mut failed = Vec::new();
+        let mut error = None;
+        for (i, wait, _queued) in waits {
+            match wait.await {
+                Ok(Ok(_done)) => {}
+                Ok(Err((e, b))) => {
+                    error.get_or_insert(e);
+                    failed.push((i, b));
+                }
+                // The writer is gone (shutting down): the part is lost with it.
+                Err(_) => {
+                    error.get_or_insert(StoreError::Closed);
+                }
+            }
+        }
+        match error {
+            None => Ok(()),
+            Some(e) => Err((e, Unwritten(failed))),
+        }
+    }
+
+    /// Writes until the batch is durable, retrying what failed with `backoff` (a meter's step:
+    /// its mailbox is held meanwhile, so nothing of it happens before its write). `failed` is
+    /// told of each failure. A store that has shut down never completes.
+    pub(crate) async fn write_retrying(
+        &self,
+        batch: WriteBatch,
+        mut backoff: crate::retry::Backoff,
+        mut failed: impl FnMut(&StoreError),
+    ) {
+        let mut parts = self.split(batch);
+        loop {
+            match self.try_write(parts).await {
+                Ok(()) => return,
+                Err((StoreError::Closed, rest)) => {
+                    parts = rest;
+                    std::future::pending::<()>().await
+                }
+                Err((e, rest)) => {
+                    failed(&e);
+                    parts = rest;
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+
+    /// Whether more write requests are queued than the writers take in one round
+    /// (`group_commit_max` per shard): new work (the order intake) waits, so that the meters'
+    /// steps on work already accepted are not queued behind it.
+    pub(crate) fn congested(&self) -> bool {
+        self.queued.load(std::sync::atomic::Ordering::Relaxed) > self.queue_limit
     }
 
     /// Why the store refuses writes, while it does (`/readyz` reports it).
@@ -169,5 +232,75 @@ impl StoreHandle {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+}
+
+/// One shard's writer: drains what is queued (up to `group_commit_max` requests) into one
+/// transaction, answers every request, and hands committed outbox entries to the publisher.
+fn writer(
+    shard: usize,
+    s: &ShardedStore,
+    h: &Health,
+    published: &mpsc::UnboundedSender<Vec<OutboxEntry>>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    group_commit_max: usize,
+) {
+    let mut pending: Vec<Request> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        pending.push(first);
+        while pending.len() < group_commit_max {
+            match rx.try_recv() {
+                Ok(r) => pending.push(r),
+                Err(_) => break,
+            }
+        }
+        let batches: Vec<WriteBatch> = pending
+            .iter_mut()
+            .map(|r| std::mem::take(&mut r.batch))
+            .collect();
+        let started = std::time::Instant::now();
+        let result = s.apply_shard(shard, &batches);
+        let audit_rows = batches.iter().map(|b| b.audit.len()).sum();
+        crate::observability::store_commit(started.elapsed(), batches.len(), audit_rows);
+        match result {
+            Ok(entries) => {
+                h.ok();
+                if !entries.is_empty() {
+                    let _ = published.send(entries);
+                }
+                for (r, b) in pending.drain(..).zip(batches) {
+                    let _ = r.done.send(Ok(b));
+                }
+            }
+            // Isolate a bad batch (one that cannot be decoded or applied) so that it does
+            // not stall everyone. (A store that refuses every write fails them all the same
+            // way, quickly: a broken store reopens at most once a second, and the attempts in
+            // between fail at once.)
+            Err(e) if batches.len() > 1 => {
+                tracing::warn!(error = %e, batches = batches.len(), shard, "group commit failed; committing its batches one by one");
+                for (r, b) in pending.drain(..).zip(batches) {
+                    let one = s.apply_shard(shard, std::slice::from_ref(&b));
+                    match &one {
+                        Ok(entries) => {
+                            h.ok();
+                            if !entries.is_empty() {
+                                let _ = published.send(entries.clone());
+                            }
+                        }
+                        Err(e) => h.failed(e),
+                    }
+                    let _ = r.done.send(match one {
+                        Ok(_) => Ok(b),
+                        Err(e) => Err((e, b)),
+                    });
+                }
+            }
+            Err(e) => {
+                h.failed(&e);
+                for (r, b) in pending.drain(..).zip(batches) {
+                    let _ = r.done.send(Err((StoreError::Backend(e.to_string()), b)));
+                }
+            }
+        }
     }
 }

@@ -329,6 +329,8 @@ pub(crate) enum StoreKind {
 pub(crate) struct StoreConfig {
     pub(crate) kind: StoreKind,
     pub(crate) group_commit_max: usize,
+    /// Embedded store files, split by meter, each with its own writer thread.
+    pub(crate) shards: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -609,6 +611,12 @@ impl Config {
             return Err(invalid(
                 "head_end.simulator",
                 "failure_rate + no_answer_rate + lsv_reject_rate must not exceed 1",
+            ));
+        }
+        if !(1..=64).contains(&self.store.shards) {
+            return Err(invalid(
+                "store.shards",
+                "must be between 1 and 64 (one writer thread per shard; about one per core)",
             ));
         }
         if !(1..=1_000_000).contains(&self.store.group_commit_max) {

@@ -46,5 +46,5 @@ pub mod registry;
 mod retry;
 pub mod store;
 
-pub use app::{App, AppError};
+pub use app::{open_store, App, AppError};
 pub use config::Config;

@@ -490,7 +490,7 @@ async fn operator_http_serves_health_readiness_metrics_and_order_lookups() {
 #[actix_rt::test]
 async fn a_restart_with_an_undelivered_order_and_a_command_in_flight_resolves_both_in_order() {
     use switchyard::domain::OrderStatus as S;
-    use switchyard::store::{EmbeddedStore, Store, WriteBatch};
+    use switchyard::store::WriteBatch;
     let s = started(|c| {
         c.head_end.simulator.no_answer_rate = 1.0;
         c.head_end.command_deadline_secs = 600;
@@ -512,7 +512,7 @@ async fn a_restart_with_an_undelivered_order_and_a_command_in_flight_resolves_bo
     // The process "stopped" right after the intake stored a second order for the same meter,
     // before the meter's actor saw it.
     {
-        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let store = switchyard::open_store(&cfg).unwrap();
         // And, for a meter with nothing in flight, a disconnect its actor never saw.
         let batch = WriteBatch {
             new_orders: vec![

@@ -244,12 +244,25 @@ impl Intake {
             }
             deliver.push(order);
         }
+        // Work already accepted goes first: while the store writers have more queued than a
+        // round takes, wait (bounded: this only paces the intake, it never stops it).
+        let gate = std::time::Instant::now();
+        while self.store.congested() && gate.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut paused = false;
+        let mut parts = self.store.split(write);
         loop {
-            match self.store.write(write.clone()).await {
+            match self.store.try_write(parts).await {
                 Ok(()) => break,
-                Err(e) => {
+                // Shutting down: what was not written is read again at the next start.
+                Err((crate::store::StoreError::Closed, _)) => {
+                    m.pending_commit.decrement(batch.len() as f64);
+                    return Handled::Stopped;
+                }
+                Err((e, rest)) => {
+                    parts = rest;
                     // The store refuses writes (a full disk, say). Pause the intake (nothing
                     // new is fetched; the group keeps this member) and try again.
                     tracing::debug!(error = %e, "cannot store accepted orders; offsets stay uncommitted, retrying");

@@ -245,18 +245,14 @@ impl MeterActor {
         let store = svc.store.clone();
         let meter = self.id.clone();
         let fut = async move {
-            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-            loop {
-                match store.write(batch.clone()).await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        // The store writer logs the failure (rate-limited); thousands of
-                        // meters may be holding here at once.
-                        tracing::debug!(error = %e, meter = %meter, "meter state not stored; holding this meter until the store accepts it");
-                        backoff.wait().await;
-                    }
-                }
-            }
+            let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+            store
+                .write_retrying(batch, backoff, |e| {
+                    // The store writer logs the failure (rate-limited); thousands of meters
+                    // may be holding here at once.
+                    tracing::debug!(error = %e, meter = %meter, "meter state not stored; holding this meter until the store accepts it");
+                })
+                .await
         };
         ctx.wait(fut.into_actor(self).map(move |(), act, ctx| {
             if let Some(a) = ack {

@@ -20,8 +20,19 @@ const OPEN: TableDefinition<&str, ()> = TableDefinition::new("open_orders");
 const METERS: TableDefinition<&str, &[u8]> = TableDefinition::new("meters");
 const COMMANDS: TableDefinition<&str, &[u8]> = TableDefinition::new("commands");
 const EXCEPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("exceptions");
-/// Key `meter_id \0 at_ns(be) seq(be)`.
-const AUDIT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit");
+/// The audit trail as an append-only journal: key = the store's sequence number (so every
+/// commit appends at the right edge of the B-tree: sequential keys are about 10× cheaper to
+/// insert than keys spread over the meters, measured in docs/architecture.md), value = the
+/// sequence number of the same meter's previous row (8 bytes, big-endian; 0 = none) and the
+/// row. A meter's trail is the chain from its head, newest first.
+const AUDIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log");
+/// meter id → sequence number of its newest audit row (the head of its chain).
+const AUDIT_HEAD: TableDefinition<&str, u64> = TableDefinition::new("audit_head");
+/// The audit layout of store format 1 (one row per `meter \0 time seq` key): a file that
+/// still has rows in it was written by an older switchyard.
+const AUDIT_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit");
+/// The store format this version writes, kept in `META` under `format`.
+const FORMAT: u64 = 2;
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// campaign id → campaign record.
@@ -34,8 +45,30 @@ const CAMPAIGN_RELEASES: TableDefinition<&str, i64> = TableDefinition::new("camp
 /// embedded mode keeps them, because the embedded Kafka's topics do not survive a restart.
 const KEPT: TableDefinition<&str, &[u8]> = TableDefinition::new("kept_tables");
 
+/// Which file of a sharded store (`crate::store::ShardedStore`) to open: shard `index` of `of`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shard {
+    pub(crate) index: u64,
+    pub(crate) of: u64,
+}
+
+impl Shard {
+    pub(crate) const ONLY: Shard = Shard { index: 0, of: 1 };
+
+    /// Shard 0 keeps the historical name, `switchyard.redb`; shard `i` is `switchyard-<i>.redb`.
+    pub(crate) fn file_name(&self) -> String {
+        if self.index == 0 {
+            "switchyard.redb".into()
+        } else {
+            format!("switchyard-{}.redb", self.index)
+        }
+    }
+}
+
 pub struct EmbeddedStore {
     path: std::path::PathBuf,
+    /// How many shards the file belongs to (checked against the file at every open).
+    shards: u64,
     /// `None` while it is being reopened after an I/O error (reads fail meanwhile).
     db: std::sync::RwLock<Option<Database>>,
     /// A write failed: redb refuses every later write ("previous I/O error") until the
@@ -61,17 +94,6 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 
 fn open_key(meter: &str, order: &str) -> String {
     format!("{meter}\0{order}")
-}
-
-fn audit_key(meter: &str, at: jiff::Timestamp, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(meter.len() + 17);
-    k.extend_from_slice(meter.as_bytes());
-    k.push(0);
-    // Shift to unsigned so that byte order is time order.
-    let ns = (at.as_nanosecond() as i64 as u64) ^ (1 << 63);
-    k.extend_from_slice(&ns.to_be_bytes());
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
 }
 
 fn encode_outbox(m: &OutboxMessage) -> Vec<u8> {
@@ -114,36 +136,84 @@ impl EmbeddedStore {
     /// Opens (or creates) the database file `<dir>/switchyard.redb`, waiting up to 10 s (on this
     /// thread) for another instance in this process that still holds it.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
-        Self::open_with(dir, std::time::Duration::from_secs(10))
+        Self::open_with(dir, Shard::ONLY, std::time::Duration::from_secs(10))
+    }
+
+    /// Opens every shard of the store an application wrote in `dir`, however many
+    /// `store.shards` it was written with (tools and tests that read a data directory).
+    pub fn open_all(dir: &Path) -> Result<std::sync::Arc<dyn super::Store>, StoreError> {
+        let wait = std::time::Duration::from_secs(10);
+        let of = {
+            let path = dir.join(Shard::ONLY.file_name());
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            Self::open_db(&path, None, wait)?.1
+        };
+        Self::open_shards(dir, of)
+    }
+
+    /// Opens (or creates) a store of `shards` shards in `dir`, as `store.shards` asks; the
+    /// application's own opener waits without blocking its runtime instead.
+    pub fn open_sharded(
+        dir: &Path,
+        shards: u64,
+    ) -> Result<std::sync::Arc<dyn super::Store>, StoreError> {
+        Self::open_shards(dir, shards)
+    }
+
+    fn open_shards(dir: &Path, of: u64) -> Result<std::sync::Arc<dyn super::Store>, StoreError> {
+        let wait = std::time::Duration::from_secs(10);
+        let mut shards: Vec<std::sync::Arc<dyn super::Store>> = Vec::new();
+        for index in 0..of {
+            shards.push(std::sync::Arc::new(Self::open_with(
+                dir,
+                Shard { index, of },
+                wait,
+            )?));
+        }
+        Ok(std::sync::Arc::new(super::ShardedStore::new(shards)))
     }
 
     /// As [`open`](Self::open), without waiting: `Ok(None)` when another instance in this
     /// process still holds the file (an async caller waits without blocking its runtime, on
     /// which that instance may need to run to let go).
-    pub(crate) fn try_open(dir: &Path) -> Result<Option<EmbeddedStore>, StoreError> {
-        match Self::open_with(dir, std::time::Duration::ZERO) {
+    pub(crate) fn try_open(dir: &Path, shard: Shard) -> Result<Option<EmbeddedStore>, StoreError> {
+        match Self::open_with(dir, shard, std::time::Duration::ZERO) {
             Ok(s) => Ok(Some(s)),
             Err(StoreError::Open { message, .. }) if message == ALREADY_OPEN => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    fn open_with(dir: &Path, wait: std::time::Duration) -> Result<EmbeddedStore, StoreError> {
-        let path = dir.join("switchyard.redb");
+    fn open_with(
+        dir: &Path,
+        shard: Shard,
+        wait: std::time::Duration,
+    ) -> Result<EmbeddedStore, StoreError> {
+        let path = dir.join(shard.file_name());
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let db = Self::open_db(&path, wait)?;
+        let (db, shards) = Self::open_db(&path, Some(shard.of), wait)?;
         Ok(EmbeddedStore {
             path,
+            shards,
             db: std::sync::RwLock::new(Some(db)),
             broken: std::sync::atomic::AtomicBool::new(false),
             last_reopen: std::sync::Mutex::new(None),
         })
     }
 
-    fn open_db(path: &Path, wait: std::time::Duration) -> Result<Database, StoreError> {
+    /// Opens the file and checks its format and shard count (`None`: whatever the file says;
+    /// 1 for a new file). Returns the shard count.
+    fn open_db(
+        path: &Path,
+        expect: Option<u64>,
+        wait: std::time::Duration,
+    ) -> Result<(Database, u64), StoreError> {
         let err = |m: String| StoreError::Open {
             path: path.display().to_string(),
             message: m,
@@ -165,6 +235,7 @@ impl EmbeddedStore {
             }
         };
         let w = db.begin_write().map_err(|e| err(e.to_string()))?;
+        let shards;
         {
             // Create every table so that readers never meet a missing one.
             w.open_table(ORDERS).map_err(be)?;
@@ -172,16 +243,47 @@ impl EmbeddedStore {
             w.open_table(METERS).map_err(be)?;
             w.open_table(COMMANDS).map_err(be)?;
             w.open_table(EXCEPTIONS).map_err(be)?;
-            w.open_table(AUDIT).map_err(be)?;
+            w.open_table(AUDIT_LOG).map_err(be)?;
+            w.open_table(AUDIT_HEAD).map_err(be)?;
             w.open_table(OUTBOX).map_err(be)?;
             w.open_table(CAMPAIGNS).map_err(be)?;
             w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
             w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
             w.open_table(KEPT).map_err(be)?;
-            w.open_table(META).map_err(be)?;
+            let mut meta = w.open_table(META).map_err(be)?;
+            let format = meta.get("format").map_err(be)?.map(|v| v.value());
+            let stored_shards = meta.get("shards").map_err(be)?.map(|v| v.value());
+            shards = expect.or(stored_shards).unwrap_or(1);
+            match format {
+                Some(FORMAT) if stored_shards.unwrap_or(1) != shards => {
+                    return Err(err(format!(
+                        "the data directory was written with store.shards = {}, and store.shards is {shards} now: a meter's rows would be looked for in the wrong file. Set store.shards = {} again (or move the data directory away to start empty)",
+                        stored_shards.unwrap_or(1),
+                        stored_shards.unwrap_or(1)
+                    )))
+                }
+                Some(FORMAT) => {}
+                Some(other) => {
+                    return Err(err(format!(
+                        "the file has store format {other}, this switchyard reads format {FORMAT}; run the switchyard version that wrote it, or move the file away to start empty"
+                    )))
+                }
+                None => {
+                    let old = w.open_table(AUDIT_V1).map_err(be)?;
+                    if old.len().map_err(be)? > 0 {
+                        return Err(err(format!(
+                            "the file was written by an older switchyard (store format 1, audit rows keyed by meter); this version writes format {FORMAT}. Move the file away to start empty"
+                        )));
+                    }
+                    drop(old);
+                    w.delete_table(AUDIT_V1).map_err(be)?;
+                    meta.insert("format", FORMAT).map_err(be)?;
+                    meta.insert("shards", shards).map_err(be)?;
+                }
+            }
         }
         w.commit().map_err(be)?;
-        Ok(db)
+        Ok((db, shards))
     }
 
     /// Opens the database again after a failed write (a full disk, say): redb refuses every
@@ -200,7 +302,7 @@ impl EmbeddedStore {
         }
         let mut db = self.db.write().expect("lock");
         *db = None; // releases the file
-        let fresh = Self::open_db(&self.path, std::time::Duration::ZERO)
+        let (fresh, _) = Self::open_db(&self.path, Some(self.shards), std::time::Duration::ZERO)
             .map_err(|e| StoreError::Backend(format!("reopening after an I/O error: {e}")))?;
         *db = Some(fresh);
         self.broken.store(false, Ordering::SeqCst);
@@ -253,7 +355,10 @@ impl EmbeddedStore {
             let mut meters = w.open_table(METERS).map_err(be)?;
             let mut commands = w.open_table(COMMANDS).map_err(be)?;
             let mut exceptions = w.open_table(EXCEPTIONS).map_err(be)?;
-            let mut audit = w.open_table(AUDIT).map_err(be)?;
+            let mut audit = w.open_table(AUDIT_LOG).map_err(be)?;
+            let mut heads = w.open_table(AUDIT_HEAD).map_err(be)?;
+            // Heads moved in this transaction, written once per meter at the end.
+            let mut moved: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
             let mut outbox = w.open_table(OUTBOX).map_err(be)?;
             let mut campaigns = w.open_table(CAMPAIGNS).map_err(be)?;
             let mut campaign_orders = w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
@@ -300,6 +405,12 @@ impl EmbeddedStore {
                     }
                 }
                 for u in &b.order_updates {
+                    // An open order's status lives in its meter's snapshot and audit chain
+                    // (every status change has its audit row in the same batch; `order` reads
+                    // it from there): the record is rewritten once, when the order ends.
+                    if !u.status.is_terminal() {
+                        continue;
+                    }
                     let current = orders
                         .get(u.order_id.as_str())
                         .map_err(be)?
@@ -357,12 +468,18 @@ impl EmbeddedStore {
                 }
                 for a in &b.audit {
                     seq += 1;
-                    audit
-                        .insert(
-                            audit_key(&a.meter_id, a.at, seq).as_slice(),
-                            encode(a).as_slice(),
-                        )
-                        .map_err(be)?;
+                    let prev = match moved.get(a.meter_id.as_str()) {
+                        Some(p) => *p,
+                        None => heads
+                            .get(a.meter_id.as_str())
+                            .map_err(be)?
+                            .map_or(0, |v| v.value()),
+                    };
+                    let mut row = Vec::with_capacity(160);
+                    row.extend_from_slice(&prev.to_be_bytes());
+                    serde_json::to_writer(&mut row, a).expect("domain types serialize");
+                    audit.insert(seq, row.as_slice()).map_err(be)?;
+                    moved.insert(a.meter_id.as_str(), seq);
                 }
                 for m in &b.outbox {
                     seq += 1;
@@ -377,6 +494,11 @@ impl EmbeddedStore {
                 for s in &b.outbox_acked {
                     outbox.remove(*s).map_err(be)?;
                 }
+            }
+            let mut moved: Vec<(&str, u64)> = moved.into_iter().collect();
+            moved.sort_unstable();
+            for (meter, head) in moved {
+                heads.insert(meter, head).map_err(be)?;
             }
             let mut meta = w.open_table(META).map_err(be)?;
             meta.insert("seq", seq).map_err(be)?;
@@ -402,8 +524,14 @@ impl Store for EmbeddedStore {
     fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
         self.read(|r| {
             let t = r.open_table(ORDERS).map_err(be)?;
-            let v = t.get(order_id).map_err(be)?;
-            v.map(|v| decode(order_id, v.value())).transpose()
+            let Some(v) = t.get(order_id).map_err(be)? else {
+                return Ok(None);
+            };
+            let mut rec: OrderRecord = decode(order_id, v.value())?;
+            if !rec.status.is_terminal() {
+                current_status(r, &mut rec)?;
+            }
+            Ok(Some(rec))
         })
     }
 
@@ -530,16 +658,11 @@ impl Store for EmbeddedStore {
 
     fn audit(&self, meter_id: &str) -> Result<Vec<AuditEvent>, StoreError> {
         self.read(|r| {
-            let t = r.open_table(AUDIT).map_err(be)?;
-            let mut lo = meter_id.as_bytes().to_vec();
-            lo.push(0);
-            let mut hi = meter_id.as_bytes().to_vec();
-            hi.push(1);
             let mut out = Vec::new();
-            for item in t.range(lo.as_slice()..hi.as_slice()).map_err(be)? {
-                let (_, v) = item.map_err(be)?;
-                out.push(decode(meter_id, v.value())?);
+            for row in AuditChain::from_head(r, meter_id)? {
+                out.push(row?.1);
             }
+            out.reverse();
             Ok(out)
         })
     }
@@ -552,18 +675,19 @@ impl Store for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         self.read(|r| {
-            let t = r.open_table(AUDIT).map_err(be)?;
-            let lo = audit_key(meter_id, from, 0);
-            let hi = audit_key(meter_id, to, u64::MAX);
+            // Newest first along the chain: skip what is newer than `to`, stop below `from`.
             let mut out = Vec::new();
-            for item in t
-                .range(lo.as_slice()..=hi.as_slice())
-                .map_err(be)?
-                .take(limit)
-            {
-                let (_, v) = item.map_err(be)?;
-                out.push(decode(meter_id, v.value())?);
+            for row in AuditChain::from_head(r, meter_id)? {
+                let (_, a) = row?;
+                if a.at < from {
+                    break;
+                }
+                if a.at <= to {
+                    out.push(a);
+                }
             }
+            out.reverse();
+            out.truncate(limit);
             Ok(out)
         })
     }
@@ -576,36 +700,19 @@ impl Store for EmbeddedStore {
         order_id: Option<&str>,
     ) -> Result<(Vec<AuditEvent>, Option<AuditCursor>), StoreError> {
         self.read(|r| {
-            let t = r.open_table(AUDIT).map_err(be)?;
-            let mut lo = meter_id.as_bytes().to_vec();
-            lo.push(0);
-            let hi = match before {
-                Some(c) => {
-                    let mut k = lo.clone();
-                    k.extend_from_slice(&c.at_ns.to_be_bytes());
-                    k.extend_from_slice(&c.seq.to_be_bytes());
-                    k
-                }
-                None => {
-                    let mut k = meter_id.as_bytes().to_vec();
-                    k.push(1);
-                    k
-                }
+            let chain = match before {
+                None => AuditChain::from_head(r, meter_id)?,
+                // The cursor names the last row of the previous page: continue below it, if it
+                // is a row of this meter (a cursor of another meter's trail gives nothing).
+                Some(c) => AuditChain::below(r, meter_id, c)?,
             };
             let mut out = Vec::new();
             let mut last = None;
-            for item in t.range(lo.as_slice()..hi.as_slice()).map_err(be)?.rev() {
-                let (k, v) = item.map_err(be)?;
+            for row in chain {
+                let (cursor, a) = row?;
                 if out.len() == limit {
                     return Ok((out, last));
                 }
-                let key = k.value();
-                let tail = &key[lo.len()..];
-                let cursor = AuditCursor {
-                    at_ns: u64::from_be_bytes(tail[..8].try_into().expect("8 bytes")),
-                    seq: u64::from_be_bytes(tail[8..16].try_into().expect("8 bytes")),
-                };
-                let a: AuditEvent = decode(meter_id, v.value())?;
                 if order_id.is_none_or(|o| a.order_id.as_deref() == Some(o)) {
                     out.push(a);
                     last = Some(cursor);
@@ -638,10 +745,125 @@ impl Store for EmbeddedStore {
                 open_orders: r.open_table(OPEN).map_err(be)?.len().map_err(be)?,
                 meters: r.open_table(METERS).map_err(be)?.len().map_err(be)?,
                 commands: r.open_table(COMMANDS).map_err(be)?.len().map_err(be)?,
-                audit_events: r.open_table(AUDIT).map_err(be)?.len().map_err(be)?,
+                audit_events: r.open_table(AUDIT_LOG).map_err(be)?.len().map_err(be)?,
                 exceptions: r.open_table(EXCEPTIONS).map_err(be)?.len().map_err(be)?,
                 outbox: r.open_table(OUTBOX).map_err(be)?.len().map_err(be)?,
             })
         })
+    }
+}
+
+/// An open order's status as of its newest status row in its meter's audit chain (the record
+/// keeps the status it was received with until the order ends). The reason is the newest one
+/// given, as a rewrite of the record on each change kept it.
+fn current_status(r: &redb::ReadTransaction, rec: &mut OrderRecord) -> Result<(), StoreError> {
+    let id = rec.order.order_id.as_str();
+    let mut found = false;
+    for row in AuditChain::from_head(r, &rec.order.meter_id)? {
+        let (_, a) = row?;
+        if a.at < rec.received_at {
+            break; // older than the order
+        }
+        if a.order_id.as_deref() != Some(id) {
+            continue;
+        }
+        let Some(status) = a.status else { continue };
+        if !found {
+            found = true;
+            rec.status = status;
+            rec.updated_at = a.at;
+        }
+        if a.reason.is_some() {
+            rec.reason = a.reason;
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One meter's audit rows, newest first, following the chain of previous-row pointers.
+struct AuditChain<'m> {
+    log: redb::ReadOnlyTable<u64, &'static [u8]>,
+    meter_id: &'m str,
+    next: u64,
+}
+
+impl<'m> AuditChain<'m> {
+    fn from_head(r: &redb::ReadTransaction, meter_id: &'m str) -> Result<Self, StoreError> {
+        let heads = r.open_table(AUDIT_HEAD).map_err(be)?;
+        let next = heads.get(meter_id).map_err(be)?.map_or(0, |v| v.value());
+        Ok(AuditChain {
+            log: r.open_table(AUDIT_LOG).map_err(be)?,
+            meter_id,
+            next,
+        })
+    }
+
+    /// The rows after (older than) the row a cursor names, when that row is this meter's.
+    fn below(
+        r: &redb::ReadTransaction,
+        meter_id: &'m str,
+        c: &AuditCursor,
+    ) -> Result<Self, StoreError> {
+        let mut chain = AuditChain {
+            log: r.open_table(AUDIT_LOG).map_err(be)?,
+            meter_id,
+            next: c.seq,
+        };
+        chain.next = match chain.row(c.seq)? {
+            Some((prev, a)) if a.at.as_nanosecond() as i64 as u64 == c.at_ns => prev,
+            _ => 0,
+        };
+        Ok(chain)
+    }
+
+    /// The row at `seq` and its predecessor, when it is a row of this meter.
+    fn row(&self, seq: u64) -> Result<Option<(u64, AuditEvent)>, StoreError> {
+        let Some(v) = self.log.get(seq).map_err(be)? else {
+            return Ok(None);
+        };
+        let bytes = v.value();
+        let key = || format!("audit/{seq}");
+        if bytes.len() < 8 {
+            return Err(StoreError::Corrupt {
+                key: key(),
+                message: "truncated audit row".into(),
+            });
+        }
+        let prev = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let a: AuditEvent = decode(&key(), &bytes[8..])?;
+        Ok((a.meter_id == self.meter_id).then_some((prev, a)))
+    }
+}
+
+impl Iterator for AuditChain<'_> {
+    type Item = Result<(AuditCursor, AuditEvent), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next == 0 {
+            return None;
+        }
+        let seq = self.next;
+        match self.row(seq) {
+            Ok(Some((prev, a))) => {
+                self.next = prev;
+                let cursor = AuditCursor {
+                    at_ns: a.at.as_nanosecond() as i64 as u64,
+                    seq,
+                };
+                Some(Ok((cursor, a)))
+            }
+            Ok(None) => {
+                self.next = 0;
+                Some(Err(StoreError::Corrupt {
+                    key: format!("audit/{seq}"),
+                    message: format!("the audit chain of meter {} is broken here", self.meter_id),
+                }))
+            }
+            Err(e) => {
+                self.next = 0;
+                Some(Err(e))
+            }
+        }
     }
 }

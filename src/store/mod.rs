@@ -8,6 +8,7 @@
 //! implementation of [`Store`] and must pass the same contract tests (`tests/store_contract.rs`).
 
 pub(crate) mod embedded;
+pub(crate) mod sharded;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,27 @@ use crate::domain::{
 };
 
 pub use embedded::EmbeddedStore;
+pub(crate) use sharded::ShardedStore;
+
+/// The shard that holds a meter's rows, of `n`: FNV-1a of the meter id, which is stable across
+/// versions and platforms (the assignment is on disk).
+pub(crate) fn shard_of(meter_id: &str, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in meter_id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n as u64) as usize
+}
+
+/// An outbox entry's sequence number across `n` shards: shard `i`'s local number `l` is
+/// `l * n + i`, so numbers never collide and keep each shard's order.
+pub(crate) fn global_seq(local: u64, shard: usize, n: usize) -> u64 {
+    local * n as u64 + shard as u64
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,6 +109,51 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
+    /// Splits the batch by shard (`n` of them): every row goes where its meter lives (an
+    /// outbox message where its key does, so a meter's events stay in order; campaign and
+    /// table rows to shard 0). Acknowledged outbox numbers go back to their shard's local
+    /// numbering. `n = 1` returns the batch as it is.
+    pub(crate) fn split(self, n: usize) -> Vec<WriteBatch> {
+        if n <= 1 {
+            return vec![self];
+        }
+        let mut out: Vec<WriteBatch> = (0..n).map(|_| WriteBatch::default()).collect();
+        let s = |meter: &str| shard_of(meter, n);
+        for o in self.new_orders {
+            out[s(&o.order.meter_id)].new_orders.push(o);
+        }
+        for u in self.order_updates {
+            out[s(&u.meter_id)].order_updates.push(u);
+        }
+        if let Some(m) = self.meter {
+            let i = s(&m.meter_id);
+            out[i].meter = Some(m);
+        }
+        for c in self.commands {
+            out[s(&c.meter_id)].commands.push(c);
+        }
+        for r in self.results {
+            out[s(&r.meter_id)].results.push(r);
+        }
+        for x in self.exceptions {
+            out[s(&x.meter_id)].exceptions.push(x);
+        }
+        for a in self.audit {
+            out[s(&a.meter_id)].audit.push(a);
+        }
+        for m in self.outbox {
+            out[s(&m.key)].outbox.push(m);
+        }
+        for g in self.outbox_acked {
+            out[(g % n as u64) as usize].outbox_acked.push(g / n as u64);
+        }
+        out[0].campaigns = self.campaigns;
+        out[0].campaign_orders = self.campaign_orders;
+        out[0].campaign_releases = self.campaign_releases;
+        out[0].kept = self.kept;
+        out
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.new_orders.is_empty()
             && self.order_updates.is_empty()

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::FutureProducer;
 use switchyard::domain::{CommandKind, ExceptionRecord, OrderStatus};
 use switchyard::kafka::EmbeddedKafka;
-use switchyard::store::{EmbeddedStore, Store};
+use switchyard::store::EmbeddedStore;
 
 use crate::common::*;
 
@@ -205,7 +205,7 @@ impl Rig {
             .into_iter()
             .map(|(id, es)| (id, es.iter().map(|e| e.status).collect()))
             .collect();
-        let store = EmbeddedStore::open(&self.dir.path().join("data")).unwrap();
+        let store = EmbeddedStore::open_all(&self.dir.path().join("data")).unwrap();
         for id in &self.orders {
             let f = finals.get(id).cloned().unwrap_or_default();
             assert_eq!(

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use switchyard::domain::OrderStatus;
-use switchyard::store::Store;
 
 use crate::common::*;
 
@@ -86,12 +85,12 @@ async fn a_restart_in_embedded_mode_keeps_the_meters_it_knew() {
 
 #[actix_rt::test]
 async fn an_open_order_of_a_meter_missing_from_the_registry_waits_for_it() {
-    use switchyard::store::{EmbeddedStore, WriteBatch};
+    use switchyard::store::WriteBatch;
     let dir = tempfile::tempdir().unwrap();
     let cfg = test_config(dir.path());
     {
         // An order accepted in an earlier life, for a meter this start does not know yet.
-        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let store = switchyard::open_store(&cfg).unwrap();
         let rec = Order::disconnect("SO-9", "M-9").accepted();
         store
             .apply(&[WriteBatch {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use switchyard::domain::{AuditKind, Command, CommandKind, OrderStatus, Timestamp};
 use switchyard::meter::machine::{InFlight, MeterMachine, OpenOrder, Purpose};
-use switchyard::store::{EmbeddedStore, Store, WriteBatch};
+use switchyard::store::WriteBatch;
 
 use crate::common::*;
 
@@ -43,7 +43,7 @@ fn killed_with(
     open: OpenOrder,
     in_flight: InFlight,
 ) {
-    let store = EmbeddedStore::open(dir).unwrap();
+    let store = switchyard::open_store(&test_config(dir)).unwrap();
     let mut m = MeterMachine::new(&o.meter_id);
     m.open.push(open);
     m.next_seq = 1;

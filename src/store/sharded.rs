@@ -1,0 +1,302 @@
+//! A store split by meter over several stores (shards), so that writes use more than one core:
+//! each shard has its own file and its own group-commit writer (`crate::commit`). A meter's
+//! rows (orders, snapshot, commands, exceptions, audit chain, events) all live in the shard
+//! [`shard_of`] its id, so everything one meter step writes is one shard's transaction and a
+//! meter's events keep their order. Campaigns and kept table records live in shard 0.
+//!
+//! Reads by meter go to its shard; reads by order, command or exception id ask every shard
+//! (the id does not name the meter; a handful of point reads). Outbox sequence numbers are
+//! made global with [`global_seq`]; [`WriteBatch::split`] maps acknowledged ones back.
+
+use std::sync::Arc;
+
+use super::{
+    global_seq, shard_of, AuditCursor, CommandRecord, OutboxEntry, Store, StoreCounts, StoreError,
+    WriteBatch,
+};
+use crate::domain::{AuditEvent, ExceptionRecord, MeterState, OrderRecord, Timestamp};
+
+pub(crate) struct ShardedStore {
+    shards: Vec<Arc<dyn Store>>,
+}
+
+impl ShardedStore {
+    pub(crate) fn new(shards: Vec<Arc<dyn Store>>) -> ShardedStore {
+        assert!(
+            !shards.is_empty(),
+            "a sharded store needs at least one shard"
+        );
+        ShardedStore { shards }
+    }
+
+    pub(crate) fn shards(&self) -> &[Arc<dyn Store>] {
+        &self.shards
+    }
+
+    fn of(&self, meter_id: &str) -> &Arc<dyn Store> {
+        &self.shards[shard_of(meter_id, self.shards.len())]
+    }
+
+    /// Applies already split batches of one shard, numbering its outbox entries globally.
+    pub(crate) fn apply_shard(
+        &self,
+        shard: usize,
+        batches: &[WriteBatch],
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let n = self.shards.len();
+        let mut entries = self.shards[shard].apply(batches)?;
+        for e in &mut entries {
+            e.seq = global_seq(e.seq, shard, n);
+        }
+        Ok(entries)
+    }
+
+    fn first<T>(
+        &self,
+        f: impl Fn(&dyn Store) -> Result<Option<T>, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        for s in &self.shards {
+            if let Some(v) = f(s.as_ref())? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Store for ShardedStore {
+    /// Not one transaction across shards: each shard's part is atomic and durable. Every
+    /// caller retries a failed write as a whole, and the rows are idempotent by id (a new
+    /// order already stored is left as is), so a shard that committed before another failed
+    /// only sees the same rows again.
+    fn apply(&self, batches: &[WriteBatch]) -> Result<Vec<OutboxEntry>, StoreError> {
+        let n = self.shards.len();
+        let mut per: Vec<Vec<WriteBatch>> = (0..n).map(|_| Vec::new()).collect();
+        for b in batches {
+            for (i, part) in b.clone().split(n).into_iter().enumerate() {
+                if !part.is_empty() {
+                    per[i].push(part);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (i, parts) in per.iter().enumerate() {
+            if !parts.is_empty() {
+                out.extend(self.apply_shard(i, parts)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        self.first(|s| s.order(order_id))
+    }
+
+    fn orders_exist(&self, order_ids: &[&str]) -> Result<Vec<bool>, StoreError> {
+        let mut found = vec![false; order_ids.len()];
+        for s in &self.shards {
+            for (f, here) in found.iter_mut().zip(s.orders_exist(order_ids)?) {
+                *f |= here;
+            }
+        }
+        Ok(found)
+    }
+
+    fn meter(&self, meter_id: &str) -> Result<Option<MeterState>, StoreError> {
+        self.of(meter_id).meter(meter_id)
+    }
+
+    fn open_orders(&self, meter_id: &str) -> Result<Vec<OrderRecord>, StoreError> {
+        self.of(meter_id).open_orders(meter_id)
+    }
+
+    fn meters_with_open_work(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            out.extend(s.meters_with_open_work()?);
+        }
+        Ok(out)
+    }
+
+    fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+        self.first(|s| s.command(command_id))
+    }
+
+    fn exception(&self, exception_id: &str) -> Result<Option<ExceptionRecord>, StoreError> {
+        self.first(|s| s.exception(exception_id))
+    }
+
+    fn audit(&self, meter_id: &str) -> Result<Vec<AuditEvent>, StoreError> {
+        self.of(meter_id).audit(meter_id)
+    }
+
+    fn audit_between(
+        &self,
+        meter_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.of(meter_id).audit_between(meter_id, from, to, limit)
+    }
+
+    fn audit_page(
+        &self,
+        meter_id: &str,
+        before: Option<&AuditCursor>,
+        limit: usize,
+        order_id: Option<&str>,
+    ) -> Result<(Vec<AuditEvent>, Option<AuditCursor>), StoreError> {
+        self.of(meter_id)
+            .audit_page(meter_id, before, limit, order_id)
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let n = self.shards.len();
+        let mut out = Vec::new();
+        for (i, s) in self.shards.iter().enumerate() {
+            out.extend(s.outbox(limit)?.into_iter().map(|mut e| {
+                e.seq = global_seq(e.seq, i, n);
+                e
+            }));
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let mut t = StoreCounts::default();
+        for s in &self.shards {
+            let c = s.counts()?;
+            t.orders += c.orders;
+            t.open_orders += c.open_orders;
+            t.meters += c.meters;
+            t.commands += c.commands;
+            t.audit_events += c.audit_events;
+            t.exceptions += c.exceptions;
+            t.outbox += c.outbox;
+        }
+        Ok(t)
+    }
+
+    fn kept(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.shards[0].kept(table)
+    }
+
+    fn campaigns(&self) -> Result<Vec<crate::domain::CampaignRecord>, StoreError> {
+        self.shards[0].campaigns()
+    }
+
+    fn campaign_orders(
+        &self,
+        campaign_id: &str,
+    ) -> Result<Vec<crate::domain::CampaignOrder>, StoreError> {
+        self.shards[0].campaign_orders(campaign_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AuditKind, OrderStatus};
+    use crate::store::embedded::Shard;
+    use crate::store::{EmbeddedStore, OutboxMessage};
+
+    fn open(dir: &std::path::Path, of: u64) -> ShardedStore {
+        ShardedStore::new(
+            (0..of)
+                .map(|index| {
+                    let s = EmbeddedStore::try_open(dir, Shard { index, of })
+                        .unwrap()
+                        .unwrap();
+                    Arc::new(s) as Arc<dyn Store>
+                })
+                .collect(),
+        )
+    }
+
+    fn step(meter: &str, n: u32) -> WriteBatch {
+        let at = Timestamp::from_second(1_800_000_000 + i64::from(n)).unwrap();
+        WriteBatch {
+            audit: vec![
+                AuditEvent::new(meter, at, AuditKind::StatusChange).status(OrderStatus::Dispatched)
+            ],
+            outbox: vec![OutboxMessage {
+                topic: "events".into(),
+                key: meter.into(),
+                payload: format!("{meter}/{n}").into_bytes(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_row_of_a_meter_lives_in_its_shard_and_outbox_numbers_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 3);
+        let meters: Vec<String> = (0..30).map(|i| format!("M-{i}")).collect();
+        // One batch spanning every meter (as the intake writes), then one per meter.
+        let mut all = WriteBatch::default();
+        for m in &meters {
+            let b = step(m, 0);
+            all.audit.extend(b.audit);
+            all.outbox.extend(b.outbox);
+        }
+        let mut entries = s.apply(&[all]).unwrap();
+        for m in &meters {
+            entries.extend(s.apply(&[step(m, 1)]).unwrap());
+        }
+        // Every shard got some meters, and only its own.
+        for (i, shard) in s.shards().iter().enumerate() {
+            let mine: Vec<&String> = meters.iter().filter(|m| shard_of(m, 3) == i).collect();
+            assert!(!mine.is_empty(), "shard {i} got no meter of 30");
+            assert_eq!(shard.counts().unwrap().audit_events, 2 * mine.len() as u64);
+            for m in &meters {
+                assert_eq!(
+                    shard.audit(m).unwrap().len(),
+                    if mine.contains(&m) { 2 } else { 0 }
+                );
+            }
+        }
+        for m in &meters {
+            assert_eq!(s.audit(m).unwrap().len(), 2, "{m}");
+        }
+        // Outbox numbers are unique across shards, in order per meter, and acknowledging them
+        // (through the split of a write) empties every shard's outbox.
+        let mut seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 60);
+        for m in &meters {
+            let mine: Vec<&OutboxEntry> = entries.iter().filter(|e| e.message.key == *m).collect();
+            assert_eq!(mine.len(), 2);
+            assert!(mine[0].seq < mine[1].seq);
+            assert_eq!(mine[0].message.payload, format!("{m}/0").into_bytes());
+        }
+        assert_eq!(s.outbox(usize::MAX).unwrap().len(), 60);
+        let acked = WriteBatch {
+            outbox_acked: entries.iter().map(|e| e.seq).collect(),
+            ..Default::default()
+        };
+        s.apply(&[acked]).unwrap();
+        assert_eq!(s.counts().unwrap().outbox, 0);
+    }
+
+    #[test]
+    fn a_data_directory_opens_only_with_the_shard_count_it_was_written_with() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path(), 2));
+        let err = EmbeddedStore::try_open(dir.path(), Shard { index: 0, of: 3 })
+            .err()
+            .expect("opened with another shard count")
+            .to_string();
+        assert!(
+            err.contains("store.shards = 2") && err.contains("store.shards is 3"),
+            "{err}"
+        );
+        // Tools open it as written.
+        let all = EmbeddedStore::open_all(dir.path()).unwrap();
+        all.apply(&[step("M-1", 0)]).unwrap();
+        assert_eq!(all.audit("M-1").unwrap().len(), 1);
+    }
+}
