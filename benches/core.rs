@@ -6,14 +6,24 @@
 //! `counter!` lookup per call), and an actor message round trip (vs a tokio mpsc + oneshot
 //! round trip on the same runtime).
 //!
+//! `order_path` follows one whole order on one core, step by step (decode and validate; the
+//! meter machine's two steps; encoding what they store; the store's durable batch), and all of
+//! it at once, each per order in batches of 1,000 orders (one transaction, as group commit
+//! makes them), next to its raw floors in the same run: a bare JSON parse of the order and a
+//! bare durable append, with increasing keys, of as many bytes as switchyard stores per order.
+//!
 //! `cargo bench --bench core` (full), `cargo test --release --benches` (each once, as a test).
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use switchyard::domain::{AuditEvent, AuditKind, CommandOutcome, CommandResult, SwitchState};
-use switchyard::meter::machine::{Input, MeterFacts, MeterMachine, RetryPolicy};
-use switchyard::store::{EmbeddedStore, Store, WriteBatch};
+use switchyard::domain::{
+    AuditEvent, AuditKind, CommandOutcome, CommandResult, OrderEvent, OrderRecord, OrderStatus,
+    SwitchState,
+};
+use switchyard::meter::machine::{Action, Input, MeterFacts, MeterMachine, RetryPolicy};
+use switchyard::meter::record_actions;
+use switchyard::store::{EmbeddedStore, OutboxMessage, Store, WriteBatch};
 
 const ORDER: &[u8] = br#"{"schema_version":1,"order_id":"SO-0000001","kind":"disconnect","reason":"non_payment","meter_id":"MTR-0000001","service_point_id":"SP-0000001","priority":3,"notice_sent_at":"2026-11-10T09:00:00Z","notes":"notice delivered by mail","amount_due":412.37}"#;
 
@@ -41,14 +51,19 @@ fn order_validation(c: &mut Criterion) {
     g.finish();
 }
 
-fn machine_step(c: &mut Criterion) {
-    let facts = MeterFacts::baseline(true, "HE-1");
-    let policy = RetryPolicy {
+/// The retry policy of the machine benches (1 s back-off up to 60 s, 30 s deadline).
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy {
         max_attempts: 3,
         backoff_initial: Duration::from_secs(1),
         backoff_max: Duration::from_secs(60),
         command_deadline: Duration::from_secs(30),
-    };
+    }
+}
+
+fn machine_step(c: &mut Criterion) {
+    let facts = MeterFacts::baseline(true, "HE-1");
+    let policy = retry_policy();
     let order =
         switchyard::domain::validate_order(Some(b"MTR-0000001"), Some(ORDER), |_| true, now())
             .unwrap();
@@ -242,6 +257,7 @@ fn campaign(c: &mut Criterion) {
             amount_cents: ((i * 7919) % 100_000) as i64,
             seq: i as u64,
             released: false,
+            released_at: None,
         })
         .collect();
     // Memory per queued order: the queue the campaign actor holds (ids + key), measured as
@@ -389,8 +405,254 @@ fn actor_round_trip(c: &mut Criterion) {
     g.finish();
 }
 
+/// One order's rows as the intake and its meter's two steps write them.
+struct Prepared {
+    intake: WriteBatch,
+    dispatched: WriteBatch,
+    completed: WriteBatch,
+}
+
+const PATH_ORDERS: usize = 1_000;
+
+fn order_bytes(i: u64) -> Vec<u8> {
+    String::from_utf8(ORDER.to_vec())
+        .unwrap()
+        .replace("SO-0000001", &format!("SO-{i:09}"))
+        .replace("MTR-0000001", &format!("MTR-{:07}", i % 1_000_000))
+        .into_bytes()
+}
+
+fn meter_key(i: u64) -> Vec<u8> {
+    format!("MTR-{:07}", i % 1_000_000).into_bytes()
+}
+
+fn two_steps(
+    order: switchyard::domain::Order,
+    facts: &MeterFacts,
+    policy: &RetryPolicy,
+) -> (MeterMachine, Vec<Action>, MeterMachine, Vec<Action>) {
+    let mut m = MeterMachine::new(&order.meter_id);
+    let a1 = m.step(Input::Order(order), now(), facts, policy);
+    let after_order = m.clone();
+    let cmd = a1
+        .iter()
+        .find_map(|x| match x {
+            Action::Dispatch(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("the order is dispatched");
+    let r = CommandResult {
+        schema_version: 1,
+        command_id: cmd.command_id,
+        meter_id: cmd.meter_id,
+        outcome: CommandOutcome::Confirmed {
+            switch_state: SwitchState::Disconnected,
+            register_kwh: Some(1234.5),
+        },
+        at: now(),
+    };
+    let a2 = m.step(Input::Result(r), now(), facts, policy);
+    (after_order, a1, m, a2)
+}
+
+fn encode(
+    order: &switchyard::domain::Order,
+    steps: (MeterMachine, Vec<Action>, MeterMachine, Vec<Action>),
+) -> Prepared {
+    let (m1, a1, m2, a2) = steps;
+    let mut intake = WriteBatch::default();
+    let ev = OrderEvent::new(
+        &order.order_id,
+        &order.meter_id,
+        Some(order.kind),
+        OrderStatus::Received,
+        now(),
+    );
+    intake.outbox.push(OutboxMessage::new(
+        "switchyard.order-events.v1",
+        &order.meter_id,
+        serde_json::to_vec(&ev).unwrap(),
+    ));
+    intake.audit.push(
+        AuditEvent::new(&order.meter_id, now(), AuditKind::OrderReceived)
+            .order(&order.order_id)
+            .status(OrderStatus::Received),
+    );
+    intake.new_orders.push(OrderRecord {
+        order: order.clone(),
+        status: OrderStatus::Received,
+        received_at: now(),
+        updated_at: now(),
+        reason: None,
+        source: None,
+    });
+    let mut dispatched = WriteBatch::default();
+    record_actions(a1, &mut dispatched, "events", "exceptions");
+    dispatched.meter = Some(m1);
+    let mut completed = WriteBatch::default();
+    record_actions(a2, &mut completed, "events", "exceptions");
+    completed.meter = Some(m2);
+    Prepared {
+        intake,
+        dispatched,
+        completed,
+    }
+}
+
+fn order_path(c: &mut Criterion) {
+    let facts = MeterFacts::baseline(true, "HE-1");
+    let policy = retry_policy();
+    let decode = |i: u64| {
+        switchyard::domain::validate_order(
+            Some(&meter_key(i)),
+            Some(&order_bytes(i)),
+            |_| true,
+            now(),
+        )
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut next = 0u64;
+    let mut fresh = || {
+        let from = next;
+        next += PATH_ORDERS as u64;
+        from..next
+    };
+    // What switchyard stores per order, in bytes of JSON (the floor appends as much).
+    let per_order_bytes = {
+        let o = decode(0);
+        let p = encode(&o, two_steps(o.clone(), &facts, &policy));
+        let json = |b: &WriteBatch| {
+            b.new_orders
+                .iter()
+                .map(|r| serde_json::to_vec(r).unwrap().len())
+                .sum::<usize>()
+                + b.audit
+                    .iter()
+                    .map(|a| serde_json::to_vec(a).unwrap().len())
+                    .sum::<usize>()
+                + b.outbox.iter().map(|m| m.payload.len()).sum::<usize>()
+                + b.commands
+                    .iter()
+                    .map(|c| serde_json::to_vec(c).unwrap().len())
+                    .sum::<usize>()
+                + b.meter
+                    .iter()
+                    .map(|m| serde_json::to_vec(m).unwrap().len())
+                    .sum::<usize>()
+        };
+        json(&p.intake) + json(&p.dispatched) + json(&p.completed)
+    };
+    eprintln!(
+        "order_path: {per_order_bytes} bytes of JSON stored per order (the floor appends as many)"
+    );
+    let mut g = c.benchmark_group("order_path");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(PATH_ORDERS as u64));
+    g.bench_function("floor_json_parse", |b| {
+        b.iter_batched(
+            || fresh().map(order_bytes).collect::<Vec<_>>(),
+            |raw| {
+                for r in &raw {
+                    std::hint::black_box(serde_json::from_slice::<serde_json::Value>(r).unwrap());
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let floor_dir = tempfile::tempdir().unwrap();
+    let floor = redb::Database::create(floor_dir.path().join("floor.redb")).unwrap();
+    const FLOOR: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("floor");
+    let row = vec![b'x'; per_order_bytes];
+    let mut key = 0u64;
+    g.bench_function("floor_durable_append", |b| {
+        b.iter(|| {
+            let w = floor.begin_write().unwrap();
+            {
+                let mut t = w.open_table(FLOOR).unwrap();
+                for _ in 0..PATH_ORDERS {
+                    key += 1;
+                    t.insert(key, row.as_slice()).unwrap();
+                }
+            }
+            w.commit().unwrap();
+        })
+    });
+    g.bench_function("1_decode_validate", |b| {
+        b.iter_batched(
+            || fresh(),
+            |ids| ids.map(decode).collect::<Vec<_>>(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("2_machine_steps", |b| {
+        b.iter_batched(
+            || fresh().map(decode).collect::<Vec<_>>(),
+            |orders| {
+                orders
+                    .into_iter()
+                    .map(|o| two_steps(o, &facts, &policy))
+                    .collect::<Vec<_>>()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("3_encode_rows", |b| {
+        b.iter_batched(
+            || {
+                fresh()
+                    .map(|i| {
+                        let o = decode(i);
+                        let s = two_steps(o.clone(), &facts, &policy);
+                        (o, s)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |done| {
+                done.into_iter()
+                    .map(|(o, s)| encode(&o, s))
+                    .collect::<Vec<_>>()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("4_store_batch", |b| {
+        b.iter_batched(
+            || {
+                let mut batches = Vec::with_capacity(3 * PATH_ORDERS);
+                for i in fresh() {
+                    let o = decode(i);
+                    let p = encode(&o, two_steps(o.clone(), &facts, &policy));
+                    batches.extend([p.intake, p.dispatched, p.completed]);
+                }
+                batches
+            },
+            |batches| store.apply(&batches).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("whole_order", |b| {
+        b.iter_batched(
+            || fresh(),
+            |ids| {
+                let mut batches = Vec::with_capacity(3 * PATH_ORDERS);
+                for i in ids {
+                    let o = decode(i);
+                    let p = encode(&o, two_steps(o.clone(), &facts, &policy));
+                    batches.extend([p.intake, p.dispatched, p.completed]);
+                }
+                store.apply(&batches).unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    order_path,
     order_validation,
     machine_step,
     store,

@@ -359,8 +359,10 @@ async fn start_store(
     // files: wait without blocking this runtime, on which it may need to run to let go.
     let of = config.store.shards as u64;
     let mut shards: Vec<Arc<dyn Store>> = Vec::new();
-    for index in 0..of {
-        let shard = Shard { index, of };
+    for shard in (0..of)
+        .map(|index| Shard { index, of })
+        .chain([Shard::control(of)])
+    {
         let mut waited = Duration::ZERO;
         let store = loop {
             if let Some(s) = EmbeddedStore::try_open(&config.data_dir, shard)? {
@@ -383,7 +385,8 @@ async fn start_store(
         };
         shards.push(Arc::new(store));
     }
-    let store = ShardedStore::new(shards.clone());
+    let control = shards.pop().expect("the control file");
+    let store = ShardedStore::with_control(shards, control);
     let backlog = store.outbox(usize::MAX)?;
     if !backlog.is_empty() {
         tracing::info!(
@@ -392,7 +395,7 @@ async fn start_store(
         );
     }
     let (published_tx, published_rx) = mpsc::unbounded_channel();
-    let store = StoreHandle::start_sharded(shards, config.store.group_commit_max, published_tx);
+    let store = StoreHandle::start_sharded(store, config.store.group_commit_max, published_tx);
     Ok((store, backlog, published_rx))
 }
 

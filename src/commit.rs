@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{OutboxEntry, ShardedStore, Store, StoreError, WriteBatch};
+use crate::store::{Layout, OutboxEntry, ShardedStore, Store, StoreError, WriteBatch};
 
 struct Request {
     batch: WriteBatch,
@@ -54,8 +54,9 @@ impl Health {
 pub struct StoreHandle {
     /// Reads (every shard behind one [`Store`]).
     store: Arc<dyn Store>,
-    /// One writer per shard.
+    /// One writer per file (meter shards, then the control file).
     tx: Vec<mpsc::UnboundedSender<Request>>,
+    layout: Layout,
     published: mpsc::UnboundedSender<Vec<OutboxEntry>>,
     health: Arc<Health>,
     /// Write requests sent to the writers and not answered yet (over all shards).
@@ -81,23 +82,25 @@ impl StoreHandle {
         group_commit_max: usize,
         published: mpsc::UnboundedSender<Vec<OutboxEntry>>,
     ) -> StoreHandle {
-        Self::start_sharded(vec![store], group_commit_max, published)
+        Self::start_sharded(ShardedStore::new(vec![store]), group_commit_max, published)
     }
 
-    /// Starts one writer thread per shard (see [`ShardedStore`]).
+    /// Starts one writer thread per file of the store (see [`ShardedStore`]).
     pub(crate) fn start_sharded(
-        shards: Vec<Arc<dyn Store>>,
+        sharded: ShardedStore,
         group_commit_max: usize,
         published: mpsc::UnboundedSender<Vec<OutboxEntry>>,
     ) -> StoreHandle {
-        let sharded = Arc::new(ShardedStore::new(shards));
+        let sharded = Arc::new(sharded);
         let health = Arc::new(Health::default());
-        let tx: Vec<mpsc::UnboundedSender<Request>> = (0..sharded.shards().len())
+        let tx: Vec<mpsc::UnboundedSender<Request>> = (0..sharded.files().len())
             .map(|i| {
                 let (tx, rx) = mpsc::unbounded_channel::<Request>();
                 let (s, h, p) = (sharded.clone(), health.clone(), published.clone());
                 let name = if i == 0 {
                     "store-writer".to_string()
+                } else if i == sharded.layout().control_file() {
+                    "store-writer-control".to_string()
                 } else {
                     format!("store-writer-{i}")
                 };
@@ -110,6 +113,7 @@ impl StoreHandle {
             .collect();
         StoreHandle {
             queue_limit: group_commit_max * tx.len(),
+            layout: sharded.layout(),
             store: sharded,
             tx,
             published,
@@ -149,7 +153,7 @@ impl StoreHandle {
     pub(crate) fn split(&self, batch: WriteBatch) -> Unwritten {
         Unwritten(
             batch
-                .split(self.tx.len())
+                .split(self.layout)
                 .into_iter()
                 .enumerate()
                 .filter(|(_, b)| !b.is_empty())

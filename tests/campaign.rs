@@ -99,6 +99,7 @@ fn orders(n: usize, zones: &[&str]) -> Vec<CampaignOrder> {
             amount_cents: ((i * 7919) % 100_000) as i64,
             seq: i as u64,
             released: false,
+            released_at: None,
         })
         .collect()
 }

@@ -5,11 +5,15 @@
 //! Invariants it owns:
 //! - nothing is released unless the campaign is active and `now` is inside one of its windows,
 //!   at or after `start_at` and before `end_by` ([`Campaign::next_open`]`(now) == now`);
-//! - the rate: two releases are at least `3600 / rate` seconds apart at the rate in force
-//!   (governor's GCRA with a burst of one, and the stored last release across a restart or a
-//!   rate change), so no sliding hour holds more than the rate; with `zone_rate_per_hour`, the
-//!   same within each zone (after a restart every zone waits a zone period after the stored
-//!   last release);
+//! - the rate: releases follow a grid of one per period (`3600 / rate` seconds) at the rate in
+//!   force (governor's GCRA with a burst of one, and the stored last release across a restart
+//!   or a rate change). A wake that fires late (a slow store write, a busy thread) is charged
+//!   to its planned instant when it is at most one period late, so lateness is made up by the
+//!   next releases instead of lost for good; a later one starts the grid again (no catch-up
+//!   burst after a pause or a closed window). Two releases are never less than half a period
+//!   apart, and no sliding hour holds more than the rate (the hour log: the `rate`-th release
+//!   before is at least an hour old). With `zone_rate_per_hour`, the zones keep strict
+//!   spacing (after a restart every zone waits a zone period after the stored last release);
 //! - never into a zone that policy bars at `now`; that zone keeps its place in the queue;
 //! - each order is released at most once, and its release is stored in the step that sends it
 //!   (the actor sends nothing before the step's write); after a restart the releases still
@@ -124,7 +128,7 @@ impl GovClock for StepClock {
 }
 
 /// The release budget: governor's GCRA limiter with a burst of one (one release per period,
-/// never two at once), on the machine's time.
+/// never two at once), on the time the release is charged at.
 struct Budget(RateLimiter<NotKeyed, InMemoryState, StepClock, NoOpMiddleware<Duration>>);
 
 impl Budget {
@@ -144,6 +148,88 @@ impl Budget {
             .store(t.as_nanos() as u64, Ordering::Relaxed);
         self.0.check().map_err(|n| n.wait_time_from(t))
     }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The pace of releases: the [`Budget`] (the grid of one release per period), the instant the
+/// last release was charged to, the minimum spacing, and the hour log that keeps every sliding
+/// hour within the rate when a late release is made up.
+#[derive(Debug)]
+struct Pace {
+    rate: u32,
+    budget: Budget,
+    /// The grid instant the last release was charged to (after a restart or a rate change: the
+    /// stored last release; `None`: none yet).
+    charged: Option<Timestamp>,
+    /// When the last release actually went.
+    last: Option<Timestamp>,
+    /// The instants of the last `rate` releases at this rate, oldest first.
+    hour: std::collections::VecDeque<Timestamp>,
+}
+
+impl Pace {
+    /// At `rate`, the last release at `last`, after the releases `recent` (any order; the last
+    /// `rate` of them are kept).
+    fn new(rate: u32, last: Option<Timestamp>, mut recent: Vec<Timestamp>) -> Pace {
+        recent.sort_unstable();
+        let keep = recent.len().saturating_sub(rate as usize);
+        Pace {
+            rate,
+            budget: Budget::new(rate),
+            charged: last,
+            last,
+            hour: recent.drain(keep..).collect(),
+        }
+    }
+
+    fn period(&self) -> Duration {
+        Campaign::period(self.rate)
+    }
+
+    /// The grid's next instant.
+    fn planned(&self) -> Option<Timestamp> {
+        self.charged.map(|c| add(c, self.period()))
+    }
+
+    /// The earliest instant at or after `now` the grid, the spacing and the hour log allow a
+    /// release.
+    fn floor(&self, now: Timestamp) -> Timestamp {
+        let spacing = self.last.map(|l| add(l, self.period() / 2));
+        let hour = (self.hour.len() >= self.rate as usize).then(|| add(self.hour[0], HOUR));
+        [self.planned(), spacing, hour]
+            .into_iter()
+            .flatten()
+            .fold(now, Timestamp::max)
+    }
+
+    /// Takes one release at `now` (at or after [`floor`](Self::floor)), or says how long until
+    /// one is allowed. In a step that answers a wake (`woken`), a release at most one period
+    /// behind the grid's next instant is charged to that instant, so the grid holds; otherwise
+    /// the grid starts again from `now`.
+    fn take(&mut self, now: Timestamp, woken: bool) -> Result<(), Duration> {
+        let floor = self.floor(now);
+        if floor > now {
+            return Err(dur(now, floor));
+        }
+        let at = match self.planned() {
+            Some(p) if woken && now <= add(p, self.period()) => p,
+            _ => now,
+        };
+        self.budget.take(at)?;
+        self.charged = Some(at);
+        self.last = Some(now);
+        if self.hour.len() >= self.rate as usize {
+            self.hour.pop_front();
+        }
+        self.hour.push_back(now);
+        Ok(())
+    }
+}
+
+/// `to - from`, zero when `to` is not later.
+fn dur(from: Timestamp, to: Timestamp) -> Duration {
+    Duration::try_from(to.duration_since(from)).unwrap_or(Duration::ZERO)
 }
 
 impl std::fmt::Debug for Budget {
@@ -172,7 +258,7 @@ pub(crate) struct CampaignMachine {
     /// are not counted again).
     withdrawn: HashSet<Box<str>>,
     counts: Counts,
-    budget: Budget,
+    pace: Pace,
     zone_next: HashMap<String, Timestamp>,
     /// After a restart with a zone rate: no zone releases before this (the store keeps the
     /// campaign's last release, not each zone's).
@@ -207,7 +293,9 @@ impl CampaignMachine {
         let mut counts = Counts::default();
         let mut waiting = Vec::new();
         let mut outside_open = Vec::new();
+        let mut recent = Vec::new();
         for o in &orders {
+            recent.extend(o.released_at);
             known.insert(
                 o.order_id.as_str().into(),
                 (o.zone.as_str().into(), o.meter_id.as_str().into()),
@@ -238,7 +326,7 @@ impl CampaignMachine {
             .zip(record.last_release_at)
             .map(|(zr, last)| add(last, Campaign::period(zr)));
         CampaignMachine {
-            budget: Budget::new(record.rate_per_hour),
+            pace: Pace::new(record.rate_per_hour, record.last_release_at, recent),
             campaign,
             record,
             queue,
@@ -287,14 +375,14 @@ impl CampaignMachine {
                     }
                 }
                 self.publish("started", None, now, &mut out);
-                self.tick(now, bar, &mut out);
+                self.tick(now, false, bar, &mut out);
             }
             Input::Enqueue(o) => self.enqueue(o, now, bar, &mut out),
             Input::Control(cmd) => self.control(cmd, now, bar, &mut out),
             Input::Outcome { order_id, status } => self.outcome(&order_id, status),
             Input::Wake => {
                 self.wake = None;
-                self.tick(now, bar, &mut out);
+                self.tick(now, true, bar, &mut out);
             }
         }
         if out.save {
@@ -343,7 +431,7 @@ impl CampaignMachine {
             self.record.status = CampaignStatus::Active;
             out.save = true;
         }
-        self.tick(now, bar, out);
+        self.tick(now, false, bar, out);
     }
 
     fn control(&mut self, cmd: Command, now: Timestamp, bar: &ZoneBar, out: &mut Out) {
@@ -365,7 +453,8 @@ impl CampaignMachine {
             }
             Command::SetRate { rate_per_hour, by } => {
                 self.record.rate_per_hour = rate_per_hour;
-                self.budget = Budget::new(rate_per_hour);
+                // A new grid and hour log at the new rate, from the last release.
+                self.pace = Pace::new(rate_per_hour, self.record.last_release_at, Vec::new());
                 ("rate_changed", by)
             }
             Command::Cancel { by } => {
@@ -374,7 +463,7 @@ impl CampaignMachine {
             }
         };
         self.publish(kind, Some(by), now, out);
-        self.tick(now, bar, out);
+        self.tick(now, false, bar, out);
     }
 
     fn outcome(&mut self, key: &str, status: OrderStatus) {
@@ -407,8 +496,9 @@ impl CampaignMachine {
     }
 
     /// Releases the next order if everything allows it now; otherwise arms the wake for the
-    /// earliest time something may change.
-    fn tick(&mut self, now: Timestamp, bar: &ZoneBar, out: &mut Out) {
+    /// earliest time something may change. `woken`: the step answers a wake (its lateness may
+    /// be made up).
+    fn tick(&mut self, now: Timestamp, woken: bool, bar: &ZoneBar, out: &mut Out) {
         if self.record.status != CampaignStatus::Active {
             return;
         }
@@ -456,7 +546,7 @@ impl CampaignMachine {
             );
             return;
         }
-        if let Err(wait) = self.budget.take(now) {
+        if let Err(wait) = self.pace.take(now, woken) {
             self.arm(add(now, wait.max(Duration::from_millis(1))), out);
             return;
         }
@@ -523,12 +613,11 @@ impl CampaignMachine {
         }
     }
 
-    /// The earliest time the rate allows the next release (stored last release + period).
+    /// The earliest time the rate allows the next release: the grid's next instant (the last
+    /// release's charged instant + period; after a restart or a rate change the stored last
+    /// release + period) and the hour log.
     fn next_release_floor(&self, now: Timestamp) -> Timestamp {
-        match self.record.last_release_at {
-            Some(l) => now.max(add(l, Campaign::period(self.record.rate_per_hour))),
-            None => now,
-        }
+        self.pace.floor(now)
     }
 
     fn publish(&self, kind: &str, by: Option<String>, now: Timestamp, out: &mut Out) {

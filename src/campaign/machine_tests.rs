@@ -323,6 +323,67 @@ fn a_new_rate_counts_from_the_last_release() {
     );
 }
 
+/// Drives `m` as its actor would if every timed wake fired `late(i)` seconds after its
+/// instant (`i`: releases so far); the wake armed for "now" after a release fires at once.
+/// The instants of the first `n` releases.
+fn releases_with_late_wakes(
+    m: &mut CampaignMachine,
+    late: impl Fn(usize) -> i64,
+    n: usize,
+) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut now = t0();
+    let mut a = m.step(Input::Start, now, &free);
+    while out.len() < n {
+        if !released(&a).is_empty() {
+            out.push(now.duration_since(t0()).as_secs());
+        }
+        let w = *wakes(&a).last().expect("a wake armed");
+        if w > now {
+            now = secs(w, late(out.len()));
+        }
+        a = m.step(Input::Wake, now, &free);
+    }
+    out
+}
+
+#[test]
+fn late_wakes_are_made_up_so_the_campaign_keeps_its_rate() {
+    // 60 an hour: one a minute. Every timed wake 20 s late: the grid holds, the k-th release
+    // is 20 s behind its minute, not 20 s more behind each time (that would be 75 % of the
+    // rate).
+    let mut m = machine(weekdays_8_to_14("C", 60), orders(10, &["north"]));
+    let r = releases_with_late_wakes(&mut m, |_| 20, 10);
+    let grid: Vec<i64> = (0..10)
+        .map(|k| if k == 0 { 0 } else { 60 * k + 20 })
+        .collect();
+    assert_eq!(r, grid);
+    // One wake 50 s late (a stall): made up within two releases, never closer than 30 s.
+    let mut m = machine(weekdays_8_to_14("C", 60), orders(5, &["north"]));
+    assert_eq!(
+        releases_with_late_wakes(&mut m, |i| if i == 1 { 50 } else { 0 }, 5),
+        [0, 110, 140, 180, 240]
+    );
+    // More than a period late (70 s): the grid starts again from that release, so a late
+    // wake never brings a catch-up burst.
+    let mut m = machine(weekdays_8_to_14("C", 60), orders(5, &["north"]));
+    assert_eq!(
+        releases_with_late_wakes(&mut m, |i| if i == 1 { 70 } else { 0 }, 5),
+        [0, 130, 190, 250, 310]
+    );
+}
+
+#[test]
+fn a_made_up_release_never_puts_more_than_the_rate_in_a_sliding_hour() {
+    // 2 an hour (one every 30 minutes). The first timed wake fires 14 minutes late (made up:
+    // the next is at 60 min, on the grid). The grid's next instant, 90 min, would put three
+    // releases (44, 60, 90) in the hour after 30 min: the hour log holds it until 104 min,
+    // an hour after the late one.
+    let mut m = machine(weekdays_8_to_14("C", 2), orders(4, &["north"]));
+    let r = releases_with_late_wakes(&mut m, |i| if i == 1 { 14 * 60 } else { 0 }, 4);
+    assert_eq!(r, [0, 44 * 60, 60 * 60, 104 * 60]);
+}
+
 // ---- property test --------------------------------------------------------------------------
 
 const ZONES: [&str; 4] = ["a", "b", "c", "outside"];
@@ -337,6 +398,9 @@ enum Env {
     },
     /// Time passes; the wakes due meanwhile fire in order.
     Advance(u16),
+    /// From now on every wake fires this many thousandths of the period late (a slow store
+    /// write, a busy thread): up to 0.999 of a period.
+    Lag(u16),
     Pause,
     Resume,
     Cancel,
@@ -363,6 +427,7 @@ fn env() -> impl Strategy<Value = Env> {
     prop_oneof![
         4 => (0u8..4, 1u8..10).prop_map(|(zone, priority)| Env::Order { zone, priority }),
         5 => (1u16..7200).prop_map(Env::Advance),
+        1 => (0u16..1000).prop_map(Env::Lag),
         1 => Just(Env::Pause),
         1 => Just(Env::Resume),
         1 => Just(Env::Cancel),
@@ -430,6 +495,10 @@ struct World {
     released: HashMap<String, Timestamp>,
     last_release: Option<Timestamp>,
     zone_last: HashMap<String, Timestamp>,
+    /// Releases since the rate in force was set.
+    at_rate: Vec<Timestamp>,
+    /// How late wakes fire, in thousandths of the period.
+    lag: u16,
     /// The rate in force (the definition's, then each command taken).
     rate: u32,
     /// Cancelled or expired: nothing may be released any more.
@@ -534,11 +603,22 @@ impl World {
                     assert_eq!(self.bar(&zone, now), None, "{id} into a barred zone");
                     if let Some(l) = self.last_release {
                         assert!(
-                            now >= add(l, Campaign::period(self.rate)),
+                            now >= add(l, Campaign::period(self.rate) / 2),
                             "{id} at {now}: the last release was {l}, rate {}",
                             self.rate
                         );
                     }
+                    // No sliding hour (ending now) holds more than the rate in force.
+                    let hour_ago = now
+                        .checked_sub(jiff::SignedDuration::from_hours(1))
+                        .unwrap();
+                    let in_hour = self.at_rate.iter().filter(|t| **t > hour_ago).count();
+                    assert!(
+                        in_hour < self.rate as usize,
+                        "{id} at {now}: {in_hour} releases in the hour before, rate {}",
+                        self.rate
+                    );
+                    self.at_rate.push(now);
                     if let (Some(zr), Some(l)) = (
                         self.campaign.def.zone_rate_per_hour,
                         self.zone_last.get(&zone),
@@ -683,7 +763,8 @@ impl World {
         for _ in 0..100_000 {
             match self.m.wake {
                 Some(w) if w <= until => {
-                    self.now = self.now.max(w);
+                    let late = Campaign::period(self.rate) * u32::from(self.lag) / 1000;
+                    self.now = self.now.max(add(w, late).min(until));
                     self.step(Input::Wake);
                 }
                 _ => break,
@@ -724,11 +805,13 @@ impl World {
                     amount_cents: (i as i64 * 7919) % 10_000,
                     seq: i as u64,
                     released: false,
+                    released_at: None,
                 };
                 self.orders.push(o.clone());
                 self.step(Input::Enqueue(o));
             }
             Env::Advance(s) => self.advance(secs(self.now, s as i64)),
+            Env::Lag(l) => self.lag = l,
             Env::Pause => {
                 self.step(pause());
             }
@@ -745,6 +828,7 @@ impl World {
                 );
                 if !ended {
                     self.rate = r;
+                    self.at_rate.clear();
                 }
                 self.step(Input::Control(Command::SetRate {
                     rate_per_hour: r,
@@ -805,6 +889,10 @@ impl World {
                     .iter()
                     .map(|o| CampaignOrder {
                         released: self.stored_releases.contains(&o.order_id),
+                        released_at: self
+                            .stored_releases
+                            .contains(&o.order_id)
+                            .then(|| self.released[&o.order_id]),
                         ..o.clone()
                     })
                     .collect();
@@ -854,6 +942,8 @@ fn world(s: &Setup) -> World {
         released: HashMap::new(),
         last_release: None,
         zone_last: HashMap::new(),
+        at_rate: Vec::new(),
+        lag: 0,
         rate: s.rate,
         ended: false,
         counted: HashMap::new(),

@@ -114,6 +114,7 @@ impl Campaigns {
                             .unwrap_or(0),
                         seq: r.received_at.as_nanosecond() as u64,
                         released: false,
+                        released_at: None,
                     });
                 }
             }

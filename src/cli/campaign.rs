@@ -83,6 +83,7 @@ pub(crate) fn run(args: PlanArgs) -> anyhow::Result<()> {
             seq: i as u64,
             order_id: o.order_id,
             released: false,
+            released_at: None,
         });
     }
     let policy = match &pack {

@@ -105,6 +105,9 @@ pub struct CampaignOrder {
     pub seq: u64,
     #[serde(default)]
     pub released: bool,
+    /// When it was released (from the store's release row; not part of the stored order row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<Timestamp>,
 }
 
 impl CampaignOrder {

@@ -91,7 +91,7 @@ pub struct OrderEvent {
 }
 
 impl OrderEvent {
-    pub(crate) fn new(
+    pub fn new(
         order_id: &str,
         meter_id: &str,
         kind: Option<OrderKind>,
@@ -189,7 +189,7 @@ impl AuditEvent {
         self.command_kind = Some(kind);
         self
     }
-    pub(crate) fn status(mut self, s: OrderStatus) -> Self {
+    pub fn status(mut self, s: OrderStatus) -> Self {
         self.status = Some(s);
         self
     }

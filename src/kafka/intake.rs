@@ -238,6 +238,7 @@ impl Intake {
                         .unwrap_or(0),
                     seq: now.as_nanosecond() as u64 + deliver.len() as u64,
                     released: false,
+                    released_at: None,
                 };
                 write.campaign_orders.push((cid.clone(), co.clone()));
                 to_campaigns.push((cid.clone(), co));

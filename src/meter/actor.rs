@@ -50,6 +50,55 @@ pub(crate) struct MeterActor {
     not_sent: Option<String>,
 }
 
+/// Moves what a step's `actions` must store into `batch` (audit rows; events and exceptions
+/// as JSON in the outbox; commands, stored before they are sent; final order statuses; orders
+/// the machine raised) and returns what is done once it is durable (dispatches, timers).
+pub fn record_actions(
+    actions: Vec<Action>,
+    batch: &mut WriteBatch,
+    events_topic: &str,
+    exceptions_topic: &str,
+) -> Vec<Action> {
+    let mut effects = Vec::new();
+    for a in actions {
+        match a {
+            Action::Audit(e) => batch.audit.push(e),
+            Action::Decided(_) => {}
+            Action::Event(e) => {
+                if e.status.is_terminal() {
+                    batch.order_updates.push(OrderUpdate {
+                        order_id: e.order_id.clone(),
+                        meter_id: e.meter_id.clone(),
+                        status: e.status,
+                        reason: e.reason.clone(),
+                        at: e.at,
+                    });
+                }
+                batch.outbox.push(OutboxMessage {
+                    topic: events_topic.to_string(),
+                    key: e.meter_id.clone(),
+                    payload: serde_json::to_vec(&e).expect("serialize"),
+                });
+            }
+            Action::Exception(x) => {
+                batch.outbox.push(OutboxMessage {
+                    topic: exceptions_topic.to_string(),
+                    key: x.meter_id.clone(),
+                    payload: serde_json::to_vec(&x).expect("serialize"),
+                });
+                batch.exceptions.push(x);
+            }
+            Action::Dispatch(c) => {
+                batch.commands.push(c.clone());
+                effects.push(Action::Dispatch(c));
+            }
+            Action::NewOrder(r) => batch.new_orders.push(r),
+            other => effects.push(other),
+        }
+    }
+    effects
+}
+
 /// A disconnect whose decision is older than this when its write completes is not sent.
 const STALE_DISCONNECT: Duration = Duration::from_secs(10);
 
@@ -180,10 +229,9 @@ impl MeterActor {
             } else if !had_in_flight && self.machine.in_flight.is_some() {
                 dir.in_flight_changed(1);
             }
-            for a in actions {
+            for a in &actions {
                 match a {
-                    Action::Audit(e) => batch.audit.push(e),
-                    Action::Decided(verdict) => observability::policy_decision(verdict),
+                    Action::Decided(verdict) => observability::policy_decision(*verdict),
                     Action::Event(e) => {
                         m.order_status[e.status as usize].increment(1);
                         completes |= e.status.is_terminal();
@@ -197,36 +245,17 @@ impl MeterActor {
                         if e.status == OrderStatus::RetryScheduled {
                             m.retries.increment(1);
                         }
-                        batch.order_updates.push(OrderUpdate {
-                            order_id: e.order_id.clone(),
-                            meter_id: e.meter_id.clone(),
-                            status: e.status,
-                            reason: e.reason.clone(),
-                            at: e.at,
-                        });
-                        batch.outbox.push(OutboxMessage {
-                            topic: svc.events_topic.clone(),
-                            key: e.meter_id.clone(),
-                            payload: serde_json::to_vec(&e).expect("serialize"),
-                        });
                     }
-                    Action::Exception(x) => {
-                        observability::exception(x.kind);
-                        batch.outbox.push(OutboxMessage {
-                            topic: svc.exceptions_topic.clone(),
-                            key: x.meter_id.clone(),
-                            payload: serde_json::to_vec(&x).expect("serialize"),
-                        });
-                        batch.exceptions.push(x);
-                    }
-                    Action::Dispatch(c) => {
-                        batch.commands.push(c.clone());
-                        effects.push(Action::Dispatch(c));
-                    }
-                    Action::NewOrder(r) => batch.new_orders.push(r),
-                    other => effects.push(other),
+                    Action::Exception(x) => observability::exception(x.kind),
+                    _ => {}
                 }
             }
+            effects.extend(record_actions(
+                actions,
+                &mut batch,
+                &svc.events_topic,
+                &svc.exceptions_topic,
+            ));
         }
         if self.machine != before {
             batch.meter = Some(self.machine.clone());

@@ -5,6 +5,7 @@
 //! an idle actor passivate without losing a message.
 
 pub(crate) mod actor;
+pub use actor::record_actions;
 pub mod machine;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

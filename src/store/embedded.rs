@@ -31,8 +31,9 @@ const AUDIT_HEAD: TableDefinition<&str, u64> = TableDefinition::new("audit_head"
 /// The audit layout of store format 1 (one row per `meter \0 time seq` key): a file that
 /// still has rows in it was written by an older switchyard.
 const AUDIT_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit");
-/// The store format this version writes, kept in `META` under `format`.
-const FORMAT: u64 = 2;
+/// The store format this version writes, kept in `META` under `format` (2: the audit journal;
+/// 3: campaigns and kept records in the control file of a sharded store).
+const FORMAT: u64 = 3;
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// campaign id → campaign record.
@@ -55,10 +56,18 @@ pub(crate) struct Shard {
 impl Shard {
     pub(crate) const ONLY: Shard = Shard { index: 0, of: 1 };
 
-    /// Shard 0 keeps the historical name, `switchyard.redb`; shard `i` is `switchyard-<i>.redb`.
+    /// The control file of a store of `of` shards (campaigns and kept table records).
+    pub(crate) fn control(of: u64) -> Shard {
+        Shard { index: of, of }
+    }
+
+    /// Shard 0 keeps the historical name, `switchyard.redb`; shard `i` is `switchyard-<i>.redb`;
+    /// the control file is `switchyard-control.redb`.
     pub(crate) fn file_name(&self) -> String {
         if self.index == 0 {
             "switchyard.redb".into()
+        } else if self.index == self.of {
+            "switchyard-control.redb".into()
         } else {
             format!("switchyard-{}.redb", self.index)
         }
@@ -173,7 +182,10 @@ impl EmbeddedStore {
                 wait,
             )?));
         }
-        Ok(std::sync::Arc::new(super::ShardedStore::new(shards)))
+        let control = std::sync::Arc::new(Self::open_with(dir, Shard::control(of), wait)?);
+        Ok(std::sync::Arc::new(super::ShardedStore::with_control(
+            shards, control,
+        )))
     }
 
     /// As [`open`](Self::open), without waiting: `Ok(None)` when another instance in this
@@ -633,7 +645,15 @@ impl Store for EmbeddedStore {
             for item in t.range(lo.as_str()..hi.as_str()).map_err(be)? {
                 let (k, v) = item.map_err(be)?;
                 let mut o: crate::domain::CampaignOrder = decode(k.value(), v.value())?;
-                o.released = rel.get(k.value()).map_err(be)?.is_some();
+                let at = rel.get(k.value()).map_err(be)?.map(|v| v.value());
+                o.released = at.is_some();
+                o.released_at = at
+                    .map(|n| crate::domain::Timestamp::from_nanosecond(i128::from(n)))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt {
+                        key: k.value().to_string(),
+                        message: e.to_string(),
+                    })?;
                 out.push(o);
             }
             Ok(out)
@@ -865,5 +885,176 @@ impl Iterator for AuditChain<'_> {
                 Some(Err(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AuditKind, Order, OrderKind, OrderStatus, ReasonCode, Timestamp};
+    use crate::store::OrderUpdate;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn row(meter: &str, s: i64, order: &str, status: Option<OrderStatus>) -> AuditEvent {
+        let mut a = AuditEvent::new(meter, at(s), AuditKind::StatusChange).order(order);
+        a.status = status;
+        a
+    }
+
+    fn accepted(id: &str, meter: &str, s: i64) -> OrderRecord {
+        OrderRecord {
+            order: Order {
+                order_id: id.into(),
+                kind: OrderKind::Disconnect,
+                reason: ReasonCode::NonPayment,
+                meter_id: meter.into(),
+                service_point_id: None,
+                account_id: None,
+                priority: 3,
+                earliest_at: None,
+                latest_at: None,
+                notice_sent_at: None,
+                campaign_id: None,
+                target_order_id: None,
+                notes: None,
+                created_at: None,
+                amount_due: None,
+            },
+            status: OrderStatus::Received,
+            received_at: at(s),
+            updated_at: at(s),
+            reason: None,
+            source: None,
+        }
+    }
+
+    #[test]
+    fn a_meters_trail_pages_newest_first_through_interleaved_meters() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        // Two meters written in the same transactions, alternating.
+        for i in 0..25 {
+            let b = WriteBatch {
+                audit: vec![
+                    row("M-A", i, &format!("SO-A{}", i % 3), None),
+                    row("M-B", i, "SO-B", None),
+                ],
+                ..Default::default()
+            };
+            s.apply(&[b]).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (page, next) = s.audit_page("M-A", cursor.as_ref(), 10, None).unwrap();
+            assert!(page.iter().all(|a| a.meter_id == "M-A"));
+            seen.extend(page.iter().map(|a| a.at));
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let expected: Vec<Timestamp> = (0..25).rev().map(at).collect();
+        assert_eq!(seen, expected, "every row once, newest first");
+        // One order's rows only.
+        let (mine, _) = s.audit_page("M-A", None, 100, Some("SO-A1")).unwrap();
+        assert_eq!(mine.len(), 8);
+        assert!(mine.iter().all(|a| a.order_id.as_deref() == Some("SO-A1")));
+        // A cursor taken from another meter's trail gives nothing.
+        let (_, b_cursor) = s.audit_page("M-B", None, 3, None).unwrap();
+        let (none, next) = s.audit_page("M-A", b_cursor.as_ref(), 10, None).unwrap();
+        assert!(none.is_empty() && next.is_none());
+        // A time window, oldest first, bounded.
+        let w = s.audit_between("M-B", at(5), at(9), 3).unwrap();
+        assert_eq!(
+            w.iter().map(|a| a.at).collect::<Vec<_>>(),
+            vec![at(5), at(6), at(7)]
+        );
+        assert_eq!(s.audit("M-B").unwrap().len(), 25);
+        assert_eq!(s.counts().unwrap().audit_events, 50);
+    }
+
+    #[test]
+    fn an_open_orders_status_comes_from_its_trail_and_a_final_one_from_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        s.apply(&[WriteBatch {
+            new_orders: vec![accepted("SO-1", "M-1", 0)],
+            audit: vec![row("M-1", 0, "SO-1", Some(OrderStatus::Received))],
+            ..Default::default()
+        }])
+        .unwrap();
+        let mut deferred = row("M-1", 5, "SO-1", Some(OrderStatus::Deferred));
+        deferred.reason = Some("cold_snap".into());
+        s.apply(&[WriteBatch {
+            // Another order's row and a row without a status in between.
+            audit: vec![
+                deferred,
+                row("M-1", 6, "SO-2", Some(OrderStatus::Dispatched)),
+                row("M-1", 7, "SO-1", None),
+            ],
+            ..Default::default()
+        }])
+        .unwrap();
+        let open = s.order("SO-1").unwrap().unwrap();
+        assert_eq!(
+            (open.status, open.updated_at, open.reason.as_deref()),
+            (OrderStatus::Deferred, at(5), Some("cold_snap"))
+        );
+        s.apply(&[WriteBatch {
+            audit: vec![row("M-1", 9, "SO-1", Some(OrderStatus::Dispatched))],
+            ..Default::default()
+        }])
+        .unwrap();
+        let open = s.order("SO-1").unwrap().unwrap();
+        // The newest status, and the newest reason given (as a rewrite kept it).
+        assert_eq!(
+            (open.status, open.updated_at, open.reason.as_deref()),
+            (OrderStatus::Dispatched, at(9), Some("cold_snap"))
+        );
+        assert_eq!(s.counts().unwrap().open_orders, 1);
+        s.apply(&[WriteBatch {
+            order_updates: vec![OrderUpdate {
+                order_id: "SO-1".into(),
+                meter_id: "M-1".into(),
+                status: OrderStatus::Completed,
+                reason: None,
+                at: at(12),
+            }],
+            audit: vec![row("M-1", 12, "SO-1", Some(OrderStatus::Completed))],
+            ..Default::default()
+        }])
+        .unwrap();
+        let done = s.order("SO-1").unwrap().unwrap();
+        assert_eq!(
+            (done.status, done.updated_at),
+            (OrderStatus::Completed, at(12))
+        );
+        assert_eq!(s.counts().unwrap().open_orders, 0);
+    }
+
+    #[test]
+    fn a_file_of_the_older_audit_layout_is_refused_with_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join("switchyard.redb")).unwrap();
+            let w = db.begin_write().unwrap();
+            w.open_table(AUDIT_V1)
+                .unwrap()
+                .insert(b"M-1\0x".as_slice(), b"{}".as_slice())
+                .unwrap();
+            w.commit().unwrap();
+        }
+        let err = EmbeddedStore::try_open(dir.path(), Shard::ONLY)
+            .err()
+            .expect("an old file opened")
+            .to_string();
+        assert!(
+            err.contains("older switchyard") && err.contains("Move the file away"),
+            "{err}"
+        );
     }
 }

@@ -34,10 +34,39 @@ pub(crate) fn shard_of(meter_id: &str, n: usize) -> usize {
     (h % n as u64) as usize
 }
 
-/// An outbox entry's sequence number across `n` shards: shard `i`'s local number `l` is
-/// `l * n + i`, so numbers never collide and keep each shard's order.
+/// An outbox entry's sequence number across `n` files: file `i`'s local number `l` is
+/// `l * n + i`, so numbers never collide and keep each file's order.
 pub(crate) fn global_seq(local: u64, shard: usize, n: usize) -> u64 {
     local * n as u64 + shard as u64
+}
+
+/// How a store's rows are spread over its files: `meters` meter shards (a meter's rows in
+/// [`shard_of`] its id) and, with `control`, one more file after them for the campaigns and
+/// the kept table records, so that a campaign's synchronous write (a release, stored before it
+/// is sent) never waits behind the meters' group commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) meters: usize,
+    pub(crate) control: bool,
+}
+
+impl Layout {
+    pub(crate) fn files(self) -> usize {
+        self.meters + usize::from(self.control)
+    }
+
+    /// The file of campaigns and kept records: the control file, or shard 0 without one.
+    pub(crate) fn control_file(self) -> usize {
+        if self.control {
+            self.meters
+        } else {
+            0
+        }
+    }
+
+    pub(crate) fn meter_file(self, meter_id: &str) -> usize {
+        shard_of(meter_id, self.meters)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +99,16 @@ pub struct OutboxMessage {
     pub payload: Vec<u8>,
 }
 
+impl OutboxMessage {
+    pub fn new(topic: &str, key: &str, payload: Vec<u8>) -> OutboxMessage {
+        OutboxMessage {
+            topic: topic.to_string(),
+            key: key.to_string(),
+            payload,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEntry {
     pub(crate) seq: u64,
@@ -89,6 +128,8 @@ pub struct CommandRecord {
 pub struct WriteBatch {
     /// New orders: stored and added to the open index (an id already stored is left as is).
     pub new_orders: Vec<OrderRecord>,
+    /// Orders that ended (a terminal status). An open order's status changes are not written
+    /// as updates: its meter's snapshot and audit rows (in the same batch) carry them.
     pub order_updates: Vec<OrderUpdate>,
     pub meter: Option<MeterState>,
     pub commands: Vec<Command>,
@@ -109,16 +150,28 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
-    /// Splits the batch by shard (`n` of them): every row goes where its meter lives (an
-    /// outbox message where its key does, so a meter's events stay in order; campaign and
-    /// table rows to shard 0). Acknowledged outbox numbers go back to their shard's local
-    /// numbering. `n = 1` returns the batch as it is.
-    pub(crate) fn split(self, n: usize) -> Vec<WriteBatch> {
+    /// Splits the batch by file: every row goes where its meter lives (an outbox message where
+    /// its key does, so a meter's events stay in order); campaign and kept table rows to the
+    /// control file, and a campaign's step (its record or a release, with its events) whole
+    /// there. Acknowledged outbox numbers go back to their file's local numbering. One file
+    /// returns the batch as it is.
+    pub(crate) fn split(self, layout: Layout) -> Vec<WriteBatch> {
+        let n = layout.files();
         if n <= 1 {
             return vec![self];
         }
+        let whole = |b: WriteBatch, i: usize| {
+            let mut out: Vec<WriteBatch> = (0..n).map(|_| WriteBatch::default()).collect();
+            out[i] = b;
+            out
+        };
+        if let Some(i) = self.only_file(layout) {
+            return whole(self, i);
+        }
+        let campaign_step = !(self.campaigns.is_empty() && self.campaign_releases.is_empty());
         let mut out: Vec<WriteBatch> = (0..n).map(|_| WriteBatch::default()).collect();
-        let s = |meter: &str| shard_of(meter, n);
+        let s = |meter: &str| layout.meter_file(meter);
+        let ctl = layout.control_file();
         for o in self.new_orders {
             out[s(&o.order.meter_id)].new_orders.push(o);
         }
@@ -142,16 +195,56 @@ impl WriteBatch {
             out[s(&a.meter_id)].audit.push(a);
         }
         for m in self.outbox {
-            out[s(&m.key)].outbox.push(m);
+            let i = if campaign_step { ctl } else { s(&m.key) };
+            out[i].outbox.push(m);
         }
         for g in self.outbox_acked {
             out[(g % n as u64) as usize].outbox_acked.push(g / n as u64);
         }
-        out[0].campaigns = self.campaigns;
-        out[0].campaign_orders = self.campaign_orders;
-        out[0].campaign_releases = self.campaign_releases;
-        out[0].kept = self.kept;
+        out[ctl].campaigns = self.campaigns;
+        out[ctl].campaign_orders = self.campaign_orders;
+        out[ctl].campaign_releases = self.campaign_releases;
+        out[ctl].kept = self.kept;
         out
+    }
+
+    /// The one file every row of the batch goes to, if there is one, so that
+    /// [`split`](Self::split) moves the batch whole: a meter's step (all its rows are its
+    /// meter's), or a campaign's step (its record, releases and events).
+    fn only_file(&self, layout: Layout) -> Option<usize> {
+        let meter_rows = !(self.new_orders.is_empty()
+            && self.order_updates.is_empty()
+            && self.meter.is_none()
+            && self.commands.is_empty()
+            && self.results.is_empty()
+            && self.exceptions.is_empty()
+            && self.audit.is_empty());
+        if !self.outbox_acked.is_empty() {
+            return None;
+        }
+        let table_rows = !(self.campaigns.is_empty()
+            && self.campaign_orders.is_empty()
+            && self.campaign_releases.is_empty()
+            && self.kept.is_empty());
+        if table_rows {
+            return (!meter_rows).then(|| layout.control_file());
+        }
+        let mut keys = self
+            .new_orders
+            .iter()
+            .map(|o| o.order.meter_id.as_str())
+            .chain(self.order_updates.iter().map(|u| u.meter_id.as_str()))
+            .chain(self.meter.iter().map(|m| m.meter_id.as_str()))
+            .chain(self.commands.iter().map(|c| c.meter_id.as_str()))
+            .chain(self.results.iter().map(|r| r.meter_id.as_str()))
+            .chain(self.exceptions.iter().map(|x| x.meter_id.as_str()))
+            .chain(self.audit.iter().map(|a| a.meter_id.as_str()))
+            .chain(self.outbox.iter().map(|m| m.key.as_str()));
+        let first = keys.next()?;
+        let shard = layout.meter_file(first);
+        // The same key again (the common case) needs no hashing.
+        keys.all(|k| k == first || layout.meter_file(k) == shard)
+            .then_some(shard)
     }
 
     pub(crate) fn is_empty(&self) -> bool {

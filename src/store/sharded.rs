@@ -1,50 +1,91 @@
 //! A store split by meter over several stores (shards), so that writes use more than one core:
 //! each shard has its own file and its own group-commit writer (`crate::commit`). A meter's
 //! rows (orders, snapshot, commands, exceptions, audit chain, events) all live in the shard
-//! [`shard_of`] its id, so everything one meter step writes is one shard's transaction and a
-//! meter's events keep their order. Campaigns and kept table records live in shard 0.
+//! [`shard_of`](super::shard_of) its id, so everything one meter step writes is one shard's
+//! transaction and a meter's events keep their order. Campaigns (with their events) and kept
+//! table records live in the control file after the shards ([`Layout`]), so a campaign's
+//! synchronous release write does not queue behind the meters' group commits.
 //!
-//! Reads by meter go to its shard; reads by order, command or exception id ask every shard
+//! Reads by meter go to its shard; reads by order, command or exception id ask every file
 //! (the id does not name the meter; a handful of point reads). Outbox sequence numbers are
 //! made global with [`global_seq`]; [`WriteBatch::split`] maps acknowledged ones back.
 
 use std::sync::Arc;
 
 use super::{
-    global_seq, shard_of, AuditCursor, CommandRecord, OutboxEntry, Store, StoreCounts, StoreError,
+    global_seq, AuditCursor, CommandRecord, Layout, OutboxEntry, Store, StoreCounts, StoreError,
     WriteBatch,
 };
 use crate::domain::{AuditEvent, ExceptionRecord, MeterState, OrderRecord, Timestamp};
 
 pub(crate) struct ShardedStore {
-    shards: Vec<Arc<dyn Store>>,
+    /// The meter shards, then the control file if the layout has one.
+    files: Vec<Arc<dyn Store>>,
+    layout: Layout,
 }
 
 impl ShardedStore {
+    /// Meter shards only: campaigns and kept records in shard 0.
     pub(crate) fn new(shards: Vec<Arc<dyn Store>>) -> ShardedStore {
         assert!(
             !shards.is_empty(),
             "a sharded store needs at least one shard"
         );
-        ShardedStore { shards }
+        let layout = Layout {
+            meters: shards.len(),
+            control: false,
+        };
+        ShardedStore {
+            files: shards,
+            layout,
+        }
     }
 
-    pub(crate) fn shards(&self) -> &[Arc<dyn Store>] {
-        &self.shards
+    /// Meter shards, and a control file for campaigns and kept records.
+    pub(crate) fn with_control(
+        mut shards: Vec<Arc<dyn Store>>,
+        control: Arc<dyn Store>,
+    ) -> ShardedStore {
+        assert!(
+            !shards.is_empty(),
+            "a sharded store needs at least one shard"
+        );
+        let layout = Layout {
+            meters: shards.len(),
+            control: true,
+        };
+        shards.push(control);
+        ShardedStore {
+            files: shards,
+            layout,
+        }
+    }
+
+    /// Every file: the meter shards, then the control file.
+    pub(crate) fn files(&self) -> &[Arc<dyn Store>] {
+        &self.files
+    }
+
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
     }
 
     fn of(&self, meter_id: &str) -> &Arc<dyn Store> {
-        &self.shards[shard_of(meter_id, self.shards.len())]
+        &self.files[self.layout.meter_file(meter_id)]
     }
 
-    /// Applies already split batches of one shard, numbering its outbox entries globally.
+    fn control(&self) -> &Arc<dyn Store> {
+        &self.files[self.layout.control_file()]
+    }
+
+    /// Applies already split batches of one file, numbering its outbox entries globally.
     pub(crate) fn apply_shard(
         &self,
         shard: usize,
         batches: &[WriteBatch],
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let n = self.shards.len();
-        let mut entries = self.shards[shard].apply(batches)?;
+        let n = self.files.len();
+        let mut entries = self.files[shard].apply(batches)?;
         for e in &mut entries {
             e.seq = global_seq(e.seq, shard, n);
         }
@@ -55,7 +96,7 @@ impl ShardedStore {
         &self,
         f: impl Fn(&dyn Store) -> Result<Option<T>, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        for s in &self.shards {
+        for s in &self.files {
             if let Some(v) = f(s.as_ref())? {
                 return Ok(Some(v));
             }
@@ -70,10 +111,10 @@ impl Store for ShardedStore {
     /// order already stored is left as is), so a shard that committed before another failed
     /// only sees the same rows again.
     fn apply(&self, batches: &[WriteBatch]) -> Result<Vec<OutboxEntry>, StoreError> {
-        let n = self.shards.len();
+        let n = self.files.len();
         let mut per: Vec<Vec<WriteBatch>> = (0..n).map(|_| Vec::new()).collect();
         for b in batches {
-            for (i, part) in b.clone().split(n).into_iter().enumerate() {
+            for (i, part) in b.clone().split(self.layout).into_iter().enumerate() {
                 if !part.is_empty() {
                     per[i].push(part);
                 }
@@ -94,7 +135,7 @@ impl Store for ShardedStore {
 
     fn orders_exist(&self, order_ids: &[&str]) -> Result<Vec<bool>, StoreError> {
         let mut found = vec![false; order_ids.len()];
-        for s in &self.shards {
+        for s in &self.files {
             for (f, here) in found.iter_mut().zip(s.orders_exist(order_ids)?) {
                 *f |= here;
             }
@@ -112,7 +153,7 @@ impl Store for ShardedStore {
 
     fn meters_with_open_work(&self) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
-        for s in &self.shards {
+        for s in &self.files[..self.layout.meters] {
             out.extend(s.meters_with_open_work()?);
         }
         Ok(out)
@@ -152,9 +193,9 @@ impl Store for ShardedStore {
     }
 
     fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
-        let n = self.shards.len();
+        let n = self.files.len();
         let mut out = Vec::new();
-        for (i, s) in self.shards.iter().enumerate() {
+        for (i, s) in self.files.iter().enumerate() {
             out.extend(s.outbox(limit)?.into_iter().map(|mut e| {
                 e.seq = global_seq(e.seq, i, n);
                 e
@@ -166,7 +207,7 @@ impl Store for ShardedStore {
 
     fn counts(&self) -> Result<StoreCounts, StoreError> {
         let mut t = StoreCounts::default();
-        for s in &self.shards {
+        for s in &self.files {
             let c = s.counts()?;
             t.orders += c.orders;
             t.open_orders += c.open_orders;
@@ -180,18 +221,18 @@ impl Store for ShardedStore {
     }
 
     fn kept(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.shards[0].kept(table)
+        self.control().kept(table)
     }
 
     fn campaigns(&self) -> Result<Vec<crate::domain::CampaignRecord>, StoreError> {
-        self.shards[0].campaigns()
+        self.control().campaigns()
     }
 
     fn campaign_orders(
         &self,
         campaign_id: &str,
     ) -> Result<Vec<crate::domain::CampaignOrder>, StoreError> {
-        self.shards[0].campaign_orders(campaign_id)
+        self.control().campaign_orders(campaign_id)
     }
 }
 
@@ -200,7 +241,7 @@ mod tests {
     use super::*;
     use crate::domain::{AuditKind, OrderStatus};
     use crate::store::embedded::Shard;
-    use crate::store::{EmbeddedStore, OutboxMessage};
+    use crate::store::{shard_of, EmbeddedStore, Layout, OutboxMessage};
 
     fn open(dir: &std::path::Path, of: u64) -> ShardedStore {
         ShardedStore::new(
@@ -247,7 +288,7 @@ mod tests {
             entries.extend(s.apply(&[step(m, 1)]).unwrap());
         }
         // Every shard got some meters, and only its own.
-        for (i, shard) in s.shards().iter().enumerate() {
+        for (i, shard) in s.files().iter().enumerate() {
             let mine: Vec<&String> = meters.iter().filter(|m| shard_of(m, 3) == i).collect();
             assert!(!mine.is_empty(), "shard {i} got no meter of 30");
             assert_eq!(shard.counts().unwrap().audit_events, 2 * mine.len() as u64);
@@ -280,6 +321,112 @@ mod tests {
         };
         s.apply(&[acked]).unwrap();
         assert_eq!(s.counts().unwrap().outbox, 0);
+    }
+
+    #[test]
+    fn a_campaigns_step_and_kept_records_go_to_the_control_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = EmbeddedStore::open_sharded(dir.path(), 2).unwrap();
+        drop(all);
+        // The same files, each opened on its own, to see which one holds what.
+        let file = |shard| Arc::new(EmbeddedStore::try_open(dir.path(), shard).unwrap().unwrap());
+        let shards: Vec<Arc<EmbeddedStore>> =
+            (0..2).map(|index| file(Shard { index, of: 2 })).collect();
+        let control = file(Shard::control(2));
+        let s = ShardedStore::with_control(
+            shards.iter().map(|s| s.clone() as Arc<dyn Store>).collect(),
+            control.clone(),
+        );
+        assert_eq!(
+            s.layout(),
+            Layout {
+                meters: 2,
+                control: true
+            }
+        );
+        let def: crate::domain::CampaignDef = serde_json::from_str(
+            r#"{"schema_version":1,"campaign_id":"C-1","rate_per_hour":60,
+                "time_zone":"America/New_York","windows":{},"start_at":"2026-12-07T13:00:00Z"}"#,
+        )
+        .unwrap();
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let record = crate::domain::CampaignRecord {
+            def: def.clone(),
+            status: crate::domain::CampaignStatus::Active,
+            rate_per_hour: 60,
+            last_release_at: Some(at),
+            released: 1,
+            updated_at: at,
+        };
+        let mut orders: Vec<crate::domain::CampaignOrder> = (0..2)
+            .map(|i| crate::domain::CampaignOrder {
+                order_id: format!("SO-{i}"),
+                meter_id: format!("M-{i}"),
+                zone: "north".into(),
+                priority: 1,
+                amount_cents: 0,
+                seq: i,
+                released: false,
+                released_at: None,
+            })
+            .collect();
+        // The intake: the orders' rows in their meters' shards, the campaign rows in control.
+        let mut intake = step(&orders[0].meter_id, 0);
+        intake.campaign_orders = orders.iter().map(|o| ("C-1".into(), o.clone())).collect();
+        let parts = intake.split(s.layout());
+        assert_eq!(parts.len(), 3);
+        assert!(parts[2].audit.is_empty() && parts[2].outbox.is_empty());
+        assert_eq!(parts[2].campaign_orders.len(), 2);
+        s.apply(&[step(&orders[0].meter_id, 0)]).unwrap();
+        // A campaign's step (its record, a release, its event): whole to the control file,
+        // the event included, so its one synchronous write touches one file.
+        let campaign_step = WriteBatch {
+            campaigns: vec![record.clone()],
+            campaign_orders: orders.iter().map(|o| ("C-1".into(), o.clone())).collect(),
+            campaign_releases: vec![("C-1".into(), orders[0].order_id.clone(), at)],
+            outbox: vec![OutboxMessage {
+                topic: "campaign-events".into(),
+                key: "C-1".into(),
+                payload: b"progress".to_vec(),
+            }],
+            kept: vec![crate::store::KeptRecord {
+                table: "registry",
+                key: "M-1".into(),
+                value: Some(b"{}".to_vec()),
+            }],
+            ..Default::default()
+        };
+        let parts = campaign_step.clone().split(s.layout());
+        assert!(parts[0].is_empty() && parts[1].is_empty());
+        let entries = s.apply(&[campaign_step]).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].seq % 3, 2, "numbered in the control file");
+        for shard in &shards {
+            assert!(shard.campaigns().unwrap().is_empty());
+            assert!(shard.campaign_orders("C-1").unwrap().is_empty());
+            assert!(shard.kept("registry").unwrap().is_empty());
+        }
+        let shard_events: u64 = shards.iter().map(|s| s.counts().unwrap().outbox).sum();
+        assert_eq!(shard_events, 1, "only the meter's event is in the shards");
+        assert_eq!(control.counts().unwrap().outbox, 1);
+        assert_eq!(s.campaigns().unwrap(), [record]);
+        assert_eq!(s.kept("registry").unwrap().len(), 1);
+        // The release is read back with its time (the campaign's hour log after a restart).
+        orders[0].released = true;
+        orders[0].released_at = Some(at);
+        assert_eq!(s.campaign_orders("C-1").unwrap(), orders);
+        // Acknowledging the event empties the control file's outbox.
+        s.apply(&[WriteBatch {
+            outbox_acked: vec![entries[0].seq],
+            ..Default::default()
+        }])
+        .unwrap();
+        assert_eq!(
+            s.counts().unwrap().outbox,
+            1,
+            "the meter's event is still there"
+        );
+        assert_eq!(control.counts().unwrap().outbox, 0);
     }
 
     #[test]

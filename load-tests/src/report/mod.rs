@@ -276,8 +276,12 @@ impl Report {
         }
         let releases = i.samples.iter().map(|s| s.releases).fold(0.0, f64::max);
         let release_rate = i.scenario.campaign.as_ref().and_then(|_| {
+            // From the first release seen to the first sample that saw the last one: the run
+            // may go on after the campaign stops releasing (its shutdown), which is not a rate.
             let first = i.samples.iter().find(|s| s.releases >= 1.0)?;
-            let last = i.samples.iter().rev().find(|s| s.life == first.life)?;
+            let life = i.samples.iter().filter(|s| s.life == first.life);
+            let most = life.clone().map(|s| s.releases).fold(0.0, f64::max);
+            let last = life.clone().find(|s| s.releases >= most)?;
             (last.t > first.t)
                 .then(|| (last.releases - first.releases) / (last.t - first.t) * 3600.0)
         });

@@ -216,7 +216,9 @@ impl Report {
              from a fresh group, and durable appends of 1,000 audit rows per transaction to a fresh embedded store on the same disk. \
              Latencies are exact (HDR histograms, `/stats/latency`) and exclude head-end time. Memory per registered meter is the \
              resident memory at ready minus that of the same binary with an empty registry (baseline {} MiB), divided by the meters; \
-             per live actor, the growth from ready to the peak of live actors divided by them (open orders and their buffers included).\n\n\
+             per live actor, the growth from ready to the peak of live actors divided by them (open orders and their buffers included; \
+             the actor's own overhead without an order is measured by `cargo bench --bench actor_memory`). The campaign release rate \
+             runs from the first release seen to the first sample that saw the last one.\n\n\
              Produce times (harness side): registry {:.1} s, orders on the topic before start {:.1} s.\n",
             s.baseline_rss_bytes >> 20,
             self.registry_produce_secs,
