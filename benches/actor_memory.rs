@@ -6,7 +6,9 @@
 //!
 //! Measured with a counting global allocator: the heap bytes the process holds, exactly, with
 //! no allocator or page noise (the resident-set growth is printed beside it). The meters run
-//! on the real [`Directory`], store and policy, on one arbiter.
+//! on the real [`Directory`], store (its page cache bounded at the default 64 MiB, so it is
+//! in the numbers only as far as it grew) and policy, on one arbiter. The floor beside them:
+//! as many bare actix actors with no state.
 //!
 //! `cargo bench --bench actor_memory` (100,000 meters; a table on stdout);
 //! `cargo test --release --benches` runs it with 2,000 meters as a test.
@@ -99,8 +101,17 @@ async fn settle(limit: Duration) {
     }
 }
 
+/// The floor: an actix actor with no state, started the same way, its address kept.
+struct Bare;
+
+impl actix::Actor for Bare {
+    type Context = actix::Context<Bare>;
+}
+
 struct Measured {
     meters: usize,
+    floor_heap: f64,
+    floor_rss: f64,
     idle_heap: f64,
     idle_rss: f64,
     order_heap: f64,
@@ -149,6 +160,16 @@ fn measure(meters: usize) -> Measured {
             he as Arc<dyn HeadEnd>
         });
         settle(Duration::from_secs(5)).await;
+        // The floor: as many bare actix actors (context, mailbox, task, address).
+        let (hf, rf) = (held(), rss());
+        let arbiter = actix::Arbiter::current();
+        let bare: Vec<actix::Addr<Bare>> = (0..meters)
+            .map(|_| <Bare as actix::Actor>::start_in_arbiter(&arbiter, |_| Bare))
+            .collect();
+        settle(Duration::from_secs(30)).await;
+        let (hf1, rf1) = (held(), rss());
+        drop(bare);
+        settle(Duration::from_secs(30)).await;
         let (h0, r0) = (held(), rss());
         // The actors' own overhead: activated by a wake, no order.
         for i in 0..meters {
@@ -174,6 +195,8 @@ fn measure(meters: usize) -> Measured {
         let n = meters as f64;
         let m = Measured {
             meters,
+            floor_heap: (hf1 - hf) as f64 / n,
+            floor_rss: (rf1 - rf) as f64 / n,
             idle_heap: (h1 - h0) as f64 / n,
             idle_rss: (r1 - r0) as f64 / n,
             order_heap: (h2 - h0) as f64 / n,
@@ -198,7 +221,11 @@ fn main() {
     println!("| | heap held (counting allocator) | resident set growth |");
     println!("|---|---|---|");
     println!(
-        "| actor overhead (activated, no order) | {:.0} B | {:.0} B |",
+        "| floor: a bare actix actor (context, mailbox, task, address) | {:.0} B | {:.0} B |",
+        m.floor_heap, m.floor_rss
+    );
+    println!(
+        "| meter actor overhead (activated, no order) | {:.0} B | {:.0} B |",
         m.idle_heap, m.idle_rss
     );
     println!(

@@ -340,7 +340,11 @@ async fn kafka(config: &Config) -> Result<(Option<EmbeddedKafka>, String), AppEr
 /// needed: for tests and tools that prepare or inspect a data directory while no instance
 /// holds it.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    EmbeddedStore::open_sharded(&config.data_dir, config.store.shards as u64)
+    EmbeddedStore::open_sharded(
+        &config.data_dir,
+        config.store.shards as u64,
+        config.store.cache_mib << 20,
+    )
 }
 
 /// Step 2: the store, the events its outbox still holds, and the group-commit writer (which
@@ -358,6 +362,7 @@ async fn start_store(
     // Another instance in this process (a test's restart) may still be letting go of the
     // files: wait without blocking this runtime, on which it may need to run to let go.
     let of = config.store.shards as u64;
+    let cache = EmbeddedStore::cache_per_file(config.store.cache_mib << 20, of);
     let mut shards: Vec<Arc<dyn Store>> = Vec::new();
     for shard in (0..of)
         .map(|index| Shard { index, of })
@@ -365,7 +370,7 @@ async fn start_store(
     {
         let mut waited = Duration::ZERO;
         let store = loop {
-            if let Some(s) = EmbeddedStore::try_open(&config.data_dir, shard)? {
+            if let Some(s) = EmbeddedStore::try_open(&config.data_dir, shard, cache)? {
                 break s;
             }
             if waited >= Duration::from_secs(10) {

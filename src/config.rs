@@ -331,6 +331,8 @@ pub(crate) struct StoreConfig {
     pub(crate) group_commit_max: usize,
     /// Embedded store files, split by meter, each with its own writer thread.
     pub(crate) shards: usize,
+    /// redb's page cache over all the files, in MiB (split evenly between them).
+    pub(crate) cache_mib: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -617,6 +619,12 @@ impl Config {
             return Err(invalid(
                 "store.shards",
                 "must be between 1 and 64 (one writer thread per shard; about one per core)",
+            ));
+        }
+        if !(8..=1 << 20).contains(&self.store.cache_mib) {
+            return Err(invalid(
+                "store.cache_mib",
+                "must be between 8 and 1048576 (MiB of page cache over all the store's files)",
             ));
         }
         if !(1..=1_000_000).contains(&self.store.group_commit_max) {

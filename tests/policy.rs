@@ -272,6 +272,50 @@ async fn a_cold_thursday_before_christmas_in_dc_bars_through_the_weekend() {
     app.shutdown().await;
 }
 
+/// `/readyz` of `app`, as JSON.
+async fn readyz(app: &App) -> serde_json::Value {
+    let (code, body) = http_get(app.http_addr, "/readyz").await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[actix_rt::test]
+async fn a_meter_holding_a_deferred_order_passivates_and_the_directory_wakes_it_on_time() {
+    // A disconnect deferred from Wednesday to Monday 08:00 needs no live actor meanwhile (1M
+    // deferred disconnects must not hold 1M actors): the meter passivates like an idle one
+    // (after 1 s in the tests), and the directory's one timer wakes it on Monday.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_at(ts("2026-12-23T15:00:00Z"));
+    let app = start_at(with_pack(dir.path(), "district-of-columbia.toml"), &clock).await;
+    let p = producer(&app.bootstrap);
+    let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    register_in(&app, &p, "DC-2", "dc", json!({})).await;
+    weather(&app, &p, "dc", "2026-12-24", 30.0, 41.0).await;
+    disconnect("SO-DC-2", "DC-2", "2026-11-20T15:00:00Z")
+        .produce(&p, &app.config.topics.orders)
+        .await;
+    let d = wait_status(&events, "SO-DC-2", OrderStatus::Deferred).await;
+    assert_eq!(d.retry_at, Some(ts("2026-12-28T13:00:00Z")), "Monday 08:00");
+    let r = eventually("the deferred meter passivated", T, async || {
+        let r = readyz(&app).await;
+        (r["live_meter_actors"] == 0).then_some(r)
+    })
+    .await;
+    assert_eq!(r["passivated_meters_waiting_for_a_time"], 1, "{r}");
+    // Monday 08:00: woken, decided again, sent and confirmed.
+    clock.set(ts("2026-12-28T13:00:00Z"));
+    events.wait_final("SO-DC-2", T).await;
+    assert_eq!(
+        events.of("SO-DC-2").last().unwrap().status,
+        OrderStatus::Completed
+    );
+    assert_eq!(
+        readyz(&app).await["passivated_meters_waiting_for_a_time"],
+        0
+    );
+    app.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn payments_withdraw_disconnects_and_a_late_certificate_restores_power() {
     let dir = tempfile::tempdir().unwrap();

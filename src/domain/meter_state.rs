@@ -95,13 +95,14 @@ pub struct MeterState {
     pub(crate) last_register_kwh: Option<f64>,
     pub open: Vec<OpenOrder>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub in_flight: Option<InFlight>,
+    /// Boxed: most live meters have none, and it is the largest field.
+    pub in_flight: Option<Box<InFlight>>,
     pub next_seq: u64,
     /// Medical / life-support / critical-care certificates received for this meter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) certificates: Vec<Certificate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) last_cut: Option<Cut>,
+    pub(crate) last_cut: Option<Box<Cut>>,
     /// Payments of the last [`PAYMENT_MEMORY_DAYS`]: an order and its payment travel on
     /// different topics, so a payment may arrive before the disconnect it pays off.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

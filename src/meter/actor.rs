@@ -4,14 +4,14 @@
 //! the side effects (dispatch to the head-end, arm deadline and wake timers). The mailbox is
 //! held (`ctx.wait`) while a write is in progress, so steps of one meter never interleave.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::machine::{Action, Input, MeterFacts, MeterMachine};
-use super::{Directory, MeterMsg};
+use super::{Directory, Liveness, MeterMsg};
 use crate::domain::{CommandOutcome, MeterFlags, OrderStatus, Timestamp};
 use crate::observability::{self, metrics};
 use crate::retry::Backoff;
@@ -36,7 +36,7 @@ enum Arrival {
 pub(crate) struct MeterActor {
     id: Arc<str>,
     dir: Arc<Directory>,
-    pending: Arc<AtomicU32>,
+    live: Arc<Liveness>,
     generation: u64,
     machine: MeterMachine,
     facts: MeterFacts,
@@ -115,7 +115,7 @@ impl MeterActor {
     pub(crate) fn new(
         id: Arc<str>,
         dir: Arc<Directory>,
-        pending: Arc<AtomicU32>,
+        live: Arc<Liveness>,
         generation: u64,
     ) -> MeterActor {
         MeterActor {
@@ -126,7 +126,7 @@ impl MeterActor {
             },
             id,
             dir,
-            pending,
+            live,
             generation,
             last_active: tokio::time::Instant::now(),
             deadline: None,
@@ -137,6 +137,13 @@ impl MeterActor {
         }
     }
 
+    /// Nothing in progress: no command in flight, no deadline, no unsent command to settle.
+    /// Its open orders, if any, are held (until a time, zone facts, an approval or a release)
+    /// and stored with its snapshot, so the actor may passivate.
+    fn dormant(&self) -> bool {
+        self.machine.in_flight.is_none() && self.deadline.is_none() && self.not_sent.is_none()
+    }
+
     /// Registry facts are re-read before every step (they may change at any time). A meter that
     /// is not (or no longer) in the registry keeps its last known facts; one never seen is
     /// unknown, and its orders wait for its registry record (never "has no switch").
@@ -144,11 +151,15 @@ impl MeterActor {
         let svc = self.dir.services();
         if let Some(info) = svc.registry.get(&self.id) {
             self.facts.has_switch = info.flags.contains(MeterFlags::HAS_SWITCH);
-            self.facts.head_end_id = info.head_end_id.to_string();
+            if !Arc::ptr_eq(&self.facts.head_end_id, &info.head_end_id) {
+                self.facts.head_end_id = info.head_end_id.clone();
+            }
             self.facts.flags = info.flags;
             if *self.facts.zone != *info.zone {
                 svc.facts.release(&self.facts.zone, &self.id);
-                self.facts.zone = info.zone.to_string();
+            }
+            if !Arc::ptr_eq(&self.facts.zone, &info.zone) {
+                self.facts.zone = info.zone.clone();
             }
             self.facts_known = true;
         } else if !self.facts_known {
@@ -265,6 +276,7 @@ impl MeterActor {
         } else {
             svc.facts.release(&self.facts.zone, &self.id);
         }
+        self.live.set_idle(self.dormant(), &dir);
         if batch.is_empty() && effects.is_empty() {
             if let Some(a) = ack {
                 let _ = a.send(());
@@ -487,17 +499,9 @@ impl Actor for MeterActor {
                 ctx.wait(retry.into_actor(self).map(|m, act, ctx| act.loaded(m, ctx)));
             }
         }
-        let idle = self.dir.services().idle;
-        let check = (idle / 2).clamp(Duration::from_millis(10), Duration::from_secs(30));
-        ctx.run_interval(check, move |act, ctx| {
-            if act.machine.is_idle()
-                && act.last_active.elapsed() >= idle
-                && act.dir.try_passivate(&act.id, act.generation)
-            {
-                metrics().actor_passivations.increment(1);
-                ctx.stop();
-            }
-        });
+        // Idle from the start (a wake with nothing to do): the directory's sweep may passivate
+        // it. (A meter loaded with work says otherwise after its first step.)
+        self.live.set_idle(self.dormant(), &self.dir);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -509,11 +513,35 @@ impl Actor for MeterActor {
     }
 }
 
+/// The directory's sweep: this meter has been idle for the passivation time.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Passivate;
+
+impl Handler<Passivate> for MeterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
+        if self.dormant()
+            && self.last_active.elapsed() >= self.dir.services().idle
+            && self.dir.try_passivate(&self.id, self.generation)
+        {
+            // Its open orders (if any) are held and stored with its snapshot; what wakes it
+            // is the directory's timer, the zone facts' waiting index, or the fact it waits for.
+            if let Some((at, _)) = &self.wake {
+                self.dir.wake_at(self.id.clone(), *at);
+            }
+            metrics().actor_passivations.increment(1);
+            ctx.stop();
+        }
+    }
+}
+
 impl Handler<Deliver> for MeterActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        self.pending.fetch_sub(1, Ordering::SeqCst);
+        self.live.pending.fetch_sub(1, Ordering::SeqCst);
         let ack = msg.1;
         self.arrival = match &msg.0 {
             MeterMsg::Order(o) => Some(Arrival::Order(o.order_id.clone(), msg.2)),

@@ -54,8 +54,34 @@ pub struct MeterServices {
 
 struct Entry {
     addr: Addr<MeterActor>,
-    pending: Arc<AtomicU32>,
+    live: Arc<Liveness>,
     generation: u64,
+}
+
+/// What the directory and a live actor share: how many messages are queued for it (raised
+/// under the map's shard lock by `deliver`), and since when it has had no open work.
+pub(crate) struct Liveness {
+    pub(crate) pending: AtomicU32,
+    /// Milliseconds since the directory's epoch, plus one, when the meter last became idle
+    /// (no open order, no command in flight); 0 while it has work.
+    idle_since: AtomicU64,
+}
+
+impl Liveness {
+    /// The actor says whether it is idle after a step (the directory's sweep only looks at
+    /// idle ones).
+    pub(crate) fn set_idle(&self, idle: bool, dir: &Directory) {
+        let was = self.idle_since.load(Ordering::Relaxed);
+        let now = if idle {
+            if was != 0 {
+                return;
+            }
+            dir.epoch.elapsed().as_millis() as u64 + 1
+        } else {
+            0
+        };
+        self.idle_since.store(now, Ordering::Relaxed);
+    }
 }
 
 pub struct Directory {
@@ -69,6 +95,21 @@ pub struct Directory {
     /// Stopping: meters take answers in but start no new command.
     draining: std::sync::atomic::AtomicBool,
     me: std::sync::Weak<Directory>,
+    /// The clock of [`Liveness::idle_since`].
+    epoch: std::time::Instant,
+    /// When passivated meters that hold an order until a time must be woken.
+    wakes: Arc<Wakes>,
+}
+
+/// The wake-ups of passivated meters that hold an order until a time (a window opens, a
+/// deferral or a back-off ends): one timer, on the injected clock, for all of them, instead of
+/// a live actor and a timer each. A meter held on zone facts is woken by
+/// [`Directory::wake_waiting`], one awaiting an approval by the fact itself. A wake that finds
+/// its meter already live (or with nothing due any more) is a no-op step.
+#[derive(Default)]
+struct Wakes {
+    due: std::sync::Mutex<std::collections::BTreeSet<(crate::domain::Timestamp, Arc<str>)>>,
+    changed: tokio::sync::Notify,
 }
 
 impl Directory {
@@ -80,7 +121,7 @@ impl Directory {
         head_end: impl FnOnce(std::sync::Weak<dyn ResultSink>) -> Arc<dyn HeadEnd>,
     ) -> Arc<Directory> {
         assert!(!arbiters.is_empty(), "at least one arbiter");
-        Arc::new_cyclic(|me| Directory {
+        let dir = Arc::new_cyclic(|me| Directory {
             live: DashMap::new(),
             arbiters,
             services,
@@ -89,7 +130,89 @@ impl Directory {
             in_flight: std::sync::atomic::AtomicI64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
             me: me.clone(),
-        })
+            epoch: std::time::Instant::now(),
+            wakes: Arc::default(),
+        });
+        // One sweep for every actor instead of a timer in each: an actor idle for
+        // `meters.idle_passivate_secs` is asked to passivate.
+        let idle = dir.services.idle;
+        let every = (idle / 2).clamp(Duration::from_millis(10), Duration::from_secs(30));
+        let me = Arc::downgrade(&dir);
+        dir.arbiters[0].spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match me.upgrade() {
+                    Some(dir) => dir.sweep(),
+                    None => return,
+                }
+            }
+        });
+        let (wakes, clock, me) = (
+            dir.wakes.clone(),
+            dir.services.clock.clone(),
+            Arc::downgrade(&dir),
+        );
+        dir.arbiters[0].spawn(async move {
+            loop {
+                let next = wakes.due.lock().expect("lock").first().map(|(t, _)| *t);
+                let sleep = match next {
+                    Some(t) => clock.sleep_until(t),
+                    None => Box::pin(std::future::pending()),
+                };
+                tokio::select! {
+                    () = sleep => {}
+                    () = wakes.changed.notified() => continue,
+                }
+                let now = clock.now();
+                let due: Vec<Arc<str>> = {
+                    let mut d = wakes.due.lock().expect("lock");
+                    let mut out = Vec::new();
+                    while d.first().is_some_and(|(t, _)| *t <= now) {
+                        out.push(d.pop_first().expect("first").1);
+                    }
+                    out
+                };
+                let Some(dir) = me.upgrade() else { return };
+                for m in due {
+                    dir.deliver(&m, MeterMsg::Wake);
+                }
+            }
+        });
+        dir
+    }
+
+    /// A passivated meter must be woken at `at` (it holds an order until then).
+    pub(crate) fn wake_at(&self, meter_id: Arc<str>, at: crate::domain::Timestamp) {
+        let mut d = self.wakes.due.lock().expect("lock");
+        let earliest = d.first().is_none_or(|(t, _)| at < *t);
+        d.insert((at, meter_id));
+        drop(d);
+        if earliest {
+            self.wakes.changed.notify_one();
+        }
+    }
+
+    /// Passivated meters waiting for a wake-up time.
+    pub(crate) fn wakes_waiting(&self) -> usize {
+        self.wakes.due.lock().expect("lock").len()
+    }
+
+    /// Asks every actor idle for longer than the passivation time, with nothing queued, to
+    /// passivate (it checks again itself).
+    fn sweep(&self) {
+        let idle = self.services.idle.as_millis() as u64;
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        for e in self.live.iter() {
+            let since = e.live.idle_since.load(Ordering::Relaxed);
+            if since != 0
+                && now.saturating_sub(since) >= idle
+                && e.live.pending.load(Ordering::SeqCst) == 0
+            {
+                e.addr.do_send(actor::Passivate);
+            }
+        }
     }
 
     pub(crate) fn head_end(&self) -> &Arc<dyn HeadEnd> {
@@ -142,7 +265,7 @@ impl Directory {
         ack: Option<tokio::sync::oneshot::Sender<()>>,
     ) {
         if let Some(e) = self.live.get(meter_id) {
-            e.pending.fetch_add(1, Ordering::SeqCst);
+            e.live.pending.fetch_add(1, Ordering::SeqCst);
             e.addr
                 .do_send(actor::Deliver(msg, ack, std::time::Instant::now()));
             return;
@@ -152,7 +275,7 @@ impl Directory {
             .live
             .entry(key.clone())
             .or_insert_with(|| self.activate(key));
-        e.pending.fetch_add(1, Ordering::SeqCst);
+        e.live.pending.fetch_add(1, Ordering::SeqCst);
         e.addr
             .do_send(actor::Deliver(msg, ack, std::time::Instant::now()));
     }
@@ -169,17 +292,20 @@ impl Directory {
 
     fn activate(&self, meter_id: Arc<str>) -> Entry {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let pending = Arc::new(AtomicU32::new(0));
+        let live = Arc::new(Liveness {
+            pending: AtomicU32::new(0),
+            idle_since: AtomicU64::new(0),
+        });
         let arbiter = &self.arbiters[(generation % self.arbiters.len() as u64) as usize];
         let dir = self.me.upgrade().expect("directory alive");
-        let p = pending.clone();
+        let l = live.clone();
         let addr = MeterActor::start_in_arbiter(arbiter, move |_| {
-            MeterActor::new(meter_id, dir, p, generation)
+            MeterActor::new(meter_id, dir, l, generation)
         });
         metrics().actor_activations.increment(1);
         Entry {
             addr,
-            pending,
+            live,
             generation,
         }
     }
@@ -188,7 +314,7 @@ impl Directory {
     pub(crate) fn try_passivate(&self, meter_id: &str, generation: u64) -> bool {
         self.live
             .remove_if(meter_id, |_, e| {
-                e.generation == generation && e.pending.load(Ordering::SeqCst) == 0
+                e.generation == generation && e.live.pending.load(Ordering::SeqCst) == 0
             })
             .is_some()
     }

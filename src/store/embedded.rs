@@ -78,6 +78,8 @@ pub struct EmbeddedStore {
     path: std::path::PathBuf,
     /// How many shards the file belongs to (checked against the file at every open).
     shards: u64,
+    /// redb's page cache for this file (`store.cache_mib` over the files).
+    cache_bytes: usize,
     /// `None` while it is being reopened after an I/O error (reads fail meanwhile).
     db: std::sync::RwLock<Option<Database>>,
     /// A write failed: redb refuses every later write ("previous I/O error") until the
@@ -141,11 +143,20 @@ const ALREADY_OPEN: &str = "the database file is open in another switchyard stor
 /// How often a broken database is opened again at most.
 const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The page cache of a file opened without a configuration (tests, tools): 64 MiB. redb's own
+/// default is 1 GiB per file, which a store of several files would grow into as it writes.
+pub(crate) const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 impl EmbeddedStore {
     /// Opens (or creates) the database file `<dir>/switchyard.redb`, waiting up to 10 s (on this
     /// thread) for another instance in this process that still holds it.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
-        Self::open_with(dir, Shard::ONLY, std::time::Duration::from_secs(10))
+        Self::open_with(
+            dir,
+            Shard::ONLY,
+            std::time::Duration::from_secs(10),
+            DEFAULT_CACHE_BYTES,
+        )
     }
 
     /// Opens every shard of the store an application wrote in `dir`, however many
@@ -158,31 +169,44 @@ impl EmbeddedStore {
                 path: path.display().to_string(),
                 message: e.to_string(),
             })?;
-            Self::open_db(&path, None, wait)?.1
+            Self::open_db(&path, None, wait, DEFAULT_CACHE_BYTES)?.1
         };
-        Self::open_shards(dir, of)
+        Self::open_shards(dir, of, DEFAULT_CACHE_BYTES * (of as usize + 1))
     }
 
-    /// Opens (or creates) a store of `shards` shards in `dir`, as `store.shards` asks; the
-    /// application's own opener waits without blocking its runtime instead.
+    /// Opens (or creates) a store of `shards` shards in `dir` with `cache_bytes` of page cache
+    /// over all its files, as `store.shards` and `store.cache_mib` ask; the application's own
+    /// opener waits without blocking its runtime instead.
     pub fn open_sharded(
         dir: &Path,
         shards: u64,
+        cache_bytes: usize,
     ) -> Result<std::sync::Arc<dyn super::Store>, StoreError> {
-        Self::open_shards(dir, shards)
+        Self::open_shards(dir, shards, cache_bytes)
     }
 
-    fn open_shards(dir: &Path, of: u64) -> Result<std::sync::Arc<dyn super::Store>, StoreError> {
+    /// The page cache of each file when a store of `shards` shards has `total` bytes.
+    pub(crate) fn cache_per_file(total: usize, shards: u64) -> usize {
+        total / (shards as usize + 1)
+    }
+
+    fn open_shards(
+        dir: &Path,
+        of: u64,
+        cache_bytes: usize,
+    ) -> Result<std::sync::Arc<dyn super::Store>, StoreError> {
         let wait = std::time::Duration::from_secs(10);
+        let cache = Self::cache_per_file(cache_bytes, of);
         let mut shards: Vec<std::sync::Arc<dyn super::Store>> = Vec::new();
         for index in 0..of {
             shards.push(std::sync::Arc::new(Self::open_with(
                 dir,
                 Shard { index, of },
                 wait,
+                cache,
             )?));
         }
-        let control = std::sync::Arc::new(Self::open_with(dir, Shard::control(of), wait)?);
+        let control = std::sync::Arc::new(Self::open_with(dir, Shard::control(of), wait, cache)?);
         Ok(std::sync::Arc::new(super::ShardedStore::with_control(
             shards, control,
         )))
@@ -191,8 +215,12 @@ impl EmbeddedStore {
     /// As [`open`](Self::open), without waiting: `Ok(None)` when another instance in this
     /// process still holds the file (an async caller waits without blocking its runtime, on
     /// which that instance may need to run to let go).
-    pub(crate) fn try_open(dir: &Path, shard: Shard) -> Result<Option<EmbeddedStore>, StoreError> {
-        match Self::open_with(dir, shard, std::time::Duration::ZERO) {
+    pub(crate) fn try_open(
+        dir: &Path,
+        shard: Shard,
+        cache_bytes: usize,
+    ) -> Result<Option<EmbeddedStore>, StoreError> {
+        match Self::open_with(dir, shard, std::time::Duration::ZERO, cache_bytes) {
             Ok(s) => Ok(Some(s)),
             Err(StoreError::Open { message, .. }) if message == ALREADY_OPEN => Ok(None),
             Err(e) => Err(e),
@@ -203,16 +231,18 @@ impl EmbeddedStore {
         dir: &Path,
         shard: Shard,
         wait: std::time::Duration,
+        cache_bytes: usize,
     ) -> Result<EmbeddedStore, StoreError> {
         let path = dir.join(shard.file_name());
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let (db, shards) = Self::open_db(&path, Some(shard.of), wait)?;
+        let (db, shards) = Self::open_db(&path, Some(shard.of), wait, cache_bytes)?;
         Ok(EmbeddedStore {
             path,
             shards,
+            cache_bytes,
             db: std::sync::RwLock::new(Some(db)),
             broken: std::sync::atomic::AtomicBool::new(false),
             last_reopen: std::sync::Mutex::new(None),
@@ -225,6 +255,7 @@ impl EmbeddedStore {
         path: &Path,
         expect: Option<u64>,
         wait: std::time::Duration,
+        cache_bytes: usize,
     ) -> Result<(Database, u64), StoreError> {
         let err = |m: String| StoreError::Open {
             path: path.display().to_string(),
@@ -234,7 +265,7 @@ impl EmbeddedStore {
         // moment (its writer thread drains last); wait for it rather than fail.
         let mut waited = std::time::Duration::ZERO;
         let db = loop {
-            match Database::create(path) {
+            match Database::builder().set_cache_size(cache_bytes).create(path) {
                 Ok(db) => break db,
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if waited < wait => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -314,8 +345,13 @@ impl EmbeddedStore {
         }
         let mut db = self.db.write().expect("lock");
         *db = None; // releases the file
-        let (fresh, _) = Self::open_db(&self.path, Some(self.shards), std::time::Duration::ZERO)
-            .map_err(|e| StoreError::Backend(format!("reopening after an I/O error: {e}")))?;
+        let (fresh, _) = Self::open_db(
+            &self.path,
+            Some(self.shards),
+            std::time::Duration::ZERO,
+            self.cache_bytes,
+        )
+        .map_err(|e| StoreError::Backend(format!("reopening after an I/O error: {e}")))?;
         *db = Some(fresh);
         self.broken.store(false, Ordering::SeqCst);
         tracing::info!(path = %self.path.display(), "embedded store reopened after an I/O error; writes resume");
@@ -1048,7 +1084,7 @@ mod tests {
                 .unwrap();
             w.commit().unwrap();
         }
-        let err = EmbeddedStore::try_open(dir.path(), Shard::ONLY)
+        let err = EmbeddedStore::try_open(dir.path(), Shard::ONLY, DEFAULT_CACHE_BYTES)
             .err()
             .expect("an old file opened")
             .to_string();

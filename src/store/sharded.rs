@@ -240,14 +240,14 @@ impl Store for ShardedStore {
 mod tests {
     use super::*;
     use crate::domain::{AuditKind, OrderStatus};
-    use crate::store::embedded::Shard;
+    use crate::store::embedded::{Shard, DEFAULT_CACHE_BYTES};
     use crate::store::{shard_of, EmbeddedStore, Layout, OutboxMessage};
 
     fn open(dir: &std::path::Path, of: u64) -> ShardedStore {
         ShardedStore::new(
             (0..of)
                 .map(|index| {
-                    let s = EmbeddedStore::try_open(dir, Shard { index, of })
+                    let s = EmbeddedStore::try_open(dir, Shard { index, of }, DEFAULT_CACHE_BYTES)
                         .unwrap()
                         .unwrap();
                     Arc::new(s) as Arc<dyn Store>
@@ -326,10 +326,16 @@ mod tests {
     #[test]
     fn a_campaigns_step_and_kept_records_go_to_the_control_file_only() {
         let dir = tempfile::tempdir().unwrap();
-        let all = EmbeddedStore::open_sharded(dir.path(), 2).unwrap();
+        let all = EmbeddedStore::open_sharded(dir.path(), 2, 3 * DEFAULT_CACHE_BYTES).unwrap();
         drop(all);
         // The same files, each opened on its own, to see which one holds what.
-        let file = |shard| Arc::new(EmbeddedStore::try_open(dir.path(), shard).unwrap().unwrap());
+        let file = |shard| {
+            Arc::new(
+                EmbeddedStore::try_open(dir.path(), shard, DEFAULT_CACHE_BYTES)
+                    .unwrap()
+                    .unwrap(),
+            )
+        };
         let shards: Vec<Arc<EmbeddedStore>> =
             (0..2).map(|index| file(Shard { index, of: 2 })).collect();
         let control = file(Shard::control(2));
@@ -433,10 +439,11 @@ mod tests {
     fn a_data_directory_opens_only_with_the_shard_count_it_was_written_with() {
         let dir = tempfile::tempdir().unwrap();
         drop(open(dir.path(), 2));
-        let err = EmbeddedStore::try_open(dir.path(), Shard { index: 0, of: 3 })
-            .err()
-            .expect("opened with another shard count")
-            .to_string();
+        let err =
+            EmbeddedStore::try_open(dir.path(), Shard { index: 0, of: 3 }, DEFAULT_CACHE_BYTES)
+                .err()
+                .expect("opened with another shard count")
+                .to_string();
         assert!(
             err.contains("store.shards = 2") && err.contains("store.shards is 3"),
             "{err}"

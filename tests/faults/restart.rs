@@ -48,7 +48,7 @@ fn killed_with(
     m.open.push(open);
     m.next_seq = 1;
     let cmd = in_flight.command.clone();
-    m.in_flight = Some(in_flight);
+    m.in_flight = Some(Box::new(in_flight));
     let batch = WriteBatch {
         new_orders: vec![Order::new(&o.order_id, o.kind.as_str(), &o.meter_id).accepted()],
         meter: Some(m),

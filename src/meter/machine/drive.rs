@@ -29,7 +29,7 @@ fn command(
         command_id,
         order_id: o.order.order_id.clone(),
         meter_id: out.meter_id.to_string(),
-        head_end_id: facts.head_end_id.clone(),
+        head_end_id: facts.head_end_id.to_string(),
         kind,
         attempt: o.attempts,
         issued_at: out.now,
@@ -293,10 +293,10 @@ impl MeterMachine {
             at: cmd.deadline,
         });
         out.actions.push(Action::Dispatch(cmd.clone()));
-        self.in_flight = Some(InFlight {
+        self.in_flight = Some(Box::new(InFlight {
             command: cmd,
             purpose,
-        });
+        }));
     }
 
     fn execute(

@@ -71,8 +71,8 @@ pub struct MeterFacts {
     /// started; open work stays open (stored) and resumes at the next start.
     pub(crate) draining: bool,
     pub(crate) has_switch: bool,
-    pub(crate) head_end_id: String,
-    pub zone: String,
+    pub(crate) head_end_id: Arc<str>,
+    pub zone: Arc<str>,
     /// Registry flags (protections among them); valid certificates are added by the machine.
     pub(crate) flags: MeterFlags,
     pub policy: Arc<Policy>,
@@ -87,8 +87,8 @@ impl MeterFacts {
             known: true,
             draining: false,
             has_switch,
-            head_end_id: head_end_id.to_string(),
-            zone: String::new(),
+            head_end_id: head_end_id.into(),
+            zone: "".into(),
             flags: MeterFlags::empty(),
             policy: Arc::new(Policy::baseline()),
             forecasts: Arc::default(),
@@ -284,7 +284,7 @@ impl MeterMachine {
             .as_ref()
             .is_some_and(|f| f.command.command_id == command_id)
         {
-            self.in_flight.take()
+            self.in_flight.take().map(|f| *f)
         } else {
             None
         }

@@ -110,14 +110,14 @@ impl MeterMachine {
                 && target == Some(SwitchState::Disconnected)
             {
                 let o = &self.open[idx];
-                self.last_cut = Some(Cut {
+                self.last_cut = Some(Box::new(Cut {
                     order_id: o.order.order_id.clone(),
                     reason: o.order.reason,
                     at: r.at,
                     approved: o.approved_by.is_some(),
                     protection_after_cut: false,
                     restore_ordered: false,
-                });
+                }));
             }
         }
     }
