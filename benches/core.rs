@@ -523,24 +523,17 @@ fn order_path(c: &mut Criterion) {
     let per_order_bytes = {
         let o = decode(0);
         let p = encode(&o, two_steps(o.clone(), &facts, &policy));
+        fn sized<T: serde::Serialize>(rows: impl IntoIterator<Item = T>) -> usize {
+            rows.into_iter()
+                .map(|r| serde_json::to_vec(&r).unwrap().len())
+                .sum()
+        }
         let json = |b: &WriteBatch| {
-            b.new_orders
-                .iter()
-                .map(|r| serde_json::to_vec(r).unwrap().len())
-                .sum::<usize>()
-                + b.audit
-                    .iter()
-                    .map(|a| serde_json::to_vec(a).unwrap().len())
-                    .sum::<usize>()
+            sized(&b.new_orders)
+                + sized(&b.audit)
                 + b.outbox.iter().map(|m| m.payload.len()).sum::<usize>()
-                + b.commands
-                    .iter()
-                    .map(|c| serde_json::to_vec(c).unwrap().len())
-                    .sum::<usize>()
-                + b.meter
-                    .iter()
-                    .map(|m| serde_json::to_vec(m).unwrap().len())
-                    .sum::<usize>()
+                + sized(&b.commands)
+                + sized(&b.meter)
         };
         json(&p.intake) + json(&p.dispatched) + json(&p.completed)
     };

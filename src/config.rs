@@ -1301,6 +1301,16 @@ mod tests {
     }
 
     #[test]
+    fn a_store_cache_outside_its_bounds_is_refused_naming_the_key() {
+        for bad in ["0", "7", "1048577"] {
+            let text = format!("[store]\ncache_mib = {bad}\n");
+            assert_eq!(rejected_key(from_text(&text)), "store.cache_mib", "{bad}");
+        }
+        let c = from_text("[store]\ncache_mib = 64\n").unwrap();
+        assert_eq!(c.store.cache_mib, 64);
+    }
+
+    #[test]
     fn a_brokers_list_without_a_broker_is_refused() {
         for bad in [" , ", "kafka-1", "kafka-1:x", "kafka-1:9092,"] {
             let text = format!("[kafka]\nbrokers = {bad:?}\n");

@@ -1092,5 +1092,21 @@ mod tests {
             err.contains("older switchyard") && err.contains("Move the file away"),
             "{err}"
         );
+        // Format 2 (campaigns in shard 0, no control file) is refused too, naming both formats.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join("switchyard.redb")).unwrap();
+            let w = db.begin_write().unwrap();
+            w.open_table(META).unwrap().insert("format", 2).unwrap();
+            w.commit().unwrap();
+        }
+        let err = EmbeddedStore::try_open(dir.path(), Shard::ONLY, DEFAULT_CACHE_BYTES)
+            .err()
+            .expect("a format-2 file opened")
+            .to_string();
+        assert!(
+            err.contains("store format 2") && err.contains(&format!("format {FORMAT}")),
+            "{err}"
+        );
     }
 }
