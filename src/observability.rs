@@ -92,6 +92,7 @@ pub struct Metrics {
     pub(crate) results_late: Counter,
     pub(crate) command_latency: Histogram,
     pub(crate) retries: Counter,
+    pub(crate) commands_not_sent: Counter,
     pub(crate) exceptions: Vec<Counter>,
     pub(crate) live_actors: Gauge,
     pub(crate) in_flight: Gauge,
@@ -183,6 +184,7 @@ pub fn metrics() -> &'static Metrics {
             results_late: counter!("switchyard_command_results_total", "outcome" => "late"),
             command_latency: histogram!("switchyard_command_latency_seconds"),
             retries: counter!("switchyard_command_retries_total"),
+            commands_not_sent: counter!("switchyard_commands_not_sent_total"),
             exceptions: ExceptionKind::VARIANTS.iter().map(|k| counter!("switchyard_exceptions_total", "kind" => k.as_str())).collect(),
             live_actors: gauge!("switchyard_meter_actors_live"),
             in_flight: gauge!("switchyard_commands_in_flight"),
@@ -371,6 +373,12 @@ pub const CATALOGUE: &[MetricSpec] = &[
         MetricKind::Counter,
         None,
         "retries scheduled after a retryable failure",
+    ),
+    spec(
+        "switchyard_commands_not_sent_total",
+        MetricKind::Counter,
+        None,
+        "disconnects stored but not sent: their policy decision was over 10 s old when the store confirmed the write (a slow store); decided again, not counted as attempts",
     ),
     spec(
         "switchyard_exceptions_total",

@@ -137,6 +137,9 @@ pub enum AuditKind {
     CommandDispatched,
     CommandResult,
     CommandTimedOut,
+    /// An execution command was stored but not sent: its policy decision was too old when
+    /// the store confirmed the write (it is decided again).
+    CommandNotSent,
     LateResult,
     StatusChange,
     ExceptionRaised,

@@ -59,6 +59,11 @@ pub struct OpenOrder {
     /// check, so these do not count against `max_attempts`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub status_checks_lost: u32,
+    /// Of `attempts`, execution commands stored but never sent (their policy decision was too
+    /// old when the store confirmed them): the switch did not move, so they do not count
+    /// against `max_attempts`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_sent: u32,
     /// The last execution's outcome is unknown: ask the switch state before anything else.
     pub unknown_outcome: bool,
     /// A cancel or a reconnect withdrew this order while its command was in flight or its

@@ -65,6 +65,7 @@ fn open_order(o: &switchyard::domain::Order, attempts: u32) -> OpenOrder {
         attempts,
         status_checks: 0,
         status_checks_lost: 0,
+        not_sent: 0,
         unknown_outcome: false,
         withdrawn: None,
         not_before: None,

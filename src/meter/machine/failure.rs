@@ -9,9 +9,60 @@ use crate::domain::{
     OrderStatus,
 };
 
-use super::{add, Action, MeterMachine, Out, RetryPolicy};
+/// The reason of the `retry_scheduled` event of an execution command that was never sent.
+pub(crate) const NOT_SENT: &str = "not_sent";
+
+use super::{add, Action, MeterMachine, Out, Purpose, RetryPolicy};
 
 impl MeterMachine {
+    /// The actor did not send `command_id`: its policy decision was older than the actor's
+    /// limit when the durable write completed (a stalled store). The switch did not move, so
+    /// no status check is needed and the attempt is not counted against `max_attempts`; the
+    /// order is decided again after a backoff (the store is slow: deciding at once would only
+    /// add to its queue). Its `dispatched` event was already stored, so a `retry_scheduled`
+    /// event with reason `not_sent` tells consumers what became of that attempt.
+    pub(super) fn on_not_sent(&mut self, command_id: &str, out: &mut Out, policy: &RetryPolicy) {
+        let Some(f) = self.take_in_flight(command_id) else {
+            return;
+        };
+        out.audit(
+            AuditEvent::new(out.meter_id, out.now, AuditKind::CommandNotSent)
+                .order(&f.command.order_id)
+                .command(&f.command.command_id, f.command.kind)
+                .reason("decision_stale")
+                .detail("stored but not sent: the policy decision was too old when the store confirmed the write; decided again after a backoff"),
+        );
+        let Some(idx) = self.open_index(&f.command.order_id) else {
+            return;
+        };
+        if f.purpose == Purpose::StatusCheck {
+            // (The actor holds back executions only; a check is simply asked again.)
+            self.check_again_later(idx, out, policy);
+            return;
+        }
+        if let Some(reason) = self.open[idx].withdrawn.clone() {
+            let o = self.open.remove(idx);
+            let detail = format!(
+                "{} was not sent; withdrawn, so not retried",
+                f.command.command_id
+            );
+            out.event_detail(&o.order, OrderStatus::Cancelled, &reason, detail);
+            return;
+        }
+        let o = &mut self.open[idx];
+        o.not_sent += 1;
+        let at = add(out.now, policy.backoff(o.not_sent));
+        o.not_before = Some(at);
+        o.status = OrderStatus::RetryScheduled;
+        let order = o.order.clone();
+        out.event(&order, OrderStatus::RetryScheduled, Some(NOT_SENT), |e| {
+            e.retry_at = Some(at);
+            e.detail = Some("the command of this attempt was stored but not sent (its policy decision was too old when the store confirmed it); it does not count against max_attempts".into());
+            e.command_id = Some(f.command.command_id.clone());
+            e.attempt = Some(f.command.attempt);
+        });
+    }
+
     /// A failed execution: schedule a retry when allowed, else fail the order with an exception.
     pub(super) fn fail_or_retry(
         &mut self,
@@ -33,7 +84,7 @@ impl MeterMachine {
             return;
         }
         let o = &mut self.open[idx];
-        if code.retryable() && o.attempts < policy.max_attempts {
+        if code.retryable() && o.attempts.saturating_sub(o.not_sent) < policy.max_attempts {
             let at = add(out.now, policy.backoff(o.attempts));
             o.not_before = Some(at);
             o.status = OrderStatus::RetryScheduled;
@@ -62,7 +113,7 @@ impl MeterMachine {
             "{} of meter {} failed after {} attempt(s): {}{}",
             o.order.kind.as_str(),
             out.meter_id,
-            o.attempts,
+            o.attempts.saturating_sub(o.not_sent),
             code.as_str(),
             detail
                 .as_deref()

@@ -132,6 +132,7 @@ impl MeterMachine {
             attempts: 0,
             status_checks: 0,
             status_checks_lost: 0,
+            not_sent: 0,
             unknown_outcome: false,
             withdrawn: None,
             not_before,

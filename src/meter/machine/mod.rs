@@ -7,7 +7,9 @@
 //!   same for a reconnect of a connected meter);
 //! - a command whose outcome is unknown (deadline passed, or a crash while it was in flight) is
 //!   resolved by a switch-status check before any retry;
-//! - retryable failures back off exponentially up to `max_attempts`; then an exception;
+//! - retryable failures back off exponentially up to `max_attempts`; then an exception; a
+//!   command the actor never sent (its decision went stale in a slow write) is decided again
+//!   after a backoff and does not count as an attempt;
 //! - policy before power: every disconnect execution (first try and retries) is decided by the
 //!   pure [`Policy`](crate::policy::Policy) at the moment it would be sent; a held order
 //!   (deferred, awaiting approval) is re-decided on every step, so a fact that changes (weather,
@@ -31,6 +33,8 @@ mod intake;
 mod restore;
 mod result;
 mod unknown;
+
+pub(crate) use failure::NOT_SENT;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,6 +116,9 @@ pub enum Input {
     Order(Order),
     Result(CommandResult),
     Deadline(String),
+    /// The actor did not send this execution command (its policy decision was too old when
+    /// the store confirmed it): the switch did not move.
+    NotSent(String),
     Wake,
     /// Startup recovery: resume the meter's open work. A persisted in-flight command's outcome
     /// is unknown. (Sent to the actor, which first reads the meter's open orders itself.)
@@ -320,6 +327,7 @@ impl MeterMachine {
             Input::Order(order) => self.on_order(order, &mut out),
             Input::Result(r) => self.on_result(r, &mut out, policy),
             Input::Deadline(id) => self.on_deadline(&id, &mut out, policy),
+            Input::NotSent(id) => self.on_not_sent(&id, &mut out, policy),
             Input::Wake => {}
             Input::Recover => self.on_recover(&mut out, policy),
             Input::Fact(f) => self.on_fact(f, facts, &mut out),

@@ -259,6 +259,52 @@ fn an_unknown_outcome_is_resolved_by_a_status_check_not_a_resend() {
 }
 
 #[test]
+fn a_disconnect_not_sent_is_decided_again_without_a_status_check_and_is_not_an_attempt() {
+    let mut m = MeterMachine::new("M");
+    let mut a = step(
+        &mut m,
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+    );
+    // Held back more often than max_attempts: each time decided again after a backoff, never
+    // status-checked (the switch did not move), never failed.
+    let tries = policy().max_attempts + 2;
+    let mut t = 0;
+    for n in 1..=tries {
+        let c = dispatched(&a).remove(0);
+        assert_eq!(c.kind, CommandKind::Disconnect);
+        assert_eq!(c.command_id, format!("D1/{n}"), "command ids stay unique");
+        t += 1;
+        let held = step(&mut m, Input::NotSent(c.command_id.clone()), at(t));
+        assert!(
+            dispatched(&held).is_empty(),
+            "nothing sent before the backoff"
+        );
+        assert_eq!(
+            events(&held),
+            vec![(
+                "D1".into(),
+                OrderStatus::RetryScheduled,
+                Some("not_sent".into())
+            )]
+        );
+        t += 600;
+        a = step(&mut m, Input::Wake, at(t));
+    }
+    // Now sent, and it fails for real: the first real attempt, so it is retried.
+    let c = dispatched(&a).remove(0);
+    let a = step(&mut m, failed(&c, FailureCode::NetworkTimeout), at(t + 1));
+    assert_eq!(
+        events(&a),
+        vec![(
+            "D1".into(),
+            OrderStatus::RetryScheduled,
+            Some("network_timeout".into())
+        )]
+    );
+}
+
+#[test]
 fn a_cancel_during_an_unknown_outcome_never_leads_to_a_resend() {
     let mut m = MeterMachine::new("M");
     let a = step(
@@ -396,6 +442,9 @@ enum Env {
     Lose {
         executed: bool,
     },
+    /// The actor held back the disconnect just dispatched (its decision went stale in a slow
+    /// write): never sent, so not an execution.
+    NotSent,
     /// kill -9. With `late_answer`, the head-end's answer to the command in flight at the
     /// crash arrives after recovery (the command was executed / the status was read).
     Crash {
@@ -411,6 +460,7 @@ fn env() -> impl Strategy<Value = Env> {
         1 => any::<u8>().prop_map(Env::Cancel),
         5 => (0u8..10).prop_map(Env::Answer),
         1 => any::<bool>().prop_map(|executed| Env::Lose { executed }),
+        1 => Just(Env::NotSent),
         2 => any::<bool>().prop_map(|late_answer| Env::Crash { late_answer }),
         2 => (1u16..200).prop_map(Env::Advance),
     ]
@@ -593,6 +643,18 @@ impl World {
                 }
                 self.now = self.now.max(c.deadline);
                 self.step(Input::Deadline(c.command_id.clone()));
+            }
+            Env::NotSent => {
+                let Some(c) = self.outstanding.take() else {
+                    return;
+                };
+                if c.kind != CommandKind::Disconnect {
+                    self.outstanding = Some(c);
+                    return;
+                }
+                // Counted when dispatched; it never reached the head-end.
+                *self.executions.get_mut(&c.order_id).expect("counted") -= 1;
+                self.step(Input::NotSent(c.command_id.clone()));
             }
             Env::Crash { late_answer } => {
                 let snapshot = serde_json::to_string(&self.m).unwrap();
