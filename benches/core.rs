@@ -431,7 +431,7 @@ fn two_steps(
     facts: &MeterFacts,
     policy: &RetryPolicy,
 ) -> (MeterMachine, Vec<Action>, MeterMachine, Vec<Action>) {
-    let mut m = MeterMachine::new(&order.meter_id);
+    let mut m = MeterMachine::new(order.meter_id.as_str());
     let a1 = m.step(Input::Order(order), now(), facts, policy);
     let after_order = m.clone();
     let cmd = a1

@@ -831,8 +831,13 @@ impl Startup {
                 _ = stopping.changed() => return,
             }
         }
+        let scan = std::time::Instant::now();
         match recover(&store, &directory) {
-            Ok(n) if n > 0 => tracing::info!(meters = n, "resumed open work after restart"),
+            Ok(n) if n > 0 => tracing::info!(
+                meters = n,
+                scan_secs = scan.elapsed().as_secs_f64(),
+                "resumed open work after restart"
+            ),
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "cannot read open work from the store; intake not started");

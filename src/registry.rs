@@ -52,12 +52,21 @@ impl Interner {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct CompactMeter {
+/// One meter's registry record as the registry holds it: names interned (12 bytes). A meter
+/// actor keeps the last one it saw (its facts if the meter leaves the registry).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CompactMeter {
     zone: u16,
     head_end: u16,
-    flags: MeterFlags,
+    pub(crate) flags: MeterFlags,
     multiplier: f32,
+}
+
+impl CompactMeter {
+    /// Whether `other` is in the same zone.
+    pub(crate) fn same_zone(&self, other: &CompactMeter) -> bool {
+        self.zone == other.zone
+    }
 }
 
 /// What the registry knows of one meter, expanded.
@@ -126,6 +135,21 @@ impl Registry {
 
     pub(crate) fn len(&self) -> usize {
         self.meters.len()
+    }
+
+    /// The meter's record as held (see [`CompactMeter`]).
+    pub(crate) fn compact(&self, meter_id: &str) -> Option<CompactMeter> {
+        self.meters.get(meter_id).map(|e| *e)
+    }
+
+    /// The zone of a record this registry returned.
+    pub(crate) fn zone_of(&self, m: &CompactMeter) -> Arc<str> {
+        self.zones.name(m.zone)
+    }
+
+    /// The head-end of a record this registry returned.
+    pub(crate) fn head_end_of(&self, m: &CompactMeter) -> Arc<str> {
+        self.head_ends.name(m.head_end)
     }
 
     /// Loads a `.csv` (header row with the record's field names) or `.ndjson` / `.jsonl` file.

@@ -4,6 +4,7 @@
 //! implemented on it in `meter::machine`.
 
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
 
 use super::{
     Certificate, Command, Order, OrderStatus, Payment, Protection, ReasonCode, SwitchState,
@@ -92,26 +93,27 @@ pub struct OpenOrder {
 /// Everything the meter actor knows, persisted as one snapshot after every step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeterState {
-    pub(crate) meter_id: String,
+    /// Shared with the meter's directory entry (one allocation per live meter).
+    pub(crate) meter_id: std::sync::Arc<str>,
     pub(crate) switch: SwitchState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) switch_known_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_register_kwh: Option<f64>,
-    pub open: Vec<OpenOrder>,
+    pub open: ThinVec<OpenOrder>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Boxed: most live meters have none, and it is the largest field.
     pub in_flight: Option<Box<InFlight>>,
     pub next_seq: u64,
     /// Medical / life-support / critical-care certificates received for this meter.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) certificates: Vec<Certificate>,
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub(crate) certificates: ThinVec<Certificate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_cut: Option<Box<Cut>>,
     /// Payments of the last [`PAYMENT_MEMORY_DAYS`]: an order and its payment travel on
     /// different topics, so a payment may arrive before the disconnect it pays off.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) payments: Vec<Payment>,
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub(crate) payments: ThinVec<Payment>,
 }
 
 fn is_zero(n: &u32) -> bool {

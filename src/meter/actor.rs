@@ -14,6 +14,7 @@ use super::machine::{Action, Input, MeterFacts, MeterMachine};
 use super::{Directory, Liveness, MeterMsg};
 use crate::domain::{CommandOutcome, MeterFlags, OrderStatus, Timestamp};
 use crate::observability::{self, metrics};
+use crate::registry::CompactMeter;
 use crate::retry::Backoff;
 use crate::store::{OrderUpdate, OutboxMessage, WriteBatch};
 
@@ -33,20 +34,20 @@ enum Arrival {
     Result(std::time::Instant),
 }
 
+/// Kept small (issue 12: a live meter costs its actix context plus this): the meter id lives
+/// once, in the machine, shared with the directory's key; registry facts are kept as the
+/// registry's 12-byte record and expanded per step; wake-ups go to the directory's one timer.
 pub(crate) struct MeterActor {
-    id: Arc<str>,
     dir: Arc<Directory>,
+    /// Shared with the directory's entry: queued messages, idleness, and the actor's identity
+    /// (a passivation removes the entry only if it is still this actor's).
     live: Arc<Liveness>,
-    generation: u64,
     machine: MeterMachine,
-    facts: MeterFacts,
-    last_active: tokio::time::Instant,
-    deadline: Option<(String, SpawnHandle)>,
-    wake: Option<(Timestamp, SpawnHandle)>,
-    facts_known: bool,
-    arrival: Option<Arrival>,
-    /// A disconnect held back by the stale-decision guard, until the machine has heard so.
-    not_sent: Option<String>,
+    /// The meter's registry record as last seen (kept if the meter leaves the registry);
+    /// `None` until it has been seen.
+    known: Option<CompactMeter>,
+    /// The deadline timer of the command in flight.
+    deadline: Option<SpawnHandle>,
 }
 
 /// Moves what a step's `actions` must store into `batch` (audit rows; events and exceptions
@@ -113,68 +114,64 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
 }
 
 impl MeterActor {
-    pub(crate) fn new(
-        id: Arc<str>,
-        dir: Arc<Directory>,
-        live: Arc<Liveness>,
-        generation: u64,
-    ) -> MeterActor {
+    pub(crate) fn new(id: Arc<str>, dir: Arc<Directory>, live: Arc<Liveness>) -> MeterActor {
         MeterActor {
-            machine: MeterMachine::new(&id),
-            facts: MeterFacts {
-                policy: dir.services().policy.clone(),
-                ..MeterFacts::baseline(false, "")
-            },
-            id,
+            machine: MeterMachine::new(id),
             dir,
             live,
-            generation,
-            last_active: tokio::time::Instant::now(),
+            known: None,
             deadline: None,
-            wake: None,
-            facts_known: false,
-            arrival: None,
-            not_sent: None,
         }
     }
 
-    /// Nothing in progress: no command in flight, no deadline, no unsent command to settle.
-    /// Its open orders, if any, are held (until a time, zone facts, an approval or a release)
-    /// and stored with its snapshot, so the actor may passivate.
+    fn id(&self) -> &Arc<str> {
+        &self.machine.meter_id
+    }
+
+    /// Nothing in progress: no command in flight (a command held back as stale is still in
+    /// flight until the machine has heard so), no deadline. Its open orders, if any, are held
+    /// (until a time, zone facts, an approval or a release) and stored with its snapshot, so
+    /// the actor may passivate.
     fn dormant(&self) -> bool {
-        self.machine.in_flight.is_none() && self.deadline.is_none() && self.not_sent.is_none()
+        self.machine.in_flight.is_none() && self.deadline.is_none()
     }
 
     /// Registry facts are re-read before every step (they may change at any time). A meter that
     /// is not (or no longer) in the registry keeps its last known facts; one never seen is
     /// unknown, and its orders wait for its registry record (never "has no switch").
-    fn load_facts(&mut self) {
+    fn load_facts(&mut self) -> MeterFacts {
         let svc = self.dir.services();
-        if let Some(info) = svc.registry.get(&self.id) {
-            self.facts.has_switch = info.flags.contains(MeterFlags::HAS_SWITCH);
-            if !Arc::ptr_eq(&self.facts.head_end_id, &info.head_end_id) {
-                self.facts.head_end_id = info.head_end_id.clone();
+        let id = &self.machine.meter_id;
+        if let Some(now) = svc.registry.compact(id) {
+            if let Some(old) = self.known.filter(|old| !old.same_zone(&now)) {
+                svc.facts.release(&svc.registry.zone_of(&old), id);
             }
-            self.facts.flags = info.flags;
-            if *self.facts.zone != *info.zone {
-                svc.facts.release(&self.facts.zone, &self.id);
-            }
-            if !Arc::ptr_eq(&self.facts.zone, &info.zone) {
-                self.facts.zone = info.zone.clone();
-            }
-            self.facts_known = true;
-        } else if !self.facts_known {
-            self.facts.has_switch = false;
-            self.facts.head_end_id = "unknown".into();
+            self.known = Some(now);
         }
-        self.facts.known = self.facts_known;
-        self.facts.draining = self.dir.draining();
-        self.facts.forecasts = svc.facts.forecasts(&self.facts.zone);
-        self.facts.emergencies = svc.facts.emergencies();
+        let (has_switch, head_end_id, zone, flags) = match &self.known {
+            Some(c) => (
+                c.flags.contains(MeterFlags::HAS_SWITCH),
+                svc.registry.head_end_of(c),
+                svc.registry.zone_of(c),
+                c.flags,
+            ),
+            None => (false, "unknown".into(), "".into(), MeterFlags::empty()),
+        };
+        MeterFacts {
+            known: self.known.is_some(),
+            draining: self.dir.draining(),
+            has_switch,
+            head_end_id,
+            forecasts: svc.facts.forecasts(&zone),
+            zone,
+            flags,
+            policy: svc.policy.clone(),
+            emergencies: svc.facts.emergencies(),
+        }
     }
 
     fn handle(&mut self, input: Input, extra: WriteBatch, ctx: &mut Context<Self>) {
-        self.handle_all(vec![input], extra, None, ctx)
+        self.handle_all(vec![input], extra, None, None, ctx)
     }
 
     /// Steps the machine through `inputs`, then persists everything in ONE write and performs
@@ -185,20 +182,19 @@ impl MeterActor {
         inputs: Vec<Input>,
         extra: WriteBatch,
         ack: Option<tokio::sync::oneshot::Sender<()>>,
+        arrival: Option<Arrival>,
         ctx: &mut Context<Self>,
     ) {
-        self.load_facts();
+        let facts = self.load_facts();
         let dir = self.dir.clone();
         let svc = dir.services();
         let now = svc.clock.now();
-        self.last_active = tokio::time::Instant::now();
         let m = metrics();
         let before = self.machine.clone();
         let mut batch = extra;
         let mut effects = Vec::new();
         let mut campaign_outcomes = Vec::new();
         let outcomes_tx = svc.campaign_outcomes.clone();
-        let arrival = self.arrival.take();
         let mut completes = false;
         for input in inputs {
             let had_in_flight = self.machine.in_flight.is_some();
@@ -211,7 +207,7 @@ impl MeterActor {
                             CommandOutcome::Confirmed { .. } => m.results_confirmed.increment(1),
                             CommandOutcome::Failed { .. } => m.results_failed.increment(1),
                         }
-                        if let Some((_, h)) = self.deadline.take() {
+                        if let Some(h) = self.deadline.take() {
                             ctx.cancel_future(h);
                         }
                     } else {
@@ -220,24 +216,19 @@ impl MeterActor {
                 }
             }
             if let Input::Deadline(id) = &input {
-                if self.deadline.as_ref().is_some_and(|(d, _)| d == id) {
-                    self.deadline = None;
-                }
+                // (The timer that fired was the in-flight command's: a deadline armed for
+                // another command would have been cancelled.)
                 if self
                     .machine
                     .in_flight
                     .as_ref()
                     .is_some_and(|f| &f.command.command_id == id)
                 {
+                    self.deadline = None;
                     m.results_timed_out.increment(1);
                 }
             }
-            if let Input::NotSent(id) = &input {
-                if self.not_sent.as_ref() == Some(id) {
-                    self.not_sent = None;
-                }
-            }
-            let actions = self.machine.step(input, now, &self.facts, &svc.retry);
+            let actions = self.machine.step(input, now, &facts, &svc.retry);
             if had_in_flight && self.machine.in_flight.is_none() {
                 dir.in_flight_changed(-1);
             } else if !had_in_flight && self.machine.in_flight.is_some() {
@@ -277,9 +268,9 @@ impl MeterActor {
             batch.meter = Some(self.machine.clone());
         }
         if self.machine.holds_on_zone_facts() {
-            svc.facts.hold(&self.facts.zone, &self.id);
+            svc.facts.hold(&facts.zone, self.id());
         } else {
-            svc.facts.release(&self.facts.zone, &self.id);
+            svc.facts.release(&facts.zone, self.id());
         }
         self.live.set_idle(self.dormant(), &dir);
         if batch.is_empty() && effects.is_empty() {
@@ -289,7 +280,7 @@ impl MeterActor {
             return;
         }
         let store = svc.store.clone();
-        let meter = self.id.clone();
+        let meter = self.id().clone();
         let fut = async move {
             let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
             store
@@ -357,30 +348,16 @@ impl MeterActor {
                     }
                 }
                 Action::ArmDeadline { command_id, at } => {
-                    if let Some((_, h)) = self.deadline.take() {
+                    if let Some(h) = self.deadline.take() {
                         ctx.cancel_future(h);
                     }
-                    let id = command_id.clone();
                     let sleep = self.dir.services().clock.sleep_until(at);
                     let h = ctx.spawn(sleep.into_actor(self).map(move |(), act, ctx| {
-                        act.handle(Input::Deadline(id), WriteBatch::default(), ctx);
+                        act.handle(Input::Deadline(command_id), WriteBatch::default(), ctx);
                     }));
-                    self.deadline = Some((command_id, h));
+                    self.deadline = Some(h);
                 }
-                Action::WakeAt(at) => {
-                    if self.wake.as_ref().is_some_and(|(t, _)| *t == at) {
-                        continue;
-                    }
-                    if let Some((_, h)) = self.wake.take() {
-                        ctx.cancel_future(h);
-                    }
-                    let sleep = self.dir.services().clock.sleep_until(at);
-                    let h = ctx.spawn(sleep.into_actor(self).map(|(), act, ctx| {
-                        act.wake = None;
-                        act.handle(Input::Wake, WriteBatch::default(), ctx);
-                    }));
-                    self.wake = Some((at, h));
-                }
+                Action::WakeAt(at) => self.dir.wake_at(self.id().clone(), at),
                 _ => {}
             }
         }
@@ -390,14 +367,18 @@ impl MeterActor {
         // it was not sent: no status check, not an attempt (a recovery burst of 1M meters once
         // failed 290,000 orders by counting them), decided again after a backoff.
         if let Some(id) = not_sent {
-            if let Some((armed, h)) = self.deadline.take() {
-                if armed == id {
+            // The armed deadline is the in-flight command's, and that is still this one (the
+            // machine has not heard yet).
+            if self
+                .machine
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.command.command_id == id)
+            {
+                if let Some(h) = self.deadline.take() {
                     ctx.cancel_future(h);
-                } else {
-                    self.deadline = Some((armed, h));
                 }
             }
-            self.not_sent = Some(id.clone());
             ctx.spawn(
                 actix::fut::ready(()).map(move |(), act: &mut MeterActor, ctx| {
                     act.handle(Input::NotSent(id), WriteBatch::default(), ctx);
@@ -414,12 +395,12 @@ impl MeterActor {
     /// handled on activation, in `started`.)
     fn recover(&mut self, ctx: &mut Context<Self>) {
         let store = self.dir.services().store.store().clone();
-        let orders = match store.open_orders(&self.id) {
+        let orders = match store.open_orders(self.id()) {
             Ok(records) => records,
             Err(e) => {
                 // Hold the mailbox until the store answers; then recover.
-                tracing::warn!(meter = %self.id, error = %e, "cannot read this meter's open orders for recovery yet; retrying");
-                let id = self.id.clone();
+                tracing::warn!(meter = %self.id(), error = %e, "cannot read this meter's open orders for recovery yet; retrying");
+                let id = self.id().clone();
                 let retry = async move {
                     let mut backoff =
                         Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
@@ -457,7 +438,7 @@ impl MeterActor {
         let orders = records.into_iter().map(|r| r.order).collect();
         let mut inputs = self.machine.undelivered(orders);
         inputs.push(Input::Wake);
-        self.handle_all(inputs, WriteBatch::default(), None, ctx);
+        self.handle_all(inputs, WriteBatch::default(), None, None, ctx);
     }
 }
 
@@ -465,8 +446,9 @@ impl MeterActor {
     /// The stored snapshot (if any) becomes the machine; a command it had in flight when the
     /// process stopped has an unknown outcome.
     fn loaded(&mut self, m: Option<MeterMachine>, ctx: &mut Context<Self>) {
-        if let Some(m) = m {
+        if let Some(mut m) = m {
             let in_flight = m.in_flight.is_some();
+            m.meter_id = self.id().clone(); // one allocation, shared with the directory
             self.machine = m;
             if in_flight {
                 // A meter is never passivated with a command in flight, so this one was in
@@ -483,16 +465,15 @@ impl Actor for MeterActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         metrics().live_actors.increment(1.0);
-        self.load_facts();
-        match self.dir.services().store.store().meter(&self.id) {
+        match self.dir.services().store.store().meter(self.id()) {
             Ok(m) => self.loaded(m, ctx),
             Err(e) => {
                 // Never start from an empty snapshot: its first write would overwrite the stored
                 // state (the command in flight, the attempts) and run orders again. Hold the
                 // mailbox and retry until the store answers (a full disk, a reopen).
-                tracing::warn!(meter = %self.id, error = %e, "cannot load meter state yet; holding this meter until the store answers");
+                tracing::warn!(meter = %self.id(), error = %e, "cannot load meter state yet; holding this meter until the store answers");
                 let store = self.dir.services().store.store().clone();
-                let id = self.id.clone();
+                let id = self.id().clone();
                 let retry = async move {
                     let mut backoff = Duration::from_millis(50);
                     loop {
@@ -519,7 +500,7 @@ impl Actor for MeterActor {
         if self.machine.in_flight.is_some() {
             self.dir.in_flight_changed(-1);
         }
-        self.dir.forget(&self.id, self.generation);
+        self.dir.forget(self.id(), &self.live);
     }
 }
 
@@ -533,14 +514,12 @@ impl Handler<Passivate> for MeterActor {
 
     fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
         if self.dormant()
-            && self.last_active.elapsed() >= self.dir.services().idle
-            && self.dir.try_passivate(&self.id, self.generation)
+            && self.live.idle_for(&self.dir) >= self.dir.services().idle
+            && self.dir.try_passivate(self.id(), &self.live)
         {
             // Its open orders (if any) are held and stored with its snapshot; what wakes it
-            // is the directory's timer, the zone facts' waiting index, or the fact it waits for.
-            if let Some((at, _)) = &self.wake {
-                self.dir.wake_at(self.id.clone(), *at);
-            }
+            // is the directory's timer (it is in its index already), the zone facts' waiting
+            // index, or the fact it waits for.
             metrics().actor_passivations.increment(1);
             ctx.stop();
         }
@@ -553,15 +532,10 @@ impl Handler<Deliver> for MeterActor {
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         self.live.pending.fetch_sub(1, Ordering::SeqCst);
         let ack = msg.1;
-        self.arrival = match &msg.0 {
-            MeterMsg::Order(o) => Some(Arrival::Order(o.order_id.clone(), msg.2)),
-            MeterMsg::Result(_) => Some(Arrival::Result(msg.2)),
-            _ => None,
-        };
         match msg.0 {
             Input::Recover => self.recover(ctx),
             Input::Fact(f) => {
-                self.handle_all(vec![Input::Fact(f)], WriteBatch::default(), ack, ctx);
+                self.handle_all(vec![Input::Fact(f)], WriteBatch::default(), ack, None, ctx);
                 return;
             }
             Input::Result(r) => {
@@ -569,7 +543,18 @@ impl Handler<Deliver> for MeterActor {
                     results: vec![r.clone()],
                     ..Default::default()
                 };
-                self.handle(Input::Result(r), extra, ctx)
+                let arrival = Some(Arrival::Result(msg.2));
+                self.handle_all(vec![Input::Result(r)], extra, None, arrival, ctx)
+            }
+            Input::Order(o) => {
+                let arrival = Some(Arrival::Order(o.order_id.clone(), msg.2));
+                self.handle_all(
+                    vec![Input::Order(o)],
+                    WriteBatch::default(),
+                    None,
+                    arrival,
+                    ctx,
+                )
             }
             input => self.handle(input, WriteBatch::default(), ctx),
         }

@@ -54,33 +54,40 @@ pub struct MeterServices {
 
 struct Entry {
     addr: Addr<MeterActor>,
+    /// Also the actor's identity: an entry is removed for an actor only if it is its own.
     live: Arc<Liveness>,
-    generation: u64,
 }
 
 /// What the directory and a live actor share: how many messages are queued for it (raised
-/// under the map's shard lock by `deliver`), and since when it has had no open work.
+/// under the map's shard lock by `deliver`), and since when it has been idle.
 pub(crate) struct Liveness {
     pub(crate) pending: AtomicU32,
-    /// Milliseconds since the directory's epoch, plus one, when the meter last became idle
-    /// (no open order, no command in flight); 0 while it has work.
+    /// Milliseconds since the directory's epoch, plus one, of the meter's last step while
+    /// dormant (nothing in flight, no deadline); 0 while it has work in progress.
     idle_since: AtomicU64,
 }
 
 impl Liveness {
-    /// The actor says whether it is idle after a step (the directory's sweep only looks at
-    /// idle ones).
+    /// The actor says, after each step, whether it is dormant (the directory's sweep only
+    /// looks at dormant ones, idle for the passivation time since their last step).
     pub(crate) fn set_idle(&self, idle: bool, dir: &Directory) {
-        let was = self.idle_since.load(Ordering::Relaxed);
         let now = if idle {
-            if was != 0 {
-                return;
-            }
             dir.epoch.elapsed().as_millis() as u64 + 1
         } else {
             0
         };
         self.idle_since.store(now, Ordering::Relaxed);
+    }
+
+    /// How long since its last step while dormant (zero while it has work in progress).
+    pub(crate) fn idle_for(&self, dir: &Directory) -> Duration {
+        match self.idle_since.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => {
+                let now = dir.epoch.elapsed().as_millis() as u64 + 1;
+                Duration::from_millis(now.saturating_sub(since))
+            }
+        }
     }
 }
 
@@ -89,7 +96,8 @@ pub struct Directory {
     arbiters: Vec<ArbiterHandle>,
     services: MeterServices,
     head_end: Arc<dyn HeadEnd>,
-    next_generation: AtomicU64,
+    /// Round robin over the arbiters.
+    activations: AtomicU64,
     /// Commands in flight (sent, not answered, not timed out) over all meters.
     in_flight: std::sync::atomic::AtomicI64,
     /// Stopping: meters take answers in but start no new command.
@@ -97,19 +105,58 @@ pub struct Directory {
     me: std::sync::Weak<Directory>,
     /// The clock of [`Liveness::idle_since`].
     epoch: std::time::Instant,
-    /// When passivated meters that hold an order until a time must be woken.
+    /// When meters that hold an order until a time must be woken.
     wakes: Arc<Wakes>,
 }
 
-/// The wake-ups of passivated meters that hold an order until a time (a window opens, a
-/// deferral or a back-off ends): one timer, on the injected clock, for all of them, instead of
-/// a live actor and a timer each. A meter held on zone facts is woken by
-/// [`Directory::wake_waiting`], one awaiting an approval by the fact itself. A wake that finds
-/// its meter already live (or with nothing due any more) is a no-op step.
+/// The wake-ups of meters, live or passivated, that hold an order until a time (a window
+/// opens, a deferral, a back-off or a retry ends): one timer, on the injected clock, for all
+/// of them, instead of a timer in each actor (and a passivated meter needs no actor at all). A
+/// meter held on zone facts is woken by [`Directory::wake_waiting`], one awaiting an approval
+/// by the fact itself. A meter re-arming replaces its entry; a wake that finds nothing due any
+/// more is a no-op step.
 #[derive(Default)]
 struct Wakes {
-    due: std::sync::Mutex<std::collections::BTreeSet<(crate::domain::Timestamp, Arc<str>)>>,
+    due: std::sync::Mutex<WakeIndex>,
     changed: tokio::sync::Notify,
+}
+
+/// Meters by wake-up time, and each meter's one registered time.
+#[derive(Default)]
+struct WakeIndex {
+    by_time: std::collections::BTreeSet<(crate::domain::Timestamp, Arc<str>)>,
+    of_meter: std::collections::HashMap<Arc<str>, crate::domain::Timestamp>,
+}
+
+impl WakeIndex {
+    fn first(&self) -> Option<crate::domain::Timestamp> {
+        self.by_time.first().map(|(t, _)| *t)
+    }
+
+    /// Registers `meter` for `at`, replacing its earlier time; true if `at` is now the first.
+    fn set(&mut self, meter: Arc<str>, at: crate::domain::Timestamp) -> bool {
+        match self.of_meter.insert(meter.clone(), at) {
+            Some(old) if old == at => return false,
+            Some(old) => {
+                self.by_time.remove(&(old, meter.clone()));
+            }
+            None => {}
+        }
+        let first = self.first().is_none_or(|t| at < t);
+        self.by_time.insert((at, meter));
+        first
+    }
+
+    /// Takes out the meters due at `now`.
+    fn take_due(&mut self, now: crate::domain::Timestamp) -> Vec<Arc<str>> {
+        let mut out = Vec::new();
+        while self.first().is_some_and(|t| t <= now) {
+            let (_, m) = self.by_time.pop_first().expect("first");
+            self.of_meter.remove(&m);
+            out.push(m);
+        }
+        out
+    }
 }
 
 impl Directory {
@@ -126,7 +173,7 @@ impl Directory {
             arbiters,
             services,
             head_end: head_end(me.clone() as std::sync::Weak<dyn ResultSink>),
-            next_generation: AtomicU64::new(0),
+            activations: AtomicU64::new(0),
             in_flight: std::sync::atomic::AtomicI64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
             me: me.clone(),
@@ -156,7 +203,7 @@ impl Directory {
         );
         dir.arbiters[0].spawn(async move {
             loop {
-                let next = wakes.due.lock().expect("lock").first().map(|(t, _)| *t);
+                let next = wakes.due.lock().expect("lock").first();
                 let sleep = match next {
                     Some(t) => clock.sleep_until(t),
                     None => Box::pin(std::future::pending()),
@@ -166,14 +213,7 @@ impl Directory {
                     () = wakes.changed.notified() => continue,
                 }
                 let now = clock.now();
-                let due: Vec<Arc<str>> = {
-                    let mut d = wakes.due.lock().expect("lock");
-                    let mut out = Vec::new();
-                    while d.first().is_some_and(|(t, _)| *t <= now) {
-                        out.push(d.pop_first().expect("first").1);
-                    }
-                    out
-                };
+                let due = wakes.due.lock().expect("lock").take_due(now);
                 let Some(dir) = me.upgrade() else { return };
                 for m in due {
                     dir.deliver(&m, MeterMsg::Wake);
@@ -183,20 +223,18 @@ impl Directory {
         dir
     }
 
-    /// A passivated meter must be woken at `at` (it holds an order until then).
+    /// The meter must be woken at `at` (it holds an order until then), instead of at any time
+    /// it registered before.
     pub(crate) fn wake_at(&self, meter_id: Arc<str>, at: crate::domain::Timestamp) {
-        let mut d = self.wakes.due.lock().expect("lock");
-        let earliest = d.first().is_none_or(|(t, _)| at < *t);
-        d.insert((at, meter_id));
-        drop(d);
+        let earliest = self.wakes.due.lock().expect("lock").set(meter_id, at);
         if earliest {
             self.wakes.changed.notify_one();
         }
     }
 
-    /// Passivated meters waiting for a wake-up time.
+    /// Meters (live or passivated) waiting for a wake-up time.
     pub(crate) fn wakes_waiting(&self) -> usize {
-        self.wakes.due.lock().expect("lock").len()
+        self.wakes.due.lock().expect("lock").of_meter.len()
     }
 
     /// Asks every actor idle for longer than the passivation time, with nothing queued, to
@@ -291,38 +329,34 @@ impl Directory {
     }
 
     fn activate(&self, meter_id: Arc<str>) -> Entry {
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let n = self.activations.fetch_add(1, Ordering::Relaxed);
         let live = Arc::new(Liveness {
             pending: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
         });
-        let arbiter = &self.arbiters[(generation % self.arbiters.len() as u64) as usize];
+        let arbiter = &self.arbiters[(n % self.arbiters.len() as u64) as usize];
         let dir = self.me.upgrade().expect("directory alive");
         let l = live.clone();
-        let addr = MeterActor::start_in_arbiter(arbiter, move |_| {
-            MeterActor::new(meter_id, dir, l, generation)
-        });
+        let addr =
+            MeterActor::start_in_arbiter(arbiter, move |_| MeterActor::new(meter_id, dir, l));
         metrics().actor_activations.increment(1);
-        Entry {
-            addr,
-            live,
-            generation,
-        }
+        Entry { addr, live }
     }
 
-    /// Called by an idle actor: removes it from the map if nothing is queued for it.
-    pub(crate) fn try_passivate(&self, meter_id: &str, generation: u64) -> bool {
+    /// Called by an idle actor (`live` is its own): removes it from the map if nothing is
+    /// queued for it.
+    pub(crate) fn try_passivate(&self, meter_id: &str, live: &Arc<Liveness>) -> bool {
         self.live
             .remove_if(meter_id, |_, e| {
-                e.generation == generation && e.live.pending.load(Ordering::SeqCst) == 0
+                Arc::ptr_eq(&e.live, live) && e.live.pending.load(Ordering::SeqCst) == 0
             })
             .is_some()
     }
 
     /// Called when an actor stops for any reason: forget it if it is still the registered one.
-    pub(crate) fn forget(&self, meter_id: &str, generation: u64) {
+    pub(crate) fn forget(&self, meter_id: &str, live: &Arc<Liveness>) {
         self.live
-            .remove_if(meter_id, |_, e| e.generation == generation);
+            .remove_if(meter_id, |_, e| Arc::ptr_eq(&e.live, live));
     }
 }
 

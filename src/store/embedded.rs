@@ -264,8 +264,21 @@ impl EmbeddedStore {
         // Another instance in this process that is shutting down may still hold the file for a
         // moment (its writer thread drains last); wait for it rather than fail.
         let mut waited = std::time::Duration::ZERO;
+        let opening = std::time::Instant::now();
         let db = loop {
-            match Database::builder().set_cache_size(cache_bytes).create(path) {
+            // After an unclean stop (kill -9, power loss) redb walks the whole file to verify
+            // it and rebuild its allocator state before it opens: say so, with progress.
+            let shown = path.display().to_string();
+            let last = std::sync::Mutex::new(std::time::Instant::now());
+            let mut builder = Database::builder();
+            builder.set_cache_size(cache_bytes).set_repair_callback(move |s| {
+                let mut last = last.lock().expect("lock");
+                if last.elapsed() >= std::time::Duration::from_secs(1) || s.progress() == 0.0 {
+                    *last = std::time::Instant::now();
+                    tracing::warn!(file = %shown, progress = format!("{:.0} %", s.progress() * 100.0), "store file not closed cleanly: verifying it and rebuilding its free-space map before opening");
+                }
+            });
+            match builder.create(path) {
                 Ok(db) => break db,
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if waited < wait => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -277,6 +290,9 @@ impl EmbeddedStore {
                 Err(e) => return Err(err(e.to_string())),
             }
         };
+        if opening.elapsed() >= std::time::Duration::from_secs(1) {
+            tracing::info!(file = %path.display(), secs = opening.elapsed().as_secs_f64(), "store file opened");
+        }
         let w = db.begin_write().map_err(|e| err(e.to_string()))?;
         let shards;
         {
@@ -484,7 +500,7 @@ impl EmbeddedStore {
                 }
                 if let Some(m) = &b.meter {
                     meters
-                        .insert(m.meter_id.as_str(), encode(m).as_slice())
+                        .insert(&*m.meter_id, encode(m).as_slice())
                         .map_err(be)?;
                 }
                 for c in &b.commands {
@@ -635,7 +651,7 @@ impl Store for EmbeddedStore {
                 let (k, v) = item.map_err(be)?;
                 let m: MeterState = decode(k.value(), v.value())?;
                 if !m.is_idle() {
-                    set.insert(m.meter_id);
+                    set.insert(m.meter_id.to_string());
                 }
             }
             Ok(set.into_iter().collect())

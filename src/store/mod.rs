@@ -234,7 +234,7 @@ impl WriteBatch {
             .iter()
             .map(|o| o.order.meter_id.as_str())
             .chain(self.order_updates.iter().map(|u| u.meter_id.as_str()))
-            .chain(self.meter.iter().map(|m| m.meter_id.as_str()))
+            .chain(self.meter.iter().map(|m| &*m.meter_id))
             .chain(self.commands.iter().map(|c| c.meter_id.as_str()))
             .chain(self.results.iter().map(|r| r.meter_id.as_str()))
             .chain(self.exceptions.iter().map(|x| x.meter_id.as_str()))

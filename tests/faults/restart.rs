@@ -44,7 +44,7 @@ fn killed_with(
     in_flight: InFlight,
 ) {
     let store = switchyard::open_store(&test_config(dir)).unwrap();
-    let mut m = MeterMachine::new(&o.meter_id);
+    let mut m = MeterMachine::new(o.meter_id.as_str());
     m.open.push(open);
     m.next_seq = 1;
     let cmd = in_flight.command.clone();

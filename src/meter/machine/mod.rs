@@ -209,18 +209,18 @@ impl Out<'_> {
 }
 
 impl MeterMachine {
-    pub fn new(meter_id: &str) -> Self {
+    pub fn new(meter_id: impl Into<Arc<str>>) -> Self {
         MeterMachine {
-            meter_id: meter_id.to_string(),
+            meter_id: meter_id.into(),
             switch: SwitchState::Unknown,
             switch_known_at: None,
             last_register_kwh: None,
-            open: Vec::new(),
+            open: thin_vec::ThinVec::new(),
             in_flight: None,
             next_seq: 0,
-            certificates: Vec::new(),
+            certificates: thin_vec::ThinVec::new(),
             last_cut: None,
-            payments: Vec::new(),
+            payments: thin_vec::ThinVec::new(),
         }
     }
 
