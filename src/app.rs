@@ -1,16 +1,20 @@
 //! Wiring: `App::start` is a list of steps, one function each, in the order they must happen:
 //!
 //! 1. [`kafka`]: the embedded Kafka, or the external cluster's topics checked;
-//! 2. [`open_store`]: the store, its outbox backlog and the group-commit writer;
+//! 2. [`open_store`]: the store (its files opened in parallel: after an unclean stop redb
+//!    verifies each whole file), its outbox backlog and the group-commit writers;
 //! 3. [`load_registry`] and the rule pack;
 //! 4. [`start_actors`]: the meter arbiters, the meter directory with its head-end, the campaign
 //!    actors and the task that hands meters' campaign outcomes to them;
 //! 5. [`start_publisher`]: the outbox publisher;
 //! 6. [`start_http`]: the operator endpoint (answers `/healthz` from here on);
-//! 7. [`start_tables`]: the registry, weather and emergencies tables replayed from the start;
-//! 8. [`Startup::run`], in the background: once the tables have caught up, the head-end results,
-//!    the meter facts (caught up), recovery of open work, campaigns resumed, ready, the campaign
-//!    control source and finally the order intake.
+//! 7. [`start_tables`]: the registry, weather and emergencies tables replayed from the start
+//!    (in batches, on two threads);
+//! 8. [`Startup::run`], in the background: the head-end results and meter facts sources start
+//!    at once (joining their groups while the tables replay) but hold their records until the
+//!    tables have caught up; then the facts caught up, the open-work scan, recovery handed to a
+//!    paced task (the meters get their work back as fast as the store writers keep up),
+//!    campaigns resumed, ready, the campaign control source and finally the order intake.
 //!
 //! Every task started by any step is kept in [`Tasks`] under a name; [`App::shutdown`] stops the
 //! intake first, drains the commands in flight, then stops and waits for every kept task, naming
@@ -35,10 +39,11 @@ use crate::commit::StoreHandle;
 use crate::config::{Config, HeadEndMode};
 use crate::facts::FactBook;
 use crate::head_end::{HeadEnd, KafkaBridge, Simulator};
+use crate::kafka::source::TablesReady;
 use crate::kafka::source::{Gate, Offsets, Source, Subscription};
 use crate::kafka::table_source::{EmergencyTable, KeptTable, Table, TableHandler, WeatherTable};
 use crate::kafka::{self, EmbeddedKafka, KafkaSetupError};
-use crate::meter::{Directory, MeterMsg, MeterServices, RetryPolicy};
+use crate::meter::{Directory, MeterServices, RetryPolicy};
 use crate::policy::Policy;
 use crate::registry::{Registry, RegistryError};
 use crate::store::embedded::Shard;
@@ -363,33 +368,43 @@ async fn start_store(
     // files: wait without blocking this runtime, on which it may need to run to let go.
     let of = config.store.shards as u64;
     let cache = EmbeddedStore::cache_per_file(config.store.cache_mib << 20, of);
-    let mut shards: Vec<Arc<dyn Store>> = Vec::new();
-    for shard in (0..of)
+    // The files open in parallel: after an unclean stop redb verifies each whole file first
+    // (seconds per GB; the recovery load test measured it).
+    let opens = (0..of)
         .map(|index| Shard { index, of })
         .chain([Shard::control(of)])
-    {
-        let mut waited = Duration::ZERO;
-        let store = loop {
-            if let Some(s) = EmbeddedStore::try_open(&config.data_dir, shard, cache)? {
-                break s;
-            }
-            if waited >= Duration::from_secs(10) {
-                return Err(StoreError::Open {
-                    path: config
-                        .data_dir
-                        .join(shard.file_name())
-                        .display()
-                        .to_string(),
-                    message: "still held by another switchyard store of this process after 10 s"
-                        .into(),
+        .map(|shard| {
+            let dir = config.data_dir.clone();
+            async move {
+                let mut waited = Duration::ZERO;
+                loop {
+                    let d = dir.clone();
+                    let opened = tokio::task::spawn_blocking(move || {
+                        EmbeddedStore::try_open(&d, shard, cache)
+                    })
+                    .await
+                    .map_err(|e| StoreError::Open {
+                        path: dir.join(shard.file_name()).display().to_string(),
+                        message: format!("the opening thread failed: {e}"),
+                    })??;
+                    if let Some(s) = opened {
+                        return Ok::<Arc<dyn Store>, AppError>(Arc::new(s));
+                    }
+                    if waited >= Duration::from_secs(10) {
+                        return Err(StoreError::Open {
+                            path: dir.join(shard.file_name()).display().to_string(),
+                            message:
+                                "still held by another switchyard store of this process after 10 s"
+                                    .into(),
+                        }
+                        .into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    waited += Duration::from_millis(50);
                 }
-                .into());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            waited += Duration::from_millis(50);
-        };
-        shards.push(Arc::new(store));
-    }
+        });
+    let mut shards = futures::future::try_join_all(opens).await?;
     let control = shards.pop().expect("the control file");
     let store = ShardedStore::with_control(shards, control);
     let backlog = store.outbox(usize::MAX)?;
@@ -663,7 +678,7 @@ fn start_tables(
     for (name, topic, table) in tables {
         let (done, rx) = oneshot::channel();
         caught_up.push(rx);
-        let src = parts.source(
+        let mut src = parts.source(
             kafka::consumer(
                 parts.config,
                 parts.bootstrap,
@@ -673,6 +688,10 @@ fn start_tables(
             Offsets::NotStored,
             TableHandler { table },
         );
+        // A replay takes what is already fetched in batches (one record at a time cost the
+        // source loop's overhead per record: 7.5 µs each, a 1M-meter registry 8 s of every
+        // restart); live changes still apply at once (no linger).
+        src.batch_max = kafka::table_source::REPLAY_BATCH;
         let gate = Gate::CaughtUp {
             done,
             give_up_after: None,
@@ -686,6 +705,8 @@ fn start_tables(
 /// answers meanwhile; stopped first on shutdown (`stop_intake`).
 struct Startup {
     tables_caught_up: TryJoinAll<oneshot::Receiver<()>>,
+    /// Tells the results and facts sources (started early) that the tables have caught up.
+    tables_ready: watch::Sender<bool>,
     /// Kafka head-end only: the results source, started once the tables caught up (a result
     /// must meet known facts), and the signal that its partitions are assigned.
     results: Option<Source<kafka::results_source::Results>>,
@@ -716,6 +737,7 @@ impl Startup {
     ) -> Result<Startup, AppError> {
         let (config, bootstrap) = (parts.config, parts.bootstrap);
         let topics = &config.topics;
+        let tables_ready = watch::Sender::new(false);
         let results = match config.head_end.mode {
             HeadEndMode::Simulator => None,
             HeadEndMode::Kafka => Some(parts.source(
@@ -724,6 +746,7 @@ impl Startup {
                 Offsets::NotStored,
                 kafka::results_source::Results {
                     directory: actors.directory.clone(),
+                    tables: TablesReady(tables_ready.subscribe()),
                 },
             )),
         };
@@ -735,6 +758,7 @@ impl Startup {
                 directory: actors.directory.clone(),
                 registry: registry.clone(),
                 control_topic: topics.control.clone(),
+                tables: TablesReady(tables_ready.subscribe()),
             },
         );
         let campaign_control = parts.source(
@@ -767,6 +791,7 @@ impl Startup {
         };
         Ok(Startup {
             tables_caught_up,
+            tables_ready,
             results,
             facts,
             campaign_control,
@@ -785,6 +810,7 @@ impl Startup {
     async fn run(self) {
         let Startup {
             tables_caught_up,
+            tables_ready,
             results,
             facts,
             campaign_control,
@@ -798,10 +824,10 @@ impl Startup {
             stop_intake,
         } = self;
         let mut stopping = stop_intake.clone();
-        tokio::select! {
-            r = tables_caught_up => if r.is_err() { return },
-            _ = stopping.changed() => return,
-        }
+        // The results and facts sources start now, joining their groups while the tables are
+        // replayed (after a kill -9 a join waits out the dead member's session: 10 s of a
+        // restart, measured by the recovery load test); their handlers hold every record
+        // until the tables have caught up (`TablesReady`).
         // Kafka head-end: start hearing its answers before anything is sent.
         let results_assigned = results.map(|src| {
             let (tx, rx) = oneshot::channel();
@@ -820,6 +846,11 @@ impl Startup {
         };
         tasks.spawn("meter facts source", facts.run(gate, shutdown.clone()));
         tokio::select! {
+            r = tables_caught_up => if r.is_err() { return },
+            _ = stopping.changed() => return,
+        }
+        tables_ready.send_replace(true);
+        tokio::select! {
             _ = facts_rx => {}
             _ = stopping.changed() => return,
         }
@@ -832,12 +863,27 @@ impl Startup {
             }
         }
         let scan = std::time::Instant::now();
-        match recover(&store, &directory) {
-            Ok(n) if n > 0 => tracing::info!(
-                meters = n,
-                scan_secs = scan.elapsed().as_secs_f64(),
-                "resumed open work after restart"
-            ),
+        match store.store().meters_with_open_work() {
+            Ok(meters) if !meters.is_empty() => {
+                tracing::info!(
+                    meters = meters.len(),
+                    scan_secs = scan.elapsed().as_secs_f64(),
+                    "resuming open work after restart (paced by the store)"
+                );
+                // Each meter reads its own open orders when it handles the message (a list
+                // read here could be stale by then). Ready at once: new orders queue behind
+                // the recovery at the same store gate.
+                let (d, stop) = (directory.clone(), stopping.clone());
+                tasks.spawn("startup recovery", async move {
+                    let started = std::time::Instant::now();
+                    let n = meters.len();
+                    let mut stop = stop;
+                    tokio::select! {
+                        () = d.recover_paced(meters) => tracing::info!(meters = n, secs = started.elapsed().as_secs_f64(), "every meter with open work resumed"),
+                        _ = stop.changed() => {}
+                    }
+                });
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "cannot read open work from the store; intake not started");
@@ -855,14 +901,4 @@ impl Startup {
         );
         intake.run(Gate::None, stop_intake).await;
     }
-}
-
-/// Re-activates every meter with open work; each reads its own open orders when it handles the
-/// message (a list read here could be stale by then).
-fn recover(store: &StoreHandle, directory: &Arc<Directory>) -> Result<usize, StoreError> {
-    let meters = store.store().meters_with_open_work()?;
-    for m in &meters {
-        directory.deliver(m, MeterMsg::Recover);
-    }
-    Ok(meters.len())
 }

@@ -15,6 +15,10 @@ struct Request {
     /// The batch goes back with the answer, so that it is freed on the caller's thread (the
     /// writer's time is the store's throughput).
     done: oneshot::Sender<Result<WriteBatch, (StoreError, WriteBatch)>>,
+    /// Counted as queued until the writer has answered it (dropped with the request), not
+    /// until the caller has seen the answer: a caller on a busy thread must not make the
+    /// store look behind (that once held every meter's retry off for minutes).
+    _queued: Queued,
 }
 
 /// A write split by shard, with the parts not yet durable: what [`StoreHandle::try_write`]
@@ -169,15 +173,19 @@ impl StoreHandle {
             let (done, wait) = oneshot::channel();
             self.queued
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let queued = Queued(self.queued.clone());
-            if let Err(mpsc::error::SendError(r)) = self.tx[i].send(Request { batch: part, done }) {
+            let _queued = Queued(self.queued.clone());
+            if let Err(mpsc::error::SendError(r)) = self.tx[i].send(Request {
+                batch: part,
+                done,
+                _queued,
+            }) {
                 return Err((StoreError::Closed, Unwritten(vec![(i, r.batch)])));
             }
-            waits.push((i, wait, queued));
+            waits.push((i, wait));
         }
         let mut failed = Vec::new();
         let mut error = None;
-        for (i, wait, _queued) in waits {
+        for (i, wait) in waits {
             match wait.await {
                 Ok(Ok(_done)) => {}
                 Ok(Err((e, b))) => {

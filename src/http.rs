@@ -148,7 +148,7 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     } else {
         (
             StatusCode::OK,
-            json!({ "ready": true, "registry_meters": s.registry.len(), "live_meter_actors": s.directory.live_actors(), "passivated_meters_waiting_for_a_time": s.directory.wakes_waiting() }),
+            json!({ "ready": true, "registry_meters": s.registry.len(), "live_meter_actors": s.directory.live_actors(), "meters_waiting_for_a_time": s.directory.wakes_waiting(), "meters_still_to_recover": s.directory.recovering() }),
         )
     };
     if let Some(m) = body.as_object_mut() {

@@ -301,7 +301,7 @@ async fn a_meter_holding_a_deferred_order_passivates_and_the_directory_wakes_it_
         (r["live_meter_actors"] == 0).then_some(r)
     })
     .await;
-    assert_eq!(r["passivated_meters_waiting_for_a_time"], 1, "{r}");
+    assert_eq!(r["meters_waiting_for_a_time"], 1, "{r}");
     // Monday 08:00: woken, decided again, sent and confirmed.
     clock.set(ts("2026-12-28T13:00:00Z"));
     events.wait_final("SO-DC-2", T).await;
@@ -309,10 +309,7 @@ async fn a_meter_holding_a_deferred_order_passivates_and_the_directory_wakes_it_
         events.of("SO-DC-2").last().unwrap().status,
         OrderStatus::Completed
     );
-    assert_eq!(
-        readyz(&app).await["passivated_meters_waiting_for_a_time"],
-        0
-    );
+    assert_eq!(readyz(&app).await["meters_waiting_for_a_time"], 0);
     app.shutdown().await;
 }
 

@@ -83,6 +83,27 @@ impl Switchyard {
         }
     }
 
+    /// Waits until switchyard has handed every meter with open work its recovery message
+    /// (`switchyard_recovery_meters_pending` is 0); returns the time since spawn.
+    pub async fn wait_recovered(&mut self, timeout: Duration) -> Result<Duration, LoadtestError> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Ok((200, body)) = get(self.http, "/metrics").await {
+                let m = Scrape::parse(&body);
+                if m.sum("switchyard_recovery_meters_pending", &[]) == 0.0 {
+                    return Ok(self.spawned.elapsed());
+                }
+            }
+            if Instant::now() > until {
+                return Err(LoadtestError::Child(format!(
+                    "open work not resumed after {} s; see its log",
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn latency(&self) -> Option<(LatencySummary, LatencySummary)> {
         let (code, body) = get(self.http, "/stats/latency").await.ok()?;
         if code != 200 {

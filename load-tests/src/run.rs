@@ -288,11 +288,17 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         let mut again = Switchyard::spawn(&opts.switchyard, &env, &log)?;
         *pid.lock().expect("lock") = (again.pid(), again.http, 1);
         let ready = again.wait_ready(Duration::from_secs(1800)).await?;
-        eprintln!("recovered in {:.1} s", ready.as_secs_f64());
+        eprintln!("ready again in {:.1} s", ready.as_secs_f64());
+        let resumed = again.wait_recovered(Duration::from_secs(1800)).await?;
+        eprintln!(
+            "every meter with open work resumed {:.1} s after the restart",
+            resumed.as_secs_f64()
+        );
         recovery = Some(report::Recovery {
             open_orders: open,
             killed_at_s: killed_at,
             ready_secs: ready.as_secs_f64(),
+            resumed_secs: Some(resumed.as_secs_f64()),
             in_flight_at_kill,
             trigger_missed,
         });

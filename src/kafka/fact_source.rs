@@ -26,6 +26,9 @@ pub(crate) struct Facts {
     pub(crate) directory: Arc<Directory>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) control_topic: String,
+    /// The source starts (joins its group) while the tables are replayed; its records wait
+    /// for the registry (see [`super::source::TablesReady`]).
+    pub(crate) tables: super::source::TablesReady,
 }
 
 /// This source's consumer.
@@ -63,6 +66,9 @@ impl Handler for Facts {
     }
 
     async fn handle(&self, batch: &[OwnedMessage], io: &mut Io<'_>) -> Handled {
+        if !self.tables.wait().await {
+            return Handled::Stopped;
+        }
         let mut rejected = Vec::new();
         for (i, msg) in batch.iter().enumerate() {
             let fact = match self.parse(msg) {

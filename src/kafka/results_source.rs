@@ -16,6 +16,9 @@ use crate::meter::{Directory, MeterMsg};
 /// Routes each result to its meter.
 pub(crate) struct Results {
     pub(crate) directory: Arc<Directory>,
+    /// Started (its partitions assigned) while the tables are replayed; a result waits for
+    /// the registry (it must meet known facts).
+    pub(crate) tables: super::source::TablesReady,
 }
 
 /// This source's consumer.
@@ -60,6 +63,9 @@ impl Handler for Results {
     }
 
     async fn handle(&self, batch: &[OwnedMessage], _io: &mut super::source::Io<'_>) -> Handled {
+        if !self.tables.wait().await {
+            return Handled::Stopped;
+        }
         let mut rejected = Vec::new();
         for (i, msg) in batch.iter().enumerate() {
             match parse(msg) {

@@ -49,6 +49,21 @@ impl Rejected {
 }
 
 /// What a handler did with a batch.
+/// The tables (registry, weather, emergencies) have caught up: sources that start earlier, to
+/// join their consumer groups meanwhile (after a kill -9 a join waits out the dead member's
+/// session, 10 s), hold their first records until then.
+#[derive(Clone)]
+pub(crate) struct TablesReady(pub(crate) tokio::sync::watch::Receiver<bool>);
+
+impl TablesReady {
+    /// Waits until the tables have caught up; false if startup was abandoned (shutdown).
+    pub(crate) async fn wait(&self) -> bool {
+        let mut r = self.0.clone();
+        let ready = r.wait_for(|ready| *ready).await.is_ok();
+        ready
+    }
+}
+
 pub(crate) enum Handled {
     /// Done and durable; these records (index in the batch) go to the dead-letter topic.
     Done(Vec<(usize, Rejected)>),

@@ -255,16 +255,29 @@ pub(crate) fn consumer_spec(suffix: &str) -> super::ConsumerSpec<'_> {
     }
 }
 
-impl Handler for TableHandler {
-    fn name(&self) -> &str {
-        self.table.name()
-    }
+/// The most records a table source takes in one batch (those already fetched).
+pub(crate) const REPLAY_BATCH: usize = 4096;
 
-    async fn handle(&self, batch: &[OwnedMessage], _io: &mut Io<'_>) -> Handled {
+/// From this many records a batch is applied on two threads.
+const TWO_LANES_FROM: usize = 512;
+
+impl TableHandler {
+    /// Applies the records of `batch` whose partition falls in `lane` of `lanes`; returns
+    /// the rejected ones (index in the batch). A key's records are all in one partition, so
+    /// each key's records still apply in order.
+    fn apply_lane(
+        &self,
+        batch: &[OwnedMessage],
+        lane: usize,
+        lanes: usize,
+    ) -> Vec<(usize, Rejected)> {
         let m = metrics();
         let mut rejected = Vec::new();
         for (i, msg) in batch.iter().enumerate() {
-            let key = msg.key().map(|k| String::from_utf8_lossy(k).to_string());
+            if msg.partition().unsigned_abs() as usize % lanes != lane {
+                continue;
+            }
+            let key = msg.key().map(String::from_utf8_lossy);
             if let Err((why, reason)) = self.table.apply(key.as_deref(), msg.payload()) {
                 if why == DeadLetterReason::InvalidRegistryRecord {
                     m.registry_rejected.increment(1);
@@ -274,6 +287,29 @@ impl Handler for TableHandler {
                 rejected.push((i, Rejected::new(why, reason)));
             }
         }
+        rejected
+    }
+}
+
+impl Handler for TableHandler {
+    fn name(&self) -> &str {
+        self.table.name()
+    }
+
+    async fn handle(&self, batch: &[OwnedMessage], _io: &mut Io<'_>) -> Handled {
+        // A replay's large batches use a second core (the table is concurrent: a dashmap and
+        // interners behind locks); a live change is applied here.
+        let mut rejected = if batch.len() >= TWO_LANES_FROM {
+            std::thread::scope(|s| {
+                let other = s.spawn(|| self.apply_lane(batch, 1, 2));
+                let mut r = self.apply_lane(batch, 0, 2);
+                r.extend(other.join().expect("table lane"));
+                r
+            })
+        } else {
+            self.apply_lane(batch, 0, 1)
+        };
+        rejected.sort_by_key(|(i, _)| *i);
         // Every change shows at once (a gauge set is cheap).
         self.table.publish_gauge();
         Handled::Done(rejected)

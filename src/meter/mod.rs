@@ -107,6 +107,8 @@ pub struct Directory {
     epoch: std::time::Instant,
     /// When meters that hold an order until a time must be woken.
     wakes: Arc<Wakes>,
+    /// Meters with open work at the last start not yet handed their recovery message.
+    recovering: std::sync::atomic::AtomicUsize,
 }
 
 /// The wake-ups of meters, live or passivated, that hold an order until a time (a window
@@ -179,6 +181,7 @@ impl Directory {
             me: me.clone(),
             epoch: std::time::Instant::now(),
             wakes: Arc::default(),
+            recovering: std::sync::atomic::AtomicUsize::new(0),
         });
         // One sweep for every actor instead of a timer in each: an actor idle for
         // `meters.idle_passivate_secs` is asked to passivate.
@@ -215,8 +218,16 @@ impl Directory {
                 let now = clock.now();
                 let due = wakes.due.lock().expect("lock").take_due(now);
                 let Some(dir) = me.upgrade() else { return };
-                for m in due {
-                    dir.deliver(&m, MeterMsg::Wake);
+                // Paced like a restart's recovery: a wake-up may decide a disconnect, and a
+                // decision queued behind more than the store writes in a round goes stale.
+                for slice in due.chunks(256) {
+                    while dir.services.store.congested() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    for m in slice {
+                        dir.deliver(m, MeterMsg::Wake);
+                    }
+                    tokio::task::yield_now().await;
                 }
             }
         });
@@ -230,6 +241,34 @@ impl Directory {
         if earliest {
             self.wakes.changed.notify_one();
         }
+    }
+
+    /// Startup recovery: hands every meter in `meters` (those with open work in the store) its
+    /// recovery message, in slices, each only while the store writers keep up (the gate the
+    /// intake uses). All at once, a million recovering meters once queued over 10 s of store
+    /// writes, so that their disconnect decisions went stale before they could be sent (the
+    /// recovery-1m load test; they are decided again, but each round is another write).
+    pub(crate) async fn recover_paced(&self, meters: Vec<String>) {
+        const SLICE: usize = 256;
+        self.recovering.store(meters.len(), Ordering::SeqCst);
+        metrics().recovering.set(meters.len() as f64);
+        let store = self.services.store.clone();
+        for slice in meters.chunks(SLICE) {
+            while store.congested() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for m in slice {
+                self.deliver(m, MeterMsg::Recover);
+            }
+            let left = self.recovering.fetch_sub(slice.len(), Ordering::SeqCst) - slice.len();
+            metrics().recovering.set(left as f64);
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Meters with open work at startup not yet handed their recovery message.
+    pub(crate) fn recovering(&self) -> usize {
+        self.recovering.load(Ordering::SeqCst)
     }
 
     /// Meters (live or passivated) waiting for a wake-up time.

@@ -151,10 +151,21 @@ impl Store for ShardedStore {
         self.of(meter_id).open_orders(meter_id)
     }
 
+    /// The shards are scanned in parallel (a full scan of each: the restart's critical path).
     fn meters_with_open_work(&self) -> Result<Vec<String>, StoreError> {
+        let found: Vec<Result<Vec<String>, StoreError>> = std::thread::scope(|scope| {
+            let scans: Vec<_> = self.files[..self.layout.meters]
+                .iter()
+                .map(|s| scope.spawn(move || s.meters_with_open_work()))
+                .collect();
+            scans
+                .into_iter()
+                .map(|h| h.join().expect("open-work scan"))
+                .collect()
+        });
         let mut out = Vec::new();
-        for s in &self.files[..self.layout.meters] {
-            out.extend(s.meters_with_open_work()?);
+        for f in found {
+            out.extend(f?);
         }
         Ok(out)
     }

@@ -81,9 +81,13 @@ pub struct Raw {
 pub struct Recovery {
     pub open_orders: u64,
     pub killed_at_s: f64,
-    /// From restart to `/readyz` (registry replayed, every open order handed back to its
-    /// meter, intake running).
+    /// From restart to `/readyz` (registry replayed, open work scanned, intake running).
     pub ready_secs: f64,
+    /// From restart until every meter with open work was handed back its work (switchyard's
+    /// recovery is paced by its store after `/readyz`; `switchyard_recovery_meters_pending`
+    /// reached 0). Absent in reports from before 2026-12-03 afternoon.
+    #[serde(default)]
+    pub resumed_secs: Option<f64>,
     /// Commands in flight when it was killed.
     #[serde(default)]
     pub in_flight_at_kill: u64,

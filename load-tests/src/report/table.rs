@@ -137,10 +137,14 @@ impl Report {
             row(
                 "recovery after kill -9",
                 format!(
-                    "{:.1} s with {} open orders ({:.0} open orders/s){}",
+                    "ready in {:.1} s with {} open orders ({:.0} open orders/s){}{}",
                     r.ready_secs,
                     r.open_orders,
                     r.open_orders as f64 / r.ready_secs.max(1e-9),
+                    match r.resumed_secs {
+                        Some(s) => format!("; every meter with open work resumed after {s:.1} s"),
+                        None => String::new(),
+                    },
                     match (r.trigger_missed, self.scenario.kill_at_in_flight) {
                         (true, Some(at)) => format!(
                             "; killed at {} in flight after the peak: the scenario's {at} was never reached",
