@@ -63,40 +63,42 @@ impl Switchyard {
 
     /// Waits for `/readyz`; returns how long after spawning it became ready.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration, LoadtestError> {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Err(LoadtestError::Child(format!(
-                    "switchyard exited before it was ready ({status}); see its log"
-                )));
-            }
-            if let Ok((200, _)) = get(self.http, "/readyz").await {
-                return Ok(self.spawned.elapsed());
-            }
-            if Instant::now() > until {
-                return Err(LoadtestError::Child(format!(
-                    "switchyard not ready after {} s; see its log",
-                    timeout.as_secs()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.poll_until(timeout, "ready", "/readyz", |_| true).await
     }
 
     /// Waits until switchyard has handed every meter with open work its recovery message
     /// (`switchyard_recovery_meters_pending` is 0); returns the time since spawn.
     pub async fn wait_recovered(&mut self, timeout: Duration) -> Result<Duration, LoadtestError> {
+        self.poll_until(timeout, "done recovering", "/metrics", |body| {
+            Scrape::parse(body).sum("switchyard_recovery_meters_pending", &[]) == 0.0
+        })
+        .await
+    }
+
+    /// Polls `path` every 50 ms until it answers 200 with a body `done` accepts (the child
+    /// still running); returns the time since spawn.
+    async fn poll_until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        path: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> Result<Duration, LoadtestError> {
         let until = Instant::now() + timeout;
         loop {
-            if let Ok((200, body)) = get(self.http, "/metrics").await {
-                let m = Scrape::parse(&body);
-                if m.sum("switchyard_recovery_meters_pending", &[]) == 0.0 {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(LoadtestError::Child(format!(
+                    "switchyard exited before it was {what} ({status}); see its log"
+                )));
+            }
+            if let Ok((200, body)) = get(self.http, path).await {
+                if done(&body) {
                     return Ok(self.spawned.elapsed());
                 }
             }
             if Instant::now() > until {
                 return Err(LoadtestError::Child(format!(
-                    "open work not resumed after {} s; see its log",
+                    "switchyard not {what} after {} s; see its log",
                     timeout.as_secs()
                 )));
             }

@@ -58,9 +58,7 @@ pub(crate) struct TablesReady(pub(crate) tokio::sync::watch::Receiver<bool>);
 impl TablesReady {
     /// Waits until the tables have caught up; false if startup was abandoned (shutdown).
     pub(crate) async fn wait(&self) -> bool {
-        let mut r = self.0.clone();
-        let ready = r.wait_for(|ready| *ready).await.is_ok();
-        ready
+        self.0.clone().wait_for(|ready| *ready).await.is_ok()
     }
 }
 

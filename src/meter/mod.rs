@@ -220,15 +220,7 @@ impl Directory {
                 let Some(dir) = me.upgrade() else { return };
                 // Paced like a restart's recovery: a wake-up may decide a disconnect, and a
                 // decision queued behind more than the store writes in a round goes stale.
-                for slice in due.chunks(256) {
-                    while dir.services.store.congested() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    for m in slice {
-                        dir.deliver(m, MeterMsg::Wake);
-                    }
-                    tokio::task::yield_now().await;
-                }
+                dir.deliver_paced(&due, || MeterMsg::Wake, |_| {}).await;
             }
         });
         dir
@@ -249,19 +241,35 @@ impl Directory {
     /// writes, so that their disconnect decisions went stale before they could be sent (the
     /// recovery-1m load test; they are decided again, but each round is another write).
     pub(crate) async fn recover_paced(&self, meters: Vec<String>) {
-        const SLICE: usize = 256;
         self.recovering.store(meters.len(), Ordering::SeqCst);
         metrics().recovering.set(meters.len() as f64);
-        let store = self.services.store.clone();
-        for slice in meters.chunks(SLICE) {
-            while store.congested() {
+        self.deliver_paced(
+            &meters,
+            || MeterMsg::Recover,
+            |n| {
+                let left = self.recovering.fetch_sub(n, Ordering::SeqCst) - n;
+                metrics().recovering.set(left as f64);
+            },
+        )
+        .await;
+    }
+
+    /// Delivers `msg()` to each of `meters`, 256 at a time, each slice only while the store's
+    /// writers keep up (the intake's gate); `sent(n)` after each slice of `n`.
+    async fn deliver_paced<M: AsRef<str>>(
+        &self,
+        meters: &[M],
+        msg: impl Fn() -> MeterMsg,
+        mut sent: impl FnMut(usize),
+    ) {
+        for slice in meters.chunks(256) {
+            while self.services.store.congested() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             for m in slice {
-                self.deliver(m, MeterMsg::Recover);
+                self.deliver(m.as_ref(), msg());
             }
-            let left = self.recovering.fetch_sub(slice.len(), Ordering::SeqCst) - slice.len();
-            metrics().recovering.set(left as f64);
+            sent(slice.len());
             tokio::task::yield_now().await;
         }
     }
