@@ -36,6 +36,7 @@ use crate::campaign::actor::CampaignServices;
 use crate::campaign::registry::Campaigns;
 use crate::clock::Clock;
 use crate::commit::StoreHandle;
+use crate::config::StoreBackend;
 use crate::config::{Config, HeadEndMode};
 use crate::facts::FactBook;
 use crate::head_end::{HeadEnd, KafkaBridge, Simulator};
@@ -47,7 +48,7 @@ use crate::meter::{Directory, MeterServices, RetryPolicy};
 use crate::policy::Policy;
 use crate::registry::{Registry, RegistryError};
 use crate::store::embedded::Shard;
-use crate::store::{EmbeddedStore, OutboxEntry, ShardedStore, Store, StoreError};
+use crate::store::{EmbeddedStore, OutboxEntry, ScyllaStore, ShardedStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -345,11 +346,25 @@ async fn kafka(config: &Config) -> Result<(Option<EmbeddedKafka>, String), AppEr
 /// needed: for tests and tools that prepare or inspect a data directory while no instance
 /// holds it.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    if config.store.backend == StoreBackend::Scylla {
+        let o = crate::store_setup::scylla_options(config)?;
+        return Ok(Arc::new(ScyllaStore::open(o)?));
+    }
     EmbeddedStore::open_sharded(
         &config.data_dir,
         config.store.shards as u64,
         config.store.cache_mib << 20,
     )
+}
+
+/// Creates the ScyllaDB keyspace and applies the schema migrations not applied yet
+/// (`switchyard migrate`); returns the versions applied now. Nothing to do for the embedded
+/// store (its files are created as they are opened).
+pub fn migrate_store(config: &Config) -> Result<Vec<i32>, StoreError> {
+    if config.store.backend != StoreBackend::Scylla {
+        return Ok(Vec::new());
+    }
+    ScyllaStore::migrate(crate::store_setup::scylla_options(config)?)
 }
 
 /// Step 2: the store, the events its outbox still holds, and the group-commit writer (which
@@ -364,6 +379,18 @@ async fn start_store(
     ),
     AppError,
 > {
+    if config.store.backend == StoreBackend::Scylla {
+        let o = crate::store_setup::scylla_options(config)?;
+        let nodes = o.nodes.join(",");
+        let scylla = tokio::task::spawn_blocking(move || ScyllaStore::open(o))
+            .await
+            .map_err(|e| StoreError::Setup {
+                what: format!("CQL nodes {nodes}"),
+                message: format!("the connecting thread failed: {e}"),
+            })??;
+        let store = ShardedStore::new(vec![Arc::new(scylla)]);
+        return finish_store(config, store);
+    }
     // Another instance in this process (a test's restart) may still be letting go of the
     // files: wait without blocking this runtime, on which it may need to run to let go.
     let of = config.store.shards as u64;
@@ -406,7 +433,22 @@ async fn start_store(
         });
     let mut shards = futures::future::try_join_all(opens).await?;
     let control = shards.pop().expect("the control file");
-    let store = ShardedStore::with_control(shards, control);
+    finish_store(config, ShardedStore::with_control(shards, control))
+}
+
+/// The outbox backlog read and the writers started.
+#[allow(clippy::type_complexity)]
+fn finish_store(
+    config: &Config,
+    store: ShardedStore,
+) -> Result<
+    (
+        StoreHandle,
+        Vec<OutboxEntry>,
+        mpsc::UnboundedReceiver<Vec<OutboxEntry>>,
+    ),
+    AppError,
+> {
     let backlog = store.outbox(usize::MAX)?;
     if !backlog.is_empty() {
         tracing::info!(

@@ -154,7 +154,8 @@ impl StoreHandle {
     }
 
     /// The batch split by shard, for [`try_write`](Self::try_write).
-    pub(crate) fn split(&self, batch: WriteBatch) -> Unwritten {
+    pub(crate) fn split(&self, mut batch: WriteBatch) -> Unwritten {
+        batch.stamp = crate::store::next_stamp(batch.audit.len() + batch.outbox.len());
         Unwritten(
             batch
                 .split(self.layout)

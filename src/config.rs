@@ -44,6 +44,9 @@ pub(crate) const PATH_KEYS: &[&str] = &[
     "registry.file",
     "policy.rule_pack",
     "policy.utility_overlay",
+    "store.scylla.tls.ca_file",
+    "store.scylla.tls.cert_file",
+    "store.scylla.tls.key_file",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +101,118 @@ impl Config {
                 *v = "<redacted>".into();
             }
         }
+        if c.store.scylla.password.is_some() {
+            c.store.scylla.password = Some("<redacted>".into());
+        }
         c
+    }
+}
+
+impl Config {
+    /// Tests: the ScyllaDB store on `nodes`, in `keyspace`, with a short audit retention
+    /// (rows kept a day, no TTL surprises in a test).
+    #[cfg(feature = "testing")]
+    pub fn store_on_scylla(&mut self, nodes: &str, keyspace: &str) {
+        self.store.backend = StoreBackend::Scylla;
+        self.store.scylla.nodes = nodes.to_string();
+        self.store.scylla.keyspace = keyspace.to_string();
+        self.store.scylla.audit_retention_secs = 0;
+    }
+
+    fn validate_scylla(&self) -> Result<(), ConfigError> {
+        let s = &self.store.scylla;
+        if self.store.backend != StoreBackend::Scylla {
+            return Ok(());
+        }
+        let nodes: Vec<&str> = s
+            .nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        if nodes.is_empty() {
+            return Err(invalid(
+                "store.scylla.nodes",
+                "give at least one host:port, e.g. 10.0.0.5:9042",
+            ));
+        }
+        for n in nodes {
+            let ok = n
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(invalid("store.scylla.nodes", format!("`{n}` is not host:port; give a comma-separated list such as scylla-1:9042,scylla-2:9042")));
+            }
+        }
+        let ident = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 48
+                && v.starts_with(|c: char| c.is_ascii_lowercase())
+                && v.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        if !ident(&s.keyspace) {
+            return Err(invalid("store.scylla.keyspace", format!("`{}` is not a keyspace name: lower-case letters, digits and _, starting with a letter, at most 48", s.keyspace)));
+        }
+        match s.replication {
+            ReplicationStrategy::Simple if s.replication_factor == 0 => {
+                return Err(invalid("store.scylla.replication_factor", "must be at least 1"))
+            }
+            ReplicationStrategy::NetworkTopology if s.datacenters.is_empty() || s.datacenters.values().any(|r| *r == 0) => {
+                return Err(invalid("store.scylla.datacenters", "network_topology replication needs replicas per data centre, e.g. datacenters = { dc1 = 3 }"))
+            }
+            _ => {}
+        }
+        if s.username.is_some() != s.password.is_some() {
+            return Err(invalid("store.scylla.password", "username and password go together; set the password from the environment (SWITCHYARD__STORE__SCYLLA__PASSWORD)"));
+        }
+        if s.tls.cert_file.is_some() != s.tls.key_file.is_some() {
+            return Err(invalid(
+                "store.scylla.tls.key_file",
+                "a client certificate needs its key (cert_file and key_file go together)",
+            ));
+        }
+        if s.request_timeout_ms == 0 || s.connect_timeout_ms == 0 {
+            return Err(invalid(
+                "store.scylla.request_timeout_ms",
+                "timeouts must be above zero",
+            ));
+        }
+        if !(60..=366 * 86_400).contains(&s.audit_bucket_secs) {
+            return Err(invalid("store.scylla.audit_bucket_secs", "must be between 1 minute and 366 days (a day suits most: a meter has a few rows a day)"));
+        }
+        if s.audit_retention_secs != 0 && s.audit_retention_secs < s.audit_bucket_secs {
+            return Err(invalid(
+                "store.scylla.audit_retention_secs",
+                "must be at least one audit bucket (or 0 to keep rows for ever)",
+            ));
+        }
+        if s.audit_retention_secs > 630_720_000 {
+            return Err(invalid(
+                "store.scylla.audit_retention_secs",
+                "CQL TTLs stop at 20 years (630720000 s); use 0 to keep rows for ever",
+            ));
+        }
+        if !(1..=4096).contains(&s.ownership_units) {
+            return Err(invalid(
+                "store.scylla.ownership_units",
+                "must be between 1 and 4096 (the orders topic's partition count)",
+            ));
+        }
+        if crate::domain::Partitioner::of_librdkafka(
+            self.kafka.client.get("partitioner").map(String::as_str),
+        )
+        .is_none()
+        {
+            return Err(invalid("kafka.client.partitioner", "the ScyllaDB store's ownership units follow the orders topic's partitions by key: use consistent_random (librdkafka's default) or murmur2_random (the Java clients'), as the producers of the orders topic do"));
+        }
+        if !(1..=65_536).contains(&s.max_in_flight) {
+            return Err(invalid(
+                "store.scylla.max_in_flight",
+                "must be between 1 and 65536",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -277,7 +391,7 @@ pub struct MetersConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum HeadEndMode {
+pub enum HeadEndMode {
     Simulator,
     Kafka,
 }
@@ -285,7 +399,7 @@ pub(crate) enum HeadEndMode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadEndConfig {
-    pub(crate) mode: HeadEndMode,
+    pub mode: HeadEndMode,
     #[serde(deserialize_with = "duration::secs")]
     pub command_deadline_secs: u64,
     pub max_attempts: u32,
@@ -320,19 +434,123 @@ pub struct SimulatorConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum StoreKind {
+pub(crate) enum StoreBackend {
+    /// redb files under `data_dir` (the default: no server needed).
     Embedded,
+    /// A ScyllaDB (or Apache Cassandra) cluster, `[store.scylla]`.
+    Scylla,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StoreConfig {
-    pub(crate) kind: StoreKind,
+    /// (`store.kind`, its name before the ScyllaDB backend, is read as `backend`.)
+    pub(crate) backend: StoreBackend,
+    #[serde(default)]
+    pub(crate) scylla: ScyllaConfig,
     pub(crate) group_commit_max: usize,
     /// Embedded store files, split by meter, each with its own writer thread.
     pub(crate) shards: usize,
     /// redb's page cache over all the files, in MiB (split evenly between them).
     pub(crate) cache_mib: usize,
+}
+
+/// Keyspace replication: `simple` (one data centre, a laptop or a test) or
+/// `network_topology` (production: replicas per data centre, racks honoured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ReplicationStrategy {
+    Simple,
+    NetworkTopology,
+}
+
+/// The consistency of every read and write (CQL's names, in snake case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum CqlConsistency {
+    One,
+    LocalOne,
+    Quorum,
+    LocalQuorum,
+    EachQuorum,
+    All,
+}
+
+/// `[store.scylla]`: the production store (`store.backend = "scylla"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ScyllaConfig {
+    /// Contact points, comma-separated `host:port` (the driver discovers the rest).
+    pub(crate) nodes: String,
+    pub(crate) keyspace: String,
+    pub(crate) replication: ReplicationStrategy,
+    /// Replicas, for `replication = "simple"`.
+    pub(crate) replication_factor: u32,
+    /// Replicas per data centre, for `replication = "network_topology"` (e.g. `{ dc1 = 3 }`).
+    pub(crate) datacenters: std::collections::BTreeMap<String, u32>,
+    /// The data centre this instance runs in: requests go to its nodes first (needed for the
+    /// `local_*` consistencies to mean something with several data centres).
+    pub(crate) local_datacenter: Option<String>,
+    pub(crate) consistency: CqlConsistency,
+    pub(crate) username: Option<String>,
+    /// Set it from the environment: `SWITCHYARD__STORE__SCYLLA__PASSWORD`.
+    pub(crate) password: Option<String>,
+    pub(crate) tls: CqlTls,
+    #[serde(deserialize_with = "duration::millis")]
+    pub(crate) request_timeout_ms: u64,
+    #[serde(deserialize_with = "duration::millis")]
+    pub(crate) connect_timeout_ms: u64,
+    /// The audit trail's partitions: one per meter and bucket of this length (also the
+    /// TimeWindowCompactionStrategy window). Fixed once rows are written.
+    #[serde(deserialize_with = "duration::secs")]
+    pub(crate) audit_bucket_secs: u64,
+    /// How long audit rows are kept (a TTL on every row); 0 keeps them for ever.
+    #[serde(deserialize_with = "duration::secs")]
+    pub(crate) audit_retention_secs: u64,
+    /// Ownership units of the open-work index (what a later instance loads when it takes
+    /// over): set it to the orders topic's partition count. Fixed once rows are written.
+    pub(crate) ownership_units: u32,
+    /// Statements one write may have in flight at once.
+    pub(crate) max_in_flight: usize,
+    /// Apply the schema migrations at start (else run `switchyard migrate` first).
+    pub(crate) migrate_at_start: bool,
+}
+
+impl Default for ScyllaConfig {
+    fn default() -> Self {
+        ScyllaConfig {
+            nodes: "127.0.0.1:9042".into(),
+            keyspace: "switchyard".into(),
+            replication: ReplicationStrategy::Simple,
+            replication_factor: 1,
+            datacenters: Default::default(),
+            local_datacenter: None,
+            consistency: CqlConsistency::LocalQuorum,
+            username: None,
+            password: None,
+            tls: CqlTls::default(),
+            request_timeout_ms: 10_000,
+            connect_timeout_ms: 5_000,
+            audit_bucket_secs: 86_400,
+            audit_retention_secs: 400 * 86_400,
+            ownership_units: 64,
+            max_in_flight: 1024,
+            migrate_at_start: true,
+        }
+    }
+}
+
+/// TLS to the CQL nodes (rustls).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CqlTls {
+    pub(crate) enabled: bool,
+    /// PEM file of the certificate authorities to trust (else the system's, from
+    /// /etc/ssl/certs/ca-certificates.crt).
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM), when the cluster asks for one.
+    pub(crate) cert_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -413,6 +631,12 @@ impl Config {
         let mut file: toml::Table = text.parse().map_err(|e| syntax(name, e))?;
         if let Some(dir) = base_dir {
             resolve_paths(&mut file, dir);
+        }
+        // `store.kind` is what `store.backend` was called before the ScyllaDB backend.
+        if let Some(toml::Value::Table(store)) = file.get_mut("store") {
+            if let Some(kind) = store.remove("kind") {
+                store.entry("backend").or_insert(kind);
+            }
         }
         let mut table: toml::Table = DEFAULT_TOML
             .parse()
@@ -633,6 +857,7 @@ impl Config {
                 "must be between 1 and 1000000",
             ));
         }
+        self.validate_scylla()?;
         if !k.brokers.trim().is_empty() {
             for b in k.brokers.split(',') {
                 let b = b.trim();
@@ -998,6 +1223,65 @@ mod tests {
     }
 
     #[test]
+    fn the_scylla_store_section_is_validated_naming_its_keys() {
+        let scylla = |extra: &str| format!("[store]\nbackend = \"scylla\"\n{extra}");
+        let ok = from_text(&scylla("")).unwrap();
+        assert_eq!(ok.store.backend, StoreBackend::Scylla);
+        assert_eq!(ok.store.scylla.consistency, CqlConsistency::LocalQuorum);
+        assert_eq!(ok.store.scylla.audit_bucket_secs, 86_400);
+        assert_eq!(ok.store.scylla.audit_retention_secs, 400 * 86_400);
+        for (extra, key) in [
+            ("[store.scylla]\nnodes = \"scylla-1\"", "store.scylla.nodes"),
+            (
+                "[store.scylla]\nkeyspace = \"Bad-Name\"",
+                "store.scylla.keyspace",
+            ),
+            (
+                "[store.scylla]\nreplication = \"network_topology\"",
+                "store.scylla.datacenters",
+            ),
+            (
+                "[store.scylla]\nusername = \"svc\"",
+                "store.scylla.password",
+            ),
+            (
+                "[store.scylla]\naudit_bucket_secs = \"10s\"",
+                "store.scylla.audit_bucket_secs",
+            ),
+            (
+                "[store.scylla]\nownership_units = 0",
+                "store.scylla.ownership_units",
+            ),
+            (
+                "[store.scylla.tls]\ncert_file = \"c.pem\"",
+                "store.scylla.tls.key_file",
+            ),
+            (
+                "[kafka.client]\npartitioner = \"random\"",
+                "kafka.client.partitioner",
+            ),
+        ] {
+            assert_eq!(rejected_key(from_text(&scylla(extra))), key, "{extra}");
+        }
+        // The embedded store ignores the section; the key's old name still reads.
+        let old = from_text("[store]\nkind = \"embedded\"\n[store.scylla]\nnodes = \"x\"").unwrap();
+        assert_eq!(old.store.backend, StoreBackend::Embedded);
+        // The password comes from the environment and is not printed.
+        let c = Config::from_toml_str(
+            &scylla("[store.scylla]\nusername = \"svc\""),
+            "t",
+            [(
+                "SWITCHYARD__STORE__SCYLLA__PASSWORD".to_string(),
+                "s3cret".to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.store.scylla.password.as_deref(), Some("s3cret"));
+        let printed = toml::to_string_pretty(&c.redacted()).unwrap();
+        assert!(!printed.contains("s3cret") && printed.contains("<redacted>"));
+    }
+
+    #[test]
     fn every_file_in_config_dir_loads_and_validates() {
         let dir = repo("config");
         let mut loaded = 0;
@@ -1149,10 +1433,15 @@ mod tests {
             &path,
             "data_dir = \"state\"\n\
              [registry]\nfile = \"../meters.csv\"\n\
-             [policy]\nrule_pack = \"rules/virginia.toml\"\nutility_overlay = \"./overlays/u.toml\"\n",
+             [policy]\nrule_pack = \"rules/virginia.toml\"\nutility_overlay = \"./overlays/u.toml\"\n\
+             [store.scylla.tls]\nca_file = \"tls/ca.pem\"\ncert_file = \"tls/me.pem\"\nkey_file = \"/abs/me.key\"\n",
         )
         .unwrap();
         let c = Config::load_with_env(Some(&path), no_env()).unwrap();
+        let tls = &c.store.scylla.tls;
+        assert_eq!(tls.ca_file, Some(etc.join("tls/ca.pem")));
+        assert_eq!(tls.cert_file, Some(etc.join("tls/me.pem")));
+        assert_eq!(tls.key_file, Some(PathBuf::from("/abs/me.key")));
         assert_eq!(c.data_dir, etc.join("state"));
         assert_eq!(c.registry.file, Some(etc.join("../meters.csv")));
         assert_eq!(c.policy.rule_pack, Some(etc.join("rules/virginia.toml")));
@@ -1166,7 +1455,10 @@ mod tests {
                     "data_dir",
                     "registry.file",
                     "policy.rule_pack",
-                    "policy.utility_overlay"
+                    "policy.utility_overlay",
+                    "store.scylla.tls.ca_file",
+                    "store.scylla.tls.cert_file",
+                    "store.scylla.tls.key_file"
                 ]
                 .contains(key),
                 "{key} is not checked by this test"

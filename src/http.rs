@@ -1,7 +1,8 @@
 //! The operator HTTP endpoint: Prometheus `/metrics`, `/healthz` (the process is up),
 //! `/readyz` (the registry has caught up, the intake runs, the store accepts writes),
 //! `/stats/latency` (exact internal latency percentiles), and read-only lookups of an order
-//! (with its audit trail) and a meter (its audit trail newest first, in pages). Errors are JSON
+//! (with its audit trail) and a meter (its audit trail newest first, in pages; or only the trail,
+//! between two instants, `/api/v1/meters/{id}/audit`). Errors are JSON
 //! with a message.
 //!
 //! It runs on its own thread and tokio runtime, apart from the intake and the meter actors, so
@@ -297,6 +298,105 @@ async fn meter(
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+    page_token: Option<String>,
+}
+
+const AUDIT_QUERY_HELP: &str = "query parameters: `from` and `to` (RFC 3339 instants, inclusive), `limit` (1-1000) and `page_token` (the `next_page_token` of the previous page) only";
+
+/// A meter's audit trail, newest first, between `from` and `to`, a page at a time (the pages
+/// cross the store's time buckets; `next_page_token` is absent on the last page).
+async fn meter_audit(
+    State(s): State<HttpState>,
+    Path(meter_id): Path<String>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, AUDIT_QUERY_HELP.into());
+    };
+    let limit = q.limit.unwrap_or(AUDIT_PAGE_DEFAULT);
+    if !(1..=AUDIT_PAGE_MAX).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit {limit} must be between 1 and {AUDIT_PAGE_MAX}"),
+        );
+    }
+    let instant = |name: &str, v: Option<&str>| -> Result<Option<jiff::Timestamp>, Response> {
+        v.map(|t| {
+            t.parse::<jiff::Timestamp>().map_err(|e| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{name}` = `{t}` is not an RFC 3339 instant ({e}); write e.g. 2026-12-01T00:00:00Z"),
+                )
+            })
+        })
+        .transpose()
+    };
+    let (from, to) = match (
+        instant("from", q.from.as_deref()),
+        instant("to", q.to.as_deref()),
+    ) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("`from` ({f}) is after `to` ({t})"),
+            );
+        }
+    }
+    let before = match q.page_token.as_deref().map(AuditCursor::parse) {
+        Some(Some(c)) => Some(c),
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "page_token must be the `next_page_token` of a previous page".into(),
+            )
+        }
+        // The first page starts just above `to`.
+        None => to.map(|t| AuditCursor::below_or_at(t)),
+    };
+    if s.registry.get(&meter_id).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("meter `{meter_id}` is not in the registry"),
+        );
+    }
+    let read = s
+        .read(move |store| {
+            let (mut audit, mut next) =
+                store
+                    .store()
+                    .audit_page(&meter_id, before.as_ref(), limit, None)?;
+            if let Some(f) = from {
+                // Newest first: the first row older than `from` ends the trail.
+                if let Some(cut) = audit.iter().position(|a| a.at < f) {
+                    audit.truncate(cut);
+                    next = None;
+                }
+            }
+            Ok::<_, crate::store::StoreError>(json_body(&json!({
+                "meter_id": meter_id,
+                "audit": audit,
+                "order": "newest_first",
+                "next_page_token": next.map(|c| c.to_string()),
+            })))
+        })
+        .await;
+    match read {
+        Err(r) => r,
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(Ok(body)) => body,
+    }
+}
+
 pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -305,6 +405,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/stats/latency", get(latency))
         .route("/api/v1/orders/{order_id}", get(order))
         .route("/api/v1/meters/{meter_id}", get(meter))
+        .route("/api/v1/meters/{meter_id}/audit", get(meter_audit))
         .with_state(state)
 }
 

@@ -8,7 +8,8 @@
 //! Bottom to top; a module imports only modules below it (`tests/layers.rs` checks it).
 //! - [`domain`]: orders, meters, commands, results, events, audit rows, the stored meter state,
 //!   campaigns, decisions and meter facts as data; order validation. Imports nothing else.
-//! - [`store`]: the store contract and the embedded redb store (imports `domain` only).
+//! - [`store`]: the store contract, the embedded redb store and the ScyllaDB store (imports
+//!   `domain` only); `store_setup`: the ScyllaDB store's options from the configuration.
 //! - [`policy`]: the pure rule engine (rule packs as data); [`config`]: the one typed
 //!   configuration (TOML over the defaults + environment), validated at start; [`clock`]: the
 //!   injectable clock; [`observability`]: Prometheus metrics (cached handles) and logging;
@@ -45,6 +46,7 @@ pub mod policy;
 pub mod registry;
 mod retry;
 pub mod store;
+mod store_setup;
 
-pub use app::{open_store, App, AppError};
+pub use app::{migrate_store, open_store, App, AppError};
 pub use config::Config;

@@ -241,10 +241,18 @@ async fn sigkill_mid_campaign_releases_every_order_exactly_once() {
         "schema_version":1,"campaign_id":"KC","rate_per_hour":7200,"time_zone":"UTC",
         "windows":{"monday":day,"tuesday":day,"wednesday":day,"thursday":day,"friday":day,"saturday":day,"sunday":day},
         "start_at":start.to_string()}})).await;
+    // Dispatches by order, deduplicated as docs/topics.md tells consumers to: events are at
+    // least once (one published just before the kill may be published again from the outbox,
+    // the same event: the same instant), and (order_id, status, attempt) is unique for every
+    // real event (a second dispatch would be a later attempt, at a later instant).
     let dispatched = |l: &TopicLog| {
         let mut m: HashMap<String, Vec<jiff::Timestamp>> = HashMap::new();
+        let mut seen = HashSet::new();
         for e in l.events() {
-            if e.status == OrderStatus::Dispatched && e.order_id.starts_with("KCO-") {
+            if e.status == OrderStatus::Dispatched
+                && e.order_id.starts_with("KCO-")
+                && seen.insert((e.order_id.clone(), e.at))
+            {
                 m.entry(e.order_id.clone()).or_default().push(e.at);
             }
         }

@@ -458,7 +458,7 @@ async fn deferred_then_stopped(
 ) -> (
     tempfile::TempDir,
     Config,
-    std::mem::ManuallyDrop<switchyard::kafka::EmbeddedKafka>,
+    Option<std::mem::ManuallyDrop<switchyard::kafka::EmbeddedKafka>>,
     Arc<ManualClock>,
     FutureProducer,
     TopicLog,

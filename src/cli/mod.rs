@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod campaign;
 mod check_config;
 mod demo;
+mod migrate;
 mod policy;
 mod run;
 
@@ -38,6 +39,9 @@ enum Cmd {
     },
     /// Load and validate a config file, print the effective configuration as TOML.
     CheckConfig(check_config::CheckConfigArgs),
+    /// Create the ScyllaDB keyspace and apply the schema migrations not applied yet
+    /// (store.backend = "scylla"; nothing to do for the embedded store).
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Subcommand)]
@@ -65,5 +69,6 @@ pub(crate) fn main() -> anyhow::Result<()> {
             command: CampaignCmd::Plan(a),
         } => campaign::run(a),
         Cmd::CheckConfig(a) => check_config::run(a),
+        Cmd::Migrate(a) => migrate::run(a),
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod fact;
 pub(crate) mod meter;
 pub(crate) mod meter_state;
 pub(crate) mod order;
+pub(crate) mod partition;
 
 pub use campaign::{
     AdoptFilter, CampaignDef, CampaignEvent, CampaignOrder, CampaignOutcome, CampaignRecord,
@@ -27,6 +28,7 @@ pub use order::{
     validate_order, Order, OrderKind, OrderRecord, OrderStatus, ReasonCode, Rejection,
     SourcePosition, MAX_NOTES_CHARS, ORDER_SCHEMA_VERSION,
 };
+pub use partition::Partitioner;
 
 /// Timestamps are UTC instants (RFC 3339 on the wire).
 pub type Timestamp = jiff::Timestamp;

@@ -775,7 +775,7 @@ impl Store for EmbeddedStore {
             let chain = match before {
                 None => AuditChain::from_head(r, meter_id)?,
                 // The cursor names the last row of the previous page: continue below it, if it
-                // is a row of this meter (a cursor of another meter's trail gives nothing).
+                // is a row of this meter; any other cursor is a position in time.
                 Some(c) => AuditChain::below(r, meter_id, c)?,
             };
             let mut out = Vec::new();
@@ -858,6 +858,9 @@ struct AuditChain<'m> {
     log: redb::ReadOnlyTable<u64, &'static [u8]>,
     meter_id: &'m str,
     next: u64,
+    /// Rows at or above this position are skipped (a cursor that names no row of this meter:
+    /// a point in time, such as the upper bound of `/api/v1/meters/{id}/audit`).
+    below: Option<AuditCursor>,
 }
 
 impl<'m> AuditChain<'m> {
@@ -868,6 +871,7 @@ impl<'m> AuditChain<'m> {
             log: r.open_table(AUDIT_LOG).map_err(be)?,
             meter_id,
             next,
+            below: None,
         })
     }
 
@@ -881,12 +885,20 @@ impl<'m> AuditChain<'m> {
             log: r.open_table(AUDIT_LOG).map_err(be)?,
             meter_id,
             next: c.seq,
+            below: None,
         };
-        chain.next = match chain.row(c.seq)? {
-            Some((prev, a)) if a.at.as_nanosecond() as i64 as u64 == c.at_ns => prev,
-            _ => 0,
-        };
-        Ok(chain)
+        match chain.row(c.seq)? {
+            Some((prev, a)) if a.at.as_nanosecond() as i64 as u64 == c.at_ns => {
+                chain.next = prev;
+                Ok(chain)
+            }
+            // Not a row of this meter: a position in time; walk down from the newest row.
+            _ => {
+                let mut chain = AuditChain::from_head(r, meter_id)?;
+                chain.below = Some(*c);
+                Ok(chain)
+            }
+        }
     }
 
     /// The row at `seq` and its predecessor, when it is a row of this meter.
@@ -912,29 +924,40 @@ impl Iterator for AuditChain<'_> {
     type Item = Result<(AuditCursor, AuditEvent), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next == 0 {
-            return None;
-        }
-        let seq = self.next;
-        match self.row(seq) {
-            Ok(Some((prev, a))) => {
-                self.next = prev;
-                let cursor = AuditCursor {
-                    at_ns: a.at.as_nanosecond() as i64 as u64,
-                    seq,
-                };
-                Some(Ok((cursor, a)))
+        loop {
+            if self.next == 0 {
+                return None;
             }
-            Ok(None) => {
-                self.next = 0;
-                Some(Err(StoreError::Corrupt {
-                    key: format!("audit/{seq}"),
-                    message: format!("the audit chain of meter {} is broken here", self.meter_id),
-                }))
-            }
-            Err(e) => {
-                self.next = 0;
-                Some(Err(e))
+            let seq = self.next;
+            match self.row(seq) {
+                Ok(Some((prev, a))) => {
+                    self.next = prev;
+                    let cursor = AuditCursor {
+                        at_ns: a.at.as_nanosecond() as i64 as u64,
+                        seq,
+                    };
+                    if let Some(b) = self.below {
+                        if (cursor.at_ns, cursor.seq) >= (b.at_ns, b.seq) {
+                            continue;
+                        }
+                        self.below = None;
+                    }
+                    return Some(Ok((cursor, a)));
+                }
+                Ok(None) => {
+                    self.next = 0;
+                    return Some(Err(StoreError::Corrupt {
+                        key: format!("audit/{seq}"),
+                        message: format!(
+                            "the audit chain of meter {} is broken here",
+                            self.meter_id
+                        ),
+                    }));
+                }
+                Err(e) => {
+                    self.next = 0;
+                    return Some(Err(e));
+                }
             }
         }
     }
@@ -943,149 +966,17 @@ impl Iterator for AuditChain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{AuditKind, Order, OrderKind, OrderStatus, ReasonCode, Timestamp};
-    use crate::store::OrderUpdate;
 
-    fn at(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).unwrap()
-    }
-
-    fn row(meter: &str, s: i64, order: &str, status: Option<OrderStatus>) -> AuditEvent {
-        let mut a = AuditEvent::new(meter, at(s), AuditKind::StatusChange).order(order);
-        a.status = status;
-        a
-    }
-
-    fn accepted(id: &str, meter: &str, s: i64) -> OrderRecord {
-        OrderRecord {
-            order: Order {
-                order_id: id.into(),
-                kind: OrderKind::Disconnect,
-                reason: ReasonCode::NonPayment,
-                meter_id: meter.into(),
-                service_point_id: None,
-                account_id: None,
-                priority: 3,
-                earliest_at: None,
-                latest_at: None,
-                notice_sent_at: None,
-                campaign_id: None,
-                target_order_id: None,
-                notes: None,
-                created_at: None,
-                amount_due: None,
-            },
-            status: OrderStatus::Received,
-            received_at: at(s),
-            updated_at: at(s),
-            reason: None,
-            source: None,
-        }
-    }
-
+    /// The whole store contract on one file (tests/store_contract.rs runs it on the sharded
+    /// store the application opens, and on ScyllaDB).
     #[test]
-    fn a_meters_trail_pages_newest_first_through_interleaved_meters() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = EmbeddedStore::open(dir.path()).unwrap();
-        // Two meters written in the same transactions, alternating.
-        for i in 0..25 {
-            let b = WriteBatch {
-                audit: vec![
-                    row("M-A", i, &format!("SO-A{}", i % 3), None),
-                    row("M-B", i, "SO-B", None),
-                ],
-                ..Default::default()
-            };
-            s.apply(&[b]).unwrap();
+    fn one_file_keeps_the_store_contract() {
+        for (name, case) in crate::store::contract::CASES {
+            let dir = tempfile::tempdir().unwrap();
+            let s = EmbeddedStore::open(dir.path()).unwrap();
+            eprintln!("contract case {name}");
+            case(&s);
         }
-        let mut seen = Vec::new();
-        let mut cursor = None;
-        loop {
-            let (page, next) = s.audit_page("M-A", cursor.as_ref(), 10, None).unwrap();
-            assert!(page.iter().all(|a| a.meter_id == "M-A"));
-            seen.extend(page.iter().map(|a| a.at));
-            match next {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        let expected: Vec<Timestamp> = (0..25).rev().map(at).collect();
-        assert_eq!(seen, expected, "every row once, newest first");
-        // One order's rows only.
-        let (mine, _) = s.audit_page("M-A", None, 100, Some("SO-A1")).unwrap();
-        assert_eq!(mine.len(), 8);
-        assert!(mine.iter().all(|a| a.order_id.as_deref() == Some("SO-A1")));
-        // A cursor taken from another meter's trail gives nothing.
-        let (_, b_cursor) = s.audit_page("M-B", None, 3, None).unwrap();
-        let (none, next) = s.audit_page("M-A", b_cursor.as_ref(), 10, None).unwrap();
-        assert!(none.is_empty() && next.is_none());
-        // A time window, oldest first, bounded.
-        let w = s.audit_between("M-B", at(5), at(9), 3).unwrap();
-        assert_eq!(
-            w.iter().map(|a| a.at).collect::<Vec<_>>(),
-            vec![at(5), at(6), at(7)]
-        );
-        assert_eq!(s.audit("M-B").unwrap().len(), 25);
-        assert_eq!(s.counts().unwrap().audit_events, 50);
-    }
-
-    #[test]
-    fn an_open_orders_status_comes_from_its_trail_and_a_final_one_from_its_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = EmbeddedStore::open(dir.path()).unwrap();
-        s.apply(&[WriteBatch {
-            new_orders: vec![accepted("SO-1", "M-1", 0)],
-            audit: vec![row("M-1", 0, "SO-1", Some(OrderStatus::Received))],
-            ..Default::default()
-        }])
-        .unwrap();
-        let mut deferred = row("M-1", 5, "SO-1", Some(OrderStatus::Deferred));
-        deferred.reason = Some("cold_snap".into());
-        s.apply(&[WriteBatch {
-            // Another order's row and a row without a status in between.
-            audit: vec![
-                deferred,
-                row("M-1", 6, "SO-2", Some(OrderStatus::Dispatched)),
-                row("M-1", 7, "SO-1", None),
-            ],
-            ..Default::default()
-        }])
-        .unwrap();
-        let open = s.order("SO-1").unwrap().unwrap();
-        assert_eq!(
-            (open.status, open.updated_at, open.reason.as_deref()),
-            (OrderStatus::Deferred, at(5), Some("cold_snap"))
-        );
-        s.apply(&[WriteBatch {
-            audit: vec![row("M-1", 9, "SO-1", Some(OrderStatus::Dispatched))],
-            ..Default::default()
-        }])
-        .unwrap();
-        let open = s.order("SO-1").unwrap().unwrap();
-        // The newest status, and the newest reason given (as a rewrite kept it).
-        assert_eq!(
-            (open.status, open.updated_at, open.reason.as_deref()),
-            (OrderStatus::Dispatched, at(9), Some("cold_snap"))
-        );
-        assert_eq!(s.counts().unwrap().open_orders, 1);
-        s.apply(&[WriteBatch {
-            order_updates: vec![OrderUpdate {
-                order_id: "SO-1".into(),
-                meter_id: "M-1".into(),
-                status: OrderStatus::Completed,
-                reason: None,
-                at: at(12),
-            }],
-            audit: vec![row("M-1", 12, "SO-1", Some(OrderStatus::Completed))],
-            ..Default::default()
-        }])
-        .unwrap();
-        let done = s.order("SO-1").unwrap().unwrap();
-        assert_eq!(
-            (done.status, done.updated_at),
-            (OrderStatus::Completed, at(12))
-        );
-        assert_eq!(s.counts().unwrap().open_orders, 0);
     }
 
     #[test]

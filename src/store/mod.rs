@@ -4,10 +4,15 @@
 //! events still to publish. One [`WriteBatch`] is applied atomically and durably; the
 //! group-commit writer (`crate::commit`) groups many batches into one transaction.
 //!
-//! [`embedded::EmbeddedStore`] (redb, on disk) is the default; ScyllaDB arrives as a second
-//! implementation of [`Store`] and must pass the same contract tests (`tests/store_contract.rs`).
+//! [`embedded::EmbeddedStore`] (redb, on disk) is the default; [`scylla::ScyllaStore`] is the
+//! production store. Both pass the same contract (`contract`, run on each backend by
+//! `tests/store_contract.rs`).
 
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod contract;
 pub(crate) mod embedded;
+pub(crate) mod scylla;
 pub(crate) mod sharded;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +23,8 @@ use crate::domain::{
 };
 
 pub use embedded::EmbeddedStore;
+pub use scylla::ScyllaStore;
+pub(crate) use scylla::{Replication, ScyllaOptions};
 pub(crate) use sharded::ShardedStore;
 
 /// The shard that holds a meter's rows, of `n`: FNV-1a of the meter id, which is stable across
@@ -73,6 +80,9 @@ impl Layout {
 pub enum StoreError {
     #[error("embedded store at {path}: {message}. Check that the data_dir is writable and not used by another switchyard process")]
     Open { path: String, message: String },
+    /// The ScyllaDB store could not be set up (connection, schema, settings).
+    #[error("ScyllaDB store ({what}): {message}")]
+    Setup { what: String, message: String },
     #[error("store I/O failed: {0}. Writes are refused until it works again; check disk space and permissions")]
     Backend(String),
     #[error("stored record {key} could not be decoded: {message}")]
@@ -147,6 +157,26 @@ pub struct WriteBatch {
     pub campaign_releases: Vec<(String, String, Timestamp)>,
     /// Table records applied, kept in embedded mode: `(table, key, value)`, `None` = removed.
     pub kept: Vec<KeptRecord>,
+    /// The first of the sequence numbers reserved for this batch's audit rows and outbox
+    /// entries ([`next_stamp`]), set before its first attempt so that a retry writes the same
+    /// keys (the ScyllaDB store; the embedded store numbers rows in its transaction). 0 = not
+    /// stamped: the store stamps it.
+    #[doc(hidden)]
+    pub stamp: u64,
+}
+
+/// Reserves `rows` (at least one) sequence numbers and returns the first. They grow with the
+/// wall clock (nanoseconds since the epoch at the first call), so a restarted process goes on
+/// above the numbers of the one before it.
+pub(crate) fn next_stamp(rows: usize) -> u64 {
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU64> = std::sync::OnceLock::new();
+    NEXT.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        std::sync::atomic::AtomicU64::new(now.max(1))
+    })
+    .fetch_add(rows.max(1) as u64, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl WriteBatch {
@@ -273,6 +303,16 @@ pub struct AuditCursor {
 }
 
 impl AuditCursor {
+    /// The cursor whose next page starts with the rows written at `at` (every row at or before
+    /// `at`, newest first).
+    pub(crate) fn below_or_at(at: Timestamp) -> AuditCursor {
+        let ns = at.as_nanosecond().clamp(0, i128::from(i64::MAX)) as u64;
+        AuditCursor {
+            at_ns: ns.saturating_add(1),
+            seq: 0,
+        }
+    }
+
     pub(crate) fn parse(s: &str) -> Option<AuditCursor> {
         if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;

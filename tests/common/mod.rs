@@ -21,9 +21,59 @@ use switchyard::domain::{
 };
 use switchyard::App;
 
+#[path = "../support/servers.rs"]
+pub mod servers;
+
+/// With `SWITCHYARD_TEST_BACKEND=scylla` the tests that start switchyard through
+/// [`test_config`] run on the production parts instead of the embedded ones: the ScyllaDB store
+/// on the real CQL server, and the real Kafka broker (`tests/run.sh` runs the end-to-end test
+/// binaries once more this way). Each test gets its own keyspace, topics and consumer group,
+/// named after its temporary directory. The environment overrides an operator would set.
+fn production_parts(dir: &std::path::Path) -> Vec<(String, String)> {
+    if std::env::var("SWITCHYARD_TEST_BACKEND").as_deref() != Ok("scylla") {
+        return Vec::new();
+    }
+    let cql = servers::cql("SWITCHYARD_TEST_BACKEND=scylla")
+        .expect("SWITCHYARD_TEST_BACKEND=scylla needs a CQL server");
+    let kafka = servers::kafka("SWITCHYARD_TEST_BACKEND=scylla")
+        .expect("SWITCHYARD_TEST_BACKEND=scylla needs a Kafka broker");
+    let tag: String = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let mut env = vec![
+        (
+            "SWITCHYARD__STORE__BACKEND".to_string(),
+            "scylla".to_string(),
+        ),
+        ("SWITCHYARD__STORE__SCYLLA__NODES".to_string(), cql),
+        (
+            "SWITCHYARD__STORE__SCYLLA__KEYSPACE".to_string(),
+            format!("t_{tag}"),
+        ),
+        ("SWITCHYARD__KAFKA__BROKERS".to_string(), kafka),
+        (
+            "SWITCHYARD__KAFKA__GROUP_ID".to_string(),
+            format!("switchyard-{tag}"),
+        ),
+    ];
+    let defaults = Config::load_with_env(None, Vec::<(String, String)>::new()).unwrap();
+    for (key, topic) in defaults.topics.all() {
+        let var = format!(
+            "SWITCHYARD__TOPICS__{}",
+            key.trim_start_matches("topics.").to_ascii_uppercase()
+        );
+        env.push((var, format!("{topic}.{tag}")));
+    }
+    env
+}
+
 /// Embedded defaults, tuned for tests: instant-ish head-end, short backoffs, any free port.
 pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut c = Config::load_with_env(None, Vec::<(String, String)>::new()).unwrap();
+    let mut c = Config::load_with_env(None, production_parts(dir)).unwrap();
     c.data_dir = dir.to_path_buf();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.kafka.embedded_partitions = 3;
@@ -382,7 +432,13 @@ impl TopicLog {
             .set("bootstrap.servers", bootstrap)
             .set(
                 "group.id",
-                format!("test-observer-{topic}-{}", std::process::id()),
+                // One group per log: two logs of one topic (a test that restarts switchyard
+                // against a broker that keeps its topics) must each read all of it.
+                format!("test-observer-{topic}-{}-{}", std::process::id(), {
+                    static LOGS: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
+                    LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                }),
             )
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
@@ -547,8 +603,12 @@ pub fn assert_valid(v: &jsonschema::Validator, instance: &serde_json::Value, wha
 /// A mock cluster hosted by the test (it outlives an app restart); `cfg` points at it. It is
 /// never dropped: it must outlive the test's consumers, which leave their group when the
 /// runtime drops them (after the test body, or while a failing test unwinds); against a
-/// stopped broker that close would hang and hide the failure.
-pub fn host_kafka(cfg: &mut Config) -> std::mem::ManuallyDrop<switchyard::kafka::EmbeddedKafka> {
+/// stopped broker that close would hang and hide the failure. On the production parts
+/// (`SWITCHYARD_TEST_BACKEND=scylla`) the real broker keeps the topics across a restart: they
+/// are created there instead, and there is no mock cluster (`None`).
+pub fn host_kafka(
+    cfg: &mut Config,
+) -> Option<std::mem::ManuallyDrop<switchyard::kafka::EmbeddedKafka>> {
     host_kafka_with(cfg, 3)
 }
 
@@ -556,7 +616,22 @@ pub fn host_kafka(cfg: &mut Config) -> std::mem::ManuallyDrop<switchyard::kafka:
 pub fn host_kafka_with(
     cfg: &mut Config,
     partitions: i32,
-) -> std::mem::ManuallyDrop<switchyard::kafka::EmbeddedKafka> {
+) -> Option<std::mem::ManuallyDrop<switchyard::kafka::EmbeddedKafka>> {
+    if !cfg.kafka.brokers.is_empty() {
+        cfg.kafka.embedded_partitions = partitions;
+        let (c, b) = (cfg.clone(), cfg.kafka.brokers.clone());
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(switchyard::kafka::ensure_topics(&c, &b))
+        })
+        .join()
+        .unwrap()
+        .expect("topics created on the real broker");
+        return None;
+    }
     let topics: Vec<String> = cfg
         .topics
         .all()
@@ -565,7 +640,7 @@ pub fn host_kafka_with(
         .collect();
     let kafka = switchyard::kafka::EmbeddedKafka::start(&topics, partitions).unwrap();
     cfg.kafka.brokers = kafka.bootstrap_servers().to_string();
-    std::mem::ManuallyDrop::new(kafka)
+    Some(std::mem::ManuallyDrop::new(kafka))
 }
 
 /// Asserts that sorted release times are at least `secs` apart (the campaign rate).
@@ -612,7 +687,7 @@ pub struct Field {
 pub fn run_adapter(bootstrap: &str, commands: &str, results: &str, field: Arc<Mutex<Field>>) {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "test-head-end-adapter")
+        .set("group.id", format!("test-head-end-adapter-{commands}"))
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
@@ -678,9 +753,17 @@ pub fn spawn_switchyard(config: &std::path::Path, log: &std::path::Path) -> Chil
         .append(true)
         .open(log)
         .unwrap();
+    let env: Vec<(String, String)> =
+        std::fs::read_to_string(config.with_file_name("switchyard.env"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["run", "--config"])
         .arg(config)
+        .envs(env)
         .stdout(Stdio::null())
         .stderr(log)
         .env("RUST_LOG", "warn,switchyard=info")
@@ -710,8 +793,12 @@ pub fn write_child_config(
     }
     let path = dir.join("switchyard.toml");
     std::fs::write(&path, &text).unwrap();
-    switchyard::Config::load_with_env(Some(&path), Vec::<(String, String)>::new())
-        .expect("test config is valid");
+    // On the production parts the child gets them as an operator would: from its environment
+    // (spawn_switchyard reads this file).
+    let env = production_parts(dir);
+    let lines: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(dir.join("switchyard.env"), lines).unwrap();
+    switchyard::Config::load_with_env(Some(&path), env).expect("test config is valid");
     path
 }
 
@@ -740,4 +827,39 @@ pub fn audit_trail(
         .filter(|a| a.order_id.as_deref() == Some(order))
         .map(|a| (a.kind, a.status))
         .collect()
+}
+
+/// While the store refuses writes: `/readyz` answers 503 naming the store, and
+/// `switchyard_store_available` is 0 (the fault suite's full disk, a CQL outage).
+pub async fn assert_store_refusing(app: &App, timeout: Duration) {
+    let reason = eventually("/readyz to say 503", timeout, async || {
+        let (code, body) = http_get(app.http_addr, "/readyz").await;
+        if code == 503 {
+            Ok(body)
+        } else {
+            Err(format!("{code} {body}"))
+        }
+    })
+    .await;
+    assert!(reason.contains("store"), "{reason}");
+    assert_eq!(
+        metric_of(app.http_addr, "switchyard_store_available").await,
+        Some(0.0),
+        "store_available is 0 while writes fail"
+    );
+}
+
+/// After the store came back: ready again, `switchyard_store_available` 1, and the failures
+/// were counted.
+pub async fn assert_store_back(app: &App) {
+    let (code, body) = http_get(app.http_addr, "/readyz").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        metric_of(app.http_addr, "switchyard_store_available").await,
+        Some(1.0)
+    );
+    let failures = metric_of(app.http_addr, "switchyard_store_write_failures_total")
+        .await
+        .expect("store write failures are exposed");
+    assert!(failures > 0.0, "failures were counted: {failures}");
 }

@@ -81,21 +81,7 @@ async fn a_full_disk_pauses_intake_until_space_returns_and_loses_nothing() {
             .produce(&p, &orders)
             .await;
     }
-    let reason = eventually("/readyz to say 503", T, async || {
-        let (code, body) = http_get(app.http_addr, "/readyz").await;
-        if code == 503 {
-            Ok(body)
-        } else {
-            Err(format!("{code} {body}"))
-        }
-    })
-    .await;
-    assert!(reason.contains("store"), "{reason}");
-    assert_eq!(
-        metric_of(app.http_addr, "switchyard_store_available").await,
-        Some(0.0),
-        "store_available is 0 while writes fail"
-    );
+    assert_store_refusing(&app, T).await;
     assert!(
         events.finals().len() < n + 1,
         "not everything can have completed on a full disk"
@@ -125,15 +111,6 @@ async fn a_full_disk_pauses_intake_until_space_returns_and_loses_nothing() {
             "{id}"
         );
     }
-    let (code, body) = http_get(app.http_addr, "/readyz").await;
-    assert_eq!(code, 200, "{body}");
-    assert_eq!(
-        metric_of(app.http_addr, "switchyard_store_available").await,
-        Some(1.0)
-    );
-    let failures = metric_of(app.http_addr, "switchyard_store_write_failures_total")
-        .await
-        .expect("store write failures are exposed");
-    assert!(failures > 0.0, "failures were counted: {failures}");
+    assert_store_back(&app).await;
     app.shutdown().await;
 }

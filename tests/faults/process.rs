@@ -33,7 +33,7 @@ struct Rig {
     dead_letters: TopicLog,
     field: Arc<Mutex<Field>>,
     orders: Vec<String>,
-    _kafka: std::mem::ManuallyDrop<EmbeddedKafka>,
+    _kafka: Option<std::mem::ManuallyDrop<EmbeddedKafka>>,
 }
 
 fn meter_id(i: usize) -> String {

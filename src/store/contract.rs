@@ -1,0 +1,624 @@
+//! The store contract as executable cases: what every [`Store`] must do, run against each
+//! backend by `tests/store_contract.rs` (the embedded store on a temporary directory, the
+//! ScyllaDB store on a real CQL server) and by the embedded store's own unit tests. Each case
+//! takes a fresh, empty store.
+
+use super::{AuditCursor, KeptRecord, OrderUpdate, OutboxMessage, Store, WriteBatch};
+use crate::domain::{
+    AuditEvent, AuditKind, CampaignOrder, CampaignRecord, Command, CommandKind, CommandOutcome,
+    CommandResult, ExceptionKind, ExceptionRecord, FailureCode, InFlight, MeterState, Order,
+    OrderKind, OrderRecord, OrderStatus, Purpose, ReasonCode, SwitchState, Timestamp,
+};
+
+/// Every case, by name.
+pub const CASES: &[(&str, fn(&dyn Store))] = &[
+    (
+        "orders_are_stored_once_and_indexed_while_open",
+        orders_are_stored_once_and_indexed_while_open,
+    ),
+    (
+        "an_open_orders_status_comes_from_its_trail_and_a_final_one_from_its_record",
+        an_open_orders_status_comes_from_its_trail_and_a_final_one_from_its_record,
+    ),
+    (
+        "a_meter_with_a_command_in_flight_is_open_work",
+        a_meter_with_a_command_in_flight_is_open_work,
+    ),
+    (
+        "commands_keep_their_results_in_order",
+        commands_keep_their_results_in_order,
+    ),
+    ("exceptions_round_trip", exceptions_round_trip),
+    (
+        "a_meters_trail_pages_newest_first_through_interleaved_meters",
+        a_meters_trail_pages_newest_first_through_interleaved_meters,
+    ),
+    ("the_trail_pages_across_days", the_trail_pages_across_days),
+    (
+        "outbox_entries_are_numbered_in_order_and_deleted_when_acknowledged",
+        outbox_entries_are_numbered_in_order_and_deleted_when_acknowledged,
+    ),
+    (
+        "campaigns_their_orders_and_releases",
+        campaigns_their_orders_and_releases,
+    ),
+    (
+        "kept_table_records_are_replaced_and_removed",
+        kept_table_records_are_replaced_and_removed,
+    ),
+];
+
+pub fn at(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).expect("in range")
+}
+
+fn row(meter: &str, s: i64, order: &str, status: Option<OrderStatus>) -> AuditEvent {
+    let mut a = AuditEvent::new(meter, at(s), AuditKind::StatusChange).order(order);
+    a.status = status;
+    a
+}
+
+pub fn accepted(id: &str, meter: &str, s: i64) -> OrderRecord {
+    OrderRecord {
+        order: Order {
+            order_id: id.into(),
+            kind: OrderKind::Disconnect,
+            reason: ReasonCode::NonPayment,
+            meter_id: meter.into(),
+            service_point_id: None,
+            account_id: None,
+            priority: 3,
+            earliest_at: None,
+            latest_at: None,
+            notice_sent_at: None,
+            campaign_id: None,
+            target_order_id: None,
+            notes: None,
+            created_at: None,
+            amount_due: None,
+        },
+        status: OrderStatus::Received,
+        received_at: at(s),
+        updated_at: at(s),
+        reason: None,
+        source: None,
+    }
+}
+
+fn command(id: &str, order: &str, meter: &str, s: i64) -> Command {
+    Command {
+        schema_version: 1,
+        command_id: id.into(),
+        order_id: order.into(),
+        meter_id: meter.into(),
+        head_end_id: "HE-1".into(),
+        kind: CommandKind::Disconnect,
+        attempt: 1,
+        issued_at: at(s),
+        deadline: at(s + 300),
+    }
+}
+
+fn ended(order: &str, meter: &str, status: OrderStatus, s: i64) -> OrderUpdate {
+    OrderUpdate {
+        order_id: order.into(),
+        meter_id: meter.into(),
+        status,
+        reason: None,
+        at: at(s),
+    }
+}
+
+pub fn orders_are_stored_once_and_indexed_while_open(s: &dyn Store) {
+    let step = WriteBatch {
+        new_orders: vec![accepted("SO-1", "M-1", 0), accepted("SO-2", "M-1", 1)],
+        ..Default::default()
+    };
+    s.apply(std::slice::from_ref(&step)).unwrap();
+    // The same step again (a retried write) changes nothing.
+    s.apply(&[step]).unwrap();
+    // An order refused at intake is stored final, never open.
+    let mut refused = accepted("SO-3", "M-2", 2);
+    refused.status = OrderStatus::Rejected;
+    s.apply(&[WriteBatch {
+        new_orders: vec![refused],
+        ..Default::default()
+    }])
+    .unwrap();
+    assert_eq!(
+        s.orders_exist(&["SO-1", "SO-9", "SO-3", "SO-2"]).unwrap(),
+        vec![true, false, true, true]
+    );
+    assert_eq!(s.order("SO-1").unwrap(), Some(accepted("SO-1", "M-1", 0)));
+    assert_eq!(s.order("SO-9").unwrap(), None);
+    let open: Vec<String> = s
+        .open_orders("M-1")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.order.order_id)
+        .collect();
+    assert_eq!(open, ["SO-1", "SO-2"]);
+    assert!(s.open_orders("M-2").unwrap().is_empty());
+    assert_eq!(s.meters_with_open_work().unwrap(), ["M-1"]);
+    let c = s.counts().unwrap();
+    assert_eq!((c.orders, c.open_orders), (3, 2));
+    s.apply(&[WriteBatch {
+        order_updates: vec![
+            ended("SO-1", "M-1", OrderStatus::Completed, 5),
+            ended("SO-2", "M-1", OrderStatus::Cancelled, 5),
+        ],
+        ..Default::default()
+    }])
+    .unwrap();
+    assert!(s.open_orders("M-1").unwrap().is_empty());
+    assert!(s.meters_with_open_work().unwrap().is_empty());
+    let done = s.order("SO-2").unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.updated_at),
+        (OrderStatus::Cancelled, at(5))
+    );
+    assert_eq!(s.counts().unwrap().open_orders, 0);
+}
+
+pub fn an_open_orders_status_comes_from_its_trail_and_a_final_one_from_its_record(s: &dyn Store) {
+    s.apply(&[WriteBatch {
+        new_orders: vec![accepted("SO-1", "M-1", 0)],
+        audit: vec![row("M-1", 0, "SO-1", Some(OrderStatus::Received))],
+        ..Default::default()
+    }])
+    .unwrap();
+    let mut deferred = row("M-1", 5, "SO-1", Some(OrderStatus::Deferred));
+    deferred.reason = Some("cold_snap".into());
+    s.apply(&[WriteBatch {
+        // Another order's row and a row without a status in between.
+        audit: vec![
+            deferred,
+            row("M-1", 6, "SO-2", Some(OrderStatus::Dispatched)),
+            row("M-1", 7, "SO-1", None),
+        ],
+        ..Default::default()
+    }])
+    .unwrap();
+    let open = s.order("SO-1").unwrap().unwrap();
+    assert_eq!(
+        (open.status, open.updated_at, open.reason.as_deref()),
+        (OrderStatus::Deferred, at(5), Some("cold_snap"))
+    );
+    s.apply(&[WriteBatch {
+        audit: vec![row("M-1", 9, "SO-1", Some(OrderStatus::Dispatched))],
+        ..Default::default()
+    }])
+    .unwrap();
+    let open = s.order("SO-1").unwrap().unwrap();
+    // The newest status, and the newest reason given (as a rewrite kept it).
+    assert_eq!(
+        (open.status, open.updated_at, open.reason.as_deref()),
+        (OrderStatus::Dispatched, at(9), Some("cold_snap"))
+    );
+    assert_eq!(s.counts().unwrap().open_orders, 1);
+    s.apply(&[WriteBatch {
+        order_updates: vec![ended("SO-1", "M-1", OrderStatus::Completed, 12)],
+        audit: vec![row("M-1", 12, "SO-1", Some(OrderStatus::Completed))],
+        ..Default::default()
+    }])
+    .unwrap();
+    let done = s.order("SO-1").unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.updated_at),
+        (OrderStatus::Completed, at(12))
+    );
+    assert_eq!(s.counts().unwrap().open_orders, 0);
+}
+
+pub fn a_meter_with_a_command_in_flight_is_open_work(s: &dyn Store) {
+    let mut m = MeterState::new("M-7");
+    m.switch = SwitchState::Connected;
+    m.in_flight = Some(Box::new(InFlight {
+        command: command("SO-7/1", "SO-7", "M-7", 3),
+        purpose: Purpose::Execute,
+    }));
+    s.apply(&[WriteBatch {
+        meter: Some(m.clone()),
+        ..Default::default()
+    }])
+    .unwrap();
+    assert_eq!(s.meter("M-7").unwrap(), Some(m.clone()));
+    assert_eq!(s.meter("M-8").unwrap(), None);
+    assert_eq!(s.meters_with_open_work().unwrap(), ["M-7"]);
+    // The answer came: the snapshot is idle again, and so is the meter.
+    m.in_flight = None;
+    m.switch = SwitchState::Disconnected;
+    s.apply(&[WriteBatch {
+        meter: Some(m.clone()),
+        ..Default::default()
+    }])
+    .unwrap();
+    assert_eq!(s.meter("M-7").unwrap(), Some(m));
+    assert!(s.meters_with_open_work().unwrap().is_empty());
+    assert_eq!(s.counts().unwrap().meters, 1);
+}
+
+pub fn commands_keep_their_results_in_order(s: &dyn Store) {
+    let c = command("SO-1/1", "SO-1", "M-1", 0);
+    s.apply(&[WriteBatch {
+        commands: vec![c.clone()],
+        ..Default::default()
+    }])
+    .unwrap();
+    let failed = CommandResult {
+        schema_version: 1,
+        command_id: "SO-1/1".into(),
+        meter_id: "M-1".into(),
+        outcome: CommandOutcome::Failed {
+            code: FailureCode::NetworkTimeout,
+            detail: Some("no answer".into()),
+        },
+        at: at(10),
+    };
+    let confirmed = CommandResult {
+        outcome: CommandOutcome::Confirmed {
+            switch_state: SwitchState::Disconnected,
+            register_kwh: Some(1234.5),
+        },
+        at: at(20),
+        ..failed.clone()
+    };
+    s.apply(&[WriteBatch {
+        results: vec![failed.clone()],
+        ..Default::default()
+    }])
+    .unwrap();
+    s.apply(&[WriteBatch {
+        results: vec![confirmed.clone()],
+        ..Default::default()
+    }])
+    .unwrap();
+    let rec = s.command("SO-1/1").unwrap().unwrap();
+    assert_eq!(rec.command, c);
+    assert_eq!(rec.results, vec![failed, confirmed]);
+    assert_eq!(s.command("SO-1/2").unwrap(), None);
+    assert_eq!(s.counts().unwrap().commands, 1);
+}
+
+pub fn exceptions_round_trip(s: &dyn Store) {
+    let x = ExceptionRecord {
+        schema_version: 1,
+        exception_id: "SO-1/exception".into(),
+        meter_id: "M-1".into(),
+        order_id: "SO-1".into(),
+        command_id: Some("SO-1/3".into()),
+        kind: ExceptionKind::RetriesExhausted,
+        priority: 2,
+        detail: "three attempts timed out".into(),
+        raised_at: at(30),
+        status: "open".into(),
+    };
+    s.apply(&[WriteBatch {
+        exceptions: vec![x.clone()],
+        ..Default::default()
+    }])
+    .unwrap();
+    assert_eq!(s.exception("SO-1/exception").unwrap(), Some(x));
+    assert_eq!(s.exception("SO-2/exception").unwrap(), None);
+    assert_eq!(s.counts().unwrap().exceptions, 1);
+}
+
+pub fn a_meters_trail_pages_newest_first_through_interleaved_meters(s: &dyn Store) {
+    // Two meters written in the same transactions, alternating.
+    for i in 0..25 {
+        let b = WriteBatch {
+            audit: vec![
+                row("M-A", i, &format!("SO-A{}", i % 3), None),
+                row("M-B", i, "SO-B", None),
+            ],
+            ..Default::default()
+        };
+        s.apply(&[b]).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = s.audit_page("M-A", cursor.as_ref(), 10, None).unwrap();
+        assert!(page.iter().all(|a| a.meter_id == "M-A"));
+        seen.extend(page.iter().map(|a| a.at));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let expected: Vec<Timestamp> = (0..25).rev().map(at).collect();
+    assert_eq!(seen, expected, "every row once, newest first");
+    // One order's rows only.
+    let (mine, _) = s.audit_page("M-A", None, 100, Some("SO-A1")).unwrap();
+    assert_eq!(mine.len(), 8);
+    assert!(mine.iter().all(|a| a.order_id.as_deref() == Some("SO-A1")));
+    // A time window, oldest first, bounded.
+    let w = s.audit_between("M-B", at(5), at(9), 3).unwrap();
+    assert_eq!(
+        w.iter().map(|a| a.at).collect::<Vec<_>>(),
+        vec![at(5), at(6), at(7)]
+    );
+    assert_eq!(s.audit("M-B").unwrap().len(), 25);
+    assert_eq!(s.counts().unwrap().audit_events, 50);
+    // Rows of one instant keep the order they were written in.
+    let kinds = [
+        AuditKind::OrderReceived,
+        AuditKind::Decision,
+        AuditKind::CommandDispatched,
+    ];
+    s.apply(&[WriteBatch {
+        audit: kinds
+            .iter()
+            .map(|k| AuditEvent::new("M-C", at(100), *k).order("SO-C"))
+            .collect(),
+        ..Default::default()
+    }])
+    .unwrap();
+    let trail: Vec<AuditKind> = s.audit("M-C").unwrap().iter().map(|a| a.kind).collect();
+    assert_eq!(trail, kinds);
+}
+
+pub fn the_trail_pages_across_days(s: &dyn Store) {
+    const DAY: i64 = 86_400;
+    // Rows 40 days apart, then several a day: many time buckets, some empty ones between.
+    let mut written = Vec::new();
+    for d in [0, 40, 41, 42, 90] {
+        for h in 0..3 {
+            written.push(at(d * DAY + h * 3600));
+        }
+    }
+    for t in &written {
+        s.apply(&[WriteBatch {
+            audit: vec![AuditEvent::new("M-D", *t, AuditKind::StatusChange).order("SO-D")],
+            ..Default::default()
+        }])
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<AuditCursor> = None;
+    let mut pages = 0;
+    loop {
+        let (page, next) = s.audit_page("M-D", cursor.as_ref(), 4, None).unwrap();
+        pages += 1;
+        seen.extend(page.iter().map(|a| a.at));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        assert!(pages < 100, "paging does not end");
+    }
+    let mut newest_first = written.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+    // A page may start at a point in time (the upper bound of the audit API): every row at or
+    // before it, newest first, across buckets.
+    let (page, next) = s
+        .audit_page(
+            "M-D",
+            Some(&AuditCursor::below_or_at(at(41 * DAY + 3600))),
+            3,
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|a| a.at).collect::<Vec<_>>(),
+        vec![at(41 * DAY + 3600), at(41 * DAY), at(40 * DAY + 7200)]
+    );
+    let (rest, _) = s.audit_page("M-D", next.as_ref(), 100, None).unwrap();
+    assert_eq!(rest.len(), 5, "two more of day 40 and three of day 0");
+    // A window spanning two days, oldest first.
+    let w = s
+        .audit_between("M-D", at(40 * DAY + 3600), at(42 * DAY), 100)
+        .unwrap();
+    assert_eq!(
+        w.iter().map(|a| a.at).collect::<Vec<_>>(),
+        vec![
+            at(40 * DAY + 3600),
+            at(40 * DAY + 7200),
+            at(41 * DAY),
+            at(41 * DAY + 3600),
+            at(41 * DAY + 7200),
+            at(42 * DAY)
+        ]
+    );
+    // The oldest row of all is still there.
+    assert_eq!(s.audit("M-D").unwrap().first().map(|a| a.at), Some(at(0)));
+}
+
+pub fn outbox_entries_are_numbered_in_order_and_deleted_when_acknowledged(s: &dyn Store) {
+    let msg = |k: &str, n: u8| OutboxMessage::new("switchyard.order-events.v1", k, vec![n]);
+    let first = s
+        .apply(&[
+            WriteBatch {
+                outbox: vec![msg("M-1", 1), msg("M-1", 2)],
+                ..Default::default()
+            },
+            WriteBatch {
+                outbox: vec![msg("M-2", 3)],
+                ..Default::default()
+            },
+        ])
+        .unwrap();
+    let second = s
+        .apply(&[WriteBatch {
+            outbox: vec![msg("M-1", 4)],
+            ..Default::default()
+        }])
+        .unwrap();
+    let all: Vec<_> = first.iter().chain(&second).collect();
+    assert_eq!(
+        all.iter().map(|e| e.message.payload[0]).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    // Numbers are unique; one key's (a meter's events) grow in write order. (Over several
+    // keys a sharded store numbers per file.)
+    let m1: Vec<u64> = all
+        .iter()
+        .filter(|e| e.message.key == "M-1")
+        .map(|e| e.seq)
+        .collect();
+    assert!(
+        m1.windows(2).all(|w| w[0] < w[1]),
+        "one key's numbers grow in write order"
+    );
+    let mut seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 4, "unique numbers");
+    let mut stored: Vec<_> = s
+        .outbox(100)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.message))
+        .collect();
+    stored.sort_by_key(|e| e.0);
+    let mut expected: Vec<_> = all.iter().map(|e| (e.seq, e.message.clone())).collect();
+    expected.sort_by_key(|e| e.0);
+    assert_eq!(stored, expected);
+    let m1_stored: Vec<u64> = s
+        .outbox(100)
+        .unwrap()
+        .iter()
+        .filter(|e| e.message.key == "M-1")
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(m1_stored, m1, "oldest first");
+    assert_eq!(s.outbox(2).unwrap().len(), 2, "limit");
+    s.apply(&[WriteBatch {
+        outbox_acked: vec![all[0].seq, all[2].seq],
+        ..Default::default()
+    }])
+    .unwrap();
+    let mut left: Vec<u8> = s
+        .outbox(100)
+        .unwrap()
+        .iter()
+        .map(|e| e.message.payload[0])
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, [2, 4]);
+    assert_eq!(s.counts().unwrap().outbox, 2);
+}
+
+pub fn campaigns_their_orders_and_releases(s: &dyn Store) {
+    let record: CampaignRecord = serde_json::from_value(serde_json::json!({
+        "def": {
+            "schema_version": 1,
+            "campaign_id": "C-1",
+            "rate_per_hour": 600,
+            "time_zone": "America/New_York",
+            "windows": { "monday": ["08:00", "14:00"] },
+            "start_at": "2027-01-04T13:00:00Z"
+        },
+        "status": "active",
+        "rate_per_hour": 600,
+        "released": 0,
+        "updated_at": "2027-01-04T13:00:00Z"
+    }))
+    .expect("a campaign record");
+    let order = |id: &str, seq: u64| CampaignOrder {
+        order_id: id.into(),
+        meter_id: format!("M-{id}"),
+        zone: "zone-a".into(),
+        priority: 3,
+        amount_cents: 12_345,
+        seq,
+        released: false,
+        released_at: None,
+    };
+    s.apply(&[WriteBatch {
+        campaigns: vec![record.clone()],
+        campaign_orders: vec![
+            ("C-1".into(), order("SO-1", 0)),
+            ("C-1".into(), order("SO-2", 1)),
+        ],
+        ..Default::default()
+    }])
+    .unwrap();
+    s.apply(&[WriteBatch {
+        campaign_releases: vec![("C-1".into(), "SO-2".into(), at(60))],
+        ..Default::default()
+    }])
+    .unwrap();
+    let mut paused = record.clone();
+    paused.status = crate::domain::CampaignStatus::Paused;
+    paused.released = 1;
+    s.apply(&[WriteBatch {
+        campaigns: vec![paused.clone()],
+        ..Default::default()
+    }])
+    .unwrap();
+    assert_eq!(s.campaigns().unwrap(), vec![paused]);
+    let mut orders = s.campaign_orders("C-1").unwrap();
+    orders.sort_by_key(|o| o.seq);
+    let mut released = order("SO-2", 1);
+    released.released = true;
+    released.released_at = Some(at(60));
+    assert_eq!(orders, vec![order("SO-1", 0), released]);
+    assert!(s.campaign_orders("C-2").unwrap().is_empty());
+}
+
+pub fn kept_table_records_are_replaced_and_removed(s: &dyn Store) {
+    let put = |table: &'static str, key: &str, v: &str| KeptRecord {
+        table,
+        key: key.into(),
+        value: Some(v.as_bytes().to_vec()),
+    };
+    s.apply(&[WriteBatch {
+        kept: vec![
+            put("registry", "M-2", "two"),
+            put("registry", "M-1", "one"),
+            put("registry", "M-3", "three"),
+            put("weather", "zone-a", "cold"),
+        ],
+        ..Default::default()
+    }])
+    .unwrap();
+    s.apply(&[WriteBatch {
+        kept: vec![
+            put("registry", "M-1", "one again"),
+            KeptRecord {
+                table: "registry",
+                key: "M-3".into(),
+                value: None,
+            },
+        ],
+        ..Default::default()
+    }])
+    .unwrap();
+    assert_eq!(
+        s.kept("registry").unwrap(),
+        vec![
+            ("M-1".to_string(), b"one again".to_vec()),
+            ("M-2".to_string(), b"two".to_vec())
+        ]
+    );
+    assert_eq!(
+        s.kept("weather").unwrap(),
+        vec![("zone-a".to_string(), b"cold".to_vec())]
+    );
+    assert!(s.kept("emergencies").unwrap().is_empty());
+}
+
+/// For a store that is not one transaction (ScyllaDB): a write retried after it failed half-way
+/// lands its rows once: the batch's stamp numbers its audit rows and events the same way again.
+pub fn a_retried_write_lands_its_rows_once(s: &dyn Store) {
+    let mut step = WriteBatch {
+        audit: vec![
+            row("M-R", 0, "SO-R", Some(OrderStatus::Received)),
+            row("M-R", 0, "SO-R", Some(OrderStatus::Scheduled)),
+        ],
+        outbox: vec![OutboxMessage::new(
+            "switchyard.order-events.v1",
+            "M-R",
+            b"{}".to_vec(),
+        )],
+        ..Default::default()
+    };
+    step.stamp = super::next_stamp(step.audit.len() + step.outbox.len());
+    let first = s.apply(std::slice::from_ref(&step)).unwrap();
+    let again = s.apply(&[step]).unwrap();
+    assert_eq!(first, again, "the same event numbers");
+    assert_eq!(s.audit("M-R").unwrap().len(), 2);
+    assert_eq!(s.outbox(100).unwrap().len(), 1);
+}
