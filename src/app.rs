@@ -6,7 +6,8 @@
 //! 3. [`load_registry`] and the rule pack;
 //! 4. [`start_actors`]: the meter arbiters, the meter directory with its head-end, the campaign
 //!    actors and the task that hands meters' campaign outcomes to them;
-//! 5. [`start_publisher`]: the outbox publisher;
+//! 5. [`start_publisher`]: the outbox publisher, and the store alarm (the `store_unavailable`
+//!    exception, produced straight to Kafka);
 //! 6. [`start_http`]: the operator endpoint (answers `/healthz` from here on);
 //! 7. [`start_tables`]: the registry, weather and emergencies tables replayed from the start
 //!    (in batches, on two threads);
@@ -139,6 +140,13 @@ impl App {
             &shutdown_rx,
         );
         start_publisher(&producer, &store, backlog, published, &tasks, &shutdown_rx);
+        let alarm = kafka::store_alarm::StoreAlarm {
+            producer: producer.clone(),
+            topic: config.topics.exceptions.clone(),
+            group: config.kafka.group_id.clone(),
+            clock: clock.clone(),
+        };
+        tasks.spawn("store alarm", alarm.run(store.clone(), shutdown_rx.clone()));
         let ready = Arc::new(AtomicBool::new(false));
         let http_addr = start_http(
             &config,

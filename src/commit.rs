@@ -26,29 +26,65 @@ struct Request {
 pub(crate) struct Unwritten(Vec<(usize, WriteBatch)>);
 
 /// Whether the store accepts writes, as the last transaction found it.
-#[derive(Default)]
 struct Health {
-    /// The reason the last transaction failed, while failing.
-    failing: std::sync::Mutex<Option<String>>,
+    /// The reason the last transaction (or needed read) failed, while failing; receivers are
+    /// told when it starts and when it ends (not of every new reason meanwhile).
+    failing: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            failing: tokio::sync::watch::Sender::new(None),
+        }
+    }
 }
 
 static FAILURE_LOG: crate::observability::LogLimiter = crate::observability::LogLimiter::new();
 
 impl Health {
     fn ok(&self) {
-        let mut f = self.failing.lock().expect("lock");
-        if let Some(reason) = f.take() {
+        if self.failing.borrow().is_none() {
+            return;
+        }
+        let mut after = None;
+        self.failing.send_if_modified(|f| {
+            after = f.take();
+            after.is_some()
+        });
+        if let Some(reason) = after {
             crate::observability::metrics().store_available.set(1.0);
             tracing::warn!(after = %reason, "the store accepts writes again; intake resumes");
         }
+    }
+
+    /// Records `reason`; receivers hear of it only when the store was available until now.
+    fn set_failing(&self, reason: String) {
+        self.failing
+            .send_if_modified(|f| f.replace(reason).is_none());
     }
     fn failed(&self, e: &StoreError) {
         let m = crate::observability::metrics();
         m.store_write_failures.increment(1);
         m.store_available.set(0.0);
-        *self.failing.lock().expect("lock") = Some(e.to_string());
+        self.set_failing(e.to_string());
         if let Some(suppressed) = FAILURE_LOG.allow(std::time::Duration::from_secs(10)) {
             tracing::error!(error = %e, failures_since_last_line = suppressed, "store writes are failing; intake paused (no offsets stored), meters hold their steps; retrying until it works again");
+        }
+    }
+}
+
+impl Health {
+    /// A read the service needs before it can go on (the intake's duplicate check) failed: the
+    /// store is as unavailable as when a write fails, and says so the same way. The next
+    /// successful write clears it (the intake writes right after that read succeeds).
+    fn read_failed(&self, what: &str, e: &StoreError) {
+        let m = crate::observability::metrics();
+        m.store_read_failures.increment(1);
+        m.store_available.set(0.0);
+        self.set_failing(format!("{what}: {e}"));
+        if let Some(suppressed) = FAILURE_LOG.allow(std::time::Duration::from_secs(10)) {
+            tracing::error!(error = %e, what, failures_since_last_line = suppressed, "store reads are failing; intake paused (no offsets stored); retrying until it works again");
         }
     }
 }
@@ -238,9 +274,24 @@ impl StoreHandle {
         self.queued.load(std::sync::atomic::Ordering::Relaxed) > self.queue_limit
     }
 
+    /// Reads through `read`, reporting a failure to the store's health (`/readyz`,
+    /// `switchyard_store_available`) under `what`: for reads the service cannot go on without.
+    pub(crate) fn read<T>(
+        &self,
+        what: &str,
+        read: impl FnOnce(&dyn Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        read(self.store.as_ref()).inspect_err(|e| self.health.read_failed(what, e))
+    }
+
     /// Why the store refuses writes, while it does (`/readyz` reports it).
     pub(crate) fn unavailable(&self) -> Option<String> {
-        self.health.failing.lock().expect("lock").clone()
+        self.health.failing.borrow().clone()
+    }
+
+    /// Told when the store starts refusing (`Some(reason)`) and when it accepts again (`None`).
+    pub(crate) fn availability(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.health.failing.subscribe()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

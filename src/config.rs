@@ -119,6 +119,17 @@ impl Config {
         self.store.scylla.audit_retention_secs = 0;
     }
 
+    /// The CQL nodes and keyspace of the ScyllaDB store, when that is the configured store
+    /// (`None`: the embedded store). For reports and tools.
+    pub fn cql_store(&self) -> Option<(String, String)> {
+        (self.store.backend == StoreBackend::Scylla).then(|| {
+            (
+                self.store.scylla.nodes.clone(),
+                self.store.scylla.keyspace.clone(),
+            )
+        })
+    }
+
     fn validate_scylla(&self) -> Result<(), ConfigError> {
         let s = &self.store.scylla;
         if self.store.backend != StoreBackend::Scylla {

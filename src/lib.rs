@@ -50,3 +50,5 @@ mod store_setup;
 
 pub use app::{migrate_store, open_store, App, AppError};
 pub use config::Config;
+#[doc(hidden)]
+pub use store_setup::raw_cql_audit_limit;

@@ -122,6 +122,7 @@ pub struct Metrics {
     /// 1 while the store accepts writes, 0 while it refuses them (intake paused).
     pub(crate) store_available: Gauge,
     pub(crate) store_write_failures: Counter,
+    pub(crate) store_read_failures: Counter,
 }
 
 pub(crate) fn fact_received(kind: FactType) {
@@ -216,6 +217,7 @@ pub fn metrics() -> &'static Metrics {
                 g
             },
             store_write_failures: counter!("switchyard_store_write_failures_total"),
+            store_read_failures: counter!("switchyard_store_read_failures_total"),
         }
     })
 }
@@ -538,13 +540,19 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "switchyard_store_available",
         MetricKind::Gauge,
         None,
-        "1 while the store accepts writes; 0 while it refuses them (a full disk, say): the intake is paused and /readyz answers 503 with the reason until it recovers",
+        "1 while the store accepts writes; 0 while it refuses them or fails the reads the intake needs (a full disk, a cluster out of reach): the intake is paused and /readyz answers 503 with the reason until it recovers",
     ),
     spec(
         "switchyard_store_write_failures_total",
         MetricKind::Counter,
         None,
         "store transactions that failed (each is retried; nothing acknowledged is lost)",
+    ),
+    spec(
+        "switchyard_store_read_failures_total",
+        MetricKind::Counter,
+        None,
+        "reads the service cannot go on without that failed (the intake's duplicate check): each pauses the intake like a failed write and is retried",
     ),
     spec(
         "switchyard_kafka_records_lost_total",

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, CqlConsistency, ReplicationStrategy};
+use crate::config::{Config, CqlConsistency, ReplicationStrategy, StoreBackend};
 use crate::domain::Partitioner;
-use crate::store::{Replication, ScyllaOptions, StoreError};
+use crate::store::{Replication, ScyllaOptions, ScyllaStore, StoreError};
 
 fn tls_error(key: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Setup {
@@ -59,6 +59,25 @@ fn tls(config: &Config) -> Result<Option<Arc<rustls::ClientConfig>>, StoreError>
 /// configured (`kafka.client.partitioner`).
 pub(crate) fn orders_partitioner(config: &Config) -> Option<Partitioner> {
     Partitioner::of_librdkafka(config.kafka.client.get("partitioner").map(String::as_str))
+}
+
+/// For the load-test harness: the raw limit of the configured CQL cluster, measured in
+/// `keyspace` (its migrations applied) for `duration` by a bare loop of audit-row inserts at the
+/// store's own concurrency ([`ScyllaStore::raw_audit_inserts`]): rows per second and that
+/// concurrency. `None` when the configured store is the embedded one.
+#[doc(hidden)]
+pub fn raw_cql_audit_limit(
+    config: &Config,
+    keyspace: &str,
+    duration: Duration,
+) -> Result<Option<(f64, usize)>, StoreError> {
+    if config.store.backend != StoreBackend::Scylla {
+        return Ok(None);
+    }
+    let mut o = scylla_options(config)?;
+    o.keyspace = keyspace.to_string();
+    let concurrency = o.max_in_flight;
+    ScyllaStore::raw_audit_inserts(o, duration).map(|r| Some((r, concurrency)))
 }
 
 /// The ScyllaDB store's options from `[store.scylla]`.

@@ -2,8 +2,8 @@
 //! (Apache Cassandra from `deploy/local/cassandra.sh`, on its own ports, so the other tests'
 //! server is untouched) is stopped for 30 s while orders keep arriving. Then: the intake pauses
 //! without storing offsets, `/readyz` says why, the store metrics say so, no command reaches the
-//! head-end whose write failed, and when the node returns everything resumes by itself with
-//! every order final once.
+//! head-end whose write failed, a `store_unavailable` exception is raised (and resolved), and
+//! when the node returns everything resumes by itself with every order final once.
 
 mod common;
 
@@ -33,15 +33,19 @@ impl Node {
         .map(|s| s.success())
         .unwrap_or(false)
     }
-    fn start() -> Node {
-        let n = Node {
+    /// The node of this test (started or not); dropping it stops and wipes it.
+    fn handle() -> Node {
+        Node {
             env: vec![
                 ("CASSANDRA_NAME", "cassandra-outage-test"),
                 ("CASSANDRA_PORT", "9142"),
                 ("CASSANDRA_STORAGE_PORT", "7100"),
                 ("CASSANDRA_JMX_PORT", "7299"),
             ],
-        };
+        }
+    }
+    fn start() -> Node {
+        let n = Node::handle();
         n.script("stop");
         n.script("wipe");
         assert!(n.script("start"), "the test's own Cassandra node starts");
@@ -56,22 +60,35 @@ impl Drop for Node {
     }
 }
 
-// Passed once on the development machine, then failed in clean-clone CI and locally: with the
-// node stopped, `/readyz` stayed 200. The intake's duplicate check (a read) fails first and is
-// retried for ever, and only a failed *write* marks the store unavailable (a full disk still
-// serves reads, so the disk test passes). Ignored until read failures count too; run it with
-// `tests/run.sh --test store_outage -- --ignored`.
-#[ignore = "read failures do not mark the store unavailable yet; see the comment above"]
 #[actix_rt::test]
 async fn a_cql_outage_pauses_intake_sends_nothing_unstored_and_resumes_by_itself() {
     // The node is started from the jars the shared server uses: run where there is one.
     if servers::cql("store_outage").is_none() {
         return;
     }
+    // A failed assertion stops the node and exits the process at once with its message (the
+    // harness's capture of it would die with a process that hangs while unwinding).
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // Straight to stderr: the test harness's capture of the default report dies with the
+        // process.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "store_outage failed: {info}\n{}",
+            std::backtrace::Backtrace::force_capture()
+        );
+        report(info);
+        drop(Node::handle());
+        std::process::exit(101);
+    }));
     let node = Node::start();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
     cfg.store_on_scylla("127.0.0.1:9142", "outage");
+    // Kafka outlives the app: the test's head-end adapter closes its consumer after the app
+    // has stopped, and a consumer closing against a cluster already gone waits for ever.
+    let _kafka = host_kafka(&mut cfg);
     cfg.head_end.mode = HeadEndMode::Kafka;
     let app = start(cfg).await;
     let field = Arc::new(Mutex::new(Field::default()));
@@ -83,6 +100,7 @@ async fn a_cql_outage_pauses_intake_sends_nothing_unstored_and_resumes_by_itself
     );
     let p = producer(&app.bootstrap);
     let events = TopicLog::follow(&app.bootstrap, &app.config.topics.order_events);
+    let exceptions = TopicLog::follow(&app.bootstrap, &app.config.topics.exceptions);
     let n = 20;
     let meters: Vec<String> = (0..n).map(|i| format!("M-{i:02}")).collect();
     let pairs: Vec<(&str, bool)> = meters.iter().map(|m| (m.as_str(), true)).collect();
@@ -107,6 +125,20 @@ async fn a_cql_outage_pauses_intake_sends_nothing_unstored_and_resumes_by_itself
             .await;
     }
     assert_store_refusing(&app, T).await;
+    let store_exception = |status: &'static str| {
+        move |l: &TopicLog| {
+            l.json()
+                .iter()
+                .any(|v| v["kind"] == "store_unavailable" && v["status"] == status)
+        }
+    };
+    exceptions
+        .wait(
+            "an open store_unavailable exception",
+            T,
+            store_exception("open"),
+        )
+        .await;
     // The outage lasts 30 s; nothing produced during it becomes final meanwhile.
     tokio::time::sleep(Duration::from_secs(30)).await;
     let during_final = (0..n)
@@ -160,6 +192,46 @@ async fn a_cql_outage_pauses_intake_sends_nothing_unstored_and_resumes_by_itself
     ids.dedup();
     assert_eq!(ids.len(), all, "a command was sent twice");
     assert_store_back(&app).await;
+    // The exception was raised for this outage and resolved under the same id (a node that
+    // comes back can refuse once more while it starts: each such outage has its own pair).
+    exceptions
+        .wait(
+            "the last store_unavailable exception resolved",
+            T,
+            |l: &TopicLog| {
+                l.json()
+                    .iter()
+                    .filter(|v| v["kind"] == "store_unavailable")
+                    .next_back()
+                    .is_some_and(|v| v["status"] == "resolved")
+            },
+        )
+        .await;
+    let raised: Vec<serde_json::Value> = exceptions
+        .json()
+        .into_iter()
+        .filter(|v| v["kind"] == "store_unavailable")
+        .collect();
+    let schema = schema("exception.v1.schema.json");
+    let with = |status: &str| -> Vec<&serde_json::Value> {
+        raised
+            .iter()
+            .map(|v| &v["exception_id"])
+            .zip(&raised)
+            .filter(|(_, v)| v["status"] == status)
+            .map(|(id, _)| id)
+            .collect()
+    };
+    for v in &raised {
+        assert_valid(&schema, v, "store_unavailable exception");
+        assert_eq!(v["meter_id"], "", "service-level: no meter");
+    }
+    assert_eq!(
+        with("open"),
+        with("resolved"),
+        "each outage opened and resolved once: {raised:#?}"
+    );
+    assert_eq!(raised.last().unwrap()["status"], "resolved", "{raised:#?}");
     app.shutdown().await;
     drop(node);
 }

@@ -7,6 +7,8 @@
 #   deploy/local/cassandra.sh stop    end it by its pid (SIGTERM, then SIGKILL after 60 s)
 #   deploy/local/cassandra.sh wipe    remove its data (it must be stopped)
 #   deploy/local/cassandra.sh status  print the address if it answers, exit 1 if not
+#   deploy/local/cassandra.sh nodetool ARGS...   Cassandra's nodetool against this node (JMX),
+#                                     e.g. `nodetool flush KS` then `nodetool tablestats KS`
 #
 # Everything lives under deploy/local/.servers/cassandra (git-ignored; SWITCHYARD_SERVERS_DIR
 # moves it). Heap: CASSANDRA_HEAP (default 1g). Version: CASSANDRA_VERSION (default 5.0.9).
@@ -132,4 +134,8 @@ start_limit=240
 startup_log=$base/logs/system.log
 # shellcheck source=deploy/local/server-common.sh
 . "$here/server-common.sh"
+if [ "${1:-}" = nodetool ]; then
+  shift
+  exec java -cp "$conf:$lib/*" org.apache.cassandra.tools.NodeTool -h "$host" -p "$jmx_port" "$@"
+fi
 server_main "$@"

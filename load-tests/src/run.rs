@@ -76,7 +76,11 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
     let mut config =
         Config::load(None).map_err(|e| LoadtestError::Child(format!("configuration: {e}")))?;
     let mut env: Vec<(String, String)> = Vec::new();
+    // The store: embedded in the run's data directory, or (`SWITCHYARD__STORE__BACKEND=scylla`
+    // in the environment) the CQL cluster, in a keyspace of this run's own.
+    let cql_keyspace = config.cql_store().map(|_| format!("lt_{run_id}"));
     let embedded;
+    let orders_partitions: i32;
     let (bootstrap, broker_label) = match &opts.brokers {
         None => {
             let topics = config.topics.names();
@@ -100,6 +104,11 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
                     (t.clone(), p)
                 })
                 .collect();
+            orders_partitions = sized
+                .iter()
+                .find(|(t, _)| *t == config.topics.orders)
+                .map(|(_, p)| *p)
+                .unwrap_or(scenario.partitions);
             embedded = Some(kafka::EmbeddedKafka::start_with(&sized)?);
             let b = embedded
                 .as_ref()
@@ -112,6 +121,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
             config.topics = suffixed(&config.topics, &format!(".{run_id}"));
             config.kafka.brokers = b.clone();
             config.kafka.embedded_partitions = scenario.partitions;
+            orders_partitions = scenario.partitions;
             kafka::ensure_topics(&config, b).await?;
             for (key, t) in config.topics.all() {
                 env.push((
@@ -121,6 +131,18 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
             }
             (b.clone(), format!("external Kafka API at {b}"))
         }
+    };
+    let store_label = match (config.cql_store(), &cql_keyspace) {
+        (Some((nodes, _)), Some(ks)) => {
+            env.push(("SWITCHYARD__STORE__SCYLLA__KEYSPACE".into(), ks.clone()));
+            // The open-work index's units are the orders topic's partitions.
+            env.push((
+                "SWITCHYARD__STORE__SCYLLA__OWNERSHIP_UNITS".into(),
+                orders_partitions.to_string(),
+            ));
+            format!("ScyllaDB store (store.backend = scylla): CQL at {nodes}, keyspace {ks}")
+        }
+        _ => "embedded (redb), in the run's data directory".to_string(),
     };
     config.kafka.brokers = bootstrap.clone();
     let h = &scenario.head_end;
@@ -168,8 +190,12 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         if k == "SWITCHYARD__DATA_DIR" {
             *v = opts.out.join("baseline-data").display().to_string();
         }
-        if k == "SWITCHYARD__KAFKA__GROUP_ID" {
-            v.push_str("-baseline");
+        if k == "SWITCHYARD__KAFKA__GROUP_ID" || k == "SWITCHYARD__STORE__SCYLLA__KEYSPACE" {
+            v.push_str(if k.ends_with("KEYSPACE") {
+                "_baseline"
+            } else {
+                "-baseline"
+            });
         }
     }
     let _ = std::fs::remove_dir_all(opts.out.join("baseline-data"));
@@ -352,15 +378,36 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         .map_err(|e| LoadtestError::Child(e.to_string()))??
     };
     let raw_dir = opts.out.join("raw-store");
-    let raw_store = tokio::task::spawn_blocking(move || workload::raw_store_append(&raw_dir))
-        .await
-        .map_err(|e| LoadtestError::Child(e.to_string()))??;
+    let (raw_store, store_raw_what) = match cql_keyspace.clone() {
+        // The same cluster and keyspace, the store's concurrency: a bare driver loop.
+        Some(ks) => {
+            let cfg = config.clone();
+            let (rate, in_flight) = tokio::task::spawn_blocking(move || {
+                switchyard::raw_cql_audit_limit(&cfg, &ks, Duration::from_secs(10))
+            })
+            .await
+            .map_err(|e| LoadtestError::Child(e.to_string()))?
+            .map_err(|e| LoadtestError::Child(format!("raw CQL inserts: {e}")))?
+            .expect("a CQL store is configured");
+            (
+                rate,
+                Some(format!("bare CQL audit inserts, {in_flight} in flight")),
+            )
+        }
+        None => (
+            tokio::task::spawn_blocking(move || workload::raw_store_append(&raw_dir))
+                .await
+                .map_err(|e| LoadtestError::Child(e.to_string()))??,
+            None,
+        ),
+    };
     let _ = std::fs::remove_dir_all(opts.out.join("raw-store"));
 
     let samples = samples.lock().expect("lock").clone();
     let report = Report::build(report::Inputs {
         scenario,
         broker: broker_label,
+        store: store_label,
         machine: Machine::here(),
         command: opts.command_line,
         produced,
@@ -383,6 +430,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         raw: Raw {
             consume_per_sec: raw_consume,
             store_append_rows_per_sec: raw_store,
+            store_what: store_raw_what,
         },
     });
     report.write(&opts.out)?;

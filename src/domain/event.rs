@@ -231,6 +231,10 @@ pub enum ExceptionKind {
     CommandRejected,
     /// The switch state could not be established after a lost answer.
     OutcomeUnknown,
+    /// The store refuses writes (or the reads the intake needs): a service-level exception of
+    /// one instance, not of an order; raised `open` when it starts, raised again `resolved`
+    /// when the store accepts writes again ([`ExceptionRecord::store_unavailable`]).
+    StoreUnavailable,
 }
 
 impl ExceptionKind {
@@ -255,4 +259,43 @@ pub struct ExceptionRecord {
     pub(crate) detail: String,
     pub(crate) raised_at: Timestamp,
     pub(crate) status: String,
+}
+
+impl ExceptionRecord {
+    /// The store of the instance consuming as `group` refuses writes since `since` (`reason`
+    /// says why), or (`resolved_at`) accepts them again. One id per outage
+    /// (`store_unavailable/<group>/<since>`), so the `resolved` record closes the `open` one.
+    /// Service-level: `meter_id` and `order_id` are empty; the record's key is `group`.
+    pub(crate) fn store_unavailable(
+        group: &str,
+        since: Timestamp,
+        reason: &str,
+        resolved_at: Option<Timestamp>,
+    ) -> ExceptionRecord {
+        let detail = match resolved_at {
+            None => format!(
+                "the store refuses writes since {since}: {reason}. Intake is paused (no offsets stored), meters hold their steps and no command whose write failed is sent; it resumes by itself when the store is back"
+            ),
+            Some(at) => format!(
+                "the store accepts writes again at {at} (refusing since {since}: {reason}); intake resumed"
+            ),
+        };
+        ExceptionRecord {
+            schema_version: EVENT_SCHEMA_VERSION,
+            exception_id: format!("store_unavailable/{group}/{since}"),
+            meter_id: String::new(),
+            order_id: String::new(),
+            command_id: None,
+            kind: ExceptionKind::StoreUnavailable,
+            priority: 1,
+            detail,
+            raised_at: resolved_at.unwrap_or(since),
+            status: if resolved_at.is_some() {
+                "resolved"
+            } else {
+                "open"
+            }
+            .into(),
+        }
+    }
 }

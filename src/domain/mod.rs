@@ -57,7 +57,7 @@ mod tests {
         assert_eq!(same_names::<CommandKind>(), 4);
         assert_eq!(same_names::<FailureCode>(), 7);
         assert_eq!(same_names::<DeadLetterReason>(), 16);
-        assert_eq!(same_names::<ExceptionKind>(), 5);
+        assert_eq!(same_names::<ExceptionKind>(), 6);
         assert_eq!(same_names::<Day>(), 7);
         assert_eq!(same_names::<Protection>(), 5);
         assert_eq!("medical".parse::<Protection>(), Ok(Protection::Medical));

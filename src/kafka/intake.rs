@@ -124,10 +124,11 @@ impl Intake {
             .map(|(o, _)| o.order_id.as_str())
             .chain(rejected.iter().filter_map(|(_, r)| r.order_id.as_deref()))
             .collect();
+        const WHAT: &str = "cannot check for duplicate orders";
         let mut stored = retry::until_ok(
-            "cannot check for duplicate orders",
+            WHAT,
             Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
-            || std::future::ready(self.store.store().orders_exist(&ids)),
+            || std::future::ready(self.store.read(WHAT, |s| s.orders_exist(&ids))),
         )
         .await;
         let stored_rejected = stored.split_off(accepted.len());

@@ -4,7 +4,8 @@
 //! (compacted tables: meter registry, weather, emergencies), [`fact_source`] (payments,
 //! certificates, approvals to meter actors), [`campaign_source`] (campaign definitions and
 //! commands), [`results_source`] (head-end results). [`publisher`] sends the outbox to
-//! order-events / exceptions; [`dead_letter`] sizes and sends dead letters; [`embedded`] is
+//! order-events / exceptions; [`store_alarm`] raises the store-outage exception straight to
+//! Kafka; [`dead_letter`] sizes and sends dead letters; [`embedded`] is
 //! librdkafka's mock cluster for embedded mode.
 
 pub(crate) mod campaign_source;
@@ -15,6 +16,7 @@ pub(crate) mod intake;
 pub(crate) mod publisher;
 pub(crate) mod results_source;
 pub(crate) mod source;
+pub(crate) mod store_alarm;
 pub(crate) mod table_source;
 
 use std::time::Duration;

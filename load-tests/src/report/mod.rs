@@ -75,6 +75,10 @@ pub struct Raw {
     /// Bare durable appends, 1,000 audit rows per transaction, to a fresh store on the same
     /// disk, rows/s.
     pub store_append_rows_per_sec: f64,
+    /// What measured `store_append_rows_per_sec` when it was not the embedded store's bare
+    /// appends (the ScyllaDB store: bare CQL audit inserts at the store's concurrency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_what: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +104,7 @@ pub struct Recovery {
 pub(crate) struct Inputs {
     pub scenario: Scenario,
     pub broker: String,
+    pub store: String,
     pub machine: Machine,
     pub command: String,
     pub produced: usize,
@@ -171,6 +176,9 @@ pub struct Summary {
 pub struct Report {
     pub scenario: Scenario,
     pub broker: String,
+    /// The store switchyard ran on (absent in reports from before 2026-12-03: embedded).
+    #[serde(default = "embedded_store")]
+    pub store: String,
     pub machine: Machine,
     pub command: String,
     pub summary: Summary,
@@ -182,6 +190,10 @@ pub struct Report {
     pub baseline_ready_secs: f64,
     pub storm_at_s: Option<f64>,
     pub samples: Vec<Sample>,
+}
+
+fn embedded_store() -> String {
+    "embedded (redb), in the run's data directory".into()
 }
 
 /// Rate of `f` over about one second ending at each sample (same process life only).
@@ -334,6 +346,7 @@ impl Report {
         Report {
             scenario: i.scenario,
             broker: i.broker,
+            store: i.store,
             machine: i.machine,
             command: i.command,
             summary,

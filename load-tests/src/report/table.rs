@@ -50,7 +50,8 @@ impl Report {
                 s.audit_rows_per_sec, s.audit_rows_peak_1s
             ),
             format!(
-                "bare appends {:.0} rows/s ({:.1} %)",
+                "{} {:.0} rows/s ({:.1} %)",
+                raw.store_what.as_deref().unwrap_or("bare appends"),
                 raw.store_append_rows_per_sec,
                 100.0 * s.audit_vs_raw_append
             ),
@@ -190,7 +191,7 @@ impl Report {
         let s = &self.summary;
         let m = &self.machine;
         let mut out = format!(
-            "# Load test: {}\n\n{}\n\n- machine: {} cores ({}), {:.1} GiB, {}\n- Kafka: {}\n- reproduce: `{}`\n- orders produced: {} (accepted {}, final {} of {} expected{}){}\n\n",
+            "# Load test: {}\n\n{}\n\n- machine: {} cores ({}), {:.1} GiB, {}\n- Kafka: {}\n- store: {}\n- reproduce: `{}`\n- orders produced: {} (accepted {}, final {} of {} expected{}){}\n\n",
             self.scenario.name,
             self.scenario.description,
             m.cores,
@@ -198,6 +199,7 @@ impl Report {
             m.memory_gib,
             m.os,
             self.broker,
+            self.store,
             self.command,
             s.orders_produced,
             s.orders_accepted,

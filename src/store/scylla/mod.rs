@@ -44,8 +44,8 @@ use super::{
     WriteBatch,
 };
 use crate::domain::{
-    AuditEvent, CampaignOrder, CampaignRecord, CommandResult, ExceptionRecord, MeterState,
-    OrderRecord, OrderStatus, Partitioner, Timestamp,
+    AuditEvent, AuditKind, CampaignOrder, CampaignRecord, CommandResult, ExceptionRecord,
+    MeterState, OrderRecord, OrderStatus, Partitioner, Timestamp,
 };
 
 /// Keyspace replication.
@@ -284,6 +284,55 @@ impl ScyllaStore {
             let done = schema::migrate(&session, &o).await?;
             schema::check_settings(&session, &o).await?;
             Ok(done)
+        })
+    }
+
+    /// The cluster's raw limit, for the load-test report beside switchyard's own audit rate: a
+    /// bare loop of the audit trail's prepared INSERT on a session set up like the store's,
+    /// `max_in_flight` statements at a time (the store's own concurrency), for `duration`.
+    /// Rows go to meters `RAW-<n>` in the keyspace's audit table (its migrations applied), with
+    /// the configured TTL. Rows per second.
+    pub(crate) fn raw_audit_inserts(
+        o: ScyllaOptions,
+        duration: Duration,
+    ) -> Result<f64, StoreError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| be("starting the driver's runtime", e))?;
+        rt.block_on(async move {
+            let session = connect(&o).await?;
+            schema::check_current(&session, &o).await?;
+            let st = prepare(&session, &o).await?;
+            let inner = Inner { session, st, o };
+            let now = Timestamp::now();
+            let at = nanos(now);
+            let bucket = inner.bucket_of_ns(at);
+            let row = encode(
+                &AuditEvent::new("RAW-0000000", now, AuditKind::CommandResult)
+                    .order("SO-1")
+                    .reason("confirmed"),
+            );
+            let started = std::time::Instant::now();
+            let inner = &inner;
+            let rows = futures::stream::iter(0i64..)
+                .take_while(|_| std::future::ready(started.elapsed() < duration))
+                .map(|i| {
+                    let m = format!("RAW-{:07}", i % 1_000_000);
+                    let values = (m, bucket, at, i, Some("SO-1"), row.clone(), inner.ttl());
+                    async move {
+                        inner
+                            .session
+                            .execute_unpaged(&inner.st.audit_put, values)
+                            .await
+                            .map_err(|e| be("a raw audit insert", e))
+                    }
+                })
+                .buffer_unordered(inner.o.max_in_flight)
+                .try_fold(0u64, |n, _| std::future::ready(Ok(n + 1)))
+                .await?;
+            Ok(rows as f64 / started.elapsed().as_secs_f64())
         })
     }
 
