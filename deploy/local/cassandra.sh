@@ -95,9 +95,10 @@ XML
 }
 
 
-launch() {
-  write_conf
-  local add_exports="" add_opens="" m
+# The module exports and opens Cassandra 5 needs on Java 17 (the server and nodetool).
+java_modules() {
+  local m
+  add_exports="" add_opens=""
   for m in java.base/jdk.internal.misc java.management.rmi/com.sun.jmx.remote.internal.rmi \
     java.rmi/sun.rmi.registry java.rmi/sun.rmi.server java.sql/java.sql java.base/java.lang.ref \
     jdk.unsupported/sun.misc jdk.compiler/com.sun.tools.javac.file jdk.attach/sun.tools.attach; do
@@ -110,6 +111,12 @@ launch() {
     jdk.compiler/com.sun.tools.javac java.base/java.lang java.base/java.util; do
     add_opens="$add_opens --add-opens $m=ALL-UNNAMED"
   done
+}
+
+launch() {
+  write_conf
+  local add_exports add_opens
+  java_modules
   local jamm
   jamm=$(ls "$lib"/jamm-*.jar 2>/dev/null | head -1 || true)
   # shellcheck disable=SC2086
@@ -136,6 +143,8 @@ startup_log=$base/logs/system.log
 . "$here/server-common.sh"
 if [ "${1:-}" = nodetool ]; then
   shift
-  exec java -cp "$conf:$lib/*" org.apache.cassandra.tools.NodeTool -h "$host" -p "$jmx_port" "$@"
+  java_modules
+  # shellcheck disable=SC2086
+  exec java $add_exports $add_opens -cp "$conf:$lib/*" org.apache.cassandra.tools.NodeTool -h "$host" -p "$jmx_port" "$@"
 fi
 server_main "$@"

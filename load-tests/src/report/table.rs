@@ -219,13 +219,18 @@ impl Report {
         out.push_str(&format!(
             "\nHow to read it: rates are averages from the first order accepted to the last (scraped from `/metrics` every 200 ms); \
              the raw limits were measured in the same run after switchyard stopped: a bare librdkafka consumer reading the same orders topic \
-             from a fresh group, and durable appends of 1,000 audit rows per transaction to a fresh embedded store on the same disk. \
+             from a fresh group, and {}. \
              Latencies are exact (HDR histograms, `/stats/latency`) and exclude head-end time. Memory per registered meter is the \
              resident memory at ready minus that of the same binary with an empty registry (baseline {} MiB), divided by the meters; \
              per live actor, the growth from ready to the peak of live actors divided by them (open orders and their buffers included; \
              the actor's own overhead without an order is measured by `cargo bench --bench actor_memory`). The campaign release rate \
              runs from the first release seen to the first sample that saw the last one.\n\n\
              Produce times (harness side): registry {:.1} s, orders on the topic before start {:.1} s.\n",
+            match &self.raw.store_what {
+                Some(_) => "a bare scylla-driver loop of the audit trail's prepared INSERT on the same cluster and keyspace, \
+                            at the store's own concurrency (`store.scylla.max_in_flight`), for 10 s",
+                None => "durable appends of 1,000 audit rows per transaction to a fresh embedded store on the same disk",
+            },
             s.baseline_rss_bytes >> 20,
             self.registry_produce_secs,
             self.preload_produce_secs
