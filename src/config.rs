@@ -270,7 +270,7 @@ pub struct ClockConfig {
     pub speed: f64,
     /// Allow a shifted clock with `kafka.brokers` set (a UAT cluster, not production).
     #[serde(default)]
-    pub(crate) allow_with_external_broker: bool,
+    pub allow_with_external_broker: bool,
 }
 
 fn one() -> f64 {
