@@ -849,6 +849,26 @@ pub async fn assert_store_refusing(app: &App, timeout: Duration) {
     );
 }
 
+/// Each of `ids` has exactly one final status on the order events, `completed`, and the store
+/// says the same (after an outage: nothing lost, nothing finished twice).
+pub fn assert_completed_once(app: &App, events: &TopicLog, ids: &[String]) {
+    let store = app.store.store();
+    for id in ids {
+        let finals: Vec<_> = events
+            .of(id)
+            .into_iter()
+            .filter(|e| e.status.is_terminal())
+            .collect();
+        assert_eq!(finals.len(), 1, "{id}: {finals:?}");
+        assert_eq!(finals[0].status, OrderStatus::Completed, "{id}");
+        assert_eq!(
+            store.order(id).unwrap().unwrap().status,
+            OrderStatus::Completed,
+            "{id}"
+        );
+    }
+}
+
 /// After the store came back: ready again, `switchyard_store_available` 1, and the failures
 /// (of writes, or of the reads the intake needs) were counted.
 pub async fn assert_store_back(app: &App) {

@@ -6,8 +6,6 @@
 use std::io::Write;
 use std::time::Duration;
 
-use switchyard::domain::OrderStatus;
-
 use crate::common::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -95,22 +93,8 @@ async fn a_full_disk_pauses_intake_until_space_returns_and_loses_nothing() {
             (0..n).all(|i| l.finals().contains(&format!("SO-FULL-{i:03}")))
         })
         .await;
-    let s = app.store.store();
-    for i in 0..n {
-        let id = format!("SO-FULL-{i:03}");
-        let finals: Vec<_> = ev
-            .of(&id)
-            .into_iter()
-            .filter(|e| e.status.is_terminal())
-            .collect();
-        assert_eq!(finals.len(), 1, "{id}: {finals:?}");
-        assert_eq!(finals[0].status, OrderStatus::Completed, "{id}");
-        assert_eq!(
-            s.order(&id).unwrap().unwrap().status,
-            OrderStatus::Completed,
-            "{id}"
-        );
-    }
+    let full: Vec<String> = (0..n).map(|i| format!("SO-FULL-{i:03}")).collect();
+    assert_completed_once(&app, &ev, &full);
     assert_store_back(&app).await;
     app.shutdown().await;
 }
