@@ -1,6 +1,9 @@
 //! Wiring: `App::start` is a list of steps, one function each, in the order they must happen:
 //!
-//! 1. [`kafka`]: the embedded Kafka, or the external cluster's topics checked;
+//! 1. [`kafka`]: the embedded Kafka, or the external cluster's topics checked; then the
+//!    consumers of the group-managed sources (results, facts, campaign control, intake) are
+//!    created and subscribed ([`GroupConsumers`]), so that their group joins (after a kill -9,
+//!    a wait for the dead member to leave) run while the store opens and the tables replay;
 //! 2. [`open_store`]: the store (its files opened in parallel: after an unclean stop redb
 //!    verifies each whole file), its outbox backlog and the group-commit writers;
 //! 3. [`load_registry`] and the rule pack;
@@ -13,7 +16,7 @@
 //!    (in batches, on two threads);
 //! 8. [`Startup::run`], in the background: the head-end results and meter facts sources start
 //!    at once (joining their groups while the tables replay) but hold their records until the
-//!    tables have caught up; then the facts caught up, the open-work scan, recovery handed to a
+//!    tables have caught up; the open-work scan runs meanwhile; then the facts caught up, recovery handed to a
 //!    paced task (the meters get their work back as fast as the store writers keep up),
 //!    campaigns resumed, ready, the campaign control source and finally the order intake.
 //!
@@ -114,6 +117,7 @@ impl App {
         let uat_clock = mark_uat_clock(&config, &clock);
 
         let (embedded, bootstrap) = kafka(&config).await?;
+        let consumers = GroupConsumers::subscribe(&config, &bootstrap)?;
         let (store, backlog, published) = start_store(&config).await?;
         let registry = load_registry(&config)?;
         let policy = Arc::new(config.load_policy()?);
@@ -176,6 +180,7 @@ impl App {
         )?;
         let startup = Startup::new(
             &sources,
+            consumers,
             &store,
             &registry,
             &actors,
@@ -642,6 +647,54 @@ fn start_http(
     Ok(addr)
 }
 
+/// Step 1b: the consumers of the group-managed sources, created and subscribed before the
+/// store is opened, so that their group joins run while the store opens and the tables
+/// replay. After a kill -9 a join waits for the dead member to leave the group (its session:
+/// 9-10 s on librdkafka's mock cluster, which has no static membership); that wait used to
+/// start only after the store had opened (3 s with a million open orders), and the order
+/// intake's only after ready. A subscribed consumer joins in librdkafka's background thread;
+/// its records are read only once its source runs.
+struct GroupConsumers {
+    results: Option<rdkafka::consumer::StreamConsumer>,
+    facts: rdkafka::consumer::StreamConsumer,
+    campaign_control: rdkafka::consumer::StreamConsumer,
+    intake: rdkafka::consumer::StreamConsumer,
+}
+
+impl GroupConsumers {
+    fn subscribe(config: &Config, bootstrap: &str) -> Result<GroupConsumers, AppError> {
+        use rdkafka::consumer::Consumer;
+        let topics = &config.topics;
+        let joined = |spec: &kafka::ConsumerSpec<'_>, t: &[&str]| {
+            let c = kafka::consumer(config, bootstrap, spec)?;
+            // A refusal (topic metadata not there yet) is retried by the source's own loop.
+            if let Err(e) = c.subscribe(t) {
+                tracing::debug!(error = %e, what = spec.what, "early subscribe refused; the source retries");
+            }
+            Ok::<_, AppError>(c)
+        };
+        let results = match config.head_end.mode {
+            HeadEndMode::Simulator => None,
+            HeadEndMode::Kafka => Some(joined(
+                &kafka::results_source::CONSUMER,
+                &[topics.head_end_results.as_str()],
+            )?),
+        };
+        Ok(GroupConsumers {
+            results,
+            facts: joined(
+                &kafka::fact_source::CONSUMER,
+                &[topics.customer_facts.as_str(), topics.control.as_str()],
+            )?,
+            campaign_control: joined(
+                &kafka::campaign_source::CONSUMER,
+                &[topics.campaign_control.as_str()],
+            )?,
+            intake: joined(&kafka::intake::CONSUMER, &[topics.orders.as_str()])?,
+        })
+    }
+}
+
 /// What every Kafka source is built from.
 struct SourceParts<'a> {
     config: &'a Config,
@@ -776,6 +829,7 @@ impl Startup {
     #[allow(clippy::too_many_arguments)]
     fn new(
         parts: &SourceParts<'_>,
+        consumers: GroupConsumers,
         store: &StoreHandle,
         registry: &Arc<Registry>,
         actors: &Actors,
@@ -785,13 +839,19 @@ impl Startup {
         shutdown: watch::Receiver<bool>,
         stop_intake: watch::Receiver<bool>,
     ) -> Result<Startup, AppError> {
-        let (config, bootstrap) = (parts.config, parts.bootstrap);
+        let config = parts.config;
         let topics = &config.topics;
         let tables_ready = watch::Sender::new(false);
-        let results = match config.head_end.mode {
-            HeadEndMode::Simulator => None,
-            HeadEndMode::Kafka => Some(parts.source(
-                kafka::consumer(config, bootstrap, &kafka::results_source::CONSUMER)?,
+        let GroupConsumers {
+            results,
+            facts,
+            campaign_control,
+            intake,
+        } = consumers;
+        let results = match results {
+            None => None,
+            Some(consumer) => Some(parts.source(
+                consumer,
                 Subscription::Group(vec![topics.head_end_results.clone()]),
                 Offsets::NotStored,
                 kafka::results_source::Results {
@@ -801,7 +861,7 @@ impl Startup {
             )),
         };
         let facts = parts.source(
-            kafka::consumer(config, bootstrap, &kafka::fact_source::CONSUMER)?,
+            facts,
             Subscription::Group(vec![topics.customer_facts.clone(), topics.control.clone()]),
             Offsets::AfterWork,
             kafka::fact_source::Facts {
@@ -812,7 +872,7 @@ impl Startup {
             },
         );
         let campaign_control = parts.source(
-            kafka::consumer(config, bootstrap, &kafka::campaign_source::CONSUMER)?,
+            campaign_control,
             Subscription::Group(vec![topics.campaign_control.clone()]),
             Offsets::AfterWork,
             kafka::campaign_source::CampaignControl {
@@ -821,7 +881,7 @@ impl Startup {
             },
         );
         let intake = Source {
-            consumer: kafka::consumer(config, bootstrap, &kafka::intake::CONSUMER)?,
+            consumer: intake,
             producer: parts.producer.clone(),
             dead_letter_topic: topics.dead_letter.clone(),
             clock: parts.clock.clone(),
@@ -874,6 +934,14 @@ impl Startup {
             stop_intake,
         } = self;
         let mut stopping = stop_intake.clone();
+        // The open-work scan runs while the tables replay and the groups join (it was after
+        // them: 2-3 s of a restart with a million open orders). Nothing adds open work before
+        // ready (the intake starts after it); a fact handled meanwhile may close some, and a
+        // meter told to recover with nothing open does nothing.
+        let open_work = {
+            let (store, started) = (store.store().clone(), std::time::Instant::now());
+            tokio::task::spawn_blocking(move || (store.meters_with_open_work(), started.elapsed()))
+        };
         // The results and facts sources start now, joining their groups while the tables are
         // replayed (after a kill -9 a join waits out the dead member's session: 10 s of a
         // restart, measured by the recovery load test); their handlers hold every record
@@ -912,12 +980,18 @@ impl Startup {
                 _ = stopping.changed() => return,
             }
         }
-        let scan = std::time::Instant::now();
-        match store.store().meters_with_open_work() {
+        let (found, scan_took) = match open_work.await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "the open-work scan did not finish; intake not started");
+                return;
+            }
+        };
+        match found {
             Ok(meters) if !meters.is_empty() => {
                 tracing::info!(
                     meters = meters.len(),
-                    scan_secs = scan.elapsed().as_secs_f64(),
+                    scan_secs = scan_took.as_secs_f64(),
                     "resuming open work after restart (paced by the store)"
                 );
                 // Each meter reads its own open orders when it handles the message (a list

@@ -249,8 +249,20 @@ impl<H: Handler> Source<H> {
     fn subscribe(&self) -> Result<Option<Behind>, String> {
         match &self.subscription {
             Subscription::Group(topics) => {
-                let t: Vec<&str> = topics.iter().map(String::as_str).collect();
-                self.consumer.subscribe(&t).map_err(|e| e.to_string())?;
+                // Subscribed early by the wiring (to join the group while the store opens):
+                // subscribing again would leave and rejoin the group.
+                let mut have: Vec<String> = self
+                    .consumer
+                    .subscription()
+                    .map(|l| l.elements().iter().map(|e| e.topic().to_string()).collect())
+                    .unwrap_or_default();
+                let mut want = topics.clone();
+                have.sort();
+                want.sort();
+                if have != want {
+                    let t: Vec<&str> = topics.iter().map(String::as_str).collect();
+                    self.consumer.subscribe(&t).map_err(|e| e.to_string())?;
+                }
                 Ok(None)
             }
             Subscription::FromStart(topic) => {
