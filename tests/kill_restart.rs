@@ -241,23 +241,34 @@ async fn sigkill_mid_campaign_releases_every_order_exactly_once() {
         "schema_version":1,"campaign_id":"KC","rate_per_hour":7200,"time_zone":"UTC",
         "windows":{"monday":day,"tuesday":day,"wednesday":day,"thursday":day,"friday":day,"saturday":day,"sunday":day},
         "start_at":start.to_string()}})).await;
-    // Dispatches by order, deduplicated as docs/topics.md tells consumers to: events are at
-    // least once (one published just before the kill may be published again from the outbox,
-    // the same event: the same instant), and (order_id, status, attempt) is unique for every
-    // real event (a second dispatch would be a later attempt, at a later instant).
-    let dispatched = |l: &TopicLog| {
-        let mut m: HashMap<String, Vec<jiff::Timestamp>> = HashMap::new();
+    // Releases by order: the dispatch of an order's first command (`<order>/1`), deduplicated
+    // as docs/topics.md tells consumers to: events are at least once (one published just
+    // before the kill may be published again from the outbox, the same event: the same
+    // instant). A release sent twice would show as a second first-attempt dispatch at another
+    // instant. A later attempt is not a release: a command whose answer was lost in the kill
+    // is checked after the restart (the simulator's field does not survive the process, so
+    // its switch reads as connected) and sent again as attempt 2, and only for an order
+    // dispatched before the kill.
+    let dispatches = |l: &TopicLog| {
+        let mut first: HashMap<String, Vec<jiff::Timestamp>> = HashMap::new();
+        let mut later: Vec<(String, String, jiff::Timestamp)> = Vec::new();
         let mut seen = HashSet::new();
         for e in l.events() {
             if e.status == OrderStatus::Dispatched
                 && e.order_id.starts_with("KCO-")
                 && seen.insert((e.order_id.clone(), e.at))
             {
-                m.entry(e.order_id.clone()).or_default().push(e.at);
+                let cmd = e.command_id.clone().unwrap_or_default();
+                if cmd == format!("{}/1", e.order_id) {
+                    first.entry(e.order_id.clone()).or_default().push(e.at);
+                } else {
+                    later.push((e.order_id.clone(), cmd, e.at));
+                }
             }
         }
-        m
+        (first, later)
     };
+    let dispatched = |l: &TopicLog| dispatches(l).0;
     let mut child = spawn_switchyard(&config_path, &log);
     events
         .wait(
@@ -268,6 +279,7 @@ async fn sigkill_mid_campaign_releases_every_order_exactly_once() {
         .await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    let killed_at = jiff::Timestamp::now();
     let mut child = spawn_switchyard(&config_path, &log);
     events
         .wait(
@@ -278,11 +290,23 @@ async fn sigkill_mid_campaign_releases_every_order_exactly_once() {
         .await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let d = dispatched(&events);
+    let (d, later) = dispatches(&events);
     assert_eq!(d.len(), n, "none skipped");
     assert!(
         d.values().all(|v| v.len() == 1),
         "none released twice: {d:?}"
+    );
+    for (order, cmd, at) in &later {
+        let released = d[order][0];
+        assert!(
+            released < killed_at && *at > killed_at,
+            "{order}: {cmd} at {at} is a resend, allowed only after the kill ({killed_at}) for an order released before it (released {released})"
+        );
+    }
+    eprintln!(
+        "campaign kill test: {} orders released before the kill, {} resent after it (outcome lost in the kill)",
+        d.values().filter(|v| v[0] < killed_at).count(),
+        later.len()
     );
     let mut times: Vec<jiff::Timestamp> = d.values().map(|v| v[0]).collect();
     times.sort();
