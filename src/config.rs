@@ -27,6 +27,8 @@ const RESERVED_CLIENT_KEYS: &[&str] = &[
     "enable.auto.commit",
     "enable.auto.offset.store",
     "group.id",
+    "group.instance.id",
+    "session.timeout.ms",
     "bootstrap.servers",
     "isolation.level",
 ];
@@ -328,6 +330,18 @@ pub struct KafkaConfig {
     /// Bootstrap servers; empty starts librdkafka's mock cluster in-process.
     pub brokers: String,
     pub(crate) group_id: String,
+    /// This instance's stable name in its consumer groups (librdkafka `group.instance.id`,
+    /// static membership): a restarted instance takes its partitions back without a rebalance
+    /// while its session lasts. Unset: dynamic membership. Unique per instance (a
+    /// StatefulSet's pod name).
+    #[serde(default)]
+    pub(crate) instance_id: Option<String>,
+    /// How long a group member may go silent before the coordinator hands its partitions to
+    /// the others (`session.timeout.ms`): the wait after a kill -9, and with `instance_id`
+    /// how long a restart may take and still keep its partitions. Within the broker's
+    /// `group.min/max.session.timeout.ms` (6 s to 30 min by default).
+    #[serde(deserialize_with = "duration::millis")]
+    pub session_timeout_ms: u64,
     pub embedded_partitions: i32,
     pub(crate) intake_batch_max: usize,
     #[serde(deserialize_with = "duration::millis")]
@@ -728,6 +742,25 @@ impl Config {
         let k = &self.kafka;
         if k.group_id.trim().is_empty() {
             return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if let Some(id) = &k.instance_id {
+            if id.is_empty()
+                || id.len() > 249
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(invalid(
+                    "kafka.instance_id",
+                    format!("`{id}` must be 1-249 of [a-zA-Z0-9._-] (e.g. the pod name), unique per instance; remove the key for dynamic membership"),
+                ));
+            }
+        }
+        if !(1_000..=1_800_000).contains(&k.session_timeout_ms) {
+            return Err(invalid(
+                "kafka.session_timeout_ms",
+                "must be between 1s and 30m (and within the broker's group.min/max.session.timeout.ms, 6 s to 30 min by default)",
+            ));
         }
         if !(1..=1024).contains(&k.embedded_partitions) {
             return Err(invalid(
@@ -1590,6 +1623,47 @@ mod tests {
         ));
         assert_eq!(key, "head_end.command_deadline_secs");
         assert!(message.contains("\"30s\""), "{message}");
+    }
+
+    #[test]
+    fn static_membership_and_the_session_come_from_the_environment_and_are_checked() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("SWITCHYARD__KAFKA__INSTANCE_ID", "switchyard-2"),
+                ("SWITCHYARD__KAFKA__SESSION_TIMEOUT_MS", "45s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.instance_id.as_deref(), Some("switchyard-2"));
+        assert_eq!(c.kafka.session_timeout_ms, 45_000);
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.kafka.instance_id, None, "dynamic membership by default");
+        assert_eq!(c.kafka.session_timeout_ms, 10_000);
+        for bad in ["", "pod 1", "switchyard/1"] {
+            let (key, message) = rejected(Config::load_with_env(
+                None,
+                env(&[("SWITCHYARD__KAFKA__INSTANCE_ID", bad)]),
+            ));
+            assert_eq!(key, "kafka.instance_id", "{bad:?}: {message}");
+        }
+        for bad in ["500ms", "31m"] {
+            let (key, message) = rejected(Config::load_with_env(
+                None,
+                env(&[("SWITCHYARD__KAFKA__SESSION_TIMEOUT_MS", bad)]),
+            ));
+            assert_eq!(key, "kafka.session_timeout_ms", "{bad}: {message}");
+            assert!(
+                message.contains("group.min/max.session.timeout.ms"),
+                "{message}"
+            );
+        }
+        // Not through kafka.client: switchyard sets them.
+        let text = DEFAULT_TOML.replace(
+            "[kafka.client]",
+            "[kafka.client]\n\"group.instance.id\" = \"x\"",
+        );
+        assert!(rejected_key(from_text(&text)).starts_with("kafka.client"));
     }
 
     #[test]

@@ -334,3 +334,125 @@ async fn sigkill_mid_campaign_releases_every_order_exactly_once() {
         );
     }
 }
+
+/// Static membership on the real Kafka broker: an instance named by `kafka.instance_id`
+/// (`group.instance.id`) that is killed with SIGKILL and started again within its session takes
+/// its partitions back at once, instead of waiting for the coordinator to expire the dead
+/// member. The session here is 45 s: with dynamic membership the restart's groups could not
+/// settle before it ran out (ready after more than 45 s); with the instance id, ready well within
+/// half of it, and an order sent after the restart is carried out.
+#[actix_rt::test]
+async fn a_restart_with_static_membership_does_not_wait_out_the_dead_members_session() {
+    if std::env::var("SWITCHYARD_TEST_BACKEND").as_deref() == Ok("scylla") {
+        return; // already on the real broker in the first pass
+    }
+    let Some(kafka) = common::servers::kafka("static membership") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let defaults = switchyard::Config::load_with_env(None, Vec::<(String, String)>::new()).unwrap();
+    let mut env = vec![
+        ("SWITCHYARD__KAFKA__BROKERS".to_string(), kafka.clone()),
+        (
+            "SWITCHYARD__KAFKA__GROUP_ID".to_string(),
+            format!("switchyard-static-{tag}"),
+        ),
+        (
+            "SWITCHYARD__KAFKA__INSTANCE_ID".to_string(),
+            "switchyard-0".to_string(),
+        ),
+        (
+            "SWITCHYARD__KAFKA__SESSION_TIMEOUT_MS".to_string(),
+            "45s".to_string(),
+        ),
+    ];
+    for (key, topic) in defaults.topics.all() {
+        let var = format!(
+            "SWITCHYARD__TOPICS__{}",
+            key.trim_start_matches("topics.").to_ascii_uppercase()
+        );
+        env.push((var, format!("{topic}.{tag}")));
+    }
+    let mut cfg = switchyard::Config::load_with_env(None, env.clone()).unwrap();
+    let _no_mock = host_kafka_with(&mut cfg, 4); // creates the topics on the broker
+    let config_path = write_child_config(dir.path(), &kafka, &[]);
+    // The child gets the overrides from its environment, as an operator (a StatefulSet) sets them.
+    let lines: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(dir.path().join("switchyard.env"), lines).unwrap();
+    let log = dir.path().join("switchyard.log");
+    let starts = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("order intake started")
+            .count()
+    };
+    let p = producer(&kafka);
+    let events = TopicLog::follow(&kafka, &cfg.topics.order_events);
+    for i in 0..8 {
+        let m = format!("SM-{i}");
+        produce_json(&p, &cfg.topics.registry, &m, meter(&m, true)).await;
+        Order::disconnect(&format!("SMO-{i}"), &m)
+            .produce(&p, &cfg.topics.orders)
+            .await;
+    }
+    let mut child = spawn_switchyard(&config_path, &log);
+    eventually(
+        "the first start to be ready",
+        Duration::from_secs(120),
+        async || starts() >= 1,
+    )
+    .await;
+    events
+        .wait("the first orders final", Duration::from_secs(60), |l| {
+            (0..8).all(|i| l.finals().contains(&format!("SMO-{i}")))
+        })
+        .await;
+    child.kill().unwrap(); // SIGKILL: no LeaveGroup, the members stay in their groups
+    child.wait().unwrap();
+    let t = Instant::now();
+    let mut child = spawn_switchyard(&config_path, &log);
+    eventually(
+        Lazy(|| {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            format!(
+                "the restart to be ready: {}",
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            )
+        }),
+        Duration::from_secs(120),
+        async || starts() >= 2,
+    )
+    .await;
+    let ready = t.elapsed();
+    produce_json(&p, &cfg.topics.registry, "SM-9", meter("SM-9", true)).await;
+    Order::disconnect("SMO-9", "SM-9")
+        .produce(&p, &cfg.topics.orders)
+        .await;
+    events
+        .wait(
+            "an order sent after the restart final",
+            Duration::from_secs(30),
+            |l| l.finals().contains("SMO-9"),
+        )
+        .await;
+    let carried_out = t.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!(
+        "static membership: ready {} ms after the restart, the next order final after {} ms (session 45 s)",
+        ready.as_millis(),
+        carried_out.as_millis()
+    );
+    assert!(
+        ready < Duration::from_millis(22_500),
+        "ready {ready:?} after a kill -9 with group.instance.id: the groups waited for the dead member's session (45 s)"
+    );
+}

@@ -198,16 +198,25 @@ pub(crate) fn consumer(
     c.set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
+    let session = config.kafka.session_timeout_ms;
+    let group_member = |c: &mut ClientConfig| {
+        c.set("session.timeout.ms", session.to_string())
+            .set("heartbeat.interval.ms", (session / 3).min(3000).to_string());
+        if let Some(id) = &config.kafka.instance_id {
+            // The same name in each of switchyard's groups: unique per instance within a group.
+            c.set("group.instance.id", id);
+        }
+    };
     match commit {
         Commit::AfterWork => {
             c.set("enable.auto.commit", "true")
                 .set("auto.commit.interval.ms", "500")
-                .set("enable.auto.offset.store", "false")
-                .set("session.timeout.ms", "10000");
+                .set("enable.auto.offset.store", "false");
+            group_member(&mut c);
         }
         Commit::Auto => {
-            c.set("enable.auto.commit", "true")
-                .set("session.timeout.ms", "10000");
+            c.set("enable.auto.commit", "true");
+            group_member(&mut c);
         }
         Commit::Never => {
             c.set("enable.auto.commit", "false");
