@@ -33,6 +33,16 @@ const RESERVED_CLIENT_KEYS: &[&str] = &[
     "isolation.level",
 ];
 
+/// A name Kafka accepts for a topic (and switchyard for a group instance id): 1-249 of
+/// `[a-zA-Z0-9._-]`.
+fn kafka_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// Prefix of environment variables that override configuration keys.
 pub(crate) const ENV_PREFIX: &str = "SWITCHYARD__";
 
@@ -744,12 +754,7 @@ impl Config {
             return Err(invalid("kafka.group_id", "must not be empty"));
         }
         if let Some(id) = &k.instance_id {
-            if id.is_empty()
-                || id.len() > 249
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            {
+            if !kafka_name(id) {
                 return Err(invalid(
                     "kafka.instance_id",
                     format!("`{id}` must be 1-249 of [a-zA-Z0-9._-] (e.g. the pod name), unique per instance; remove the key for dynamic membership"),
@@ -796,12 +801,7 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for (key, topic) in self.topics.all() {
-            if topic.is_empty()
-                || topic.len() > 249
-                || !topic
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            {
+            if !kafka_name(topic) {
                 return Err(invalid(
                     key,
                     format!("`{topic}` is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
