@@ -29,6 +29,8 @@ const RESERVED_CLIENT_KEYS: &[&str] = &[
     "group.id",
     "group.instance.id",
     "session.timeout.ms",
+    "partition.assignment.strategy",
+    "group.protocol",
     "bootstrap.servers",
     "isolation.level",
 ];
@@ -1664,6 +1666,17 @@ mod tests {
             "[kafka.client]\n\"group.instance.id\" = \"x\"",
         );
         assert!(rejected_key(from_text(&text)).starts_with("kafka.client"));
+        for pinned in ["partition.assignment.strategy", "group.protocol"] {
+            let text = DEFAULT_TOML.replace(
+                "[kafka.client]",
+                &format!("[kafka.client]\n{pinned:?} = \"x\""),
+            );
+            assert_eq!(
+                rejected_key(from_text(&text)),
+                format!("kafka.client.\"{pinned}\""),
+                "{pinned} is set by switchyard"
+            );
+        }
     }
 
     #[test]

@@ -201,7 +201,13 @@ pub(crate) fn consumer(
     let session = config.kafka.session_timeout_ms;
     let group_member = |c: &mut ClientConfig| {
         c.set("session.timeout.ms", session.to_string())
-            .set("heartbeat.interval.ms", (session / 3).min(3000).to_string());
+            .set("heartbeat.interval.ms", (session / 3).min(3000).to_string())
+            // Pinned, not left to defaults: the range assignor gives partition i of topics with
+            // the same members and partition count to the same member (what co-partitioned
+            // ownership needs, docs/architecture.md "Scale out"); the next consumer protocol
+            // (KIP-848) ignores the client's assignor, and librdkafka's default will move to it.
+            .set("partition.assignment.strategy", "range")
+            .set("group.protocol", "classic");
         if let Some(id) = &config.kafka.instance_id {
             // The same name in each of switchyard's groups: unique per instance within a group.
             c.set("group.instance.id", id);
@@ -347,8 +353,9 @@ mod tests {
             commit: super::Commit::AfterWork,
             what: "test consumer",
         };
-        super::consumer(&config, "127.0.0.1:1", &spec).expect("a SASL_SSL consumer");
+        let _consumer =
+            super::consumer(&config, "127.0.0.1:1", &spec).expect("a SASL_SSL consumer");
         let p: Result<FutureProducer, _> = super::producer_config(&config, "127.0.0.1:1").create();
-        p.expect("a SASL_SSL producer");
+        let _producer = p.expect("a SASL_SSL producer");
     }
 }
