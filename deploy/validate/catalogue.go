@@ -33,6 +33,16 @@ var (
 // loadCatalogue reads the metric table of docs/metrics.md. A label is a backquoted name in the
 // labels column outside parentheses ("`campaign` (at most 32 ids, then `other`), `state` = …"
 // gives campaign and state).
+// mustCatalogue loads the catalogue, or reports why not and ends the check named `check`.
+func mustCatalogue(path, check string, p *problems) *catalogue {
+	c, err := loadCatalogue(path)
+	if err != nil {
+		p.add("%v", err)
+		p.exit(check)
+	}
+	return c
+}
+
 func loadCatalogue(path string) (*catalogue, error) {
 	f, err := os.Open(path)
 	if err != nil {

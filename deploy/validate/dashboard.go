@@ -76,11 +76,7 @@ type target struct {
 // variables substituted, parses as PromQL and queries only catalogue metrics and labels.
 func runDashboard(cataloguePath string, files []string) {
 	var p problems
-	c, err := loadCatalogue(cataloguePath)
-	if err != nil {
-		p.add("%v", err)
-		p.exit("dashboard")
-	}
+	c := mustCatalogue(cataloguePath, "dashboard", &p)
 	for _, file := range files {
 		checkDashboard(c, file, &p)
 	}

@@ -18,11 +18,7 @@ var severities = map[string]bool{"critical": true, "warning": true, "info": true
 // catalogue, and that every alert has a severity label.
 func runRules(cataloguePath string, files []string) {
 	var p problems
-	c, err := loadCatalogue(cataloguePath)
-	if err != nil {
-		p.add("%v", err)
-		p.exit("rules")
-	}
+	c := mustCatalogue(cataloguePath, "rules", &p)
 	for _, file := range files {
 		content, err := os.ReadFile(file)
 		if err != nil {
