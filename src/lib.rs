@@ -16,7 +16,8 @@
 //!   `retry`: the one back-off every retrying loop waits on.
 //! - [`commit`]: the group-commit writer in front of the store ([`commit::StoreHandle`]).
 //! - [`registry`]: compact in-memory entry for every registered meter; [`facts`]: weather,
-//!   emergencies, payments, certificates and approvals as they arrive, and the zone fact book.
+//!   emergencies, payments, certificates and approvals as they arrive, and the zone fact book;
+//!   `ownership`: which meters this instance owns (the units its consumer group gave it).
 //! - [`head_end`]: the head-end boundary; simulator and Kafka bridge.
 //! - [`campaign`]: staged mass disconnects: release queue, windows, planner, campaign actors.
 //! - [`meter`]: the pure meter state machine, the meter actor, the live-actor directory.
@@ -42,6 +43,7 @@ pub(crate) mod http;
 pub mod kafka;
 pub mod meter;
 pub mod observability;
+pub(crate) mod ownership;
 pub mod policy;
 pub mod registry;
 mod retry;

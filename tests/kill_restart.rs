@@ -132,13 +132,7 @@ async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
     child.wait().unwrap();
 
     // No accepted order lost: every one completed.
-    let mut by_order: HashMap<String, Vec<OrderStatus>> = HashMap::new();
-    for e in events.events() {
-        by_order
-            .entry(e.order_id.clone())
-            .or_default()
-            .push(e.status);
-    }
+    let mut by_order = events.statuses_by_order();
     for i in 0..n {
         let id = format!("KO-{i:06}");
         let st = by_order.remove(&id).unwrap_or_default();
@@ -350,20 +344,8 @@ async fn a_restart_with_static_membership_does_not_wait_out_the_dead_members_ses
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let tag = format!(
-        "{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let defaults = switchyard::Config::load_with_env(None, Vec::<(String, String)>::new()).unwrap();
-    let mut env = vec![
-        ("SWITCHYARD__KAFKA__BROKERS".to_string(), kafka.clone()),
-        (
-            "SWITCHYARD__KAFKA__GROUP_ID".to_string(),
-            format!("switchyard-static-{tag}"),
-        ),
+    let (_, mut env) = real_broker_env(&kafka, "switchyard-static");
+    env.extend([
         (
             "SWITCHYARD__KAFKA__INSTANCE_ID".to_string(),
             "switchyard-0".to_string(),
@@ -372,14 +354,7 @@ async fn a_restart_with_static_membership_does_not_wait_out_the_dead_members_ses
             "SWITCHYARD__KAFKA__SESSION_TIMEOUT_MS".to_string(),
             "45s".to_string(),
         ),
-    ];
-    for (key, topic) in defaults.topics.all() {
-        let var = format!(
-            "SWITCHYARD__TOPICS__{}",
-            key.trim_start_matches("topics.").to_ascii_uppercase()
-        );
-        env.push((var, format!("{topic}.{tag}")));
-    }
+    ]);
     let mut cfg = switchyard::Config::load_with_env(None, env.clone()).unwrap();
     let _no_mock = host_kafka_with(&mut cfg, 4); // creates the topics on the broker
     let config_path = write_child_config(dir.path(), &kafka, &[]);

@@ -85,6 +85,7 @@ on_both!(
     outbox_entries_are_numbered_in_order_and_deleted_when_acknowledged,
     campaigns_their_orders_and_releases,
     kept_table_records_are_replaced_and_removed,
+    an_assignment_loads_exactly_the_open_work_of_its_units,
 );
 
 #[test]

@@ -41,6 +41,9 @@ pub enum DeadLetterReason {
     InvalidHeadEndResult,
     InvalidFact,
     InvalidCampaign,
+    /// A meter-keyed record read by an instance that does not own its meter (its key hashes
+    /// to another partition than the one it came from).
+    Misrouted,
 }
 
 impl DeadLetterReason {

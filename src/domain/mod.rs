@@ -56,7 +56,7 @@ mod tests {
         assert_eq!(same_names::<OrderStatus>(), 11);
         assert_eq!(same_names::<CommandKind>(), 4);
         assert_eq!(same_names::<FailureCode>(), 7);
-        assert_eq!(same_names::<DeadLetterReason>(), 16);
+        assert_eq!(same_names::<DeadLetterReason>(), 17);
         assert_eq!(same_names::<ExceptionKind>(), 6);
         assert_eq!(same_names::<Day>(), 7);
         assert_eq!(same_names::<Protection>(), 5);

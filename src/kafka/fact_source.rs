@@ -31,13 +31,6 @@ pub(crate) struct Facts {
     pub(crate) tables: super::source::TablesReady,
 }
 
-/// This source's consumer.
-pub(crate) const CONSUMER: super::ConsumerSpec<'static> = super::ConsumerSpec {
-    group_suffix: Some("facts"),
-    commit: super::Commit::AfterWork,
-    what: "meter-facts consumer",
-};
-
 impl Facts {
     fn parse(&self, msg: &OwnedMessage) -> Result<MeterFact, Rejected> {
         let control = msg.topic() == self.control_topic;
@@ -55,6 +48,9 @@ impl Facts {
                     f.meter_id()
                 ),
             ));
+        }
+        if let Some(r) = super::meter_source::misrouted(&self.directory, f.meter_id(), msg) {
+            return Err(r);
         }
         Ok(f)
     }

@@ -39,13 +39,6 @@ pub(crate) struct Intake {
     pub(crate) unknown_meter_grace: Duration,
 }
 
-/// This source's consumer.
-pub(crate) const CONSUMER: super::ConsumerSpec<'static> = super::ConsumerSpec {
-    group_suffix: None,
-    commit: super::Commit::AfterWork,
-    what: "orders consumer",
-};
-
 impl Handler for Intake {
     fn name(&self) -> &str {
         "order intake"
@@ -72,7 +65,20 @@ impl Intake {
                 |id| self.registry.contains(id),
                 now,
             ) {
-                Ok(order) => accepted.push((order, i)),
+                Ok(order) => {
+                    match super::meter_source::misrouted(&self.directory, &order.meter_id, msg) {
+                        None => accepted.push((order, i)),
+                        Some(r) => rejected.push((
+                            i,
+                            Rejection {
+                                reason: r.reason,
+                                detail: r.detail,
+                                order_id: Some(order.order_id),
+                                meter_id: Some(order.meter_id),
+                            },
+                        )),
+                    }
+                }
                 Err(rej) => rejected.push((i, rej)),
             }
         }

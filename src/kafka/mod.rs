@@ -13,6 +13,7 @@ pub(crate) mod dead_letter;
 pub(crate) mod embedded;
 pub(crate) mod fact_source;
 pub(crate) mod intake;
+pub(crate) mod meter_source;
 pub(crate) mod publisher;
 pub(crate) mod results_source;
 pub(crate) mod source;
@@ -25,6 +26,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
 
 use crate::config::Config;
 
@@ -43,6 +45,65 @@ pub enum KafkaSetupError {
     Embedded(String),
     #[error("cannot create topic {topic}: {message}")]
     Topic { topic: String, message: String },
+    #[error("the meter-keyed topics are not co-partitioned: {0}. Give orders, customer facts, control (and head-end results) the same partition count: a meter's unit is its partition of each (docs/architecture.md, Scale out)")]
+    NotCoPartitioned(String),
+    #[error("cannot read the partition counts of the meter-keyed topics ({0}); check kafka.brokers and that the topics exist")]
+    NoMetadata(String),
+}
+
+/// A client that only asks the cluster for metadata.
+fn metadata_probe(
+    config: &Config,
+    bootstrap: &str,
+) -> Result<rdkafka::consumer::BaseConsumer, KafkaSetupError> {
+    client_config(config, bootstrap)
+        .create()
+        .map_err(|source| KafkaSetupError::Client {
+            what: "metadata probe",
+            source,
+        })
+}
+
+/// The partition count the meter-keyed `topics` share (a meter's ownership unit is its
+/// partition of each). Refuses topics with different counts, naming them; retries a broker
+/// that does not answer yet for up to `wait`.
+pub(crate) fn meter_partitions(
+    config: &Config,
+    bootstrap: &str,
+    topics: &[String],
+    wait: Duration,
+) -> Result<u32, KafkaSetupError> {
+    use rdkafka::consumer::Consumer;
+    let probe = metadata_probe(config, bootstrap)?;
+    let started = std::time::Instant::now();
+    loop {
+        let mut counts = Vec::new();
+        let mut missing = None;
+        for t in topics {
+            match probe.fetch_metadata(Some(t), Duration::from_secs(5)) {
+                Ok(md) => match md.topics().iter().find(|x| x.name() == t) {
+                    Some(x) if x.error().is_none() && !x.partitions().is_empty() => {
+                        counts.push((t.clone(), x.partitions().len() as u32))
+                    }
+                    _ => missing = Some(format!("topic {t} has no partitions yet")),
+                },
+                Err(e) => missing = Some(format!("{t}: {e}")),
+            }
+        }
+        if missing.is_none() {
+            let first = counts[0].1;
+            if counts.iter().all(|(_, n)| *n == first) {
+                return Ok(first);
+            }
+            let list: Vec<String> = counts.iter().map(|(t, n)| format!("{t} has {n}")).collect();
+            return Err(KafkaSetupError::NotCoPartitioned(list.join(", ")));
+        }
+        if started.elapsed() >= wait {
+            return Err(KafkaSetupError::NoMetadata(missing.unwrap_or_default()));
+        }
+        tracing::debug!(why = ?missing, "meter topics' metadata not there yet; retrying");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Common client settings: bootstrap servers plus the `[kafka.client]` extras.
@@ -79,7 +140,10 @@ pub(crate) struct GapWatch {
 impl GapWatch {
     const RECHECK: Duration = Duration::from_secs(5);
 
-    pub(crate) fn observe<C: rdkafka::consumer::Consumer>(
+    pub(crate) fn observe<
+        X: rdkafka::consumer::ConsumerContext,
+        C: rdkafka::consumer::Consumer<X>,
+    >(
         &mut self,
         consumer: &C,
         msg: &impl rdkafka::Message,
@@ -119,7 +183,7 @@ impl GapWatch {
     }
 
     /// The record at `offset` came after `expected`: lost, if the partition's start moved past.
-    fn gap<C: rdkafka::consumer::Consumer>(
+    fn gap<X: rdkafka::consumer::ConsumerContext, C: rdkafka::consumer::Consumer<X>>(
         &mut self,
         consumer: &C,
         topic: &str,
@@ -161,9 +225,6 @@ pub(crate) enum Commit {
     /// The source stores an offset only once its work is durable; stored offsets are committed
     /// automatically (intake, meter facts).
     AfterWork,
-    /// Offsets of what was read are committed automatically (head-end results: a lost result
-    /// is recovered by a status check).
-    Auto,
     /// Never committed: tables replayed from the beginning at every start.
     Never,
 }
@@ -179,12 +240,75 @@ pub(crate) struct ConsumerSpec<'a> {
     pub(crate) what: &'static str,
 }
 
+/// What hears of a group's rebalances, inside the consumer's poll (between two batches of
+/// its source's loop): [`meter_source::Rebalancing`] for the meter consumer.
+pub(crate) trait RebalanceListener: Send + Sync + 'static {
+    fn revoking(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<SourceContext>,
+        tpl: &TopicPartitionList,
+    );
+    fn assigned(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<SourceContext>,
+        tpl: &TopicPartitionList,
+    );
+}
+
+/// The context of every source's consumer: librdkafka's defaults, plus the rebalance listener
+/// of a consumer that has one.
+#[derive(Default, Clone)]
+pub(crate) struct SourceContext {
+    listener: Option<std::sync::Arc<dyn RebalanceListener>>,
+}
+
+impl rdkafka::ClientContext for SourceContext {}
+
+impl rdkafka::consumer::ConsumerContext for SourceContext {
+    fn pre_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        match (rebalance, &self.listener) {
+            (rdkafka::consumer::Rebalance::Revoke(tpl), Some(l)) => l.revoking(consumer, tpl),
+            (rdkafka::consumer::Rebalance::Error(e), _) => {
+                tracing::warn!(error = %e, "consumer group rebalance error")
+            }
+            _ => {}
+        }
+    }
+
+    fn post_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let (rdkafka::consumer::Rebalance::Assign(tpl), Some(l)) = (rebalance, &self.listener) {
+            l.assigned(consumer, tpl);
+        }
+    }
+}
+
+/// Every source's consumer.
+pub(crate) type SourceConsumer = rdkafka::consumer::StreamConsumer<SourceContext>;
+
 /// The consumer `spec` describes.
 pub(crate) fn consumer(
     config: &Config,
     bootstrap: &str,
     spec: &ConsumerSpec<'_>,
-) -> Result<rdkafka::consumer::StreamConsumer, KafkaSetupError> {
+) -> Result<SourceConsumer, KafkaSetupError> {
+    consumer_hearing(config, bootstrap, spec, None)
+}
+
+/// As [`consumer`], with `listener` told of every rebalance.
+pub(crate) fn consumer_hearing(
+    config: &Config,
+    bootstrap: &str,
+    spec: &ConsumerSpec<'_>,
+    listener: Option<std::sync::Arc<dyn RebalanceListener>>,
+) -> Result<SourceConsumer, KafkaSetupError> {
     let ConsumerSpec {
         group_suffix: suffix,
         commit,
@@ -220,15 +344,11 @@ pub(crate) fn consumer(
                 .set("enable.auto.offset.store", "false");
             group_member(&mut c);
         }
-        Commit::Auto => {
-            c.set("enable.auto.commit", "true");
-            group_member(&mut c);
-        }
         Commit::Never => {
             c.set("enable.auto.commit", "false");
         }
     }
-    c.create()
+    c.create_with_context(SourceContext { listener })
         .map_err(|source| KafkaSetupError::Client { what, source })
 }
 
@@ -251,13 +371,8 @@ pub fn producer_config(config: &Config, bootstrap: &str) -> ClientConfig {
 /// Creates the topics switchyard uses that do not exist yet (where the broker allows it). A
 /// broker that refuses is not fatal: the topics may be provisioned by the platform team.
 pub async fn ensure_topics(config: &Config, bootstrap: &str) -> Result<(), KafkaSetupError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let probe: BaseConsumer = client_config(config, bootstrap)
-        .create()
-        .map_err(|source| KafkaSetupError::Client {
-            what: "metadata probe",
-            source,
-        })?;
+    use rdkafka::consumer::Consumer;
+    let probe = metadata_probe(config, bootstrap)?;
     let existing: Vec<String> = match probe.fetch_metadata(None, Duration::from_secs(10)) {
         Ok(md) => md.topics().iter().map(|t| t.name().to_string()).collect(),
         Err(e) => {

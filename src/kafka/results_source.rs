@@ -21,13 +21,6 @@ pub(crate) struct Results {
     pub(crate) tables: super::source::TablesReady,
 }
 
-/// This source's consumer.
-pub(crate) const CONSUMER: super::ConsumerSpec<'static> = super::ConsumerSpec {
-    group_suffix: Some("head-end-results"),
-    commit: super::Commit::Auto,
-    what: "head-end results consumer",
-};
-
 /// A result as read from the topic, or why it is not one.
 fn parse(msg: &OwnedMessage) -> Result<CommandResult, String> {
     let r = msg
@@ -69,10 +62,14 @@ impl Handler for Results {
         let mut rejected = Vec::new();
         for (i, msg) in batch.iter().enumerate() {
             match parse(msg) {
-                Ok(r) => {
+                Ok(r) if self.directory.owns(&r.meter_id) => {
                     let meter = r.meter_id.clone();
                     self.directory.deliver(&meter, MeterMsg::Result(r));
                 }
+                Ok(r) => rejected.extend(
+                    super::meter_source::misrouted(&self.directory, &r.meter_id, msg)
+                        .map(|x| (i, x)),
+                ),
                 Err(reason) => rejected.push((
                     i,
                     Rejected::new(DeadLetterReason::InvalidHeadEndResult, reason),

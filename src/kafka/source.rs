@@ -12,7 +12,7 @@
 //!   handler has returned (its work is durable) and the batch's dead letters are acknowledged;
 //!   stored offsets are committed by librdkafka, and once more synchronously at shutdown;
 //! - lost records: [`super::GapWatch`] on group subscriptions;
-//! - gates: a oneshot that fires once partitions are assigned, or once every record that was on
+//! - gates: a oneshot that fires once every record that was on
 //!   them at assignment has been handled ([`Gate`]);
 //! - pausing: a handler that cannot make progress (the store refuses writes) waits through
 //!   [`Io::pause_for`], which stops fetching but keeps the group membership alive.
@@ -22,7 +22,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
+
+use super::SourceConsumer as StreamConsumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -56,6 +58,11 @@ impl Rejected {
 pub(crate) struct TablesReady(pub(crate) tokio::sync::watch::Receiver<bool>);
 
 impl TablesReady {
+    /// Have they caught up (now)?
+    pub(crate) fn ready(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Waits until the tables have caught up; false if startup was abandoned (shutdown).
     pub(crate) async fn wait(&self) -> bool {
         self.0.clone().wait_for(|ready| *ready).await.is_ok()
@@ -81,6 +88,17 @@ pub(crate) trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Handled> + Send + 'a;
     /// The gate opened ([`Gate::CaughtUp`]): every record that was there at start is handled.
     fn caught_up(&self, _records: usize) {}
+    /// False for a record read before its partition was revoked (it is the new owner's now):
+    /// dropped before the batch is handled, its offset not stored.
+    fn keep(&self, _msg: &OwnedMessage) -> bool {
+        true
+    }
+    /// Called every 50 ms and after every batch (handled, offsets stored), with the consumer:
+    /// for handlers that follow their partitions' progress (the meter source's assignments).
+    fn tick(&self, _consumer: &StreamConsumer, _handled: &[OwnedMessage]) {}
+    /// The loop resumed every assigned partition after [`Io::pause_for`]: pause again what
+    /// the handler keeps paused.
+    fn resumed(&self, _consumer: &StreamConsumer) {}
 }
 
 /// How the source reads its topics.
@@ -103,8 +121,6 @@ pub(crate) enum Offsets {
 /// A signal for the wiring to wait on.
 pub(crate) enum Gate {
     None,
-    /// Fires once this member owns partitions.
-    Assigned(oneshot::Sender<()>),
     /// Fires once every record that was on the assigned partitions when they were assigned is
     /// handled. With `give_up_after`, also when no partition was assigned within that time.
     CaughtUp {
@@ -323,11 +339,9 @@ impl<H: Handler> Source<H> {
         let mut on_error = Backoff::fixed(Duration::from_millis(200));
         // "order intake started" is what operators (and the process tests) wait for.
         tracing::info!(source = %name, "{name} started");
-        let mut assigned = None;
         let mut catch_up = None;
         match gate {
             Gate::None => {}
-            Gate::Assigned(tx) => assigned = Some(tx),
             Gate::CaughtUp {
                 done,
                 give_up_after,
@@ -345,15 +359,18 @@ impl<H: Handler> Source<H> {
         let mut held: Vec<OwnedMessage> = Vec::new();
         let mut handled_records = 0usize;
         let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut batch = std::mem::take(&mut held);
             if batch.is_empty() {
-                let gate_open =
-                    assigned.is_some() || catch_up.as_ref().is_some_and(|c| c.done.is_some());
+                let gate_open = catch_up.as_ref().is_some_and(|c| c.done.is_some());
                 let first = tokio::select! {
                     m = self.consumer.recv() => m,
-                    _ = tick.tick(), if gate_open => {
-                        self.gate_tick(&mut assigned, &mut catch_up, handled_records, &name);
+                    _ = tick.tick() => {
+                        if gate_open {
+                            self.gate_tick(&mut catch_up, handled_records, &name);
+                        }
+                        self.handler.tick(&self.consumer, &[]);
                         continue;
                     }
                     _ = shutdown.changed() => break,
@@ -383,6 +400,10 @@ impl<H: Handler> Source<H> {
                     }
                 }
             }
+            batch.retain(|m| self.handler.keep(m));
+            if batch.is_empty() {
+                continue;
+            }
             if group {
                 for msg in &batch {
                     gaps.observe(&self.consumer, msg);
@@ -401,7 +422,10 @@ impl<H: Handler> Source<H> {
                     .assignment()
                     .and_then(|a| self.consumer.resume(&a))
                 {
-                    Ok(()) => tracing::warn!(source = %name, "resumed"),
+                    Ok(()) => {
+                        self.handler.resumed(&self.consumer);
+                        tracing::warn!(source = %name, "resumed")
+                    }
                     Err(e) => tracing::error!(error = %e, source = %name, "cannot resume"),
                 }
             }
@@ -427,6 +451,7 @@ impl<H: Handler> Source<H> {
                 self.store_offsets(&batch, &name);
             }
             handled_records += batch.len();
+            self.handler.tick(&self.consumer, &batch);
             if let Some(c) = &mut catch_up {
                 if let Some(rem) = &mut c.remaining {
                     for msg in &batch {
@@ -463,24 +488,8 @@ impl<H: Handler> Source<H> {
         }
     }
 
-    /// On every tick while a gate is closed: partitions assigned? how far behind at start?
-    fn gate_tick(
-        &self,
-        assigned: &mut Option<oneshot::Sender<()>>,
-        catch_up: &mut Option<CatchUp>,
-        handled: usize,
-        name: &str,
-    ) {
-        if assigned.is_some()
-            && self
-                .consumer
-                .assignment()
-                .map(|a| a.count() > 0)
-                .unwrap_or(false)
-        {
-            tracing::info!(source = %name, "partitions assigned");
-            let _ = assigned.take().expect("some").send(());
-        }
+    /// On every tick while a gate is closed: how far behind at start?
+    fn gate_tick(&self, catch_up: &mut Option<CatchUp>, handled: usize, name: &str) {
         let Some(c) = catch_up else { return };
         if c.done.is_none() {
             return;

@@ -179,7 +179,8 @@ impl MeterActor {
         };
         MeterFacts {
             known: self.known.is_some(),
-            draining: self.dir.draining(),
+            // A meter revoked from this instance starts no command (its actor is stopping).
+            draining: self.dir.draining() || !self.dir.owns(id),
             has_switch,
             head_end_id,
             forecasts: svc.facts.forecasts(&zone),
@@ -543,6 +544,20 @@ impl Handler<Passivate> for MeterActor {
             metrics().actor_passivations.increment(1);
             ctx.stop();
         }
+    }
+}
+
+/// The meter's unit was revoked from this instance: stop now (after the write in progress,
+/// if any; everything is stored), whatever is held.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Relinquish;
+
+impl Handler<Relinquish> for MeterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Relinquish, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 

@@ -109,6 +109,8 @@ pub struct Directory {
     wakes: Arc<Wakes>,
     /// Meters with open work at the last start not yet handed their recovery message.
     recovering: std::sync::atomic::AtomicUsize,
+    /// Which meters this instance owns (set once by the wiring; unset: all of them).
+    ownership: std::sync::OnceLock<Arc<crate::ownership::Ownership>>,
 }
 
 /// The wake-ups of meters, live or passivated, that hold an order until a time (a window
@@ -182,6 +184,7 @@ impl Directory {
             epoch: std::time::Instant::now(),
             wakes: Arc::default(),
             recovering: std::sync::atomic::AtomicUsize::new(0),
+            ownership: std::sync::OnceLock::new(),
         });
         // One sweep for every actor instead of a timer in each: an actor idle for
         // `meters.idle_passivate_secs` is asked to passivate.
@@ -331,6 +334,47 @@ impl Directory {
         metrics().in_flight.increment(delta as f64);
     }
 
+    /// From now on, only the meters `ownership` says are this instance's get an actor here
+    /// (set once, before the first message; later calls are ignored).
+    pub(crate) fn set_ownership(&self, ownership: Arc<crate::ownership::Ownership>) {
+        let _ = self.ownership.set(ownership);
+    }
+
+    /// Is this meter this instance's (its unit assigned here)?
+    pub(crate) fn owns(&self, meter_id: &str) -> bool {
+        self.ownership.get().is_none_or(|o| o.owns(meter_id))
+    }
+
+    /// The units in `units` were revoked: their live actors stop (a meter stores every step
+    /// before it acts on it, so there is nothing to save; a command in flight stays in flight,
+    /// the new owner's to resolve with a status check) and their wake-ups are dropped.
+    /// Messages for them are dropped from now on ([`Directory::deliver`]).
+    pub(crate) fn relinquish(&self, units: &std::collections::BTreeSet<u32>) -> usize {
+        let Some(o) = self.ownership.get() else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in self.live.iter() {
+            if units.contains(&o.unit_of(e.key())) {
+                e.addr.do_send(actor::Relinquish);
+                n += 1;
+            }
+        }
+        let mut w = self.wakes.due.lock().expect("lock");
+        let gone: Vec<Arc<str>> = w
+            .of_meter
+            .keys()
+            .filter(|m| units.contains(&o.unit_of(m)))
+            .cloned()
+            .collect();
+        for m in gone {
+            if let Some(at) = w.of_meter.remove(&m) {
+                w.by_time.remove(&(at, m));
+            }
+        }
+        n
+    }
+
     pub(crate) fn is_live(&self, meter_id: &str) -> bool {
         self.live.contains_key(meter_id)
     }
@@ -349,6 +393,15 @@ impl Directory {
         msg: MeterMsg,
         ack: Option<tokio::sync::oneshot::Sender<()>>,
     ) {
+        if !self.owns(meter_id) {
+            // Revoked meanwhile (a wake-up, a late simulated answer, a zone fact): the new
+            // owner resumes this meter from the store.
+            tracing::debug!(
+                meter = meter_id,
+                "message for a meter owned by another instance dropped"
+            );
+            return;
+        }
         if let Some(e) = self.live.get(meter_id) {
             e.live.pending.fetch_add(1, Ordering::SeqCst);
             e.addr

@@ -46,6 +46,10 @@ pub const CASES: &[(&str, fn(&dyn Store))] = &[
         "kept_table_records_are_replaced_and_removed",
         kept_table_records_are_replaced_and_removed,
     ),
+    (
+        "an_assignment_loads_exactly_the_open_work_of_its_units",
+        an_assignment_loads_exactly_the_open_work_of_its_units,
+    ),
 ];
 
 pub fn at(s: i64) -> Timestamp {
@@ -107,6 +111,68 @@ fn ended(order: &str, meter: &str, status: OrderStatus, s: i64) -> OrderUpdate {
         reason: None,
         at: at(s),
     }
+}
+
+/// What an instance assigned some units resumes: the meters with open work in those units,
+/// none of another unit's, whether or not the store indexes open work by the same units (64:
+/// the ScyllaDB store's default `ownership_units`, read per unit; 8 and 3: a scan filtered by
+/// partition).
+pub fn an_assignment_loads_exactly_the_open_work_of_its_units(s: &dyn Store) {
+    use crate::domain::Partitioner;
+    use std::collections::BTreeSet;
+    let meters: Vec<String> = (0..40).map(|i| format!("UNIT-M-{i}")).collect();
+    s.apply(&[WriteBatch {
+        new_orders: meters
+            .iter()
+            .enumerate()
+            .map(|(i, m)| accepted(&format!("UNIT-SO-{i}"), m, 1))
+            .collect(),
+        ..Default::default()
+    }])
+    .unwrap();
+    for units in [8u32, 3, 64] {
+        let p = Partitioner::Crc32;
+        let of = |u: &BTreeSet<u32>| {
+            let mut want: Vec<String> = meters
+                .iter()
+                .filter(|m| u.contains(&p.partition(m.as_bytes(), units)))
+                .cloned()
+                .collect();
+            want.sort();
+            // (Only this case's meters: a store shared between cases may hold others.)
+            let mut got: Vec<String> = s
+                .meters_with_open_work_in(u, units, p)
+                .unwrap()
+                .into_iter()
+                .filter(|m| m.starts_with("UNIT-M-"))
+                .collect();
+            got.sort();
+            (got, want)
+        };
+        let (got, want) = of(&BTreeSet::from([0, 2]));
+        assert_eq!(got, want, "units 0 and 2 of {units}");
+        assert!(!want.is_empty() && want.len() < meters.len());
+        let (all, want_all) = of(&(0..units).collect());
+        assert_eq!(all, want_all);
+        assert_eq!(all.len(), meters.len(), "every unit together: every meter");
+        let (none, _) = of(&BTreeSet::new());
+        assert!(none.is_empty());
+    }
+    // Final orders are not open work in any unit.
+    s.apply(&[WriteBatch {
+        order_updates: meters
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ended(&format!("UNIT-SO-{i}"), m, OrderStatus::Completed, 2))
+            .collect(),
+        ..Default::default()
+    }])
+    .unwrap();
+    assert!(!s
+        .meters_with_open_work_in(&(0..8).collect(), 8, Partitioner::Crc32)
+        .unwrap()
+        .iter()
+        .any(|m| m.starts_with("UNIT-M-")));
 }
 
 pub fn orders_are_stored_once_and_indexed_while_open(s: &dyn Store) {

@@ -365,6 +365,22 @@ pub trait Store: Send + Sync + 'static {
     fn open_orders(&self, meter_id: &str) -> Result<Vec<OrderRecord>, StoreError>;
     /// Meters with at least one open order or a command in flight (for recovery).
     fn meters_with_open_work(&self) -> Result<Vec<String>, StoreError>;
+    /// The meters with open work whose ownership unit (their partition among `units` by
+    /// `partitioner`) is one of `of`: what an instance that was assigned those units resumes.
+    /// By default the whole scan, filtered; a store whose open work is indexed by the same
+    /// units reads only theirs.
+    fn meters_with_open_work_in(
+        &self,
+        of: &std::collections::BTreeSet<u32>,
+        units: u32,
+        partitioner: crate::domain::partition::Partitioner,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .meters_with_open_work()?
+            .into_iter()
+            .filter(|m| of.contains(&partitioner.partition(m.as_bytes(), units)))
+            .collect())
+    }
     fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError>;
     fn exception(&self, exception_id: &str) -> Result<Option<ExceptionRecord>, StoreError>;
     /// The audit trail of one meter, oldest first.

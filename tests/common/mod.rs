@@ -71,6 +71,35 @@ fn production_parts(dir: &std::path::Path) -> Vec<(String, String)> {
     env
 }
 
+/// For a test of its own on the real broker at `kafka`: a tag unique to this run, and the
+/// environment an operator would set: the broker, a consumer group `<group>-<tag>` and every
+/// topic suffixed with the tag.
+pub fn real_broker_env(kafka: &str, group: &str) -> (String, Vec<(String, String)>) {
+    let tag = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let defaults = Config::load_with_env(None, Vec::<(String, String)>::new()).unwrap();
+    let mut env = vec![
+        ("SWITCHYARD__KAFKA__BROKERS".to_string(), kafka.to_string()),
+        (
+            "SWITCHYARD__KAFKA__GROUP_ID".to_string(),
+            format!("{group}-{tag}"),
+        ),
+    ];
+    for (key, topic) in defaults.topics.all() {
+        let var = format!(
+            "SWITCHYARD__TOPICS__{}",
+            key.trim_start_matches("topics.").to_ascii_uppercase()
+        );
+        env.push((var, format!("{topic}.{tag}")));
+    }
+    (tag, env)
+}
+
 /// Embedded defaults, tuned for tests: instant-ish head-end, short backoffs, any free port.
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut c = Config::load_with_env(None, production_parts(dir)).unwrap();
@@ -477,6 +506,18 @@ impl TopicLog {
     }
 
     /// Order ids that reached a final status.
+    /// Every status each order went through, in the order they were published.
+    pub fn statuses_by_order(&self) -> HashMap<String, Vec<OrderStatus>> {
+        let mut by_order: HashMap<String, Vec<OrderStatus>> = HashMap::new();
+        for e in self.events() {
+            by_order
+                .entry(e.order_id.clone())
+                .or_default()
+                .push(e.status);
+        }
+        by_order
+    }
+
     pub fn finals(&self) -> std::collections::HashSet<String> {
         let p = self.parsed.lock().unwrap();
         p.iter()

@@ -351,6 +351,31 @@ impl ScyllaStore {
     pub(crate) fn unit_of(&self, meter_id: &str) -> i32 {
         self.inner.unit_of(meter_id)
     }
+
+    /// The meters with open work in `units` (one partition read of `open_work` each).
+    fn open_work_of_units(
+        &self,
+        units: std::collections::BTreeSet<u32>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.run(move |i| async move {
+            let units: Vec<i32> = units.into_iter().map(|u| u as i32).collect();
+            let per: Vec<Vec<(String, String)>> = futures::stream::iter(units)
+                .map(|u| {
+                    let i = &i;
+                    async move { i.rows::<(String, String)>(&i.st.open_scan, (u,)).await }
+                })
+                .buffer_unordered(8)
+                .try_collect()
+                .await?;
+            let mut set = std::collections::BTreeSet::new();
+            for rows in per {
+                for (m, _) in rows {
+                    set.insert(m);
+                }
+            }
+            Ok(set.into_iter().collect())
+        })
+    }
 }
 
 async fn connect(o: &ScyllaOptions) -> Result<Session, StoreError> {
@@ -915,24 +940,25 @@ impl Store for ScyllaStore {
     }
 
     fn meters_with_open_work(&self) -> Result<Vec<String>, StoreError> {
-        self.run(move |i| async move {
-            let units: Vec<i32> = (0..i.o.units as i32).collect();
-            let per: Vec<Vec<(String, String)>> = futures::stream::iter(units)
-                .map(|u| {
-                    let i = &i;
-                    async move { i.rows::<(String, String)>(&i.st.open_scan, (u,)).await }
-                })
-                .buffer_unordered(8)
-                .try_collect()
-                .await?;
-            let mut set = std::collections::BTreeSet::new();
-            for rows in per {
-                for (m, _) in rows {
-                    set.insert(m);
-                }
-            }
-            Ok(set.into_iter().collect())
-        })
+        let all = (0..self.inner.o.units).collect();
+        self.open_work_of_units(all)
+    }
+
+    fn meters_with_open_work_in(
+        &self,
+        of: &std::collections::BTreeSet<u32>,
+        units: u32,
+        partitioner: Partitioner,
+    ) -> Result<Vec<String>, StoreError> {
+        if units == self.inner.o.units && partitioner == self.inner.o.partitioner {
+            // One partition read of the open-work index per unit.
+            return self.open_work_of_units(of.clone());
+        }
+        let all = self.meters_with_open_work()?;
+        Ok(all
+            .into_iter()
+            .filter(|m| of.contains(&partitioner.partition(m.as_bytes(), units)))
+            .collect())
     }
 
     fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {

@@ -1,0 +1,472 @@
+//! The meter consumer: one member of the group `kafka.group_id` reads every meter-keyed input
+//! (orders, customer facts, control, and head-end results in Kafka head-end mode), so that the
+//! group's assignment decides which instance owns which meters ([`crate::ownership`]). The
+//! topics are co-partitioned (same partition count, keys hashed by the same partitioner) and
+//! the range assignor gives partition *i* of each to the same member: unit *i*.
+//!
+//! [`Rebalancing`] hears the group's rebalances (inside the consumer's poll, between two
+//! batches of the loop, so never while a batch is handled):
+//! - *revoke*: the stored offsets are committed (unless the assignment was lost: the units are
+//!   someone else's already); the units stop being owned here (the directory drops messages
+//!   for their meters, and their actors start no command); records of them already fetched
+//!   are dropped ([`Handler::keep`]).
+//! - *assign*: units that were revoked and not given back are relinquished (their actors
+//!   stop; a unit given back to this instance stays warm); the new units are owned; their
+//!   orders partitions are paused until the facts and control records that were on their
+//!   partitions at assignment are applied (a payment sent before the hand-over is known before
+//!   a held disconnect resumes), then their open work is read from the store (one bulk read
+//!   per unit) and each meter resumes with `Recover` (a command whose outcome is unknown is
+//!   status-checked first: the machine's rule), and the orders partitions are resumed.
+//!
+//! Not yet here (docs/architecture.md "Scale out"): fencing of an instance frozen past its
+//! session (per-unit lease in the store, transactional producer), campaign releases to meters
+//! owned by another instance.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+
+use super::fact_source::Facts;
+use super::intake::Intake;
+use super::results_source::Results;
+use super::source::{Handled, Handler, Io, Rejected, TablesReady};
+use super::{SourceConsumer, SourceContext};
+use crate::commit::StoreHandle;
+use crate::domain::DeadLetterReason;
+use crate::meter::Directory;
+use crate::ownership::Ownership;
+
+/// This source's consumer (its group is `kafka.group_id`, as the order intake's always was).
+pub(crate) const CONSUMER: super::ConsumerSpec<'static> = super::ConsumerSpec {
+    group_suffix: None,
+    commit: super::Commit::AfterWork,
+    what: "meter consumer",
+};
+
+/// The meter-keyed topics this instance reads.
+#[derive(Clone)]
+pub(crate) struct MeterTopics {
+    pub(crate) orders: String,
+    pub(crate) customer_facts: String,
+    pub(crate) control: String,
+    /// Kafka head-end mode only.
+    pub(crate) results: Option<String>,
+}
+
+impl MeterTopics {
+    pub(crate) fn all(&self) -> Vec<String> {
+        let mut t = vec![
+            self.orders.clone(),
+            self.customer_facts.clone(),
+            self.control.clone(),
+        ];
+        t.extend(self.results.clone());
+        t
+    }
+}
+
+/// The dead letter for a record whose meter this instance does not own (its key hashes to a
+/// unit other than the partition it was read from, and that unit is another instance's).
+pub(crate) fn misrouted(dir: &Directory, meter_id: &str, msg: &OwnedMessage) -> Option<Rejected> {
+    if dir.owns(meter_id) {
+        return None;
+    }
+    Some(Rejected::new(
+        DeadLetterReason::Misrouted,
+        format!(
+            "meter {meter_id} is owned by another switchyard instance (its id hashes to another partition of the orders topic than {}/{}): produce meter-keyed records with the meter id as key and the orders topic's partitioner",
+            msg.topic(),
+            msg.partition()
+        ),
+    ))
+}
+
+/// Every meter-keyed input, in one handler: facts and control first, then head-end results,
+/// then orders (Kafka orders nothing across topics; within a topic the order is kept).
+pub(crate) struct MeterInputs {
+    pub(crate) intake: Intake,
+    pub(crate) facts: Facts,
+    pub(crate) results: Option<Results>,
+    pub(crate) topics: MeterTopics,
+    pub(crate) rebalancing: Arc<Rebalancing>,
+}
+
+/// Hands `idx` (indices into `batch`) to `h`, mapping its dead letters back to `batch`.
+async fn part<H: Handler>(
+    h: &H,
+    batch: &[OwnedMessage],
+    idx: &[usize],
+    io: &mut Io<'_>,
+    rejected: &mut Vec<(usize, Rejected)>,
+) -> bool {
+    if idx.is_empty() {
+        return true;
+    }
+    let handled = if idx.len() == batch.len() {
+        h.handle(batch, io).await
+    } else {
+        let records: Vec<OwnedMessage> = idx.iter().map(|&i| batch[i].clone()).collect();
+        h.handle(&records, io).await
+    };
+    match handled {
+        Handled::Done(r) => {
+            rejected.extend(r.into_iter().map(|(j, r)| (idx[j], r)));
+            true
+        }
+        Handled::Stopped => false,
+    }
+}
+
+impl Handler for MeterInputs {
+    fn name(&self) -> &str {
+        "meter inputs"
+    }
+
+    async fn handle(&self, batch: &[OwnedMessage], io: &mut Io<'_>) -> Handled {
+        let (mut facts, mut results, mut orders) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, m) in batch.iter().enumerate() {
+            let t = m.topic();
+            if t == self.topics.orders {
+                orders.push(i);
+            } else if Some(t) == self.topics.results.as_deref() {
+                results.push(i);
+            } else {
+                facts.push(i);
+            }
+        }
+        let mut rejected = Vec::new();
+        if !part(&self.facts, batch, &facts, io, &mut rejected).await {
+            return Handled::Stopped;
+        }
+        if let Some(r) = &self.results {
+            if !part(r, batch, &results, io, &mut rejected).await {
+                return Handled::Stopped;
+            }
+        }
+        if !part(&self.intake, batch, &orders, io, &mut rejected).await {
+            return Handled::Stopped;
+        }
+        Handled::Done(rejected)
+    }
+
+    fn keep(&self, msg: &OwnedMessage) -> bool {
+        let r = &self.rebalancing;
+        if msg.topic() == self.topics.orders && r.intake_is_stopped() {
+            return false; // read again at the next start (its offset is not stored)
+        }
+        r.ownership.owns_unit(msg.partition() as u32)
+    }
+
+    fn tick(&self, consumer: &SourceConsumer, handled: &[OwnedMessage]) {
+        self.rebalancing.progress(consumer, handled);
+    }
+
+    fn resumed(&self, consumer: &SourceConsumer) {
+        let st = self.rebalancing.state.lock().expect("lock");
+        if let Some(a) = &st.assigning {
+            let _ = consumer.pause(&a.orders);
+        }
+        if st.intake_paused {
+            if let Ok(a) = consumer.assignment() {
+                let mut orders = TopicPartitionList::new();
+                for e in a.elements_for_topic(&self.topics.orders) {
+                    orders.add_partition(&self.topics.orders, e.partition());
+                }
+                let _ = consumer.pause(&orders);
+            }
+        }
+    }
+}
+
+/// Partitions not read to the high watermark they had at assignment: `(topic, partition) →
+/// high watermark`.
+type Behind = HashMap<(String, i32), i64>;
+
+/// An assignment on its way to resuming its units' open work.
+struct Assigning {
+    /// The units new to this instance (not given back warm): their open work is read.
+    units: BTreeSet<u32>,
+    /// The orders partitions, paused until the open work is resumed.
+    orders: TopicPartitionList,
+    /// Its facts and control partitions.
+    fact_partitions: Vec<(String, i32)>,
+    /// `None` until measured (once the tables have caught up).
+    behind: Option<Behind>,
+    /// The open-work read, once started.
+    loading: Option<tokio::task::JoinHandle<Result<Vec<String>, crate::store::StoreError>>>,
+    started: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    /// Revoked at the last revoke, not yet assigned again (relinquished at the next assign,
+    /// unless given back).
+    revoked: BTreeSet<u32>,
+    assigning: Option<Assigning>,
+    /// Fires once the first assignment's open work is resumed (the instance is ready).
+    first: Option<oneshot::Sender<()>>,
+    /// The orders partitions were paused for the shutdown.
+    intake_paused: bool,
+}
+
+/// The meter consumer's rebalance listener and the progress of its assignments.
+pub(crate) struct Rebalancing {
+    pub(crate) ownership: Arc<Ownership>,
+    directory: Arc<Directory>,
+    store: StoreHandle,
+    topics: MeterTopics,
+    tables: TablesReady,
+    /// Shutdown began: no order is taken any more (facts and results still are, while the
+    /// commands in flight drain).
+    intake_stopped: tokio::sync::watch::Receiver<bool>,
+    state: Mutex<State>,
+}
+
+impl Rebalancing {
+    /// `first` fires once the first assignment's open work has been handed to its meters.
+    pub(crate) fn new(
+        ownership: Arc<Ownership>,
+        directory: Arc<Directory>,
+        store: StoreHandle,
+        topics: MeterTopics,
+        tables: TablesReady,
+        intake_stopped: tokio::sync::watch::Receiver<bool>,
+        first: oneshot::Sender<()>,
+    ) -> Rebalancing {
+        Rebalancing {
+            ownership,
+            directory,
+            store,
+            topics,
+            tables,
+            intake_stopped,
+            state: Mutex::new(State {
+                first: Some(first),
+                ..State::default()
+            }),
+        }
+    }
+
+    fn intake_is_stopped(&self) -> bool {
+        *self.intake_stopped.borrow()
+    }
+
+    fn units_in(&self, tpl: &TopicPartitionList, topic: &str) -> BTreeSet<u32> {
+        tpl.elements_for_topic(topic)
+            .iter()
+            .map(|e| e.partition() as u32)
+            .collect()
+    }
+
+    /// Between batches (and every 50 ms): measure how far the new facts partitions are
+    /// behind, follow them, then read and resume the open work, then resume the orders.
+    fn progress(&self, consumer: &SourceConsumer, handled: &[OwnedMessage]) {
+        let mut st = self.state.lock().expect("lock");
+        if self.intake_is_stopped() && !st.intake_paused {
+            st.intake_paused = true;
+            if let Ok(a) = consumer.assignment() {
+                let mut orders = TopicPartitionList::new();
+                for e in a.elements_for_topic(&self.topics.orders) {
+                    orders.add_partition(&self.topics.orders, e.partition());
+                }
+                let _ = consumer.pause(&orders);
+            }
+            tracing::info!("order intake stopped; facts and head-end results are still read");
+        }
+        let Some(a) = &mut st.assigning else { return };
+        if let Some(behind) = &mut a.behind {
+            for m in handled {
+                let k = (m.topic().to_string(), m.partition());
+                if behind.get(&k).is_some_and(|hw| m.offset() + 1 >= *hw) {
+                    behind.remove(&k);
+                }
+            }
+        }
+        if !self.tables.ready() {
+            return;
+        }
+        if a.behind.is_none() {
+            match measure(consumer, &a.fact_partitions) {
+                Some(b) => a.behind = Some(b),
+                None => return, // the broker did not answer: next tick
+            }
+        }
+        let behind = a.behind.as_mut().expect("measured");
+        if !behind.is_empty() {
+            // The last offsets may never be delivered (transaction markers, compaction).
+            if let Ok(pos) = consumer.position() {
+                behind.retain(|(t, p), hw| {
+                    !matches!(pos.find_partition(t, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *hw)
+                });
+            }
+            if !behind.is_empty() {
+                return;
+            }
+        }
+        if a.loading.is_none() && a.units.is_empty() {
+            // Only warm units (given back to this instance): their actors kept their work.
+            a.loading = Some(tokio::task::spawn(async { Ok(Vec::new()) }));
+        }
+        if a.loading.is_none() {
+            let (store, units, n, p) = (
+                self.store.store().clone(),
+                a.units.clone(),
+                self.ownership.unit_count(),
+                self.ownership.partitioner(),
+            );
+            a.loading = Some(tokio::task::spawn_blocking(move || {
+                store.meters_with_open_work_in(&units, n, p)
+            }));
+            return;
+        }
+        let Some(done) = a.loading.as_mut().expect("loading").now_or_never() else {
+            return;
+        };
+        let meters = match done {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the open work of the assigned units; retrying");
+                a.loading = None;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the open-work read failed; retrying");
+                a.loading = None;
+                return;
+            }
+        };
+        let a = st.assigning.take().expect("assigning");
+        tracing::info!(
+            units = a.units.len(),
+            meters = meters.len(),
+            secs = a.started.elapsed().as_secs_f64(),
+            "assigned units: facts applied, open work read; resuming it and their orders"
+        );
+        crate::observability::metrics()
+            .handover_seconds
+            .record(a.started.elapsed().as_secs_f64());
+        if !meters.is_empty() {
+            let d = self.directory.clone();
+            tokio::spawn(async move { d.recover_paced(meters).await });
+        }
+        if self.intake_is_stopped() {
+            // (Shutdown began meanwhile: the orders stay paused.)
+        } else if let Err(e) = consumer.resume(&a.orders) {
+            tracing::error!(error = %e, "cannot resume the orders partitions of the assignment");
+        }
+        if let Some(first) = st.first.take() {
+            let _ = first.send(());
+        }
+    }
+}
+
+/// The facts and control partitions whose start (committed offset, else the first offset)
+/// is below their high watermark; `None` if the broker did not answer.
+fn measure(consumer: &SourceConsumer, parts: &[(String, i32)]) -> Option<Behind> {
+    if parts.is_empty() {
+        return Some(Behind::new());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in parts {
+        tpl.add_partition(t, *p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .ok()?;
+    let mut behind = Behind::new();
+    for (t, p) in parts {
+        let (lo, hi) = consumer
+            .fetch_watermarks(t, *p, Duration::from_secs(5))
+            .ok()?;
+        let from = match committed.find_partition(t, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o.max(lo),
+            _ => lo,
+        };
+        if from < hi {
+            behind.insert((t.clone(), *p), hi);
+        }
+    }
+    Some(behind)
+}
+
+impl super::RebalanceListener for Rebalancing {
+    fn revoking(&self, consumer: &BaseConsumer<SourceContext>, tpl: &TopicPartitionList) {
+        let units = self.units_in(tpl, &self.topics.orders);
+        if units.is_empty() {
+            return;
+        }
+        let lost = consumer.assignment_lost();
+        if lost {
+            tracing::warn!(units = ?units, "assignment lost (this member's session expired): its units are another instance's already");
+        } else if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::warn!(error = %e, "cannot commit offsets before the revoke; the new owner reads again from the last commit (redelivered records are recognised)");
+        }
+        self.ownership.lose(&units);
+        let mut st = self.state.lock().expect("lock");
+        st.assigning = None;
+        if lost {
+            // Someone else may have acted for these meters meanwhile: nothing here is warm.
+            let actors = self.directory.relinquish(&units);
+            tracing::info!(units = ?units, actors, "lost units: their actors stop");
+        } else {
+            // Kept warm until the assignment that follows: given back, they are not reloaded.
+            st.revoked.extend(units.iter().copied());
+        }
+        tracing::info!(units = ?units, "units revoked: this instance stops acting for their meters");
+    }
+
+    fn assigned(&self, consumer: &BaseConsumer<SourceContext>, tpl: &TopicPartitionList) {
+        let units = self.units_in(tpl, &self.topics.orders);
+        let mut st = self.state.lock().expect("lock");
+        let gone: BTreeSet<u32> = st.revoked.difference(&units).copied().collect();
+        let warm: BTreeSet<u32> = st.revoked.intersection(&units).copied().collect();
+        st.revoked.clear();
+        if !gone.is_empty() {
+            let actors = self.directory.relinquish(&gone);
+            tracing::info!(units = ?gone, actors, "units handed to another instance: their actors stop");
+        }
+        for t in [&self.topics.customer_facts, &self.topics.control]
+            .into_iter()
+            .chain(self.topics.results.as_ref())
+        {
+            let other = self.units_in(tpl, t);
+            if other != units {
+                tracing::error!(topic = %t, units = ?units, partitions = ?other, "the assignment is not co-partitioned: this topic's partitions differ from the orders topic's; give the meter-keyed topics the same partition count (docs/architecture.md, Scale out)");
+            }
+        }
+        if units.is_empty() {
+            return;
+        }
+        self.ownership.gain(&units);
+        let mut orders = TopicPartitionList::new();
+        for u in &units {
+            orders.add_partition(&self.topics.orders, *u as i32);
+        }
+        // Pauses set by the application survive a re-assignment in librdkafka: set every time.
+        if let Err(e) = consumer.pause(&orders) {
+            tracing::error!(error = %e, "cannot pause the assigned orders partitions");
+        }
+        let fact_partitions = tpl
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.topics.customer_facts || e.topic() == self.topics.control)
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let fresh: BTreeSet<u32> = units.difference(&warm).copied().collect();
+        tracing::info!(units = ?fresh, warm = ?warm, "units assigned: applying their facts, then resuming their open work");
+        st.assigning = Some(Assigning {
+            units: fresh,
+            orders,
+            fact_partitions,
+            behind: None,
+            loading: None,
+            started: Instant::now(),
+        });
+    }
+}
