@@ -20,6 +20,9 @@ pub(crate) struct Ownership {
     /// The orders topic's partition count (0: every meter is owned).
     units: u32,
     owned: RwLock<BTreeSet<u32>>,
+    /// Owned units whose facts are not all applied yet since their assignment: their meters
+    /// take facts and answers in but start no command.
+    catching_up: RwLock<BTreeSet<u32>>,
 }
 
 impl Ownership {
@@ -30,6 +33,7 @@ impl Ownership {
             partitioner,
             units: units.max(1),
             owned: RwLock::default(),
+            catching_up: RwLock::default(),
         }
     }
 
@@ -50,6 +54,20 @@ impl Ownership {
                 .contains(&self.unit_of(meter_id))
     }
 
+    /// Owned, and its unit caught up since its assignment.
+    pub(crate) fn acting(&self, meter_id: &str) -> bool {
+        let u = self.unit_of(meter_id);
+        self.owns_unit(u) && !self.catching_up.read().expect("lock").contains(&u)
+    }
+
+    /// These units' facts are applied: their meters may act.
+    pub(crate) fn caught_up(&self, units: &BTreeSet<u32>) {
+        self.catching_up
+            .write()
+            .expect("lock")
+            .retain(|u| !units.contains(u));
+    }
+
     pub(crate) fn owns_unit(&self, unit: u32) -> bool {
         self.units == 0 || self.owned.read().expect("lock").contains(&unit)
     }
@@ -63,7 +81,9 @@ impl Ownership {
         self.partitioner
     }
 
+    /// `units` are assigned here: owned, and catching up until [`Ownership::caught_up`].
     pub(crate) fn gain(&self, units: &BTreeSet<u32>) {
+        self.catching_up.write().expect("lock").extend(units);
         let mut o = self.owned.write().expect("lock");
         o.extend(units);
         crate::observability::metrics()
@@ -77,6 +97,8 @@ impl Ownership {
         crate::observability::metrics()
             .owned_units
             .set(o.len() as f64);
+        drop(o);
+        self.caught_up(units);
     }
 }
 
@@ -91,6 +113,9 @@ mod tests {
         assert!(!o.owns("M-1"), "nothing is owned before an assignment");
         o.gain(&BTreeSet::from([u]));
         assert!(o.owns("M-1"));
+        assert!(!o.acting("M-1"), "not before its unit's facts are applied");
+        o.caught_up(&BTreeSet::from([u]));
+        assert!(o.acting("M-1"));
         let other = (0..1000)
             .map(|i| format!("M-{i}"))
             .find(|m| o.unit_of(m) != u)

@@ -167,6 +167,12 @@ impl Handler for MeterInputs {
         self.rebalancing.progress(consumer, handled);
     }
 
+    fn generation(&self) -> u64 {
+        self.rebalancing
+            .revokes
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn resumed(&self, consumer: &SourceConsumer) {
         let st = self.rebalancing.state.lock().expect("lock");
         if let Some(a) = &st.assigning {
@@ -190,7 +196,6 @@ type Behind = HashMap<(String, i32), i64>;
 
 /// An assignment on its way to resuming its units' open work.
 struct Assigning {
-    /// The units new to this instance (not given back warm): their open work is read.
     units: BTreeSet<u32>,
     /// The orders partitions, paused until the open work is resumed.
     orders: TopicPartitionList,
@@ -226,6 +231,8 @@ pub(crate) struct Rebalancing {
     /// commands in flight drain).
     intake_stopped: tokio::sync::watch::Receiver<bool>,
     state: Mutex<State>,
+    /// Raised by every revoke ([`Handler::generation`]).
+    revokes: std::sync::atomic::AtomicU64,
 }
 
 impl Rebalancing {
@@ -250,6 +257,7 @@ impl Rebalancing {
                 first: Some(first),
                 ..State::default()
             }),
+            revokes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -309,10 +317,6 @@ impl Rebalancing {
                 return;
             }
         }
-        if a.loading.is_none() && a.units.is_empty() {
-            // Only warm units (given back to this instance): their actors kept their work.
-            a.loading = Some(tokio::task::spawn(async { Ok(Vec::new()) }));
-        }
         if a.loading.is_none() {
             let (store, units, n, p) = (
                 self.store.store().clone(),
@@ -351,6 +355,8 @@ impl Rebalancing {
         crate::observability::metrics()
             .handover_seconds
             .record(a.started.elapsed().as_secs_f64());
+        // Their meters may act from now on; those with open work are handed it (and woken).
+        self.ownership.caught_up(&a.units);
         if !meters.is_empty() {
             let d = self.directory.clone();
             tokio::spawn(async move { d.recover_paced(meters).await });
@@ -397,6 +403,8 @@ fn measure(consumer: &SourceConsumer, parts: &[(String, i32)]) -> Option<Behind>
 
 impl super::RebalanceListener for Rebalancing {
     fn revoking(&self, consumer: &BaseConsumer<SourceContext>, tpl: &TopicPartitionList) {
+        self.revokes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let units = self.units_in(tpl, &self.topics.orders);
         if units.is_empty() {
             return;
@@ -458,10 +466,24 @@ impl super::RebalanceListener for Rebalancing {
             .filter(|e| e.topic() == self.topics.customer_facts || e.topic() == self.topics.control)
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
-        let fresh: BTreeSet<u32> = units.difference(&warm).copied().collect();
-        tracing::info!(units = ?fresh, warm = ?warm, "units assigned: applying their facts, then resuming their open work");
+        // Facts, control and results partitions are never paused on purpose: a pause left by
+        // `Io::pause_for` across a revoke would survive in librdkafka (an application pause
+        // is kept per partition) and hold this assignment's facts, and so its orders, for good.
+        let mut others = TopicPartitionList::new();
+        for e in tpl.elements() {
+            if e.topic() != self.topics.orders {
+                others.add_partition(e.topic(), e.partition());
+            }
+        }
+        if let Err(e) = consumer.resume(&others) {
+            tracing::error!(error = %e, "cannot resume the assigned facts and results partitions");
+        }
+        // Warm units (given back) are resumed like fresh ones: a wake-up that fell between the
+        // revoke and this assignment was dropped, and `Recover` on a live meter only hands it
+        // what it does not hold yet, then wakes it.
+        tracing::info!(units = ?units, warm = ?warm, "units assigned: applying their facts, then resuming their open work");
         st.assigning = Some(Assigning {
-            units: fresh,
+            units: units.clone(),
             orders,
             fact_partitions,
             behind: None,

@@ -99,6 +99,12 @@ pub(crate) trait Handler: Send + Sync + 'static {
     /// The loop resumed every assigned partition after [`Io::pause_for`]: pause again what
     /// the handler keeps paused.
     fn resumed(&self, _consumer: &StreamConsumer) {}
+    /// Raised by every revoke of this source's partitions (0: never). Records fetched before
+    /// a revoke are dropped unhandled (their offsets not stored): whoever is assigned those
+    /// partitions next reads them again from the last commit.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// How the source reads its topics.
@@ -173,12 +179,18 @@ pub(crate) struct Io<'a> {
     /// Records handed over while paused, for the next batch.
     held: &'a mut Vec<OwnedMessage>,
     paused: bool,
+    /// The handler's generation when the batch was read, and how to ask for it now.
+    generation: (u64, &'a (dyn Fn() -> u64 + Send + Sync)),
+    /// A revoke came during [`Io::pause_for`]: the batch is abandoned, not stopped.
+    abandoned: bool,
 }
 
 impl Io<'_> {
     /// Waits `d` with the source paused: nothing new is fetched (records already handed over
     /// are kept for the next batch, their offsets not stored), but the consumer keeps polling
-    /// so that the group keeps this member. `false`: shutdown came first.
+    /// so that the group keeps this member. `false`: shutdown came first, or the partitions
+    /// were revoked meanwhile (the handler returns [`Handled::Stopped`] either way; the loop
+    /// then abandons the batch, unhandled, and goes on).
     pub(crate) async fn pause_for(&mut self, d: Duration) -> bool {
         if *self.shutdown.borrow() {
             return false; // already stopping: `changed()` would not fire again
@@ -191,10 +203,21 @@ impl Io<'_> {
                 let _ = self.consumer.pause(&a);
             }
             tokio::select! {
-                r = tokio::time::timeout_at(until, self.consumer.recv()) => match r {
-                    Err(_) => return true,
-                    Ok(Ok(m)) => self.held.push(m.detach()),
-                    Ok(Err(e)) => tracing::debug!(error = %e, "consumer error while paused"),
+                r = tokio::time::timeout_at(until, self.consumer.recv()) => {
+                    let revoked = (self.generation.1)() != self.generation.0;
+                    if revoked {
+                        // What was held came before the revoke; a record returned now after it.
+                        self.held.clear();
+                        self.abandoned = true;
+                    }
+                    match r {
+                        Err(_) => return !revoked,
+                        Ok(Ok(m)) => self.held.push(m.detach()),
+                        Ok(Err(e)) => tracing::debug!(error = %e, "consumer error while paused"),
+                    }
+                    if revoked {
+                        return false;
+                    }
                 },
                 _ = self.shutdown.changed() => return false,
             }
@@ -387,11 +410,21 @@ impl<H: Handler> Source<H> {
                     }
                 }
             }
+            // (A record is returned after the rebalance callbacks its poll ran.)
+            let mut generation = self.handler.generation();
             if self.batch_max > 1 {
                 let until = tokio::time::Instant::now() + self.linger;
                 while batch.len() < self.batch_max {
                     match tokio::time::timeout_at(until, self.consumer.recv()).await {
-                        Ok(Ok(m)) => batch.push(m.detach()),
+                        Ok(Ok(m)) => {
+                            let now = self.handler.generation();
+                            if now != generation {
+                                // Fetched before a revoke: read again by the next owner.
+                                batch.clear();
+                                generation = now;
+                            }
+                            batch.push(m.detach())
+                        }
                         Ok(Err(e)) => {
                             tracing::warn!(error = %e, source = %name, "consumer error");
                             break;
@@ -409,13 +442,17 @@ impl<H: Handler> Source<H> {
                     gaps.observe(&self.consumer, msg);
                 }
             }
+            let now_generation = || self.handler.generation();
             let mut io = Io {
                 consumer: &self.consumer,
                 shutdown: &mut shutdown,
                 held: &mut held,
                 paused: false,
+                generation: (generation, &now_generation),
+                abandoned: false,
             };
             let handled = self.handler.handle(&batch, &mut io).await;
+            let abandoned = io.abandoned;
             if io.paused {
                 match self
                     .consumer
@@ -431,6 +468,10 @@ impl<H: Handler> Source<H> {
             }
             let rejected = match handled {
                 Handled::Done(r) => r,
+                Handled::Stopped if abandoned => {
+                    tracing::info!(source = %name, records = batch.len(), "batch abandoned: its partitions were revoked while it waited; whoever owns them reads it again from the last commit");
+                    continue;
+                }
                 Handled::Stopped => break,
             };
             // Dead letters are acknowledged before any offset of the batch is stored.

@@ -179,8 +179,9 @@ impl MeterActor {
         };
         MeterFacts {
             known: self.known.is_some(),
-            // A meter revoked from this instance starts no command (its actor is stopping).
-            draining: self.dir.draining() || !self.dir.owns(id),
+            // A meter revoked from this instance (its actor is stopping), or whose unit was
+            // just assigned and its facts are not applied yet, starts no command.
+            draining: self.dir.draining() || !self.dir.acting(id),
             has_switch,
             head_end_id,
             forecasts: svc.facts.forecasts(&zone),

@@ -56,7 +56,15 @@ struct Entry {
     addr: Addr<MeterActor>,
     /// Also the actor's identity: an entry is removed for an actor only if it is its own.
     live: Arc<Liveness>,
+    /// Told to stop (its unit was revoked): messages wait in `parked` until it has stopped,
+    /// then go to a new actor (if the unit is this instance's again) so that two actors of
+    /// one meter never run at once, and none is handed to an actor that is stopping.
+    relinquished: bool,
+    parked: Option<Box<Vec<Parked>>>,
 }
+
+/// A message for a meter whose actor is stopping, and its acknowledgement.
+type Parked = (MeterMsg, Option<tokio::sync::oneshot::Sender<()>>);
 
 /// What the directory and a live actor share: how many messages are queued for it (raised
 /// under the map's shard lock by `deliver`), and since when it has been idle.
@@ -244,8 +252,9 @@ impl Directory {
     /// writes, so that their disconnect decisions went stale before they could be sent (the
     /// recovery-1m load test; they are decided again, but each round is another write).
     pub(crate) async fn recover_paced(&self, meters: Vec<String>) {
-        self.recovering.store(meters.len(), Ordering::SeqCst);
-        metrics().recovering.set(meters.len() as f64);
+        // Added, not set: the recoveries of two assignments may overlap.
+        let now = self.recovering.fetch_add(meters.len(), Ordering::SeqCst) + meters.len();
+        metrics().recovering.set(now as f64);
         self.deliver_paced(
             &meters,
             || MeterMsg::Recover,
@@ -345,6 +354,12 @@ impl Directory {
         self.ownership.get().is_none_or(|o| o.owns(meter_id))
     }
 
+    /// May this meter start a command here: owned, and its unit's facts applied since it was
+    /// assigned (a payment sent before a hand-over is known before a held disconnect goes)?
+    pub(crate) fn acting(&self, meter_id: &str) -> bool {
+        self.ownership.get().is_none_or(|o| o.acting(meter_id))
+    }
+
     /// The units in `units` were revoked: their live actors stop (a meter stores every step
     /// before it acts on it, so there is nothing to save; a command in flight stays in flight,
     /// the new owner's to resolve with a status check) and their wake-ups are dropped.
@@ -354,8 +369,9 @@ impl Directory {
             return 0;
         };
         let mut n = 0;
-        for e in self.live.iter() {
-            if units.contains(&o.unit_of(e.key())) {
+        for mut e in self.live.iter_mut() {
+            if units.contains(&o.unit_of(e.key())) && !e.relinquished {
+                e.relinquished = true;
                 e.addr.do_send(actor::Relinquish);
                 n += 1;
             }
@@ -403,6 +419,20 @@ impl Directory {
             return;
         }
         if let Some(e) = self.live.get(meter_id) {
+            if !e.relinquished {
+                e.live.pending.fetch_add(1, Ordering::SeqCst);
+                e.addr
+                    .do_send(actor::Deliver(msg, ack, std::time::Instant::now()));
+                return;
+            }
+        }
+        // Its actor is stopping (relinquished): park the message until it has stopped (the
+        // shard's write lock orders this against `forget`, which takes the parked ones).
+        if let Some(mut e) = self.live.get_mut(meter_id) {
+            if e.relinquished {
+                e.parked.get_or_insert_with(Box::default).push((msg, ack));
+                return;
+            }
             e.live.pending.fetch_add(1, Ordering::SeqCst);
             e.addr
                 .do_send(actor::Deliver(msg, ack, std::time::Instant::now()));
@@ -440,7 +470,12 @@ impl Directory {
         let addr =
             MeterActor::start_in_arbiter(arbiter, move |_| MeterActor::new(meter_id, dir, l));
         metrics().actor_activations.increment(1);
-        Entry { addr, live }
+        Entry {
+            addr,
+            live,
+            relinquished: false,
+            parked: None,
+        }
     }
 
     /// Called by an idle actor (`live` is its own): removes it from the map if nothing is
@@ -448,15 +483,31 @@ impl Directory {
     pub(crate) fn try_passivate(&self, meter_id: &str, live: &Arc<Liveness>) -> bool {
         self.live
             .remove_if(meter_id, |_, e| {
-                Arc::ptr_eq(&e.live, live) && e.live.pending.load(Ordering::SeqCst) == 0
+                Arc::ptr_eq(&e.live, live)
+                    && !e.relinquished
+                    && e.live.pending.load(Ordering::SeqCst) == 0
             })
             .is_some()
     }
 
     /// Called when an actor stops for any reason: forget it if it is still the registered one.
     pub(crate) fn forget(&self, meter_id: &str, live: &Arc<Liveness>) {
-        self.live
+        let gone = self
+            .live
             .remove_if(meter_id, |_, e| Arc::ptr_eq(&e.live, live));
+        // Messages that waited for a relinquished actor to stop: to a new actor now (dropped
+        // if the meter is not this instance's any more).
+        if let Some((
+            _,
+            Entry {
+                parked: Some(p), ..
+            },
+        )) = gone
+        {
+            for (msg, ack) in *p {
+                self.deliver_acked(meter_id, msg, ack);
+            }
+        }
     }
 }
 
@@ -516,5 +567,126 @@ impl crate::campaign::actor::ReleaseSink for MeterSink {
                 },
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod ownership_tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::domain::{Command, OrderStatus, Partitioner};
+    use crate::ownership::Ownership;
+
+    #[derive(Default)]
+    struct RecordingHeadEnd(std::sync::Mutex<Vec<Command>>);
+
+    impl HeadEnd for RecordingHeadEnd {
+        fn dispatch(&self, command: Command) {
+            self.0.lock().unwrap().push(command);
+        }
+    }
+
+    fn reconnect(id: &str, now: crate::domain::Timestamp) -> MeterMsg {
+        let json = serde_json::json!({"schema_version": 1, "order_id": id, "meter_id": "M-1",
+            "kind": "reconnect", "reason": "payment_received"});
+        let order = crate::domain::validate_order(
+            Some(b"M-1"),
+            Some(&serde_json::to_vec(&json).unwrap()),
+            |_| true,
+            now,
+        )
+        .unwrap();
+        MeterMsg::Order(order)
+    }
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("not within 5 s: {what}");
+    }
+
+    /// A meter gets no actor while its unit is another instance's; once assigned it takes its
+    /// order in but sends nothing until its unit's facts are applied; then `Recover` sends the
+    /// command; once the unit is revoked its actor stops and messages for it are dropped.
+    #[test]
+    fn a_meter_acts_only_while_its_unit_is_owned_and_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = actix::System::new();
+        sys.block_on(async {
+            let store: Arc<dyn crate::store::Store> =
+                Arc::new(crate::store::EmbeddedStore::open(dir.path()).unwrap());
+            let (published, _keep) = mpsc::unbounded_channel();
+            let handle = StoreHandle::start(store.clone(), 64, published);
+            let registry = Registry::new();
+            registry
+                .upsert(
+                    &serde_json::from_value(serde_json::json!({
+                        "meter_id": "M-1", "zone": "z1", "head_end_id": "HE-1", "has_switch": true
+                    }))
+                    .unwrap(),
+                )
+                .unwrap();
+            let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+            let services = MeterServices {
+                store: handle,
+                registry,
+                clock: clock.clone(),
+                retry: RetryPolicy {
+                    max_attempts: 3,
+                    backoff_initial: Duration::from_millis(50),
+                    backoff_max: Duration::from_secs(1),
+                    command_deadline: Duration::from_secs(120),
+                },
+                idle: Duration::from_secs(600),
+                events_topic: "events".into(),
+                exceptions_topic: "exceptions".into(),
+                policy: Arc::new(Policy::baseline()),
+                facts: FactBook::new(),
+                campaign_outcomes: mpsc::unbounded_channel().0,
+            };
+            let arbiter = Arbiter::new();
+            let head_end = Arc::new(RecordingHeadEnd::default());
+            let d = Directory::new(services, vec![arbiter.handle()], |_| head_end.clone());
+            let o = Arc::new(Ownership::by_partition(Partitioner::Crc32, 1));
+            d.set_ownership(o.clone());
+            let unit = BTreeSet::from([0]);
+            let sent = || head_end.0.lock().unwrap().len();
+
+            d.deliver("M-1", reconnect("SO-0", clock.now()));
+            assert!(!d.is_live("M-1"), "no actor for a meter owned elsewhere");
+
+            o.gain(&unit);
+            d.deliver("M-1", reconnect("SO-1", clock.now()));
+            until("the order stored with the meter", || {
+                store
+                    .meter("M-1")
+                    .unwrap()
+                    .is_some_and(|m| m.open.iter().any(|x| x.order.order_id == "SO-1"))
+            })
+            .await;
+            let m = store.meter("M-1").unwrap().unwrap();
+            assert!(m.in_flight.is_none(), "nothing sent while catching up");
+            assert_eq!(m.open.len(), 1, "SO-0 was never taken: {:?}", m.open);
+            assert_eq!(sent(), 0);
+
+            o.caught_up(&unit);
+            d.deliver("M-1", MeterMsg::Recover);
+            until("the connect sent", || sent() == 1).await;
+            assert_eq!(head_end.0.lock().unwrap()[0].order_id, "SO-1");
+
+            o.lose(&unit);
+            assert_eq!(d.relinquish(&unit), 1);
+            until("the actor stopped", || !d.is_live("M-1")).await;
+            d.deliver("M-1", MeterMsg::Wake);
+            assert!(!d.is_live("M-1"));
+            let m = store.meter("M-1").unwrap().unwrap();
+            assert_eq!(m.open[0].status, OrderStatus::Dispatched);
+            arbiter.stop();
+        });
     }
 }
