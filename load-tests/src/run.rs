@@ -89,12 +89,21 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
             let parts = |bytes: usize| (bytes.div_ceil(4_000_000) as i32).max(scenario.partitions);
             let orders = scenario.expected_final()
                 + scenario.campaign.as_ref().map(|c| c.orders).unwrap_or(0);
+            // The meter-keyed topics share the orders topic's count (switchyard refuses to start
+            // otherwise: a meter's ownership unit is its partition of each).
+            let t = &config.topics;
+            let meter_keyed = [
+                &t.orders,
+                &t.customer_facts,
+                &t.control,
+                &t.head_end_results,
+            ];
             let sized: Vec<(String, i32)> = topics
                 .iter()
                 .map(|t| {
                     let p = if *t == config.topics.registry {
                         parts(scenario.meters * 220)
-                    } else if *t == config.topics.orders || *t == config.topics.dead_letter {
+                    } else if meter_keyed.contains(&t) || *t == config.topics.dead_letter {
                         parts(orders * 400)
                     } else if *t == config.topics.order_events {
                         parts(orders * 5 * 500)
