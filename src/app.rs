@@ -923,6 +923,7 @@ impl Startup {
             TablesReady(tables_ready.subscribe()),
             stop_intake.clone(),
             first_tx,
+            kafka::metadata_probe(config, parts.bootstrap)?,
         ));
         let _ = rebalancing.0.set(r.clone());
         let intake = kafka::intake::Intake {

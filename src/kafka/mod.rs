@@ -51,8 +51,9 @@ pub enum KafkaSetupError {
     NoMetadata(String),
 }
 
-/// A client that only asks the cluster for metadata.
-fn metadata_probe(
+/// A client that only asks the cluster for metadata (and watermarks: a consumer that is
+/// fetching answers a watermark query only after its fetch, up to `fetch.wait.max.ms`).
+pub(crate) fn metadata_probe(
     config: &Config,
     bootstrap: &str,
 ) -> Result<rdkafka::consumer::BaseConsumer, KafkaSetupError> {
