@@ -120,6 +120,14 @@ impl Intake {
             }
             (accepted, rejected) = self.validate(batch);
         }
+        // Work already accepted goes first (waited for before the rows are stamped: a row
+        // stamped before the wait would land behind later-stamped rows of the same meter, out
+        // of order in its trail): while the store writers have more queued than a
+        // round takes, wait (bounded: this only paces the intake, it never stops it).
+        let gate = std::time::Instant::now();
+        while self.store.congested() && gate.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let now = self.clock.now();
         let mut write = WriteBatch::default();
         // Duplicates: already stored, or twice in this batch. Refused records are checked too:
@@ -251,12 +259,6 @@ impl Intake {
                 to_campaigns.push((cid.clone(), co));
             }
             deliver.push(order);
-        }
-        // Work already accepted goes first: while the store writers have more queued than a
-        // round takes, wait (bounded: this only paces the intake, it never stops it).
-        let gate = std::time::Instant::now();
-        while self.store.congested() && gate.elapsed() < Duration::from_secs(2) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut paused = false;
