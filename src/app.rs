@@ -256,6 +256,7 @@ impl App {
             a.stop();
             let _ = a.join();
         }
+        self.directory.release_leases();
     }
 
     /// Meters take answers in but start no new command; waits up to the drain time for the
@@ -908,15 +909,39 @@ impl Startup {
             units,
             campaign_control,
         } = consumers;
-        let ownership = Arc::new(crate::ownership::Ownership::by_partition(
-            crate::store_setup::orders_partitioner(config)
-                .unwrap_or(crate::domain::Partitioner::Crc32),
-            units,
-        ));
+        let partitioner = crate::store_setup::orders_partitioner(config)
+            .unwrap_or(crate::domain::Partitioner::Crc32);
+        // Fencing by unit leases where instances can share the store (crate::lease); the
+        // embedded store is one process's.
+        let fenced = config.store.backend == StoreBackend::Scylla;
+        let ownership = Arc::new(if fenced {
+            crate::ownership::Ownership::fenced_by_leases(partitioner, units)
+        } else {
+            crate::ownership::Ownership::by_partition(partitioner, units)
+        });
         actors.directory.set_ownership(ownership.clone());
+        let leases = fenced.then(|| {
+            let me = config.kafka.instance_id.clone().unwrap_or_else(|| {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                format!("pid-{}-{nanos}", std::process::id())
+            });
+            let l = Arc::new(
+                crate::lease::Leases::new(
+                    store.store().clone(),
+                    ownership.clone(),
+                    me,
+                    Duration::from_millis(config.store.scylla.lease_ms),
+                )
+                .reporting_to(store.clone()),
+            );
+            actors.directory.set_leases(l.clone());
+            l
+        });
         let (first_tx, first_assignment) = oneshot::channel();
         let r = Arc::new(kafka::meter_source::Rebalancing::new(
-            ownership,
+            ownership.clone(),
             actors.directory.clone(),
             store.clone(),
             meter_topics.clone(),
@@ -925,6 +950,13 @@ impl Startup {
             first_tx,
             kafka::metadata_probe(config, parts.bootstrap)?,
         ));
+        if let Some(l) = leases {
+            let shutdown_for_leases = shutdown.clone();
+            r.set_leases(l.clone());
+            tasks.spawn("unit leases", async move {
+                let _ = l.spawn(shutdown_for_leases).await;
+            });
+        }
         let _ = rebalancing.0.set(r.clone());
         let intake = kafka::intake::Intake {
             store: store.clone(),

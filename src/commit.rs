@@ -284,6 +284,17 @@ impl StoreHandle {
         read(self.store.as_ref()).inspect_err(|e| self.health.read_failed(what, e))
     }
 
+    /// A call the service needs to go on (the unit leases' renewals) failed (`Err`) or worked
+    /// again after failing (`Ok(true)`): the store's health says so as for a failed read, and
+    /// clears it as a write would.
+    pub(crate) fn report_call(&self, what: &str, outcome: Result<bool, &StoreError>) {
+        match outcome {
+            Err(e) => self.health.read_failed(what, e),
+            Ok(true) => self.health.ok(),
+            Ok(false) => {}
+        }
+    }
+
     /// Why the store refuses writes, while it does (`/readyz` reports it).
     pub(crate) fn unavailable(&self) -> Option<String> {
         self.health.failing.borrow().clone()

@@ -218,6 +218,12 @@ impl Config {
                 "CQL TTLs stop at 20 years (630720000 s); use 0 to keep rows for ever",
             ));
         }
+        if !(1_000..=600_000).contains(&s.lease_ms) {
+            return Err(invalid(
+                "store.scylla.lease_ms",
+                "must be between 1s and 10min (a unit's next owner waits this long for a holder that stopped renewing; 5s suits most)",
+            ));
+        }
         if !(1..=4096).contains(&s.ownership_units) {
             return Err(invalid(
                 "store.scylla.ownership_units",
@@ -547,6 +553,11 @@ pub(crate) struct ScyllaConfig {
     /// Ownership units of the open-work index (what a later instance loads when it takes
     /// over): set it to the orders topic's partition count. Fixed once rows are written.
     pub(crate) ownership_units: u32,
+    /// Fencing (docs/architecture.md "Fencing"): how long an instance may go without renewing
+    /// a unit's lease before another instance assigned the unit takes it. It stops counting
+    /// its own lease after 4/5 of this; renewals go every 1/5.
+    #[serde(deserialize_with = "duration::millis")]
+    pub(crate) lease_ms: u64,
     /// Statements one write may have in flight at once.
     pub(crate) max_in_flight: usize,
     /// Apply the schema migrations at start (else run `switchyard migrate` first).
@@ -571,6 +582,7 @@ impl Default for ScyllaConfig {
             audit_bucket_secs: 86_400,
             audit_retention_secs: 400 * 86_400,
             ownership_units: 64,
+            lease_ms: 5_000,
             max_in_flight: 1024,
             migrate_at_start: true,
         }

@@ -17,7 +17,8 @@
 //! - [`commit`]: the group-commit writer in front of the store ([`commit::StoreHandle`]).
 //! - [`registry`]: compact in-memory entry for every registered meter; [`facts`]: weather,
 //!   emergencies, payments, certificates and approvals as they arrive, and the zone fact book;
-//!   `ownership`: which meters this instance owns (the units its consumer group gave it).
+//!   `ownership`: which meters this instance owns (the units its consumer group gave it);
+//!   `lease`: fencing, the per-unit leases in the shared store that let it act for them.
 //! - [`head_end`]: the head-end boundary; simulator and Kafka bridge.
 //! - [`campaign`]: staged mass disconnects: release queue, windows, planner, campaign actors.
 //! - [`meter`]: the pure meter state machine, the meter actor, the live-actor directory.
@@ -41,6 +42,7 @@ pub mod facts;
 pub mod head_end;
 pub(crate) mod http;
 pub mod kafka;
+pub(crate) mod lease;
 pub mod meter;
 pub mod observability;
 pub(crate) mod ownership;

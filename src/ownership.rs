@@ -6,12 +6,22 @@
 //! before they act for a meter. A meter owned elsewhere gets no actor here and no command from
 //! here.
 //!
+//! Owning is not acting. With a shared store (ScyllaDB) a unit must also be *leased*
+//! ([`crate::lease`]): its lease in the store is this instance's and was renewed recently enough
+//! that no other instance can have taken it. A meter starts a command only while its unit is
+//! owned, caught up and leased ([`Ownership::acting`]), and its steps are stored only while the
+//! unit is leased ([`Ownership::leased`]): an instance frozen past its session wakes up with
+//! every lease lapsed, so it neither commands nor writes before it hears it lost its units.
+//!
 //! Invariants: the set changes only in the meter consumer's rebalance callbacks (revoke first,
 //! then assign), so it never changes while one of its batches is handled. A directory given no
-//! ownership (tests, tools, benches without a consumer group) owns every meter.
+//! ownership (tests, tools, benches without a consumer group) owns every meter; an ownership
+//! without fencing (the embedded store: one process) holds every owned unit's lease.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::RwLock;
+
+use tokio::time::Instant;
 
 use crate::domain::partition::Partitioner;
 
@@ -23,6 +33,12 @@ pub(crate) struct Ownership {
     /// Owned units whose facts are not all applied yet since their assignment: their meters
     /// take facts and answers in but start no command.
     catching_up: RwLock<BTreeSet<u32>>,
+    /// Fencing by leases ([`crate::lease`]); else every owned unit counts as leased.
+    fencing: bool,
+    /// Leased units and the instant their lease stops counting here (set by the lease keeper).
+    leased_until: RwLock<HashMap<u32, Instant>>,
+    /// Raised when an assignment wants its leases now (the lease keeper's next round).
+    pub(crate) lease_wanted: tokio::sync::Notify,
 }
 
 impl Ownership {
@@ -34,7 +50,54 @@ impl Ownership {
             units: units.max(1),
             owned: RwLock::default(),
             catching_up: RwLock::default(),
+            fencing: false,
+            leased_until: RwLock::default(),
+            lease_wanted: tokio::sync::Notify::new(),
         }
+    }
+
+    /// As [`Ownership::by_partition`], and a unit is acted and written for only while its lease
+    /// in the shared store is held ([`crate::lease::Leases`] keeps them).
+    pub(crate) fn fenced_by_leases(partitioner: Partitioner, units: u32) -> Ownership {
+        Ownership {
+            fencing: true,
+            ..Ownership::by_partition(partitioner, units)
+        }
+    }
+
+    /// Is `unit`'s lease held here (always, without fencing)?
+    pub(crate) fn leased(&self, unit: u32) -> bool {
+        !self.fencing
+            || self
+                .leased_until
+                .read()
+                .expect("lock")
+                .get(&unit)
+                .is_some_and(|until| Instant::now() < *until)
+    }
+
+    pub(crate) fn leased_all(&self, units: &BTreeSet<u32>) -> bool {
+        units.iter().all(|u| self.leased(*u))
+    }
+
+    /// May this meter's steps be stored from here: its unit leased (whether or not still
+    /// owned: a unit revoked and given straight back keeps its live actors)?
+    pub(crate) fn may_write(&self, meter_id: &str) -> bool {
+        self.units == 0 || self.leased(self.unit_of(meter_id))
+    }
+
+    /// The lease keeper renewed (or took) `unit`'s lease: it counts until `until`.
+    pub(crate) fn lease_held(&self, unit: u32, until: Instant) {
+        self.leased_until.write().expect("lock").insert(unit, until);
+    }
+
+    /// `unit`'s lease is not held here any more (released, or taken by another instance).
+    pub(crate) fn lease_gone(&self, unit: u32) {
+        self.leased_until.write().expect("lock").remove(&unit);
+    }
+
+    pub(crate) fn owned_units(&self) -> BTreeSet<u32> {
+        self.owned.read().expect("lock").clone()
     }
 
     /// The unit of `meter_id` (0 when every meter is owned).
@@ -54,10 +117,12 @@ impl Ownership {
                 .contains(&self.unit_of(meter_id))
     }
 
-    /// Owned, and its unit caught up since its assignment.
+    /// Owned, its unit caught up since its assignment, and leased.
     pub(crate) fn acting(&self, meter_id: &str) -> bool {
         let u = self.unit_of(meter_id);
-        self.owns_unit(u) && !self.catching_up.read().expect("lock").contains(&u)
+        self.owns_unit(u)
+            && !self.catching_up.read().expect("lock").contains(&u)
+            && (self.units == 0 || self.leased(u))
     }
 
     /// These units' facts are applied: their meters may act.
@@ -91,7 +156,13 @@ impl Ownership {
             .set(o.len() as f64);
     }
 
+    /// `units` are revoked: not owned, and their leases stop counting at once (the lease keeper
+    /// releases them in the store, or lets them lapse when the assignment was lost).
     pub(crate) fn lose(&self, units: &BTreeSet<u32>) {
+        {
+            let mut l = self.leased_until.write().expect("lock");
+            l.retain(|u, _| !units.contains(u));
+        }
         let mut o = self.owned.write().expect("lock");
         o.retain(|u| !units.contains(u));
         crate::observability::metrics()

@@ -1,15 +1,19 @@
-//! Scale out (issue 14): two `switchyard` processes in one consumer group on the real Kafka
+//! Scale out (issue 14): three `switchyard` processes in one consumer group on the real Kafka
 //! broker, sharing one keyspace on the real CQL server (Cassandra 5, the protocol ScyllaDB
 //! speaks), with the Kafka head-end bridge and this test as the head-end adapter (it keeps
-//! the true switch state of every meter and records every command it receives).
+//! the true switch state of every meter and records every command it receives; it answers the
+//! first disconnect of one meter in three "meter busy", so retries wait in their back-off).
 //!
-//! Ownership and hand-over: the second instance takes a share of the units when it joins;
-//! one instance is killed with SIGKILL mid-run and the other takes its units once its session
-//! expires, loads their open work and finishes it; the killed one is started again and takes
-//! units back (a graceful hand-over from the survivor). At the end every order is final and
-//! no meter got a switch command twice. Needs the real servers (tests/run.sh starts them);
-//! skipped otherwise. Not covered yet: an instance frozen (SIGSTOP) past its session, which
-//! needs the fencing of docs/architecture.md "Scale out".
+//! While a stream of disconnects flows, one instance is killed with SIGKILL and another is
+//! frozen with SIGSTOP for longer than its session (and its unit leases); the third takes
+//! their units, loads their open work and finishes it. The frozen one then wakes with its
+//! retries due: fencing (`crate::lease`) must keep it from sending them or storing a step for
+//! meters it no longer owns. Both are started again / resumed and take units back, and a
+//! reconnect per meter is served by all three. At the end every order is final, no command id
+//! reached the head-end twice, and each meter got exactly one executed disconnect and one
+//! executed connect. Size: `SWITCHYARD_SCALE_METERS` meters (default 1,500: 3,000 orders;
+//! the committed report, docs/reports/scale-out.md, ran 25,000: 50,000 orders). Needs the
+//! real servers (tests/run.sh starts them); skipped otherwise.
 
 mod common;
 
@@ -21,7 +25,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use switchyard::domain::{CommandKind, OrderStatus, SwitchState};
 
-const UNITS: i32 = 4;
+const UNITS: i32 = 6;
 
 /// One instance's directory: its config (the shared environment plus its instance id).
 fn instance(
@@ -38,7 +42,8 @@ fn instance(
         &[
             ("mode = \"simulator\"", "mode = \"kafka\""),
             ("command_deadline_secs = 30", "command_deadline_secs = 5"),
-            ("backoff_initial_ms = 2000", "backoff_initial_ms = 50"),
+            // Retries wait 3 s: an instance frozen now wakes with them due.
+            ("backoff_initial_ms = 2000", "backoff_initial_ms = 3000"),
         ],
     );
     let mut env = env.to_vec();
@@ -64,8 +69,21 @@ fn tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(25)..].join("\n")
 }
 
+fn signal(c: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on a child of this process, whose pid it has not reaped yet.
+    let r = unsafe { libc::kill(c.id() as i32, sig) };
+    assert_eq!(r, 0, "signal {sig} to {}", c.id());
+}
+
+fn meters() -> usize {
+    std::env::var("SWITCHYARD_SCALE_METERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500)
+}
+
 #[actix_rt::test]
-async fn two_instances_share_the_meters_and_a_killed_ones_units_are_finished_by_the_other() {
+async fn three_instances_lose_one_to_a_kill_and_freeze_another_and_nothing_is_lost_or_sent_twice() {
     if std::env::var("SWITCHYARD_TEST_BACKEND").as_deref() == Ok("scylla") {
         return; // on the real servers already in the first pass
     }
@@ -95,131 +113,184 @@ async fn two_instances_share_the_meters_and_a_killed_ones_units_are_finished_by_
             "SWITCHYARD__STORE__SCYLLA__OWNERSHIP_UNITS".to_string(),
             UNITS.to_string(),
         ),
+        (
+            "SWITCHYARD__STORE__SCYLLA__LEASE_MS".to_string(),
+            "5s".to_string(),
+        ),
     ]);
     let mut cfg = switchyard::Config::load_with_env(None, env.clone()).unwrap();
     let _no_mock = host_kafka_with(&mut cfg, UNITS); // creates the topics on the broker
     let (a_config, a_log) = instance(root.path(), "a", &kafka, &env);
     let (b_config, b_log) = instance(root.path(), "b", &kafka, &env);
+    let (c_config, c_log) = instance(root.path(), "c", &kafka, &env);
 
     let p = producer(&kafka);
     let events = TopicLog::follow(&kafka, &cfg.topics.order_events);
-    let field = Arc::new(Mutex::new(Field::default()));
+    let field = Arc::new(Mutex::new(Field {
+        busy_every: 3,
+        ..Field::default()
+    }));
     run_adapter(
         &kafka,
         &cfg.topics.head_end_commands,
         &cfg.topics.head_end_results,
         field.clone(),
     );
-    let n = 1200;
-    let meter_id = |i: usize| format!("SO-M-{i:05}");
-    for i in 0..n {
-        let m = meter_id(i);
-        produce_json(&p, &cfg.topics.registry, &m, meter(&m, true)).await;
-    }
+    let n = meters();
+    let meter_id = |i: usize| format!("SO-M-{i:06}");
+    futures::future::join_all((0..n).map(|i| {
+        let (p, t, m) = (&p, &cfg.topics.registry, meter_id(i));
+        async move { produce_json(p, t, &m, meter(&m, true)).await }
+    }))
+    .await;
 
-    // A alone (it applies the schema), then B joins: the group shares the units.
+    // A alone (it applies the schema), then B and C join: the group shares the units.
+    let started = Instant::now();
     let mut a = spawn_switchyard(&a_config, &a_log);
     wait_for_log(&a_log, "order intake started", Duration::from_secs(90)).await;
     let mut b = spawn_switchyard(&b_config, &b_log);
-    wait_for_log(&b_log, "order intake started", Duration::from_secs(90)).await;
+    let mut c = spawn_switchyard(&c_config, &c_log);
+    for log in [&b_log, &c_log] {
+        wait_for_log(log, "order intake started", Duration::from_secs(120)).await;
+    }
     eventually(
-        Lazy(|| format!("A gives units to B; A: {}", tail(&a_log))),
+        Lazy(|| format!("A gives units away; A: {}", tail(&a_log))),
         Duration::from_secs(60),
         async || count(&a_log, "units handed to another instance") >= 1,
     )
     .await;
 
-    // Wave 1: a disconnect per meter, as a stream. Once a third is sent, kill A.
+    // Wave 1: a disconnect per meter, streamed over about 45 s.
     let (stream, orders) = (p.clone(), cfg.topics.orders.clone());
-    tokio::spawn(async move {
-        for chunk in (0..n).collect::<Vec<_>>().chunks(20) {
+    let per_tick = n.div_ceil(180);
+    let producing = tokio::spawn(async move {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(per_tick) {
             futures::future::join_all(chunk.iter().map(|&i| {
                 let (p, t) = (&stream, &orders);
                 async move {
-                    Order::disconnect(&format!("SO-D-{i:05}"), &meter_id(i))
+                    Order::disconnect(&format!("SO-D-{i:06}"), &meter_id(i))
                         .produce(p, t)
                         .await
                 }
             }))
             .await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });
+    let sent = || field.lock().unwrap().received.len();
     eventually(
-        Lazy(|| format!("a third of the commands sent; A: {}", tail(&a_log))),
+        Lazy(|| format!("a sixth of the commands sent; A: {}", tail(&a_log))),
         Duration::from_secs(120),
-        async || field.lock().unwrap().received.len() >= n / 3,
+        async || sent() >= n / 6,
     )
     .await;
+    let taken_before = count(&b_log, "unit lease taken") + count(&c_log, "unit lease taken");
     a.kill().unwrap(); // SIGKILL
     a.wait().unwrap();
     let killed = Instant::now();
     let final_at_kill = events.finals().len();
-    assert!(final_at_kill < n, "the kill must land mid-run");
-    // B takes A's units once A's session (6 s) has expired, and finishes all of wave 1.
+    // Once B and C have taken A's units (A's session and leases lapsed) and a third of the
+    // stream is in, C freezes for 20 s: past its 6 s session and its 5 s leases, with
+    // retries due in its back-off.
     eventually(
         Lazy(|| {
             format!(
-                "all {n} disconnects final with A dead ({} are); B: {}",
-                events.finals().len(),
-                tail(&b_log)
+                "A's units taken over; B: {}\nC: {}",
+                tail(&b_log),
+                tail(&c_log)
             )
         }),
-        Duration::from_secs(180),
-        async || events.finals().len() >= n,
+        Duration::from_secs(90),
+        // (The rebalance revokes every unit: B and C take their own back at once, A's after
+        // its leases went a whole lease unrenewed.)
+        async || {
+            count(&b_log, "unit lease taken") + count(&c_log, "unit lease taken")
+                >= taken_before + UNITS as usize
+        },
     )
     .await;
-    let handover = killed.elapsed();
-    assert!(
-        count(&b_log, "units assigned: applying their facts") >= 2,
-        "B was assigned A's units: {}",
-        tail(&b_log)
-    );
-
-    // A comes back: B hands units over (a graceful revoke), and wave 2 (a reconnect per
-    // meter) is served by both.
+    let took_a = killed.elapsed();
+    eventually(
+        Lazy(|| "a third of the commands sent".to_string()),
+        Duration::from_secs(120),
+        async || sent() >= n / 3,
+    )
+    .await;
+    let b_before = count(&b_log, "unit lease taken");
+    signal(&c, libc::SIGSTOP);
+    let final_at_freeze = events.finals().len();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let c_units_taken = count(&b_log, "unit lease taken") - b_before;
+    signal(&c, libc::SIGCONT);
+    // C hears it lost its units; A comes back; both take units again (graceful hand-overs).
+    eventually(
+        Lazy(|| format!("C hears its assignment was lost; C: {}", tail(&c_log))),
+        Duration::from_secs(60),
+        async || count(&c_log, "assignment lost") >= 1,
+    )
+    .await;
     let mut a = spawn_switchyard(&a_config, &a_log);
     eventually(
         Lazy(|| format!("A ready again; A: {}", tail(&a_log))),
-        Duration::from_secs(90),
+        Duration::from_secs(120),
         async || count(&a_log, "order intake started") >= 2,
     )
     .await;
-    eventually(
-        Lazy(|| format!("B gives units back; B: {}", tail(&b_log))),
-        Duration::from_secs(60),
-        async || count(&b_log, "units handed to another instance") >= 1,
-    )
-    .await;
-    for i in 0..n {
-        Order::reconnect(&format!("SO-R-{i:05}"), &meter_id(i))
-            .produce(&p, &cfg.topics.orders)
-            .await;
-    }
+    producing.await.unwrap();
     eventually(
         Lazy(|| {
             format!(
-                "all {} orders final ({}); A: {}\nB: {}",
+                "all {n} disconnects final ({} are); A: {}\nB: {}\nC: {}",
+                events.finals().len(),
+                tail(&a_log),
+                tail(&b_log),
+                tail(&c_log)
+            )
+        }),
+        Duration::from_secs(300),
+        async || events.finals().len() >= n,
+    )
+    .await;
+    let wave1 = started.elapsed();
+
+    // Wave 2: a reconnect per meter, served by all three.
+    futures::future::join_all((0..n).map(|i| {
+        let (p, t) = (&p, &cfg.topics.orders);
+        async move {
+            Order::reconnect(&format!("SO-R-{i:06}"), &meter_id(i))
+                .produce(p, t)
+                .await
+        }
+    }))
+    .await;
+    eventually(
+        Lazy(|| {
+            format!(
+                "all {} orders final ({}); A: {}\nB: {}\nC: {}",
                 2 * n,
                 events.finals().len(),
                 tail(&a_log),
-                tail(&b_log)
+                tail(&b_log),
+                tail(&c_log)
             )
         }),
-        Duration::from_secs(180),
+        Duration::from_secs(300),
         async || events.finals().len() >= 2 * n,
     )
     .await;
-    for c in [&mut a, &mut b] {
-        c.kill().unwrap();
-        c.wait().unwrap();
+    for x in [&mut a, &mut b, &mut c] {
+        x.kill().unwrap();
+        x.wait().unwrap();
     }
+    let fenced_lines = count(&c_log, "command not sent: this instance no longer acts");
+    let dropped_steps = count(&c_log, "dropped unstored");
+    let leases_lost = count(&c_log, "was taken by another instance");
 
-    // Every order completed; no command id twice; per meter exactly one disconnect and one
-    // connect reached the head-end; the field ends connected.
+    // Every order completed; no command id twice; per meter exactly one executed disconnect
+    // and one executed connect; the field ends connected.
     let by_order = events.statuses_by_order();
     for i in 0..n {
-        for id in [format!("SO-D-{i:05}"), format!("SO-R-{i:05}")] {
+        for id in [format!("SO-D-{i:06}"), format!("SO-R-{i:06}")] {
             let st = by_order.get(&id).cloned().unwrap_or_default();
             assert!(
                 st.contains(&OrderStatus::Completed),
@@ -230,34 +301,46 @@ async fn two_instances_share_the_meters_and_a_killed_ones_units_are_finished_by_
     }
     let f = field.lock().unwrap();
     let mut ids = HashSet::new();
-    let mut per_meter: HashMap<(&str, CommandKind), usize> = HashMap::new();
-    for c in &f.received {
+    let mut executed: HashMap<(&str, CommandKind), usize> = HashMap::new();
+    let mut busy = 0;
+    for cmd in &f.received {
         assert!(
-            ids.insert(c.command_id.clone()),
+            ids.insert(cmd.command_id.clone()),
             "command {} sent twice",
-            c.command_id
+            cmd.command_id
         );
-        if c.kind != CommandKind::SwitchStatus {
-            *per_meter.entry((c.meter_id.as_str(), c.kind)).or_default() += 1;
+        let was_busy = cmd.kind == CommandKind::Disconnect
+            && cmd.attempt == 1
+            && f.busy_every > 0
+            && cmd
+                .meter_id
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
+                % f.busy_every
+                == 0;
+        if was_busy {
+            busy += 1;
+        } else if cmd.kind != CommandKind::SwitchStatus {
+            *executed
+                .entry((cmd.meter_id.as_str(), cmd.kind))
+                .or_default() += 1;
         }
     }
-    let twice: Vec<_> = per_meter.iter().filter(|(_, k)| **k > 1).collect();
+    let twice: Vec<_> = executed.iter().filter(|(_, k)| **k > 1).take(10).collect();
     assert!(
         twice.is_empty(),
         "switch commands executed twice: {twice:?}"
     );
-    assert_eq!(
-        per_meter.len(),
-        2 * n,
-        "one disconnect and one connect each"
-    );
+    assert_eq!(executed.len(), 2 * n, "one disconnect and one connect each");
     assert!(f.switch.values().all(|s| *s == SwitchState::Connected));
+    assert!(busy > 0, "some disconnects were retried");
     let checks = f
         .received
         .iter()
         .filter(|c| c.kind == CommandKind::SwitchStatus)
         .count();
     eprintln!(
-        "scale out: {n} meters on {UNITS} units, 2 instances; A killed with {final_at_kill} of {n} final; B finished wave 1 {handover:?} after the kill (session 6 s); {checks} status checks; 0 duplicate commands"
+        "scale out: {n} meters ({} orders) on {UNITS} units, 3 instances; A killed with {final_at_kill} final, its units taken over {took_a:?} after the kill (session 6 s, lease 5 s); C frozen 20 s with {final_at_freeze} final, B took {c_units_taken} unit leases by the time C woke; C on waking: {leases_lost} leases found taken, {fenced_lines} commands fenced, {dropped_steps} steps dropped unstored; wave 1 done {wave1:?} after start; {busy} busy answers retried; {checks} status checks; 0 commands sent twice, 0 switch commands executed twice",
+        2 * n
     );
 }

@@ -86,6 +86,7 @@ on_both!(
     campaigns_their_orders_and_releases,
     kept_table_records_are_replaced_and_removed,
     an_assignment_loads_exactly_the_open_work_of_its_units,
+    a_unit_lease_changes_only_from_what_it_is,
 );
 
 #[test]

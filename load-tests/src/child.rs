@@ -235,6 +235,17 @@ impl Scrape {
         Scrape(m)
     }
 
+    /// The scrapes of several instances as one: each series summed over them.
+    pub fn summed(scrapes: impl IntoIterator<Item = Scrape>) -> Scrape {
+        let mut m: HashMap<String, f64> = HashMap::new();
+        for s in scrapes {
+            for (k, v) in s.0 {
+                *m.entry(k).or_default() += v;
+            }
+        }
+        Scrape(m)
+    }
+
     /// Sum over every series of `name` whose labels contain all of `labels` (`k="v"`).
     pub fn sum(&self, name: &str, labels: &[&str]) -> f64 {
         self.0

@@ -35,6 +35,10 @@ struct Args {
     /// Multiply every count in the scenario (e.g. 0.1 for a tenth of it).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// Instances of switchyard in one consumer group, sharing the meters (more than one needs
+    /// the ScyllaDB store, `SWITCHYARD__STORE__BACKEND=scylla`, and a scenario without a kill).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    instances: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         brokers,
         out,
         scale,
+        instances,
     } = Args::parse();
 
     switchyard::observability::init_logging(switchyard::config::LogFormat::Text, "warn");
@@ -85,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         out: out.clone(),
         scale,
         command_line,
+        instances: instances as usize,
     }))?;
     println!("{}", report.table());
     println!("report: {}", out.join("report.md").display());

@@ -50,6 +50,8 @@ pub struct LoadtestOptions {
     pub scale: f64,
     /// The command line, for the report's "reproduce" line.
     pub command_line: String,
+    /// switchyard processes in one consumer group (1: the single instance).
+    pub instances: usize,
 }
 
 /// Runs a scenario and writes its report. Needs a tokio runtime.
@@ -141,6 +143,12 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
             (b.clone(), format!("external Kafka API at {b}"))
         }
     };
+    let n = opts.instances.max(1);
+    if n > 1 && (cql_keyspace.is_none() || scenario.kill_at_in_flight.is_some()) {
+        return Err(LoadtestError::Child(format!(
+            "{n} instances need the ScyllaDB store (SWITCHYARD__STORE__BACKEND=scylla: instances share it) and a scenario without kill_at_in_flight"
+        )));
+    }
     let store_label = match (config.cql_store(), &cql_keyspace) {
         (Some((nodes, _)), Some(ks)) => {
             env.push(("SWITCHYARD__STORE__SCYLLA__KEYSPACE".into(), ks.clone()));
@@ -236,10 +244,59 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         preload_produce.as_secs_f64()
     );
 
-    // 3. switchyard.
-    let mut sy = Switchyard::spawn(&opts.switchyard, &env, &log)?;
+    // 3. switchyard: one instance, or `n` in one consumer group (the schema applied first by
+    // `switchyard migrate`, then all started at once, so that the group's first assignment
+    // shares the units and no instance runs alone on the preloaded orders).
+    let mut others = Vec::new();
+    let mut store_label = store_label;
+    if n > 1 {
+        let status = std::process::Command::new(&opts.switchyard)
+            .arg("migrate")
+            .envs(env.iter().cloned())
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err(LoadtestError::Child(format!(
+                "switchyard migrate failed ({status})"
+            )));
+        }
+        env.push((
+            "SWITCHYARD__STORE__SCYLLA__MIGRATE_AT_START".into(),
+            "false".into(),
+        ));
+        store_label.push_str(&format!(
+            "; {n} instances in one consumer group (memory figures are the first instance's; rates and counts are sums over all)"
+        ));
+    }
+    let instance_env = |i: usize| {
+        let mut e = env.clone();
+        if n > 1 {
+            e.push((
+                "SWITCHYARD__KAFKA__INSTANCE_ID".into(),
+                format!("lt-{run_id}-{i}"),
+            ));
+            e.push((
+                "SWITCHYARD__DATA_DIR".into(),
+                data.join(format!("instance-{i}")).display().to_string(),
+            ));
+        }
+        e
+    };
+    let mut sy = Switchyard::spawn(&opts.switchyard, &instance_env(0), &log)?;
+    for i in 1..n {
+        others.push(Switchyard::spawn(
+            &opts.switchyard,
+            &instance_env(i),
+            &opts.out.join(format!("switchyard-{i}.log")),
+        )?);
+    }
     let pid = Arc::new(Mutex::new((sy.pid(), sy.http, 0u32)));
     let startup = sy.wait_ready(Duration::from_secs(1800)).await?;
+    for o in &mut others {
+        o.wait_ready(Duration::from_secs(1800)).await?;
+    }
+    let other_targets: Vec<(u32, std::net::SocketAddr)> =
+        others.iter().map(|o| (o.pid(), o.http)).collect();
     let (rss_ready, _) = child::memory(sy.pid());
     eprintln!(
         "switchyard ready in {:.1} s (registry of {} meters replayed), RSS {} MiB",
@@ -249,7 +306,12 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
     );
     let run_started = Instant::now();
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
-    let sampler = tokio::spawn(sample_loop(pid.clone(), samples.clone(), run_started));
+    let sampler = tokio::spawn(sample_loop(
+        pid.clone(),
+        other_targets,
+        samples.clone(),
+        run_started,
+    ));
 
     // 4. Traffic while it runs.
     let mut storm_at = None;
@@ -372,6 +434,9 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
     let (_, peak_rss) = child::memory(sy.pid());
     sy.stop()?;
     drop(sy);
+    for mut o in others {
+        o.stop()?;
+    }
     follower.stop();
 
     // 7. The raw limits, same machine, same run.
@@ -480,15 +545,28 @@ fn kill_now(in_flight: f64, peak: f64, trigger: usize, all_accepted: bool) -> Op
     }
 }
 
+/// Every 200 ms: the metrics of `target` (the first instance, whose life changes at a restart)
+/// and of `others` (more instances in its group), summed.
 async fn sample_loop(
     target: Arc<Mutex<(u32, std::net::SocketAddr, u32)>>,
+    others: Vec<(u32, std::net::SocketAddr)>,
     out: Arc<Mutex<Vec<Sample>>>,
     started: Instant,
 ) {
     loop {
         let (pid, http, life) = *target.lock().expect("lock");
         if let Ok((200, body)) = child::get(http, "/metrics").await {
-            let m = Scrape::parse(&body);
+            let mut bodies = vec![body];
+            for (_, h) in &others {
+                if let Ok((200, b)) = child::get(*h, "/metrics").await {
+                    bodies.push(b);
+                }
+            }
+            if bodies.len() != others.len() + 1 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue; // a sample is all instances or none
+            }
+            let m = Scrape::summed(bodies.iter().map(|b| Scrape::parse(b)));
             let (rss, _) = child::memory(pid);
             let terminal = ["completed", "failed", "cancelled", "rejected"]
                 .iter()

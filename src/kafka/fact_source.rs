@@ -80,19 +80,31 @@ impl Handler for Facts {
             // Until the meter has stored it: an actor that stops before storing (it
             // passivated, or failed) drops the acknowledgement; deliver again (facts are
             // idempotent). The offset is never stored past an unstored fact.
-            loop {
-                let (tx, rx) = oneshot::channel();
+            // Waiting, the consumer keeps polling (`Io::pause_for`): a meter whose unit's lease
+            // lapsed holds its step until a revoke says the unit was taken, and that revoke is
+            // heard only in a poll.
+            'deliver: loop {
+                let (tx, mut rx) = oneshot::channel();
                 self.directory
                     .deliver_acked(&meter, MeterMsg::Fact(fact.clone()), Some(tx));
-                tokio::select! {
-                    r = rx => match r {
-                        Ok(()) => break,
-                        Err(_) => {
-                            tracing::warn!(meter = %meter, fact = fact.fact_id(), "fact not acknowledged by its meter; delivering again");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+                loop {
+                    tokio::select! {
+                        r = &mut rx => match r {
+                            Ok(()) => break 'deliver,
+                            Err(_) => {
+                                tracing::warn!(meter = %meter, fact = fact.fact_id(), "fact not acknowledged by its meter; delivering again");
+                                if !io.pause_for(Duration::from_millis(100)).await {
+                                    return Handled::Stopped;
+                                }
+                                continue 'deliver;
+                            }
+                        },
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                            if !io.pause_for(Duration::from_millis(100)).await {
+                                return Handled::Stopped;
+                            }
                         }
-                    },
-                    _ = io.stopping() => return Handled::Stopped,
+                    }
                 }
             }
         }

@@ -182,8 +182,16 @@ impl Intake {
         let mut seen = HashSet::new();
         let mut deliver = Vec::new();
         let mut to_campaigns = Vec::new();
+        // Meters of orders already stored: handed their open orders again (`Recover` is
+        // idempotent). An order stored by an instance that lost its unit after the new owner
+        // read the open work (a write of the old owner that landed late) is then still taken
+        // up by its meter, never stranded as "a duplicate of itself".
+        let mut adopt = Vec::new();
         for ((order, i), already) in accepted.into_iter().zip(stored) {
             let msg = &batch[i];
+            if already && !adopt.contains(&order.meter_id) {
+                adopt.push(order.meter_id.clone());
+            }
             if already || !seen.insert(order.order_id.clone()) {
                 m.orders_duplicate.increment(1);
                 write.audit.push(
@@ -297,6 +305,10 @@ impl Intake {
             let meter = order.meter_id.clone();
             self.directory
                 .deliver(&meter, crate::meter::MeterMsg::Order(order));
+        }
+        for meter in adopt {
+            self.directory
+                .deliver(&meter, crate::meter::MeterMsg::Recover);
         }
         for (cid, co) in to_campaigns {
             self.campaigns.enqueue(&cid, co);

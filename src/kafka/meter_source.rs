@@ -18,9 +18,12 @@
 //!   per unit) and each meter resumes with `Recover` (a command whose outcome is unknown is
 //!   status-checked first: the machine's rule), and the orders partitions are resumed.
 //!
-//! Not yet here (docs/architecture.md "Scale out"): fencing of an instance frozen past its
-//! session (per-unit lease in the store, transactional producer), campaign releases to meters
-//! owned by another instance.
+//! With a shared store, units are fenced by leases ([`crate::lease`]): an assignment's open work
+//! is read once its leases are held, a graceful revoke releases them, and orders of a unit
+//! whose lease lapsed wait.
+//!
+//! Not yet here (docs/architecture.md "Scale out"): campaign releases to meters owned by
+//! another instance.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -149,6 +152,18 @@ impl Handler for MeterInputs {
                 return Handled::Stopped;
             }
         }
+        // Fencing: orders of a unit whose lease lapsed (this process was frozen, or the store
+        // does not answer the renewals) wait, polling, until it is renewed or the unit is
+        // revoked (then the batch is abandoned: its records are the new owner's).
+        let r = &self.rebalancing.ownership;
+        while orders.iter().any(|&i| {
+            let u = batch[i].partition() as u32;
+            r.owns_unit(u) && !r.leased(u)
+        }) {
+            if !io.pause_for(Duration::from_millis(100)).await {
+                return Handled::Stopped;
+            }
+        }
         if !part(&self.intake, batch, &orders, io, &mut rejected).await {
             return Handled::Stopped;
         }
@@ -236,9 +251,15 @@ pub(crate) struct Rebalancing {
     /// Asks for high watermarks (the meter consumer itself answers one only after its fetch:
     /// 100 partitions of facts and control took 70 s on the mock cluster).
     probe: rdkafka::consumer::BaseConsumer,
+    /// Fencing by unit leases (a shared store); set once, before the first assignment.
+    leases: std::sync::OnceLock<Arc<crate::lease::Leases>>,
 }
 
 impl Rebalancing {
+    pub(crate) fn set_leases(&self, leases: Arc<crate::lease::Leases>) {
+        let _ = self.leases.set(leases);
+    }
+
     /// `first` fires once the first assignment's open work has been handed to its meters.
     pub(crate) fn new(
         ownership: Arc<Ownership>,
@@ -263,6 +284,7 @@ impl Rebalancing {
             }),
             revokes: std::sync::atomic::AtomicU64::new(0),
             probe,
+            leases: std::sync::OnceLock::new(),
         }
     }
 
@@ -321,6 +343,13 @@ impl Rebalancing {
             if !behind.is_empty() {
                 return;
             }
+        }
+        // Fencing: the open work is read once the units' leases are held here (a previous
+        // holder that did not release them has stopped acting by then: crate::lease), so
+        // nothing it stores afterwards can be missing from what is read.
+        if !self.ownership.leased_all(&a.units) {
+            self.ownership.lease_wanted.notify_one();
+            return;
         }
         if a.loading.is_none() {
             let (store, units, n, p) = (
@@ -423,6 +452,14 @@ impl super::RebalanceListener for Rebalancing {
             tracing::warn!(error = %e, "cannot commit offsets before the revoke; the new owner reads again from the last commit (redelivered records are recognised)");
         }
         self.ownership.lose(&units);
+        if !lost {
+            // Given up in the store, so that the next owner need not wait for them to lapse
+            // (a lost assignment's leases lapse: what this instance still has in flight is
+            // not known here).
+            if let Some(l) = self.leases.get() {
+                l.release(&units);
+            }
+        }
         let mut st = self.state.lock().expect("lock");
         st.assigning = None;
         if lost {

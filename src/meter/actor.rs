@@ -303,7 +303,18 @@ impl MeterActor {
         }
         let store = svc.store.clone();
         let meter = self.id().clone();
+        let fence = dir.clone();
         let fut = async move {
+            // Fencing (crate::lease): stored only while this meter's unit is leased here. An
+            // instance that wakes from a freeze finds its leases lapsed and holds the step
+            // until it hears its units were taken (relinquished: the step is dropped, never
+            // stored nor acted on; the new owner works from the store) or renews them.
+            while !fence.may_write(&meter) {
+                if fence.relinquished(&meter) {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
             store
                 .write_retrying(batch, backoff, |e| {
@@ -311,9 +322,15 @@ impl MeterActor {
                     // may be holding here at once.
                     tracing::debug!(error = %e, meter = %meter, "meter state not stored; holding this meter until the store accepts it");
                 })
-                .await
+                .await;
+            true
         };
-        ctx.wait(fut.into_actor(self).map(move |(), act, ctx| {
+        ctx.wait(fut.into_actor(self).map(move |written, act, ctx| {
+            if !written {
+                tracing::info!(meter = %act.id(), "a step of a meter whose unit was taken by another instance was dropped unstored");
+                ctx.stop();
+                return;
+            }
             if let Some(a) = ack {
                 let _ = a.send(());
             }
@@ -357,6 +374,15 @@ impl MeterActor {
                             tracing::warn!(command = %c.command_id, age = %age, not_sent_since_last_line = suppressed, "disconnect not sent: its policy decision is too old (the store was slow); it will be decided again after a backoff, and is not counted as an attempt");
                         }
                         not_sent = Some(c.command_id.clone());
+                        continue;
+                    }
+                    // Fencing: the write that stored this command returned; the unit may have
+                    // been revoked, or its lease lapsed (this process was frozen), meanwhile.
+                    // Not sent: the command is stored as sent, so whoever acts for the meter
+                    // next status-checks it before anything else is sent.
+                    if !self.dir.acting(self.id()) {
+                        metrics().commands_fenced.increment(1);
+                        tracing::warn!(command = %c.command_id, meter = %self.id(), "command not sent: this instance no longer acts for the meter's unit (revoked, or its lease lapsed)");
                         continue;
                     }
                     metrics().commands_sent[c.kind.index()].increment(1);

@@ -119,6 +119,8 @@ pub struct Directory {
     recovering: std::sync::atomic::AtomicUsize,
     /// Which meters this instance owns (set once by the wiring; unset: all of them).
     ownership: std::sync::OnceLock<Arc<crate::ownership::Ownership>>,
+    /// The unit leases' keeper (a shared store), released at a graceful stop.
+    leases: std::sync::OnceLock<Arc<crate::lease::Leases>>,
 }
 
 /// The wake-ups of meters, live or passivated, that hold an order until a time (a window
@@ -193,6 +195,7 @@ impl Directory {
             wakes: Arc::default(),
             recovering: std::sync::atomic::AtomicUsize::new(0),
             ownership: std::sync::OnceLock::new(),
+            leases: std::sync::OnceLock::new(),
         });
         // One sweep for every actor instead of a timer in each: an actor idle for
         // `meters.idle_passivate_secs` is asked to passivate.
@@ -349,6 +352,18 @@ impl Directory {
         let _ = self.ownership.set(ownership);
     }
 
+    pub(crate) fn set_leases(&self, leases: Arc<crate::lease::Leases>) {
+        let _ = self.leases.set(leases);
+    }
+
+    /// A graceful stop, once the meters stopped: every unit lease held is given up, so that
+    /// their next owners take them at once.
+    pub(crate) fn release_leases(&self) {
+        if let Some(l) = self.leases.get() {
+            l.release_all();
+        }
+    }
+
     /// Is this meter this instance's (its unit assigned here)?
     pub(crate) fn owns(&self, meter_id: &str) -> bool {
         self.ownership.get().is_none_or(|o| o.owns(meter_id))
@@ -358,6 +373,16 @@ impl Directory {
     /// assigned (a payment sent before a hand-over is known before a held disconnect goes)?
     pub(crate) fn acting(&self, meter_id: &str) -> bool {
         self.ownership.get().is_none_or(|o| o.acting(meter_id))
+    }
+
+    /// May this meter's steps be stored from here (its unit's lease held: [`crate::lease`])?
+    pub(crate) fn may_write(&self, meter_id: &str) -> bool {
+        self.ownership.get().is_none_or(|o| o.may_write(meter_id))
+    }
+
+    /// Was this meter's actor told to stop (its unit revoked)?
+    pub(crate) fn relinquished(&self, meter_id: &str) -> bool {
+        self.live.get(meter_id).is_some_and(|e| e.relinquished)
     }
 
     /// The units in `units` were revoked: their live actors stop (a meter stores every step

@@ -50,7 +50,55 @@ pub const CASES: &[(&str, fn(&dyn Store))] = &[
         "an_assignment_loads_exactly_the_open_work_of_its_units",
         an_assignment_loads_exactly_the_open_work_of_its_units,
     ),
+    (
+        "a_unit_lease_changes_only_from_what_it_is",
+        a_unit_lease_changes_only_from_what_it_is,
+    ),
 ];
+
+/// Fencing (`crate::lease`): a unit lease is compare-and-set. The first take wins, a renewal
+/// or a take from a stale view does not apply, and units are independent.
+pub fn a_unit_lease_changes_only_from_what_it_is(s: &dyn Store) {
+    use super::UnitLease;
+    let l = |epoch, owner: &str, beat| UnitLease {
+        epoch,
+        owner: owner.to_string(),
+        beat,
+    };
+    assert_eq!(s.unit_lease(3).expect("read"), None);
+    assert!(s.swap_unit_lease(3, None, &l(1, "a", 0)).expect("take"));
+    assert!(
+        !s.swap_unit_lease(3, None, &l(1, "b", 0)).expect("take"),
+        "a second first take must not apply"
+    );
+    assert_eq!(s.unit_lease(3).expect("read"), Some(l(1, "a", 0)));
+    assert!(s
+        .swap_unit_lease(3, Some(&l(1, "a", 0)), &l(1, "a", 1))
+        .expect("renew"));
+    // b saw beat 0; a renewed since: b's take does not apply, nor does a renewal from beat 0.
+    assert!(!s
+        .swap_unit_lease(3, Some(&l(1, "a", 0)), &l(2, "b", 0))
+        .expect("take"));
+    assert!(!s
+        .swap_unit_lease(3, Some(&l(1, "a", 0)), &l(1, "a", 1))
+        .expect("renew"));
+    assert!(s
+        .swap_unit_lease(3, Some(&l(1, "a", 1)), &l(2, "b", 0))
+        .expect("take"));
+    // a wakes: its renewal from what it last wrote does not apply.
+    assert!(!s
+        .swap_unit_lease(3, Some(&l(1, "a", 1)), &l(1, "a", 2))
+        .expect("renew"));
+    assert_eq!(s.unit_lease(3).expect("read"), Some(l(2, "b", 0)));
+    // Released (owner ''), then taken; another unit is untouched.
+    assert!(s
+        .swap_unit_lease(3, Some(&l(2, "b", 0)), &l(2, "", 1))
+        .expect("release"));
+    assert!(s
+        .swap_unit_lease(3, Some(&l(2, "", 1)), &l(3, "a", 0))
+        .expect("take"));
+    assert_eq!(s.unit_lease(4).expect("read"), None);
+}
 
 pub fn at(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).expect("in range")

@@ -86,6 +86,9 @@ pub struct EmbeddedStore {
     /// database is opened again, which the next write attempts (at most once a second).
     broken: std::sync::atomic::AtomicBool,
     last_reopen: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Unit leases: in memory, as one process holds the file (the lock of the database) and
+    /// so is the only instance there can be.
+    leases: std::sync::Mutex<std::collections::HashMap<u32, super::UnitLease>>,
 }
 
 fn be(e: impl std::fmt::Display) -> StoreError {
@@ -246,6 +249,7 @@ impl EmbeddedStore {
             db: std::sync::RwLock::new(Some(db)),
             broken: std::sync::atomic::AtomicBool::new(false),
             last_reopen: std::sync::Mutex::new(None),
+            leases: Default::default(),
         })
     }
 
@@ -573,6 +577,24 @@ impl EmbeddedStore {
 }
 
 impl Store for EmbeddedStore {
+    fn unit_lease(&self, unit: u32) -> Result<Option<super::UnitLease>, StoreError> {
+        Ok(self.leases.lock().expect("lock").get(&unit).cloned())
+    }
+
+    fn swap_unit_lease(
+        &self,
+        unit: u32,
+        expected: Option<&super::UnitLease>,
+        new: &super::UnitLease,
+    ) -> Result<bool, StoreError> {
+        let mut l = self.leases.lock().expect("lock");
+        if l.get(&unit) != expected {
+            return Ok(false);
+        }
+        l.insert(unit, new.clone());
+        Ok(true)
+    }
+
     fn apply(&self, batches: &[WriteBatch]) -> Result<Vec<OutboxEntry>, StoreError> {
         use std::sync::atomic::Ordering;
         if self.broken.load(Ordering::SeqCst) {

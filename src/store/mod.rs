@@ -340,6 +340,17 @@ pub struct KeptRecord {
     pub(crate) value: Option<Vec<u8>>,
 }
 
+/// A unit's lease (fencing, [`crate::lease`]): the instance that may write and command for
+/// the unit's meters. `epoch` rises at every change of owner; `beat` at every renewal (an
+/// owner that stops renewing is seen to have stopped: nobody compares wall clocks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitLease {
+    pub(crate) epoch: i64,
+    /// The instance id (`kafka.instance_id`); empty: released.
+    pub(crate) owner: String,
+    pub(crate) beat: i64,
+}
+
 /// Row counts, for tests, the operator API and load reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StoreCounts {
@@ -380,6 +391,22 @@ pub trait Store: Send + Sync + 'static {
             .into_iter()
             .filter(|m| of.contains(&partitioner.partition(m.as_bytes(), units)))
             .collect())
+    }
+    /// The lease of ownership unit `unit`, if one was ever taken. By default (a store only one
+    /// process can use) none is kept and every swap succeeds.
+    fn unit_lease(&self, _unit: u32) -> Result<Option<UnitLease>, StoreError> {
+        Ok(None)
+    }
+    /// Compare-and-set: the unit's lease becomes `new` only if it is `expected` now (`None`: no
+    /// lease row yet). Linearizable across instances (a lightweight transaction on ScyllaDB);
+    /// `Ok(false)`: it was something else.
+    fn swap_unit_lease(
+        &self,
+        _unit: u32,
+        _expected: Option<&UnitLease>,
+        _new: &UnitLease,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
     }
     fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError>;
     fn exception(&self, exception_id: &str) -> Result<Option<ExceptionRecord>, StoreError>;

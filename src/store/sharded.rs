@@ -129,6 +129,20 @@ impl Store for ShardedStore {
         Ok(out)
     }
 
+    /// Leases live in the first file.
+    fn unit_lease(&self, unit: u32) -> Result<Option<super::UnitLease>, StoreError> {
+        self.files[0].unit_lease(unit)
+    }
+
+    fn swap_unit_lease(
+        &self,
+        unit: u32,
+        expected: Option<&super::UnitLease>,
+        new: &super::UnitLease,
+    ) -> Result<bool, StoreError> {
+        self.files[0].swap_unit_lease(unit, expected, new)
+    }
+
     fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
         self.first(|s| s.order(order_id))
     }

@@ -722,6 +722,14 @@ pub struct Field {
     pub received: Vec<HeadEndCommand>,
     /// Command ids answered so far.
     pub answered: usize,
+    /// Answer the first attempt of the disconnects of one meter in this many (by a hash of
+    /// its id) with a retryable failure (meter busy), the switch unmoved; 0: never.
+    pub busy_every: u64,
+}
+
+fn hash(s: &str) -> u64 {
+    s.bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
 }
 
 /// The head-end adapter: answers every command, in partition order, from the true switch state.
@@ -744,38 +752,46 @@ pub fn run_adapter(bootstrap: &str, commands: &str, results: &str, field: Arc<Mu
             let Some(Ok(cmd)) = msg.payload().map(serde_json::from_slice::<HeadEndCommand>) else {
                 continue;
             };
-            let state = {
+            let (state, busy) = {
                 let mut f = field.lock().unwrap();
                 f.received.push(cmd.clone());
+                let busy = f.busy_every > 0
+                    && cmd.kind == CommandKind::Disconnect
+                    && cmd.attempt == 1
+                    && hash(&cmd.meter_id) % f.busy_every == 0;
                 let s = f
                     .switch
                     .entry(cmd.meter_id.clone())
                     .or_insert(SwitchState::Connected);
                 match cmd.kind {
+                    _ if busy => {}
                     CommandKind::Disconnect => *s = SwitchState::Disconnected,
                     CommandKind::Connect => *s = SwitchState::Connected,
                     _ => {}
                 }
-                *s
+                (*s, busy)
             };
             let r = CommandResult {
                 schema_version: 1,
                 command_id: cmd.command_id.clone(),
                 meter_id: cmd.meter_id.clone(),
-                outcome: CommandOutcome::Confirmed {
-                    switch_state: state,
-                    register_kwh: Some(1.0),
+                outcome: if busy {
+                    CommandOutcome::Failed {
+                        code: switchyard::domain::FailureCode::MeterBusy,
+                        detail: Some("capacitor charging".into()),
+                    }
+                } else {
+                    CommandOutcome::Confirmed {
+                        switch_state: state,
+                        register_kwh: Some(1.0),
+                    }
                 },
                 at: jiff::Timestamp::now(),
             };
             // The field changed on receipt; the answer takes 0-40 ms to come back, so that
             // commands are in flight when the process is killed.
             let payload = serde_json::to_vec(&r).unwrap();
-            let delay = cmd
-                .command_id
-                .bytes()
-                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
-                % 40;
+            let delay = hash(&cmd.command_id) % 40;
             let (producer, results, key) =
                 (producer.clone(), results.clone(), cmd.meter_id.clone());
             let answered = field.clone();

@@ -168,6 +168,9 @@ struct Statements {
     kept_put: PreparedStatement,
     kept_delete: PreparedStatement,
     kept_rows: PreparedStatement,
+    lease_get: PreparedStatement,
+    lease_insert: PreparedStatement,
+    lease_update: PreparedStatement,
 }
 
 struct Inner {
@@ -452,7 +455,19 @@ async fn prepare(session: &Session, o: &ScyllaOptions) -> Result<Statements, Sto
         kept_put: p(format!("INSERT INTO {ks}.kept (table_name, bucket, key, value) VALUES (?, ?, ?, ?)"), true).await?,
         kept_delete: p(format!("DELETE FROM {ks}.kept WHERE table_name = ? AND bucket = ? AND key = ?"), true).await?,
         kept_rows: p(format!("SELECT key, value FROM {ks}.kept WHERE table_name = ? AND bucket = ?"), true).await?,
+        lease_get: p(format!("SELECT epoch, owner, beat FROM {ks}.unit_leases WHERE unit = ?"), true).await?,
+        // Lightweight transactions: never retried blindly (a timed-out one may have applied;
+        // the caller reads the lease again), serial consistency for the Paxos round.
+        lease_insert: lwt(p(format!("INSERT INTO {ks}.unit_leases (unit, epoch, owner, beat) VALUES (?, ?, ?, ?) IF NOT EXISTS"), false).await?),
+        lease_update: lwt(p(format!("UPDATE {ks}.unit_leases SET epoch = ?, owner = ?, beat = ? WHERE unit = ? IF epoch = ? AND owner = ? AND beat = ?"), false).await?),
     })
+}
+
+/// A lightweight transaction's statement: its Paxos round at serial consistency, and the
+/// lease read it makes at the same level.
+fn lwt(mut s: PreparedStatement) -> PreparedStatement {
+    s.set_serial_consistency(Some(scylla::statement::SerialConsistency::Serial));
+    s
 }
 
 /// One statement of a write, with its values.
@@ -881,6 +896,58 @@ impl Store for ScyllaStore {
             Ok(())
         })?;
         Ok(published)
+    }
+
+    fn unit_lease(&self, unit: u32) -> Result<Option<super::UnitLease>, StoreError> {
+        self.run(move |i| async move {
+            let rows: Vec<(i64, String, i64)> = i.rows(&i.st.lease_get, (unit as i32,)).await?;
+            Ok(rows
+                .into_iter()
+                .next()
+                .map(|(epoch, owner, beat)| super::UnitLease { epoch, owner, beat }))
+        })
+    }
+
+    fn swap_unit_lease(
+        &self,
+        unit: u32,
+        expected: Option<&super::UnitLease>,
+        new: &super::UnitLease,
+    ) -> Result<bool, StoreError> {
+        let (expected, new) = (expected.cloned(), new.clone());
+        self.run(move |i| async move {
+            let u = unit as i32;
+            let r = match &expected {
+                None => {
+                    i.session
+                        .execute_unpaged(&i.st.lease_insert, (u, new.epoch, &new.owner, new.beat))
+                        .await
+                }
+                Some(e) => {
+                    i.session
+                        .execute_unpaged(
+                            &i.st.lease_update,
+                            (
+                                new.epoch, &new.owner, new.beat, u, e.epoch, &e.owner, e.beat,
+                            ),
+                        )
+                        .await
+                }
+            }
+            .map_err(|e| be("swapping a unit lease", e))?;
+            // The first column of a lightweight transaction's answer is `[applied]` (the rest,
+            // when it did not apply, is the row as it is).
+            let rows = r
+                .into_rows_result()
+                .map_err(|e| be("reading a lease swap's answer", e))?;
+            let row = rows
+                .maybe_first_row::<scylla::value::Row>()
+                .map_err(|e| be("reading a lease swap's answer", e))?;
+            Ok(matches!(
+                row.and_then(|r| r.columns.into_iter().next().flatten()),
+                Some(scylla::value::CqlValue::Boolean(true))
+            ))
+        })
     }
 
     fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {

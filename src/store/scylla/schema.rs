@@ -10,8 +10,14 @@ use scylla::client::session::Session;
 use super::{ScyllaOptions, StoreError};
 
 /// The migrations, in order: `(version, name, text)`.
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", include_str!("migrations/0001_initial.cql"))];
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("migrations/0001_initial.cql")),
+    (
+        2,
+        "unit_leases",
+        include_str!("migrations/0002_unit_leases.cql"),
+    ),
+];
 
 fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("{what}: {e}"))
