@@ -934,7 +934,14 @@ impl Startup {
                     me,
                     Duration::from_millis(config.store.scylla.lease_ms),
                 )
-                .reporting_to(store.clone()),
+                .reporting_to(store.clone())
+                .on_lost({
+                    let d = actors.directory.clone();
+                    move |units| {
+                        let n = d.relinquish(units);
+                        tracing::warn!(units = ?units, actors = n, "units whose leases were taken: their actors stop");
+                    }
+                }),
             );
             actors.directory.set_leases(l.clone());
             l
@@ -951,11 +958,10 @@ impl Startup {
             kafka::metadata_probe(config, parts.bootstrap)?,
         ));
         if let Some(l) = leases {
-            let shutdown_for_leases = shutdown.clone();
             r.set_leases(l.clone());
-            tasks.spawn("unit leases", async move {
-                let _ = l.spawn(shutdown_for_leases).await;
-            });
+            // Not one of `tasks`: it runs until the leases are released, after the meters
+            // stopped (App::stop).
+            drop(l.spawn());
         }
         let _ = rebalancing.0.set(r.clone());
         let intake = kafka::intake::Intake {

@@ -241,32 +241,6 @@ impl StoreHandle {
         }
     }
 
-    /// Writes until the batch is durable, retrying what failed with `backoff` (a meter's step:
-    /// its mailbox is held meanwhile, so nothing of it happens before its write). `failed` is
-    /// told of each failure. A store that has shut down never completes.
-    pub(crate) async fn write_retrying(
-        &self,
-        batch: WriteBatch,
-        mut backoff: crate::retry::Backoff,
-        mut failed: impl FnMut(&StoreError),
-    ) {
-        let mut parts = self.split(batch);
-        loop {
-            match self.try_write(parts).await {
-                Ok(()) => return,
-                Err((StoreError::Closed, rest)) => {
-                    parts = rest;
-                    std::future::pending::<()>().await
-                }
-                Err((e, rest)) => {
-                    failed(&e);
-                    parts = rest;
-                    backoff.wait().await;
-                }
-            }
-        }
-    }
-
     /// Whether more write requests are queued than the writers take in one round
     /// (`group_commit_max` per shard): new work (the order intake) waits, so that the meters'
     /// steps on work already accepted are not queued behind it.

@@ -1,6 +1,8 @@
 //! Fencing: per-unit leases in the shared store, so that an instance that was frozen (SIGSTOP,
-//! a VM pause, a long GC-like stall) past its Kafka session and wakes up neither sends a
-//! command nor stores a step for a meter that another instance took over meanwhile.
+//! a long stall of the process) past its Kafka session and wakes up neither starts a command
+//! nor starts storing a step for a meter that another instance took over meanwhile. (A guest
+//! whose monotonic clock stops with it, a VM paused by its hypervisor, is not covered: its
+//! leases do not lapse by its own clock.)
 //!
 //! Kafka's group protocol decides who *should* own a unit; the lease in the store decides who
 //! *may act* for it. A lease row (`unit_leases`: epoch, owner, beat) changes only by
@@ -11,6 +13,8 @@
 //!   ([`Ownership::lease_held`]). A renewal that did not apply means someone took the lease:
 //!   the unit is fenced here at once. A store that does not answer lets the lease lapse on its
 //!   own.
+//!   A lease found taken at a renewal is lost for good here: the unit is no longer owned
+//!   (the consumer's revoke follows) and its live actors stop.
 //! - **Taking.** An instance assigned a unit takes a released (or never taken) lease at once
 //!   (epoch + 1). A lease held by another instance is taken only after this instance has seen
 //!   the same row, unchanged, for a whole `lease`: its holder then has not renewed for that
@@ -60,6 +64,11 @@ pub(crate) struct Leases {
     health: Option<crate::commit::StoreHandle>,
     /// The last lease call failed (reported; cleared at the next that works).
     failing: std::sync::atomic::AtomicBool,
+    /// Told when a held lease is found taken by another instance (the units' live actors
+    /// stop: the directory relinquishes them).
+    on_lost: Option<Box<dyn Fn(&BTreeSet<u32>) + Send + Sync>>,
+    /// Set by a graceful stop: no round after it.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Leases {
@@ -78,7 +87,15 @@ impl Leases {
             slots: Mutex::default(),
             health: None,
             failing: std::sync::atomic::AtomicBool::new(false),
+            on_lost: None,
+            stopped: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// What to do with units whose lease was found taken (stop their actors).
+    pub(crate) fn on_lost(mut self, f: impl Fn(&BTreeSet<u32>) + Send + Sync + 'static) -> Leases {
+        self.on_lost = Some(Box::new(f));
+        self
     }
 
     /// Reports the lease calls' failures (and recovery) to the store's health.
@@ -111,21 +128,28 @@ impl Leases {
     /// Renews and takes leases until `shutdown` (every `lease / 5`, and at once when an
     /// assignment asks, [`Ownership::lease_wanted`]). Store calls block: run it on a thread of
     /// its own or through `spawn_blocking` rounds, as [`Leases::spawn`] does.
-    pub(crate) fn spawn(
-        self: Arc<Self>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
+    /// Runs until [`Leases::release_all`] (a graceful stop, after the meters stopped: leases
+    /// are kept renewed while they drain).
+    pub(crate) fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let period = self.lease / 5;
+            // An assignment waiting for its leases asks at every tick: at most 4 rounds a
+            // period, each a compare-and-set per held unit.
+            let least = period / 4;
             loop {
+                if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let started = Instant::now();
                 let me = self.clone();
                 if let Err(e) = tokio::task::spawn_blocking(move || me.round()).await {
                     tracing::error!(error = %e, "lease round failed");
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(period) => {}
-                    _ = self.ownership.lease_wanted.notified() => {}
-                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep_until(started + period) => {}
+                    _ = self.ownership.lease_wanted.notified() => {
+                        tokio::time::sleep_until(started + least).await;
+                    }
                 }
             }
         })
@@ -136,14 +160,36 @@ impl Leases {
     /// never inside one.
     pub(crate) fn round(&self) {
         let mut slots = self.slots.lock().expect("lock");
+        if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let owned = self.ownership.owned_units();
-        slots.retain(|u, _| owned.contains(u));
+        slots.retain(|u, _| {
+            let keep = owned.contains(u);
+            if !keep {
+                self.ownership.lease_gone(*u);
+            }
+            keep
+        });
+        let mut lost = BTreeSet::new();
         for u in &owned {
             let slot = slots.entry(*u).or_insert(Slot::Watching {
                 seen: None,
                 since: Instant::now(),
             });
-            *slot = self.step(*u, slot.clone());
+            let next = self.step(*u, slot.clone());
+            if matches!((&*slot, &next), (Slot::Held(_), Slot::Watching { .. })) {
+                lost.insert(*u);
+            }
+            *slot = next;
+        }
+        if !lost.is_empty() {
+            // Another instance acts for them now: they are not this instance's any more
+            // (the consumer's revoke follows), and their live actors stop.
+            self.ownership.lose(&lost);
+            if let Some(f) = &self.on_lost {
+                f(&lost);
+            }
         }
     }
 
@@ -164,6 +210,14 @@ impl Leases {
                     }
                     Ok(false) => {
                         self.ownership.lease_gone(unit);
+                        // An earlier renewal that timed out may have applied after all: the
+                        // row is then still this instance's, same epoch (kept, counted again
+                        // only after the next renewal applies).
+                        if let Ok(Some(now)) = self.store.unit_lease(unit) {
+                            if now.owner == self.me && now.epoch == l.epoch {
+                                return Slot::Held(now);
+                            }
+                        }
                         crate::observability::metrics().leases_lost.increment(1);
                         tracing::warn!(unit, epoch = l.epoch, "this instance's lease of the unit was taken by another instance: it no longer commands or writes for the unit's meters");
                         Slot::Watching {
@@ -249,8 +303,20 @@ impl Leases {
         }
     }
 
-    /// Every lease held (a graceful stop, after the meters stopped).
+    /// Forgets `units` without releasing them (their leases lapse: writes of them may still be
+    /// in progress).
+    pub(crate) fn forget(&self, units: &BTreeSet<u32>) {
+        let mut slots = self.slots.lock().expect("lock");
+        for u in units {
+            self.ownership.lease_gone(*u);
+            slots.remove(u);
+        }
+    }
+
+    /// Every lease held (a graceful stop, after the meters stopped); no round after it.
     pub(crate) fn release_all(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let held: BTreeSet<u32> = self.slots.lock().expect("lock").keys().copied().collect();
         self.release(&held);
     }

@@ -39,6 +39,27 @@ pub(crate) struct Ownership {
     leased_until: RwLock<HashMap<u32, Instant>>,
     /// Raised when an assignment wants its leases now (the lease keeper's next round).
     pub(crate) lease_wanted: tokio::sync::Notify,
+    /// Store writes in progress per unit that passed the lease check ([`Ownership::writing`]):
+    /// a graceful revoke waits for them before it releases the unit's lease.
+    writes: std::sync::Mutex<HashMap<u32, usize>>,
+}
+
+/// A write of a unit's meter in progress (counted until dropped).
+pub(crate) struct Writing<'a> {
+    ownership: &'a Ownership,
+    unit: u32,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut w = self.ownership.writes.lock().expect("lock");
+        if let Some(n) = w.get_mut(&self.unit) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.unit);
+            }
+        }
+    }
 }
 
 impl Ownership {
@@ -53,6 +74,7 @@ impl Ownership {
             fencing: false,
             leased_until: RwLock::default(),
             lease_wanted: tokio::sync::Notify::new(),
+            writes: std::sync::Mutex::default(),
         }
     }
 
@@ -86,9 +108,51 @@ impl Ownership {
         self.units == 0 || self.leased(self.unit_of(meter_id))
     }
 
-    /// The lease keeper renewed (or took) `unit`'s lease: it counts until `until`.
+    /// The lease keeper renewed (or took) `unit`'s lease: it counts until `until` (only while
+    /// the unit is owned: a revoke that came meanwhile wins).
     pub(crate) fn lease_held(&self, unit: u32, until: Instant) {
-        self.leased_until.write().expect("lock").insert(unit, until);
+        let owned = self.owned.read().expect("lock");
+        if owned.contains(&unit) {
+            self.leased_until.write().expect("lock").insert(unit, until);
+        }
+    }
+
+    /// Starts a store write for `meter_id` if its unit is leased here: counted until the
+    /// returned guard drops, so that a graceful revoke can wait for it before releasing the
+    /// lease ([`Ownership::wait_for_writes`]). `None`: not leased (do not write now).
+    pub(crate) fn writing(&self, meter_id: &str) -> Option<Writing<'_>> {
+        let unit = self.unit_of(meter_id);
+        // Counted first, checked second; the revoke clears the lease first and counts second:
+        // either this write sees the lease gone, or the revoke sees this write.
+        *self.writes.lock().expect("lock").entry(unit).or_default() += 1;
+        let w = Writing {
+            ownership: self,
+            unit,
+        };
+        self.may_write(meter_id).then_some(w)
+    }
+
+    /// Waits (up to `limit`) until no write that passed the lease check is in progress for
+    /// `units`; `false`: some still are.
+    pub(crate) fn wait_for_writes(
+        &self,
+        units: &BTreeSet<u32>,
+        limit: std::time::Duration,
+    ) -> bool {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            let busy = {
+                let w = self.writes.lock().expect("lock");
+                units.iter().any(|u| w.contains_key(u))
+            };
+            if !busy {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     /// `unit`'s lease is not held here any more (released, or taken by another instance).
@@ -159,16 +223,18 @@ impl Ownership {
     /// `units` are revoked: not owned, and their leases stop counting at once (the lease keeper
     /// releases them in the store, or lets them lapse when the assignment was lost).
     pub(crate) fn lose(&self, units: &BTreeSet<u32>) {
-        {
-            let mut l = self.leased_until.write().expect("lock");
-            l.retain(|u, _| !units.contains(u));
-        }
+        // Not owned first: a renewal that lands after this no longer counts the lease
+        // ([`Ownership::lease_held`] checks under the same lock).
         let mut o = self.owned.write().expect("lock");
         o.retain(|u| !units.contains(u));
         crate::observability::metrics()
             .owned_units
             .set(o.len() as f64);
         drop(o);
+        self.leased_until
+            .write()
+            .expect("lock")
+            .retain(|u, _| !units.contains(u));
         self.caught_up(units);
     }
 }

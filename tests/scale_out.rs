@@ -41,7 +41,7 @@ fn instance(
         bootstrap,
         &[
             ("mode = \"simulator\"", "mode = \"kafka\""),
-            ("command_deadline_secs = 30", "command_deadline_secs = 5"),
+            ("command_deadline_secs = 30", "command_deadline_secs = 15"),
             // Retries wait 3 s: an instance frozen now wakes with them due.
             ("backoff_initial_ms = 2000", "backoff_initial_ms = 3000"),
         ],
@@ -339,8 +339,9 @@ async fn three_instances_lose_one_to_a_kill_and_freeze_another_and_nothing_is_lo
         .iter()
         .filter(|c| c.kind == CommandKind::SwitchStatus)
         .count();
+    let expired = f.expired.len();
     eprintln!(
-        "scale out: {n} meters ({} orders) on {UNITS} units, 3 instances; A killed with {final_at_kill} final, its units taken over {took_a:?} after the kill (session 6 s, lease 5 s); C frozen 20 s with {final_at_freeze} final, B took {c_units_taken} unit leases by the time C woke; C on waking: {leases_lost} leases found taken, {fenced_lines} commands fenced, {dropped_steps} steps dropped unstored; wave 1 done {wave1:?} after start; {busy} busy answers retried; {checks} status checks; 0 commands sent twice, 0 switch commands executed twice",
+        "scale out: {n} meters ({} orders) on {UNITS} units, 3 instances; A killed with {final_at_kill} final, its units taken over {took_a:?} after the kill (session 6 s, lease 5 s); C frozen 20 s with {final_at_freeze} final, B took {c_units_taken} unit leases by the time C woke; C on waking: {leases_lost} leases found taken, {fenced_lines} commands fenced, {dropped_steps} steps dropped unstored; {expired} commands reached the adapter after their deadline (dropped); wave 1 done {wave1:?} after start; {busy} busy answers retried; {checks} status checks; 0 commands sent twice, 0 switch commands executed twice",
         2 * n
     );
 }

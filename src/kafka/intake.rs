@@ -271,8 +271,29 @@ impl Intake {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut paused = false;
         let mut parts = self.store.split(write);
+        let mut units_of: Vec<&str> = deliver.iter().map(|o| o.meter_id.as_str()).collect();
+        units_of.sort_unstable();
+        units_of.dedup();
         loop {
-            match self.store.try_write(parts).await {
+            // Fencing (crate::lease), before every attempt: each order's unit still leased
+            // here, and the write counted while it runs (a graceful revoke waits for it).
+            let writing = loop {
+                let w: Option<Vec<_>> = units_of
+                    .iter()
+                    .map(|meter| self.directory.writing(meter))
+                    .collect();
+                if let Some(w) = w {
+                    break w;
+                }
+                if !io.pause_for(Duration::from_millis(100)).await {
+                    m.pending_commit.decrement(batch.len() as f64);
+                    return Handled::Stopped;
+                }
+            };
+            let written = self.store.try_write(parts).await;
+            // (Not held while paused below: a revoke heard there waits for counted writes.)
+            drop(writing);
+            match written {
                 Ok(()) => break,
                 // Shutting down: what was not written is read again at the next start.
                 Err((crate::store::StoreError::Closed, _)) => {

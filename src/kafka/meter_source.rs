@@ -453,11 +453,20 @@ impl super::RebalanceListener for Rebalancing {
         }
         self.ownership.lose(&units);
         if !lost {
-            // Given up in the store, so that the next owner need not wait for them to lapse
-            // (a lost assignment's leases lapse: what this instance still has in flight is
-            // not known here).
+            // Given up in the store, so that the next owner need not wait for them to lapse,
+            // once the writes that passed the lease check before the revoke have landed (a
+            // lost assignment's leases lapse: what this instance still has in flight is not
+            // known here). Writes still running after 2 s: the leases lapse instead.
             if let Some(l) = self.leases.get() {
-                l.release(&units);
+                if self
+                    .ownership
+                    .wait_for_writes(&units, Duration::from_secs(2))
+                {
+                    l.release(&units);
+                } else {
+                    tracing::warn!(units = ?units, "writes of revoked units still in progress after 2 s: their leases are left to lapse (the next owner waits a lease)");
+                    l.forget(&units);
+                }
             }
         }
         let mut st = self.state.lock().expect("lock");

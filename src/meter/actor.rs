@@ -309,21 +309,34 @@ impl MeterActor {
             // instance that wakes from a freeze finds its leases lapsed and holds the step
             // until it hears its units were taken (relinquished: the step is dropped, never
             // stored nor acted on; the new owner works from the store) or renews them.
-            while !fence.may_write(&meter) {
+            // The lease is checked again before every attempt (a retry may come after the
+            // lease lapsed), and the attempt is counted while it runs (a graceful revoke waits
+            // for it before it releases the lease).
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+            let mut parts = store.split(batch);
+            loop {
                 if fence.relinquished(&meter) {
                     return false;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                let Some(_writing) = fence.writing(&meter) else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                match store.try_write(parts).await {
+                    Ok(()) => return true,
+                    Err((crate::store::StoreError::Closed, _)) => {
+                        std::future::pending::<()>().await;
+                        unreachable!()
+                    }
+                    Err((e, rest)) => {
+                        // The store writer logs the failure (rate-limited); thousands of
+                        // meters may be holding here at once.
+                        tracing::debug!(error = %e, meter = %meter, "meter state not stored; holding this meter until the store accepts it");
+                        parts = rest;
+                    }
+                }
+                backoff.wait().await;
             }
-            let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-            store
-                .write_retrying(batch, backoff, |e| {
-                    // The store writer logs the failure (rate-limited); thousands of meters
-                    // may be holding here at once.
-                    tracing::debug!(error = %e, meter = %meter, "meter state not stored; holding this meter until the store accepts it");
-                })
-                .await;
-            true
         };
         ctx.wait(fut.into_actor(self).map(move |written, act, ctx| {
             if !written {

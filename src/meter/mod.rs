@@ -375,9 +375,13 @@ impl Directory {
         self.ownership.get().is_none_or(|o| o.acting(meter_id))
     }
 
-    /// May this meter's steps be stored from here (its unit's lease held: [`crate::lease`])?
-    pub(crate) fn may_write(&self, meter_id: &str) -> bool {
-        self.ownership.get().is_none_or(|o| o.may_write(meter_id))
+    /// Starts a store write of this meter if its unit is leased here (counted until the guard
+    /// drops: a graceful revoke waits for it); `None`: not now. Always, without ownership.
+    pub(crate) fn writing(&self, meter_id: &str) -> Option<Option<crate::ownership::Writing<'_>>> {
+        match self.ownership.get() {
+            None => Some(None),
+            Some(o) => o.writing(meter_id).map(Some),
+        }
     }
 
     /// Was this meter's actor told to stop (its unit revoked)?

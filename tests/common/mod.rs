@@ -725,6 +725,9 @@ pub struct Field {
     /// Answer the first attempt of the disconnects of one meter in this many (by a hash of
     /// its id) with a retryable failure (meter busy), the switch unmoved; 0: never.
     pub busy_every: u64,
+    /// Commands received after their deadline: dropped unexecuted and unanswered (the
+    /// adapter contract, docs/topics.md); not in `received`.
+    pub expired: Vec<HeadEndCommand>,
 }
 
 fn hash(s: &str) -> u64 {
@@ -754,6 +757,10 @@ pub fn run_adapter(bootstrap: &str, commands: &str, results: &str, field: Arc<Mu
             };
             let (state, busy) = {
                 let mut f = field.lock().unwrap();
+                if jiff::Timestamp::now() > cmd.deadline {
+                    f.expired.push(cmd);
+                    continue;
+                }
                 f.received.push(cmd.clone());
                 let busy = f.busy_every > 0
                     && cmd.kind == CommandKind::Disconnect

@@ -463,8 +463,9 @@ async fn prepare(session: &Session, o: &ScyllaOptions) -> Result<Statements, Sto
     })
 }
 
-/// A lightweight transaction's statement: its Paxos round at serial consistency, and the
-/// lease read it makes at the same level.
+/// A lightweight transaction's statement: its Paxos round at `SERIAL` (every data centre: a
+/// unit's lease must be one across them). The plain lease read is not serial; the
+/// compare-and-set decides.
 fn lwt(mut s: PreparedStatement) -> PreparedStatement {
     s.set_serial_consistency(Some(scylla::statement::SerialConsistency::Serial));
     s
