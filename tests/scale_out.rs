@@ -284,11 +284,30 @@ async fn three_instances_lose_one_to_a_kill_and_freeze_another_and_nothing_is_lo
     }
     let fenced_lines = count(&c_log, "command not sent: this instance no longer acts");
     let dropped_steps = count(&c_log, "dropped unstored");
-    let leases_lost = count(&c_log, "was taken by another instance");
+    let leases_lost = count(&c_log, "lease of the unit was taken by another instance");
 
     // Every order completed; no command id twice; per meter exactly one executed disconnect
-    // and one executed connect; the field ends connected.
+    // and one executed connect; the field ends connected. (On failure the instances' logs
+    // are kept and named.)
     let by_order = events.statuses_by_order();
+    let not_completed: Vec<String> = (0..n)
+        .flat_map(|i| [format!("SO-D-{i:06}"), format!("SO-R-{i:06}")])
+        .filter(|id| {
+            !by_order
+                .get(id)
+                .is_some_and(|st| st.contains(&OrderStatus::Completed))
+        })
+        .collect();
+    if !not_completed.is_empty() {
+        let expired = field.lock().unwrap().expired.len();
+        let kept = root.keep();
+        panic!(
+            "{} orders not completed (first: {:?}); {expired} commands reached the adapter after their deadline; logs in {}",
+            not_completed.len(),
+            not_completed.first().map(|id| events.of(id)),
+            kept.display()
+        );
+    }
     for i in 0..n {
         for id in [format!("SO-D-{i:06}"), format!("SO-R-{i:06}")] {
             let st = by_order.get(&id).cloned().unwrap_or_default();
