@@ -47,16 +47,18 @@ pub(crate) struct Ownership {
 /// A write of a unit's meter in progress (counted until dropped).
 pub(crate) struct Writing<'a> {
     ownership: &'a Ownership,
-    unit: u32,
+    /// `None`: not counted (no fencing: nothing waits for it).
+    unit: Option<u32>,
 }
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
+        let Some(unit) = self.unit else { return };
         let mut w = self.ownership.writes.lock().expect("lock");
-        if let Some(n) = w.get_mut(&self.unit) {
+        if let Some(n) = w.get_mut(&unit) {
             *n -= 1;
             if *n == 0 {
-                w.remove(&self.unit);
+                w.remove(&unit);
             }
         }
     }
@@ -121,13 +123,21 @@ impl Ownership {
     /// returned guard drops, so that a graceful revoke can wait for it before releasing the
     /// lease ([`Ownership::wait_for_writes`]). `None`: not leased (do not write now).
     pub(crate) fn writing(&self, meter_id: &str) -> Option<Writing<'_>> {
+        if !self.fencing {
+            // Every owned unit is leased and nothing waits for writes: no shared counter on
+            // the embedded store's hot path.
+            return Some(Writing {
+                ownership: self,
+                unit: None,
+            });
+        }
         let unit = self.unit_of(meter_id);
         // Counted first, checked second; the revoke clears the lease first and counts second:
         // either this write sees the lease gone, or the revoke sees this write.
         *self.writes.lock().expect("lock").entry(unit).or_default() += 1;
         let w = Writing {
             ownership: self,
-            unit,
+            unit: Some(unit),
         };
         self.may_write(meter_id).then_some(w)
     }
