@@ -2,9 +2,9 @@
 //!
 //! 1. [`kafka`]: the embedded Kafka, or the external cluster's topics checked; then the
 //!    meter-keyed topics' common partition count is read (refused if they differ) and the
-//!    consumers of the group-managed sources (the meter consumer, campaign control) are
-//!    created and subscribed ([`GroupConsumers`]), so that their group joins (after a kill -9,
-//!    a wait for the dead member to leave) run while the store opens and the tables replay;
+//!    meter consumer (meter-keyed topics and campaign control) is created and subscribed
+//!    ([`GroupConsumers`]), so that its group join (after a kill -9, a wait for the dead
+//!    member to leave) runs while the store opens and the tables replay;
 //! 2. [`open_store`]: the store (its files opened in parallel: after an unclean stop redb
 //!    verifies each whole file), its outbox backlog and the group-commit writers;
 //! 3. [`load_registry`] and the rule pack;
@@ -16,10 +16,11 @@
 //! 7. [`start_tables`]: the registry, weather and emergencies tables replayed from the start
 //!    (in batches, on two threads);
 //! 8. [`Startup::run`], in the background: the meter source starts at once (orders, facts,
-//!    control, head-end results of the units the group assigns: `kafka::meter_source`); its
-//!    facts and results wait for the tables; each assignment's orders stay paused until its
-//!    facts are applied and its open work is handed to a paced recovery; once the first
-//!    assignment is there: campaigns resumed, ready, the campaign control source.
+//!    control, campaign control, head-end results of the units the group assigns:
+//!    `kafka::meter_source`); its facts, campaign records and results wait for the tables;
+//!    each assignment's orders stay paused until its facts are applied, its open work is
+//!    handed to a paced recovery and its campaigns are resumed; once the first assignment is
+//!    there: ready.
 //!
 //! Every task started by any step is kept in [`Tasks`] under a name; [`App::shutdown`] stops the
 //! order intake first (the meter source pauses its orders), drains the commands in flight, then stops and waits for every kept task, naming
@@ -663,7 +664,6 @@ struct GroupConsumers {
     topics: kafka::meter_source::MeterTopics,
     /// The meter topics' common partition count (the ownership units).
     units: u32,
-    campaign_control: kafka::SourceConsumer,
 }
 
 /// A rebalance listener set after its consumer was created (the consumer joins its group
@@ -703,6 +703,7 @@ impl GroupConsumers {
             orders: t.orders.clone(),
             customer_facts: t.customer_facts.clone(),
             control: t.control.clone(),
+            campaign_control: t.campaign_control.clone(),
             results: match config.head_end.mode {
                 HeadEndMode::Simulator => None,
                 HeadEndMode::Kafka => Some(t.head_end_results.clone()),
@@ -741,18 +742,11 @@ impl GroupConsumers {
             &kafka::meter_source::CONSUMER,
             Some(rebalancing.clone()),
         )?;
-        let campaign_control =
-            kafka::consumer(config, bootstrap, &kafka::campaign_source::CONSUMER)?;
         Ok(GroupConsumers {
             meter: joined(meter, &topics.all(), "meter consumer"),
             rebalancing,
             topics,
             units,
-            campaign_control: joined(
-                campaign_control,
-                std::slice::from_ref(&config.topics.campaign_control),
-                "campaign control",
-            ),
         })
     }
 }
@@ -877,8 +871,6 @@ struct Startup {
     meter: Source<kafka::meter_source::MeterInputs>,
     /// Fires once the first assignment's open work has been handed to its meters.
     first_assignment: oneshot::Receiver<()>,
-    campaign_control: Source<kafka::campaign_source::CampaignControl>,
-    campaigns: Arc<Campaigns>,
     ready: Arc<AtomicBool>,
     tasks: Tasks,
     shutdown: watch::Receiver<bool>,
@@ -907,7 +899,6 @@ impl Startup {
             rebalancing,
             topics: meter_topics,
             units,
-            campaign_control,
         } = consumers;
         let partitioner = crate::store_setup::orders_partitioner(config)
             .unwrap_or(crate::domain::Partitioner::Crc32);
@@ -920,6 +911,10 @@ impl Startup {
             crate::ownership::Ownership::by_partition(partitioner, units)
         });
         actors.directory.set_ownership(ownership.clone());
+        actors.directory.set_routes(crate::meter::Routes {
+            control: topics.control.clone(),
+            campaign_control: topics.campaign_control.clone(),
+        });
         let leases = fenced.then(|| {
             let me = config.kafka.instance_id.clone().unwrap_or_else(|| {
                 let nanos = std::time::SystemTime::now()
@@ -937,8 +932,10 @@ impl Startup {
                 .reporting_to(store.clone())
                 .on_lost({
                     let d = actors.directory.clone();
+                    let c = actors.campaigns.clone();
                     move |units| {
                         let n = d.relinquish(units);
+                        c.stop_unowned();
                         tracing::warn!(units = ?units, actors = n, "units whose leases were taken: their actors stop");
                     }
                 }),
@@ -963,6 +960,7 @@ impl Startup {
             // stopped (App::stop).
             drop(l.spawn());
         }
+        r.set_campaigns(actors.campaigns.clone());
         let _ = rebalancing.0.set(r.clone());
         let intake = kafka::intake::Intake {
             store: store.clone(),
@@ -998,27 +996,22 @@ impl Startup {
             handler: kafka::meter_source::MeterInputs {
                 intake,
                 facts,
+                campaigns: kafka::campaign_source::CampaignControl {
+                    campaigns: actors.campaigns.clone(),
+                    registry: registry.clone(),
+                    directory: actors.directory.clone(),
+                    tables: TablesReady(tables_ready.subscribe()),
+                },
                 results,
                 topics: meter_topics,
                 rebalancing: r,
             },
         };
-        let campaign_control = parts.source(
-            campaign_control,
-            Subscription::Group(vec![topics.campaign_control.clone()]),
-            Offsets::AfterWork,
-            kafka::campaign_source::CampaignControl {
-                campaigns: actors.campaigns.clone(),
-                registry: registry.clone(),
-            },
-        );
         Ok(Startup {
             tables_caught_up,
             tables_ready,
             meter,
             first_assignment,
-            campaign_control,
-            campaigns: actors.campaigns.clone(),
             ready,
             tasks,
             shutdown,
@@ -1033,8 +1026,6 @@ impl Startup {
             tables_ready,
             meter,
             first_assignment,
-            campaign_control,
-            campaigns,
             ready,
             tasks,
             shutdown,
@@ -1062,16 +1053,8 @@ impl Startup {
             },
             _ = stopping.changed() => return,
         }
-        let resumed = campaigns.resume_all();
-        if resumed > 0 {
-            tracing::info!(campaigns = resumed, "resumed campaigns");
-        }
         ready.store(true, Ordering::SeqCst);
         // (The line operators and the process tests wait for.)
         tracing::info!(source = "order intake", "order intake started");
-        tasks.spawn(
-            "campaign control source",
-            campaign_control.run(Gate::None, shutdown),
-        );
     }
 }

@@ -339,7 +339,7 @@ fn a_cancel_withdraws_what_is_not_released_and_a_restart_resumes_exactly_once() 
         // real time: opening the store again waits for exactly that (`EmbeddedStore::open`).
         let rec2 = Arc::new(Recorder::default());
         let (_handle2, cs2, mut published) = make(dir.path(), clock.clone(), rec2.clone());
-        assert_eq!(cs2.resume_all(), 1);
+        assert_eq!(cs2.resume_owned(), 1);
         tokio::time::sleep(Duration::from_secs(3590)).await;
         let second = rec2.released.lock().unwrap().clone();
         // Released-but-open orders are re-sent once (idempotent at the meter) ...

@@ -196,6 +196,75 @@ fn every_campaign_example_is_accepted_by_schema_and_by_switchyard() {
     }
 }
 
+/// The records switchyard instances send one another (a campaign's release to a meter owned
+/// elsewhere on the control topic; an order joining, or an order's outcome, to a campaign
+/// owned elsewhere on the campaign-control topic) are the documented contract: each record
+/// switchyard writes passes the topic's schema.
+#[test]
+fn the_records_instances_send_each_other_match_the_topic_schemas() {
+    use switchyard::campaign::ControlRecord;
+    use switchyard::domain::{CampaignOrder, CampaignToMeter, OrderStatus};
+    let control = schema("control.v1.schema.json");
+    for r in [
+        CampaignToMeter::CampaignRelease {
+            schema_version: 1,
+            campaign_id: "C-1".into(),
+            order_id: "SO-1".into(),
+            meter_id: "M-1".into(),
+        },
+        CampaignToMeter::CampaignWithdraw {
+            schema_version: 1,
+            campaign_id: "C-1".into(),
+            order_id: "SO-1".into(),
+            meter_id: "M-1".into(),
+            reason: "outside_campaign_zones".into(),
+        },
+        CampaignToMeter::CampaignAdopt {
+            schema_version: 1,
+            campaign_id: "C-1".into(),
+            order_id: "SO-1".into(),
+            meter_id: "M-1".into(),
+        },
+    ] {
+        assert_valid(
+            &control,
+            &serde_json::to_value(&r).unwrap(),
+            "campaign message to a meter",
+        );
+    }
+    let campaign_control = schema("campaign-control.v1.schema.json");
+    let order = CampaignOrder {
+        order_id: "SO-1".into(),
+        meter_id: "M-1".into(),
+        zone: "north".into(),
+        priority: 3,
+        amount_cents: 12_345,
+        seq: 7,
+        released: false,
+        released_at: None,
+    };
+    for r in [
+        ControlRecord::OrderJoined {
+            schema_version: 1,
+            campaign_id: "C-1".into(),
+            order,
+        },
+        ControlRecord::OrderOutcome {
+            schema_version: 1,
+            campaign_id: "C-1".into(),
+            order_id: "SO-1".into(),
+            status: OrderStatus::Completed,
+        },
+    ] {
+        let v = serde_json::to_value(&r).unwrap();
+        assert_valid(&campaign_control, &v, "campaign record between instances");
+        assert_eq!(serde_json::from_value::<ControlRecord>(v).unwrap(), r);
+    }
+    // An approval is not mistaken for one, nor the other way round.
+    let bad = serde_json::json!({"type":"campaign_release","schema_version":1,"campaign_id":"C","order_id":"O","meter_id":"M","decision":"approve"});
+    assert!(!control.is_valid(&bad));
+}
+
 #[test]
 fn the_sample_registry_matches_the_meter_record_schema() {
     let s = schema("meter-record.v1.schema.json");

@@ -14,6 +14,13 @@
 //! executed connect. Size: `SWITCHYARD_SCALE_METERS` meters (default 1,500: 3,000 orders;
 //! the committed report, docs/reports/scale-out.md, ran 25,000: 50,000 orders). Needs the
 //! real servers (tests/run.sh starts them); skipped otherwise.
+//!
+//! Two campaigns run through it all, one owned by A (its id hashes to one of A's units) and
+//! one by C, each releasing 60 disconnects of meters spread over every unit at 2,400 an hour:
+//! each moves when its owner is killed or frozen, and back when it returns. At the end every
+//! campaign order was released exactly once (the stored count equals the orders, each order
+//! has one executed disconnect), none was skipped (all completed), and the stored release
+//! times keep the rate across the hand-overs.
 
 mod common;
 
@@ -26,6 +33,9 @@ use common::*;
 use switchyard::domain::{CommandKind, OrderStatus, SwitchState};
 
 const UNITS: i32 = 6;
+/// Orders per campaign, and the campaigns' rate (one release every 1.5 s: 90 s of releases).
+const CAMPAIGN_ORDERS: usize = 60;
+const CAMPAIGN_RATE: u32 = 2400;
 
 /// One instance's directory: its config (the shared environment plus its instance id).
 fn instance(
@@ -60,6 +70,15 @@ fn count(log: &Path, line: &str) -> usize {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .matches(line)
+        .count()
+}
+
+/// Lines with both `a` and `b`.
+fn count_with(log: &Path, a: &str, b: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(a) && l.contains(b))
         .count()
 }
 
@@ -126,6 +145,9 @@ async fn three_instances_lose_one_to_a_kill_and_freeze_another_and_nothing_is_lo
 
     let p = producer(&kafka);
     let events = TopicLog::follow(&kafka, &cfg.topics.order_events);
+    // The records instances send one another for the campaigns.
+    let to_meters = TopicLog::follow(&kafka, &cfg.topics.control);
+    let to_campaigns = TopicLog::follow(&kafka, &cfg.topics.campaign_control);
     let field = Arc::new(Mutex::new(Field {
         busy_every: 3,
         ..Field::default()
@@ -143,6 +165,30 @@ async fn three_instances_lose_one_to_a_kill_and_freeze_another_and_nothing_is_lo
         async move { produce_json(p, t, &m, meter(&m, true)).await }
     }))
     .await;
+    // The campaigns: one whose id hashes to a unit of A (range gives A units 0 and 1 of 6,
+    // C units 4 and 5, by instance id), one to a unit of C.
+    let campaign_on = |units: [u32; 2], tag: &str| {
+        (0..)
+            .map(|k| format!("SO-C{tag}-{k}"))
+            .find(|id| {
+                units.contains(
+                    &switchyard::domain::Partitioner::Crc32.partition(id.as_bytes(), UNITS as u32),
+                )
+            })
+            .unwrap()
+    };
+    let campaigns = [campaign_on([0, 1], "A"), campaign_on([4, 5], "C")];
+    let campaign_meter = |c: usize, i: usize| format!("SO-CM{c}-{i:03}");
+    let campaign_order = |c: usize, i: usize| format!("SO-CO{c}-{i:03}");
+    futures::future::join_all(
+        (0..2)
+            .flat_map(|c| (0..CAMPAIGN_ORDERS).map(move |i| (c, i)))
+            .map(|(c, i)| {
+                let (p, t, m) = (&p, &cfg.topics.registry, campaign_meter(c, i));
+                async move { produce_json(p, t, &m, meter(&m, true)).await }
+            }),
+    )
+    .await;
 
     // A alone (it applies the schema), then B and C join: the group shares the units.
     let started = Instant::now();
@@ -159,6 +205,30 @@ async fn three_instances_lose_one_to_a_kill_and_freeze_another_and_nothing_is_lo
         async || count(&a_log, "units handed to another instance") >= 1,
     )
     .await;
+    // The campaigns' orders, then their definitions: all day, every day, in a time zone
+    // whose midnight is hours away (a window ends at 23:59).
+    for c in 0..2 {
+        for i in 0..CAMPAIGN_ORDERS {
+            Order::disconnect(&campaign_order(c, i), &campaign_meter(c, i))
+                .campaign(&campaigns[c])
+                .produce(&p, &cfg.topics.orders)
+                .await;
+        }
+    }
+    let utc_hour = jiff::Timestamp::now().as_second().rem_euclid(86_400) / 3600;
+    let tz = if !(2..22).contains(&utc_hour) {
+        "Asia/Tokyo"
+    } else {
+        "UTC"
+    };
+    let day = serde_json::json!(["00:00", "23:59"]);
+    let start = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1);
+    for id in &campaigns {
+        produce_json(&p, &cfg.topics.campaign_control, id, serde_json::json!({"type":"define","schema_version":1,"campaign":{
+            "schema_version":1,"campaign_id":id,"rate_per_hour":CAMPAIGN_RATE,"time_zone":tz,
+            "windows":{"monday":day,"tuesday":day,"wednesday":day,"thursday":day,"friday":day,"saturday":day,"sunday":day},
+            "start_at":start.to_string()}})).await;
+    }
 
     // Wave 1: a disconnect per meter, streamed over about 45 s.
     let (stream, orders) = (p.clone(), cfg.topics.orders.clone());
@@ -237,18 +307,24 @@ async fn three_instances_lose_one_to_a_kill_and_freeze_another_and_nothing_is_lo
     )
     .await;
     producing.await.unwrap();
+    let wave1_final = || {
+        let f = events.finals();
+        (0..n)
+            .filter(|i| f.contains(&format!("SO-D-{i:06}")))
+            .count()
+    };
     eventually(
         Lazy(|| {
             format!(
                 "all {n} disconnects final ({} are); A: {}\nB: {}\nC: {}",
-                events.finals().len(),
+                wave1_final(),
                 tail(&a_log),
                 tail(&b_log),
                 tail(&c_log)
             )
         }),
         Duration::from_secs(300),
-        async || events.finals().len() >= n,
+        async || wave1_final() >= n,
     )
     .await;
     let wave1 = started.elapsed();
@@ -275,7 +351,7 @@ async fn three_instances_lose_one_to_a_kill_and_freeze_another_and_nothing_is_lo
             )
         }),
         Duration::from_secs(300),
-        async || events.finals().len() >= 2 * n,
+        async || events.finals().len() >= 2 * n + 2 * CAMPAIGN_ORDERS,
     )
     .await;
     for x in [&mut a, &mut b, &mut c] {
@@ -292,6 +368,7 @@ async fn three_instances_lose_one_to_a_kill_and_freeze_another_and_nothing_is_lo
     let by_order = events.statuses_by_order();
     let not_completed: Vec<String> = (0..n)
         .flat_map(|i| [format!("SO-D-{i:06}"), format!("SO-R-{i:06}")])
+        .chain((0..2).flat_map(|c| (0..CAMPAIGN_ORDERS).map(move |i| campaign_order(c, i))))
         .filter(|id| {
             !by_order
                 .get(id)
@@ -350,8 +427,92 @@ async fn three_instances_lose_one_to_a_kill_and_freeze_another_and_nothing_is_lo
         twice.is_empty(),
         "switch commands executed twice: {twice:?}"
     );
-    assert_eq!(executed.len(), 2 * n, "one disconnect and one connect each");
-    assert!(f.switch.values().all(|s| *s == SwitchState::Connected));
+    assert_eq!(
+        executed.len(),
+        2 * n + 2 * CAMPAIGN_ORDERS,
+        "one disconnect and one connect each, one disconnect per campaign order"
+    );
+    assert!((0..n)
+        .map(meter_id)
+        .all(|m| f.switch.get(&m) == Some(&SwitchState::Connected)));
+    assert!((0..2)
+        .flat_map(|c| (0..CAMPAIGN_ORDERS).map(move |i| campaign_meter(c, i)))
+        .all(|m| f.switch.get(&m) == Some(&SwitchState::Disconnected)));
+    // The campaigns, from the store: finished, every order released once (the count each
+    // owner stored, continued by the next, equals the orders: a release made again by a new
+    // owner would count twice), and the stored release times keep the rate across the
+    // hand-overs: never closer than half a period (the machine's floor when it makes up a
+    // late wake), and no burst after a hand-over.
+    let store = switchyard::open_store(&cfg).unwrap();
+    let period = 3600.0 / CAMPAIGN_RATE as f64;
+    let mut campaign_lines = Vec::new();
+    for id in &campaigns {
+        let r = store
+            .campaigns()
+            .unwrap()
+            .into_iter()
+            .find(|r| serde_json::to_value(r).unwrap()["def"]["campaign_id"] == *id)
+            .unwrap_or_else(|| panic!("campaign {id} stored"));
+        let r = serde_json::to_value(r).unwrap();
+        assert_eq!(r["status"], "finished", "{id}: {r}");
+        assert_eq!(
+            r["released"], CAMPAIGN_ORDERS,
+            "{id} released each order once: {r}"
+        );
+        let mut at: Vec<jiff::Timestamp> = store
+            .campaign_orders(id)
+            .unwrap()
+            .into_iter()
+            .map(|o| {
+                o.released_at
+                    .unwrap_or_else(|| panic!("{} released", o.order_id))
+            })
+            .collect();
+        assert_eq!(at.len(), CAMPAIGN_ORDERS);
+        at.sort();
+        let gaps: Vec<f64> = at
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]).as_secs_f64())
+            .collect();
+        let min_gap = gaps.iter().copied().fold(f64::MAX, f64::min);
+        assert!(
+            min_gap >= period / 2.0 - 0.05,
+            "{id}: releases {min_gap:.2} s apart, period {period:.2} s: {at:?}"
+        );
+        // Any 10 consecutive releases span at least 9 periods less one made-up period.
+        for w in at.windows(10) {
+            let span = w[9].duration_since(w[0]).as_secs_f64();
+            assert!(
+                span >= 8.0 * period - 0.05,
+                "{id}: 10 releases in {span:.2} s"
+            );
+        }
+        let span = at[at.len() - 1].duration_since(at[0]).as_secs_f64();
+        // It moved: resumed from the store by another instance when its owner went away.
+        let resumed: usize = [&a_log, &b_log, &c_log]
+            .iter()
+            .map(|l| count_with(l, "campaign resumed here", id))
+            .sum();
+        assert!(resumed >= 1, "{id} was never handed over");
+        campaign_lines.push(format!(
+            "{id}: {CAMPAIGN_ORDERS} released once each over {span:.0} s (rate period {period:.1} s, closest {min_gap:.2} s), resumed {resumed} times by a new owner"
+        ));
+    }
+    // Releases and outcomes crossed instances as records (the meters are spread over all
+    // three).
+    let kinds = |l: &TopicLog, t: &str| l.json().iter().filter(|v| v["type"] == t).count();
+    let (releases_sent, joined, outcomes) = (
+        kinds(&to_meters, "campaign_release"),
+        kinds(&to_campaigns, "order_joined"),
+        kinds(&to_campaigns, "order_outcome"),
+    );
+    assert!(
+        releases_sent > 0 && joined > 0 && outcomes > 0,
+        "records between instances: {releases_sent} releases, {joined} joined, {outcomes} outcomes"
+    );
+    campaign_lines.push(format!(
+        "between instances: {releases_sent} release records, {joined} orders joined, {outcomes} outcomes"
+    ));
     assert!(busy > 0, "some disconnects were retried");
     let checks = f
         .received
@@ -360,7 +521,8 @@ async fn three_instances_lose_one_to_a_kill_and_freeze_another_and_nothing_is_lo
         .count();
     let expired = f.expired.len();
     eprintln!(
-        "scale out: {n} meters ({} orders) on {UNITS} units, 3 instances; A killed with {final_at_kill} final, its units taken over {took_a:?} after the kill (session 6 s, lease 5 s); C frozen 20 s with {final_at_freeze} final, B took {c_units_taken} unit leases by the time C woke; C on waking: {leases_lost} leases found taken, {fenced_lines} commands fenced, {dropped_steps} steps dropped unstored; {expired} commands reached the adapter after their deadline (dropped); wave 1 done {wave1:?} after start; {busy} busy answers retried; {checks} status checks; 0 commands sent twice, 0 switch commands executed twice",
+        "scale out: {}; {n} meters ({} orders) on {UNITS} units, 3 instances; A killed with {final_at_kill} final, its units taken over {took_a:?} after the kill (session 6 s, lease 5 s); C frozen 20 s with {final_at_freeze} final, B took {c_units_taken} unit leases by the time C woke; C on waking: {leases_lost} leases found taken, {fenced_lines} commands fenced, {dropped_steps} steps dropped unstored; {expired} commands reached the adapter after their deadline (dropped); wave 1 done {wave1:?} after start; {busy} busy answers retried; {checks} status checks; 0 commands sent twice, 0 switch commands executed twice",
+        campaign_lines.join("; "),
         2 * n
     );
 }

@@ -17,8 +17,9 @@ use super::persist;
 use super::CampaignOrder;
 use crate::clock::Clock;
 use crate::commit::StoreHandle;
-use crate::domain::{OrderStatus, Timestamp};
+use crate::domain::{CampaignToMeter, OrderStatus, Timestamp};
 use crate::facts::FactBook;
+use crate::meter::ToOwner;
 use crate::policy::Policy;
 use crate::store::{OutboxMessage, WriteBatch};
 
@@ -31,6 +32,23 @@ pub trait ReleaseSink: Send + Sync + 'static {
     /// The meter's zone (for adoption), when known.
     fn zone_of(&self, _meter_id: &str) -> Option<String> {
         None
+    }
+    /// With several instances: when `key` (a meter id or a campaign id) is owned by another
+    /// instance, the outbox record that carries `what` to it; `None`: owned here (deliver
+    /// directly). One process owns everything.
+    fn to_owner(&self, _key: &str, _what: &dyn Fn() -> ToOwner) -> Option<OutboxMessage> {
+        None
+    }
+    /// Is `key` (a campaign id) owned by this instance now?
+    fn owned_here(&self, _key: &str) -> bool {
+        true
+    }
+    /// Runs `write` only while the campaign's unit is leased here (counted while it runs, so
+    /// that a graceful revoke waits for it before it gives the lease up); `false`, not run:
+    /// not leased now (fencing, [`crate::lease`]). One process holds every lease.
+    fn fenced(&self, _campaign_id: &str, write: &mut dyn FnMut()) -> bool {
+        write();
+        true
     }
 }
 
@@ -68,6 +86,8 @@ pub(crate) enum CampaignMsg {
         order_id: String,
         status: OrderStatus,
     },
+    /// Send the releases still open again (a rebalance moved meters between instances).
+    ResendOpen,
     /// Stop the actor (shutdown); the campaign resumes from the store on the next start.
     Stop,
 }
@@ -76,37 +96,53 @@ pub(crate) struct CampaignActor {
     svc: CampaignServices,
     machine: CampaignMachine,
     wake: Option<SpawnHandle>,
+    /// Set by the registry when the campaign's unit went to another instance: a step held
+    /// for its lease gives up, and the actor stops.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CampaignActor {
-    pub(crate) fn new(svc: CampaignServices, machine: CampaignMachine) -> CampaignActor {
+    pub(crate) fn new(
+        svc: CampaignServices,
+        machine: CampaignMachine,
+        stopping: Arc<std::sync::atomic::AtomicBool>,
+    ) -> CampaignActor {
         CampaignActor {
             svc,
             machine,
             wake: None,
+            stopping,
         }
     }
 
-    /// One machine step: its stored part in one write, then (with `ack`) the rest.
+    /// One machine step: its stored part in one write, then (with `ack`) the rest. A release,
+    /// resend or withdrawal for a meter another instance owns goes into that write as an
+    /// outbox record to its owner (stored with the release, at least once), not to a meter
+    /// here.
     fn run(
         &mut self,
         input: Input,
         ack: Option<tokio::sync::oneshot::Sender<()>>,
         ctx: &mut Context<Self>,
     ) {
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            ctx.stop();
+            return;
+        }
         let now = self.svc.clock.now();
         let svc = &self.svc;
         let actions = self.machine.step(input, now, &|z, t| svc.zone_bar(z, t));
+        let id = self.machine.id().to_string();
         let mut batch = WriteBatch::default();
         let mut effects = Vec::new();
         for a in actions {
             match a {
                 Action::Save(record) => batch.campaigns.push(record),
-                Action::SaveRelease { order_id, at } => batch.campaign_releases.push((
-                    self.machine.id().to_string(),
-                    order_id.into(),
-                    at,
-                )),
+                Action::SaveRelease { order_id, at } => {
+                    batch
+                        .campaign_releases
+                        .push((id.clone(), order_id.into(), at))
+                }
                 Action::Publish(e) => {
                     crate::observability::campaign_progress(&e);
                     batch.outbox.push(OutboxMessage {
@@ -116,7 +152,54 @@ impl CampaignActor {
                     });
                 }
                 Action::Ignored(cmd) => {
-                    tracing::warn!(campaign = %self.machine.id(), ?cmd, "command for a campaign that has ended; ignored")
+                    tracing::warn!(campaign = %id, ?cmd, "command for a campaign that has ended; ignored")
+                }
+                Action::Release {
+                    ref order_id,
+                    ref meter_id,
+                    ..
+                }
+                | Action::Resend {
+                    ref order_id,
+                    ref meter_id,
+                    ..
+                } => {
+                    let remote = self.svc.sink.to_owner(meter_id, &|| {
+                        ToOwner::Meter(CampaignToMeter::CampaignRelease {
+                            schema_version: 1,
+                            campaign_id: id.clone(),
+                            order_id: order_id.to_string(),
+                            meter_id: meter_id.to_string(),
+                        })
+                    });
+                    match remote {
+                        Some(m) => {
+                            batch.outbox.push(m);
+                            if matches!(a, Action::Release { .. }) {
+                                crate::observability::campaign_released();
+                            }
+                        }
+                        None => effects.push(a),
+                    }
+                }
+                Action::Withdraw {
+                    ref order_id,
+                    ref meter_id,
+                    reason,
+                } => {
+                    let remote = self.svc.sink.to_owner(meter_id, &|| {
+                        ToOwner::Meter(CampaignToMeter::CampaignWithdraw {
+                            schema_version: 1,
+                            campaign_id: id.clone(),
+                            order_id: order_id.to_string(),
+                            meter_id: meter_id.to_string(),
+                            reason: reason.to_string(),
+                        })
+                    });
+                    match remote {
+                        Some(m) => batch.outbox.push(m),
+                        None => effects.push(a),
+                    }
                 }
                 other => effects.push(other),
             }
@@ -127,14 +210,19 @@ impl CampaignActor {
             }
             act.perform(effects, ctx);
         };
-        match persist::write_now_or_retry(&self.svc.store, batch, self.machine.id()) {
+        match persist::write_fenced(&self.svc, batch, &id, self.stopping.clone()) {
             None => then(self, ctx),
             Some(retry) => {
-                ctx.wait(
-                    retry
-                        .into_actor(self)
-                        .map(move |(), act, ctx| then(act, ctx)),
-                );
+                ctx.wait(retry.into_actor(self).map(move |stored, act, ctx| {
+                    if stored {
+                        then(act, ctx)
+                    } else {
+                        // Its unit went to another instance meanwhile: nothing of the step
+                        // was stored nor is sent; the new owner resumes from the store.
+                        tracing::info!(campaign = %act.machine.id(), "campaign handed to another instance; a step not stored was dropped");
+                        ctx.stop();
+                    }
+                }));
             }
         }
     }
@@ -205,6 +293,7 @@ impl Handler<CampaignMsg> for CampaignActor {
             CampaignMsg::Outcome { order_id, status } => {
                 self.run(Input::Outcome { order_id, status }, None, ctx)
             }
+            CampaignMsg::ResendOpen => self.run(Input::ResendOpen, None, ctx),
             CampaignMsg::Stop => ctx.stop(),
         }
     }

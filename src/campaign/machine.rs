@@ -64,6 +64,9 @@ pub(crate) enum Input {
     },
     /// The wake armed last is due.
     Wake,
+    /// Send the releases still open again: a meter changed hands (a rebalance), and a
+    /// release delivered to its old owner's actor just before may have been dropped there.
+    ResendOpen,
 }
 
 /// What the actor does. `Save`, `SaveRelease` and `Publish` go into the step's one store write;
@@ -254,6 +257,9 @@ pub(crate) struct CampaignMachine {
     /// Released and not closed (outcomes are counted once).
     released_open: HashSet<Box<str>>,
     deferred_seen: HashSet<Box<str>>,
+    /// Orders whose final status was counted: a repeated outcome (at least once from another
+    /// instance's outbox) is not counted again.
+    closed: HashSet<Box<str>>,
     /// Withdrawn by a cancel or an expiry and counted cancelled then (their meters' outcomes
     /// are not counted again).
     withdrawn: HashSet<Box<str>>,
@@ -290,6 +296,7 @@ impl CampaignMachine {
         let mut queue = Queue::new(campaign.def.ordering);
         let mut known = HashMap::with_capacity(orders.len());
         let mut released_open = HashSet::new();
+        let mut closed = HashSet::new();
         let mut counts = Counts::default();
         let mut waiting = Vec::new();
         let mut outside_open = Vec::new();
@@ -308,6 +315,9 @@ impl CampaignMachine {
                 _ => {}
             }
             let terminal = status.is_some_and(|s| s.is_terminal());
+            if terminal {
+                closed.insert(o.order_id.as_str().into());
+            }
             if o.released {
                 queue.count_released(&o.zone);
                 if !terminal {
@@ -333,6 +343,7 @@ impl CampaignMachine {
             orders: known,
             released_open,
             deferred_seen: HashSet::new(),
+            closed,
             withdrawn: HashSet::new(),
             counts,
             zone_next: HashMap::new(),
@@ -353,17 +364,7 @@ impl CampaignMachine {
         let mut out = Out::default();
         match input {
             Input::Start => {
-                let mut open: Vec<&Box<str>> = self.released_open.iter().collect();
-                open.sort();
-                for id in open {
-                    if let Some((_, meter)) = self.orders.get(id) {
-                        out.actions.push(Action::Resend {
-                            order_id: id.clone(),
-                            meter_id: meter.clone(),
-                            at: now,
-                        });
-                    }
-                }
+                self.resend_open(now, &mut out);
                 self.outside_open.sort();
                 for id in std::mem::take(&mut self.outside_open) {
                     if let Some((_, meter)) = self.orders.get(&id) {
@@ -384,6 +385,7 @@ impl CampaignMachine {
                 self.wake = None;
                 self.tick(now, true, bar, &mut out);
             }
+            Input::ResendOpen => self.resend_open(now, &mut out),
         }
         if out.save {
             self.record.updated_at = now;
@@ -407,6 +409,11 @@ impl CampaignMachine {
             o.order_id.as_str().into(),
             (o.zone.as_str().into(), o.meter_id.as_str().into()),
         );
+        if self.closed.contains(o.order_id.as_str()) {
+            // Its final outcome came first (from another instance, on another partition than
+            // the record that it joined): nothing to release.
+            return;
+        }
         if let Some(reason) = withdraw_reason(self.record.status) {
             out.actions.push(Action::Withdraw {
                 order_id: o.order_id.into(),
@@ -466,7 +473,25 @@ impl CampaignMachine {
         self.tick(now, false, bar, out);
     }
 
+    /// The releases still open, again (idempotent at the meter), in order id order.
+    fn resend_open(&self, now: Timestamp, out: &mut Out) {
+        let mut open: Vec<&Box<str>> = self.released_open.iter().collect();
+        open.sort();
+        for id in open {
+            if let Some((_, meter)) = self.orders.get(id) {
+                out.actions.push(Action::Resend {
+                    order_id: id.clone(),
+                    meter_id: meter.clone(),
+                    at: now,
+                });
+            }
+        }
+    }
+
     fn outcome(&mut self, key: &str, status: OrderStatus) {
+        if status.is_terminal() && !self.closed.insert(key.into()) {
+            return; // counted already (an outcome repeated)
+        }
         match status {
             OrderStatus::Deferred => {
                 if self.released_open.contains(key) && self.deferred_seen.insert(key.into()) {

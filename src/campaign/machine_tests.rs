@@ -418,6 +418,11 @@ enum Env {
         roll: u8,
     },
     Deliver,
+    /// The outcomes on their way arrive twice each (at least once, from another instance's
+    /// outbox): the campaign counts each once.
+    DeliverTwice,
+    /// A rebalance: the campaign sends its open releases again, and nothing else.
+    Rebalance,
     /// The process stops (outcomes on their way are lost; the store has them) and the
     /// campaign resumes from the store, if it has not ended.
     Restart,
@@ -437,6 +442,8 @@ fn env() -> impl Strategy<Value = Env> {
         1 => (0u8..3).prop_map(Env::Lift),
         4 => (any::<u16>(), 0u8..6).prop_map(|(pick, roll)| Env::Meter { pick, roll }),
         2 => Just(Env::Deliver),
+        1 => Just(Env::DeliverTwice),
+        1 => Just(Env::Rebalance),
         1 => Just(Env::Restart),
     ]
 }
@@ -773,7 +780,16 @@ impl World {
         self.now = self.now.max(until);
     }
 
-    fn deliver(&mut self) {
+    /// Released orders whose final outcome the campaign has not counted.
+    fn open_releases(&self) -> HashSet<String> {
+        self.released
+            .keys()
+            .filter(|o| !self.counted.contains_key(*o))
+            .cloned()
+            .collect()
+    }
+
+    fn deliver(&mut self, twice: bool) {
         for (id, status) in std::mem::take(&mut self.in_transit) {
             if status.is_terminal() {
                 // A withdrawn order was counted when it was withdrawn.
@@ -785,6 +801,12 @@ impl World {
                 && !self.counted.contains_key(&id)
             {
                 self.deferred.insert(id.clone());
+            }
+            if twice {
+                self.step(Input::Outcome {
+                    order_id: id.clone(),
+                    status,
+                });
             }
             self.step(Input::Outcome {
                 order_id: id,
@@ -872,7 +894,22 @@ impl World {
                 }
                 self.in_transit.push((id, status));
             }
-            Env::Deliver => self.deliver(),
+            Env::Deliver => self.deliver(false),
+            Env::DeliverTwice => self.deliver(true),
+            Env::Rebalance => {
+                let want = self.open_releases();
+                let a = self.step(Input::ResendOpen);
+                let mut resent = HashSet::new();
+                for x in &a {
+                    match x {
+                        Action::Resend { order_id, .. } => {
+                            resent.insert(order_id.to_string());
+                        }
+                        other => panic!("a rebalance only sends releases again: {other:?}"),
+                    }
+                }
+                assert_eq!(resent, want, "the releases still open are sent again");
+            }
             Env::Restart => {
                 let Some(record) = self.stored.clone() else {
                     return;
@@ -902,12 +939,7 @@ impl World {
                 self.counted = self.closed.clone();
                 self.withdrawn.clear();
                 self.deferred.clear();
-                let want: HashSet<String> = self
-                    .released
-                    .keys()
-                    .filter(|o| !self.closed.contains_key(*o))
-                    .cloned()
-                    .collect();
+                let want = self.open_releases();
                 let a = self.step(Input::Start);
                 let resent: HashSet<String> = a
                     .iter()

@@ -6,6 +6,10 @@
 //! orders.
 
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::actor::CampaignServices;
 use std::time::Duration;
 
 use super::CampaignOrder;
@@ -19,28 +23,62 @@ fn backoff() -> Backoff {
     Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
 }
 
-/// Stores `batch` durably at once, on the calling thread. When the store refuses it, returns
-/// the retry: a future that writes again on tokio timers (backing off to 5 s) until the store
-/// takes it. The actor holds its mailbox on that future (`ctx.wait`), so it handles nothing
-/// else meanwhile, while its thread stays free for other actors and timers.
-pub(crate) fn write_now_or_retry(
-    store: &StoreHandle,
+/// One attempt of a campaign step's write, only while the campaign's unit is leased here.
+fn attempt(svc: &CampaignServices, batch: &WriteBatch, campaign_id: &str) -> Attempt {
+    let mut r = Attempt::NotLeased;
+    svc.sink.fenced(campaign_id, &mut || {
+        r = match svc.store.write_now(batch.clone()) {
+            Ok(()) => Attempt::Stored,
+            Err(e) => Attempt::Refused(e),
+        }
+    });
+    r
+}
+
+enum Attempt {
+    Stored,
+    Refused(crate::store::StoreError),
+    NotLeased,
+}
+
+/// Stores `batch` durably at once, on the calling thread, if the campaign's unit is leased
+/// here. Otherwise (the store refuses it, or the lease is not held here now: a rebalance in
+/// progress, a freeze just ended) returns the retry: a future that tries again on tokio
+/// timers (backing off to 5 s) until the store takes it (`true`), or until `stopping` says
+/// the campaign went to another instance (`false`: nothing stored). The actor holds its
+/// mailbox on that future (`ctx.wait`), so it handles nothing else meanwhile, while its
+/// thread stays free for other actors and timers.
+pub(crate) fn write_fenced(
+    svc: &CampaignServices,
     batch: WriteBatch,
     campaign_id: &str,
-) -> Option<impl Future<Output = ()> + 'static> {
-    let e = store.write_now(batch.clone()).err()?;
-    tracing::error!(error = %e, campaign = %campaign_id, "campaign state not stored; holding the campaign until the store accepts it");
-    let store = store.clone();
+    stopping: Arc<AtomicBool>,
+) -> Option<impl Future<Output = bool> + 'static> {
+    let first = attempt(svc, &batch, campaign_id);
+    match &first {
+        Attempt::Stored => return None,
+        Attempt::Refused(e) => {
+            tracing::error!(error = %e, campaign = %campaign_id, "campaign state not stored; holding the campaign until the store accepts it")
+        }
+        Attempt::NotLeased => {
+            tracing::info!(campaign = %campaign_id, "the campaign's unit is not leased here now; holding its step until it is (or the campaign moves)")
+        }
+    }
+    let svc = svc.clone();
     let campaign_id = campaign_id.to_string();
     Some(async move {
         let mut backoff = backoff();
         loop {
             backoff.wait().await;
-            match store.write_now(batch.clone()) {
-                Ok(()) => return,
-                Err(e) => {
+            if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return false;
+            }
+            match attempt(&svc, &batch, &campaign_id) {
+                Attempt::Stored => return true,
+                Attempt::Refused(e) => {
                     tracing::error!(error = %e, campaign = %campaign_id, "campaign state still not stored");
                 }
+                Attempt::NotLeased => {}
             }
         }
     })

@@ -204,6 +204,83 @@ pub enum ControlRecord {
         rate_per_hour: u32,
         by: String,
     },
+    /// Written by switchyard (several instances): an order of the campaign was accepted by
+    /// the instance that owns its meter, which does not own the campaign. From that
+    /// instance's outbox, at least once (the campaign takes an order in once).
+    OrderJoined {
+        schema_version: u32,
+        campaign_id: String,
+        order: CampaignOrder,
+    },
+    /// Written by switchyard (several instances): an order of the campaign reached a new
+    /// status at its meter, owned by another instance than the campaign. From that meter's
+    /// outbox, stored with the status, at least once (the campaign counts an order once).
+    OrderOutcome {
+        schema_version: u32,
+        campaign_id: String,
+        order_id: String,
+        status: OrderStatus,
+    },
+}
+
+/// A record switchyard writes on the control topic (key = meter id) when a campaign owned by
+/// one instance releases, withdraws or adopts an order of a meter owned by another (several
+/// instances on a shared store). From the campaign's outbox, stored with the release, at
+/// least once: each is idempotent at the meter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CampaignToMeter {
+    CampaignRelease {
+        schema_version: u32,
+        campaign_id: String,
+        order_id: String,
+        meter_id: String,
+    },
+    CampaignWithdraw {
+        schema_version: u32,
+        campaign_id: String,
+        order_id: String,
+        meter_id: String,
+        reason: String,
+    },
+    CampaignAdopt {
+        schema_version: u32,
+        campaign_id: String,
+        order_id: String,
+        meter_id: String,
+    },
+}
+
+impl CampaignToMeter {
+    pub(crate) fn meter_id(&self) -> &str {
+        match self {
+            CampaignToMeter::CampaignRelease { meter_id, .. }
+            | CampaignToMeter::CampaignWithdraw { meter_id, .. }
+            | CampaignToMeter::CampaignAdopt { meter_id, .. } => meter_id,
+        }
+    }
+
+    pub(crate) fn schema_version(&self) -> u32 {
+        match self {
+            CampaignToMeter::CampaignRelease { schema_version, .. }
+            | CampaignToMeter::CampaignWithdraw { schema_version, .. }
+            | CampaignToMeter::CampaignAdopt { schema_version, .. } => *schema_version,
+        }
+    }
+
+    /// Is this payload meant to be one (its `type` names a campaign record)? Control-topic
+    /// records are read as this only then, as meter facts otherwise.
+    pub(crate) fn is_one(payload: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        struct Type<'a> {
+            #[serde(borrow, rename = "type")]
+            t: Option<std::borrow::Cow<'a, str>>,
+        }
+        serde_json::from_slice::<Type<'_>>(payload)
+            .ok()
+            .and_then(|t| t.t)
+            .is_some_and(|t| t.starts_with("campaign_"))
+    }
 }
 
 impl ControlRecord {
@@ -213,7 +290,9 @@ impl ControlRecord {
             ControlRecord::Pause { campaign_id, .. }
             | ControlRecord::Resume { campaign_id, .. }
             | ControlRecord::Cancel { campaign_id, .. }
-            | ControlRecord::SetRate { campaign_id, .. } => campaign_id,
+            | ControlRecord::SetRate { campaign_id, .. }
+            | ControlRecord::OrderJoined { campaign_id, .. }
+            | ControlRecord::OrderOutcome { campaign_id, .. } => campaign_id,
         }
     }
 
@@ -223,7 +302,9 @@ impl ControlRecord {
             | ControlRecord::Pause { schema_version, .. }
             | ControlRecord::Resume { schema_version, .. }
             | ControlRecord::Cancel { schema_version, .. }
-            | ControlRecord::SetRate { schema_version, .. } => *schema_version,
+            | ControlRecord::SetRate { schema_version, .. }
+            | ControlRecord::OrderJoined { schema_version, .. }
+            | ControlRecord::OrderOutcome { schema_version, .. } => *schema_version,
         }
     }
 }

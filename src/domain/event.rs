@@ -141,7 +141,8 @@ pub enum AuditKind {
     CommandResult,
     CommandTimedOut,
     /// An execution command was stored but not sent: its policy decision was too old when
-    /// the store confirmed the write (it is decided again).
+    /// the store confirmed the write, or the meter's unit was not leased here then (it is
+    /// decided again).
     CommandNotSent,
     LateResult,
     StatusChange,

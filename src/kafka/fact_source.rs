@@ -12,7 +12,7 @@ use rdkafka::Message;
 use tokio::sync::oneshot;
 
 use super::source::{Handled, Handler, Io, Rejected};
-use crate::domain::DeadLetterReason;
+use crate::domain::{CampaignToMeter, DeadLetterReason};
 use crate::facts::MeterFact;
 use crate::meter::{Directory, MeterMsg};
 use crate::observability::{self, metrics};
@@ -49,10 +49,72 @@ impl Facts {
                 ),
             ));
         }
-        if let Some(r) = super::meter_source::misrouted(&self.directory, f.meter_id(), msg) {
+        if let Some(r) = super::meter_source::misrouted(&self.directory, "meter", f.meter_id(), msg)
+        {
             return Err(r);
         }
         Ok(f)
+    }
+}
+
+impl Facts {
+    /// A campaign's release, withdrawal or adoption sent by the instance that owns the
+    /// campaign (`CampaignToMeter`, docs/topics.md "Control").
+    fn parse_campaign(&self, msg: &OwnedMessage) -> Result<CampaignToMeter, Rejected> {
+        let bad = |m: String| Rejected::new(DeadLetterReason::InvalidFact, m);
+        let r: CampaignToMeter = serde_json::from_slice(msg.payload().unwrap_or_default())
+            .map_err(|e| bad(format!("not a v1 campaign message to a meter: {e}")))?;
+        if r.schema_version() != 1 {
+            return Err(bad(format!(
+                "schema_version {} is not supported (use 1)",
+                r.schema_version()
+            )));
+        }
+        let key = msg.key().map(|k| String::from_utf8_lossy(k).to_string());
+        if key.as_deref() != Some(r.meter_id()) {
+            return Err(bad(format!(
+                "record key {key:?} differs from meter_id `{}`: key it by meter_id",
+                r.meter_id()
+            )));
+        }
+        if let Some(x) = super::meter_source::misrouted(&self.directory, "meter", r.meter_id(), msg)
+        {
+            return Err(x);
+        }
+        Ok(r)
+    }
+
+    /// Hands `what` to its meter until the meter has stored what it made of it (the offset
+    /// is never stored past an unstored fact); `false`: shutdown came first.
+    async fn deliver(&self, meter: &str, what: MeterMsg, label: &str, io: &mut Io<'_>) -> bool {
+        // An actor that stops before storing (it passivated, or failed) drops the
+        // acknowledgement; deliver again (facts and campaign messages are idempotent).
+        // Waiting, the consumer keeps polling (`Io::pause_for`): a meter whose unit's lease
+        // lapsed holds its step until a revoke says the unit was taken, and that revoke is
+        // heard only in a poll.
+        loop {
+            let (tx, mut rx) = oneshot::channel();
+            self.directory.deliver_acked(meter, what.clone(), Some(tx));
+            loop {
+                tokio::select! {
+                    r = &mut rx => match r {
+                        Ok(()) => return true,
+                        Err(_) => {
+                            tracing::warn!(meter = %meter, what = %label, "not acknowledged by its meter; delivering again");
+                            if !io.pause_for(Duration::from_millis(100)).await {
+                                return false;
+                            }
+                            break;
+                        }
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                        if !io.pause_for(Duration::from_millis(100)).await {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -67,6 +129,36 @@ impl Handler for Facts {
         }
         let mut rejected = Vec::new();
         for (i, msg) in batch.iter().enumerate() {
+            if msg.topic() == self.control_topic
+                && msg.payload().is_some_and(CampaignToMeter::is_one)
+            {
+                match self.parse_campaign(msg) {
+                    Ok(r) => {
+                        let meter = r.meter_id().to_string();
+                        let what = match r {
+                            CampaignToMeter::CampaignRelease { order_id, .. } => {
+                                MeterMsg::Release { order_id }
+                            }
+                            CampaignToMeter::CampaignWithdraw {
+                                order_id, reason, ..
+                            } => MeterMsg::Withdraw { order_id, reason },
+                            CampaignToMeter::CampaignAdopt {
+                                order_id,
+                                campaign_id,
+                                ..
+                            } => MeterMsg::Adopt {
+                                order_id,
+                                campaign_id,
+                            },
+                        };
+                        if !self.deliver(&meter, what, "campaign message", io).await {
+                            return Handled::Stopped;
+                        }
+                    }
+                    Err(r) => rejected.push((i, r)),
+                }
+                continue;
+            }
             let fact = match self.parse(msg) {
                 Ok(f) => f,
                 Err(r) => {
@@ -77,35 +169,11 @@ impl Handler for Facts {
             };
             observability::fact_received(fact.fact_type());
             let meter = fact.meter_id().to_string();
-            // Until the meter has stored it: an actor that stops before storing (it
-            // passivated, or failed) drops the acknowledgement; deliver again (facts are
-            // idempotent). The offset is never stored past an unstored fact.
-            // Waiting, the consumer keeps polling (`Io::pause_for`): a meter whose unit's lease
-            // lapsed holds its step until a revoke says the unit was taken, and that revoke is
-            // heard only in a poll.
-            'deliver: loop {
-                let (tx, mut rx) = oneshot::channel();
-                self.directory
-                    .deliver_acked(&meter, MeterMsg::Fact(fact.clone()), Some(tx));
-                loop {
-                    tokio::select! {
-                        r = &mut rx => match r {
-                            Ok(()) => break 'deliver,
-                            Err(_) => {
-                                tracing::warn!(meter = %meter, fact = fact.fact_id(), "fact not acknowledged by its meter; delivering again");
-                                if !io.pause_for(Duration::from_millis(100)).await {
-                                    return Handled::Stopped;
-                                }
-                                continue 'deliver;
-                            }
-                        },
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                            if !io.pause_for(Duration::from_millis(100)).await {
-                                return Handled::Stopped;
-                            }
-                        }
-                    }
-                }
+            if !self
+                .deliver(&meter, MeterMsg::Fact(fact.clone()), fact.fact_id(), io)
+                .await
+            {
+                return Handled::Stopped;
             }
         }
         Handled::Done(rejected)

@@ -66,7 +66,12 @@ impl Intake {
                 now,
             ) {
                 Ok(order) => {
-                    match super::meter_source::misrouted(&self.directory, &order.meter_id, msg) {
+                    match super::meter_source::misrouted(
+                        &self.directory,
+                        "meter",
+                        &order.meter_id,
+                        msg,
+                    ) {
                         None => accepted.push((order, i)),
                         Some(r) => rejected.push((
                             i,
@@ -264,7 +269,10 @@ impl Intake {
                     released_at: None,
                 };
                 write.campaign_orders.push((cid.clone(), co.clone()));
-                to_campaigns.push((cid.clone(), co));
+                match self.campaigns.joined_elsewhere(&cid, &co) {
+                    Some(m) => write.outbox.push(m),
+                    None => to_campaigns.push((cid.clone(), co)),
+                }
             }
             deliver.push(order);
         }

@@ -1,6 +1,7 @@
 //! The meter consumer: one member of the group `kafka.group_id` reads every meter-keyed input
-//! (orders, customer facts, control, and head-end results in Kafka head-end mode), so that the
-//! group's assignment decides which instance owns which meters ([`crate::ownership`]). The
+//! (orders, customer facts, control, and head-end results in Kafka head-end mode) and campaign
+//! control (keyed by campaign id), so that the group's assignment decides which instance owns
+//! which meters and which campaigns ([`crate::ownership`]). The
 //! topics are co-partitioned (same partition count, keys hashed by the same partitioner) and
 //! the range assignor gives partition *i* of each to the same member: unit *i*.
 //!
@@ -22,8 +23,10 @@
 //! is read once its leases are held, a graceful revoke releases them, and orders of a unit
 //! whose lease lapsed wait.
 //!
-//! Not yet here (docs/architecture.md "Scale out"): campaign releases to meters owned by
-//! another instance.
+//! Campaigns go with their units: resumed from the store once an assignment's open work is
+//! read (under its leases), stopped with the meters of units that leave; every campaign here
+//! sends its open releases again at each assignment (one delivered to a meter's actor just
+//! before its unit left may have been dropped with it).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -58,6 +61,8 @@ pub(crate) struct MeterTopics {
     pub(crate) orders: String,
     pub(crate) customer_facts: String,
     pub(crate) control: String,
+    /// Keyed by campaign id: a campaign is owned by the owner of its partition.
+    pub(crate) campaign_control: String,
     /// Kafka head-end mode only.
     pub(crate) results: Option<String>,
 }
@@ -68,22 +73,30 @@ impl MeterTopics {
             self.orders.clone(),
             self.customer_facts.clone(),
             self.control.clone(),
+            self.campaign_control.clone(),
         ];
         t.extend(self.results.clone());
         t
     }
 }
 
-/// The dead letter for a record whose meter this instance does not own (its key hashes to a
-/// unit other than the partition it was read from, and that unit is another instance's).
-pub(crate) fn misrouted(dir: &Directory, meter_id: &str, msg: &OwnedMessage) -> Option<Rejected> {
-    if dir.owns(meter_id) {
+/// The dead letter for a record whose meter (or campaign) this instance does not own (its key
+/// hashes to a unit other than the partition it was read from, and that unit is another
+/// instance's).
+/// `what`: "meter" or "campaign".
+pub(crate) fn misrouted(
+    dir: &Directory,
+    what: &str,
+    id: &str,
+    msg: &OwnedMessage,
+) -> Option<Rejected> {
+    if dir.owns(id) {
         return None;
     }
     Some(Rejected::new(
         DeadLetterReason::Misrouted,
         format!(
-            "meter {meter_id} is owned by another switchyard instance (its id hashes to another partition of the orders topic than {}/{}): produce meter-keyed records with the meter id as key and the orders topic's partitioner",
+            "{what} {id} is owned by another switchyard instance (its id hashes to another partition of the orders topic than {}/{}): produce meter-keyed and campaign-keyed records with the id as key and the orders topic's partitioner",
             msg.topic(),
             msg.partition()
         ),
@@ -95,6 +108,7 @@ pub(crate) fn misrouted(dir: &Directory, meter_id: &str, msg: &OwnedMessage) -> 
 pub(crate) struct MeterInputs {
     pub(crate) intake: Intake,
     pub(crate) facts: Facts,
+    pub(crate) campaigns: super::campaign_source::CampaignControl,
     pub(crate) results: Option<Results>,
     pub(crate) topics: MeterTopics,
     pub(crate) rebalancing: Arc<Rebalancing>,
@@ -133,10 +147,13 @@ impl Handler for MeterInputs {
 
     async fn handle(&self, batch: &[OwnedMessage], io: &mut Io<'_>) -> Handled {
         let (mut facts, mut results, mut orders) = (Vec::new(), Vec::new(), Vec::new());
+        let mut campaigns = Vec::new();
         for (i, m) in batch.iter().enumerate() {
             let t = m.topic();
             if t == self.topics.orders {
                 orders.push(i);
+            } else if t == self.topics.campaign_control {
+                campaigns.push(i);
             } else if Some(t) == self.topics.results.as_deref() {
                 results.push(i);
             } else {
@@ -152,17 +169,21 @@ impl Handler for MeterInputs {
                 return Handled::Stopped;
             }
         }
-        // Fencing: orders of a unit whose lease lapsed (this process was frozen, or the store
-        // does not answer the renewals) wait, polling, until it is renewed or the unit is
-        // revoked (then the batch is abandoned: its records are the new owner's).
+        // Fencing: orders and campaign records of a unit whose lease lapsed (this process was
+        // frozen, or the store does not answer the renewals) wait, polling, until it is
+        // renewed or the unit is revoked (then the batch is abandoned: its records are the
+        // new owner's). A campaign started here reads its orders only under its lease.
         let r = &self.rebalancing.ownership;
-        while orders.iter().any(|&i| {
+        while orders.iter().chain(&campaigns).any(|&i| {
             let u = batch[i].partition() as u32;
             r.owns_unit(u) && !r.leased(u)
         }) {
             if !io.pause_for(Duration::from_millis(100)).await {
                 return Handled::Stopped;
             }
+        }
+        if !part(&self.campaigns, batch, &campaigns, io, &mut rejected).await {
+            return Handled::Stopped;
         }
         if !part(&self.intake, batch, &orders, io, &mut rejected).await {
             return Handled::Stopped;
@@ -253,11 +274,25 @@ pub(crate) struct Rebalancing {
     probe: rdkafka::consumer::BaseConsumer,
     /// Fencing by unit leases (a shared store); set once, before the first assignment.
     leases: std::sync::OnceLock<Arc<crate::lease::Leases>>,
+    /// The campaigns: those of arriving units resume with them, those of departing units
+    /// stop with their meters. Set once, before the first assignment.
+    campaigns: std::sync::OnceLock<Arc<crate::campaign::registry::Campaigns>>,
 }
 
 impl Rebalancing {
     pub(crate) fn set_leases(&self, leases: Arc<crate::lease::Leases>) {
         let _ = self.leases.set(leases);
+    }
+
+    pub(crate) fn set_campaigns(&self, campaigns: Arc<crate::campaign::registry::Campaigns>) {
+        let _ = self.campaigns.set(campaigns);
+    }
+
+    /// The campaigns whose units left stop here (the new owner resumes them from the store).
+    fn stop_campaigns(&self) {
+        if let Some(c) = self.campaigns.get() {
+            c.stop_unowned();
+        }
     }
 
     /// `first` fires once the first assignment's open work has been handed to its meters.
@@ -285,6 +320,7 @@ impl Rebalancing {
             revokes: std::sync::atomic::AtomicU64::new(0),
             probe,
             leases: std::sync::OnceLock::new(),
+            campaigns: std::sync::OnceLock::new(),
         }
     }
 
@@ -395,6 +431,16 @@ impl Rebalancing {
             let d = self.directory.clone();
             tokio::spawn(async move { d.recover_paced(meters).await });
         }
+        // Their campaigns too (under the same leases, so the releases a previous owner stored
+        // are all read); every campaign here sends its open releases again, since a rebalance
+        // may have dropped one on its way to a meter that changed hands.
+        if let Some(c) = self.campaigns.get() {
+            let n = c.resume_owned();
+            if n > 0 {
+                tracing::info!(campaigns = n, "campaigns resumed with their units");
+            }
+            c.resend_open();
+        }
         if self.intake_is_stopped() {
             // (Shutdown began meanwhile: the orders stay paused.)
         } else if let Err(e) = consumer.resume(&a.orders) {
@@ -474,6 +520,7 @@ impl super::RebalanceListener for Rebalancing {
         if lost {
             // Someone else may have acted for these meters meanwhile: nothing here is warm.
             let actors = self.directory.relinquish(&units);
+            self.stop_campaigns();
             tracing::info!(units = ?units, actors, "lost units: their actors stop");
         } else {
             // Kept warm until the assignment that follows: given back, they are not reloaded.
@@ -488,13 +535,21 @@ impl super::RebalanceListener for Rebalancing {
         let gone: BTreeSet<u32> = st.revoked.difference(&units).copied().collect();
         let warm: BTreeSet<u32> = st.revoked.intersection(&units).copied().collect();
         st.revoked.clear();
+        if !units.is_empty() {
+            self.ownership.gain(&units);
+        }
         if !gone.is_empty() {
             let actors = self.directory.relinquish(&gone);
+            self.stop_campaigns();
             tracing::info!(units = ?gone, actors, "units handed to another instance: their actors stop");
         }
-        for t in [&self.topics.customer_facts, &self.topics.control]
-            .into_iter()
-            .chain(self.topics.results.as_ref())
+        for t in [
+            &self.topics.customer_facts,
+            &self.topics.control,
+            &self.topics.campaign_control,
+        ]
+        .into_iter()
+        .chain(self.topics.results.as_ref())
         {
             let other = self.units_in(tpl, t);
             if other != units {
@@ -504,7 +559,6 @@ impl super::RebalanceListener for Rebalancing {
         if units.is_empty() {
             return;
         }
-        self.ownership.gain(&units);
         let mut orders = TopicPartitionList::new();
         for u in &units {
             orders.add_partition(&self.topics.orders, *u as i32);
@@ -516,7 +570,11 @@ impl super::RebalanceListener for Rebalancing {
         let fact_partitions = tpl
             .elements()
             .iter()
-            .filter(|e| e.topic() == self.topics.customer_facts || e.topic() == self.topics.control)
+            .filter(|e| {
+                e.topic() == self.topics.customer_facts
+                    || e.topic() == self.topics.control
+                    || e.topic() == self.topics.campaign_control
+            })
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         // Facts, control and results partitions are never paused on purpose: a pause left by

@@ -45,7 +45,7 @@ pub enum KafkaSetupError {
     Embedded(String),
     #[error("cannot create topic {topic}: {message}")]
     Topic { topic: String, message: String },
-    #[error("the meter-keyed topics are not co-partitioned: {0}. Give orders, customer facts, control (and head-end results) the same partition count: a meter's unit is its partition of each (docs/architecture.md, Scale out)")]
+    #[error("the meter-keyed topics are not co-partitioned: {0}. Give orders, customer facts, control, campaign control (and head-end results) the same partition count: a meter's or campaign's unit is its partition of each (docs/architecture.md, Scale out)")]
     NotCoPartitioned(String),
     #[error("cannot read the partition counts of the meter-keyed topics ({0}); check kafka.brokers and that the topics exist")]
     NoMetadata(String),

@@ -67,7 +67,7 @@ impl Handler for Results {
                     self.directory.deliver(&meter, MeterMsg::Result(r));
                 }
                 Ok(r) => rejected.extend(
-                    super::meter_source::misrouted(&self.directory, &r.meter_id, msg)
+                    super::meter_source::misrouted(&self.directory, "meter", &r.meter_id, msg)
                         .map(|x| (i, x)),
                 ),
                 Err(reason) => rejected.push((

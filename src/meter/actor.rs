@@ -263,11 +263,26 @@ impl MeterActor {
                         m.order_status[e.status as usize].increment(1);
                         completes |= e.status.is_terminal();
                         if let Some(c) = &e.campaign_id {
-                            campaign_outcomes.push(crate::domain::CampaignOutcome {
-                                campaign_id: c.clone(),
-                                order_id: e.order_id.clone(),
-                                status: e.status,
+                            // A campaign another instance owns hears it from this step's
+                            // outbox (stored with the status); one here, once it is stored.
+                            let remote = dir.to_owner(c, || {
+                                super::ToOwner::Campaign(
+                                    crate::domain::ControlRecord::OrderOutcome {
+                                        schema_version: 1,
+                                        campaign_id: c.clone(),
+                                        order_id: e.order_id.clone(),
+                                        status: e.status,
+                                    },
+                                )
                             });
+                            match remote {
+                                Some(m) => batch.outbox.push(m),
+                                None => campaign_outcomes.push(crate::domain::CampaignOutcome {
+                                    campaign_id: c.clone(),
+                                    order_id: e.order_id.clone(),
+                                    status: e.status,
+                                }),
+                            }
                         }
                         if e.status == OrderStatus::RetryScheduled
                             && e.reason.as_deref() != Some(super::machine::NOT_SENT)
@@ -390,12 +405,16 @@ impl MeterActor {
                         continue;
                     }
                     // Fencing: the write that stored this command returned; the unit may have
-                    // been revoked, or its lease lapsed (this process was frozen), meanwhile.
-                    // Not sent: the command is stored as sent, so whoever acts for the meter
-                    // next status-checks it before anything else is sent.
+                    // been revoked, or its lease lapsed (this process was frozen, or a renewal
+                    // was slow), meanwhile. Not sent. The machine hears so (not an attempt,
+                    // decided again after a backoff): a step stored only under the lease, so
+                    // only if this instance still acts for the meter then. If it does not,
+                    // the step is dropped and the command stays stored as sent: whoever acts
+                    // for the meter next status-checks it before anything else is sent.
                     if !self.dir.acting(self.id()) {
                         metrics().commands_fenced.increment(1);
                         tracing::warn!(command = %c.command_id, meter = %self.id(), "command not sent: this instance no longer acts for the meter's unit (revoked, or its lease lapsed)");
+                        not_sent = Some(c.command_id.clone());
                         continue;
                     }
                     metrics().commands_sent[c.kind.index()].increment(1);

@@ -121,6 +121,24 @@ pub struct Directory {
     ownership: std::sync::OnceLock<Arc<crate::ownership::Ownership>>,
     /// The unit leases' keeper (a shared store), released at a graceful stop.
     leases: std::sync::OnceLock<Arc<crate::lease::Leases>>,
+    /// Where campaign messages for a meter or a campaign owned by another instance go (set
+    /// once by the wiring; unset: everything is delivered here).
+    routes: std::sync::OnceLock<Routes>,
+}
+
+/// The topics that carry campaign messages between instances: to a meter on the control
+/// topic (key = meter id), to a campaign on the campaign-control topic (key = campaign id).
+/// Both are read by the one meter consumer, so a record reaches the owner of its key's unit.
+#[derive(Debug, Clone)]
+pub(crate) struct Routes {
+    pub(crate) control: String,
+    pub(crate) campaign_control: String,
+}
+
+/// A campaign message for another instance.
+pub enum ToOwner {
+    Meter(crate::domain::CampaignToMeter),
+    Campaign(crate::domain::ControlRecord),
 }
 
 /// The wake-ups of meters, live or passivated, that hold an order until a time (a window
@@ -195,6 +213,7 @@ impl Directory {
             wakes: Arc::default(),
             recovering: std::sync::atomic::AtomicUsize::new(0),
             ownership: std::sync::OnceLock::new(),
+            routes: std::sync::OnceLock::new(),
             leases: std::sync::OnceLock::new(),
         });
         // One sweep for every actor instead of a timer in each: an actor idle for
@@ -354,6 +373,33 @@ impl Directory {
 
     pub(crate) fn set_leases(&self, leases: Arc<crate::lease::Leases>) {
         let _ = self.leases.set(leases);
+    }
+
+    pub(crate) fn set_routes(&self, routes: Routes) {
+        let _ = self.routes.set(routes);
+    }
+
+    /// When `key` (a meter id or a campaign id: both are spread over the units by the same
+    /// partitioner) belongs to a unit another instance owns: the outbox record that carries
+    /// `what` to it. `None`: owned here (or one process): deliver it here.
+    pub(crate) fn to_owner(
+        &self,
+        key: &str,
+        what: impl FnOnce() -> ToOwner,
+    ) -> Option<crate::store::OutboxMessage> {
+        if self.owns(key) {
+            return None;
+        }
+        let routes = self.routes.get()?;
+        let (topic, payload) = match what() {
+            ToOwner::Meter(r) => (&routes.control, serde_json::to_vec(&r)),
+            ToOwner::Campaign(r) => (&routes.campaign_control, serde_json::to_vec(&r)),
+        };
+        Some(crate::store::OutboxMessage {
+            topic: topic.clone(),
+            key: key.to_string(),
+            payload: payload.expect("serialize"),
+        })
     }
 
     /// A graceful stop, once the meters stopped: every unit lease held is given up, so that
@@ -585,6 +631,28 @@ impl crate::campaign::actor::ReleaseSink for MeterSink {
             .registry
             .get(meter_id)
             .map(|m| m.zone.to_string())
+    }
+    fn to_owner(
+        &self,
+        key: &str,
+        what: &dyn Fn() -> ToOwner,
+    ) -> Option<crate::store::OutboxMessage> {
+        self.0.upgrade()?.to_owner(key, what)
+    }
+    fn owned_here(&self, key: &str) -> bool {
+        self.0.upgrade().is_some_and(|d| d.owns(key))
+    }
+    fn fenced(&self, campaign_id: &str, write: &mut dyn FnMut()) -> bool {
+        let Some(d) = self.0.upgrade() else {
+            return false;
+        };
+        let counted = d.writing(campaign_id);
+        let leased = counted.is_some();
+        if leased {
+            write();
+        }
+        drop(counted);
+        leased
     }
     fn withdraw(&self, _campaign_id: &str, order_id: &str, meter_id: &str, reason: &str) {
         if let Some(d) = self.0.upgrade() {

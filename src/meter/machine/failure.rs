@@ -16,7 +16,8 @@ use super::{add, Action, MeterMachine, Out, Purpose, RetryPolicy};
 
 impl MeterMachine {
     /// The actor did not send `command_id`: its policy decision was older than the actor's
-    /// limit when the durable write completed (a stalled store). The switch did not move, so
+    /// limit when the durable write completed (a stalled store), or the meter's unit was not
+    /// leased here any more then (fencing). The switch did not move, so
     /// no status check is needed and the attempt is not counted against `max_attempts`; the
     /// order is decided again after a backoff (the store is slow: deciding at once would only
     /// add to its queue). Its `dispatched` event was already stored, so a `retry_scheduled`
@@ -29,8 +30,8 @@ impl MeterMachine {
             AuditEvent::new(out.meter_id, out.now, AuditKind::CommandNotSent)
                 .order(&f.command.order_id)
                 .command(&f.command.command_id, f.command.kind)
-                .reason("decision_stale")
-                .detail("stored but not sent: the policy decision was too old when the store confirmed the write; decided again after a backoff"),
+                .reason("not_sent")
+                .detail("stored but not sent: the policy decision was too old when the store confirmed the write, or this instance no longer held the meter's lease then; decided again after a backoff"),
         );
         let Some(idx) = self.open_index(&f.command.order_id) else {
             return;
@@ -57,7 +58,7 @@ impl MeterMachine {
         let order = o.order.clone();
         out.event(&order, OrderStatus::RetryScheduled, Some(NOT_SENT), |e| {
             e.retry_at = Some(at);
-            e.detail = Some("the command of this attempt was stored but not sent (its policy decision was too old when the store confirmed it); it does not count against max_attempts".into());
+            e.detail = Some("the command of this attempt was stored but not sent (its policy decision was too old when the store confirmed it, or this instance no longer held the meter's lease then); it does not count against max_attempts".into());
             e.command_id = Some(f.command.command_id.clone());
             e.attempt = Some(f.command.attempt);
         });

@@ -117,7 +117,8 @@ pub enum Input {
     Result(CommandResult),
     Deadline(String),
     /// The actor did not send this execution command (its policy decision was too old when
-    /// the store confirmed it): the switch did not move.
+    /// the store confirmed it, or the meter's unit was not leased here then): the switch did
+    /// not move.
     NotSent(String),
     Wake,
     /// Startup recovery: resume the meter's open work. A persisted in-flight command's outcome
