@@ -161,6 +161,7 @@ impl App {
             &store,
             &registry,
             &actors.directory,
+            &producer,
             &tasks,
             &shutdown_rx,
         )?;
@@ -626,6 +627,7 @@ fn start_http(
     store: &StoreHandle,
     registry: &Arc<Registry>,
     directory: &Arc<Directory>,
+    producer: &FutureProducer,
     tasks: &Tasks,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<SocketAddr, AppError> {
@@ -641,7 +643,14 @@ fn start_http(
         registry.clone(),
         directory.clone(),
     )
-    .with_uat_clock(uat_clock);
+    .with_uat_clock(uat_clock)
+    .with_writes(
+        crate::http::auth::Access::load(&config.http.auth, config.http.listen)?,
+        crate::http::Writes {
+            producer: producer.clone(),
+            control_topic: config.topics.control.clone(),
+        },
+    );
     let done = crate::http::serve(listener, state, shutdown.clone()).map_err(http_error)?;
     tasks.spawn("operator http", async move {
         let _ = done.await;

@@ -61,6 +61,7 @@ pub(crate) const PATH_KEYS: &[&str] = &[
     "store.scylla.tls.ca_file",
     "store.scylla.tls.cert_file",
     "store.scylla.tls.key_file",
+    "http.auth.tokens_file",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -606,6 +607,143 @@ pub(crate) struct CqlTls {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Bearer tokens of the operator API (`http::auth`).
+    #[serde(default)]
+    pub auth: HttpAuthConfig,
+}
+
+/// The operator API's callers: tokens stored as SHA-256 hashes, each `name:role:sha256-hex`
+/// (role viewer, operator or supervisor; `switchyard token hash` prints the hash of a token).
+/// Without any, reads are open and every write is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpAuthConfig {
+    /// Entries in the config or the environment
+    /// (`SWITCHYARD__HTTP__AUTH__TOKENS='["kim:supervisor:<hash>"]'`).
+    pub tokens: Vec<String>,
+    /// A file with one entry per line (`#` starts a comment), read at start.
+    pub tokens_file: Option<PathBuf>,
+    /// Reads answer without a token when the listener is on a loopback address.
+    pub open_reads_on_loopback: bool,
+}
+
+/// What an operator API token may do: viewer < operator < supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ApiRole {
+    Viewer,
+    Operator,
+    Supervisor,
+}
+
+impl ApiRole {
+    fn parse(s: &str) -> Option<ApiRole> {
+        match s {
+            "viewer" => Some(ApiRole::Viewer),
+            "operator" => Some(ApiRole::Operator),
+            "supervisor" => Some(ApiRole::Supervisor),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ApiRole::Viewer => "viewer",
+            ApiRole::Operator => "operator",
+            ApiRole::Supervisor => "supervisor",
+        }
+    }
+}
+
+/// One configured token: its name, role and SHA-256 (lowercase hex).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TokenEntry {
+    pub(crate) name: String,
+    pub(crate) role: ApiRole,
+    pub(crate) sha256: String,
+}
+
+/// One `name:role:sha256-hex` entry.
+fn token_entry(s: &str) -> Result<TokenEntry, String> {
+    let parts: Vec<&str> = s.trim().split(':').collect();
+    let [name, role, hash] = parts[..] else {
+        return Err(format!(
+            "`{s}` is not `name:role:sha256-hex` (e.g. `kim:supervisor:` and the output of `switchyard token hash`)"
+        ));
+    };
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "token name `{name}` must be 1-64 printable ASCII characters"
+        ));
+    }
+    let role = ApiRole::parse(role).ok_or_else(|| {
+        format!("token `{name}`: role `{role}` is not viewer, operator or supervisor")
+    })?;
+    let sha256 = hash.to_ascii_lowercase();
+    if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "token `{name}`: `{hash}` is not a SHA-256 in hex (64 characters): store the hash, never the token"
+        ));
+    }
+    Ok(TokenEntry {
+        name: name.to_string(),
+        role,
+        sha256,
+    })
+}
+
+impl HttpAuthConfig {
+    /// Every configured token (the list, then the file), checked: errors name the key (and
+    /// the file's line). Two entries with the same hash are refused (their callers could not
+    /// be told apart).
+    pub(crate) fn entries(&self) -> Result<Vec<TokenEntry>, ConfigError> {
+        let mut out: Vec<TokenEntry> = Vec::new();
+        let mut add = |key: String, line: &str| -> Result<(), ConfigError> {
+            let e = token_entry(line).map_err(|m| invalid(&key, &m))?;
+            if out.iter().any(|o| o.sha256 == e.sha256) {
+                return Err(invalid(
+                    &key,
+                    &format!(
+                        "token `{}` has the hash of another token: give every caller a token of its own",
+                        e.name
+                    ),
+                ));
+            }
+            out.push(e);
+            Ok(())
+        };
+        for (i, t) in self.tokens.iter().enumerate() {
+            add(format!("http.auth.tokens[{i}]"), t)?;
+        }
+        if let Some(path) = &self.tokens_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "http.auth.tokens_file",
+                    &format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                add(
+                    format!("http.auth.tokens_file ({} line {})", path.display(), n + 1),
+                    line,
+                )?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Default for HttpAuthConfig {
+    fn default() -> HttpAuthConfig {
+        HttpAuthConfig {
+            tokens: Vec::new(),
+            tokens_file: None,
+            open_reads_on_loopback: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -916,6 +1054,8 @@ impl Config {
             ));
         }
         self.validate_scylla()?;
+        // The operator API's tokens: each entry well formed, the file readable.
+        self.http.auth.entries()?;
         if !k.brokers.trim().is_empty() {
             for b in k.brokers.split(',') {
                 let b = b.trim();
@@ -1492,14 +1632,17 @@ mod tests {
             "data_dir = \"state\"\n\
              [registry]\nfile = \"../meters.csv\"\n\
              [policy]\nrule_pack = \"rules/virginia.toml\"\nutility_overlay = \"./overlays/u.toml\"\n\
-             [store.scylla.tls]\nca_file = \"tls/ca.pem\"\ncert_file = \"tls/me.pem\"\nkey_file = \"/abs/me.key\"\n",
+             [store.scylla.tls]\nca_file = \"tls/ca.pem\"\ncert_file = \"tls/me.pem\"\nkey_file = \"/abs/me.key\"\n\
+             [http.auth]\ntokens_file = \"tokens\"\n",
         )
         .unwrap();
+        std::fs::write(etc.join("tokens"), "# none yet\n").unwrap();
         let c = Config::load_with_env(Some(&path), no_env()).unwrap();
         let tls = &c.store.scylla.tls;
         assert_eq!(tls.ca_file, Some(etc.join("tls/ca.pem")));
         assert_eq!(tls.cert_file, Some(etc.join("tls/me.pem")));
         assert_eq!(tls.key_file, Some(PathBuf::from("/abs/me.key")));
+        assert_eq!(c.http.auth.tokens_file, Some(etc.join("tokens")));
         assert_eq!(c.data_dir, etc.join("state"));
         assert_eq!(c.registry.file, Some(etc.join("../meters.csv")));
         assert_eq!(c.policy.rule_pack, Some(etc.join("rules/virginia.toml")));
@@ -1516,7 +1659,8 @@ mod tests {
                     "policy.utility_overlay",
                     "store.scylla.tls.ca_file",
                     "store.scylla.tls.cert_file",
-                    "store.scylla.tls.key_file"
+                    "store.scylla.tls.key_file",
+                    "http.auth.tokens_file"
                 ]
                 .contains(key),
                 "{key} is not checked by this test"

@@ -54,5 +54,6 @@ mod store_setup;
 
 pub use app::{migrate_store, open_store, App, AppError};
 pub use config::Config;
+pub use http::auth::token_hash;
 #[doc(hidden)]
 pub use store_setup::raw_cql_audit_limit;

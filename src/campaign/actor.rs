@@ -17,9 +17,9 @@ use super::persist;
 use super::CampaignOrder;
 use crate::clock::Clock;
 use crate::commit::StoreHandle;
+use crate::domain::ToOwner;
 use crate::domain::{CampaignToMeter, OrderStatus, Timestamp};
 use crate::facts::FactBook;
-use crate::meter::ToOwner;
 use crate::policy::Policy;
 use crate::store::{OutboxMessage, WriteBatch};
 

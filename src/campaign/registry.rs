@@ -18,7 +18,7 @@ use super::machine::{CampaignMachine, Command};
 use super::persist;
 use super::{Campaign, CampaignDef, CampaignError, CampaignOrder, CampaignRecord, CampaignStatus};
 use crate::domain::OrderStatus;
-use crate::meter::ToOwner;
+use crate::domain::ToOwner;
 use crate::store::WriteBatch;
 
 /// A running campaign: its actor, and the flag that tells it it is being stopped.

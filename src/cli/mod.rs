@@ -9,6 +9,7 @@ mod demo;
 mod migrate;
 mod policy;
 mod run;
+mod token;
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +43,17 @@ enum Cmd {
     /// Create the ScyllaDB keyspace and apply the schema migrations not applied yet
     /// (store.backend = "scylla"; nothing to do for the embedded store).
     Migrate(migrate::MigrateArgs),
+    /// Operator API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Read a token from stdin and print its `http.auth` entry (`name:role:sha256-hex`).
+    Hash(token::HashArgs),
 }
 
 #[derive(Subcommand)]
@@ -70,5 +82,8 @@ pub(crate) fn main() -> anyhow::Result<()> {
         } => campaign::run(a),
         Cmd::CheckConfig(a) => check_config::run(a),
         Cmd::Migrate(a) => migrate::run(a),
+        Cmd::Token {
+            command: TokenCmd::Hash(a),
+        } => token::hash(a),
     }
 }

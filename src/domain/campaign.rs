@@ -251,6 +251,13 @@ pub enum CampaignToMeter {
     },
 }
 
+/// A campaign message for another instance: to the owner of a meter (control topic) or of a
+/// campaign (campaign-control topic).
+pub enum ToOwner {
+    Meter(CampaignToMeter),
+    Campaign(ControlRecord),
+}
+
 impl CampaignToMeter {
     pub(crate) fn meter_id(&self) -> &str {
         match self {

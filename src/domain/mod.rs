@@ -14,7 +14,7 @@ pub(crate) mod partition;
 
 pub use campaign::{
     AdoptFilter, CampaignDef, CampaignEvent, CampaignOrder, CampaignOutcome, CampaignRecord,
-    CampaignStatus, CampaignToMeter, ControlRecord, Ordering, CAMPAIGN_SCHEMA_VERSION,
+    CampaignStatus, CampaignToMeter, ControlRecord, Ordering, ToOwner, CAMPAIGN_SCHEMA_VERSION,
 };
 pub use command::{Command, CommandKind, CommandOutcome, CommandResult, FailureCode, SwitchState};
 pub use decision::{Day, Decision, DecisionInputs, Protection, RuleHit, Verdict, VerdictKind};

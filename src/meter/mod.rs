@@ -135,11 +135,7 @@ pub(crate) struct Routes {
     pub(crate) campaign_control: String,
 }
 
-/// A campaign message for another instance.
-pub enum ToOwner {
-    Meter(crate::domain::CampaignToMeter),
-    Campaign(crate::domain::ControlRecord),
-}
+pub use crate::domain::ToOwner;
 
 /// The wake-ups of meters, live or passivated, that hold an order until a time (a window
 /// opens, a deferral, a back-off or a retry ends): one timer, on the injected clock, for all

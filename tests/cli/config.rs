@@ -95,6 +95,11 @@ fn example_configs_load_from_any_working_directory() {
         .join(installed.parent().unwrap().strip_prefix("/").unwrap());
     copy_dir(&repo("config/rules"), &etc.join("rules"));
     copy_dir(&repo("config/overlays"), &etc.join("overlays"));
+    std::fs::copy(
+        repo("config/operator-tokens.example"),
+        etc.join("operator-tokens.example"),
+    )
+    .unwrap();
     let file = etc.join(installed.file_name().unwrap());
     std::fs::copy(repo("config/production-kafka.example.toml"), &file).unwrap();
     let c = effective(&file, Path::new("/"));
@@ -107,6 +112,15 @@ fn example_configs_load_from_any_working_directory() {
         Some(etc.join("overlays/utility.example.toml"))
     );
     assert_eq!(c["data_dir"].as_str(), Some("/var/lib/switchyard"));
+    // Auth is on in the production example: its tokens file, beside it.
+    assert_eq!(
+        c["http"]["auth"]["tokens_file"].as_str().map(PathBuf::from),
+        Some(etc.join("operator-tokens.example"))
+    );
+    assert_eq!(
+        c["http"]["auth"]["open_reads_on_loopback"].as_bool(),
+        Some(false)
+    );
     // Keys the example leaves out keep the defaults; its durations are human strings.
     assert_eq!(int_at(&c, "kafka", "embedded_partitions"), 4);
     assert_eq!(int_at(&c, "head_end", "command_deadline_secs"), 300);

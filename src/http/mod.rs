@@ -2,8 +2,9 @@
 //! `/readyz` (the registry has caught up, the intake runs, the store accepts writes),
 //! `/stats/latency` (exact internal latency percentiles), and read-only lookups of an order
 //! (with its audit trail) and a meter (its audit trail newest first, in pages; or only the trail,
-//! between two instants, `/api/v1/meters/{id}/audit`). Errors are JSON
-//! with a message.
+//! between two instants, `/api/v1/meters/{id}/audit`); the approvals queue with a
+//! supervisor's approve / reject ([`approvals`]). Errors are JSON with a message. Who may call
+//! what: [`auth`] (bearer tokens with roles; `/metrics`, `/healthz`, `/readyz` are open).
 //!
 //! It runs on its own thread and tokio runtime, apart from the intake and the meter actors, so
 //! that neither a flood of orders nor a flood of HTTP requests slows the other, and the health
@@ -24,6 +25,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
+
+pub(crate) mod approvals;
+pub(crate) mod auth;
 
 use crate::commit::StoreHandle;
 use crate::meter::Directory;
@@ -51,6 +55,17 @@ pub(crate) struct HttpState {
     pub(crate) readers: Arc<Semaphore>,
     /// Set when business time is shifted (`[clock]`): shown in every `/readyz` answer.
     pub(crate) uat_clock: Option<UatClock>,
+    /// Who may call what (no token configured: reads open, writes refused).
+    pub(crate) access: Arc<auth::Access>,
+    /// Where writes go (the control topic); `None`: writes are refused (503).
+    pub(crate) writes: Option<Writes>,
+}
+
+/// The producer and topic of the API's writes: they take the same path as the Kafka records.
+#[derive(Clone)]
+pub(crate) struct Writes {
+    pub(crate) producer: rdkafka::producer::FutureProducer,
+    pub(crate) control_topic: String,
 }
 
 /// A shifted business clock, as `/readyz` shows it.
@@ -74,7 +89,16 @@ impl HttpState {
             directory,
             readers: Arc::new(Semaphore::new(STORE_READERS)),
             uat_clock: None,
+            access: Arc::new(auth::Access::default()),
+            writes: None,
         }
+    }
+
+    /// The tokens, and where writes go.
+    pub(crate) fn with_writes(mut self, access: auth::Access, writes: Writes) -> HttpState {
+        self.access = Arc::new(access);
+        self.writes = Some(writes);
+        self
     }
 
     pub(crate) fn with_uat_clock(mut self, uat_clock: Option<UatClock>) -> HttpState {
@@ -398,14 +422,30 @@ async fn meter_audit(
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    use axum::middleware::from_fn_with_state;
+    let access = state.access.clone();
+    let reads = Router::new()
         .route("/stats/latency", get(latency))
         .route("/api/v1/orders/{order_id}", get(order))
         .route("/api/v1/meters/{meter_id}", get(meter))
         .route("/api/v1/meters/{meter_id}/audit", get(meter_audit))
+        .route("/api/v1/approvals", get(approvals::list))
+        .route_layer(from_fn_with_state((access.clone(), None), auth::require));
+    let supervisor = Router::new()
+        .route(
+            "/api/v1/approvals/{order_id}",
+            axum::routing::post(approvals::decide),
+        )
+        .route_layer(from_fn_with_state(
+            (access, Some(auth::Role::Supervisor)),
+            auth::require,
+        ));
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(reads)
+        .merge(supervisor)
         .with_state(state)
 }
 

@@ -1,0 +1,281 @@
+//! The approvals queue of the disconnect desk: the orders awaiting a person's approval (a
+//! protected customer's disconnect, docs/topics.md), and a supervisor's approve / reject.
+//!
+//! A decision taken here goes the way one taken on Kafka goes: it is produced as an approval
+//! record on the control topic, keyed by the order's meter, and only once the broker has
+//! acknowledged it is the answer `202 Accepted`. So it is ordered with everything else for
+//! that meter, reaches whichever instance owns the meter, and obeys the same rules (it covers
+//! only the protections the meter had when it was given; weather, calendar, window and notice
+//! still apply). The meter records it in the audit trail with the token's name as `by`.
+//! An unknown order is 404, one not awaiting approval (already final, or never held for one)
+//! 409, a note over 250 characters 400.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Extension;
+use rdkafka::producer::FutureRecord;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Caller;
+use super::{error, json_body, HttpState};
+use crate::domain::{Approval, ApprovalDecision, MeterFact, MeterFlags, OrderStatus, Protection};
+
+/// The protections the registry flags on a meter.
+fn flag_protections(f: MeterFlags) -> Vec<Protection> {
+    [
+        (MeterFlags::LIFE_SUPPORT, Protection::LifeSupport),
+        (MeterFlags::MEDICAL, Protection::Medical),
+        (MeterFlags::CRITICAL_CARE, Protection::CriticalCare),
+        (MeterFlags::VIP, Protection::Vip),
+        (MeterFlags::LEGAL_DISPUTE, Protection::LegalDispute),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| f.contains(*flag))
+    .map(|(_, p)| p)
+    .collect()
+}
+
+/// The longest note a decision may carry.
+pub(crate) const NOTE_MAX: usize = 250;
+/// Orders listed at most by default, and at most.
+const LIST_DEFAULT: usize = 100;
+const LIST_MAX: usize = 1_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/approvals`: the open orders awaiting approval, most urgent first, each with
+/// the policy hold (rule and protection) that keeps it. A scan of the store's open work (every
+/// meter with an open order, its snapshot), up to [`LIST_MAX`] orders found.
+pub(crate) async fn list(State(s): State<HttpState>, Query(q): Query<ListQuery>) -> Response {
+    let limit = q.limit.unwrap_or(LIST_DEFAULT);
+    if limit == 0 || limit > LIST_MAX {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit {limit} must be between 1 and {LIST_MAX}"),
+        );
+    }
+    let registry = s.registry.clone();
+    let found = s
+        .read(move |store| {
+            let st = store.store();
+            // The meters' snapshots say what each open order waits for (the order rows
+            // are written at intake and at the end, not at every status).
+            let mut waiting = Vec::new();
+            let mut scanned_all = true;
+            for m in st.meters_with_open_work()? {
+                if let Some(state) = st.meter(&m)? {
+                    let mut protections = Vec::new();
+                    if let Some(info) = registry.get(&m) {
+                        protections.extend(flag_protections(info.flags));
+                    }
+                    for c in &state.certificates {
+                        if !protections.contains(&c.protection) {
+                            protections.push(c.protection);
+                        }
+                    }
+                    waiting.extend(
+                        state
+                            .open
+                            .into_iter()
+                            .filter(|o| o.status == OrderStatus::AwaitingApproval)
+                            .map(|o| (o, protections.clone())),
+                    );
+                }
+                if waiting.len() >= LIST_MAX {
+                    scanned_all = false;
+                    break;
+                }
+            }
+            // Most urgent first, then by when the CIS created them.
+            waiting.sort_by(|(a, _), (b, _)| {
+                (a.order.priority, a.order.created_at, &a.order.order_id).cmp(&(
+                    b.order.priority,
+                    b.order.created_at,
+                    &b.order.order_id,
+                ))
+            });
+            let truncated = !scanned_all || waiting.len() > limit;
+            waiting.truncate(limit);
+            let rows: Vec<_> = waiting
+                .into_iter()
+                .map(|(o, protections)| {
+                    json!({
+                        "order_id": o.order.order_id,
+                        "protections": protections,
+                        "meter_id": o.order.meter_id,
+                        "kind": o.order.kind,
+                        "reason": o.order.reason,
+                        "priority": o.order.priority,
+                        "created_at": o.order.created_at,
+                        "held": o.hold,
+                    })
+                })
+                .collect();
+            Ok::<_, crate::store::StoreError>(json_body(
+                &json!({ "approvals": rows, "truncated": truncated }),
+            ))
+        })
+        .await;
+    match found {
+        Err(r) => r,
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    decision: ApprovalDecision,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /api/v1/approvals/{order_id}` (supervisor): `{"decision": "approve" | "reject",
+/// "note": "..."}`. An `Idempotency-Key` header makes a retried request the same decision
+/// (the same fact id: the meter takes a fact once).
+pub(crate) async fn decide(
+    State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: DecisionBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be {{\"decision\": \"approve\" | \"reject\", \"note\": \"...\"}}: {e}"),
+            )
+        }
+    };
+    if let Some(n) = &body.note {
+        let chars = n.chars().count();
+        if chars > NOTE_MAX {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("note has {chars} characters; at most {NOTE_MAX}"),
+            );
+        }
+    }
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k))
+            if !k.is_empty() && k.len() <= 100 && k.chars().all(|c| c.is_ascii_graphic()) =>
+        {
+            Some(k.to_string())
+        }
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key must be 1-100 printable ASCII characters".into(),
+            )
+        }
+    };
+    let Some(writes) = s.writes.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this instance takes no writes (no Kafka producer)".into(),
+        );
+    };
+    let id = order_id.clone();
+    let found = s
+        .read(move |store| {
+            let st = store.store();
+            let Some(rec) = st.order(&id)? else {
+                return Ok(None);
+            };
+            let open = st
+                .meter(&rec.order.meter_id)?
+                .and_then(|m| m.open.into_iter().find(|o| o.order.order_id == id));
+            Ok::<_, crate::store::StoreError>(Some((rec, open)))
+        })
+        .await;
+    let (rec, open) = match found {
+        Err(r) => return r,
+        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(Ok(None)) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no order with id `{order_id}` has been accepted"),
+            )
+        }
+        Ok(Ok(Some(found))) => found,
+    };
+    let status = match &open {
+        Some(o) => o.status,
+        None => rec.status,
+    };
+    if status != OrderStatus::AwaitingApproval {
+        let why = if open.is_none() {
+            "it is final"
+        } else {
+            "it is not awaiting approval"
+        };
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "order `{order_id}` is `{}`: {why}, so there is nothing to decide",
+                serde_json::to_value(status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    let now = s.directory.services().clock.now();
+    let fact_id = match key {
+        Some(k) => format!("API-{}-{k}", caller.name),
+        None => format!("API-{}-{}", caller.name, now.as_nanosecond()),
+    };
+    let approval = MeterFact::Approval(Approval {
+        schema_version: 1,
+        fact_id: fact_id.clone(),
+        meter_id: rec.order.meter_id.clone(),
+        order_id: order_id.clone(),
+        decision: body.decision,
+        by: caller.name.clone(),
+        note: body.note.clone(),
+        at: now,
+    });
+    let payload = serde_json::to_vec(&approval).expect("serialize");
+    // What the fact source will accept (the same parser).
+    if let Err(e) = MeterFact::parse(Some(&rec.order.meter_id), &payload, true) {
+        return error(StatusCode::BAD_REQUEST, e.0);
+    }
+    let record = FutureRecord::to(&writes.control_topic)
+        .key(&rec.order.meter_id)
+        .payload(&payload);
+    match writes.producer.send(record, Duration::from_secs(10)).await {
+        Ok(_) => {}
+        Err((e, _)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the decision was not accepted by Kafka ({e}); nothing was changed, try again"
+                ),
+            )
+        }
+    }
+    tracing::info!(order = %order_id, by = %caller.name, decision = ?body.decision, fact = %fact_id, "approval decision taken through the operator API");
+    let mut r = json_body(&json!({
+        "order_id": order_id,
+        "meter_id": rec.order.meter_id,
+        "decision": body.decision,
+        "by": caller.name,
+        "fact_id": fact_id,
+        "status": "accepted: on its way to the meter, which applies it as it would one from the control topic",
+    }));
+    *r.status_mut() = StatusCode::ACCEPTED;
+    r
+}

@@ -1,0 +1,189 @@
+//! The operator API's writes and who may make them (issue 15): bearer tokens with roles, and
+//! the approvals queue of the disconnect desk. A protected customer's disconnect waits for an
+//! approval; a viewer sees it in the queue but cannot approve it (403), no token is 401, a
+//! supervisor's approval goes the Kafka control topic's way and the disconnect is then
+//! executed, with the supervisor's name in the order's audit trail; an approval for an unknown
+//! or an already final order is a 4xx, never a silent success.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use switchyard::domain::OrderStatus;
+
+const T: Duration = Duration::from_secs(30);
+
+fn entry(name: &str, role: &str, token: &str) -> String {
+    format!("{name}:{role}:{}", switchyard::token_hash(token))
+}
+
+#[actix_rt::test]
+async fn a_supervisor_approves_a_protected_disconnect_through_the_api_and_a_viewer_cannot() {
+    let (_dir, app, p, events) = started(|c| {
+        c.http.auth.tokens = vec![
+            entry("val", "viewer", "viewer-token-0001"),
+            entry("olu", "operator", "operator-token-01"),
+            entry("kim", "supervisor", "supervisor-token-1"),
+        ];
+        // Reads need a token too (the listener is on loopback).
+        c.http.auth.open_reads_on_loopback = false;
+    })
+    .await
+    .split();
+    let mut life_support = meter("OA-1", true);
+    life_support["life_support"] = json!(true);
+    register_records(&app, &p, &[life_support, meter("OA-2", true)]).await;
+    Order::disconnect("SO-OA-1", "OA-1")
+        .produce(&p, &app.config.topics.orders)
+        .await;
+    events
+        .wait("SO-OA-1 awaiting approval", T, |l| {
+            l.of("SO-OA-1")
+                .iter()
+                .any(|e| e.status == OrderStatus::AwaitingApproval)
+        })
+        .await;
+    let addr = app.http_addr;
+    const SUP: Option<&str> = Some("supervisor-token-1");
+    const VIEWER: Option<&str> = Some("viewer-token-0001");
+    const ONE: &str = "/api/v1/approvals/SO-OA-1";
+    let approve = r#"{"decision":"approve","note":"customer confirmed battery backup"}"#;
+
+    // The queue: a token is needed, a viewer's will do.
+    expect(addr, 401, "GET", "/api/v1/approvals", None, None).await;
+    let q: Value =
+        serde_json::from_str(&expect(addr, 200, "GET", "/api/v1/approvals", VIEWER, None).await)
+            .unwrap();
+    let ids: Vec<&str> = q["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["SO-OA-1"], "{q}");
+    let first = &q["approvals"][0];
+    assert_eq!(first["meter_id"], "OA-1");
+    assert_eq!(first["protections"], json!(["life_support"]), "{q}");
+    assert_eq!(first["held"]["rules"], json!(["approval_required"]), "{q}");
+
+    // Deciding needs a supervisor's token.
+    expect(addr, 401, "POST", ONE, None, Some(approve)).await;
+    expect(
+        addr,
+        401,
+        "POST",
+        ONE,
+        Some("not-a-token-at-all"),
+        Some(approve),
+    )
+    .await;
+    for (token, name) in [("viewer-token-0001", "val"), ("operator-token-01", "olu")] {
+        let body = expect(addr, 403, "POST", ONE, Some(token), Some(approve)).await;
+        assert!(body.contains(name) && body.contains("supervisor"), "{body}");
+    }
+    // Bad requests say what is wrong, and change nothing.
+    let long = format!(r#"{{"decision":"approve","note":"{}"}}"#, "x".repeat(251));
+    let body = expect(addr, 400, "POST", ONE, SUP, Some(&long)).await;
+    assert!(body.contains("250"), "{body}");
+    expect(addr, 400, "POST", ONE, SUP, Some(r#"{"decision":"maybe"}"#)).await;
+    expect(
+        addr,
+        404,
+        "POST",
+        "/api/v1/approvals/SO-NONE",
+        SUP,
+        Some(approve),
+    )
+    .await;
+    assert!(
+        !events
+            .of("SO-OA-1")
+            .iter()
+            .any(|e| e.status == OrderStatus::Dispatched),
+        "nothing was sent before the approval"
+    );
+
+    // The supervisor approves: the disconnect goes ahead, and the audit names who approved.
+    let a: Value =
+        serde_json::from_str(&expect(addr, 202, "POST", ONE, SUP, Some(approve)).await).unwrap();
+    assert_eq!(
+        (a["by"].as_str(), a["meter_id"].as_str()),
+        (Some("kim"), Some("OA-1"))
+    );
+    let fin = events.wait_final("SO-OA-1", T).await;
+    assert_eq!(
+        fin.last().unwrap().status,
+        OrderStatus::Completed,
+        "{fin:?}"
+    );
+    let body = expect(addr, 200, "GET", "/api/v1/orders/SO-OA-1", VIEWER, None).await;
+    assert!(
+        body.contains("kim"),
+        "the approval is in the order's audit trail with who gave it: {body}"
+    );
+    // Final now: nothing left to decide (409), and the queue is empty.
+    let body = expect(addr, 409, "POST", ONE, SUP, Some(approve)).await;
+    assert!(body.contains("final"), "{body}");
+    let body = expect(addr, 200, "GET", "/api/v1/approvals", SUP, None).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["approvals"],
+        json!([])
+    );
+
+    // An order that never needed an approval cannot be approved (409), and is unaffected.
+    Order::disconnect("SO-OA-2", "OA-2")
+        .produce(&p, &app.config.topics.orders)
+        .await;
+    let fin = events.wait_final("SO-OA-2", T).await;
+    assert_eq!(fin.last().unwrap().status, OrderStatus::Completed);
+    expect(
+        addr,
+        409,
+        "POST",
+        "/api/v1/approvals/SO-OA-2",
+        SUP,
+        Some(approve),
+    )
+    .await;
+    // The probes stay open.
+    expect(addr, 200, "GET", "/healthz", None, None).await;
+    expect(addr, 200, "GET", "/metrics", None, None).await;
+    app.shutdown().await;
+}
+
+/// Calls the operator endpoint and asserts the status; returns the body.
+async fn expect(
+    addr: std::net::SocketAddr,
+    status: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> String {
+    let (code, text) = http_call(addr, method, path, token, body).await;
+    assert_eq!(code, status, "{method} {path} as {token:?}: {text}");
+    text
+}
+
+#[actix_rt::test]
+async fn without_any_token_configured_reads_stay_open_and_writes_are_refused() {
+    let (_dir, app, _p, _events) = started(|_| {}).await.split();
+    let (code, body) = http_get(app.http_addr, "/api/v1/approvals").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http_call(
+        app.http_addr,
+        "POST",
+        "/api/v1/approvals/SO-1",
+        None,
+        Some(r#"{"decision":"approve"}"#),
+    )
+    .await;
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        body.contains("http.auth.tokens"),
+        "says how to turn writes on: {body}"
+    );
+    app.shutdown().await;
+}
