@@ -649,6 +649,7 @@ fn start_http(
         crate::http::Writes {
             producer: producer.clone(),
             control_topic: config.topics.control.clone(),
+            campaign_control_topic: config.topics.campaign_control.clone(),
         },
     );
     let done = crate::http::serve(listener, state, shutdown.clone()).map_err(http_error)?;

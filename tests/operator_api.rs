@@ -69,34 +69,18 @@ async fn a_supervisor_approves_a_protected_disconnect_through_the_api_and_a_view
     assert_eq!(first["held"]["rules"], json!(["approval_required"]), "{q}");
 
     // Deciding needs a supervisor's token.
-    expect(addr, 401, "POST", ONE, None, Some(approve)).await;
-    expect(
-        addr,
-        401,
-        "POST",
-        ONE,
-        Some("not-a-token-at-all"),
-        Some(approve),
-    )
-    .await;
+    post(addr, 401, ONE, None, Some(approve)).await;
+    post(addr, 401, ONE, Some("not-a-token-at-all"), Some(approve)).await;
     for (token, name) in [("viewer-token-0001", "val"), ("operator-token-01", "olu")] {
-        let body = expect(addr, 403, "POST", ONE, Some(token), Some(approve)).await;
+        let body = post(addr, 403, ONE, Some(token), Some(approve)).await;
         assert!(body.contains(name) && body.contains("supervisor"), "{body}");
     }
     // Bad requests say what is wrong, and change nothing.
     let long = format!(r#"{{"decision":"approve","note":"{}"}}"#, "x".repeat(251));
-    let body = expect(addr, 400, "POST", ONE, SUP, Some(&long)).await;
+    let body = post(addr, 400, ONE, SUP, Some(&long)).await;
     assert!(body.contains("250"), "{body}");
-    expect(addr, 400, "POST", ONE, SUP, Some(r#"{"decision":"maybe"}"#)).await;
-    expect(
-        addr,
-        404,
-        "POST",
-        "/api/v1/approvals/SO-NONE",
-        SUP,
-        Some(approve),
-    )
-    .await;
+    post(addr, 400, ONE, SUP, Some(r#"{"decision":"maybe"}"#)).await;
+    post(addr, 404, "/api/v1/approvals/SO-NONE", SUP, Some(approve)).await;
     assert!(
         !events
             .of("SO-OA-1")
@@ -106,8 +90,7 @@ async fn a_supervisor_approves_a_protected_disconnect_through_the_api_and_a_view
     );
 
     // The supervisor approves: the disconnect goes ahead, and the audit names who approved.
-    let a: Value =
-        serde_json::from_str(&expect(addr, 202, "POST", ONE, SUP, Some(approve)).await).unwrap();
+    let a: Value = serde_json::from_str(&post(addr, 202, ONE, SUP, Some(approve)).await).unwrap();
     assert_eq!(
         (a["by"].as_str(), a["meter_id"].as_str()),
         (Some("kim"), Some("OA-1"))
@@ -124,7 +107,7 @@ async fn a_supervisor_approves_a_protected_disconnect_through_the_api_and_a_view
         "the approval is in the order's audit trail with who gave it: {body}"
     );
     // Final now: nothing left to decide (409), and the queue is empty.
-    let body = expect(addr, 409, "POST", ONE, SUP, Some(approve)).await;
+    let body = post(addr, 409, ONE, SUP, Some(approve)).await;
     assert!(body.contains("final"), "{body}");
     let body = expect(addr, 200, "GET", "/api/v1/approvals", SUP, None).await;
     assert_eq!(
@@ -138,15 +121,7 @@ async fn a_supervisor_approves_a_protected_disconnect_through_the_api_and_a_view
         .await;
     let fin = events.wait_final("SO-OA-2", T).await;
     assert_eq!(fin.last().unwrap().status, OrderStatus::Completed);
-    expect(
-        addr,
-        409,
-        "POST",
-        "/api/v1/approvals/SO-OA-2",
-        SUP,
-        Some(approve),
-    )
-    .await;
+    post(addr, 409, "/api/v1/approvals/SO-OA-2", SUP, Some(approve)).await;
     // The probes stay open.
     expect(addr, 200, "GET", "/healthz", None, None).await;
     expect(addr, 200, "GET", "/metrics", None, None).await;
@@ -186,4 +161,102 @@ async fn without_any_token_configured_reads_stay_open_and_writes_are_refused() {
         "says how to turn writes on: {body}"
     );
     app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_operator_defines_and_pauses_a_campaign_through_the_api_on_the_kafka_path() {
+    let (_dir, app, p, _events) = started(|c| {
+        c.http.auth.tokens = vec![
+            entry("val", "viewer", "viewer-token-0001"),
+            entry("olu", "operator", "operator-token-01"),
+        ];
+    })
+    .await
+    .split();
+    register_records(&app, &p, &[meter("OC-1", true)]).await;
+    let progress = TopicLog::follow(&app.bootstrap, &app.config.topics.campaign_events);
+    let addr = app.http_addr;
+    const OP: Option<&str> = Some("operator-token-01");
+    let day = json!(["00:00", "23:59"]);
+    let def = |id: &str, rate: u32| {
+        json!({"schema_version":1,"campaign_id":id,"rate_per_hour":rate,"time_zone":"UTC",
+            "windows":{"monday":day,"tuesday":day,"wednesday":day,"thursday":day,"friday":day,"saturday":day,"sunday":day},
+            "start_at":"2026-12-01T00:00:00Z"})
+        .to_string()
+    };
+    // A viewer may list but not define; a definition that breaks a rule names it.
+    let c1 = def("C-API-1", 600);
+    post(
+        addr,
+        403,
+        "/api/v1/campaigns",
+        Some("viewer-token-0001"),
+        Some(&c1),
+    )
+    .await;
+    let body = post(addr, 400, "/api/v1/campaigns", OP, Some(&def("C-API-0", 0))).await;
+    assert!(body.contains("rate_per_hour"), "{body}");
+    let body = post(addr, 404, "/api/v1/campaigns/C-NONE/pause", OP, None).await;
+    assert!(body.contains("not defined"), "{body}");
+    // Defined through Kafka's path: the campaign starts, stored and published.
+    let a: Value =
+        serde_json::from_str(&post(addr, 202, "/api/v1/campaigns", OP, Some(&c1)).await).unwrap();
+    assert_eq!(a["by"], "olu");
+    let listed = async |status: &str| {
+        let body = expect(addr, 200, "GET", "/api/v1/campaigns", None, None).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["campaigns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["campaign_id"] == "C-API-1" && c["status"] == status)
+    };
+    eventually("C-API-1 listed active", T, async || listed("active").await).await;
+    post(addr, 409, "/api/v1/campaigns", OP, Some(&c1)).await;
+    // Paused, with who paused it in the campaign's events.
+    post(
+        addr,
+        403,
+        "/api/v1/campaigns/C-API-1/pause",
+        Some("viewer-token-0001"),
+        None,
+    )
+    .await;
+    post(addr, 202, "/api/v1/campaigns/C-API-1/pause", OP, None).await;
+    eventually("C-API-1 listed paused", T, async || listed("paused").await).await;
+    progress
+        .wait("a paused event by olu", T, |l| {
+            l.json()
+                .iter()
+                .any(|e| e["event"] == "paused" && e["by"] == "olu")
+        })
+        .await;
+    post(
+        addr,
+        400,
+        "/api/v1/campaigns/C-API-1/rate",
+        OP,
+        Some(r#"{"rate_per_hour":0}"#),
+    )
+    .await;
+    post(addr, 404, "/api/v1/campaigns/C-API-1/explode", OP, None).await;
+    post(addr, 202, "/api/v1/campaigns/C-API-1/cancel", OP, None).await;
+    eventually("C-API-1 listed cancelled", T, async || {
+        listed("cancelled").await
+    })
+    .await;
+    let body = post(addr, 409, "/api/v1/campaigns/C-API-1/resume", OP, None).await;
+    assert!(body.contains("ended"), "{body}");
+    app.shutdown().await;
+}
+
+/// [`expect`] for a POST.
+async fn post(
+    addr: std::net::SocketAddr,
+    status: u16,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> String {
+    expect(addr, status, "POST", path, token, body).await
 }

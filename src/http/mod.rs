@@ -3,7 +3,8 @@
 //! `/stats/latency` (exact internal latency percentiles), and read-only lookups of an order
 //! (with its audit trail) and a meter (its audit trail newest first, in pages; or only the trail,
 //! between two instants, `/api/v1/meters/{id}/audit`); the approvals queue with a
-//! supervisor's approve / reject ([`approvals`]). Errors are JSON with a message. Who may call
+//! supervisor's approve / reject ([`approvals`]); campaigns with an operator's define and
+//! commands ([`campaigns`]). Errors are JSON with a message. Who may call
 //! what: [`auth`] (bearer tokens with roles; `/metrics`, `/healthz`, `/readyz` are open).
 //!
 //! It runs on its own thread and tokio runtime, apart from the intake and the meter actors, so
@@ -28,6 +29,7 @@ use tokio::sync::{watch, Semaphore};
 
 pub(crate) mod approvals;
 pub(crate) mod auth;
+pub(crate) mod campaigns;
 
 use crate::commit::StoreHandle;
 use crate::meter::Directory;
@@ -66,6 +68,7 @@ pub(crate) struct HttpState {
 pub(crate) struct Writes {
     pub(crate) producer: rdkafka::producer::FutureProducer,
     pub(crate) control_topic: String,
+    pub(crate) campaign_control_topic: String,
 }
 
 /// A shifted business clock, as `/readyz` shows it.
@@ -430,6 +433,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/api/v1/meters/{meter_id}", get(meter))
         .route("/api/v1/meters/{meter_id}/audit", get(meter_audit))
         .route("/api/v1/approvals", get(approvals::list))
+        .route("/api/v1/campaigns", get(campaigns::list))
         .route_layer(from_fn_with_state((access.clone(), None), auth::require));
     let supervisor = Router::new()
         .route(
@@ -440,12 +444,23 @@ pub(crate) fn router(state: HttpState) -> Router {
             (access, Some(auth::Role::Supervisor)),
             auth::require,
         ));
+    let operator = Router::new()
+        .route("/api/v1/campaigns", axum::routing::post(campaigns::define))
+        .route(
+            "/api/v1/campaigns/{campaign_id}/{action}",
+            axum::routing::post(campaigns::command),
+        )
+        .route_layer(from_fn_with_state(
+            (state.access.clone(), Some(auth::Role::Operator)),
+            auth::require,
+        ));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(reads)
         .merge(supervisor)
+        .merge(operator)
         .with_state(state)
 }
 

@@ -1,0 +1,213 @@
+//! Campaigns over the operator API: the list with progress (viewer), and an operator's define,
+//! pause, resume, cancel and set-rate. A write is produced as the campaign-control record an
+//! integrator would produce (keyed by campaign id, `by` = the token's name) and answered
+//! `202` once the broker has it: so it reaches the instance that owns the campaign and is
+//! applied, stored and published (campaign events) exactly as one from Kafka. Checked before
+//! producing, so that a request that cannot succeed is a 4xx rather than a dead letter: a
+//! definition that breaks a rule 400 (the rule named), one already defined 409; a command for
+//! a campaign never defined 404, for one that has ended 409; a rate out of range 400.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Extension;
+use rdkafka::producer::FutureRecord;
+use serde_json::json;
+
+use super::auth::Caller;
+use super::{error, json_body, HttpState};
+use crate::domain::{CampaignDef, CampaignRecord, CampaignStatus, ControlRecord};
+
+fn ended(s: CampaignStatus) -> bool {
+    matches!(
+        s,
+        CampaignStatus::Cancelled | CampaignStatus::Expired | CampaignStatus::Finished
+    )
+}
+
+async fn stored(s: &HttpState) -> Result<Vec<CampaignRecord>, Response> {
+    match s.read(|store| store.store().campaigns()).await {
+        Err(r) => Err(r),
+        Ok(Err(e)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Ok(Ok(all)) => Ok(all),
+    }
+}
+
+/// `GET /api/v1/campaigns`: every stored campaign with its status, rate and releases so far.
+pub(crate) async fn list(State(s): State<HttpState>) -> Response {
+    let all = match stored(&s).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let rows: Vec<_> = all
+        .iter()
+        .map(|r| {
+            json!({
+                "campaign_id": r.def.campaign_id,
+                "name": r.def.name,
+                "status": r.status,
+                "rate_per_hour": r.rate_per_hour,
+                "released": r.released,
+                "last_release_at": r.last_release_at,
+                "updated_at": r.updated_at,
+                "zones": r.def.zones,
+                "start_at": r.def.start_at,
+                "end_by": r.def.end_by,
+            })
+        })
+        .collect();
+    json_body(&json!({ "campaigns": rows }))
+}
+
+/// Produces `record` on the campaign-control topic; `202` with `what` once Kafka has it.
+async fn send(
+    s: &HttpState,
+    id: &str,
+    record: &ControlRecord,
+    what: serde_json::Value,
+) -> Response {
+    let Some(writes) = s.writes.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this instance takes no writes (no Kafka producer)".into(),
+        );
+    };
+    let payload = serde_json::to_vec(record).expect("serialize");
+    let r = FutureRecord::to(&writes.campaign_control_topic)
+        .key(id)
+        .payload(&payload);
+    if let Err((e, _)) = writes.producer.send(r, Duration::from_secs(10)).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not accepted by Kafka ({e}); nothing was changed, try again"),
+        );
+    }
+    let mut r = json_body(&what);
+    *r.status_mut() = StatusCode::ACCEPTED;
+    r
+}
+
+/// `POST /api/v1/campaigns` (operator): a campaign definition (docs/topics.md, Campaigns).
+pub(crate) async fn define(
+    State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    let def: CampaignDef = match serde_json::from_slice(&body) {
+        Ok(d) => d,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("not a v1 campaign definition: {e}"),
+            )
+        }
+    };
+    let registry = s.registry.clone();
+    if let Err(e) = def.clone().validate(|z| registry.has_zone(z)) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let all = match stored(&s).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let id = def.campaign_id.clone();
+    if all.iter().any(|r| r.def.campaign_id == id) {
+        return error(
+            StatusCode::CONFLICT,
+            format!("campaign `{id}` is already defined; campaigns are immutable (pause, resume, cancel or set its rate)"),
+        );
+    }
+    tracing::info!(campaign = %id, by = %caller.name, "campaign defined through the operator API");
+    let record = ControlRecord::Define {
+        schema_version: 1,
+        campaign: def,
+    };
+    send(&s, &id, &record, json!({ "campaign_id": id, "by": caller.name, "status": "accepted: defined once its owner has stored it" })).await
+}
+
+/// `POST /api/v1/campaigns/{id}/{action}` (operator): `pause`, `resume`, `cancel`, or `rate`
+/// with `{"rate_per_hour": N}`.
+pub(crate) async fn command(
+    State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let by = caller.name.clone();
+    let campaign_id = id.clone();
+    let record = match action.as_str() {
+        "pause" => ControlRecord::Pause {
+            schema_version: 1,
+            campaign_id,
+            by,
+        },
+        "resume" => ControlRecord::Resume {
+            schema_version: 1,
+            campaign_id,
+            by,
+        },
+        "cancel" => ControlRecord::Cancel {
+            schema_version: 1,
+            campaign_id,
+            by,
+        },
+        "rate" => {
+            let rate = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["rate_per_hour"].as_u64());
+            match rate {
+                Some(r) if (1..=1_000_000).contains(&r) => ControlRecord::SetRate {
+                    schema_version: 1,
+                    campaign_id,
+                    rate_per_hour: r as u32,
+                    by,
+                },
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "the body must be {\"rate_per_hour\": N} with N in 1..=1000000".into(),
+                    )
+                }
+            }
+        }
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("`{other}` is not a campaign command: pause, resume, cancel or rate"),
+            )
+        }
+    };
+    let all = match stored(&s).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(r) = all.iter().find(|r| r.def.campaign_id == id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("campaign `{id}` is not defined"),
+        );
+    };
+    if ended(r.status) {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "campaign `{id}` has ended ({}): nothing to {action}",
+                serde_json::to_value(r.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    tracing::info!(campaign = %id, by = %caller.name, action = %action, "campaign command through the operator API");
+    send(
+        &s,
+        &id,
+        &record,
+        json!({ "campaign_id": id, "command": action, "by": caller.name, "status": "accepted: applied once the campaign has stored it" }),
+    )
+    .await
+}
