@@ -10,14 +10,11 @@
 //! An unknown order is 404, one not awaiting approval (already final, or never held for one)
 //! 409, a note over 250 characters 400.
 
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Extension;
-use rdkafka::producer::FutureRecord;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -217,7 +214,7 @@ pub(crate) async fn decide(
         None => rec.status,
     };
     if status != OrderStatus::AwaitingApproval {
-        let why = if open.is_none() {
+        let why = if status.is_terminal() {
             "it is final"
         } else {
             "it is not awaiting approval"
@@ -253,29 +250,21 @@ pub(crate) async fn decide(
     if let Err(e) = MeterFact::parse(Some(&rec.order.meter_id), &payload, true) {
         return error(StatusCode::BAD_REQUEST, e.0);
     }
-    let record = FutureRecord::to(&writes.control_topic)
-        .key(&rec.order.meter_id)
-        .payload(&payload);
-    match writes.producer.send(record, Duration::from_secs(10)).await {
-        Ok(_) => {}
-        Err((e, _)) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "the decision was not accepted by Kafka ({e}); nothing was changed, try again"
-                ),
-            )
-        }
-    }
     tracing::info!(order = %order_id, by = %caller.name, decision = ?body.decision, fact = %fact_id, "approval decision taken through the operator API");
-    let mut r = json_body(&json!({
-        "order_id": order_id,
-        "meter_id": rec.order.meter_id,
-        "decision": body.decision,
-        "by": caller.name,
-        "fact_id": fact_id,
-        "status": "accepted: on its way to the meter, which applies it as it would one from the control topic",
-    }));
-    *r.status_mut() = StatusCode::ACCEPTED;
-    r
+    let topic = writes.control_topic.clone();
+    super::produce_accepted(
+        &writes,
+        &topic,
+        &rec.order.meter_id,
+        &payload,
+        json!({
+            "order_id": order_id,
+            "meter_id": rec.order.meter_id,
+            "decision": body.decision,
+            "by": caller.name,
+            "fact_id": fact_id,
+            "status": "accepted: on its way to the meter, which applies it as it would one from the control topic",
+        }),
+    )
+    .await
 }

@@ -7,14 +7,11 @@
 //! definition that breaks a rule 400 (the rule named), one already defined 409; a command for
 //! a campaign never defined 404, for one that has ended 409; a rate out of range 400.
 
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
-use rdkafka::producer::FutureRecord;
 use serde_json::json;
 
 use super::auth::Caller;
@@ -76,18 +73,8 @@ async fn send(
         );
     };
     let payload = serde_json::to_vec(record).expect("serialize");
-    let r = FutureRecord::to(&writes.campaign_control_topic)
-        .key(id)
-        .payload(&payload);
-    if let Err((e, _)) = writes.producer.send(r, Duration::from_secs(10)).await {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not accepted by Kafka ({e}); nothing was changed, try again"),
-        );
-    }
-    let mut r = json_body(&what);
-    *r.status_mut() = StatusCode::ACCEPTED;
-    r
+    let topic = writes.campaign_control_topic.clone();
+    super::produce_accepted(&writes, &topic, id, &payload, what).await
 }
 
 /// `POST /api/v1/campaigns` (operator): a campaign definition (docs/topics.md, Campaigns).

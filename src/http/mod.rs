@@ -144,6 +144,30 @@ impl HttpState {
     }
 }
 
+/// Produces an API write on `topic` (the record an integrator would produce there) and
+/// answers `202 Accepted` with `what` once the broker has it; 503 if it does not take it
+/// (nothing changed: the caller may try again).
+pub(crate) async fn produce_accepted(
+    writes: &Writes,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    what: serde_json::Value,
+) -> Response {
+    let record = rdkafka::producer::FutureRecord::to(topic)
+        .key(key)
+        .payload(payload);
+    if let Err((e, _)) = writes.producer.send(record, Duration::from_secs(10)).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not accepted by Kafka ({e}); nothing was changed, try again"),
+        );
+    }
+    let mut r = json_body(&what);
+    *r.status_mut() = StatusCode::ACCEPTED;
+    r
+}
+
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
