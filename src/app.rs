@@ -153,6 +153,15 @@ impl App {
             clock: clock.clone(),
         };
         tasks.spawn("store alarm", alarm.run(store.clone(), shutdown_rx.clone()));
+        tasks.spawn(
+            "service-level watch",
+            crate::meter::sla_watch::run(
+                actors.directory.clone(),
+                Arc::new(crate::sla::SlaTargets::from_config(&config.sla)),
+                std::time::Duration::from_secs(config.sla.sweep_secs),
+                shutdown_rx.clone(),
+            ),
+        );
         let ready = Arc::new(AtomicBool::new(false));
         let http_addr = start_http(
             &config,
@@ -650,8 +659,10 @@ fn start_http(
             producer: producer.clone(),
             control_topic: config.topics.control.clone(),
             campaign_control_topic: config.topics.campaign_control.clone(),
+            orders_topic: config.topics.orders.clone(),
         },
-    );
+    )
+    .with_sla(crate::sla::SlaTargets::from_config(&config.sla));
     let done = crate::http::serve(listener, state, shutdown.clone()).map_err(http_error)?;
     tasks.spawn("operator http", async move {
         let _ = done.await;

@@ -272,6 +272,104 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub clock: ClockConfig,
+    #[serde(default)]
+    pub sla: SlaConfig,
+}
+
+/// Service levels of orders (`crate::sla`): the time to completion of each priority class,
+/// and the class of each order reason (unlisted reasons are `p4`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaConfig {
+    #[serde(deserialize_with = "duration::secs")]
+    pub p1_secs: u64,
+    #[serde(deserialize_with = "duration::secs")]
+    pub p2_secs: u64,
+    #[serde(deserialize_with = "duration::secs")]
+    pub p3_secs: u64,
+    #[serde(deserialize_with = "duration::secs")]
+    pub p4_secs: u64,
+    /// An open order is at risk once this fraction of its time is gone (0 < f <= 1).
+    pub at_risk_fraction: f64,
+    /// Reason (as on the wire, e.g. `payment_received`) to class (`p1` .. `p4`).
+    pub reasons: BTreeMap<String, String>,
+    /// How often each instance counts the open orders of its meters against their due times
+    /// (`switchyard_orders_sla{state}`).
+    #[serde(deserialize_with = "duration::secs")]
+    pub sweep_secs: u64,
+}
+
+impl Default for SlaConfig {
+    fn default() -> Self {
+        let reasons = [
+            ("payment_received", "p1"),
+            ("restore_obligation", "p1"),
+            ("safety", "p1"),
+            ("customer_request", "p2"),
+            ("move", "p2"),
+            ("tampering", "p2"),
+            ("non_payment", "p3"),
+            ("billing", "p3"),
+            ("operator", "p3"),
+            ("other", "p4"),
+        ];
+        SlaConfig {
+            p1_secs: 4 * 3_600,
+            p2_secs: 24 * 3_600,
+            p3_secs: 72 * 3_600,
+            p4_secs: 168 * 3_600,
+            at_risk_fraction: 0.8,
+            reasons: reasons
+                .iter()
+                .map(|(r, c)| (r.to_string(), c.to_string()))
+                .collect(),
+            sweep_secs: 60,
+        }
+    }
+}
+
+impl SlaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("sla.p1_secs", self.p1_secs),
+            ("sla.p2_secs", self.p2_secs),
+            ("sla.p3_secs", self.p3_secs),
+            ("sla.p4_secs", self.p4_secs),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1 second"));
+            }
+        }
+        if !(self.at_risk_fraction > 0.0 && self.at_risk_fraction <= 1.0) {
+            return Err(invalid(
+                "sla.at_risk_fraction",
+                "must be above 0 and at most 1 (0.8: at risk once 80 % of the time is gone)",
+            ));
+        }
+        if !(1..=3_600).contains(&self.sweep_secs) {
+            return Err(invalid(
+                "sla.sweep_secs",
+                "must be between 1 second and 1 hour",
+            ));
+        }
+        for (reason, class) in &self.reasons {
+            let key = format!("sla.reasons.{reason}");
+            if serde_json::from_value::<crate::domain::ReasonCode>(serde_json::Value::String(
+                reason.clone(),
+            ))
+            .is_err()
+            {
+                return Err(invalid(
+                    &key,
+                    "is not an order reason (non_payment, payment_received, customer_request, safety, tampering, move, billing, operator, restore_obligation, other)",
+                ));
+            }
+            if !matches!(class.as_str(), "p1" | "p2" | "p3" | "p4") {
+                return Err(invalid(&key, format!("`{class}` must be p1, p2, p3 or p4")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Business time. Unset, switchyard runs on the wall clock. For user-acceptance tests of rule
@@ -881,6 +979,7 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
+        self.sla.validate()?;
         let c = &self.clock;
         if !(1.0..=3600.0).contains(&c.speed) {
             return Err(invalid(

@@ -133,9 +133,12 @@ impl EmergencyRecord {
     }
 }
 
+/// The longest note an operator's hold may carry (as an approval's through the API).
+pub(crate) const NOTE_MAX_CHARS: usize = 250;
+
 impl MeterFact {
     /// Parses a record of the customer-facts topic (`payment`, `medical_certificate`) or, with
-    /// `control`, of the control topic (`approval`).
+    /// `control`, of the control topic (`approval`, `order_hold`).
     pub fn parse(key: Option<&str>, bytes: &[u8], control: bool) -> Result<MeterFact, FactError> {
         let f: MeterFact =
             serde_json::from_slice(bytes).map_err(|e| bad(format!("not a v1 meter fact: {e}")))?;
@@ -172,12 +175,31 @@ impl MeterFact {
                     ],
                 )
             }
+            MeterFact::OrderHold(h) => {
+                check_id("by", &h.by)?;
+                if h.note
+                    .as_ref()
+                    .is_some_and(|n| n.chars().count() > NOTE_MAX_CHARS)
+                {
+                    return Err(bad(format!(
+                        "note must be at most {NOTE_MAX_CHARS} characters"
+                    )));
+                }
+                (
+                    h.schema_version,
+                    vec![
+                        ("fact_id", &h.fact_id),
+                        ("meter_id", &h.meter_id),
+                        ("order_id", &h.order_id),
+                    ],
+                )
+            }
         };
         check_version(version)?;
         for (what, id) in ids {
             check_id(what, id)?;
         }
-        let is_control = matches!(f, MeterFact::Approval(_));
+        let is_control = matches!(f, MeterFact::Approval(_) | MeterFact::OrderHold(_));
         if is_control != control {
             return Err(bad(format!(
                 "a `{}` fact does not belong on the {} topic",

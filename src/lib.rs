@@ -13,7 +13,8 @@
 //! - [`policy`]: the pure rule engine (rule packs as data); [`config`]: the one typed
 //!   configuration (TOML over the defaults + environment), validated at start; [`clock`]: the
 //!   injectable clock; [`observability`]: Prometheus metrics (cached handles) and logging;
-//!   `retry`: the one back-off every retrying loop waits on.
+//!   `retry`: the one back-off every retrying loop waits on; `sla`: when each order is due
+//!   (its reason's priority class) and whether it is on track, at risk, breached or met.
 //! - [`commit`]: the group-commit writer in front of the store ([`commit::StoreHandle`]).
 //! - [`registry`]: compact in-memory entry for every registered meter; [`facts`]: weather,
 //!   emergencies, payments, certificates and approvals as they arrive, and the zone fact book;
@@ -49,6 +50,7 @@ pub(crate) mod ownership;
 pub mod policy;
 pub mod registry;
 mod retry;
+pub(crate) mod sla;
 pub mod store;
 mod store_setup;
 

@@ -168,6 +168,13 @@ pub(crate) fn campaign_progress(e: &crate::domain::CampaignEvent) {
         .set(e.rate_per_hour as f64);
 }
 
+/// Open orders of this instance's meters by service-level class and state (`meter::sla_watch`).
+pub(crate) fn orders_sla(counts: &[(&'static str, &'static str, u64)]) {
+    for (class, state, n) in counts {
+        gauge!("switchyard_orders_sla", "class" => *class, "state" => *state).set(*n as f64);
+    }
+}
+
 pub(crate) fn campaign_released() {
     metrics().campaign_releases.increment(1);
 }
@@ -551,6 +558,12 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "progress of each campaign, updated with every campaign event",
     ),
     spec(
+        "switchyard_orders_sla",
+        MetricKind::Gauge,
+        None,
+        "open orders of this instance's meters by service-level class and state, counted every sla.sweep_secs",
+    ),
+    spec(
         "switchyard_campaign_rate_per_hour",
         MetricKind::Gauge,
         None,
@@ -760,6 +773,7 @@ mod catalogue_tests {
             expected_finish: None,
             by: None,
         });
+        orders_sla(&[("p1", "breached", 0)]);
         prometheus().render()
     }
 

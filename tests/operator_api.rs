@@ -260,3 +260,331 @@ async fn post(
 ) -> String {
     expect(addr, status, "POST", path, token, body).await
 }
+
+fn parse(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// The disconnect desk's day through the API: find orders by part of an id (any case) and by
+/// status, with their service level; hold a protected customer's disconnect (it leaves the
+/// approvals queue and cannot be approved while held), release it (it waits for its approval
+/// again), cancel another open order; work an exception as a task (assign, a stale change
+/// refused, resolve), each change in the meter's audit trail with who made it.
+#[actix_rt::test]
+async fn the_desk_searches_orders_holds_releases_and_cancels_them_and_works_exceptions() {
+    let (_dir, app, p, events) = started(|c| {
+        c.http.auth.tokens = vec![
+            entry("val", "viewer", "viewer-token-0001"),
+            entry("olu", "operator", "operator-token-01"),
+            entry("kim", "supervisor", "supervisor-token-1"),
+        ];
+    })
+    .await
+    .split();
+    let mut life_support = meter("DK-1", true);
+    life_support["life_support"] = json!(true);
+    register_records(
+        &app,
+        &p,
+        &[life_support, meter("DK-2", true), meter("DK-3", false)],
+    )
+    .await;
+    let orders = &app.config.topics.orders;
+    Order::disconnect("SO-Desk-1", "DK-1")
+        .account("ACC-77")
+        .produce(&p, orders)
+        .await;
+    // Not due for a day: open, scheduled.
+    Order::disconnect("SO-Desk-2", "DK-2")
+        .earliest_at(&(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24)).to_string())
+        .produce(&p, orders)
+        .await;
+    // No remote switch: a field order is needed (an exception).
+    Order::disconnect("SO-Desk-3", "DK-3")
+        .produce(&p, orders)
+        .await;
+    events
+        .wait("the three orders settled", T, |l| {
+            l.of("SO-Desk-1")
+                .iter()
+                .any(|e| e.status == OrderStatus::AwaitingApproval)
+                && l.of("SO-Desk-2")
+                    .iter()
+                    .any(|e| e.status == OrderStatus::Scheduled)
+                && !l.of("SO-Desk-3").is_empty()
+        })
+        .await;
+    let addr = app.http_addr;
+    const OP: Option<&str> = Some("operator-token-01");
+    const SUP: Option<&str> = Some("supervisor-token-1");
+    const VIEWER: Option<&str> = Some("viewer-token-0001");
+
+    // Search: a part of an id in any case; a status; bad filters are 400.
+    let found = parse(&expect(addr, 200, "GET", "/api/v1/orders?q=so-desk", VIEWER, None).await);
+    let mut ids: Vec<&str> = found["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["SO-Desk-1", "SO-Desk-2", "SO-Desk-3"], "{found}");
+    assert_eq!(found["scan_complete"], true);
+    let by_account = parse(&expect(addr, 200, "GET", "/api/v1/orders?q=acc-7", VIEWER, None).await);
+    assert_eq!(
+        by_account["orders"][0]["order_id"], "SO-Desk-1",
+        "{by_account}"
+    );
+    let waiting = parse(
+        &expect(
+            addr,
+            200,
+            "GET",
+            "/api/v1/orders?status=awaiting_approval&kind=disconnect",
+            VIEWER,
+            None,
+        )
+        .await,
+    );
+    assert_eq!(waiting["orders"].as_array().unwrap().len(), 1, "{waiting}");
+    let o = &waiting["orders"][0];
+    assert_eq!(o["order_id"], "SO-Desk-1");
+    // A non-payment disconnect is P3: due in 72 h, on track.
+    assert_eq!(
+        (o["sla"]["class"].as_str(), o["sla"]["state"].as_str()),
+        (Some("p3"), Some("on_track")),
+        "{o}"
+    );
+    let body = expect(
+        addr,
+        400,
+        "GET",
+        "/api/v1/orders?status=sleeping",
+        VIEWER,
+        None,
+    )
+    .await;
+    assert!(body.contains("sleeping"), "{body}");
+    // Paging: one at a time, the pages together are the whole result, each once.
+    let mut paged = Vec::new();
+    let mut path = "/api/v1/orders?q=SO-DESK&limit=1".to_string();
+    loop {
+        let page = parse(&expect(addr, 200, "GET", &path, VIEWER, None).await);
+        paged.extend(
+            page["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["order_id"].as_str().unwrap().to_string()),
+        );
+        match page["next_page_token"].as_str() {
+            Some(t) => path = format!("/api/v1/orders?q=SO-DESK&limit=1&page_token={t}"),
+            None => break,
+        }
+    }
+    paged.sort();
+    assert_eq!(paged, ["SO-Desk-1", "SO-Desk-2", "SO-Desk-3"]);
+
+    // Hold: a viewer may not; an operator may. The held order leaves the approvals queue and
+    // cannot be approved; a second hold is 409.
+    post(addr, 403, "/api/v1/orders/SO-Desk-1/hold", VIEWER, None).await;
+    let held = parse(
+        &post(
+            addr,
+            202,
+            "/api/v1/orders/SO-Desk-1/hold",
+            OP,
+            Some(r#"{"note":"customer disputes the bill"}"#),
+        )
+        .await,
+    );
+    assert_eq!(held["by"], "olu");
+    events
+        .wait("held", T, |l| {
+            l.of("SO-Desk-1")
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("operator_hold"))
+        })
+        .await;
+    let q = parse(&expect(addr, 200, "GET", "/api/v1/approvals", VIEWER, None).await);
+    assert_eq!(
+        q["approvals"],
+        json!([]),
+        "a held order is not awaiting approval: {q}"
+    );
+    let approve = r#"{"decision":"approve"}"#;
+    post(addr, 409, "/api/v1/approvals/SO-Desk-1", SUP, Some(approve)).await;
+    let body = post(addr, 409, "/api/v1/orders/SO-Desk-1/hold", OP, None).await;
+    assert!(body.contains("already held by olu"), "{body}");
+    let found = parse(
+        &expect(
+            addr,
+            200,
+            "GET",
+            "/api/v1/orders?q=SO-Desk-1&status=deferred",
+            VIEWER,
+            None,
+        )
+        .await,
+    );
+    assert_eq!(found["orders"][0]["held_by_operator"], "olu", "{found}");
+    // Released: it waits for its approval again; approved, it is carried out.
+    post(addr, 202, "/api/v1/orders/SO-Desk-1/release", OP, None).await;
+    events
+        .wait("back to awaiting approval", T, |l| {
+            let e = l.of("SO-Desk-1");
+            let held_at = e
+                .iter()
+                .position(|e| e.reason.as_deref() == Some("operator_hold"))
+                .unwrap_or(usize::MAX);
+            e.iter()
+                .skip(held_at)
+                .any(|e| e.status == OrderStatus::AwaitingApproval)
+        })
+        .await;
+    post(addr, 409, "/api/v1/orders/SO-Desk-1/release", OP, None).await;
+    post(addr, 202, "/api/v1/approvals/SO-Desk-1", SUP, Some(approve)).await;
+    let fin = events.wait_final("SO-Desk-1", T).await;
+    assert_eq!(
+        fin.last().unwrap().status,
+        OrderStatus::Completed,
+        "{fin:?}"
+    );
+    let trail = expect(addr, 200, "GET", "/api/v1/orders/SO-Desk-1", VIEWER, None).await;
+    assert!(
+        trail.contains("held by olu") && trail.contains("released by olu"),
+        "{trail}"
+    );
+
+    // Cancel an open order: it ends cancelled, the cancel names who; a final one is 409, an
+    // unknown one 404.
+    let c = parse(
+        &post(
+            addr,
+            202,
+            "/api/v1/orders/SO-Desk-2/cancel",
+            OP,
+            Some(r#"{"note":"moved out"}"#),
+        )
+        .await,
+    );
+    assert_eq!(c["cancel_order_id"], "SO-Desk-2~cancel");
+    let fin = events.wait_final("SO-Desk-2", T).await;
+    assert_eq!(
+        fin.last().unwrap().status,
+        OrderStatus::Cancelled,
+        "{fin:?}"
+    );
+    let body = post(addr, 409, "/api/v1/orders/SO-Desk-2/cancel", OP, None).await;
+    assert!(body.contains("cancelled"), "{body}");
+    post(addr, 404, "/api/v1/orders/SO-NONE/cancel", OP, None).await;
+    post(addr, 404, "/api/v1/orders/SO-Desk-2/explode", OP, None).await;
+    let trail = expect(addr, 200, "GET", "/api/v1/meters/DK-2", VIEWER, None).await;
+    assert!(
+        trail.contains("cancelled by olu through the operator API: moved out"),
+        "{trail}"
+    );
+
+    // The exception of the switchless meter, as a task.
+    let list = parse(
+        &expect(
+            addr,
+            200,
+            "GET",
+            "/api/v1/exceptions?state=open",
+            VIEWER,
+            None,
+        )
+        .await,
+    );
+    let x = list["exceptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["order_id"] == "SO-Desk-3")
+        .cloned()
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(x["kind"], "field_order_needed");
+    assert_eq!(x["version"], 0);
+    let path = format!("/api/v1/exceptions/{}", x["exception_id"].as_str().unwrap());
+    post(addr, 403, &path, VIEWER, Some(r#"{"assignee":"olu"}"#)).await;
+    let t = parse(&post(addr, 200, &path, OP, Some(r#"{"state":"in_progress","assignee":"olu","note":"crew booked for Tuesday","version":0}"#)).await);
+    assert_eq!(
+        (
+            t["state"].as_str(),
+            t["assignee"].as_str(),
+            t["version"].as_u64()
+        ),
+        (Some("in_progress"), Some("olu"), Some(1)),
+        "{t}"
+    );
+    // A change made on the old version is refused, not applied.
+    let body = post(
+        addr,
+        409,
+        &path,
+        OP,
+        Some(r#"{"state":"resolved","version":0}"#),
+    )
+    .await;
+    assert!(body.contains("version 1"), "{body}");
+    let mine = parse(
+        &expect(
+            addr,
+            200,
+            "GET",
+            "/api/v1/exceptions?assignee=olu&state=in_progress",
+            VIEWER,
+            None,
+        )
+        .await,
+    );
+    assert_eq!(mine["exceptions"].as_array().unwrap().len(), 1, "{mine}");
+    let t = parse(
+        &post(
+            addr,
+            200,
+            &path,
+            SUP,
+            Some(r#"{"state":"resolved","note":"disconnected at the pole","version":1}"#),
+        )
+        .await,
+    );
+    assert_eq!(t["state"], "resolved");
+    assert_eq!(t["notes"].as_array().unwrap().len(), 2, "{t}");
+    let open = parse(
+        &expect(
+            addr,
+            200,
+            "GET",
+            "/api/v1/exceptions?state=open,in_progress",
+            VIEWER,
+            None,
+        )
+        .await,
+    );
+    assert!(
+        !open["exceptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["order_id"] == "SO-Desk-3"),
+        "{open}"
+    );
+    post(
+        addr,
+        404,
+        "/api/v1/exceptions/SO-NONE/exception",
+        OP,
+        Some(r#"{"state":"resolved"}"#),
+    )
+    .await;
+    let trail = expect(addr, 200, "GET", "/api/v1/meters/DK-3", VIEWER, None).await;
+    assert!(
+        trail.contains("assigned to olu")
+            && trail.contains("state resolved")
+            && trail.contains("by kim"),
+        "{trail}"
+    );
+    app.shutdown().await;
+}

@@ -87,6 +87,8 @@ on_both!(
     kept_table_records_are_replaced_and_removed,
     an_assignment_loads_exactly_the_open_work_of_its_units,
     a_unit_lease_changes_only_from_what_it_is,
+    orders_page_newest_first_within_their_period,
+    exceptions_page_and_their_tasks_change_only_from_the_version_read,
 );
 
 #[test]

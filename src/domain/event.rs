@@ -150,6 +150,9 @@ pub enum AuditKind {
     /// A payment, certificate or approval reached the meter.
     FactReceived,
     Recovered,
+    /// A person worked on an exception of the meter (assigned, annotated, changed its state)
+    /// through the operator API; `detail` says who and what.
+    ExceptionTask,
 }
 
 /// One line of the append-only audit trail, keyed by meter and time.

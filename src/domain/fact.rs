@@ -65,6 +65,31 @@ pub struct Approval {
     pub(crate) at: Timestamp,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldAction {
+    Hold,
+    Release,
+}
+
+/// An operator's hold on an open order (or its release). Topic `control`. A held order is not
+/// started (no command, no policy decision) until it is released; a command already out is
+/// not recalled (the hold is refused and audited).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderHold {
+    pub(crate) schema_version: u32,
+    pub(crate) fact_id: String,
+    pub(crate) meter_id: String,
+    pub(crate) order_id: String,
+    pub(crate) action: HoldAction,
+    /// Who (user id); recorded in the audit trail.
+    pub(crate) by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) note: Option<String>,
+    pub(crate) at: Timestamp,
+}
+
 /// A fact about one meter, delivered to its actor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -72,6 +97,7 @@ pub enum MeterFact {
     Payment(Payment),
     MedicalCertificate(Certificate),
     Approval(Approval),
+    OrderHold(OrderHold),
 }
 
 impl MeterFact {
@@ -80,6 +106,7 @@ impl MeterFact {
             MeterFact::Payment(p) => &p.meter_id,
             MeterFact::MedicalCertificate(c) => &c.meter_id,
             MeterFact::Approval(a) => &a.meter_id,
+            MeterFact::OrderHold(h) => &h.meter_id,
         }
     }
     pub(crate) fn fact_id(&self) -> &str {
@@ -87,6 +114,7 @@ impl MeterFact {
             MeterFact::Payment(p) => &p.fact_id,
             MeterFact::MedicalCertificate(c) => &c.fact_id,
             MeterFact::Approval(a) => &a.fact_id,
+            MeterFact::OrderHold(h) => &h.fact_id,
         }
     }
     pub(crate) fn fact_type(&self) -> FactType {
@@ -94,9 +122,10 @@ impl MeterFact {
             MeterFact::Payment(_) => FactType::Payment,
             MeterFact::MedicalCertificate(_) => FactType::MedicalCertificate,
             MeterFact::Approval(_) => FactType::Approval,
+            MeterFact::OrderHold(_) => FactType::OrderHold,
         }
     }
-    /// `payment`, `medical_certificate` or `approval`: the `type` tag on the wire.
+    /// `payment`, `medical_certificate`, `approval` or `order_hold`: the `type` tag on the wire.
     pub(crate) fn type_label(&self) -> &'static str {
         self.fact_type().into()
     }
@@ -110,6 +139,7 @@ pub enum FactType {
     Payment,
     MedicalCertificate,
     Approval,
+    OrderHold,
     Weather,
     Emergency,
 }

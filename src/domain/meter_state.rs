@@ -88,6 +88,9 @@ pub struct OpenOrder {
     /// Part of a campaign and not released yet: waits for the campaign's release.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub campaign_hold: bool,
+    /// Held by an operator (who, control topic `order_hold`): not started until released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_hold: Option<String>,
 }
 
 /// Everything the meter actor knows, persisted as one snapshot after every step.

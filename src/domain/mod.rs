@@ -11,6 +11,7 @@ pub(crate) mod meter;
 pub(crate) mod meter_state;
 pub(crate) mod order;
 pub(crate) mod partition;
+pub(crate) mod task;
 
 pub use campaign::{
     AdoptFilter, CampaignDef, CampaignEvent, CampaignOrder, CampaignOutcome, CampaignRecord,
@@ -21,7 +22,9 @@ pub use decision::{Day, Decision, DecisionInputs, Protection, RuleHit, Verdict, 
 pub use event::{
     AuditEvent, AuditKind, DeadLetterReason, ExceptionKind, ExceptionRecord, OrderEvent,
 };
-pub use fact::{Approval, ApprovalDecision, Certificate, FactType, MeterFact, Payment};
+pub use fact::{
+    Approval, ApprovalDecision, Certificate, FactType, HoldAction, MeterFact, OrderHold, Payment,
+};
 pub use meter::{MeterFlags, MeterRecord};
 pub use meter_state::{Cut, Hold, InFlight, MeterState, OpenOrder, Purpose};
 pub use order::{
@@ -29,6 +32,7 @@ pub use order::{
     SourcePosition, MAX_NOTES_CHARS, ORDER_SCHEMA_VERSION,
 };
 pub use partition::Partitioner;
+pub use task::{ExceptionTask, TaskNote, TaskState};
 
 /// Timestamps are UTC instants (RFC 3339 on the wire).
 pub type Timestamp = jiff::Timestamp;

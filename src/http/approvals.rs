@@ -53,13 +53,10 @@ pub(crate) struct ListQuery {
 /// the policy hold (rule and protection) that keeps it. A scan of the store's open work (every
 /// meter with an open order, its snapshot), up to [`LIST_MAX`] orders found.
 pub(crate) async fn list(State(s): State<HttpState>, Query(q): Query<ListQuery>) -> Response {
-    let limit = q.limit.unwrap_or(LIST_DEFAULT);
-    if limit == 0 || limit > LIST_MAX {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("limit {limit} must be between 1 and {LIST_MAX}"),
-        );
-    }
+    let limit = match super::page_limit(q.limit, LIST_DEFAULT, LIST_MAX) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
     let registry = s.registry.clone();
     let found = s
         .read(move |store| {
@@ -156,58 +153,17 @@ pub(crate) async fn decide(
             )
         }
     };
-    if let Some(n) = &body.note {
-        let chars = n.chars().count();
-        if chars > NOTE_MAX {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("note has {chars} characters; at most {NOTE_MAX}"),
-            );
-        }
+    if let Err(r) = super::check_note(body.note.as_deref(), NOTE_MAX) {
+        return r;
     }
-    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(k))
-            if !k.is_empty() && k.len() <= 100 && k.chars().all(|c| c.is_ascii_graphic()) =>
-        {
-            Some(k.to_string())
-        }
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Idempotency-Key must be 1-100 printable ASCII characters".into(),
-            )
-        }
-    };
-    let Some(writes) = s.writes.clone() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this instance takes no writes (no Kafka producer)".into(),
-        );
-    };
-    let id = order_id.clone();
-    let found = s
-        .read(move |store| {
-            let st = store.store();
-            let Some(rec) = st.order(&id)? else {
-                return Ok(None);
-            };
-            let open = st
-                .meter(&rec.order.meter_id)?
-                .and_then(|m| m.open.into_iter().find(|o| o.order.order_id == id));
-            Ok::<_, crate::store::StoreError>(Some((rec, open)))
-        })
-        .await;
-    let (rec, open) = match found {
+    let super::OrderWrite {
+        key,
+        writes,
+        rec,
+        open,
+    } = match super::order_write(&s, &headers, &order_id).await {
+        Ok(w) => w,
         Err(r) => return r,
-        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Ok(Ok(None)) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no order with id `{order_id}` has been accepted"),
-            )
-        }
-        Ok(Ok(Some(found))) => found,
     };
     let status = match &open {
         Some(o) => o.status,
@@ -223,18 +179,12 @@ pub(crate) async fn decide(
             StatusCode::CONFLICT,
             format!(
                 "order `{order_id}` is `{}`: {why}, so there is nothing to decide",
-                serde_json::to_value(status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
+                super::status_name(status)
             ),
         );
     }
     let now = s.directory.services().clock.now();
-    let fact_id = match key {
-        Some(k) => format!("API-{}-{k}", caller.name),
-        None => format!("API-{}-{}", caller.name, now.as_nanosecond()),
-    };
+    let fact_id = super::api_fact_id(&caller.name, key.as_deref(), now);
     let approval = MeterFact::Approval(Approval {
         schema_version: 1,
         fact_id: fact_id.clone(),

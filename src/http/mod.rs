@@ -30,6 +30,8 @@ use tokio::sync::{watch, Semaphore};
 pub(crate) mod approvals;
 pub(crate) mod auth;
 pub(crate) mod campaigns;
+pub(crate) mod exceptions;
+pub(crate) mod orders;
 
 use crate::commit::StoreHandle;
 use crate::meter::Directory;
@@ -61,6 +63,8 @@ pub(crate) struct HttpState {
     pub(crate) access: Arc<auth::Access>,
     /// Where writes go (the control topic); `None`: writes are refused (503).
     pub(crate) writes: Option<Writes>,
+    /// When orders are due (`[sla]`).
+    pub(crate) sla: Arc<crate::sla::SlaTargets>,
 }
 
 /// The producer and topic of the API's writes: they take the same path as the Kafka records.
@@ -69,6 +73,8 @@ pub(crate) struct Writes {
     pub(crate) producer: rdkafka::producer::FutureProducer,
     pub(crate) control_topic: String,
     pub(crate) campaign_control_topic: String,
+    /// Where the API's cancel orders go.
+    pub(crate) orders_topic: String,
 }
 
 /// A shifted business clock, as `/readyz` shows it.
@@ -94,6 +100,9 @@ impl HttpState {
             uat_clock: None,
             access: Arc::new(auth::Access::default()),
             writes: None,
+            sla: Arc::new(crate::sla::SlaTargets::from_config(
+                &crate::config::SlaConfig::default(),
+            )),
         }
     }
 
@@ -101,6 +110,11 @@ impl HttpState {
     pub(crate) fn with_writes(mut self, access: auth::Access, writes: Writes) -> HttpState {
         self.access = Arc::new(access);
         self.writes = Some(writes);
+        self
+    }
+
+    pub(crate) fn with_sla(mut self, sla: crate::sla::SlaTargets) -> HttpState {
+        self.sla = Arc::new(sla);
         self
     }
 
@@ -166,6 +180,130 @@ pub(crate) async fn produce_accepted(
     let mut r = json_body(&what);
     *r.status_mut() = StatusCode::ACCEPTED;
     r
+}
+
+/// The `Idempotency-Key` header, if any (1-100 printable ASCII characters, else 400): a
+/// retried write with the same key is the same write.
+pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Response> {
+    match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(k))
+            if !k.is_empty() && k.len() <= 100 && k.chars().all(|c| c.is_ascii_graphic()) =>
+        {
+            Ok(Some(k.to_string()))
+        }
+        Some(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be 1-100 printable ASCII characters".into(),
+        )),
+    }
+}
+
+/// Where writes go, or 503 when this instance takes none.
+pub(crate) fn writes(s: &HttpState) -> Result<Writes, Response> {
+    s.writes.clone().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this instance takes no writes (no Kafka producer)".into(),
+        )
+    })
+}
+
+/// An order as stored and, while it is open, its entry in its meter's snapshot (what it waits
+/// for now); 404 when no order with that id was accepted.
+pub(crate) async fn order_and_open(
+    s: &HttpState,
+    order_id: &str,
+) -> Result<(crate::domain::OrderRecord, Option<crate::domain::OpenOrder>), Response> {
+    let id = order_id.to_string();
+    let found = s
+        .read(move |store| {
+            let st = store.store();
+            let Some(rec) = st.order(&id)? else {
+                return Ok(None);
+            };
+            let open = st
+                .meter(&rec.order.meter_id)?
+                .and_then(|m| m.open.into_iter().find(|o| o.order.order_id == id));
+            Ok::<_, crate::store::StoreError>(Some((rec, open)))
+        })
+        .await;
+    match found {
+        Err(r) => Err(r),
+        Ok(Err(e)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Ok(Ok(None)) => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no order with id `{order_id}` has been accepted"),
+        )),
+        Ok(Ok(Some(found))) => Ok(found),
+    }
+}
+
+/// A page size given (or `default`), 400 unless 1 to `max`.
+pub(crate) fn page_limit(
+    given: Option<usize>,
+    default: usize,
+    max: usize,
+) -> Result<usize, Response> {
+    let limit = given.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("limit {limit} must be between 1 and {max}"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// What a write about one order starts from: its idempotency key, where it goes, the order
+/// and its open entry (400, 503 or 404 as the helpers above say).
+pub(crate) struct OrderWrite {
+    pub(crate) key: Option<String>,
+    pub(crate) writes: Writes,
+    pub(crate) rec: crate::domain::OrderRecord,
+    pub(crate) open: Option<crate::domain::OpenOrder>,
+}
+
+pub(crate) async fn order_write(
+    s: &HttpState,
+    headers: &axum::http::HeaderMap,
+    order_id: &str,
+) -> Result<OrderWrite, Response> {
+    let key = idempotency_key(headers)?;
+    let writes = writes(s)?;
+    let (rec, open) = order_and_open(s, order_id).await?;
+    Ok(OrderWrite {
+        key,
+        writes,
+        rec,
+        open,
+    })
+}
+
+/// 400 when a note is longer than `max` characters.
+pub(crate) fn check_note(note: Option<&str>, max: usize) -> Result<(), Response> {
+    let chars = note.map_or(0, |n| n.chars().count());
+    if chars > max {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("note has {chars} characters; at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The fact id of an API write: `API-<token name>-<idempotency key>`, or with the instant's
+/// nanoseconds when no key was given.
+pub(crate) fn api_fact_id(by: &str, key: Option<&str>, now: jiff::Timestamp) -> String {
+    match key {
+        Some(k) => format!("API-{by}-{k}"),
+        None => format!("API-{by}-{}", now.as_nanosecond()),
+    }
+}
+
+/// A status as on the wire (`awaiting_approval`).
+pub(crate) fn status_name(s: crate::domain::OrderStatus) -> &'static str {
+    s.into()
 }
 
 fn error(status: StatusCode, message: String) -> Response {
@@ -292,13 +430,10 @@ async fn meter(
             "query parameters: `limit` (1-1000) and `before` (the `next` cursor of the previous page) only".into(),
         );
     };
-    let limit = q.limit.unwrap_or(AUDIT_PAGE_DEFAULT);
-    if !(1..=AUDIT_PAGE_MAX).contains(&limit) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("limit {limit} must be between 1 and {AUDIT_PAGE_MAX}"),
-        );
-    }
+    let limit = match page_limit(q.limit, AUDIT_PAGE_DEFAULT, AUDIT_PAGE_MAX) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
     let before = match q.before.as_deref().map(AuditCursor::parse) {
         None => None,
         Some(Some(c)) => Some(c),
@@ -370,13 +505,10 @@ async fn meter_audit(
     let Ok(Query(q)) = query else {
         return error(StatusCode::BAD_REQUEST, AUDIT_QUERY_HELP.into());
     };
-    let limit = q.limit.unwrap_or(AUDIT_PAGE_DEFAULT);
-    if !(1..=AUDIT_PAGE_MAX).contains(&limit) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("limit {limit} must be between 1 and {AUDIT_PAGE_MAX}"),
-        );
-    }
+    let limit = match page_limit(q.limit, AUDIT_PAGE_DEFAULT, AUDIT_PAGE_MAX) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
     let instant = |name: &str, v: Option<&str>| -> Result<Option<jiff::Timestamp>, Response> {
         v.map(|t| {
             t.parse::<jiff::Timestamp>().map_err(|e| {
@@ -453,11 +585,14 @@ pub(crate) fn router(state: HttpState) -> Router {
     let access = state.access.clone();
     let reads = Router::new()
         .route("/stats/latency", get(latency))
+        .route("/api/v1/orders", get(orders::search))
         .route("/api/v1/orders/{order_id}", get(order))
         .route("/api/v1/meters/{meter_id}", get(meter))
         .route("/api/v1/meters/{meter_id}/audit", get(meter_audit))
         .route("/api/v1/approvals", get(approvals::list))
         .route("/api/v1/campaigns", get(campaigns::list))
+        .route("/api/v1/exceptions", get(exceptions::list))
+        .route("/api/v1/exceptions/{*exception_id}", get(exceptions::show))
         .route_layer(from_fn_with_state((access.clone(), None), auth::require));
     let supervisor = Router::new()
         .route(
@@ -473,6 +608,14 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route(
             "/api/v1/campaigns/{campaign_id}/{action}",
             axum::routing::post(campaigns::command),
+        )
+        .route(
+            "/api/v1/orders/{order_id}/{action}",
+            axum::routing::post(orders::command),
+        )
+        .route(
+            "/api/v1/exceptions/{*exception_id}",
+            axum::routing::post(exceptions::change),
         )
         .route_layer(from_fn_with_state(
             (state.access.clone(), Some(auth::Role::Operator)),

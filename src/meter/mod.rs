@@ -5,6 +5,7 @@
 //! an idle actor passivate without losing a message.
 
 pub(crate) mod actor;
+pub(crate) mod sla_watch;
 pub use actor::record_actions;
 pub mod machine;
 
@@ -404,6 +405,18 @@ impl Directory {
         if let Some(l) = self.leases.get() {
             l.release_all();
         }
+    }
+
+    /// The units assigned here, their count and partitioner; `None`: every meter is owned.
+    pub(crate) fn owned_units(
+        &self,
+    ) -> Option<(
+        std::collections::BTreeSet<u32>,
+        u32,
+        crate::domain::partition::Partitioner,
+    )> {
+        let o = self.ownership.get().filter(|o| o.unit_count() > 0)?;
+        Some((o.owned_units(), o.unit_count(), o.partitioner()))
     }
 
     /// Is this meter this instance's (its unit assigned here)?

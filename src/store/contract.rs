@@ -54,7 +54,168 @@ pub const CASES: &[(&str, fn(&dyn Store))] = &[
         "a_unit_lease_changes_only_from_what_it_is",
         a_unit_lease_changes_only_from_what_it_is,
     ),
+    (
+        "orders_page_newest_first_within_their_period",
+        orders_page_newest_first_within_their_period,
+    ),
+    (
+        "exceptions_page_and_their_tasks_change_only_from_the_version_read",
+        exceptions_page_and_their_tasks_change_only_from_the_version_read,
+    ),
 ];
+
+/// The order search's scan: orders received in a period, newest first (ties by id), across
+/// hours and meters, a page at a time from the cursor of the last one; an ended order with
+/// its final status.
+pub fn orders_page_newest_first_within_their_period(s: &dyn Store) {
+    use super::OrderCursor;
+    // 30 orders over ~3 hours (a far-off period of their own), two at the same instant.
+    let base = 500_000;
+    let mut recs: Vec<OrderRecord> = (0..30)
+        .map(|i| {
+            accepted(
+                &format!("PAGE-SO-{i:02}"),
+                &format!("PAGE-M-{}", i % 7),
+                base + i * 400,
+            )
+        })
+        .collect();
+    recs.push(accepted("PAGE-SO-TIE", "PAGE-M-1", base + 10 * 400));
+    s.apply(&[WriteBatch {
+        new_orders: recs.clone(),
+        ..Default::default()
+    }])
+    .unwrap();
+    s.apply(&[WriteBatch {
+        order_updates: vec![ended(
+            "PAGE-SO-05",
+            "PAGE-M-5",
+            OrderStatus::Completed,
+            base + 3_000,
+        )],
+        ..Default::default()
+    }])
+    .unwrap();
+    // Orders 3..=20 (from/to inclusive), newest first, by pages of 4.
+    let (from, to) = (at(base + 3 * 400), at(base + 20 * 400));
+    let mut got = Vec::new();
+    let mut cursor: Option<OrderCursor> = None;
+    loop {
+        let page = s.orders_received(from, to, cursor.as_ref(), 4).unwrap();
+        assert!(page.len() <= 4);
+        got.extend(page.iter().map(|r| (r.order.order_id.clone(), r.status)));
+        match page.last() {
+            Some(last) if page.len() == 4 => {
+                // The cursor survives its text form.
+                let c = OrderCursor::after(last).to_string();
+                cursor = Some(OrderCursor::parse(&c).expect("parse"));
+            }
+            _ => break,
+        }
+    }
+    let mut want: Vec<(String, OrderStatus)> = (3..=20)
+        .rev()
+        .flat_map(|i| {
+            let id = format!("PAGE-SO-{i:02}");
+            let st = if i == 5 {
+                OrderStatus::Completed
+            } else {
+                OrderStatus::Received
+            };
+            let mut v = vec![(id, st)];
+            if i == 10 {
+                v.insert(0, ("PAGE-SO-TIE".to_string(), OrderStatus::Received));
+            }
+            v
+        })
+        .collect();
+    want.dedup();
+    assert_eq!(got, want);
+    // Nothing outside the period.
+    assert!(s
+        .orders_received(at(base - 100), at(base - 1), None, 10)
+        .unwrap()
+        .is_empty());
+}
+
+/// The desk's task list: exceptions a page at a time (each once), and a task stored only
+/// from the version it was read at.
+pub fn exceptions_page_and_their_tasks_change_only_from_the_version_read(s: &dyn Store) {
+    use crate::domain::{ExceptionTask, TaskNote, TaskState};
+    let x = |i: usize| ExceptionRecord {
+        schema_version: 1,
+        exception_id: format!("TASK-SO-{i}/exception"),
+        meter_id: format!("TASK-M-{i}"),
+        order_id: format!("TASK-SO-{i}"),
+        command_id: None,
+        kind: ExceptionKind::FieldOrderNeeded,
+        priority: 4,
+        detail: "no remote switch".into(),
+        raised_at: at(40),
+        status: "open".into(),
+    };
+    for i in 0..9 {
+        s.apply(&[WriteBatch {
+            exceptions: vec![x(i)],
+            ..Default::default()
+        }])
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.exceptions_after(after.as_deref(), 4).unwrap();
+        seen.extend(page.iter().map(|e| e.exception_id.clone()));
+        if page.len() < 4 {
+            break;
+        }
+        after = page.last().map(|e| e.exception_id.clone());
+    }
+    let mut mine: Vec<String> = seen
+        .into_iter()
+        .filter(|id| id.starts_with("TASK-SO-"))
+        .collect();
+    let n = mine.len();
+    mine.sort();
+    mine.dedup();
+    assert_eq!(n, 9, "each exception once");
+    assert_eq!(mine.len(), 9);
+
+    let id = "TASK-SO-2/exception";
+    assert_eq!(s.exception_task(id, "TASK-M-2").unwrap(), None);
+    let t1 = ExceptionTask {
+        exception_id: id.into(),
+        meter_id: "TASK-M-2".into(),
+        state: TaskState::InProgress,
+        assignee: Some("ana".into()),
+        priority: None,
+        notes: vec![],
+        version: 1,
+        updated_by: "ana".into(),
+        updated_at: at(50),
+    };
+    assert!(s.swap_exception_task(0, &t1).unwrap());
+    assert!(
+        !s.swap_exception_task(0, &t1).unwrap(),
+        "a second first write must not apply"
+    );
+    let mut t2 = t1.clone();
+    t2.version = 2;
+    t2.notes.push(TaskNote {
+        by: "ben".into(),
+        at: at(60),
+        text: "crew booked".into(),
+    });
+    let mut stale = t1.clone();
+    stale.version = 2;
+    stale.state = TaskState::Resolved;
+    assert!(s.swap_exception_task(1, &t2).unwrap());
+    assert!(
+        !s.swap_exception_task(1, &stale).unwrap(),
+        "a change from version 1 after 2"
+    );
+    assert_eq!(s.exception_task(id, "TASK-M-2").unwrap(), Some(t2));
+}
 
 /// Fencing (`crate::lease`): a unit lease is compare-and-set. The first take wins, a renewal
 /// or a take from a stale view does not apply, and units are independent.

@@ -45,6 +45,12 @@ const CAMPAIGN_RELEASES: TableDefinition<&str, i64> = TableDefinition::new("camp
 /// `table \0 key` → the record applied from a table topic (registry, weather, emergencies):
 /// embedded mode keeps them, because the embedded Kafka's topics do not survive a restart.
 const KEPT: TableDefinition<&str, &[u8]> = TableDefinition::new("kept_tables");
+/// `(received_ns, order_id)`, no value: the orders by receipt instant (the order search's
+/// scan). Built from the orders at the first open of a file written before it existed.
+const ORDERS_BY_RECEIPT: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("orders_by_receipt");
+/// exception id → the task people keep on it (JSON, with its version).
+const EXCEPTION_TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("exception_tasks");
 
 /// Which file of a sharded store (`crate::store::ShardedStore`) to open: shard `index` of `of`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +319,21 @@ impl EmbeddedStore {
             w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
             w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
             w.open_table(KEPT).map_err(be)?;
+            w.open_table(EXCEPTION_TASKS).map_err(be)?;
+            {
+                // A file from before the receipt index: index its orders once.
+                let mut by_receipt = w.open_table(ORDERS_BY_RECEIPT).map_err(be)?;
+                if by_receipt.is_empty().map_err(be)? {
+                    let orders = w.open_table(ORDERS).map_err(be)?;
+                    for item in orders.iter().map_err(be)? {
+                        let (k, v) = item.map_err(be)?;
+                        let rec: OrderRecord = decode(k.value(), v.value())?;
+                        by_receipt
+                            .insert((super::received_ns(rec.received_at), k.value()), ())
+                            .map_err(be)?;
+                    }
+                }
+            }
             let mut meta = w.open_table(META).map_err(be)?;
             let format = meta.get("format").map_err(be)?.map(|v| v.value());
             let stored_shards = meta.get("shards").map_err(be)?.map(|v| v.value());
@@ -432,6 +453,7 @@ impl EmbeddedStore {
             let mut campaign_orders = w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
             let mut campaign_releases = w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
             let mut kept = w.open_table(KEPT).map_err(be)?;
+            let mut by_receipt = w.open_table(ORDERS_BY_RECEIPT).map_err(be)?;
             for b in batches {
                 for k in &b.kept {
                     let key = open_key(k.table, &k.key);
@@ -466,6 +488,9 @@ impl EmbeddedStore {
                     let id = rec.order.order_id.as_str();
                     if orders.get(id).map_err(be)?.is_none() {
                         orders.insert(id, encode(rec).as_slice()).map_err(be)?;
+                        by_receipt
+                            .insert((super::received_ns(rec.received_at), id), ())
+                            .map_err(be)?;
                         if !rec.status.is_terminal() {
                             open.insert(open_key(&rec.order.meter_id, id).as_str(), ())
                                 .map_err(be)?;
@@ -732,6 +757,108 @@ impl Store for EmbeddedStore {
             }
             Ok(out)
         })
+    }
+
+    fn orders_received(
+        &self,
+        from: crate::domain::Timestamp,
+        to: crate::domain::Timestamp,
+        before: Option<&super::OrderCursor>,
+        limit: usize,
+    ) -> Result<Vec<OrderRecord>, StoreError> {
+        let lo = super::received_ns(from);
+        let top = super::OrderCursor::at_or_before(to);
+        let hi = match before {
+            Some(b) if b < &top => b.clone(),
+            _ => top,
+        };
+        self.read(|r| {
+            let idx = r.open_table(ORDERS_BY_RECEIPT).map_err(be)?;
+            let orders = r.open_table(ORDERS).map_err(be)?;
+            let mut out = Vec::new();
+            let range = idx
+                .range((lo, "")..(hi.received_ns, hi.order_id.as_str()))
+                .map_err(be)?;
+            for item in range.rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, _) = item.map_err(be)?;
+                let (_, id) = k.value();
+                if let Some(v) = orders.get(id).map_err(be)? {
+                    out.push(decode(id, v.value())?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn exceptions_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ExceptionRecord>, StoreError> {
+        use std::ops::Bound;
+        self.read(|r| {
+            let t = r.open_table(EXCEPTIONS).map_err(be)?;
+            let lower = match after {
+                Some(a) => Bound::Excluded(a),
+                None => Bound::Unbounded,
+            };
+            let mut out = Vec::new();
+            for item in t.range::<&str>((lower, Bound::Unbounded)).map_err(be)? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = item.map_err(be)?;
+                out.push(decode(k.value(), v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn exception_task(
+        &self,
+        exception_id: &str,
+        _meter_id: &str,
+    ) -> Result<Option<crate::domain::ExceptionTask>, StoreError> {
+        self.read(|r| {
+            let t = r.open_table(EXCEPTION_TASKS).map_err(be)?;
+            let v = t.get(exception_id).map_err(be)?;
+            v.map(|v| decode(exception_id, v.value())).transpose()
+        })
+    }
+
+    fn swap_exception_task(
+        &self,
+        expected: u64,
+        task: &crate::domain::ExceptionTask,
+    ) -> Result<bool, StoreError> {
+        let g = self.db.read().expect("lock");
+        let db = g.as_ref().ok_or_else(|| {
+            StoreError::Backend("the embedded store is being reopened after an I/O error".into())
+        })?;
+        let w = db.begin_write().map_err(be)?;
+        let swapped = {
+            let mut t = w.open_table(EXCEPTION_TASKS).map_err(be)?;
+            let id = task.exception_id.as_str();
+            let now = match t.get(id).map_err(be)? {
+                Some(v) => decode::<crate::domain::ExceptionTask>(id, v.value())?.version,
+                None => 0,
+            };
+            if now == expected {
+                t.insert(id, encode(task).as_slice()).map_err(be)?;
+                true
+            } else {
+                false
+            }
+        };
+        if swapped {
+            w.commit().map_err(be)?;
+        } else {
+            w.abort().map_err(be)?;
+        }
+        Ok(swapped)
     }
 
     fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {

@@ -294,6 +294,55 @@ impl WriteBatch {
     }
 }
 
+/// Where a page of the orders received in a period (newest first) stopped: the receipt instant
+/// and id of its last order; the next page starts below it. Opaque to clients: the instant's
+/// nanoseconds in 16 hex digits, then the order id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OrderCursor {
+    pub(crate) received_ns: i64,
+    pub(crate) order_id: String,
+}
+
+impl OrderCursor {
+    /// The cursor after `rec` (its page ended with it).
+    pub(crate) fn after(rec: &OrderRecord) -> OrderCursor {
+        OrderCursor {
+            received_ns: received_ns(rec.received_at),
+            order_id: rec.order.order_id.clone(),
+        }
+    }
+
+    /// The cursor whose next page starts with the orders received at `at`.
+    pub(crate) fn at_or_before(at: Timestamp) -> OrderCursor {
+        OrderCursor {
+            received_ns: received_ns(at).saturating_add(1),
+            order_id: String::new(),
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<OrderCursor> {
+        if s.len() < 17 || !s.is_char_boundary(16) || s.as_bytes()[16] != b'.' {
+            return None;
+        }
+        Some(OrderCursor {
+            received_ns: u64::from_str_radix(&s[..16], 16).ok()? as i64,
+            order_id: s[17..].to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for OrderCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}.{}", self.received_ns as u64, self.order_id)
+    }
+}
+
+/// An order's receipt instant in nanoseconds since the epoch, as the orders-by-receipt index
+/// keeps it (clamped to what an i64 holds: 1677 to 2262).
+pub(crate) fn received_ns(t: Timestamp) -> i64 {
+    t.as_nanosecond().clamp(0, i128::from(i64::MAX)) as i64
+}
+
 /// Where a page of a meter's audit trail (newest first) stopped: the next page starts below it.
 /// Opaque to clients: 32 hex digits (the row's time and sequence number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -435,6 +484,38 @@ pub trait Store: Send + Sync + 'static {
     fn counts(&self) -> Result<StoreCounts, StoreError>;
     /// The records kept for a table (embedded mode): `(key, value)` in key order.
     fn kept(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Orders received between `from` and `to` (inclusive), newest first (then by id,
+    /// descending), below `before` (the cursor of the last order of the previous page), at
+    /// most `limit`: the scan behind the operator API's order search. A final order has its
+    /// final status; an open one the status it was received with (its meter's snapshot has
+    /// the one it has now).
+    fn orders_received(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        before: Option<&OrderCursor>,
+        limit: usize,
+    ) -> Result<Vec<OrderRecord>, StoreError>;
+    /// Exceptions in the store's order (by id, or by token on ScyllaDB) after the one named
+    /// `after` (the last of the previous page), at most `limit`: the desk's task list.
+    fn exceptions_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ExceptionRecord>, StoreError>;
+    /// The task people keep on an exception, if anyone touched it.
+    fn exception_task(
+        &self,
+        exception_id: &str,
+        meter_id: &str,
+    ) -> Result<Option<crate::domain::ExceptionTask>, StoreError>;
+    /// Compare-and-set: stores `task` only if the stored task has version `expected` now (0:
+    /// none stored yet). `Ok(false)`: someone changed it first.
+    fn swap_exception_task(
+        &self,
+        expected: u64,
+        task: &crate::domain::ExceptionTask,
+    ) -> Result<bool, StoreError>;
     /// Every campaign stored.
     fn campaigns(&self) -> Result<Vec<crate::domain::CampaignRecord>, StoreError>;
     /// A campaign's orders, with `released` set from the releases stored.

@@ -245,6 +245,55 @@ impl Store for ShardedStore {
         Ok(t)
     }
 
+    /// Each meter file's newest `limit`, merged.
+    fn orders_received(
+        &self,
+        from: crate::domain::Timestamp,
+        to: crate::domain::Timestamp,
+        before: Option<&super::OrderCursor>,
+        limit: usize,
+    ) -> Result<Vec<OrderRecord>, StoreError> {
+        let mut all = Vec::new();
+        for s in &self.files[..self.layout.meters] {
+            all.extend(s.orders_received(from, to, before, limit)?);
+        }
+        all.sort_by(|a, b| super::OrderCursor::after(b).cmp(&super::OrderCursor::after(a)));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Each file's first `limit` after `after`, merged by id.
+    fn exceptions_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ExceptionRecord>, StoreError> {
+        let mut all = Vec::new();
+        for s in &self.files {
+            all.extend(s.exceptions_after(after, limit)?);
+        }
+        all.sort_by(|a, b| a.exception_id.cmp(&b.exception_id));
+        all.dedup_by(|a, b| a.exception_id == b.exception_id);
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    fn exception_task(
+        &self,
+        exception_id: &str,
+        meter_id: &str,
+    ) -> Result<Option<crate::domain::ExceptionTask>, StoreError> {
+        self.of(meter_id).exception_task(exception_id, meter_id)
+    }
+
+    fn swap_exception_task(
+        &self,
+        expected: u64,
+        task: &crate::domain::ExceptionTask,
+    ) -> Result<bool, StoreError> {
+        self.of(&task.meter_id).swap_exception_task(expected, task)
+    }
+
     fn kept(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.control().kept(table)
     }

@@ -113,14 +113,18 @@ impl MeterMachine {
         }
     }
 
-    /// The open order to work on next: not held by its campaign or (in this pass) by policy,
+    /// The open order to work on next: not held by its campaign, an operator or (in this pass)
+    /// by policy,
     /// and due; power restorations first, then priority, then arrival.
     fn next_due(&self, now: Timestamp, held: &[u64]) -> Option<usize> {
         self.open
             .iter()
             .enumerate()
             .filter(|(_, o)| {
-                !o.campaign_hold && o.not_before.is_none_or(|t| t <= now) && !held.contains(&o.seq)
+                !o.campaign_hold
+                    && o.operator_hold.is_none()
+                    && o.not_before.is_none_or(|t| t <= now)
+                    && !held.contains(&o.seq)
             })
             .min_by_key(|(_, o)| (!o.order.kind.restores_power(), o.order.priority, o.seq))
             .map(|(i, _)| i)
@@ -132,7 +136,7 @@ impl MeterMachine {
         let mut next = self
             .open
             .iter()
-            .filter(|o| !o.campaign_hold)
+            .filter(|o| !o.campaign_hold && o.operator_hold.is_none())
             .filter_map(|o| match &o.hold {
                 Some(_) if unregistered(o) => Some(add(now, UNREGISTERED_RECHECK)),
                 Some(h) => h.until,

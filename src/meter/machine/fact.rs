@@ -4,6 +4,7 @@
 //! records who approved (and for which protections) or rejects the order.
 
 use crate::domain::{AuditEvent, AuditKind, Order, OrderKind, OrderStatus, ReasonCode};
+use crate::domain::{HoldAction, OrderHold};
 use crate::facts::{Approval, ApprovalDecision, Certificate, MeterFact, Payment};
 
 use super::{MeterFacts, MeterMachine, Out, PAYMENT_MEMORY_DAYS};
@@ -25,15 +26,10 @@ pub(super) fn pays_off(p: &Payment, o: &Order) -> bool {
 }
 
 /// Who decided and when, with the note if any: "by … at …[: note]".
-fn signed(a: &Approval) -> String {
+fn signed(by: &str, at: crate::domain::Timestamp, note: Option<&str>) -> String {
     format!(
-        "by {} at {}{}",
-        a.by,
-        a.at,
-        a.note
-            .as_deref()
-            .map(|n| format!(": {n}"))
-            .unwrap_or_default()
+        "by {by} at {at}{}",
+        note.map(|n| format!(": {n}")).unwrap_or_default()
     )
 }
 
@@ -48,6 +44,7 @@ impl MeterMachine {
             MeterFact::Payment(p) => self.on_payment(p, out),
             MeterFact::MedicalCertificate(c) => self.on_certificate(c, out),
             MeterFact::Approval(a) => self.on_approval(a, facts, out),
+            MeterFact::OrderHold(h) => self.on_operator_hold(h, out),
         }
     }
 
@@ -123,7 +120,10 @@ impl MeterMachine {
                     AuditEvent::new(out.meter_id, out.now, AuditKind::Decision)
                         .order(&a.order_id)
                         .reason("approved")
-                        .detail(format!("approved {}", signed(&a))),
+                        .detail(format!(
+                            "approved {}",
+                            signed(&a.by, a.at, a.note.as_deref())
+                        )),
                 );
             }
             ApprovalDecision::Reject => {
@@ -135,9 +135,76 @@ impl MeterMachine {
                         &o.order,
                         OrderStatus::Rejected,
                         "approval_denied",
-                        format!("rejected {}", signed(&a)),
+                        format!("rejected {}", signed(&a.by, a.at, a.note.as_deref())),
                     );
                 }
+            }
+        }
+    }
+}
+
+impl MeterMachine {
+    /// An operator holds an open order (it is not started until released) or releases it.
+    /// A command already out is not recalled: the hold is refused (audited).
+    fn on_operator_hold(&mut self, h: OrderHold, out: &mut Out) {
+        let signed = signed(&h.by, h.at, h.note.as_deref());
+        let audit = |reason: &str, detail: String| {
+            AuditEvent::new(out.meter_id, out.now, AuditKind::Decision)
+                .order(&h.order_id)
+                .reason(reason)
+                .detail(detail)
+        };
+        let Some(idx) = self.open_index(&h.order_id) else {
+            let a = audit(
+                "operator_hold_for_order_not_open",
+                format!(
+                    "{:?} {signed} ignored: the order is not open here",
+                    h.action
+                ),
+            );
+            out.audit(a);
+            return;
+        };
+        match h.action {
+            HoldAction::Hold if self.command_out(idx) => {
+                let a = audit(
+                    "operator_hold_refused",
+                    format!("hold {signed} refused: its command is already out"),
+                );
+                out.audit(a);
+            }
+            HoldAction::Hold => {
+                let o = &mut self.open[idx];
+                o.operator_hold = Some(h.by.clone());
+                o.status = OrderStatus::Deferred;
+                // The policy decides afresh after the release (and says so in an event).
+                o.hold = None;
+                let order = o.order.clone();
+                out.event_detail(
+                    &order,
+                    OrderStatus::Deferred,
+                    "operator_hold",
+                    format!("held {signed}"),
+                );
+            }
+            HoldAction::Release => {
+                let o = &mut self.open[idx];
+                if o.operator_hold.take().is_none() {
+                    let a = audit(
+                        "operator_release_not_held",
+                        format!("release {signed} ignored: the order is not held by an operator"),
+                    );
+                    out.audit(a);
+                    return;
+                }
+                o.status = OrderStatus::Scheduled;
+                let order = o.order.clone();
+                out.event_detail(
+                    &order,
+                    OrderStatus::Scheduled,
+                    "operator_released",
+                    format!("released {signed}"),
+                );
             }
         }
     }

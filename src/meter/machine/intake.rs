@@ -62,7 +62,10 @@ impl MeterMachine {
             order,
             OrderStatus::Completed,
             reason,
-            format!("cancel of {target}"),
+            match &order.notes {
+                Some(n) => format!("cancel of {target}: {n}"),
+                None => format!("cancel of {target}"),
+            },
         );
     }
 
@@ -141,6 +144,7 @@ impl MeterMachine {
             approved_by: None,
             approved_for: Vec::new(),
             campaign_hold,
+            operator_hold: None,
         });
     }
 }

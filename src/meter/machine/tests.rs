@@ -740,3 +740,72 @@ proptest! {
         prop_assert!(w.m.is_idle());
     }
 }
+
+fn operator(order_id: &str, action: crate::domain::HoldAction, at: Timestamp) -> Input {
+    Input::Fact(MeterFact::OrderHold(crate::domain::OrderHold {
+        schema_version: 1,
+        fact_id: format!("H-{order_id}-{action:?}-{at}"),
+        meter_id: "M".into(),
+        order_id: order_id.into(),
+        action,
+        by: "op.kim".into(),
+        note: Some("customer on the phone".into()),
+        at,
+    }))
+}
+
+/// An operator's hold keeps an order from starting (through its due time and any wake-up)
+/// until released; then it runs. A hold on an order whose command is out is refused.
+#[test]
+fn an_operator_hold_keeps_an_order_from_starting_until_released() {
+    use crate::domain::HoldAction;
+    let mut m = MeterMachine::new("M");
+    let mut d = order("D1", OrderKind::Disconnect);
+    d.earliest_at = Some(at(60));
+    assert!(dispatched(&step(&mut m, Input::Order(d), t0())).is_empty());
+    let a = step(&mut m, operator("D1", HoldAction::Hold, at(1)), at(1));
+    assert_eq!(
+        events(&a),
+        vec![(
+            "D1".into(),
+            OrderStatus::Deferred,
+            Some("operator_hold".into())
+        )]
+    );
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::WakeAt(_))),
+        "no wake-up for a held order"
+    );
+    // Past its earliest time, woken: still nothing.
+    assert!(dispatched(&step(&mut m, Input::Wake, at(120))).is_empty());
+    assert_eq!(m.open[0].operator_hold.as_deref(), Some("op.kim"));
+    let a = step(
+        &mut m,
+        operator("D1", HoldAction::Release, at(130)),
+        at(130),
+    );
+    let sent = dispatched(&a);
+    assert_eq!(sent.len(), 1, "released: it runs");
+    assert_eq!(
+        events(&a)[0],
+        (
+            "D1".into(),
+            OrderStatus::Scheduled,
+            Some("operator_released".into())
+        )
+    );
+    // Its command is out: a hold now is refused, and the answer completes it.
+    let a = step(&mut m, operator("D1", HoldAction::Hold, at(131)), at(131));
+    assert!(events(&a).is_empty());
+    assert!(a.iter().any(
+        |x| matches!(x, Action::Audit(e) if e.reason.as_deref() == Some("operator_hold_refused"))
+    ));
+    let a = step(
+        &mut m,
+        confirmed(&sent[0], SwitchState::Disconnected),
+        at(140),
+    );
+    assert!(events(&a)
+        .iter()
+        .any(|(id, s, _)| id == "D1" && *s == OrderStatus::Completed));
+}

@@ -171,6 +171,13 @@ struct Statements {
     lease_get: PreparedStatement,
     lease_insert: PreparedStatement,
     lease_update: PreparedStatement,
+    order_by_hour_put: PreparedStatement,
+    orders_of_hour: PreparedStatement,
+    exceptions_first: PreparedStatement,
+    exceptions_after: PreparedStatement,
+    task_get: PreparedStatement,
+    task_insert: PreparedStatement,
+    task_update: PreparedStatement,
 }
 
 struct Inner {
@@ -222,6 +229,11 @@ fn from_nanos(key: &str, n: i64) -> Result<Timestamp, StoreError> {
         key: key.to_string(),
         message: e.to_string(),
     })
+}
+
+/// The `orders_by_hour` partition of an instant (nanoseconds since the epoch).
+fn hour_of(ns: i64) -> i64 {
+    ns.div_euclid(3_600 * 1_000_000_000)
 }
 
 fn status_name(s: OrderStatus) -> &'static str {
@@ -460,6 +472,13 @@ async fn prepare(session: &Session, o: &ScyllaOptions) -> Result<Statements, Sto
         // the caller reads the lease again), serial consistency for the Paxos round.
         lease_insert: lwt(p(format!("INSERT INTO {ks}.unit_leases (unit, epoch, owner, beat) VALUES (?, ?, ?, ?) IF NOT EXISTS"), false).await?),
         lease_update: lwt(p(format!("UPDATE {ks}.unit_leases SET epoch = ?, owner = ?, beat = ? WHERE unit = ? IF epoch = ? AND owner = ? AND beat = ?"), false).await?),
+        order_by_hour_put: p(format!("INSERT INTO {ks}.orders_by_hour (hour, received_at, order_id) VALUES (?, ?, ?)"), true).await?,
+        orders_of_hour: p(format!("SELECT received_at, order_id FROM {ks}.orders_by_hour WHERE hour = ? AND received_at >= ? AND (received_at, order_id) < (?, ?) LIMIT ?"), true).await?,
+        exceptions_first: p(format!("SELECT exception_id, record FROM {ks}.exceptions LIMIT ?"), true).await?,
+        exceptions_after: p(format!("SELECT exception_id, record FROM {ks}.exceptions WHERE token(exception_id) > token(?) LIMIT ?"), true).await?,
+        task_get: p(format!("SELECT task FROM {ks}.exception_tasks WHERE exception_id = ?"), true).await?,
+        task_insert: lwt(p(format!("INSERT INTO {ks}.exception_tasks (exception_id, version, task) VALUES (?, ?, ?) IF NOT EXISTS"), false).await?),
+        task_update: lwt(p(format!("UPDATE {ks}.exception_tasks SET version = ?, task = ? WHERE exception_id = ? IF version = ?"), false).await?),
     })
 }
 
@@ -490,6 +509,7 @@ enum Write {
     CampaignRelease(i64, String, String),
     KeptPut(String, i32, String, Vec<u8>),
     KeptDelete(String, i32, String),
+    OrderByHour(i64, i64, String),
 }
 
 impl Inner {
@@ -591,6 +611,11 @@ impl Inner {
                     .execute_unpaged(&s.kept_delete, (t, b, k))
                     .await
             }
+            Write::OrderByHour(hour, at, id) => {
+                self.session
+                    .execute_unpaged(&s.order_by_hour_put, (hour, at, id))
+                    .await
+            }
         };
         r.map(|_| ()).map_err(|e| be("writing", e))
     }
@@ -650,6 +675,8 @@ impl Inner {
                         id.clone(),
                     ));
                 }
+                let at = super::received_ns(rec.received_at);
+                first.push(Write::OrderByHour(hour_of(at), at, id.clone()));
                 last.push(Write::OrderRecord(id.clone(), meter.clone(), encode(rec)));
             }
             for u in &b.order_updates {
@@ -785,24 +812,32 @@ impl Inner {
     }
 
     async fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        let Some(mut rec) = self.order_as_stored(order_id).await? else {
+            return Ok(None);
+        };
+        if !rec.status.is_terminal() {
+            self.current_status(&mut rec).await?;
+        }
+        Ok(Some(rec))
+    }
+
+    /// An order's row as stored: the final status once it ended, else the one it was
+    /// received with (no audit read).
+    async fn order_as_stored(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
         let row: Vec<(Option<Vec<u8>>, Option<String>, Option<String>, Option<i64>)> =
             self.rows(&self.st.order_get, (order_id,)).await?;
         let Some((Some(record), status, reason, ended)) = row.into_iter().next() else {
             return Ok(None);
         };
         let mut rec: OrderRecord = decode(order_id, &record)?;
-        match status {
-            Some(s) => {
-                rec.status = parse_status(order_id, &s)?;
-                if let Some(at) = ended {
-                    rec.updated_at = from_nanos(order_id, at)?;
-                }
-                if reason.is_some() {
-                    rec.reason = reason;
-                }
+        if let Some(s) = status {
+            rec.status = parse_status(order_id, &s)?;
+            if let Some(at) = ended {
+                rec.updated_at = from_nanos(order_id, at)?;
             }
-            None if !rec.status.is_terminal() => self.current_status(&mut rec).await?,
-            None => {}
+            if reason.is_some() {
+                rec.reason = reason;
+            }
         }
         Ok(Some(rec))
     }
@@ -954,6 +989,120 @@ impl Store for ScyllaStore {
     fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
         let id = order_id.to_string();
         self.run(move |i| async move { i.order(&id).await })
+    }
+
+    /// The hours of the period, newest first, until `limit` orders are found; each order's
+    /// row read (concurrently) for its final status.
+    fn orders_received(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        before: Option<&super::OrderCursor>,
+        limit: usize,
+    ) -> Result<Vec<OrderRecord>, StoreError> {
+        let lo = super::received_ns(from);
+        let top = super::OrderCursor::at_or_before(to);
+        let hi = match before {
+            Some(b) if b < &top => b.clone(),
+            _ => top,
+        };
+        self.run(move |i| async move {
+            let mut ids: Vec<String> = Vec::new();
+            let mut hour = hour_of(hi.received_ns);
+            let mut cursor = (hi.received_ns, hi.order_id.clone());
+            while ids.len() < limit && hour >= hour_of(lo) {
+                let want = (limit - ids.len()).min(i32::MAX as usize) as i32;
+                let rows: Vec<(i64, String)> = i
+                    .rows(
+                        &i.st.orders_of_hour,
+                        (hour, lo, cursor.0, cursor.1.as_str(), want),
+                    )
+                    .await?;
+                ids.extend(rows.into_iter().map(|(_, id)| id));
+                hour -= 1;
+                // The next hour's rows are all below this one's.
+                cursor = ((hour + 1) * 3_600 * 1_000_000_000, String::new());
+            }
+            let n = i.o.max_in_flight;
+            let recs: Vec<Option<OrderRecord>> = futures::stream::iter(ids)
+                .map(|id| {
+                    let i = &i;
+                    async move { i.order_as_stored(&id).await }
+                })
+                .buffered(n)
+                .try_collect()
+                .await?;
+            Ok(recs.into_iter().flatten().collect())
+        })
+    }
+
+    /// In token order: `after` names the last exception of the previous page.
+    fn exceptions_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ExceptionRecord>, StoreError> {
+        let after = after.map(str::to_string);
+        let limit = limit.min(i32::MAX as usize) as i32;
+        self.run(move |i| async move {
+            let rows: Vec<(String, Option<Vec<u8>>)> = match &after {
+                None => i.rows(&i.st.exceptions_first, (limit,)).await?,
+                Some(a) => i.rows(&i.st.exceptions_after, (a.as_str(), limit)).await?,
+            };
+            rows.into_iter()
+                .filter_map(|(id, b)| b.map(|b| decode(&id, &b)))
+                .collect()
+        })
+    }
+
+    fn exception_task(
+        &self,
+        exception_id: &str,
+        _meter_id: &str,
+    ) -> Result<Option<crate::domain::ExceptionTask>, StoreError> {
+        let id = exception_id.to_string();
+        self.run(move |i| async move {
+            let r: Vec<(Option<Vec<u8>>,)> = i.rows(&i.st.task_get, (id.as_str(),)).await?;
+            match r.into_iter().next() {
+                Some((Some(b),)) => Ok(Some(decode(&id, &b)?)),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn swap_exception_task(
+        &self,
+        expected: u64,
+        task: &crate::domain::ExceptionTask,
+    ) -> Result<bool, StoreError> {
+        let task = task.clone();
+        self.run(move |i| async move {
+            let body = encode(&task);
+            let v = task.version as i64;
+            let r = if expected == 0 {
+                i.session
+                    .execute_unpaged(&i.st.task_insert, (&task.exception_id, v, body))
+                    .await
+            } else {
+                i.session
+                    .execute_unpaged(
+                        &i.st.task_update,
+                        (v, body, &task.exception_id, expected as i64),
+                    )
+                    .await
+            }
+            .map_err(|e| be("swapping an exception task", e))?;
+            let rows = r
+                .into_rows_result()
+                .map_err(|e| be("reading a task swap's answer", e))?;
+            let row = rows
+                .maybe_first_row::<scylla::value::Row>()
+                .map_err(|e| be("reading a task swap's answer", e))?;
+            Ok(matches!(
+                row.and_then(|r| r.columns.into_iter().next().flatten()),
+                Some(scylla::value::CqlValue::Boolean(true))
+            ))
+        })
     }
 
     fn orders_exist(&self, order_ids: &[&str]) -> Result<Vec<bool>, StoreError> {

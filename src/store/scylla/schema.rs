@@ -17,6 +17,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "unit_leases",
         include_str!("migrations/0002_unit_leases.cql"),
     ),
+    (
+        3,
+        "order_search_and_tasks",
+        include_str!("migrations/0003_order_search_and_tasks.cql"),
+    ),
 ];
 
 fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
