@@ -586,5 +586,21 @@ async fn the_desk_searches_orders_holds_releases_and_cancels_them_and_works_exce
             && trail.contains("by kim"),
         "{trail}"
     );
+    // The dashboard's counts, for the whole day.
+    let k = parse(&expect(addr, 200, "GET", "/api/v1/kpis", VIEWER, None).await);
+    assert_eq!(
+        k["today"]["received"], 4,
+        "three orders and the API's cancel: {k}"
+    );
+    assert_eq!(
+        k["today"]["by_status"]["completed"], 2,
+        "SO-Desk-1 and the cancel: {k}"
+    );
+    assert_eq!(k["today"]["by_status"]["cancelled"], 1, "{k}");
+    assert_eq!(k["today"]["by_status"]["failed"], 1, "the field order: {k}");
+    assert_eq!(k["exceptions"]["open"], 0, "{k}");
+    assert_eq!(k["exceptions"]["by_state"]["resolved"], 1, "{k}");
+    assert_eq!(k["sla_breaches"], 0, "{k}");
+    assert_eq!(k["open"]["in_flight"], 0, "{k}");
     app.shutdown().await;
 }

@@ -31,6 +31,7 @@ pub(crate) mod approvals;
 pub(crate) mod auth;
 pub(crate) mod campaigns;
 pub(crate) mod exceptions;
+pub(crate) mod kpis;
 pub(crate) mod orders;
 
 use crate::commit::StoreHandle;
@@ -65,6 +66,8 @@ pub(crate) struct HttpState {
     pub(crate) writes: Option<Writes>,
     /// When orders are due (`[sla]`).
     pub(crate) sla: Arc<crate::sla::SlaTargets>,
+    /// The dashboard's last counts.
+    pub(crate) kpi_cache: Arc<kpis::KpiCache>,
 }
 
 /// The producer and topic of the API's writes: they take the same path as the Kafka records.
@@ -103,6 +106,7 @@ impl HttpState {
             sla: Arc::new(crate::sla::SlaTargets::from_config(
                 &crate::config::SlaConfig::default(),
             )),
+            kpi_cache: Arc::default(),
         }
     }
 
@@ -592,6 +596,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/api/v1/approvals", get(approvals::list))
         .route("/api/v1/campaigns", get(campaigns::list))
         .route("/api/v1/exceptions", get(exceptions::list))
+        .route("/api/v1/kpis", get(kpis::kpis))
         .route("/api/v1/exceptions/{*exception_id}", get(exceptions::show))
         .route_layer(from_fn_with_state((access.clone(), None), auth::require));
     let supervisor = Router::new()

@@ -88,6 +88,11 @@ fn decision_inputs(
 }
 
 impl Policy {
+    /// The utility's time zone (the pack's; UTC for the baseline): where "today" begins.
+    pub(crate) fn time_zone(&self) -> &TimeZone {
+        &self.tz
+    }
+
     /// Whether disconnects in `zone` are barred at `t` whatever the order (calendar, business
     /// window, weather, declared emergency), with the rule and the next time the facts known
     /// now allow them. A campaign uses it to hold a zone's releases without losing its place.
