@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::{error, json_body, HttpState};
+use super::{error, json_body, ApiError, HttpState};
 use crate::domain::{Approval, ApprovalDecision, MeterFact, MeterFlags, OrderStatus, Protection};
 
 /// The protections the registry flags on a meter.
@@ -43,16 +43,34 @@ pub(crate) const NOTE_MAX: usize = 250;
 const LIST_DEFAULT: usize = 100;
 const LIST_MAX: usize = 1_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Orders listed at most (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// `GET /api/v1/approvals`: the open orders awaiting approval, most urgent first, each with
 /// the policy hold (rule and protection) that keeps it. A scan of the store's open work (every
 /// meter with an open order, its snapshot), up to [`LIST_MAX`] orders found.
-pub(crate) async fn list(State(s): State<HttpState>, Query(q): Query<ListQuery>) -> Response {
+#[utoipa::path(get, path = "/api/v1/approvals", operation_id = "list_approvals", tag = "approvals", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, description = "OK", body = Object),
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError),
+        (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 403, description = "the token's role is too small", body = ApiError),
+        (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
+pub(crate) async fn list(
+    State(s): State<HttpState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query parameters: `limit` (1-1000) only".into(),
+        );
+    };
     let limit = match super::page_limit(q.limit, LIST_DEFAULT, LIST_MAX) {
         Ok(l) => l,
         Err(r) => return r,
@@ -126,17 +144,25 @@ pub(crate) async fn list(State(s): State<HttpState>, Query(q): Query<ListQuery>)
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DecisionBody {
+pub(crate) struct DecisionBody {
     decision: ApprovalDecision,
+    /// At most 250 characters.
     #[serde(default)]
+    #[schema(max_length = 250)]
     note: Option<String>,
 }
 
 /// `POST /api/v1/approvals/{order_id}` (supervisor): `{"decision": "approve" | "reject",
 /// "note": "..."}`. An `Idempotency-Key` header makes a retried request the same decision
 /// (the same fact id: the meter takes a fact once).
+#[utoipa::path(post, path = "/api/v1/approvals/{order_id}", operation_id = "decide_approval", tag = "approvals", security(("bearer" = [])),
+    params(("order_id" = String, Path, description = "the order awaiting approval"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key is the same decision")),
+    request_body = DecisionBody,
+    responses((status = 202, description = "accepted: produced on the control topic", body = Object),
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 404, description = "not found", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn decide(
     State(s): State<HttpState>,
     Extension(caller): Extension<Caller>,

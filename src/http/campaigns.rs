@@ -15,8 +15,27 @@ use axum::Extension;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::{error, json_body, HttpState};
+use super::{error, json_body, ApiError, HttpState};
 use crate::domain::{CampaignDef, CampaignRecord, CampaignStatus, ControlRecord};
+
+/// A campaign command (the OpenAPI document's enum).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum CampaignAction {
+    Pause,
+    Resume,
+    Cancel,
+    Rate,
+}
+
+/// The body of `rate`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct RateBody {
+    #[schema(minimum = 1, maximum = 1000000)]
+    rate_per_hour: u32,
+}
 
 fn ended(s: CampaignStatus) -> bool {
     matches!(
@@ -34,6 +53,11 @@ async fn stored(s: &HttpState) -> Result<Vec<CampaignRecord>, Response> {
 }
 
 /// `GET /api/v1/campaigns`: every stored campaign with its status, rate and releases so far.
+#[utoipa::path(get, path = "/api/v1/campaigns", operation_id = "list_campaigns", tag = "campaigns", security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = Object),
+        (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 403, description = "the token's role is too small", body = ApiError),
+        (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn list(State(s): State<HttpState>) -> Response {
     let all = match stored(&s).await {
         Ok(a) => a,
@@ -78,6 +102,10 @@ async fn send(
 }
 
 /// `POST /api/v1/campaigns` (operator): a campaign definition (docs/topics.md, Campaigns).
+#[utoipa::path(post, path = "/api/v1/campaigns", operation_id = "define_campaign", tag = "campaigns", security(("bearer" = [])),
+    request_body(content = Object, description = "a v1 campaign definition (docs/schemas/campaign-control.v1.schema.json, type `define`'s `campaign`)"),
+    responses((status = 202, description = "accepted: produced on the campaign-control topic", body = Object),
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn define(
     State(s): State<HttpState>,
     Extension(caller): Extension<Caller>,
@@ -117,6 +145,12 @@ pub(crate) async fn define(
 
 /// `POST /api/v1/campaigns/{id}/{action}` (operator): `pause`, `resume`, `cancel`, or `rate`
 /// with `{"rate_per_hour": N}`.
+#[utoipa::path(post, path = "/api/v1/campaigns/{campaign_id}/{action}", operation_id = "campaign_command", tag = "campaigns", security(("bearer" = [])),
+    params(("campaign_id" = String, Path, description = "the campaign"),
+        ("action" = CampaignAction, Path, description = "the command")),
+    request_body(content = Option<RateBody>, description = "`rate` only: the new rate"),
+    responses((status = 202, description = "accepted: produced on the campaign-control topic", body = Object),
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 404, description = "not found", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn command(
     State(s): State<HttpState>,
     Extension(caller): Extension<Caller>,

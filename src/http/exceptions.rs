@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::{error, json_body, HttpState};
+use super::{error, json_body, ApiError, HttpState};
 use crate::domain::{
     AuditEvent, AuditKind, ExceptionKind, ExceptionRecord, ExceptionTask, TaskNote, TaskState,
 };
@@ -61,19 +61,33 @@ fn view(x: &ExceptionRecord, task: Option<&ExceptionTask>) -> serde_json::Value 
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Task states, comma-separated (open, in_progress, resolved).
     state: Option<String>,
+    /// Exception kinds, comma-separated.
     kind: Option<String>,
+    /// Who it is assigned to (`none`: unassigned).
     assignee: Option<String>,
+    /// The linked order's id.
     order: Option<String>,
+    /// Tasks per page (1-500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// The `next_page_token` of the previous page.
     page_token: Option<String>,
 }
 
 /// `GET /api/v1/exceptions`: the task list, most urgent first within the page. Filters:
 /// `state` and `kind` (comma-separated), `assignee` (`none`: unassigned), `order` (its id).
+#[utoipa::path(get, path = "/api/v1/exceptions", operation_id = "list_exceptions", tag = "exceptions", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, description = "OK", body = Object),
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError),
+        (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 403, description = "the token's role is too small", body = ApiError),
+        (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn list(
     State(s): State<HttpState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -185,6 +199,13 @@ async fn find(
 }
 
 /// `GET /api/v1/exceptions/{exception_id}` (the id may hold `/`, as `SO-1/exception`).
+#[utoipa::path(get, path = "/api/v1/exceptions/{exception_id}", operation_id = "get_exception", tag = "exceptions", security(("bearer" = [])),
+    params(("exception_id" = String, Path, description = "the exception's id (e.g. `SO-1/exception`)")),
+    responses((status = 200, description = "OK", body = Object),
+        (status = 404, description = "not found", body = ApiError),
+        (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 403, description = "the token's role is too small", body = ApiError),
+        (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn show(State(s): State<HttpState>, Path(id): Path<String>) -> Response {
     match find(&s, &id).await {
         Ok((x, task)) => json_body(&view(&x, task.as_ref())),
@@ -192,13 +213,16 @@ pub(crate) async fn show(State(s): State<HttpState>, Path(id): Path<String>) -> 
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TaskChange {
+pub(crate) struct TaskChange {
     state: Option<TaskState>,
     /// A person's id; `""` unassigns.
+    #[schema(max_length = 128)]
     assignee: Option<String>,
+    #[schema(minimum = 1, maximum = 9)]
     priority: Option<u8>,
+    #[schema(min_length = 1, max_length = 1000)]
     note: Option<String>,
     /// The version the change was made on (409 if it is not the stored one).
     version: Option<u64>,
@@ -206,6 +230,11 @@ struct TaskChange {
 
 /// `POST /api/v1/exceptions/{exception_id}` (operator): `{"state", "assignee", "priority",
 /// "note", "version"}`, any of them; answers the task as stored.
+#[utoipa::path(post, path = "/api/v1/exceptions/{exception_id}", operation_id = "change_exception_task", tag = "exceptions", security(("bearer" = [])),
+    params(("exception_id" = String, Path, description = "the exception's id")),
+    request_body = TaskChange,
+    responses((status = 200, description = "the task as stored", body = Object),
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 404, description = "not found", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn change(
     State(s): State<HttpState>,
     Extension(caller): Extension<Caller>,

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::{error, json_body, HttpState};
+use super::{error, json_body, ApiError, HttpState};
 use crate::domain::{OrderStatus, TaskState};
 use crate::sla::SlaState;
 use crate::store::{OrderCursor, StoreError};
@@ -33,6 +33,11 @@ pub(crate) const FRESH: Duration = Duration::from_secs(10);
 pub(crate) struct KpiCache(Mutex<Option<(Instant, serde_json::Value)>>);
 
 /// `GET /api/v1/kpis`.
+#[utoipa::path(get, path = "/api/v1/kpis", operation_id = "kpis", tag = "dashboard", security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = Object),
+        (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 403, description = "the token's role is too small", body = ApiError),
+        (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn kpis(State(s): State<HttpState>) -> Response {
     if let Some((at, v)) = s.kpi_cache.0.lock().expect("lock").as_ref() {
         if at.elapsed() < FRESH {

@@ -32,6 +32,7 @@ pub(crate) mod auth;
 pub(crate) mod campaigns;
 pub(crate) mod exceptions;
 pub(crate) mod kpis;
+pub(crate) mod openapi;
 pub(crate) mod orders;
 
 use crate::commit::StoreHandle;
@@ -310,10 +311,18 @@ pub(crate) fn status_name(s: crate::domain::OrderStatus) -> &'static str {
     s.into()
 }
 
+/// Every error answer: a message that says what was wrong and what to do.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ApiError {
+    pub(crate) error: String,
+}
+
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "probes",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 async fn metrics() -> impl IntoResponse {
     (
         [(
@@ -324,10 +333,15 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "probes",
+    responses((status = 200, description = "the process is up", body = Object)))]
 async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "probes",
+    responses((status = 200, description = "ready", body = Object),
+        (status = 503, description = "not ready: `waiting_for` says for what", body = Object)))]
 async fn readyz(State(s): State<HttpState>) -> Response {
     let (status, mut body) = if !s.ready.load(Ordering::SeqCst) {
         (
@@ -352,6 +366,11 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 }
 
 /// Exact internal latency since start (see `observability::LatencyProbes`), in microseconds.
+#[utoipa::path(get, path = "/stats/latency", operation_id = "latency", tag = "probes", security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = Object),
+        (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 403, description = "the token's role is too small", body = ApiError),
+        (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 async fn latency() -> impl IntoResponse {
     let l = crate::observability::latency();
     Json(json!({
@@ -373,6 +392,13 @@ fn json_body(v: &impl serde::Serialize) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}", operation_id = "get_order", tag = "orders", security(("bearer" = [])),
+    params(("order_id" = String, Path, description = "the order's id")),
+    responses((status = 200, description = "OK", body = Object),
+        (status = 404, description = "not found", body = ApiError),
+        (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 403, description = "the token's role is too small", body = ApiError),
+        (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 async fn order(State(s): State<HttpState>, Path(order_id): Path<String>) -> Response {
     let id = order_id.clone();
     let found = s
@@ -416,13 +442,25 @@ async fn order(State(s): State<HttpState>, Path(order_id): Path<String>) -> Resp
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// Rows per page (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The `next` cursor of the previous page.
     before: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/meters/{meter_id}", operation_id = "get_meter", tag = "meters", security(("bearer" = [])),
+    params(("meter_id" = String, Path, description = "the meter's id"), PageQuery),
+    responses((status = 200, description = "OK", body = Object),
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError),
+        (status = 404, description = "not found", body = ApiError),
+        (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 403, description = "the token's role is too small", body = ApiError),
+        (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 async fn meter(
     State(s): State<HttpState>,
     Path(meter_id): Path<String>,
@@ -488,12 +526,20 @@ async fn meter(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// RFC 3339 instant, inclusive.
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// RFC 3339 instant, inclusive.
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Rows per page (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The `next_page_token` of the previous page.
     page_token: Option<String>,
 }
 
@@ -501,6 +547,14 @@ const AUDIT_QUERY_HELP: &str = "query parameters: `from` and `to` (RFC 3339 inst
 
 /// A meter's audit trail, newest first, between `from` and `to`, a page at a time (the pages
 /// cross the store's time buckets; `next_page_token` is absent on the last page).
+#[utoipa::path(get, path = "/api/v1/meters/{meter_id}/audit", operation_id = "get_meter_audit", tag = "meters", security(("bearer" = [])),
+    params(("meter_id" = String, Path, description = "the meter's id"), AuditQuery),
+    responses((status = 200, description = "OK", body = Object),
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError),
+        (status = 404, description = "not found", body = ApiError),
+        (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 403, description = "the token's role is too small", body = ApiError),
+        (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 async fn meter_audit(
     State(s): State<HttpState>,
     Path(meter_id): Path<String>,
@@ -630,6 +684,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .merge(reads)
         .merge(supervisor)
         .merge(operator)

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::{error, json_body, status_name, HttpState};
+use super::{error, json_body, status_name, ApiError, HttpState};
 use crate::domain::{
     HoldAction, MeterFact, OpenOrder, OrderHold, OrderKind, OrderRecord, OrderStatus, ReasonCode,
     Timestamp,
@@ -45,18 +45,32 @@ const LIMIT_MAX: usize = 500;
 /// The period searched when `from` is not given: this long before `to`.
 const DEFAULT_DAYS: i64 = 30;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct SearchQuery {
+    /// A part of the order, meter, account or service point id (any case).
     q: Option<String>,
+    /// Statuses, comma-separated (e.g. `deferred,awaiting_approval`).
     status: Option<String>,
+    /// Kinds, comma-separated.
     kind: Option<String>,
+    /// Reasons, comma-separated.
     reason: Option<String>,
+    /// Zones, comma-separated.
     zone: Option<String>,
+    /// Campaign ids, comma-separated.
     campaign: Option<String>,
+    /// RFC 3339 instant (default: 30 days before `to`).
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// RFC 3339 instant (default: now).
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Orders per page (1-500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// The `next_page_token` of the previous page.
     page_token: Option<String>,
 }
 
@@ -135,6 +149,12 @@ impl Filter {
 }
 
 /// `GET /api/v1/orders`: search (module doc).
+#[utoipa::path(get, path = "/api/v1/orders", operation_id = "search_orders", tag = "orders", security(("bearer" = [])), params(SearchQuery),
+    responses((status = 200, description = "OK", body = Object),
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError),
+        (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 403, description = "the token's role is too small", body = ApiError),
+        (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn search(
     State(s): State<HttpState>,
     query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
@@ -320,15 +340,34 @@ fn row(
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NoteBody {
+pub(crate) struct NoteBody {
+    /// At most 250 characters.
     #[serde(default)]
+    #[schema(max_length = 250)]
     note: Option<String>,
+}
+
+/// An order command (the OpenAPI document's enum).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum OrderAction {
+    Hold,
+    Release,
+    Cancel,
 }
 
 /// `POST /api/v1/orders/{order_id}/{hold|release|cancel}` (operator), body `{"note": "..."}`
 /// or empty.
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/{action}", operation_id = "order_command", tag = "orders", security(("bearer" = [])),
+    params(("order_id" = String, Path, description = "the open order"),
+        ("action" = OrderAction, Path, description = "the command"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retried hold or release with the same key is the same one")),
+    request_body(content = Option<NoteBody>, description = "optional"),
+    responses((status = 202, description = "accepted: produced on the control (hold, release) or orders (cancel) topic", body = Object),
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 404, description = "not found", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn command(
     State(s): State<HttpState>,
     Extension(caller): Extension<Caller>,
@@ -336,7 +375,8 @@ pub(crate) async fn command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body: NoteBody = if body.iter().all(u8::is_ascii_whitespace) {
+    let empty = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
+    let body: NoteBody = if empty {
         NoteBody::default()
     } else {
         match serde_json::from_slice(&body) {
