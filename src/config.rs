@@ -723,6 +723,10 @@ pub struct HttpAuthConfig {
     pub tokens_file: Option<PathBuf>,
     /// Reads answer without a token when the listener is on a loopback address.
     pub open_reads_on_loopback: bool,
+    /// Requests each token (open reads share one bucket, `anonymous`) may make per second on
+    /// average, and at once (`burst`); more are answered 429 with `Retry-After`. 0: no limit.
+    pub requests_per_second: u32,
+    pub burst: u32,
 }
 
 /// What an operator API token may do: viewer < operator < supervisor.
@@ -840,6 +844,8 @@ impl Default for HttpAuthConfig {
             tokens: Vec::new(),
             tokens_file: None,
             open_reads_on_loopback: true,
+            requests_per_second: 20,
+            burst: 50,
         }
     }
 }
@@ -1155,6 +1161,12 @@ impl Config {
         self.validate_scylla()?;
         // The operator API's tokens: each entry well formed, the file readable.
         self.http.auth.entries()?;
+        if self.http.auth.requests_per_second > 0 && self.http.auth.burst == 0 {
+            return Err(invalid(
+                "http.auth.burst",
+                "must be at least 1 when http.auth.requests_per_second is set (0 turns the limit off)",
+            ));
+        }
         if !k.brokers.trim().is_empty() {
             for b in k.brokers.split(',') {
                 let b = b.trim();

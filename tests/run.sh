@@ -13,6 +13,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The web console's browser test (tests/console.rs) drives Debian's Chromium with playwright-core
+# from npm: both installed here when missing (Chromium with apt-get, as root).
+if [ ! -d tests/console/node_modules/playwright-core ]; then
+  (cd tests/console && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "tests/run.sh: /usr/bin/chromium is missing; install Debian's chromium (sudo apt-get install chromium) for the console test" >&2
+  fi
+fi
+
 # A server this script starts begins empty (each test makes its own keyspace or topics, and a
 # one-node Cassandra with a 2 GiB heap holds a run's worth of them, not many runs').
 export CASSANDRA_HEAP=${CASSANDRA_HEAP:-2g}

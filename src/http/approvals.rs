@@ -59,6 +59,7 @@ pub(crate) struct ListQuery {
     responses((status = 200, description = "OK", body = Object),
         (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError),
         (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError),
         (status = 403, description = "the token's role is too small", body = ApiError),
         (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn list(
@@ -162,7 +163,8 @@ pub(crate) struct DecisionBody {
         ("Idempotency-Key" = Option<String>, Header, description = "a retried request with the same key is the same decision")),
     request_body = DecisionBody,
     responses((status = 202, description = "accepted: produced on the control topic", body = Object),
-        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 404, description = "not found", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 404, description = "not found", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn decide(
     State(s): State<HttpState>,
     Extension(caller): Extension<Caller>,

@@ -44,6 +44,31 @@ pub fn token_hash(token: &str) -> String {
 pub(crate) struct Access {
     by_hash: HashMap<String, (String, Role)>,
     open_reads: bool,
+    /// Requests per token name (`anonymous` for open reads); `None`: unlimited.
+    limiter: Option<std::sync::Arc<Limiter>>,
+}
+
+/// A token bucket per caller (governor's keyed limiter, GCRA).
+pub(crate) struct Limiter(governor::DefaultKeyedRateLimiter<String>);
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Limiter")
+    }
+}
+
+impl Access {
+    /// Whether `caller` may make one more request now; otherwise how long to wait.
+    fn admit(&self, caller: &str) -> Result<(), std::time::Duration> {
+        let Some(l) = &self.limiter else {
+            return Ok(());
+        };
+        l.0.check_key(&caller.to_string()).map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ))
+        })
+    }
 }
 
 impl Access {
@@ -56,9 +81,16 @@ impl Access {
             .collect();
         let open_reads =
             by_hash.is_empty() || (cfg.open_reads_on_loopback && listen.ip().is_loopback());
+        let limiter = std::num::NonZeroU32::new(cfg.requests_per_second).map(|rate| {
+            let burst = std::num::NonZeroU32::new(cfg.burst).unwrap_or(rate);
+            std::sync::Arc::new(Limiter(governor::RateLimiter::keyed(
+                governor::Quota::per_second(rate).allow_burst(burst),
+            )))
+        });
         Ok(Access {
             by_hash,
             open_reads,
+            limiter,
         })
     }
 
@@ -122,6 +154,20 @@ pub(crate) async fn require(
         .and_then(|v| v.to_str().ok());
     match access.check(authorization, need) {
         Ok(caller) => {
+            if let Err(wait) = access.admit(&caller.name) {
+                let secs = wait.as_secs().max(1);
+                let mut r = super::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "`{}` is over its request rate (http.auth.requests_per_second): try again in {secs} s",
+                        caller.name
+                    ),
+                );
+                if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return r;
+            }
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
@@ -138,12 +184,37 @@ mod tests {
             tokens: tokens.iter().map(|s| s.to_string()).collect(),
             tokens_file: None,
             open_reads_on_loopback: open_on_loopback,
+            ..HttpAuthConfig::default()
         };
         Access::load(&cfg, listen.parse().unwrap()).unwrap()
     }
 
     fn with(token: &str) -> String {
         format!("Bearer {token}")
+    }
+
+    #[test]
+    fn each_token_has_its_own_request_budget() {
+        let cfg = HttpAuthConfig {
+            requests_per_second: 1,
+            burst: 2,
+            ..HttpAuthConfig::default()
+        };
+        let a = Access::load(&cfg, "127.0.0.1:9464".parse().unwrap()).unwrap();
+        assert!(a.admit("kim").is_ok());
+        assert!(a.admit("kim").is_ok());
+        let wait = a.admit("kim").expect_err("over the burst");
+        assert!(wait <= std::time::Duration::from_secs(1), "{wait:?}");
+        assert!(a.admit("olu").is_ok(), "another token is not held back");
+        let unlimited = Access::load(
+            &HttpAuthConfig {
+                requests_per_second: 0,
+                ..HttpAuthConfig::default()
+            },
+            "127.0.0.1:9464".parse().unwrap(),
+        )
+        .unwrap();
+        assert!((0..1_000).all(|_| unlimited.admit("kim").is_ok()));
     }
 
     #[test]
@@ -214,6 +285,7 @@ mod tests {
                 tokens: vec![t.to_string()],
                 tokens_file: None,
                 open_reads_on_loopback: true,
+                ..HttpAuthConfig::default()
             };
             Access::load(&cfg, "127.0.0.1:1".parse().unwrap())
                 .unwrap_err()
@@ -234,6 +306,7 @@ mod tests {
             tokens: vec![format!("a:viewer:{h}"), format!("b:operator:{h}")],
             tokens_file: None,
             open_reads_on_loopback: true,
+            ..HttpAuthConfig::default()
         };
         assert!(Access::load(&cfg, "127.0.0.1:1".parse().unwrap()).is_err());
     }
@@ -246,4 +319,18 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
+}
+
+/// `GET /api/v1/whoami`: the caller's token name and role (the console's sign-in check).
+#[utoipa::path(get, path = "/api/v1/whoami", operation_id = "whoami", tag = "probes", security(("bearer" = [])),
+    responses((status = 200, description = "the caller", body = Object),
+        (status = 401, description = "no token, or an unknown one", body = super::ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = super::ApiError)))]
+pub(crate) async fn whoami(axum::Extension(caller): axum::Extension<Caller>) -> Response {
+    let role = caller.role.map(|r| match r {
+        Role::Viewer => "viewer",
+        Role::Operator => "operator",
+        Role::Supervisor => "supervisor",
+    });
+    super::json_body(&serde_json::json!({ "name": caller.name, "role": role }))
 }

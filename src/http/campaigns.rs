@@ -44,6 +44,22 @@ fn ended(s: CampaignStatus) -> bool {
     )
 }
 
+/// A campaign as the list and the lookup show it.
+fn row(r: &CampaignRecord) -> serde_json::Value {
+    json!({
+        "campaign_id": r.def.campaign_id,
+        "name": r.def.name,
+        "status": r.status,
+        "rate_per_hour": r.rate_per_hour,
+        "released": r.released,
+        "last_release_at": r.last_release_at,
+        "updated_at": r.updated_at,
+        "zones": r.def.zones,
+        "start_at": r.def.start_at,
+        "end_by": r.def.end_by,
+    })
+}
+
 async fn stored(s: &HttpState) -> Result<Vec<CampaignRecord>, Response> {
     match s.read(|store| store.store().campaigns()).await {
         Err(r) => Err(r),
@@ -56,6 +72,7 @@ async fn stored(s: &HttpState) -> Result<Vec<CampaignRecord>, Response> {
 #[utoipa::path(get, path = "/api/v1/campaigns", operation_id = "list_campaigns", tag = "campaigns", security(("bearer" = [])),
     responses((status = 200, description = "OK", body = Object),
         (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError),
         (status = 403, description = "the token's role is too small", body = ApiError),
         (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn list(State(s): State<HttpState>) -> Response {
@@ -63,24 +80,60 @@ pub(crate) async fn list(State(s): State<HttpState>) -> Response {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let rows: Vec<_> = all
-        .iter()
-        .map(|r| {
-            json!({
-                "campaign_id": r.def.campaign_id,
-                "name": r.def.name,
-                "status": r.status,
-                "rate_per_hour": r.rate_per_hour,
-                "released": r.released,
-                "last_release_at": r.last_release_at,
-                "updated_at": r.updated_at,
-                "zones": r.def.zones,
-                "start_at": r.def.start_at,
-                "end_by": r.def.end_by,
-            })
-        })
-        .collect();
+    let rows: Vec<_> = all.iter().map(row).collect();
     json_body(&json!({ "campaigns": rows }))
+}
+
+/// `GET /api/v1/campaigns/{campaign_id}`: the campaign, its orders and the instants of its
+/// releases so far (oldest first: the console's release chart).
+#[utoipa::path(get, path = "/api/v1/campaigns/{campaign_id}", operation_id = "get_campaign", tag = "campaigns", security(("bearer" = [])),
+    params(("campaign_id" = String, Path, description = "the campaign")),
+    responses((status = 200, description = "OK", body = Object),
+        (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError),
+        (status = 403, description = "the token's role is too small", body = ApiError),
+        (status = 404, description = "not found", body = ApiError),
+        (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
+pub(crate) async fn show(State(s): State<HttpState>, Path(id): Path<String>) -> Response {
+    let cid = id.clone();
+    let read = s
+        .read(move |store| {
+            let st = store.store();
+            let Some(r) = st
+                .campaigns()?
+                .into_iter()
+                .find(|r| r.def.campaign_id == cid)
+            else {
+                return Ok(None);
+            };
+            let orders = st.campaign_orders(&cid)?;
+            Ok::<_, crate::store::StoreError>(Some((r, orders)))
+        })
+        .await;
+    let (r, orders) = match read {
+        Err(r) => return r,
+        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(Ok(None)) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("campaign `{id}` is not defined"),
+            )
+        }
+        Ok(Ok(Some(found))) => found,
+    };
+    let mut releases: Vec<_> = orders.iter().filter_map(|o| o.released_at).collect();
+    releases.sort();
+    json_body(&json!({
+        "campaign": row(&r),
+        "orders_total": orders.len(),
+        "orders": orders.iter().map(|o| json!({
+            "order_id": o.order_id,
+            "meter_id": o.meter_id,
+            "zone": o.zone,
+            "released_at": o.released_at,
+        })).collect::<Vec<_>>(),
+        "releases": releases,
+    }))
 }
 
 /// Produces `record` on the campaign-control topic; `202` with `what` once Kafka has it.
@@ -105,7 +158,8 @@ async fn send(
 #[utoipa::path(post, path = "/api/v1/campaigns", operation_id = "define_campaign", tag = "campaigns", security(("bearer" = [])),
     request_body(content = Object, description = "a v1 campaign definition (docs/schemas/campaign-control.v1.schema.json, type `define`'s `campaign`)"),
     responses((status = 202, description = "accepted: produced on the campaign-control topic", body = Object),
-        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn define(
     State(s): State<HttpState>,
     Extension(caller): Extension<Caller>,
@@ -150,7 +204,8 @@ pub(crate) async fn define(
         ("action" = CampaignAction, Path, description = "the command")),
     request_body(content = Option<RateBody>, description = "`rate` only: the new rate"),
     responses((status = 202, description = "accepted: produced on the campaign-control topic", body = Object),
-        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 404, description = "not found", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 404, description = "not found", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn command(
     State(s): State<HttpState>,
     Extension(caller): Extension<Caller>,

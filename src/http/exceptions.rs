@@ -86,6 +86,7 @@ pub(crate) struct ListQuery {
     responses((status = 200, description = "OK", body = Object),
         (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError),
         (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError),
         (status = 403, description = "the token's role is too small", body = ApiError),
         (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn list(
@@ -204,6 +205,7 @@ async fn find(
     responses((status = 200, description = "OK", body = Object),
         (status = 404, description = "not found", body = ApiError),
         (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError),
         (status = 403, description = "the token's role is too small", body = ApiError),
         (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn show(State(s): State<HttpState>, Path(id): Path<String>) -> Response {
@@ -234,7 +236,8 @@ pub(crate) struct TaskChange {
     params(("exception_id" = String, Path, description = "the exception's id")),
     request_body = TaskChange,
     responses((status = 200, description = "the task as stored", body = Object),
-        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 404, description = "not found", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 404, description = "not found", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn change(
     State(s): State<HttpState>,
     Extension(caller): Extension<Caller>,

@@ -36,6 +36,7 @@ pub(crate) struct KpiCache(Mutex<Option<(Instant, serde_json::Value)>>);
 #[utoipa::path(get, path = "/api/v1/kpis", operation_id = "kpis", tag = "dashboard", security(("bearer" = [])),
     responses((status = 200, description = "OK", body = Object),
         (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError),
         (status = 403, description = "the token's role is too small", body = ApiError),
         (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn kpis(State(s): State<HttpState>) -> Response {

@@ -30,6 +30,7 @@ use tokio::sync::{watch, Semaphore};
 pub(crate) mod approvals;
 pub(crate) mod auth;
 pub(crate) mod campaigns;
+pub(crate) mod console;
 pub(crate) mod exceptions;
 pub(crate) mod kpis;
 pub(crate) mod openapi;
@@ -369,6 +370,7 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 #[utoipa::path(get, path = "/stats/latency", operation_id = "latency", tag = "probes", security(("bearer" = [])),
     responses((status = 200, description = "OK", body = Object),
         (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError),
         (status = 403, description = "the token's role is too small", body = ApiError),
         (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 async fn latency() -> impl IntoResponse {
@@ -397,6 +399,7 @@ fn json_body(v: &impl serde::Serialize) -> Response {
     responses((status = 200, description = "OK", body = Object),
         (status = 404, description = "not found", body = ApiError),
         (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError),
         (status = 403, description = "the token's role is too small", body = ApiError),
         (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 async fn order(State(s): State<HttpState>, Path(order_id): Path<String>) -> Response {
@@ -459,6 +462,7 @@ struct PageQuery {
         (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError),
         (status = 404, description = "not found", body = ApiError),
         (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError),
         (status = 403, description = "the token's role is too small", body = ApiError),
         (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 async fn meter(
@@ -553,6 +557,7 @@ const AUDIT_QUERY_HELP: &str = "query parameters: `from` and `to` (RFC 3339 inst
         (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError),
         (status = 404, description = "not found", body = ApiError),
         (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError),
         (status = 403, description = "the token's role is too small", body = ApiError),
         (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 async fn meter_audit(
@@ -651,6 +656,8 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/api/v1/campaigns", get(campaigns::list))
         .route("/api/v1/exceptions", get(exceptions::list))
         .route("/api/v1/kpis", get(kpis::kpis))
+        .route("/api/v1/whoami", get(auth::whoami))
+        .route("/api/v1/campaigns/{campaign_id}", get(campaigns::show))
         .route("/api/v1/exceptions/{*exception_id}", get(exceptions::show))
         .route_layer(from_fn_with_state((access.clone(), None), auth::require));
     let supervisor = Router::new()
@@ -685,6 +692,9 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .route("/console", get(console::index))
+        .route("/console/app.js", get(console::app_js))
+        .route("/console/app.css", get(console::app_css))
         .merge(reads)
         .merge(supervisor)
         .merge(operator)

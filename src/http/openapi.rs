@@ -28,6 +28,8 @@ use super::{approvals, campaigns, exceptions, kpis, orders};
         approvals::list,
         approvals::decide,
         campaigns::list,
+        campaigns::show,
+        super::auth::whoami,
         campaigns::define,
         campaigns::command,
         exceptions::list,

@@ -153,6 +153,7 @@ impl Filter {
     responses((status = 200, description = "OK", body = Object),
         (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError),
         (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError),
         (status = 403, description = "the token's role is too small", body = ApiError),
         (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn search(
@@ -367,7 +368,8 @@ pub(crate) enum OrderAction {
         ("Idempotency-Key" = Option<String>, Header, description = "a retried hold or release with the same key is the same one")),
     request_body(content = Option<NoteBody>, description = "optional"),
     responses((status = 202, description = "accepted: produced on the control (hold, release) or orders (cancel) topic", body = Object),
-        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 404, description = "not found", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
+        (status = 400, description = "a parameter or the body is wrong (the message names it)", body = ApiError), (status = 401, description = "no token, or an unknown one", body = ApiError),
+        (status = 429, description = "over the token's request rate: wait `Retry-After` seconds", body = ApiError), (status = 403, description = "the token's role is too small", body = ApiError), (status = 404, description = "not found", body = ApiError), (status = 409, description = "conflicts with where it stands now (the message says why)", body = ApiError), (status = 503, description = "the store or Kafka is unavailable: nothing was changed, try again", body = ApiError)))]
 pub(crate) async fn command(
     State(s): State<HttpState>,
     Extension(caller): Extension<Caller>,
