@@ -604,3 +604,115 @@ async fn the_desk_searches_orders_holds_releases_and_cancels_them_and_works_exce
     assert_eq!(k["open"]["in_flight"], 0, "{k}");
     app.shutdown().await;
 }
+
+/// Runs the `switchyard` binary's API commands against `addr` with `token` in
+/// SWITCHYARD_TOKEN; returns (success, stdout, stderr).
+async fn cli(addr: std::net::SocketAddr, token: &str, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args(args)
+        .arg("--url")
+        .arg(format!("http://{addr}"))
+        .env("SWITCHYARD_TOKEN", token);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The command line on the same API: a viewer lists the approvals queue but cannot approve
+/// (the API's 403 message, a failing exit); a supervisor approves; the order is carried out and
+/// `orders show` names who approved; `--json` is the API's answer.
+#[actix_rt::test]
+async fn the_command_line_lists_and_approves_through_the_api() {
+    let (_dir, app, p, events) = started(|c| {
+        c.http.auth.tokens = vec![
+            entry("val", "viewer", "viewer-token-0001"),
+            entry("kim", "supervisor", "supervisor-token-1"),
+        ];
+        c.http.auth.open_reads_on_loopback = false;
+    })
+    .await
+    .split();
+    let mut protected = meter("CL-1", true);
+    protected["medical"] = json!(true);
+    register_records(&app, &p, &[protected]).await;
+    Order::disconnect("SO-CLI-1", "CL-1")
+        .produce(&p, &app.config.topics.orders)
+        .await;
+    events
+        .wait("awaiting approval", T, |l| {
+            l.of("SO-CLI-1")
+                .iter()
+                .any(|e| e.status == OrderStatus::AwaitingApproval)
+        })
+        .await;
+    let addr = app.http_addr;
+    let (ok, out, err) = cli(addr, "viewer-token-0001", &["approvals", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("SO-CLI-1") && out.contains("medical"), "{out}");
+    let (ok, out, _) = cli(addr, "viewer-token-0001", &["approvals", "list", "--json"]).await;
+    assert!(ok);
+    let v = parse(&out);
+    assert_eq!(v["approvals"][0]["order_id"], "SO-CLI-1", "{v}");
+    let (ok, _, err) = cli(
+        addr,
+        "viewer-token-0001",
+        &["approvals", "approve", "SO-CLI-1"],
+    )
+    .await;
+    assert!(!ok, "a viewer cannot approve");
+    assert!(err.contains("403") && err.contains("supervisor"), "{err}");
+    let (ok, _, err) = cli(addr, "not-a-valid-token", &["approvals", "list"]).await;
+    assert!(
+        !ok && err.contains("401") && err.contains("SWITCHYARD_TOKEN"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(
+        addr,
+        "supervisor-token-1",
+        &[
+            "approvals",
+            "approve",
+            "SO-CLI-1",
+            "--note",
+            "doctor confirmed",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("approve of SO-CLI-1 accepted (by kim"),
+        "{out}"
+    );
+    let fin = events.wait_final("SO-CLI-1", T).await;
+    assert_eq!(fin.last().unwrap().status, OrderStatus::Completed);
+    let (ok, out, err) = cli(addr, "viewer-token-0001", &["orders", "show", "SO-CLI-1"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("completed") && out.contains("approved by kim"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(
+        addr,
+        "viewer-token-0001",
+        &["orders", "list", "--q", "so-cli", "--json"],
+    )
+    .await;
+    assert!(ok);
+    assert_eq!(parse(&out)["orders"][0]["status"], "completed", "{out}");
+    let (ok, out, err) = cli(addr, "viewer-token-0001", &["campaigns", "list"]).await;
+    assert!(ok && out.starts_with("CAMPAIGN"), "{out}{err}");
+    let (ok, _, err) = cli(
+        addr,
+        "supervisor-token-1",
+        &["campaigns", "pause", "C-NONE"],
+    )
+    .await;
+    assert!(!ok && err.contains("404"), "{err}");
+    app.shutdown().await;
+}

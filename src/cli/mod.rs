@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod api;
 mod campaign;
 mod check_config;
 mod demo;
@@ -48,6 +49,27 @@ enum Cmd {
         #[command(subcommand)]
         command: TokenCmd,
     },
+    /// Orders through the operator API (token in SWITCHYARD_TOKEN).
+    Orders {
+        #[command(flatten)]
+        api: api::ApiArgs,
+        #[command(subcommand)]
+        command: api::OrdersCmd,
+    },
+    /// The approvals queue through the operator API (token in SWITCHYARD_TOKEN).
+    Approvals {
+        #[command(flatten)]
+        api: api::ApiArgs,
+        #[command(subcommand)]
+        command: api::ApprovalsCmd,
+    },
+    /// Campaigns through the operator API (token in SWITCHYARD_TOKEN).
+    Campaigns {
+        #[command(flatten)]
+        api: api::ApiArgs,
+        #[command(subcommand)]
+        command: api::CampaignsCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -85,5 +107,8 @@ pub(crate) fn main() -> anyhow::Result<()> {
         Cmd::Token {
             command: TokenCmd::Hash(a),
         } => token::hash(a),
+        Cmd::Orders { api, command } => api::orders(api, command),
+        Cmd::Approvals { api, command } => api::approvals(api, command),
+        Cmd::Campaigns { api, command } => api::campaigns(api, command),
     }
 }
