@@ -663,11 +663,13 @@ fn start_http(
         },
     )
     .with_sla(crate::sla::SlaTargets::from_config(&config.sla));
-    let done = crate::http::serve(listener, state, shutdown.clone()).map_err(http_error)?;
+    let tls = crate::http::tls_config(&config.http.tls)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let done = crate::http::serve(listener, state, tls, shutdown.clone()).map_err(http_error)?;
     tasks.spawn("operator http", async move {
         let _ = done.await;
     });
-    tracing::info!(addr = %addr, "operator http listening (/metrics, /healthz, /readyz)");
+    tracing::info!(addr = %addr, scheme, "operator http listening (/metrics, /healthz, /readyz, /console)");
     Ok(addr)
 }
 

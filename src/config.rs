@@ -59,6 +59,8 @@ pub(crate) const PATH_KEYS: &[&str] = &[
     "policy.rule_pack",
     "policy.utility_overlay",
     "store.scylla.tls.ca_file",
+    "http.tls.cert_file",
+    "http.tls.key_file",
     "store.scylla.tls.cert_file",
     "store.scylla.tls.key_file",
     "http.auth.tokens_file",
@@ -708,6 +710,17 @@ pub struct HttpConfig {
     /// Bearer tokens of the operator API (`http::auth`).
     #[serde(default)]
     pub auth: HttpAuthConfig,
+    /// HTTPS on `listen` (rustls): both files set, or neither (plain HTTP).
+    #[serde(default)]
+    pub tls: HttpTlsConfig,
+}
+
+/// The operator endpoint's certificate chain and private key (PEM files).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpTlsConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 /// The operator API's callers: tokens stored as SHA-256 hashes, each `name:role:sha256-hex`
@@ -1161,6 +1174,21 @@ impl Config {
         self.validate_scylla()?;
         // The operator API's tokens: each entry well formed, the file readable.
         self.http.auth.entries()?;
+        match (&self.http.tls.cert_file, &self.http.tls.key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "http.tls.key_file",
+                    "must be set with http.tls.cert_file (or unset both for plain HTTP)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "http.tls.cert_file",
+                    "must be set with http.tls.key_file (or unset both for plain HTTP)",
+                ))
+            }
+            _ => {}
+        }
         if self.http.auth.requests_per_second > 0 && self.http.auth.burst == 0 {
             return Err(invalid(
                 "http.auth.burst",
@@ -1744,7 +1772,8 @@ mod tests {
              [registry]\nfile = \"../meters.csv\"\n\
              [policy]\nrule_pack = \"rules/virginia.toml\"\nutility_overlay = \"./overlays/u.toml\"\n\
              [store.scylla.tls]\nca_file = \"tls/ca.pem\"\ncert_file = \"tls/me.pem\"\nkey_file = \"/abs/me.key\"\n\
-             [http.auth]\ntokens_file = \"tokens\"\n",
+             [http.auth]\ntokens_file = \"tokens\"\n\
+             [http.tls]\ncert_file = \"tls/api.pem\"\nkey_file = \"tls/api.key\"\n",
         )
         .unwrap();
         std::fs::write(etc.join("tokens"), "# none yet\n").unwrap();
@@ -1754,6 +1783,8 @@ mod tests {
         assert_eq!(tls.cert_file, Some(etc.join("tls/me.pem")));
         assert_eq!(tls.key_file, Some(PathBuf::from("/abs/me.key")));
         assert_eq!(c.http.auth.tokens_file, Some(etc.join("tokens")));
+        assert_eq!(c.http.tls.cert_file, Some(etc.join("tls/api.pem")));
+        assert_eq!(c.http.tls.key_file, Some(etc.join("tls/api.key")));
         assert_eq!(c.data_dir, etc.join("state"));
         assert_eq!(c.registry.file, Some(etc.join("../meters.csv")));
         assert_eq!(c.policy.rule_pack, Some(etc.join("rules/virginia.toml")));
@@ -1771,7 +1802,9 @@ mod tests {
                     "store.scylla.tls.ca_file",
                     "store.scylla.tls.cert_file",
                     "store.scylla.tls.key_file",
-                    "http.auth.tokens_file"
+                    "http.auth.tokens_file",
+                    "http.tls.cert_file",
+                    "http.tls.key_file"
                 ]
                 .contains(key),
                 "{key} is not checked by this test"

@@ -37,7 +37,14 @@ fn tls(config: &Config) -> Result<Option<Arc<rustls::ClientConfig>>, StoreError>
             .add(cert.map_err(|e| tls_error(key, e))?)
             .map_err(|e| tls_error(key, e))?;
     }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    // The provider named: rustls is built with two (aws-lc-rs for this and the operator API's
+    // TLS, ring for the command line's HTTP client), so there is no process default.
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls_error(key, e))?
+    .with_root_certificates(roots);
     let cfg = match (&t.cert_file, &t.key_file) {
         (Some(cert), Some(k)) => {
             let chain = CertificateDer::pem_file_iter(cert)

@@ -716,3 +716,76 @@ async fn the_command_line_lists_and_approves_through_the_api() {
     assert!(!ok && err.contains("404"), "{err}");
     app.shutdown().await;
 }
+
+/// `[http.tls]`: the endpoint speaks HTTPS with the configured certificate (a client that
+/// trusts it gets its answers), and no longer plain HTTP; a key that does not fit the
+/// certificate is a start-up error naming the key.
+#[actix_rt::test]
+async fn with_a_certificate_the_api_is_served_over_https_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let wrong_key = dir.path().join("other-key.pem");
+    std::fs::write(&wrong_key, other.signing_key.serialize_pem()).unwrap();
+
+    let mut bad = test_config(dir.path());
+    bad.http.tls.cert_file = Some(cert_file.clone());
+    bad.http.tls.key_file = Some(wrong_key);
+    let err = match switchyard::App::start(bad, std::sync::Arc::new(switchyard::clock::SystemClock))
+        .await
+    {
+        Ok(_) => panic!("a key that does not fit its certificate must not start"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("http.tls.key_file"), "{err}");
+
+    let (_dir, app, _p, _events) = started(|c| {
+        c.http.tls.cert_file = Some(cert_file.clone());
+        c.http.tls.key_file = Some(key_file.clone());
+    })
+    .await
+    .split();
+    let addr = app.http_addr;
+    let curl = |url: String, ca: Option<std::path::PathBuf>| async move {
+        tokio::task::spawn_blocking(move || {
+            let mut c = std::process::Command::new("curl");
+            c.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "5"]);
+            if let Some(ca) = ca {
+                c.arg("--cacert").arg(ca);
+            }
+            c.arg(url).output().expect("curl runs")
+        })
+        .await
+        .unwrap()
+    };
+    let out = curl(
+        format!("https://localhost:{}/healthz", addr.port()),
+        Some(cert_file.clone()),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && text.ends_with("200") && text.contains("ok"),
+        "{text} {out:?}"
+    );
+    let out = curl(
+        format!("https://localhost:{}/console", addr.port()),
+        Some(cert_file.clone()),
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("200"),
+        "{out:?}"
+    );
+    // Plain HTTP is not answered.
+    let out = curl(format!("http://127.0.0.1:{}/healthz", addr.port()), None).await;
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).ends_with("200"),
+        "{out:?}"
+    );
+    app.shutdown().await;
+}

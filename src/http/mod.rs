@@ -708,11 +708,54 @@ pub(crate) fn bind(listen: SocketAddr) -> std::io::Result<std::net::TcpListener>
     Ok(l)
 }
 
+/// The rustls server configuration of `[http.tls]`, if set (errors name the key).
+pub(crate) fn tls_config(
+    c: &crate::config::HttpTlsConfig,
+) -> Result<Option<Arc<rustls::ServerConfig>>, crate::config::ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&c.cert_file, &c.key_file) else {
+        return Ok(None);
+    };
+    let bad = |k: &str, e: String| crate::config::ConfigError::Invalid {
+        key: k.to_string(),
+        message: e,
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("http.tls.cert_file", format!("{}: {e}", cert.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("http.tls.cert_file", format!("{}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(bad(
+            "http.tls.cert_file",
+            format!("{} holds no PEM certificate", cert.display()),
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| bad("http.tls.key_file", format!("{}: {e}", key.display())))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad("http.tls.cert_file", e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, private)
+    .map_err(|e| {
+        bad(
+            "http.tls.key_file",
+            format!("does not fit the certificate: {e}"),
+        )
+    })?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(cfg)))
+}
+
 /// Serves on a thread of its own (one async worker, [`STORE_READERS`] blocking threads) until
-/// `shutdown`; the returned receiver fires when it has stopped.
+/// `shutdown`, over HTTPS when `tls` is given; the returned receiver fires when it has stopped.
 pub(crate) fn serve(
     listener: std::net::TcpListener,
     state: HttpState,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -726,6 +769,24 @@ pub(crate) fn serve(
         .name("http".into())
         .spawn(move || {
             rt.block_on(async move {
+                let app = router(state);
+                if let Some(tls) = tls {
+                    let handle = axum_server::Handle::new();
+                    let h = handle.clone();
+                    tokio::spawn(async move {
+                        let _ = shutdown.changed().await;
+                        h.graceful_shutdown(Some(Duration::from_secs(1)));
+                    });
+                    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+                    let r = axum_server::from_tcp_rustls(listener, config)
+                        .handle(handle)
+                        .serve(app.into_make_service())
+                        .await;
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "https server failed");
+                    }
+                    return;
+                }
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,
                     Err(e) => {
@@ -733,7 +794,6 @@ pub(crate) fn serve(
                         return;
                     }
                 };
-                let app = router(state);
                 let r = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
                         let _ = shutdown.changed().await;
