@@ -75,9 +75,11 @@ pub(crate) async fn kpis(State(s): State<HttpState>) -> Response {
                     };
                     *today.entry(key).or_default() += 1;
                 }
+                // Done when a read finds nothing more (a page can come back short while an
+                // order's row is still being written).
                 match page.last() {
-                    Some(last) if page.len() == 1_000 => cursor = Some(OrderCursor::after(last)),
-                    _ => break,
+                    Some(last) => cursor = Some(OrderCursor::after(last)),
+                    None => break,
                 }
                 if received as usize >= COUNT_MAX {
                     today_complete = false;

@@ -44,6 +44,8 @@ const LIMIT_DEFAULT: usize = 50;
 const LIMIT_MAX: usize = 500;
 /// The period searched when `from` is not given: this long before `to`.
 const DEFAULT_DAYS: i64 = 30;
+/// The longest period one search covers (the store reads it an hour at a time on ScyllaDB).
+const MAX_DAYS: i64 = 92;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +209,12 @@ pub(crate) async fn search(
             format!("`from` ({from}) is after `to` ({to})"),
         );
     }
+    if to.duration_since(from) > jiff::SignedDuration::from_hours(24 * MAX_DAYS) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the period from {from} to {to} is longer than {MAX_DAYS} days: search a shorter one"),
+        );
+    }
     let cursor = match q.page_token.as_deref().map(OrderCursor::parse) {
         None => None,
         Some(Some(c)) => Some(c),
@@ -235,7 +243,9 @@ pub(crate) async fn search(
             let mut complete = false;
             'scan: while scanned < SCAN_MAX {
                 let page = st.orders_received(from, to, cursor.as_ref(), CHUNK)?;
-                let short = page.len() < CHUNK;
+                // Read to its start only when a read finds nothing more (a page can come back
+                // short while an order's row is still being written).
+                let short = page.is_empty();
                 for rec in page {
                     scanned += 1;
                     cursor = Some(OrderCursor::after(&rec));
@@ -428,6 +438,10 @@ pub(crate) async fn command(
                 "has its command out: it cannot be recalled; cancel it to stop any retry".into(),
             )
         }
+        Some(HoldAction::Hold) if open.campaign_hold => return conflict(format!(
+            "waits for its campaign `{}` to release it: pause the campaign, or cancel the order",
+            open.order.campaign_id.as_deref().unwrap_or_default()
+        )),
         Some(HoldAction::Hold) if open.operator_hold.is_some() => {
             return conflict(format!(
                 "is already held by {}",
@@ -467,13 +481,13 @@ pub(crate) async fn command(
         }
         None => {
             let cancel_id = cancel_id(&order_id);
-            let notes = format!(
-                "cancelled by {by} through the operator API{}",
-                body.note
-                    .as_deref()
-                    .map(|n| format!(": {n}"))
-                    .unwrap_or_default()
-            );
+            let prefix = format!("cancelled by {by} through the operator API");
+            // The order's notes hold at most MAX_NOTES_CHARS: the person's note is cut to fit.
+            let room = crate::domain::MAX_NOTES_CHARS.saturating_sub(prefix.chars().count() + 2);
+            let notes = match body.note.as_deref() {
+                Some(n) => format!("{prefix}: {}", n.chars().take(room).collect::<String>()),
+                None => prefix,
+            };
             let wire = json!({
                 "schema_version": crate::domain::ORDER_SCHEMA_VERSION,
                 "order_id": cancel_id,
@@ -485,13 +499,10 @@ pub(crate) async fn command(
                 "created_at": now,
             });
             let payload = serde_json::to_vec(&wire).expect("serialize");
-            let registry = s.registry.clone();
-            if let Err(r) = crate::domain::validate_order(
-                Some(meter.as_bytes()),
-                Some(&payload),
-                |m| registry.get(m).is_some(),
-                now,
-            ) {
+            // (The order is known: its meter need not be in the registry now.)
+            if let Err(r) =
+                crate::domain::validate_order(Some(meter.as_bytes()), Some(&payload), |_| true, now)
+            {
                 return error(StatusCode::BAD_REQUEST, r.detail);
             }
             (

@@ -51,6 +51,9 @@ pub(crate) async fn run(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is now: skip it, so that the first sweep comes after the consumer group
+    // has given this instance its units (before, it would count every meter).
+    tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}

@@ -74,6 +74,7 @@ fn open_order(o: &switchyard::domain::Order, attempts: u32) -> OpenOrder {
         approved_by: None,
         approved_for: Vec::new(),
         campaign_hold: false,
+        operator_hold: None,
     }
 }
 

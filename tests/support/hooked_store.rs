@@ -97,4 +97,34 @@ impl Store for HookedStore {
     ) -> Result<Vec<switchyard::campaign::CampaignOrder>, StoreError> {
         self.inner.campaign_orders(id)
     }
+    fn orders_received(
+        &self,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+        before: Option<&switchyard::store::OrderCursor>,
+        limit: usize,
+    ) -> Result<Vec<switchyard::domain::OrderRecord>, StoreError> {
+        self.inner.orders_received(from, to, before, limit)
+    }
+    fn exceptions_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<switchyard::domain::ExceptionRecord>, StoreError> {
+        self.inner.exceptions_after(after, limit)
+    }
+    fn exception_task(
+        &self,
+        id: &str,
+        meter_id: &str,
+    ) -> Result<Option<switchyard::domain::ExceptionTask>, StoreError> {
+        self.inner.exception_task(id, meter_id)
+    }
+    fn swap_exception_task(
+        &self,
+        expected: u64,
+        task: &switchyard::domain::ExceptionTask,
+    ) -> Result<bool, StoreError> {
+        self.inner.swap_exception_task(expected, task)
+    }
 }

@@ -166,6 +166,13 @@ impl MeterMachine {
             return;
         };
         match h.action {
+            HoldAction::Hold if self.open[idx].campaign_hold => {
+                let a = audit(
+                    "operator_hold_refused",
+                    format!("hold {signed} refused: it waits for its campaign's release (pause the campaign, or cancel the order)"),
+                );
+                out.audit(a);
+            }
             HoldAction::Hold if self.command_out(idx) => {
                 let a = audit(
                     "operator_hold_refused",

@@ -809,3 +809,30 @@ fn an_operator_hold_keeps_an_order_from_starting_until_released() {
         .iter()
         .any(|(id, s, _)| id == "D1" && *s == OrderStatus::Completed));
 }
+
+/// An order waiting for its campaign's release cannot be held by an operator (the campaign
+/// paces it; pausing the campaign is the way): the hold is refused and audited, and the
+/// campaign's release then starts it.
+#[test]
+fn an_operator_hold_of_an_order_waiting_for_its_campaign_is_refused() {
+    use crate::domain::HoldAction;
+    let mut m = MeterMachine::new("M");
+    let mut d = order("D1", OrderKind::Disconnect);
+    d.campaign_id = Some("C-1".into());
+    assert!(dispatched(&step(&mut m, Input::Order(d), t0())).is_empty());
+    assert!(m.open[0].campaign_hold);
+    let a = step(&mut m, operator("D1", HoldAction::Hold, at(1)), at(1));
+    assert!(events(&a).is_empty());
+    assert!(a.iter().any(
+        |x| matches!(x, Action::Audit(e) if e.reason.as_deref() == Some("operator_hold_refused"))
+    ));
+    assert_eq!(m.open[0].operator_hold, None);
+    let a = step(
+        &mut m,
+        Input::Release {
+            order_id: "D1".into(),
+        },
+        at(2),
+    );
+    assert_eq!(dispatched(&a).len(), 1);
+}

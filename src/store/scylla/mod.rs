@@ -473,7 +473,9 @@ async fn prepare(session: &Session, o: &ScyllaOptions) -> Result<Statements, Sto
         lease_insert: lwt(p(format!("INSERT INTO {ks}.unit_leases (unit, epoch, owner, beat) VALUES (?, ?, ?, ?) IF NOT EXISTS"), false).await?),
         lease_update: lwt(p(format!("UPDATE {ks}.unit_leases SET epoch = ?, owner = ?, beat = ? WHERE unit = ? IF epoch = ? AND owner = ? AND beat = ?"), false).await?),
         order_by_hour_put: p(format!("INSERT INTO {ks}.orders_by_hour (hour, received_at, order_id) VALUES (?, ?, ?)"), true).await?,
-        orders_of_hour: p(format!("SELECT received_at, order_id FROM {ks}.orders_by_hour WHERE hour = ? AND received_at >= ? AND (received_at, order_id) < (?, ?) LIMIT ?"), true).await?,
+        // Both bounds as tuples: ScyllaDB refuses a single-column and a multi-column
+        // restriction on the clustering columns together (Cassandra takes either).
+        orders_of_hour: p(format!("SELECT received_at, order_id FROM {ks}.orders_by_hour WHERE hour = ? AND (received_at, order_id) >= (?, ?) AND (received_at, order_id) < (?, ?) LIMIT ?"), true).await?,
         exceptions_first: p(format!("SELECT exception_id, record FROM {ks}.exceptions LIMIT ?"), true).await?,
         exceptions_after: p(format!("SELECT exception_id, record FROM {ks}.exceptions WHERE token(exception_id) > token(?) LIMIT ?"), true).await?,
         task_get: p(format!("SELECT task FROM {ks}.exception_tasks WHERE exception_id = ?"), true).await?,
@@ -1015,7 +1017,7 @@ impl Store for ScyllaStore {
                 let rows: Vec<(i64, String)> = i
                     .rows(
                         &i.st.orders_of_hour,
-                        (hour, lo, cursor.0, cursor.1.as_str(), want),
+                        (hour, lo, "", cursor.0, cursor.1.as_str(), want),
                     )
                     .await?;
                 ids.extend(rows.into_iter().map(|(_, id)| id));
