@@ -438,10 +438,12 @@ pub(crate) async fn command(
                 "has its command out: it cannot be recalled; cancel it to stop any retry".into(),
             )
         }
-        Some(HoldAction::Hold) if open.campaign_hold => return conflict(format!(
+        Some(HoldAction::Hold) if open.campaign_hold => {
+            return conflict(format!(
             "waits for its campaign `{}` to release it: pause the campaign, or cancel the order",
             open.order.campaign_id.as_deref().unwrap_or_default()
-        )),
+        ))
+        }
         Some(HoldAction::Hold) if open.operator_hold.is_some() => {
             return conflict(format!(
                 "is already held by {}",
