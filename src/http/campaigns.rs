@@ -110,16 +110,9 @@ pub(crate) async fn show(State(s): State<HttpState>, Path(id): Path<String>) -> 
             Ok::<_, crate::store::StoreError>(Some((r, orders)))
         })
         .await;
-    let (r, orders) = match read {
+    let (r, orders) = match super::found_or(read, || format!("campaign `{id}` is not defined")) {
+        Ok(found) => found,
         Err(r) => return r,
-        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Ok(Ok(None)) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("campaign `{id}` is not defined"),
-            )
-        }
-        Ok(Ok(Some(found))) => found,
     };
     let mut releases: Vec<_> = orders.iter().filter_map(|o| o.released_at).collect();
     releases.sort();

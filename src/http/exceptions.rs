@@ -188,15 +188,7 @@ async fn find(
             Ok::<_, StoreError>(Some((x, task)))
         })
         .await;
-    match read {
-        Err(r) => Err(r),
-        Ok(Err(e)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-        Ok(Ok(None)) => Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no exception with id `{exception_id}`"),
-        )),
-        Ok(Ok(Some(found))) => Ok(found),
-    }
+    super::found_or(read, || format!("no exception with id `{exception_id}`"))
 }
 
 /// `GET /api/v1/exceptions/{exception_id}` (the id may hold `/`, as `SO-1/exception`).

@@ -234,13 +234,21 @@ pub(crate) async fn order_and_open(
             Ok::<_, crate::store::StoreError>(Some((rec, open)))
         })
         .await;
-    match found {
+    found_or(found, || {
+        format!("no order with id `{order_id}` has been accepted")
+    })
+}
+
+/// A lookup's answer: what it found, 404 with `missing`'s message when nothing, 503 when the
+/// store failed (or the refusal [`HttpState::read`] already made).
+pub(crate) fn found_or<T>(
+    read: Result<Result<Option<T>, crate::store::StoreError>, Response>,
+    missing: impl FnOnce() -> String,
+) -> Result<T, Response> {
+    match read {
         Err(r) => Err(r),
         Ok(Err(e)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-        Ok(Ok(None)) => Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no order with id `{order_id}` has been accepted"),
-        )),
+        Ok(Ok(None)) => Err(error(StatusCode::NOT_FOUND, missing())),
         Ok(Ok(Some(found))) => Ok(found),
     }
 }
