@@ -153,6 +153,8 @@ fn measure(meters: usize) -> Measured {
             policy: Arc::new(Policy::baseline()),
             facts: FactBook::new(),
             campaign_outcomes: outcomes,
+            watches: switchyard::meter::ReadWatches::new(),
+            read_rules: Default::default(),
         };
         let head_end = Arc::new(Silent(AtomicUsize::new(0)));
         let he = head_end.clone();

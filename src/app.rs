@@ -550,6 +550,8 @@ fn start_actors(
         policy: policy.clone(),
         facts: facts.clone(),
         campaign_outcomes: outcomes_tx,
+        watches: crate::meter::ReadWatches::new(),
+        read_rules: Arc::new(config.reads.rules()),
     };
     let mut simulator = None;
     let directory = Directory::new(
@@ -731,6 +733,7 @@ impl GroupConsumers {
                 HeadEndMode::Simulator => None,
                 HeadEndMode::Kafka => Some(t.head_end_results.clone()),
             },
+            reads: t.reads.clone(),
         };
         let units = {
             let (c, b, all) = (config.clone(), bootstrap.to_string(), topics.all());
@@ -1026,6 +1029,13 @@ impl Startup {
                     tables: TablesReady(tables_ready.subscribe()),
                 },
                 results,
+                reads: kafka::read_source::Reads {
+                    directory: actors.directory.clone(),
+                    registry: registry.clone(),
+                    rules: actors.directory.services().read_rules.clone(),
+                    clock: parts.clock.clone(),
+                    tables: TablesReady(tables_ready.subscribe()),
+                },
                 topics: meter_topics,
                 rebalancing: r,
             },

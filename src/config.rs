@@ -276,6 +276,55 @@ pub struct Config {
     pub clock: ClockConfig,
     #[serde(default)]
     pub sla: SlaConfig,
+    #[serde(default)]
+    pub reads: ReadsConfig,
+}
+
+/// Meter reads (`crate::reads`): the post-disconnect watchdog.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadsConfig {
+    /// Consumption on a meter confirmed disconnected up to this much (kWh: since the cut for a
+    /// register read, within one interval for an interval read) raises nothing.
+    pub disconnected_tolerance_kwh: f64,
+    /// How many days after a cut its meter's reads are watched.
+    pub watch_days: u32,
+}
+
+impl Default for ReadsConfig {
+    fn default() -> Self {
+        let r = crate::reads::ReadRules::default();
+        ReadsConfig {
+            disconnected_tolerance_kwh: r.tolerance_kwh,
+            watch_days: r.watch_days,
+        }
+    }
+}
+
+impl ReadsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.disconnected_tolerance_kwh.is_finite() && self.disconnected_tolerance_kwh >= 0.0)
+        {
+            return Err(invalid(
+                "reads.disconnected_tolerance_kwh",
+                "must be a number of kWh, 0 or more (1.0: a disconnected meter may show up to 1 kWh)",
+            ));
+        }
+        if !(1..=366).contains(&self.watch_days) {
+            return Err(invalid(
+                "reads.watch_days",
+                "must be between 1 and 366 days",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn rules(&self) -> crate::reads::ReadRules {
+        crate::reads::ReadRules {
+            tolerance_kwh: self.disconnected_tolerance_kwh,
+            watch_days: self.watch_days,
+        }
+    }
 }
 
 /// Service levels of orders (`crate::sla`): the time to completion of each priority class,
@@ -489,6 +538,9 @@ pub struct TopicsConfig {
     pub control: String,
     pub campaign_control: String,
     pub campaign_events: String,
+    /// Meter reads from the MDM or the head-end (keyed by meter id; co-partitioned with the
+    /// orders topic).
+    pub reads: String,
 }
 
 impl TopicsConfig {
@@ -497,7 +549,7 @@ impl TopicsConfig {
         self.all().iter().map(|(_, t)| t.to_string()).collect()
     }
 
-    pub fn all(&self) -> [(&'static str, &str); 13] {
+    pub fn all(&self) -> [(&'static str, &str); 14] {
         [
             ("topics.orders", &self.orders),
             ("topics.registry", &self.registry),
@@ -512,6 +564,7 @@ impl TopicsConfig {
             ("topics.control", &self.control),
             ("topics.campaign_control", &self.campaign_control),
             ("topics.campaign_events", &self.campaign_events),
+            ("topics.reads", &self.reads),
         ]
     }
 }
@@ -999,6 +1052,7 @@ impl Config {
             return Err(invalid("data_dir", "must not be empty"));
         }
         self.sla.validate()?;
+        self.reads.validate()?;
         let c = &self.clock;
         if !(1.0..=3600.0).contains(&c.speed) {
             return Err(invalid(

@@ -14,7 +14,8 @@
 //!   configuration (TOML over the defaults + environment), validated at start; [`clock`]: the
 //!   injectable clock; [`observability`]: Prometheus metrics (cached handles) and logging;
 //!   `retry`: the one back-off every retrying loop waits on; `sla`: when each order is due
-//!   (its reason's priority class) and whether it is on track, at risk, breached or met.
+//!   (its reason's priority class) and whether it is on track, at risk, breached or met;
+//!   [`reads`]: what a meter read means (the post-disconnect watchdog's verdict).
 //! - [`commit`]: the group-commit writer in front of the store ([`commit::StoreHandle`]).
 //! - [`registry`]: compact in-memory entry for every registered meter; [`facts`]: weather,
 //!   emergencies, payments, certificates and approvals as they arrive, and the zone fact book;
@@ -48,6 +49,7 @@ pub mod meter;
 pub mod observability;
 pub(crate) mod ownership;
 pub mod policy;
+pub mod reads;
 pub mod registry;
 mod retry;
 pub(crate) mod sla;

@@ -117,6 +117,13 @@ pub struct Metrics {
     /// By type: payment, medical_certificate, approval, weather, emergency.
     pub(crate) facts_received: Vec<Counter>,
     pub(crate) facts_rejected: Counter,
+    /// Reads by outcome: `ignored` (no meter watches it), `delivered` (its meter heard it),
+    /// `rejected` (dead-lettered).
+    pub(crate) reads_ignored: Counter,
+    pub(crate) reads_delivered: Counter,
+    pub(crate) reads_rejected: Counter,
+    /// Meters whose reads are watched here (cut, post-disconnect watchdog).
+    pub(crate) read_watches: Gauge,
     /// By verdict: execute, deferred, awaiting_approval, rejected.
     pub(crate) policy_decisions: Vec<Counter>,
     pub(crate) campaign_releases: Counter,
@@ -222,6 +229,10 @@ pub fn metrics() -> &'static Metrics {
             actor_passivations: counter!("switchyard_meter_actor_passivations_total"),
             facts_received: FactType::VARIANTS.iter().map(|k| counter!("switchyard_facts_received_total", "type" => <&str>::from(*k))).collect(),
             facts_rejected: counter!("switchyard_facts_rejected_total"),
+            reads_ignored: counter!("switchyard_reads_total", "outcome" => "ignored"),
+            reads_delivered: counter!("switchyard_reads_total", "outcome" => "delivered"),
+            reads_rejected: counter!("switchyard_reads_total", "outcome" => "rejected"),
+            read_watches: gauge!("switchyard_read_watches"),
             policy_decisions: VerdictKind::VARIANTS.iter().map(|v| counter!("switchyard_policy_decisions_total", "verdict" => <&str>::from(*v))).collect(),
             campaign_releases: counter!("switchyard_campaign_releases_total"),
             audit_rows: counter!("switchyard_audit_rows_total"),
@@ -538,6 +549,18 @@ pub const CATALOGUE: &[MetricSpec] = &[
         MetricKind::Counter,
         None,
         "policy facts dead-lettered (invalid_fact, unknown_meter)",
+    ),
+    spec(
+        "switchyard_reads_total",
+        MetricKind::Counter,
+        None,
+        "meter reads by outcome: ignored (no meter watches it), delivered (its meter heard it), rejected (dead-lettered)",
+    ),
+    spec(
+        "switchyard_read_watches",
+        MetricKind::Gauge,
+        None,
+        "meters whose reads are watched after a cut (post-disconnect watchdog)",
     ),
     spec(
         "switchyard_policy_decisions_total",

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
 
-use crate::domain::{MeterFlags, MeterRecord};
+use crate::domain::{MeterFlags, MeterRecord, Multipliers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -52,14 +52,46 @@ impl Interner {
     }
 }
 
-/// One meter's registry record as the registry holds it: names interned (12 bytes). A meter
-/// actor keeps the last one it saw (its facts if the meter leaves the registry).
+/// One meter's registry record as the registry holds it: names and multiplier sets interned
+/// (8 bytes). A meter actor keeps the last one it saw (its facts if the meter leaves the
+/// registry).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct CompactMeter {
     zone: u16,
     head_end: u16,
     pub(crate) flags: MeterFlags,
-    multiplier: f32,
+    multipliers: u16,
+}
+
+/// The distinct multiplier sets (most meters have 1, 1, 1; instrument-transformer meters a
+/// few ratios), interned in 16 bits like the names.
+#[derive(Default)]
+struct MultiplierSets {
+    ids: RwLock<HashMap<[u64; 3], u16>>,
+    sets: RwLock<Vec<Multipliers>>,
+}
+
+impl MultiplierSets {
+    fn intern(&self, m: Multipliers) -> Result<u16, RegistryError> {
+        let key = [m.active.to_bits(), m.reactive.to_bits(), m.demand.to_bits()];
+        if let Some(id) = self.ids.read().expect("lock").get(&key) {
+            return Ok(*id);
+        }
+        let mut ids = self.ids.write().expect("lock");
+        if let Some(id) = ids.get(&key) {
+            return Ok(*id);
+        }
+        let mut sets = self.sets.write().expect("lock");
+        let id = u16::try_from(sets.len()).map_err(|_| RegistryError::TooManyNames {
+            what: "multiplier sets",
+        })?;
+        sets.push(m);
+        ids.insert(key, id);
+        Ok(id)
+    }
+    fn get(&self, id: u16) -> Multipliers {
+        self.sets.read().expect("lock")[id as usize]
+    }
 }
 
 impl CompactMeter {
@@ -76,7 +108,7 @@ pub struct MeterInfo {
     pub zone: Arc<str>,
     pub(crate) head_end_id: Arc<str>,
     pub(crate) flags: MeterFlags,
-    pub(crate) multiplier: f32,
+    pub(crate) multipliers: Multipliers,
 }
 
 #[derive(Default)]
@@ -84,6 +116,7 @@ pub struct Registry {
     meters: DashMap<Box<str>, CompactMeter>,
     zones: Interner,
     head_ends: Interner,
+    multipliers: MultiplierSets,
 }
 
 /// Result of loading a registry file: bad lines are reported, good ones loaded.
@@ -103,7 +136,7 @@ impl Registry {
             zone: self.zones.intern(&rec.zone, "zones")?,
             head_end: self.head_ends.intern(&rec.head_end_id, "head-end ids")?,
             flags: rec.flags(),
-            multiplier: rec.multiplier as f32,
+            multipliers: self.multipliers.intern(rec.multipliers())?,
         };
         self.meters.insert(rec.meter_id.as_str().into(), entry);
         Ok(())
@@ -129,7 +162,7 @@ impl Registry {
             zone: self.zones.name(e.zone),
             head_end_id: self.head_ends.name(e.head_end),
             flags: e.flags,
-            multiplier: e.multiplier,
+            multipliers: self.multipliers.get(e.multipliers),
         })
     }
 
@@ -145,6 +178,12 @@ impl Registry {
     /// The zone of a record this registry returned.
     pub(crate) fn zone_of(&self, m: &CompactMeter) -> Arc<str> {
         self.zones.name(m.zone)
+    }
+
+    /// The multipliers of a meter, if it is registered (a read's hot path: no names expanded).
+    pub(crate) fn multipliers(&self, meter_id: &str) -> Option<Multipliers> {
+        let e = self.meters.get(meter_id).map(|e| e.multipliers)?;
+        Some(self.multipliers.get(e))
     }
 
     /// The head-end of a record this registry returned.
@@ -228,6 +267,12 @@ mod tests {
         assert!(!m2.flags.contains(MeterFlags::HAS_SWITCH));
         assert!(m2.flags.contains(MeterFlags::LIFE_SUPPORT));
         assert_eq!(&*m2.zone, "north");
+        assert_eq!(m2.multipliers.active, 2.5);
+        assert_eq!(
+            m2.multipliers.demand, 2.5,
+            "the others default to `multiplier`"
+        );
+        assert_eq!(r.multipliers("M1"), Some(Multipliers::default()));
 
         let nd = dir.path().join("m.ndjson");
         std::fs::write(&nd, "{\"meter_id\":\"M9\",\"zone\":\"east\",\"head_end_id\":\"HE3\",\"has_switch\":true}\n{\"meter_id\":\"\",\"zone\":\"e\",\"head_end_id\":\"h\",\"has_switch\":true}\nnot json\n").unwrap();
@@ -236,6 +281,26 @@ mod tests {
         assert_eq!(rep.rejected.len(), 2);
         assert!(r.contains("M9") && r.contains("M1"));
         assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn each_usage_type_has_its_multiplier_and_bad_ones_are_refused() {
+        let r = Registry::new();
+        let rec: MeterRecord = serde_json::from_str(
+            r#"{"meter_id":"CT-1","zone":"z","head_end_id":"h","has_switch":true,"multiplier":40,"reactive_multiplier":40,"demand_multiplier":0.5}"#,
+        )
+        .unwrap();
+        rec.validate().unwrap();
+        r.upsert(&rec).unwrap();
+        let m = r.multipliers("CT-1").unwrap();
+        assert_eq!((m.active, m.reactive, m.demand), (40.0, 40.0, 0.5));
+        let bad: MeterRecord = serde_json::from_str(
+            r#"{"meter_id":"CT-2","zone":"z","head_end_id":"h","has_switch":true,"demand_multiplier":-2}"#,
+        )
+        .unwrap();
+        let e = bad.validate().unwrap_err();
+        assert!(e.contains("demand_multiplier -2"), "{e}");
+        assert_eq!(std::mem::size_of::<CompactMeter>(), 8);
     }
 
     #[test]

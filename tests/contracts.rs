@@ -83,6 +83,41 @@ fn every_order_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
 /// The fact examples in docs/topics.md pass their schemas and switchyard's own parsers, and
 /// the schemas' own examples do too.
 #[test]
+fn every_read_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
+    let read_schema = schema("read.v1.schema.json");
+    let md = std::fs::read_to_string(root().join("docs/topics.md")).unwrap();
+    let now: jiff::Timestamp = "2026-12-05T00:00:00Z".parse().unwrap();
+    let mut kinds = std::collections::BTreeSet::new();
+    for block in json_blocks(&md) {
+        let Ok(v) = serde_json::from_str::<Value>(&block) else {
+            continue;
+        };
+        if v.get("read_id").is_none() {
+            continue;
+        }
+        assert_valid(&read_schema, &v, "docs read example");
+        let meter = v["meter_id"].as_str().unwrap().to_string();
+        let bytes = serde_json::to_vec(&v).unwrap();
+        let r = switchyard::domain::validate_read(Some(meter.as_bytes()), Some(&bytes), now)
+            .unwrap_or_else(|e| panic!("docs read refused: {e:?}\n{v:#}"));
+        kinds.insert(format!("{:?}", r.kind));
+    }
+    assert_eq!(
+        kinds.len(),
+        2,
+        "a register and an interval example: {kinds:?}"
+    );
+    // And the schema refuses what switchyard refuses.
+    let bad = serde_json::json!({"schema_version": 1, "read_id": "R", "meter_id": "M", "kind": "register", "interval_start": "2026-12-02T06:00:00Z", "read_at": "2026-12-02T06:15:00Z", "values": [{"usage": "active", "value": 1}]});
+    assert!(
+        !read_schema.is_valid(&bad),
+        "a register read with an interval"
+    );
+    let bytes = serde_json::to_vec(&bad).unwrap();
+    assert!(switchyard::domain::validate_read(Some(b"M"), Some(&bytes), now).is_err());
+}
+
+#[test]
 fn every_fact_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
     use switchyard::facts::{EmergencyRecord, MeterFact, WeatherRecord};
     let md = std::fs::read_to_string(root().join("docs/topics.md")).unwrap();

@@ -70,6 +70,8 @@ fn services(store: StoreHandle, clock: &Arc<ManualClock>, meters: &[&str]) -> Me
         policy: Arc::new(Policy::baseline()),
         facts: switchyard::facts::FactBook::new(),
         campaign_outcomes: tokio::sync::mpsc::unbounded_channel().0,
+        watches: switchyard::meter::ReadWatches::new(),
+        read_rules: Default::default(),
     }
 }
 

@@ -75,6 +75,7 @@ macro_rules! on_both {
 }
 
 on_both!(
+    read_watches_are_set_replaced_cleared_and_loaded_by_unit,
     orders_are_stored_once_and_indexed_while_open,
     an_open_orders_status_comes_from_its_trail_and_a_final_one_from_its_record,
     a_meter_with_a_command_in_flight_is_open_work,

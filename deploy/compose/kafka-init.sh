@@ -25,6 +25,7 @@ TOPICS=(
   switchyard.control.v1
   switchyard.campaign-control.v1
   switchyard.campaign-events.v1
+  switchyard.reads.v1
 )
 # Tables replayed from the start on every start: compacted.
 COMPACTED_TOPICS=(

@@ -41,6 +41,8 @@ pub enum DeadLetterReason {
     InvalidHeadEndResult,
     InvalidFact,
     InvalidCampaign,
+    /// A record of the reads topic that is not a valid v1 meter read.
+    InvalidRead,
     /// A meter-keyed record read by an instance that does not own its meter (its key hashes
     /// to another partition than the one it came from).
     Misrouted,
@@ -153,6 +155,8 @@ pub enum AuditKind {
     /// A person worked on an exception of the meter (assigned, annotated, changed its state)
     /// through the operator API; `detail` says who and what.
     ExceptionTask,
+    /// A meter read that mattered to the meter (it is watched after a cut).
+    ReadReceived,
 }
 
 /// One line of the append-only audit trail, keyed by meter and time.
@@ -242,6 +246,9 @@ pub enum ExceptionKind {
     /// one instance, not of an order; raised `open` when it starts, raised again `resolved`
     /// when the store accepts writes again ([`ExceptionRecord::store_unavailable`]).
     StoreUnavailable,
+    /// A meter confirmed disconnected reports consumption beyond the tolerance: the switch
+    /// did not open or was closed again, or the meter is bypassed or tampered with.
+    ConsumptionAfterDisconnect,
 }
 
 impl ExceptionKind {

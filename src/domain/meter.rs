@@ -28,8 +28,14 @@ pub struct MeterRecord {
     pub(crate) vip: bool,
     #[serde(default)]
     pub(crate) legal_dispute: bool,
+    /// The active-energy register's multiplier (CT/PT ratio, dial constant); the default of
+    /// the other usage types' multipliers.
     #[serde(default = "one_f")]
     pub(crate) multiplier: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reactive_multiplier: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) demand_multiplier: Option<f64>,
 }
 
 fn one() -> u32 {
@@ -59,13 +65,25 @@ impl MeterRecord {
         if self.head_end_id.is_empty() || self.head_end_id.len() > 64 {
             return Err("head_end_id must be 1-64 characters".into());
         }
-        if !(self.multiplier.is_finite() && self.multiplier > 0.0) {
-            return Err(format!(
-                "multiplier {} must be a positive number",
-                self.multiplier
-            ));
+        for (name, m) in [
+            ("multiplier", Some(self.multiplier)),
+            ("reactive_multiplier", self.reactive_multiplier),
+            ("demand_multiplier", self.demand_multiplier),
+        ] {
+            if let Some(m) = m.filter(|m| !(m.is_finite() && *m > 0.0)) {
+                return Err(format!("{name} {m} must be a positive number"));
+            }
         }
         Ok(())
+    }
+
+    /// The multiplier of each usage type (reactive and demand default to `multiplier`).
+    pub(crate) fn multipliers(&self) -> super::Multipliers {
+        super::Multipliers {
+            active: self.multiplier,
+            reactive: self.reactive_multiplier.unwrap_or(self.multiplier),
+            demand: self.demand_multiplier.unwrap_or(self.multiplier),
+        }
     }
 
     pub(crate) fn flags(&self) -> MeterFlags {

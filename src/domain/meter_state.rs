@@ -33,6 +33,14 @@ pub struct Cut {
     pub(crate) protection_after_cut: bool,
     #[serde(default)]
     pub(crate) restore_ordered: bool,
+    /// The active register at the cut (kWh, multiplied): from the head-end's answer, else the
+    /// first register read after it. The watchdog measures consumption from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) register_kwh: Option<f64>,
+    /// The meter's reads are no longer watched for this cut: the watchdog raised its exception,
+    /// or the watch period ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) watch_ended: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ pub(crate) mod meter;
 pub(crate) mod meter_state;
 pub(crate) mod order;
 pub(crate) mod partition;
+pub(crate) mod read;
 pub(crate) mod task;
 
 pub use campaign::{
@@ -32,6 +33,10 @@ pub use order::{
     SourcePosition, MAX_NOTES_CHARS, ORDER_SCHEMA_VERSION,
 };
 pub use partition::Partitioner;
+pub use read::{
+    validate_read, MeterRead, Multipliers, ReadKind, ReadRef, ReadRejection, ReadSource, ReadValue,
+    ReadWatch, UsageType, WatchChange, READ_SCHEMA_VERSION,
+};
 pub use task::{ExceptionTask, TaskNote, TaskState};
 
 /// Timestamps are UTC instants (RFC 3339 on the wire).
@@ -60,8 +65,11 @@ mod tests {
         assert_eq!(same_names::<OrderStatus>(), 11);
         assert_eq!(same_names::<CommandKind>(), 4);
         assert_eq!(same_names::<FailureCode>(), 7);
-        assert_eq!(same_names::<DeadLetterReason>(), 17);
-        assert_eq!(same_names::<ExceptionKind>(), 6);
+        assert_eq!(same_names::<DeadLetterReason>(), 18);
+        assert_eq!(same_names::<ExceptionKind>(), 7);
+        assert_eq!(same_names::<UsageType>(), 3);
+        assert_eq!(same_names::<ReadKind>(), 2);
+        assert_eq!(same_names::<ReadSource>(), 3);
         assert_eq!(same_names::<Day>(), 7);
         assert_eq!(same_names::<Protection>(), 5);
         assert_eq!("medical".parse::<Protection>(), Ok(Protection::Medical));

@@ -83,34 +83,40 @@ impl Facts {
         }
         Ok(r)
     }
+}
 
-    /// Hands `what` to its meter until the meter has stored what it made of it (the offset
-    /// is never stored past an unstored fact); `false`: shutdown came first.
-    async fn deliver(&self, meter: &str, what: MeterMsg, label: &str, io: &mut Io<'_>) -> bool {
-        // An actor that stops before storing (it passivated, or failed) drops the
-        // acknowledgement; deliver again (facts and campaign messages are idempotent).
-        // Waiting, the consumer keeps polling (`Io::pause_for`): a meter whose unit's lease
-        // lapsed holds its step until a revoke says the unit was taken, and that revoke is
-        // heard only in a poll.
+/// Hands `what` to `meter` until the meter has stored what it made of it (the offset is
+/// never stored past an unstored fact or read); `false`: shutdown came first.
+pub(super) async fn deliver(
+    directory: &Directory,
+    meter: &str,
+    what: MeterMsg,
+    label: &str,
+    io: &mut Io<'_>,
+) -> bool {
+    // An actor that stops before storing (it passivated, or failed) drops the
+    // acknowledgement; deliver again (facts, reads and campaign messages are idempotent).
+    // Waiting, the consumer keeps polling (`Io::pause_for`): a meter whose unit's lease
+    // lapsed holds its step until a revoke says the unit was taken, and that revoke is
+    // heard only in a poll.
+    loop {
+        let (tx, mut rx) = oneshot::channel();
+        directory.deliver_acked(meter, what.clone(), Some(tx));
         loop {
-            let (tx, mut rx) = oneshot::channel();
-            self.directory.deliver_acked(meter, what.clone(), Some(tx));
-            loop {
-                tokio::select! {
-                    r = &mut rx => match r {
-                        Ok(()) => return true,
-                        Err(_) => {
-                            tracing::warn!(meter = %meter, what = %label, "not acknowledged by its meter; delivering again");
-                            if !io.pause_for(Duration::from_millis(100)).await {
-                                return false;
-                            }
-                            break;
-                        }
-                    },
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
+            tokio::select! {
+                r = &mut rx => match r {
+                    Ok(()) => return true,
+                    Err(_) => {
+                        tracing::warn!(meter = %meter, what = %label, "not acknowledged by its meter; delivering again");
                         if !io.pause_for(Duration::from_millis(100)).await {
                             return false;
                         }
+                        break;
+                    }
+                },
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if !io.pause_for(Duration::from_millis(100)).await {
+                        return false;
                     }
                 }
             }
@@ -151,7 +157,7 @@ impl Handler for Facts {
                                 campaign_id,
                             },
                         };
-                        if !self.deliver(&meter, what, "campaign message", io).await {
+                        if !deliver(&self.directory, &meter, what, "campaign message", io).await {
                             return Handled::Stopped;
                         }
                     }
@@ -169,9 +175,14 @@ impl Handler for Facts {
             };
             observability::fact_received(fact.fact_type());
             let meter = fact.meter_id().to_string();
-            if !self
-                .deliver(&meter, MeterMsg::Fact(fact.clone()), fact.fact_id(), io)
-                .await
+            if !deliver(
+                &self.directory,
+                &meter,
+                MeterMsg::Fact(fact.clone()),
+                fact.fact_id(),
+                io,
+            )
+            .await
             {
                 return Handled::Stopped;
             }

@@ -65,6 +65,8 @@ pub(crate) struct MeterTopics {
     pub(crate) campaign_control: String,
     /// Kafka head-end mode only.
     pub(crate) results: Option<String>,
+    /// Meter reads (paused with the orders until an assignment's watches are loaded).
+    pub(crate) reads: String,
 }
 
 impl MeterTopics {
@@ -74,6 +76,7 @@ impl MeterTopics {
             self.customer_facts.clone(),
             self.control.clone(),
             self.campaign_control.clone(),
+            self.reads.clone(),
         ];
         t.extend(self.results.clone());
         t
@@ -110,6 +113,7 @@ pub(crate) struct MeterInputs {
     pub(crate) facts: Facts,
     pub(crate) campaigns: super::campaign_source::CampaignControl,
     pub(crate) results: Option<Results>,
+    pub(crate) reads: super::read_source::Reads,
     pub(crate) topics: MeterTopics,
     pub(crate) rebalancing: Arc<Rebalancing>,
 }
@@ -147,11 +151,13 @@ impl Handler for MeterInputs {
 
     async fn handle(&self, batch: &[OwnedMessage], io: &mut Io<'_>) -> Handled {
         let (mut facts, mut results, mut orders) = (Vec::new(), Vec::new(), Vec::new());
-        let mut campaigns = Vec::new();
+        let (mut campaigns, mut reads) = (Vec::new(), Vec::new());
         for (i, m) in batch.iter().enumerate() {
             let t = m.topic();
             if t == self.topics.orders {
                 orders.push(i);
+            } else if t == self.topics.reads {
+                reads.push(i);
             } else if t == self.topics.campaign_control {
                 campaigns.push(i);
             } else if Some(t) == self.topics.results.as_deref() {
@@ -168,6 +174,9 @@ impl Handler for MeterInputs {
             if !part(r, batch, &results, io, &mut rejected).await {
                 return Handled::Stopped;
             }
+        }
+        if !part(&self.reads, batch, &reads, io, &mut rejected).await {
+            return Handled::Stopped;
         }
         // Fencing: orders and campaign records of a unit whose lease lapsed (this process was
         // frozen, or the store does not answer the renewals) wait, polling, until it is
@@ -240,7 +249,12 @@ struct Assigning {
     /// `None` until measured (once the tables have caught up).
     behind: Option<Behind>,
     /// The open-work read, once started.
-    loading: Option<tokio::task::JoinHandle<Result<Vec<String>, crate::store::StoreError>>>,
+    #[allow(clippy::type_complexity)]
+    loading: Option<
+        tokio::task::JoinHandle<
+            Result<(Vec<String>, Vec<crate::domain::ReadWatch>), crate::store::StoreError>,
+        >,
+    >,
     started: Instant,
 }
 
@@ -395,14 +409,15 @@ impl Rebalancing {
                 self.ownership.partitioner(),
             );
             a.loading = Some(tokio::task::spawn_blocking(move || {
-                store.meters_with_open_work_in(&units, n, p)
+                let meters = store.meters_with_open_work_in(&units, n, p)?;
+                Ok((meters, store.read_watches_in(&units, n, p)?))
             }));
             return;
         }
         let Some(done) = a.loading.as_mut().expect("loading").now_or_never() else {
             return;
         };
-        let meters = match done {
+        let (meters, watches) = match done {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the open work of the assigned units; retrying");
@@ -420,8 +435,14 @@ impl Rebalancing {
             units = a.units.len(),
             meters = meters.len(),
             secs = a.started.elapsed().as_secs_f64(),
-            "assigned units: facts applied, open work read; resuming it and their orders"
+            watched = watches.len(),
+            "assigned units: facts applied, open work and read watches read; resuming it, their orders and reads"
         );
+        let own = &self.ownership;
+        self.directory
+            .services()
+            .watches
+            .load(|m| a.units.contains(&own.unit_of(m)), watches);
         crate::observability::metrics()
             .handover_seconds
             .record(a.started.elapsed().as_secs_f64());
@@ -547,6 +568,7 @@ impl super::RebalanceListener for Rebalancing {
             &self.topics.customer_facts,
             &self.topics.control,
             &self.topics.campaign_control,
+            &self.topics.reads,
         ]
         .into_iter()
         .chain(self.topics.results.as_ref())
@@ -559,9 +581,12 @@ impl super::RebalanceListener for Rebalancing {
         if units.is_empty() {
             return;
         }
+        // The reads wait with the orders: a read handled before the units' watches are loaded
+        // would be ignored for a meter that is watched.
         let mut orders = TopicPartitionList::new();
         for u in &units {
             orders.add_partition(&self.topics.orders, *u as i32);
+            orders.add_partition(&self.topics.reads, *u as i32);
         }
         // Pauses set by the application survive a re-assignment in librdkafka: set every time.
         if let Err(e) = consumer.pause(&orders) {
@@ -582,7 +607,7 @@ impl super::RebalanceListener for Rebalancing {
         // is kept per partition) and hold this assignment's facts, and so its orders, for good.
         let mut others = TopicPartitionList::new();
         for e in tpl.elements() {
-            if e.topic() != self.topics.orders {
+            if e.topic() != self.topics.orders && e.topic() != self.topics.reads {
                 others.add_partition(e.topic(), e.partition());
             }
         }

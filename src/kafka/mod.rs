@@ -15,6 +15,7 @@ pub(crate) mod fact_source;
 pub(crate) mod intake;
 pub(crate) mod meter_source;
 pub(crate) mod publisher;
+pub(crate) mod read_source;
 pub(crate) mod results_source;
 pub(crate) mod source;
 pub(crate) mod store_alarm;

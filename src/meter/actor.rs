@@ -93,6 +93,10 @@ pub fn record_actions(
                 effects.push(Action::Dispatch(c));
             }
             Action::NewOrder(r) => batch.new_orders.push(r),
+            Action::Watch(c) => {
+                batch.watches.push(c.clone());
+                effects.push(Action::Watch(c));
+            }
             other => effects.push(other),
         }
     }
@@ -189,6 +193,7 @@ impl MeterActor {
             flags,
             policy: svc.policy.clone(),
             emergencies: svc.facts.emergencies(),
+            reads: svc.read_rules.clone(),
         }
     }
 
@@ -438,6 +443,7 @@ impl MeterActor {
                     self.deadline = Some(h);
                 }
                 Action::WakeAt(at) => self.dir.wake_at(self.id().clone(), at),
+                Action::Watch(c) => self.dir.services().watches.apply(&c),
                 _ => {}
             }
         }
@@ -628,8 +634,8 @@ impl Handler<Deliver> for MeterActor {
         let ack = msg.1;
         match msg.0 {
             Input::Recover => self.recover(ctx),
-            Input::Fact(f) => {
-                self.handle_all(vec![Input::Fact(f)], WriteBatch::default(), ack, None, ctx);
+            input @ (Input::Fact(_) | Input::Read(_)) => {
+                self.handle_all(vec![input], WriteBatch::default(), ack, None, ctx);
                 return;
             }
             Input::Result(r) => {
@@ -654,7 +660,7 @@ impl Handler<Deliver> for MeterActor {
             input => self.handle(input, WriteBatch::default(), ctx),
         }
         if let Some(a) = ack {
-            let _ = a.send(()); // only facts are acknowledged after their write
+            let _ = a.send(()); // only facts and reads are acknowledged after their write
         }
     }
 }

@@ -6,7 +6,9 @@
 
 pub(crate) mod actor;
 pub(crate) mod sla_watch;
+pub(crate) mod watch;
 pub use actor::record_actions;
+pub use watch::ReadWatches;
 pub mod machine;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -51,6 +53,10 @@ pub struct MeterServices {
     pub facts: Arc<FactBook>,
     /// Where outcomes of campaign orders go (the receiver may be gone: then they are dropped).
     pub campaign_outcomes: mpsc::UnboundedSender<CampaignOutcome>,
+    /// The meters whose reads are watched (kept current by their actors).
+    pub watches: Arc<ReadWatches>,
+    /// The post-disconnect watchdog's settings.
+    pub read_rules: Arc<crate::reads::ReadRules>,
 }
 
 struct Entry {
@@ -754,6 +760,8 @@ mod ownership_tests {
                 policy: Arc::new(Policy::baseline()),
                 facts: FactBook::new(),
                 campaign_outcomes: mpsc::unbounded_channel().0,
+                watches: ReadWatches::new(),
+                read_rules: Arc::default(),
             };
             let arbiter = Arbiter::new();
             let head_end = Arc::new(RecordingHeadEnd::default());

@@ -62,7 +62,83 @@ pub const CASES: &[(&str, fn(&dyn Store))] = &[
         "exceptions_page_and_their_tasks_change_only_from_the_version_read",
         exceptions_page_and_their_tasks_change_only_from_the_version_read,
     ),
+    (
+        "read_watches_are_set_replaced_cleared_and_loaded_by_unit",
+        read_watches_are_set_replaced_cleared_and_loaded_by_unit,
+    ),
 ];
+
+/// The post-disconnect watchdog's read watches: set with a meter's step, replaced by a later
+/// set, removed by a clear, and read back for the ownership units an instance was assigned.
+pub fn read_watches_are_set_replaced_cleared_and_loaded_by_unit(s: &dyn Store) {
+    use crate::domain::{Partitioner, ReadWatch, WatchChange};
+    use std::collections::BTreeSet;
+    let watch = |i: usize, baseline: Option<f64>| ReadWatch {
+        meter_id: format!("WATCH-M-{i}"),
+        order_id: format!("WATCH-SO-{i}"),
+        since: at(i as i64),
+        baseline_kwh: baseline,
+    };
+    let ours = |s: &dyn Store| {
+        let mut w: Vec<ReadWatch> = s
+            .read_watches()
+            .unwrap()
+            .into_iter()
+            .filter(|w| w.meter_id.starts_with("WATCH-M-"))
+            .collect();
+        w.sort_by(|a, b| a.meter_id.cmp(&b.meter_id));
+        w
+    };
+    // One meter's step each, as the meter actors write them.
+    let batches: Vec<WriteBatch> = (0..20)
+        .map(|i| WriteBatch {
+            watches: vec![WatchChange::Set(watch(i, None))],
+            ..Default::default()
+        })
+        .collect();
+    s.apply(&batches).unwrap();
+    assert_eq!(ours(s).len(), 20);
+    s.apply(&[
+        WriteBatch {
+            watches: vec![WatchChange::Set(watch(3, Some(4500.25)))],
+            ..Default::default()
+        },
+        WriteBatch {
+            watches: vec![WatchChange::Clear("WATCH-M-7".into())],
+            ..Default::default()
+        },
+    ])
+    .unwrap();
+    let all = ours(s);
+    assert_eq!(all.len(), 19, "one cleared");
+    assert!(!all.iter().any(|w| w.meter_id == "WATCH-M-7"));
+    let w3 = all.iter().find(|w| w.meter_id == "WATCH-M-3").unwrap();
+    assert_eq!(
+        w3,
+        &watch(3, Some(4500.25)),
+        "replaced whole, baseline kept exactly"
+    );
+    for units in [8u32, 3] {
+        let p = Partitioner::Crc32;
+        let of = BTreeSet::from([0, 2]);
+        let mut got: Vec<String> = s
+            .read_watches_in(&of, units, p)
+            .unwrap()
+            .into_iter()
+            .map(|w| w.meter_id)
+            .filter(|m| m.starts_with("WATCH-M-"))
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = all
+            .iter()
+            .map(|w| w.meter_id.clone())
+            .filter(|m| of.contains(&p.partition(m.as_bytes(), units)))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "units 0 and 2 of {units}");
+        assert!(!want.is_empty() && want.len() < all.len());
+    }
+}
 
 /// The order search's scan: orders received in a period, newest first (ties by id), across
 /// hours and meters, a page at a time from the cursor of the last one; an ended order with

@@ -51,6 +51,8 @@ const ORDERS_BY_RECEIPT: TableDefinition<(i64, &str), ()> =
     TableDefinition::new("orders_by_receipt");
 /// exception id → the task people keep on it (JSON, with its version).
 const EXCEPTION_TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("exception_tasks");
+/// Meters whose reads are watched (a cut): meter id → `ReadWatch` JSON.
+const READ_WATCH: TableDefinition<&str, &[u8]> = TableDefinition::new("read_watch");
 
 /// Which file of a sharded store (`crate::store::ShardedStore`) to open: shard `index` of `of`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,6 +322,7 @@ impl EmbeddedStore {
             w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
             w.open_table(KEPT).map_err(be)?;
             w.open_table(EXCEPTION_TASKS).map_err(be)?;
+            w.open_table(READ_WATCH).map_err(be)?;
             {
                 // A file from before the receipt index: index its orders once.
                 let mut by_receipt = w.open_table(ORDERS_BY_RECEIPT).map_err(be)?;
@@ -454,7 +457,20 @@ impl EmbeddedStore {
             let mut campaign_releases = w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
             let mut kept = w.open_table(KEPT).map_err(be)?;
             let mut by_receipt = w.open_table(ORDERS_BY_RECEIPT).map_err(be)?;
+            let mut watch = w.open_table(READ_WATCH).map_err(be)?;
             for b in batches {
+                for c in &b.watches {
+                    match c {
+                        crate::domain::WatchChange::Set(x) => {
+                            watch
+                                .insert(x.meter_id.as_str(), encode(x).as_slice())
+                                .map_err(be)?;
+                        }
+                        crate::domain::WatchChange::Clear(m) => {
+                            watch.remove(m.as_str()).map_err(be)?;
+                        }
+                    }
+                }
                 for k in &b.kept {
                     let key = open_key(k.table, &k.key);
                     match &k.value {
@@ -702,6 +718,18 @@ impl Store for EmbeddedStore {
                 }
             }
             Ok(set.into_iter().collect())
+        })
+    }
+
+    fn read_watches(&self) -> Result<Vec<crate::domain::ReadWatch>, StoreError> {
+        self.read(|r| {
+            let t = r.open_table(READ_WATCH).map_err(be)?;
+            let mut out = Vec::new();
+            for item in t.iter().map_err(be)? {
+                let (k, v) = item.map_err(be)?;
+                out.push(decode(k.value(), v.value())?);
+            }
+            Ok(out)
         })
     }
 

@@ -153,6 +153,8 @@ pub struct WriteBatch {
     pub campaigns: Vec<crate::domain::CampaignRecord>,
     /// Orders joining a campaign: `(campaign_id, order)` (an order already listed is kept).
     pub campaign_orders: Vec<(String, crate::domain::CampaignOrder)>,
+    /// Read watches set or cleared by this step (one meter's, a cut or its end).
+    pub watches: Vec<crate::domain::WatchChange>,
     /// Releases: `(campaign_id, order_id, released_at)`.
     pub campaign_releases: Vec<(String, String, Timestamp)>,
     /// Table records applied, kept in embedded mode: `(table, key, value)`, `None` = removed.
@@ -221,6 +223,9 @@ impl WriteBatch {
         for x in self.exceptions {
             out[s(&x.meter_id)].exceptions.push(x);
         }
+        for w in self.watches {
+            out[s(w.meter_id())].watches.push(w);
+        }
         for a in self.audit {
             out[s(&a.meter_id)].audit.push(a);
         }
@@ -248,6 +253,7 @@ impl WriteBatch {
             && self.commands.is_empty()
             && self.results.is_empty()
             && self.exceptions.is_empty()
+            && self.watches.is_empty()
             && self.audit.is_empty());
         if !self.outbox_acked.is_empty() {
             return None;
@@ -268,6 +274,7 @@ impl WriteBatch {
             .chain(self.commands.iter().map(|c| c.meter_id.as_str()))
             .chain(self.results.iter().map(|r| r.meter_id.as_str()))
             .chain(self.exceptions.iter().map(|x| x.meter_id.as_str()))
+            .chain(self.watches.iter().map(|w| w.meter_id()))
             .chain(self.audit.iter().map(|a| a.meter_id.as_str()))
             .chain(self.outbox.iter().map(|m| m.key.as_str()));
         let first = keys.next()?;
@@ -284,6 +291,7 @@ impl WriteBatch {
             && self.commands.is_empty()
             && self.results.is_empty()
             && self.exceptions.is_empty()
+            && self.watches.is_empty()
             && self.audit.is_empty()
             && self.outbox.is_empty()
             && self.outbox_acked.is_empty()
@@ -439,6 +447,23 @@ pub trait Store: Send + Sync + 'static {
             .meters_with_open_work()?
             .into_iter()
             .filter(|m| of.contains(&partitioner.partition(m.as_bytes(), units)))
+            .collect())
+    }
+    /// Every stored read watch (meters whose reads are watched after a cut).
+    fn read_watches(&self) -> Result<Vec<crate::domain::ReadWatch>, StoreError>;
+    /// The read watches of meters in the ownership units `of` (see
+    /// [`meters_with_open_work_in`](Self::meters_with_open_work_in)): what an instance that
+    /// was assigned those units watches. By default the whole table, filtered.
+    fn read_watches_in(
+        &self,
+        of: &std::collections::BTreeSet<u32>,
+        units: u32,
+        partitioner: crate::domain::partition::Partitioner,
+    ) -> Result<Vec<crate::domain::ReadWatch>, StoreError> {
+        Ok(self
+            .read_watches()?
+            .into_iter()
+            .filter(|w| of.contains(&partitioner.partition(w.meter_id.as_bytes(), units)))
             .collect())
     }
     /// The lease of ownership unit `unit`, if one was ever taken. By default (a store only one

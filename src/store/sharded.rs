@@ -165,6 +165,14 @@ impl Store for ShardedStore {
         self.of(meter_id).open_orders(meter_id)
     }
 
+    fn read_watches(&self) -> Result<Vec<crate::domain::ReadWatch>, StoreError> {
+        let mut out = Vec::new();
+        for s in &self.files[..self.layout.meters] {
+            out.extend(s.read_watches()?);
+        }
+        Ok(out)
+    }
+
     /// The shards are scanned in parallel (a full scan of each: the restart's critical path).
     fn meters_with_open_work(&self) -> Result<Vec<String>, StoreError> {
         let found: Vec<Result<Vec<String>, StoreError>> = std::thread::scope(|scope| {

@@ -40,6 +40,9 @@ impl Store for HookedStore {
     fn open_orders(&self, id: &str) -> Result<Vec<switchyard::domain::OrderRecord>, StoreError> {
         self.inner.open_orders(id)
     }
+    fn read_watches(&self) -> Result<Vec<switchyard::domain::ReadWatch>, StoreError> {
+        self.inner.read_watches()
+    }
     fn meters_with_open_work(&self) -> Result<Vec<String>, StoreError> {
         self.inner.meters_with_open_work()
     }

@@ -30,6 +30,7 @@ mod fact;
 mod failure;
 mod hold;
 mod intake;
+mod read;
 mod restore;
 mod result;
 mod unknown;
@@ -82,6 +83,8 @@ pub struct MeterFacts {
     pub policy: Arc<Policy>,
     pub forecasts: Arc<Vec<Forecast>>,
     pub(crate) emergencies: Arc<Vec<Emergency>>,
+    /// The post-disconnect watchdog's settings.
+    pub(crate) reads: Arc<crate::reads::ReadRules>,
 }
 
 impl MeterFacts {
@@ -97,6 +100,7 @@ impl MeterFacts {
             policy: Arc::new(Policy::baseline()),
             forecasts: Arc::default(),
             emergencies: Arc::default(),
+            reads: Arc::default(),
         }
     }
 }
@@ -126,6 +130,8 @@ pub enum Input {
     Recover,
     /// A payment, certificate or approval for this meter.
     Fact(MeterFact),
+    /// A meter read that matters to this meter (its cut is watched), in engineering units.
+    Read(crate::domain::MeterRead),
     /// The order's campaign released it (idempotent).
     Release {
         order_id: String,
@@ -159,6 +165,9 @@ pub enum Action {
     /// `switchyard_policy_decisions_total`): `execute`, `deferred`, `awaiting_approval` or
     /// `rejected`, from the decision itself (not read back from the audit text).
     Decided(crate::domain::VerdictKind),
+    /// The meter's read watch changed (stored with the step; the reads handler's index follows
+    /// once it is durable).
+    Watch(crate::domain::WatchChange),
 }
 
 fn add(now: Timestamp, d: Duration) -> Timestamp {
@@ -319,6 +328,7 @@ impl MeterMachine {
         policy: &RetryPolicy,
     ) -> Vec<Action> {
         let meter_id = self.meter_id.clone();
+        let watched = self.read_watch();
         let mut out = Out {
             meter_id: &meter_id,
             now,
@@ -332,6 +342,7 @@ impl MeterMachine {
             Input::Wake => {}
             Input::Recover => self.on_recover(&mut out, policy),
             Input::Fact(f) => self.on_fact(f, facts, &mut out),
+            Input::Read(r) => self.on_read(r, facts, &mut out),
             Input::Release { order_id } => self.on_release(&order_id, &mut out),
             Input::Adopt {
                 order_id,
@@ -341,6 +352,13 @@ impl MeterMachine {
         }
         self.restore_if_obliged(facts, &mut out);
         self.drive(&mut out, facts, policy);
+        let watch = self.read_watch();
+        if watch != watched {
+            out.actions.push(Action::Watch(match watch {
+                Some(w) => crate::domain::WatchChange::Set(w),
+                None => crate::domain::WatchChange::Clear(meter_id.to_string()),
+            }));
+        }
         out.actions
     }
 }

@@ -334,6 +334,7 @@ fn facts_of(w: &World, policy: &Arc<Policy>, flags: MeterFlags) -> MeterFacts {
         policy: policy.clone(),
         forecasts: w.forecasts.clone(),
         emergencies: w.emergencies.clone(),
+        reads: Arc::default(),
     }
 }
 

@@ -105,7 +105,11 @@ impl MeterMachine {
     /// A disconnect order confirmed disconnected is the meter's last cut (the restore
     /// obligation looks at it).
     fn record_cut(&mut self, idx: usize, target: Option<SwitchState>, r: &CommandResult) {
-        if let CommandOutcome::Confirmed { switch_state, .. } = &r.outcome {
+        if let CommandOutcome::Confirmed {
+            switch_state,
+            register_kwh,
+        } = &r.outcome
+        {
             if *switch_state == SwitchState::Disconnected
                 && target == Some(SwitchState::Disconnected)
             {
@@ -117,6 +121,8 @@ impl MeterMachine {
                     approved: o.approved_by.is_some(),
                     protection_after_cut: false,
                     restore_ordered: false,
+                    register_kwh: *register_kwh,
+                    watch_ended: false,
                 }));
             }
         }

@@ -836,3 +836,137 @@ fn an_operator_hold_of_an_order_waiting_for_its_campaign_is_refused() {
     );
     assert_eq!(dispatched(&a).len(), 1);
 }
+
+fn watch_changes(actions: &[Action]) -> Vec<crate::domain::WatchChange> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Watch(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn register_read(id: &str, at: Timestamp, kwh: f64) -> Input {
+    Input::Read(crate::domain::MeterRead {
+        read_id: id.into(),
+        meter_id: "M".into(),
+        kind: crate::domain::ReadKind::Register,
+        source: crate::domain::ReadSource::HeadEnd,
+        interval_start: None,
+        read_at: at,
+        values: vec![crate::domain::ReadValue {
+            usage: crate::domain::UsageType::Active,
+            value: kwh,
+        }],
+    })
+}
+
+fn exceptions(actions: &[Action]) -> Vec<ExceptionRecord> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Exception(x) => Some(x.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The post-disconnect watchdog (issue 16, item 2): a confirmed cut starts the watch with the
+/// register the head-end reported; a read within the tolerance says nothing; consumption beyond
+/// it raises one `consumption_after_disconnect` exception on the cut's order and ends the watch;
+/// a reconnect of a watched meter ends it too.
+#[test]
+fn consumption_on_a_cut_meter_raises_one_exception_and_a_reconnect_ends_the_watch() {
+    let mut m = MeterMachine::new("M");
+    let a = step(
+        &mut m,
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+    );
+    let d = dispatched(&a)[0].clone();
+    assert!(watch_changes(&a).is_empty(), "no watch before the cut");
+    let mut answer = confirmed(&d, SwitchState::Disconnected);
+    if let Input::Result(r) = &mut answer {
+        r.outcome = CommandOutcome::Confirmed {
+            switch_state: SwitchState::Disconnected,
+            register_kwh: Some(5000.0),
+        };
+    }
+    let a = step(&mut m, answer, at(1));
+    let w = watch_changes(&a);
+    assert_eq!(w.len(), 1, "{a:?}");
+    let crate::domain::WatchChange::Set(watch) = &w[0] else {
+        panic!("{w:?}")
+    };
+    assert_eq!(
+        (watch.order_id.as_str(), watch.baseline_kwh),
+        ("D1", Some(5000.0))
+    );
+
+    // Within the tolerance (1 kWh by default): audited, nothing else.
+    let a = step(&mut m, register_read("R1", at(3600), 5000.6), at(3601));
+    assert!(
+        exceptions(&a).is_empty() && watch_changes(&a).is_empty(),
+        "{a:?}"
+    );
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::Audit(e) if e.kind == AuditKind::ReadReceived)));
+
+    // 40 kWh after the cut: the exception, once, and the watch ends.
+    let a = step(&mut m, register_read("R2", at(7200), 5040.0), at(7201));
+    let x = exceptions(&a);
+    assert_eq!(x.len(), 1, "{a:?}");
+    assert_eq!(x[0].kind, ExceptionKind::ConsumptionAfterDisconnect);
+    assert_eq!(x[0].exception_id, "D1/consumption_after_disconnect");
+    assert_eq!(x[0].order_id, "D1");
+    assert!(x[0].detail.contains("40.000 kWh above"), "{}", x[0].detail);
+    assert!(events(&a).is_empty(), "the order stays completed: {a:?}");
+    assert_eq!(
+        watch_changes(&a),
+        vec![crate::domain::WatchChange::Clear("M".into())]
+    );
+    let a = step(&mut m, register_read("R3", at(9000), 5090.0), at(9001));
+    assert!(exceptions(&a).is_empty(), "one exception per cut: {a:?}");
+
+    // A new cut without a register in the answer: the first read after it is the baseline.
+    let a = step(
+        &mut m,
+        Input::Order(order("C1", OrderKind::Reconnect)),
+        at(10_000),
+    );
+    let c = dispatched(&a)[0].clone();
+    let a = step(&mut m, confirmed(&c, SwitchState::Connected), at(10_001));
+    assert!(watch_changes(&a).is_empty(), "nothing was watched: {a:?}");
+    let a = step(
+        &mut m,
+        Input::Order(order("D2", OrderKind::Disconnect)),
+        at(20_000),
+    );
+    let d = dispatched(&a)[0].clone();
+    let a = step(&mut m, confirmed(&d, SwitchState::Disconnected), at(20_001));
+    assert!(
+        matches!(&watch_changes(&a)[..], [crate::domain::WatchChange::Set(w)] if w.baseline_kwh.is_none())
+    );
+    let a = step(&mut m, register_read("R4", at(20_100), 6000.0), at(20_101));
+    assert!(exceptions(&a).is_empty(), "a baseline is not consumption");
+    assert!(
+        matches!(&watch_changes(&a)[..], [crate::domain::WatchChange::Set(w)] if w.baseline_kwh == Some(6000.0))
+    );
+
+    // Reconnected: the watch ends; reads after it raise nothing.
+    let a = step(
+        &mut m,
+        Input::Order(order("C2", OrderKind::Reconnect)),
+        at(30_000),
+    );
+    let c = dispatched(&a)[0].clone();
+    let a = step(&mut m, confirmed(&c, SwitchState::Connected), at(30_001));
+    assert_eq!(
+        watch_changes(&a),
+        vec![crate::domain::WatchChange::Clear("M".into())]
+    );
+    let a = step(&mut m, register_read("R5", at(40_000), 9000.0), at(40_001));
+    assert!(exceptions(&a).is_empty() && watch_changes(&a).is_empty());
+}

@@ -143,6 +143,9 @@ struct Statements {
     open_delete: PreparedStatement,
     open_scan: PreparedStatement,
     open_of_meter: PreparedStatement,
+    watch_put: PreparedStatement,
+    watch_delete: PreparedStatement,
+    watch_scan: PreparedStatement,
     meter_put: PreparedStatement,
     meter_get: PreparedStatement,
     command_put: PreparedStatement,
@@ -367,6 +370,31 @@ impl ScyllaStore {
         self.inner.unit_of(meter_id)
     }
 
+    /// The read watches of meters in `units` (one partition read of `read_watch` each).
+    fn watches_of_units(
+        &self,
+        units: std::collections::BTreeSet<u32>,
+    ) -> Result<Vec<crate::domain::ReadWatch>, StoreError> {
+        self.run(move |i| async move {
+            let units: Vec<i32> = units.into_iter().map(|u| u as i32).collect();
+            let per: Vec<Vec<(String, Vec<u8>)>> = futures::stream::iter(units)
+                .map(|u| {
+                    let i = &i;
+                    async move { i.rows::<(String, Vec<u8>)>(&i.st.watch_scan, (u,)).await }
+                })
+                .buffer_unordered(8)
+                .try_collect()
+                .await?;
+            let mut out = Vec::new();
+            for rows in per {
+                for (m, w) in rows {
+                    out.push(decode(&m, &w)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// The meters with open work in `units` (one partition read of `open_work` each).
     fn open_work_of_units(
         &self,
@@ -442,6 +470,9 @@ async fn prepare(session: &Session, o: &ScyllaOptions) -> Result<Statements, Sto
         open_delete: p(format!("DELETE FROM {ks}.open_work WHERE unit = ? AND meter_id = ? AND order_id = ?"), true).await?,
         open_scan: p(format!("SELECT meter_id, order_id FROM {ks}.open_work WHERE unit = ?"), true).await?,
         open_of_meter: p(format!("SELECT order_id FROM {ks}.open_work WHERE unit = ? AND meter_id = ?"), true).await?,
+        watch_put: p(format!("INSERT INTO {ks}.read_watch (unit, meter_id, watch) VALUES (?, ?, ?)"), true).await?,
+        watch_delete: p(format!("DELETE FROM {ks}.read_watch WHERE unit = ? AND meter_id = ?"), true).await?,
+        watch_scan: p(format!("SELECT meter_id, watch FROM {ks}.read_watch WHERE unit = ?"), true).await?,
         meter_put: p(format!("INSERT INTO {ks}.meters (meter_id, state) VALUES (?, ?)"), true).await?,
         meter_get: p(format!("SELECT state FROM {ks}.meters WHERE meter_id = ?"), true).await?,
         command_put: p(format!("INSERT INTO {ks}.commands (command_id, meter_id, command) VALUES (?, ?, ?)"), true).await?,
@@ -512,6 +543,8 @@ enum Write {
     KeptPut(String, i32, String, Vec<u8>),
     KeptDelete(String, i32, String),
     OrderByHour(i64, i64, String),
+    WatchPut(i32, String, Vec<u8>),
+    WatchDelete(i32, String),
 }
 
 impl Inner {
@@ -563,6 +596,8 @@ impl Inner {
                     .execute_unpaged(&s.result_put, (id, at, outcome, r))
                     .await
             }
+            Write::WatchPut(u, m, w) => self.session.execute_unpaged(&s.watch_put, (u, m, w)).await,
+            Write::WatchDelete(u, m) => self.session.execute_unpaged(&s.watch_delete, (u, m)).await,
             Write::Exception(id, m, x) => {
                 self.session
                     .execute_unpaged(&s.exception_put, (id, m, x))
@@ -730,6 +765,17 @@ impl Inner {
                     r.outcome_label().to_string(),
                     encode(r),
                 ));
+            }
+            for w in &b.watches {
+                // With the meter's snapshot: one meter has one step in a write at a time, so
+                // a set and a clear of one watch never race.
+                let unit = self.unit_of(w.meter_id());
+                forget.push(match w {
+                    crate::domain::WatchChange::Set(x) => {
+                        Write::WatchPut(unit, x.meter_id.clone(), encode(x))
+                    }
+                    crate::domain::WatchChange::Clear(m) => Write::WatchDelete(unit, m.clone()),
+                });
             }
             for x in &b.exceptions {
                 first.push(Write::Exception(
@@ -1388,6 +1434,27 @@ impl Store for ScyllaStore {
                 outbox,
             })
         })
+    }
+
+    fn read_watches(&self) -> Result<Vec<crate::domain::ReadWatch>, StoreError> {
+        let all = (0..self.inner.o.units).collect();
+        self.watches_of_units(all)
+    }
+
+    fn read_watches_in(
+        &self,
+        of: &std::collections::BTreeSet<u32>,
+        units: u32,
+        partitioner: Partitioner,
+    ) -> Result<Vec<crate::domain::ReadWatch>, StoreError> {
+        if units == self.inner.o.units && partitioner == self.inner.o.partitioner {
+            return self.watches_of_units(of.clone());
+        }
+        Ok(self
+            .read_watches()?
+            .into_iter()
+            .filter(|w| of.contains(&partitioner.partition(w.meter_id.as_bytes(), units)))
+            .collect())
     }
 
     fn kept(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {

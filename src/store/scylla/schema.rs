@@ -22,6 +22,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "order_search_and_tasks",
         include_str!("migrations/0003_order_search_and_tasks.cql"),
     ),
+    (
+        4,
+        "read_watch",
+        include_str!("migrations/0004_read_watch.cql"),
+    ),
 ];
 
 fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
