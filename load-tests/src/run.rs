@@ -99,14 +99,18 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
                 &t.customer_facts,
                 &t.control,
                 &t.head_end_results,
+                &t.campaign_control,
+                &t.reads,
             ];
+            // A read record is about 230 bytes.
+            let meter_keyed_bytes = (orders * 400).max(scenario.preload.meter_reads * 260);
             let sized: Vec<(String, i32)> = topics
                 .iter()
                 .map(|t| {
                     let p = if *t == config.topics.registry {
                         parts(scenario.meters * 220)
                     } else if meter_keyed.contains(&t) || *t == config.topics.dead_letter {
-                        parts(orders * 400)
+                        parts(meter_keyed_bytes)
                     } else if *t == config.topics.order_events {
                         parts(orders * 5 * 500)
                     } else {
@@ -243,6 +247,14 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         "{preloaded} orders produced to the orders topic in {:.1} s",
         preload_produce.as_secs_f64()
     );
+    if scenario.preload.meter_reads > 0 {
+        let t = Instant::now();
+        let n = gen.meter_reads()?;
+        eprintln!(
+            "{n} meter reads produced to the reads topic in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
 
     // 3. switchyard: one instance, or `n` in one consumer group (the schema applied first by
     // `switchyard migrate`, then all started at once, so that the group's first assignment
@@ -414,6 +426,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
             let a = &s[s.len() - 1];
             let b = &s[s.len() - 2];
             follower.finals.expected() as usize >= expected
+                && a.reads as usize >= scenario.preload.meter_reads
                 && a.in_flight == 0.0
                 && a.pending_commit == 0.0
                 && b.pending_commit == 0.0
@@ -450,6 +463,21 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         })
         .await
         .map_err(|e| LoadtestError::Child(e.to_string()))??
+    };
+    let raw_reads = if scenario.preload.meter_reads > 0 {
+        let (cfg, b, topic, n) = (
+            config.clone(),
+            bootstrap.clone(),
+            config.topics.reads.clone(),
+            scenario.preload.meter_reads,
+        );
+        Some(
+            tokio::task::spawn_blocking(move || workload::raw_consume(&cfg, &b, &topic, n))
+                .await
+                .map_err(|e| LoadtestError::Child(e.to_string()))??,
+        )
+    } else {
+        None
     };
     let raw_dir = opts.out.join("raw-store");
     let (raw_store, store_raw_what) = match cql_keyspace.clone() {
@@ -505,6 +533,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
             consume_per_sec: raw_consume,
             store_append_rows_per_sec: raw_store,
             store_what: store_raw_what,
+            consume_reads_per_sec: raw_reads,
         },
     });
     report.write(&opts.out)?;
@@ -594,6 +623,7 @@ async fn sample_loop(
                     &["outcome=\"timed_out\""],
                 ),
                 rss,
+                reads: m.sum("switchyard_reads_total", &[]),
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -60,6 +60,9 @@ pub struct Mix {
     pub reconnects: usize,
     #[serde(default)]
     pub reads: usize,
+    /// Meter reads on the reads topic (register reads, spread over every meter), not orders.
+    #[serde(default)]
+    pub meter_reads: usize,
 }
 
 impl Mix {
@@ -184,6 +187,7 @@ impl Scenario {
             disconnects: s(self.preload.disconnects),
             reconnects: s(self.preload.reconnects),
             reads: s(self.preload.reads),
+            meter_reads: s(self.preload.meter_reads),
         };
         if let Some(st) = &mut self.steady {
             st.rate_per_sec = (s(st.rate_per_sec as usize) as u32).max(1);

@@ -32,6 +32,8 @@ pub enum Goal {
     MemoryPerActor,
     /// Open orders recovered after a kill -9 (shown only where the run killed).
     Recovery,
+    /// Meter reads taken per second (validated, looked up, offset stored).
+    Reads,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +56,7 @@ pub struct Targets {
     /// This many open orders recovered within `recovery_secs` (as a rate: open orders per second).
     pub recovery_open_orders: u64,
     pub recovery_secs: f64,
+    pub reads_per_sec: f64,
 }
 
 impl Default for Targets {
@@ -70,6 +73,7 @@ impl Default for Targets {
             bytes_per_live_actor: 1024.0,
             recovery_open_orders: 1_000_000,
             recovery_secs: 10.0,
+            reads_per_sec: 200_000.0,
         }
     }
 }
@@ -88,6 +92,7 @@ impl Targets {
             ),
             ("bytes_per_live_actor", self.bytes_per_live_actor),
             ("recovery_secs", self.recovery_secs),
+            ("reads_per_sec", self.reads_per_sec),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(format!("`targets.{k}` must be a positive number"));
@@ -115,6 +120,9 @@ impl Targets {
         if scenario.head_end.latency_median_ms >= 10_000 {
             goals.push(Goal::InFlight);
         }
+        if scenario.preload.meter_reads > 0 {
+            goals.push(Goal::Reads);
+        }
         goals.extend([Goal::MemoryPerMeter, Goal::MemoryPerActor, Goal::Recovery]);
         goals
     }
@@ -139,6 +147,7 @@ impl Targets {
                 (1u64 << 30) as f64 / self.bytes_per_registered_meter / 1e6
             ),
             Goal::MemoryPerActor => format!("≤ {}", bytes(self.bytes_per_live_actor)),
+            Goal::Reads => format!("≥ {}/s", thousands(self.reads_per_sec)),
             Goal::Recovery => format!(
                 "{} open orders ≤ {} s",
                 count(self.recovery_open_orders),
@@ -165,6 +174,7 @@ impl Targets {
             Goal::MemoryPerActor => s
                 .bytes_per_live_actor
                 .is_some_and(|b| b <= self.bytes_per_live_actor),
+            Goal::Reads => s.reads_per_sec.is_some_and(|r| r >= self.reads_per_sec),
             Goal::Recovery => recovery.is_some_and(|r| {
                 r.open_orders as f64 / r.ready_secs.max(1e-9)
                     >= self.recovery_open_orders as f64 / self.recovery_secs
@@ -291,6 +301,12 @@ mod tests {
         );
         let s = scenario("[head_end]\nlatency_median_ms = 25_000\n");
         assert_eq!(s.targets.tested(&s), [&[InFlight][..], &always].concat());
+        let s = scenario("[preload]\nmeter_reads = 10\n");
+        assert_eq!(
+            s.targets.tested(&s),
+            [&[Ingest, EndToEnd, Reads][..], &always].concat()
+        );
+        assert_eq!(s.targets.label(Reads), "≥ 200,000/s");
         // A `tests` list is taken as it is; thresholds override one by one.
         let s = scenario("[targets]\ntests = [\"ingest\"]\ningest_per_sec = 5_000\n");
         assert_eq!(s.targets.tested(&s), [Ingest]);

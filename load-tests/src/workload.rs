@@ -193,6 +193,25 @@ impl Generator {
         Ok(n)
     }
 
+    /// The scenario's meter reads on the reads topic: register reads, meter after meter
+    /// (`meter_reads` of them over every meter), each a little above the last. Returns how many.
+    pub fn meter_reads(&self) -> Result<usize, LoadtestError> {
+        let (n, meters) = (self.scenario.preload.meter_reads, self.scenario.meters);
+        let topic = &self.config.topics.reads;
+        let at = self.now.to_string();
+        for i in 0..n {
+            let (m, round) = (i % meters, i / meters);
+            let id = meter_id(m);
+            let value = (m % 50_000) as f64 + round as f64 * 0.75;
+            let rec = format!(
+                r#"{{"schema_version":1,"read_id":"RD-{i:09}","meter_id":"{id}","kind":"register","source":"head_end","read_at":"{at}","values":[{{"usage":"active","value":{value}}}]}}"#
+            );
+            self.send(topic, &id, rec.as_bytes())?;
+        }
+        self.flush()?;
+        Ok(n)
+    }
+
     /// Orders at a fixed rate on random meters; paced every 10 ms. Returns how many.
     pub fn steady(&self, st: &Steady) -> Result<usize, LoadtestError> {
         let total = st.rate_per_sec as usize * st.duration_secs as usize;

@@ -28,6 +28,9 @@ pub struct Sample {
     pub outbox_pending: f64,
     pub timed_out: f64,
     pub rss: u64,
+    /// Meter reads taken (`switchyard_reads_total`, every outcome).
+    #[serde(default)]
+    pub reads: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +82,9 @@ pub struct Raw {
     /// appends (the ScyllaDB store: bare CQL audit inserts at the store's concurrency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_what: Option<String>,
+    /// Bare librdkafka consumer on the reads topic, records/s (scenarios with meter reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consume_reads_per_sec: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +176,13 @@ pub struct Summary {
     pub bytes_per_live_actor: Option<f64>,
     pub campaign_releases: u64,
     pub campaign_releases_per_hour: Option<f64>,
+    /// Meter reads taken per second, first to last (scenarios with meter reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads_per_sec: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads_peak_1s: Option<f64>,
+    #[serde(default)]
+    pub reads_taken: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -302,6 +315,27 @@ impl Report {
                 .then(|| (last.releases - first.releases) / (last.t - first.t) * 3600.0)
         });
         let raw = i.raw.consume_per_sec.max(1e-9);
+        // Reads: from the last scrape that saw none to the first that saw them all.
+        let reads_taken = max(&|s| s.reads);
+        let reads_per_sec = (i.scenario.preload.meter_reads > 0 && reads_taken > 0.0).then(|| {
+            let t0 = life0
+                .iter()
+                .take_while(|s| s.reads == 0.0)
+                .last()
+                .map(|s| s.t)
+                .unwrap_or(0.0);
+            let t1 = life0
+                .iter()
+                .find(|s| s.reads >= reads_taken)
+                .map(|s| s.t)
+                .unwrap_or(t0);
+            if t1 > t0 {
+                reads_taken / (t1 - t0)
+            } else {
+                0.0
+            }
+        });
+        let reads_peak = reads_per_sec.map(|_| peak(&rate_series(&i.samples, |s| s.reads)));
         let summary = Summary {
             orders_produced: i.produced,
             orders_accepted: total_over_lives(&i.samples, |s| s.received) as u64,
@@ -342,6 +376,9 @@ impl Report {
             bytes_per_live_actor: bytes_per_live,
             campaign_releases: releases as u64,
             campaign_releases_per_hour: release_rate,
+            reads_per_sec,
+            reads_peak_1s: reads_peak,
+            reads_taken: reads_taken as u64,
         };
         Report {
             scenario: i.scenario,

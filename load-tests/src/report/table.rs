@@ -43,6 +43,22 @@ impl Report {
             ),
             &self.target(Goal::EndToEnd),
         );
+        if let Some(rate) = s.reads_per_sec {
+            let bare = raw.consume_reads_per_sec.unwrap_or(0.0);
+            row(
+                "meter reads taken (validated, looked up, offset stored)",
+                format!(
+                    "{rate:.0} reads/s (peak 1 s: {:.0}; {} taken)",
+                    s.reads_peak_1s.unwrap_or(0.0),
+                    s.reads_taken
+                ),
+                format!(
+                    "bare consumer on the reads topic {bare:.0} rec/s ({:.1} %)",
+                    100.0 * rate / bare.max(1e-9)
+                ),
+                &self.target(Goal::Reads),
+            );
+        }
         row(
             "audit rows written",
             format!(
