@@ -289,6 +289,34 @@ pub struct ReadsConfig {
     pub disconnected_tolerance_kwh: f64,
     /// How many days after a cut its meter's reads are watched.
     pub watch_days: u32,
+    /// The high / low check of a disconnect's final read.
+    pub final_read: FinalReadConfig,
+}
+
+/// The high / low factors of the final-read check (`[reads.final_read]`): a use below
+/// `very_low` × what the meter's history predicts is very low, below `low` × low, above
+/// `high` × high, above `very_high` × very high; within `slack_kwh` of the prediction, normal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinalReadConfig {
+    pub very_low: f64,
+    pub low: f64,
+    pub high: f64,
+    pub very_high: f64,
+    pub slack_kwh: f64,
+}
+
+impl Default for FinalReadConfig {
+    fn default() -> Self {
+        let h = crate::reads::HighLow::default();
+        FinalReadConfig {
+            very_low: h.very_low,
+            low: h.low,
+            high: h.high,
+            very_high: h.very_high,
+            slack_kwh: h.slack_kwh,
+        }
+    }
 }
 
 impl Default for ReadsConfig {
@@ -297,6 +325,7 @@ impl Default for ReadsConfig {
         ReadsConfig {
             disconnected_tolerance_kwh: r.tolerance_kwh,
             watch_days: r.watch_days,
+            final_read: FinalReadConfig::default(),
         }
     }
 }
@@ -316,13 +345,42 @@ impl ReadsConfig {
                 "must be between 1 and 366 days",
             ));
         }
+        let f = &self.final_read;
+        for (key, v) in [
+            ("reads.final_read.very_low", f.very_low),
+            ("reads.final_read.low", f.low),
+            ("reads.final_read.high", f.high),
+            ("reads.final_read.very_high", f.very_high),
+            ("reads.final_read.slack_kwh", f.slack_kwh),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(invalid(key, "must be a number, 0 or more"));
+            }
+        }
+        if !(f.very_low < f.low && f.low < 1.0 && 1.0 < f.high && f.high < f.very_high) {
+            return Err(invalid(
+                "reads.final_read",
+                format!(
+                    "the factors must rise: very_low < low < 1 < high < very_high (now {} < {} < 1 < {} < {})",
+                    f.very_low, f.low, f.high, f.very_high
+                ),
+            ));
+        }
         Ok(())
     }
 
     pub(crate) fn rules(&self) -> crate::reads::ReadRules {
+        let f = &self.final_read;
         crate::reads::ReadRules {
             tolerance_kwh: self.disconnected_tolerance_kwh,
             watch_days: self.watch_days,
+            high_low: crate::reads::HighLow {
+                very_low: f.very_low,
+                low: f.low,
+                high: f.high,
+                very_high: f.very_high,
+                slack_kwh: f.slack_kwh,
+            },
         }
     }
 }

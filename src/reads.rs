@@ -7,7 +7,13 @@
 //! The reads handler asks it for every read of a watched meter *before* anything is copied or
 //! any actor is woken, and the meter machine asks it again when a read reaches the meter (the
 //! machine decides; the handler only filters).
+//!
+//! Also owns the high / low check of a final read (the CC&B practice in the seeds): the use
+//! since the meter's last known read is compared with what its recent history predicts, and
+//! classified very low, low, normal, high or very high by configurable factors; anything but
+//! normal goes to a person for review instead of being passed on silently.
 
+pub use crate::domain::{ReadClass, RegisterPoint};
 use crate::domain::{ReadKind, Timestamp};
 
 /// The watchdog's settings (`[reads]` in the configuration).
@@ -19,6 +25,8 @@ pub struct ReadRules {
     pub tolerance_kwh: f64,
     /// How long after a cut its meter's reads are watched.
     pub watch_days: u32,
+    /// The final-read check's factors.
+    pub high_low: HighLow,
 }
 
 impl Default for ReadRules {
@@ -26,7 +34,91 @@ impl Default for ReadRules {
         ReadRules {
             tolerance_kwh: 1.0,
             watch_days: 30,
+            high_low: HighLow::default(),
         }
+    }
+}
+
+/// The high / low factors of the final-read check: a use below `very_low` × the expected use is
+/// very low, below `low` × low, above `high` × high, above `very_high` × very high. A difference
+/// of at most `slack_kwh` from the expected use is always normal (short gaps, small meters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HighLow {
+    pub very_low: f64,
+    pub low: f64,
+    pub high: f64,
+    pub very_high: f64,
+    pub slack_kwh: f64,
+}
+
+impl Default for HighLow {
+    fn default() -> Self {
+        HighLow {
+            very_low: 0.1,
+            low: 0.5,
+            high: 2.0,
+            very_high: 4.0,
+            slack_kwh: 1.0,
+        }
+    }
+}
+
+/// How many register reads a meter keeps as its history.
+pub const HISTORY: usize = 4;
+
+/// A history needs two reads at least this far apart to predict a use.
+const MIN_HISTORY_HOURS: f64 = 24.0;
+
+/// The high / low check of `read` against the meter's `history` (any order; points at or after
+/// the read are ignored): its class, the use since the last earlier read, and the use the
+/// history predicts for that gap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub class: ReadClass,
+    pub used_kwh: Option<f64>,
+    pub expected_kwh: Option<f64>,
+}
+
+pub fn high_low(history: &[RegisterPoint], read: RegisterPoint, f: &HighLow) -> Checked {
+    let mut before: Vec<RegisterPoint> =
+        history.iter().copied().filter(|p| p.at < read.at).collect();
+    before.sort_by(|a, b| a.at.cmp(&b.at));
+    let unvalidated = |used| Checked {
+        class: ReadClass::NoHistory,
+        used_kwh: used,
+        expected_kwh: None,
+    };
+    let Some(last) = before.last().copied() else {
+        return unvalidated(None);
+    };
+    let used = read.kwh - last.kwh;
+    let first = before[0];
+    let hours = |a: Timestamp, b: Timestamp| b.duration_since(a).as_secs_f64() / 3600.0;
+    let span = hours(first.at, last.at);
+    if span < MIN_HISTORY_HOURS {
+        return unvalidated(Some(used));
+    }
+    let per_hour = ((last.kwh - first.kwh) / span).max(0.0);
+    let expected = per_hour * hours(last.at, read.at);
+    let class = if used < 0.0 {
+        ReadClass::VeryLow // the register went backwards: a wrong read, or a meter exchanged
+    } else if (used - expected).abs() <= f.slack_kwh {
+        ReadClass::Normal
+    } else if used < f.very_low * expected {
+        ReadClass::VeryLow
+    } else if used < f.low * expected {
+        ReadClass::Low
+    } else if used > f.very_high * expected {
+        ReadClass::VeryHigh
+    } else if used > f.high * expected {
+        ReadClass::High
+    } else {
+        ReadClass::Normal
+    };
+    Checked {
+        class,
+        used_kwh: Some(used),
+        expected_kwh: Some(expected),
     }
 }
 
@@ -51,6 +143,9 @@ pub enum Finding {
     Consumption { kwh: f64, explanation: String },
     /// The read is past the watch period: the watch ends.
     Expired,
+    /// A register read for a meter collecting its history (an open disconnect's final-read
+    /// check).
+    History,
 }
 
 impl Finding {
@@ -200,7 +295,69 @@ mod tests {
         );
     }
 
+    fn point(hours: i64, kwh: f64) -> RegisterPoint {
+        RegisterPoint {
+            at: t("2026-11-01T00:00:00Z") + jiff::SignedDuration::from_hours(hours),
+            kwh,
+        }
+    }
+
+    #[test]
+    fn a_final_read_is_classified_against_the_meters_own_use() {
+        let f = HighLow::default();
+        // 24 kWh a day over the last ten days.
+        let history = [point(0, 1000.0), point(120, 1120.0), point(240, 1240.0)];
+        let class = |kwh: f64| high_low(&history, point(288, kwh), &f).class;
+        // Two days after the last read: 48 kWh expected.
+        assert_eq!(class(1288.0), ReadClass::Normal);
+        assert_eq!(class(1240.5), ReadClass::VeryLow, "0.5 kWh in two days");
+        assert_eq!(class(1260.0), ReadClass::Low);
+        assert_eq!(class(1350.0), ReadClass::High);
+        assert_eq!(class(1500.0), ReadClass::VeryHigh);
+        assert_eq!(
+            class(1200.0),
+            ReadClass::VeryLow,
+            "a register that went backwards"
+        );
+        let c = high_low(&history, point(288, 1288.0), &f);
+        assert_eq!(c.expected_kwh, Some(48.0));
+        assert_eq!(c.used_kwh, Some(48.0));
+        // One read, or reads less than a day apart: nothing to predict from.
+        assert_eq!(
+            high_low(&history[..1], point(288, 9999.0), &f).class,
+            ReadClass::NoHistory
+        );
+        assert_eq!(
+            high_low(&[point(0, 1.0), point(5, 2.0)], point(288, 9999.0), &f).class,
+            ReadClass::NoHistory
+        );
+        // Within the slack: normal even if the ratio is far off (an hour after the last read).
+        assert_eq!(
+            high_low(&history, point(241, 1240.9), &f).class,
+            ReadClass::Normal
+        );
+        assert!(ReadClass::VeryHigh.suspicious() && !ReadClass::NoHistory.suspicious());
+    }
+
     proptest! {
+        /// The class never falls as the use rises (the factors are ordered), and the expected
+        /// use itself is normal.
+        #[test]
+        fn more_use_never_reads_as_a_lower_class(
+            rate in 0.1f64..50.0,
+            gap in 1i64..400,
+            a in 0.0f64..5000.0,
+            b in 0.0f64..5000.0,
+        ) {
+            let f = HighLow::default();
+            let history = [point(0, 100.0), point(48, 100.0 + rate * 48.0)];
+            let last = 100.0 + rate * 48.0;
+            let at = |used: f64| high_low(&history, point(48 + gap, last + used), &f).class;
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            prop_assert!(at(lo) <= at(hi), "{lo} -> {:?}, {hi} -> {:?}", at(lo), at(hi));
+            prop_assert_eq!(at(rate * gap as f64), ReadClass::Normal);
+        }
+
         /// Whatever the read, no consumption at or below the tolerance is ever reported, and
         /// every report is beyond it.
         #[test]
@@ -211,7 +368,7 @@ mod tests {
             hours in 1i64..(24 * 40),
             interval_read: bool,
         ) {
-            let r = ReadRules { tolerance_kwh: tol, watch_days: 30 };
+            let r = ReadRules { tolerance_kwh: tol, watch_days: 30, ..ReadRules::default() };
             let w = watch(Some(base));
             let at = w.since + jiff::SignedDuration::from_hours(hours);
             let read = if interval_read {
@@ -226,7 +383,7 @@ mod tests {
                     let seen = if interval_read { used.max(0.0) } else { (base + used) - base };
                     prop_assert!(seen <= tol, "{seen} kWh beyond {tol} went unreported");
                 }
-                Finding::Baseline(_) => prop_assert!(false, "the watch has a baseline"),
+                Finding::Baseline(_) | Finding::History => prop_assert!(false, "a cut with a baseline"),
             }
         }
     }

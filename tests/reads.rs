@@ -42,6 +42,19 @@ async fn reads_of_unwatched_meters_wake_nothing_and_consumption_after_a_cut_rais
         .iter()
         .find_map(|e| e.register_kwh)
         .expect("the simulator reports the register with the cut");
+    // The completion carries the final read: no earlier read of this meter, so unvalidated.
+    let completed = events
+        .json()
+        .into_iter()
+        .find(|e| e["order_id"] == "SO-CUT" && e["status"] == "completed")
+        .unwrap();
+    assert_valid(
+        &schema("order-event.v1.schema.json"),
+        &completed,
+        "completion",
+    );
+    assert_eq!(completed["final_read"]["kwh"], baseline);
+    assert_eq!(completed["final_read"]["class"], "no_history");
     let watched = eventually("the watch stored with the meter", T, async || {
         store
             .read_watches()

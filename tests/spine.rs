@@ -27,6 +27,8 @@ fn completed_trail() -> Vec<(AuditKind, Option<OrderStatus>)> {
         (AuditKind::CommandDispatched, None),
         (AuditKind::StatusChange, Some(OrderStatus::Dispatched)),
         (AuditKind::CommandResult, None),
+        // The register in the confirmation is the disconnect's final read (high / low checked).
+        (AuditKind::FinalRead, None),
         (AuditKind::StatusChange, Some(OrderStatus::Confirmed)),
         (AuditKind::StatusChange, Some(OrderStatus::Completed)),
     ]

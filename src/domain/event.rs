@@ -85,6 +85,9 @@ pub struct OrderEvent {
     pub switch_state: Option<SwitchState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub register_kwh: Option<f64>,
+    /// A disconnect's completion: its final read and the high / low check of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_read: Option<super::FinalRead>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,6 +120,7 @@ impl OrderEvent {
             attempt: None,
             switch_state: None,
             register_kwh: None,
+            final_read: None,
             retry_at: None,
             campaign_id: None,
             policy: None,
@@ -157,6 +161,8 @@ pub enum AuditKind {
     ExceptionTask,
     /// A meter read that mattered to the meter (it is watched after a cut).
     ReadReceived,
+    /// A disconnect's final read and its high / low class.
+    FinalRead,
 }
 
 /// One line of the append-only audit trail, keyed by meter and time.
@@ -249,6 +255,9 @@ pub enum ExceptionKind {
     /// A meter confirmed disconnected reports consumption beyond the tolerance: the switch
     /// did not open or was closed again, or the meter is bypassed or tampered with.
     ConsumptionAfterDisconnect,
+    /// A disconnect's final read failed the high / low check against the meter's history (very
+    /// low, low, high or very high): review it before it is billed.
+    SuspiciousFinalRead,
 }
 
 impl ExceptionKind {

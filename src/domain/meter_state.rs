@@ -111,6 +111,10 @@ pub struct MeterState {
     pub(crate) switch_known_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_register_kwh: Option<f64>,
+    /// The last few register reads (head-end answers and delivered meter reads), oldest first:
+    /// the history a final read is checked against.
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub(crate) register_history: ThinVec<super::RegisterPoint>,
     pub open: ThinVec<OpenOrder>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Boxed: most live meters have none, and it is the largest field.

@@ -34,8 +34,8 @@ pub use order::{
 };
 pub use partition::Partitioner;
 pub use read::{
-    validate_read, MeterRead, Multipliers, ReadKind, ReadRef, ReadRejection, ReadSource, ReadValue,
-    ReadWatch, UsageType, WatchChange, READ_SCHEMA_VERSION,
+    validate_read, FinalRead, MeterRead, Multipliers, ReadClass, ReadKind, ReadRef, ReadRejection,
+    ReadSource, ReadValue, ReadWatch, RegisterPoint, UsageType, WatchChange, READ_SCHEMA_VERSION,
 };
 pub use task::{ExceptionTask, TaskNote, TaskState};
 
@@ -66,7 +66,7 @@ mod tests {
         assert_eq!(same_names::<CommandKind>(), 4);
         assert_eq!(same_names::<FailureCode>(), 7);
         assert_eq!(same_names::<DeadLetterReason>(), 18);
-        assert_eq!(same_names::<ExceptionKind>(), 7);
+        assert_eq!(same_names::<ExceptionKind>(), 8);
         assert_eq!(same_names::<UsageType>(), 3);
         assert_eq!(same_names::<ReadKind>(), 2);
         assert_eq!(same_names::<ReadSource>(), 3);

@@ -370,11 +370,12 @@ pub fn validate_read<'a>(
     })
 }
 
-/// A meter that wants its reads: it was cut (a disconnect confirmed), so consumption on it
-/// means the switch did not open, or someone closed it, or the meter was tampered with.
-/// Stored per meter (kept across restarts and hand-overs), held in memory by the instance that
-/// owns the meter; removed when the meter is connected again, when the watchdog has raised its
-/// exception, or when the watch period ends.
+/// A meter that wants its reads. Either it was cut (a disconnect confirmed), so consumption on
+/// it means the switch did not open, or someone closed it, or the meter was tampered with; or
+/// (`history`) it has an open disconnect or move-out, whose final read will be checked against
+/// the register reads it collects meanwhile. Stored per meter (kept across restarts and
+/// hand-overs), held in memory by the instance that owns the meter; removed when the meter is
+/// connected again, when the watchdog has raised its exception, or when the watch period ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReadWatch {
     pub meter_id: String,
@@ -385,6 +386,57 @@ pub struct ReadWatch {
     /// The active register at the cut (kWh, multiplied), when the head-end or a read gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_kwh: Option<f64>,
+    /// Not a cut: the meter collects its register reads for an open disconnect's final-read
+    /// check (`order_id` is that order; `since` is not used).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub history: bool,
+}
+
+/// One register value of a meter's history (active energy, kWh, multiplied) and when it was
+/// read: the meter keeps its last few (`reads::HISTORY`) for the high / low check.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RegisterPoint {
+    pub at: Timestamp,
+    pub kwh: f64,
+}
+
+/// The class of a final read.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ReadClass {
+    VeryLow,
+    Low,
+    Normal,
+    High,
+    VeryHigh,
+    /// Not enough history to predict a use (fewer than two reads a day apart before it): passed
+    /// on, marked unvalidated.
+    NoHistory,
+}
+
+impl ReadClass {
+    /// A person must review it.
+    pub fn suspicious(self) -> bool {
+        !matches!(self, ReadClass::Normal | ReadClass::NoHistory)
+    }
+}
+
+/// A disconnect's final read as its completion event carries it: the register, when it was
+/// read, and the high / low check against the meter's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalRead {
+    pub kwh: f64,
+    pub at: Timestamp,
+    pub class: ReadClass,
+    /// Use since the meter's last earlier read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_kwh: Option<f64>,
+    /// What the meter's history predicts for that gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_kwh: Option<f64>,
 }
 
 /// A change of a meter's read watch, stored with the meter's step.

@@ -9,11 +9,13 @@ use crate::domain::{ReadWatch, Timestamp, WatchChange};
 use crate::observability::metrics;
 use crate::reads::{after_cut, Finding, Observed, ReadRules};
 
-/// A watched cut: when it was confirmed and the register then.
+/// A watched cut: when it was confirmed and the register then; or (`history`) a meter
+/// collecting its register reads for an open disconnect's final-read check.
 #[derive(Debug, Clone, Copy)]
 struct Cut {
     since: Timestamp,
     baseline_kwh: Option<f64>,
+    history: bool,
 }
 
 #[derive(Default)]
@@ -42,6 +44,7 @@ impl ReadWatches {
             Cut {
                 since: w.since,
                 baseline_kwh: w.baseline_kwh,
+                history: w.history,
             },
         );
     }
@@ -60,6 +63,10 @@ impl ReadWatches {
     /// that is not watched (no allocation, one map lookup).
     pub(crate) fn evaluate(&self, meter_id: &str, read: &Observed, rules: &ReadRules) -> Finding {
         match self.cuts.get(meter_id) {
+            Some(c) if c.history => match (read.kind, read.active_kwh) {
+                (crate::domain::ReadKind::Register, Some(_)) => Finding::History,
+                _ => Finding::Nothing,
+            },
             Some(c) => after_cut(c.since, c.baseline_kwh, read, rules),
             None => Finding::Nothing,
         }

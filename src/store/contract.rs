@@ -78,6 +78,7 @@ pub fn read_watches_are_set_replaced_cleared_and_loaded_by_unit(s: &dyn Store) {
         order_id: format!("WATCH-SO-{i}"),
         since: at(i as i64),
         baseline_kwh: baseline,
+        history: i % 5 == 0,
     };
     let ours = |s: &dyn Store| {
         let mut w: Vec<ReadWatch> = s

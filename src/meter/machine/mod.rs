@@ -225,6 +225,7 @@ impl MeterMachine {
             switch: SwitchState::Unknown,
             switch_known_at: None,
             last_register_kwh: None,
+            register_history: thin_vec::ThinVec::new(),
             open: thin_vec::ThinVec::new(),
             in_flight: None,
             next_seq: 0,
@@ -336,7 +337,7 @@ impl MeterMachine {
         };
         match input {
             Input::Order(order) => self.on_order(order, &mut out),
-            Input::Result(r) => self.on_result(r, &mut out, policy),
+            Input::Result(r) => self.on_result(r, facts, &mut out, policy),
             Input::Deadline(id) => self.on_deadline(&id, &mut out, policy),
             Input::NotSent(id) => self.on_not_sent(&id, &mut out, policy),
             Input::Wake => {}

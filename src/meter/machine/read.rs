@@ -1,32 +1,121 @@
 //! Meter reads that reach the meter (only those that matter to it: the reads handler filters
-//! on the meter's read watch). The post-disconnect watchdog: a cut meter is watched until it is
-//! connected again, the watch period ends, or it shows consumption beyond the tolerance, which
-//! raises a `consumption_after_disconnect` exception on the cut's order (possible bypass or
-//! tamper) for a person to look at. The read watch itself is a projection of the state
-//! ([`MeterMachine::read_watch`]): `step` emits its changes.
+//! on the meter's read watch), and a disconnect's final read.
+//! - The post-disconnect watchdog: a cut meter is watched until it is connected again, the
+//!   watch period ends, or it shows consumption beyond the tolerance, which raises a
+//!   `consumption_after_disconnect` exception on the cut's order (possible bypass or tamper).
+//! - History: a meter with an open disconnect or move-out collects its register reads (and
+//!   every register a head-end answer carries), the last [`HISTORY`] of them.
+//! - The final read (the register in the disconnect's confirmation, else the first register
+//!   read after the cut) is checked high / low against that history; a suspicious one raises
+//!   `suspicious_final_read` for review instead of being passed on silently.
+//!
+//! The read watch itself is a projection of the state ([`MeterMachine::read_watch`]): `step`
+//! emits its changes.
 
 use crate::domain::{
-    AuditEvent, AuditKind, ExceptionKind, ExceptionRecord, MeterRead, ReadKind, ReadWatch,
-    SwitchState, UsageType,
+    AuditEvent, AuditKind, ExceptionKind, ExceptionRecord, FinalRead, MeterRead, OrderKind,
+    ReadKind, ReadWatch, RegisterPoint, SwitchState, Timestamp, UsageType,
 };
-use crate::reads::{after_cut, Finding, Observed};
+use crate::reads::{after_cut, high_low, Finding, Observed, HISTORY};
 
 use super::{Action, MeterFacts, MeterMachine, Out};
 
 impl MeterMachine {
     /// The meter's reads are watched: it is known disconnected by a cut whose watch has not
-    /// ended.
+    /// ended, or it has an open disconnect or move-out (its history, for the final read).
     pub(crate) fn read_watch(&self) -> Option<ReadWatch> {
-        if self.switch != SwitchState::Disconnected {
-            return None;
+        if self.switch == SwitchState::Disconnected {
+            if let Some(cut) = self.last_cut.as_ref().filter(|c| !c.watch_ended) {
+                return Some(ReadWatch {
+                    meter_id: self.meter_id.to_string(),
+                    order_id: cut.order_id.clone(),
+                    since: cut.at,
+                    baseline_kwh: cut.register_kwh,
+                    history: false,
+                });
+            }
         }
-        let cut = self.last_cut.as_ref().filter(|c| !c.watch_ended)?;
+        let o = self
+            .open
+            .iter()
+            .find(|o| matches!(o.order.kind, OrderKind::Disconnect | OrderKind::MoveOut))?;
         Some(ReadWatch {
             meter_id: self.meter_id.to_string(),
-            order_id: cut.order_id.clone(),
-            since: cut.at,
-            baseline_kwh: cut.register_kwh,
+            order_id: o.order.order_id.clone(),
+            since: Timestamp::UNIX_EPOCH,
+            baseline_kwh: None,
+            history: true,
         })
+    }
+
+    /// Keeps `p` in the register history (time order, one point per instant, the last
+    /// [`HISTORY`]).
+    pub(super) fn remember_register(&mut self, p: RegisterPoint) {
+        let h = &mut self.register_history;
+        if h.iter().any(|x| x.at == p.at) {
+            return;
+        }
+        let i = h.iter().position(|x| x.at > p.at).unwrap_or(h.len());
+        h.insert(i, p);
+        while h.len() > HISTORY {
+            h.remove(0);
+        }
+    }
+
+    /// The final read `p` of the disconnect `order_id`: checked against the history before
+    /// it, audited, and raised for review when suspicious.
+    pub(super) fn check_final_read(
+        &self,
+        order_id: &str,
+        p: RegisterPoint,
+        facts: &MeterFacts,
+        out: &mut Out,
+    ) -> FinalRead {
+        let c = high_low(&self.register_history, p, &facts.reads.high_low);
+        let class: &'static str = c.class.into();
+        let kwh = |x: Option<f64>| x.map_or("unknown".to_string(), |v| format!("{v:.3} kWh"));
+        let text = format!(
+            "final read of order {order_id} on meter {}: {:.3} kWh at {}; {class}: used {} since the last read, history predicts {}",
+            out.meter_id,
+            p.kwh,
+            p.at,
+            kwh(c.used_kwh),
+            kwh(c.expected_kwh)
+        );
+        out.audit(
+            AuditEvent::new(out.meter_id, out.now, AuditKind::FinalRead)
+                .order(order_id)
+                .reason(class)
+                .detail(text.clone()),
+        );
+        if c.class.suspicious() {
+            let kind = ExceptionKind::SuspiciousFinalRead;
+            out.audit(
+                AuditEvent::new(out.meter_id, out.now, AuditKind::ExceptionRaised)
+                    .order(order_id)
+                    .reason(kind.as_str())
+                    .detail(text.clone()),
+            );
+            out.actions.push(Action::Exception(ExceptionRecord {
+                schema_version: crate::domain::event::EVENT_SCHEMA_VERSION,
+                exception_id: format!("{order_id}/final_read"),
+                meter_id: out.meter_id.to_string(),
+                order_id: order_id.to_string(),
+                command_id: None,
+                kind,
+                priority: 4,
+                detail: format!("{text}. Review it before it is billed"),
+                raised_at: out.now,
+                status: "open".into(),
+            }));
+        }
+        FinalRead {
+            kwh: p.kwh,
+            at: p.at,
+            class: c.class,
+            used_kwh: c.used_kwh,
+            expected_kwh: c.expected_kwh,
+        }
     }
 
     pub(super) fn on_read(&mut self, r: MeterRead, facts: &MeterFacts, out: &mut Out) {
@@ -36,10 +125,11 @@ impl MeterMachine {
                 .detail(r.describe()),
         );
         let active = r.value(UsageType::Active);
-        if r.kind == ReadKind::Register && active.is_some() {
-            self.last_register_kwh = active;
+        if let (ReadKind::Register, Some(kwh)) = (r.kind, active) {
+            self.last_register_kwh = Some(kwh);
+            self.remember_register(RegisterPoint { at: r.read_at, kwh });
         }
-        let Some(watch) = self.read_watch() else {
+        let Some(watch) = self.read_watch().filter(|w| !w.history) else {
             return;
         };
         let seen = Observed {
@@ -48,15 +138,25 @@ impl MeterMachine {
             read_at: r.read_at,
             active_kwh: active,
         };
-        let Some(cut) = self.last_cut.as_mut() else {
-            return;
-        };
         match after_cut(watch.since, watch.baseline_kwh, &seen, &facts.reads) {
-            Finding::Nothing => {}
-            Finding::Baseline(kwh) => cut.register_kwh = Some(kwh),
-            Finding::Expired => cut.watch_ended = true,
+            Finding::Nothing | Finding::History => {}
+            Finding::Baseline(kwh) => {
+                // The cut's answer had no register: this read is the final read.
+                let p = RegisterPoint { at: r.read_at, kwh };
+                self.check_final_read(&watch.order_id, p, facts, out);
+                if let Some(cut) = self.last_cut.as_mut() {
+                    cut.register_kwh = Some(kwh);
+                }
+            }
+            Finding::Expired => {
+                if let Some(cut) = self.last_cut.as_mut() {
+                    cut.watch_ended = true;
+                }
+            }
             Finding::Consumption { explanation, .. } => {
-                cut.watch_ended = true;
+                if let Some(cut) = self.last_cut.as_mut() {
+                    cut.watch_ended = true;
+                }
                 let text = format!(
                     "meter {} was disconnected by order {} at {}; {}: {explanation}",
                     out.meter_id,

@@ -12,7 +12,13 @@ use crate::domain::{
 use super::{command_for, MeterMachine, Out, Purpose, RetryPolicy};
 
 impl MeterMachine {
-    pub(super) fn on_result(&mut self, r: CommandResult, out: &mut Out, policy: &RetryPolicy) {
+    pub(super) fn on_result(
+        &mut self,
+        r: CommandResult,
+        facts: &super::MeterFacts,
+        out: &mut Out,
+        policy: &RetryPolicy,
+    ) {
         let Some(f) = self.take_in_flight(&r.command_id) else {
             self.late_result(&r, out);
             return;
@@ -29,6 +35,21 @@ impl MeterMachine {
             return;
         };
         let target = command_for(self.open[idx].order.kind).and_then(CommandKind::target_state);
+        // A disconnect that took effect: its final read is the register in the answer.
+        let final_read = match &r.outcome {
+            CommandOutcome::Confirmed {
+                switch_state: SwitchState::Disconnected,
+                register_kwh: Some(kwh),
+            } if target == Some(SwitchState::Disconnected) => {
+                let p = crate::domain::RegisterPoint {
+                    at: r.at,
+                    kwh: *kwh,
+                };
+                let id = self.open[idx].order.order_id.clone();
+                Some((id.clone(), self.check_final_read(&id, p, facts, out)))
+            }
+            _ => None,
+        };
         self.record_cut(idx, target, &r);
         match (f.purpose, &r.outcome) {
             (
@@ -59,6 +80,20 @@ impl MeterMachine {
             }
             (Purpose::StatusCheck, CommandOutcome::Failed { .. }) => {
                 self.check_again_later(idx, out, policy);
+            }
+        }
+        // The completion event carries the final read.
+        if let Some((id, fr)) = final_read {
+            let done = out.actions.iter_mut().rev().find_map(|a| match a {
+                crate::meter::machine::Action::Event(e)
+                    if e.order_id == id && e.status == OrderStatus::Completed =>
+                {
+                    Some(e)
+                }
+                _ => None,
+            });
+            if let Some(e) = done {
+                e.final_read = Some(fr);
             }
         }
     }
@@ -93,8 +128,9 @@ impl MeterMachine {
                 self.switch = *switch_state;
                 self.switch_known_at = Some(r.at);
             }
-            if register_kwh.is_some() {
-                self.last_register_kwh = *register_kwh;
+            if let Some(kwh) = *register_kwh {
+                self.last_register_kwh = Some(kwh);
+                self.remember_register(crate::domain::RegisterPoint { at: r.at, kwh });
             }
             if self.switch == SwitchState::Connected {
                 self.last_cut = None;

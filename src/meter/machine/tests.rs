@@ -885,7 +885,10 @@ fn consumption_on_a_cut_meter_raises_one_exception_and_a_reconnect_ends_the_watc
         t0(),
     );
     let d = dispatched(&a)[0].clone();
-    assert!(watch_changes(&a).is_empty(), "no watch before the cut");
+    assert!(
+        matches!(&watch_changes(&a)[..], [crate::domain::WatchChange::Set(w)] if w.history && w.order_id == "D1"),
+        "an open disconnect collects its history: {a:?}"
+    );
     let mut answer = confirmed(&d, SwitchState::Disconnected);
     if let Input::Result(r) = &mut answer {
         r.outcome = CommandOutcome::Confirmed {
@@ -947,7 +950,7 @@ fn consumption_on_a_cut_meter_raises_one_exception_and_a_reconnect_ends_the_watc
     let d = dispatched(&a)[0].clone();
     let a = step(&mut m, confirmed(&d, SwitchState::Disconnected), at(20_001));
     assert!(
-        matches!(&watch_changes(&a)[..], [crate::domain::WatchChange::Set(w)] if w.baseline_kwh.is_none())
+        matches!(&watch_changes(&a)[..], [crate::domain::WatchChange::Set(w)] if w.baseline_kwh.is_none() && !w.history)
     );
     let a = step(&mut m, register_read("R4", at(20_100), 6000.0), at(20_101));
     assert!(exceptions(&a).is_empty(), "a baseline is not consumption");
@@ -969,4 +972,76 @@ fn consumption_on_a_cut_meter_raises_one_exception_and_a_reconnect_ends_the_watc
     );
     let a = step(&mut m, register_read("R5", at(40_000), 9000.0), at(40_001));
     assert!(exceptions(&a).is_empty() && watch_changes(&a).is_empty());
+}
+
+/// A disconnect's final read (issue 16, item 3): the register in the confirmation is checked
+/// against the register reads the meter collected while the order was open; the completion
+/// event carries it with its class; a read far above what the history predicts raises
+/// `suspicious_final_read` for review; a normal one raises nothing; too little history is
+/// `no_history`, passed on.
+#[test]
+fn a_final_read_is_checked_against_the_meters_history() {
+    let day = 86_400;
+    let cut_with = |m: &mut MeterMachine, id: &str, t: i64, kwh: f64| {
+        let a = step(m, Input::Order(order(id, OrderKind::Disconnect)), at(t));
+        let d = dispatched(&a)[0].clone();
+        let mut answer = confirmed(&d, SwitchState::Disconnected);
+        if let Input::Result(r) = &mut answer {
+            r.at = at(t + 60);
+            r.outcome = CommandOutcome::Confirmed {
+                switch_state: SwitchState::Disconnected,
+                register_kwh: Some(kwh),
+            };
+        }
+        step(m, answer, at(t + 61))
+    };
+    let final_of = |a: &[Action]| {
+        a.iter()
+            .find_map(|x| match x {
+                Action::Event(e) if e.status == OrderStatus::Completed => e.final_read.clone(),
+                _ => None,
+            })
+            .expect("the completion carries the final read")
+    };
+    let with_history = || {
+        let mut m = MeterMachine::new("M");
+        // 10 kWh a day for three days, read while the disconnect waited.
+        for (i, kwh) in [1000.0, 1010.0, 1020.0, 1030.0].into_iter().enumerate() {
+            let t = at(i as i64 * day);
+            step(&mut m, register_read(&format!("R{i}"), t, kwh), t);
+        }
+        m
+    };
+
+    // No history: passed on as no_history, no exception.
+    let mut m = MeterMachine::new("M");
+    let a = cut_with(&mut m, "D0", 0, 500.0);
+    assert_eq!(final_of(&a).class, crate::domain::ReadClass::NoHistory);
+    assert!(exceptions(&a).is_empty());
+
+    // A day later 10 kWh more: normal.
+    let mut m = with_history();
+    assert_eq!(m.register_history.len(), 4);
+    let a = cut_with(&mut m, "D1", 4 * day, 1040.0);
+    let f = final_of(&a);
+    assert_eq!(f.class, crate::domain::ReadClass::Normal, "{f:?}");
+    assert_eq!(f.kwh, 1040.0);
+    assert!((f.used_kwh.unwrap() - 10.0).abs() < 1e-9, "{f:?}");
+    assert!(exceptions(&a).is_empty());
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::Audit(e) if e.kind == AuditKind::FinalRead)));
+
+    // The same history, but 95 kWh in a day: very high, raised for review.
+    let mut m = with_history();
+    let a = cut_with(&mut m, "D2", 4 * day, 1125.0);
+    assert_eq!(final_of(&a).class, crate::domain::ReadClass::VeryHigh);
+    let x = exceptions(&a);
+    assert_eq!(x.len(), 1, "{a:?}");
+    assert_eq!(x[0].kind, ExceptionKind::SuspiciousFinalRead);
+    assert_eq!(x[0].exception_id, "D2/final_read");
+    assert!(x[0].detail.contains("very_high"), "{}", x[0].detail);
+    // Only the last four reads are kept, the final one among them.
+    assert_eq!(m.register_history.len(), 4);
+    assert_eq!(m.register_history.last().map(|p| p.kwh), Some(1125.0));
 }
