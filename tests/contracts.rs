@@ -80,8 +80,8 @@ fn every_order_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
     assert!(results >= 2, "result examples ({results} found)");
 }
 
-/// The fact examples in docs/topics.md pass their schemas and switchyard's own parsers, and
-/// the schemas' own examples do too.
+/// The meter-read examples in docs/topics.md pass the read schema and switchyard's own
+/// validation (one of each kind), and both refuse a register read with an interval.
 #[test]
 fn every_read_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
     let read_schema = schema("read.v1.schema.json");
@@ -117,6 +117,8 @@ fn every_read_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
     assert!(switchyard::domain::validate_read(Some(b"M"), Some(&bytes), now).is_err());
 }
 
+/// The fact examples in docs/topics.md pass their schemas and switchyard's own parsers, and
+/// the schemas' own examples do too.
 #[test]
 fn every_fact_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
     use switchyard::facts::{EmergencyRecord, MeterFact, WeatherRecord};

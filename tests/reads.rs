@@ -178,10 +178,10 @@ async fn reads_of_unwatched_meters_wake_nothing_and_consumption_after_a_cut_rais
         .produce(&p, &app.config.topics.orders)
         .await;
     events.wait_final("SO-IDLE-CUT", T).await;
-    eventually("M-IDLE watched", T, async || {
+    eventually("M-IDLE's cut watched", T, async || {
         store
             .read_watches()
-            .is_ok_and(|w| w.iter().any(|w| w.meter_id == "M-IDLE"))
+            .is_ok_and(|w| w.iter().any(|w| w.meter_id == "M-IDLE" && !w.history))
     })
     .await;
     Order::reconnect("SO-IDLE-BACK", "M-IDLE")

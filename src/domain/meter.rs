@@ -38,6 +38,9 @@ pub struct MeterRecord {
     pub(crate) demand_multiplier: Option<f64>,
 }
 
+/// The largest multiplier taken (CT ratios reach a few thousand).
+pub(crate) const MAX_MULTIPLIER: f64 = 1e6;
+
 fn one() -> u32 {
     1
 }
@@ -70,8 +73,10 @@ impl MeterRecord {
             ("reactive_multiplier", self.reactive_multiplier),
             ("demand_multiplier", self.demand_multiplier),
         ] {
-            if let Some(m) = m.filter(|m| !(m.is_finite() && *m > 0.0)) {
-                return Err(format!("{name} {m} must be a positive number"));
+            if let Some(m) = m.filter(|m| !(m.is_finite() && *m > 0.0 && *m <= MAX_MULTIPLIER)) {
+                return Err(format!(
+                    "{name} {m} must be a positive number up to {MAX_MULTIPLIER}"
+                ));
             }
         }
         Ok(())

@@ -15,6 +15,10 @@ use super::{DeadLetterReason, Timestamp};
 
 pub const READ_SCHEMA_VERSION: u32 = 1;
 
+/// The largest dial value taken (a register of 12 digits): anything above is a corrupt read,
+/// and with a multiplier (at most `MAX_MULTIPLIER`) it stays a finite number.
+pub const MAX_DIAL_VALUE: f64 = 1e12;
+
 /// The longest interval a read may cover.
 const MAX_INTERVAL_HOURS: i64 = 24;
 /// How far ahead of switchyard's clock a read may be stamped (clock skew between systems).
@@ -311,9 +315,9 @@ pub fn validate_read<'a>(
         ));
     }
     for (i, v) in w.values.iter().enumerate() {
-        if !v.value.is_finite() || v.value < 0.0 {
+        if !v.value.is_finite() || v.value < 0.0 || v.value > MAX_DIAL_VALUE {
             return Err(bad(format!(
-                "values[{i}] ({}) is {}: a value must be a finite number ≥ 0",
+                "values[{i}] ({}) is {}: a value must be a finite number from 0 to {MAX_DIAL_VALUE:e}",
                 v.usage.as_str(),
                 v.value
             )));

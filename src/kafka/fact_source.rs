@@ -102,22 +102,38 @@ pub(super) async fn deliver(
     loop {
         let (tx, mut rx) = oneshot::channel();
         directory.deliver_acked(meter, what.clone(), Some(tx));
-        loop {
-            tokio::select! {
-                r = &mut rx => match r {
-                    Ok(()) => return true,
-                    Err(_) => {
-                        tracing::warn!(meter = %meter, what = %label, "not acknowledged by its meter; delivering again");
-                        if !io.pause_for(Duration::from_millis(100)).await {
-                            return false;
-                        }
-                        break;
-                    }
-                },
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                    if !io.pause_for(Duration::from_millis(100)).await {
-                        return false;
-                    }
+        match acked(&mut rx, io).await {
+            Acked::Yes => return true,
+            Acked::Stopped => return false,
+            Acked::Dropped => {
+                tracing::warn!(meter = %meter, what = %label, "not acknowledged by its meter; delivering again");
+                if !io.pause_for(Duration::from_millis(100)).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// What became of a delivery's acknowledgement.
+pub(super) enum Acked {
+    Yes,
+    /// The actor stopped (passivated, relinquished) before storing: deliver again.
+    Dropped,
+    /// Shutdown, or the partitions were revoked while waiting.
+    Stopped,
+}
+
+/// Waits for a meter's acknowledgement with the consumer polling every 500 ms
+/// ([`Io::pause_for`]): a meter whose unit's lease lapsed holds its step until a revoke says
+/// the unit was taken, and that revoke is heard only in a poll.
+pub(super) async fn acked(rx: &mut oneshot::Receiver<()>, io: &mut Io<'_>) -> Acked {
+    loop {
+        tokio::select! {
+            r = &mut *rx => return if r.is_ok() { Acked::Yes } else { Acked::Dropped },
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if !io.pause_for(Duration::from_millis(100)).await {
+                    return Acked::Stopped;
                 }
             }
         }

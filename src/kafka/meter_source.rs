@@ -438,11 +438,7 @@ impl Rebalancing {
             watched = watches.len(),
             "assigned units: facts applied, open work and read watches read; resuming it, their orders and reads"
         );
-        let own = &self.ownership;
-        self.directory
-            .services()
-            .watches
-            .load(|m| a.units.contains(&own.unit_of(m)), watches);
+        self.directory.services().watches.load(watches);
         crate::observability::metrics()
             .handover_seconds
             .record(a.started.elapsed().as_secs_f64());

@@ -96,11 +96,16 @@ impl Handler for Reads {
             self.directory.deliver_acked(&meter, read.clone(), Some(tx));
             waiting.push((meter, read, rx));
         }
-        for (meter, read, rx) in waiting {
-            if rx.await.is_err()
-                && !super::fact_source::deliver(&self.directory, &meter, read, "read", io).await
-            {
-                return Handled::Stopped;
+        for (meter, read, mut rx) in waiting {
+            use super::fact_source::{acked, deliver, Acked};
+            match acked(&mut rx, io).await {
+                Acked::Yes => {}
+                Acked::Stopped => return Handled::Stopped,
+                Acked::Dropped => {
+                    if !deliver(&self.directory, &meter, read, "read", io).await {
+                        return Handled::Stopped;
+                    }
+                }
             }
             m.reads_delivered.increment(1);
         }

@@ -309,6 +309,14 @@ impl MeterActor {
         if self.machine != before {
             batch.meter = Some(self.machine.clone());
         }
+        // A watch this step sets is held before its write: a read handled while the write is in
+        // progress is delivered (the machine decides on it), never ignored. Clears wait for
+        // the write (`perform`).
+        for w in &batch.watches {
+            if matches!(w, crate::domain::WatchChange::Set(_)) {
+                svc.watches.apply(w);
+            }
+        }
         if self.machine.holds_on_zone_facts() {
             svc.facts.hold(&facts.zone, self.id());
         } else {

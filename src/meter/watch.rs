@@ -1,7 +1,11 @@
 //! The read watches this instance holds: which of its meters want their reads (a cut is
-//! watched for consumption), as a concurrent map the reads handler consults for every read
-//! before anything is copied. The meter actors keep it current (a change is applied once the
-//! step that made it is durable); an assignment loads its units' watches from the store.
+//! watched for consumption, or an open disconnect collects its history), as a concurrent map
+//! the reads handler consults for every read before anything is copied. The meter actors keep
+//! it current: a watch set by a step is applied before its write (a read handled meanwhile is
+//! delivered, not lost), a clear once the write is durable; an assignment adds its units'
+//! watches from the store. An entry may be stale (more than the meter's state says): the read
+//! it lets through reaches the meter, whose machine decides again and clears it. An entry is
+//! never missing for a meter whose stored state is watched.
 
 use dashmap::DashMap;
 
@@ -49,12 +53,16 @@ impl ReadWatches {
         );
     }
 
-    /// Watches read from the store for an assignment's units: they replace what was held for
-    /// the meters `in_units` says are theirs (a unit given back may have changed meanwhile).
-    pub(crate) fn load(&self, in_units: impl Fn(&str) -> bool, watches: Vec<ReadWatch>) {
-        self.cuts.retain(|m, _| !in_units(m));
+    /// Watches read from the store for an assignment's units, added where the map has none:
+    /// an entry an actor set after the store was read is newer than the row, and one left from
+    /// an earlier hand-over of the unit is at worst stale (see the module's note).
+    pub(crate) fn load(&self, watches: Vec<ReadWatch>) {
         for w in &watches {
-            self.set(w);
+            self.cuts.entry(w.meter_id.as_str().into()).or_insert(Cut {
+                since: w.since,
+                baseline_kwh: w.baseline_kwh,
+                history: w.history,
+            });
         }
         metrics().read_watches.set(self.cuts.len() as f64);
     }

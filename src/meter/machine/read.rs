@@ -24,6 +24,12 @@ impl MeterMachine {
     /// The meter's reads are watched: it is known disconnected by a cut whose watch has not
     /// ended, or it has an open disconnect or move-out (its history, for the final read).
     pub(crate) fn read_watch(&self) -> Option<ReadWatch> {
+        // A meter about to be connected again (a reconnect or move-in open) is not watched:
+        // use after its switch closes is expected. If the reconnect fails, the cut is
+        // watched again.
+        if self.open.iter().any(|o| o.order.kind.restores_power()) {
+            return None;
+        }
         if self.switch == SwitchState::Disconnected {
             if let Some(cut) = self.last_cut.as_ref().filter(|c| !c.watch_ended) {
                 return Some(ReadWatch {
@@ -125,13 +131,33 @@ impl MeterMachine {
                 .detail(r.describe()),
         );
         let active = r.value(UsageType::Active);
-        if let (ReadKind::Register, Some(kwh)) = (r.kind, active) {
-            self.last_register_kwh = Some(kwh);
-            self.remember_register(RegisterPoint { at: r.read_at, kwh });
-        }
-        let Some(watch) = self.read_watch().filter(|w| !w.history) else {
+        let point = match (r.kind, active) {
+            (ReadKind::Register, Some(kwh)) => Some(RegisterPoint { at: r.read_at, kwh }),
+            _ => None,
+        };
+        let watch = self.read_watch();
+        // (Remembered after the final-read check below: the check compares with the reads
+        // before this one.)
+        let remember = |m: &mut MeterMachine| {
+            if let Some(p) = point {
+                m.last_register_kwh = Some(p.kwh);
+                m.remember_register(p);
+            }
+        };
+        let Some(watch) = watch else {
+            // The reads handler's entry for this meter is stale (a hand-over, a write that
+            // was dropped): clear it, stored, so that its reads stop coming here.
+            remember(self);
+            out.actions
+                .push(Action::Watch(crate::domain::WatchChange::Clear(
+                    out.meter_id.to_string(),
+                )));
             return;
         };
+        if watch.history {
+            remember(self);
+            return;
+        }
         let seen = Observed {
             kind: r.kind,
             interval_start: r.interval_start,
@@ -139,21 +165,24 @@ impl MeterMachine {
             active_kwh: active,
         };
         match after_cut(watch.since, watch.baseline_kwh, &seen, &facts.reads) {
-            Finding::Nothing | Finding::History => {}
+            Finding::Nothing | Finding::History => remember(self),
             Finding::Baseline(kwh) => {
                 // The cut's answer had no register: this read is the final read.
                 let p = RegisterPoint { at: r.read_at, kwh };
                 self.check_final_read(&watch.order_id, p, facts, out);
+                remember(self);
                 if let Some(cut) = self.last_cut.as_mut() {
                     cut.register_kwh = Some(kwh);
                 }
             }
             Finding::Expired => {
+                remember(self);
                 if let Some(cut) = self.last_cut.as_mut() {
                     cut.watch_ended = true;
                 }
             }
             Finding::Consumption { explanation, .. } => {
+                remember(self);
                 if let Some(cut) = self.last_cut.as_mut() {
                     cut.watch_ended = true;
                 }

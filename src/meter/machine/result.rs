@@ -30,25 +30,31 @@ impl MeterMachine {
                 .reason(r.outcome_label())
                 .detail(serde_json::to_string(&r.outcome).unwrap_or_default()),
         );
-        self.learn_switch(&f.command, &r);
-        let Some(idx) = self.open_index(&f.command.order_id) else {
-            return;
-        };
-        let target = command_for(self.open[idx].order.kind).and_then(CommandKind::target_state);
-        // A disconnect that took effect: its final read is the register in the answer.
-        let final_read = match &r.outcome {
-            CommandOutcome::Confirmed {
-                switch_state: SwitchState::Disconnected,
-                register_kwh: Some(kwh),
-            } if target == Some(SwitchState::Disconnected) => {
+        // A disconnect that took effect: its final read is the register in the answer,
+        // checked against the history before it (so before the answer's register joins it).
+        let idx = self.open_index(&f.command.order_id);
+        let target = idx
+            .and_then(|i| command_for(self.open[i].order.kind).and_then(CommandKind::target_state));
+        let final_read = match (&r.outcome, idx) {
+            (
+                CommandOutcome::Confirmed {
+                    switch_state: SwitchState::Disconnected,
+                    register_kwh: Some(kwh),
+                },
+                Some(i),
+            ) if target == Some(SwitchState::Disconnected) => {
                 let p = crate::domain::RegisterPoint {
                     at: r.at,
                     kwh: *kwh,
                 };
-                let id = self.open[idx].order.order_id.clone();
+                let id = self.open[i].order.order_id.clone();
                 Some((id.clone(), self.check_final_read(&id, p, facts, out)))
             }
             _ => None,
+        };
+        self.learn_switch(&f.command, &r);
+        let Some(idx) = idx else {
+            return;
         };
         self.record_cut(idx, target, &r);
         match (f.purpose, &r.outcome) {

@@ -955,45 +955,76 @@ fn consumption_on_a_cut_meter_raises_one_exception_and_a_reconnect_ends_the_watc
     let a = step(&mut m, register_read("R4", at(20_100), 6000.0), at(20_101));
     assert!(exceptions(&a).is_empty(), "a baseline is not consumption");
     assert!(
+        a.iter().any(|x| matches!(x, Action::Audit(e) if e.kind == AuditKind::FinalRead && e.order_id.as_deref() == Some("D2"))),
+        "the first read after a cut without a register is its final read: {a:?}"
+    );
+    assert!(
         matches!(&watch_changes(&a)[..], [crate::domain::WatchChange::Set(w)] if w.baseline_kwh == Some(6000.0))
     );
 
-    // Reconnected: the watch ends; reads after it raise nothing.
+    // A reconnect ends the watch as soon as it is open (use after the switch closes is
+    // expected); reads after it raise nothing, and one that still reaches the meter (a stale
+    // entry in the reads handler's map) clears the entry.
     let a = step(
         &mut m,
         Input::Order(order("C2", OrderKind::Reconnect)),
         at(30_000),
     );
-    let c = dispatched(&a)[0].clone();
-    let a = step(&mut m, confirmed(&c, SwitchState::Connected), at(30_001));
     assert_eq!(
         watch_changes(&a),
         vec![crate::domain::WatchChange::Clear("M".into())]
     );
-    let a = step(&mut m, register_read("R5", at(40_000), 9000.0), at(40_001));
-    assert!(exceptions(&a).is_empty() && watch_changes(&a).is_empty());
+    let c = dispatched(&a)[0].clone();
+    let a = step(&mut m, register_read("R5", at(30_000), 9000.0), at(30_000));
+    assert!(
+        exceptions(&a).is_empty(),
+        "no alarm while the reconnect is out: {a:?}"
+    );
+    let a = step(&mut m, confirmed(&c, SwitchState::Connected), at(30_001));
+    assert!(watch_changes(&a).is_empty(), "{a:?}");
+    let a = step(&mut m, register_read("R6", at(40_000), 9500.0), at(40_001));
+    assert!(exceptions(&a).is_empty());
+    assert_eq!(
+        watch_changes(&a),
+        vec![crate::domain::WatchChange::Clear("M".into())]
+    );
 }
 
 /// A disconnect's final read (issue 16, item 3): the register in the confirmation is checked
-/// against the register reads the meter collected while the order was open; the completion
-/// event carries it with its class; a read far above what the history predicts raises
-/// `suspicious_final_read` for review; a normal one raises nothing; too little history is
-/// `no_history`, passed on.
+/// against the register reads the meter collected while the order waited (its history watch
+/// delivers them); the completion event carries it with its class; a read far above what the
+/// history predicts raises `suspicious_final_read` for review; a normal one raises nothing; too
+/// little history is `no_history`, passed on.
 #[test]
 fn a_final_read_is_checked_against_the_meters_history() {
     let day = 86_400;
-    let cut_with = |m: &mut MeterMachine, id: &str, t: i64, kwh: f64| {
-        let a = step(m, Input::Order(order(id, OrderKind::Disconnect)), at(t));
+    // The disconnect waits four days (earliest_at) while the meter reads come in, then runs.
+    let run = |reads: &[f64], final_kwh: f64| {
+        let mut m = MeterMachine::new("M");
+        let mut o = order("D1", OrderKind::Disconnect);
+        o.earliest_at = Some(at(4 * day));
+        let a = step(&mut m, Input::Order(o), at(0));
+        assert!(dispatched(&a).is_empty(), "it waits: {a:?}");
+        assert!(
+            matches!(&watch_changes(&a)[..], [crate::domain::WatchChange::Set(w)] if w.history),
+            "its reads are wanted: {a:?}"
+        );
+        for (i, kwh) in reads.iter().enumerate() {
+            let t = at(i as i64 * day);
+            step(&mut m, register_read(&format!("R{i}"), t, *kwh), t);
+        }
+        let a = step(&mut m, Input::Wake, at(4 * day));
         let d = dispatched(&a)[0].clone();
         let mut answer = confirmed(&d, SwitchState::Disconnected);
         if let Input::Result(r) = &mut answer {
-            r.at = at(t + 60);
+            r.at = at(4 * day + 60);
             r.outcome = CommandOutcome::Confirmed {
                 switch_state: SwitchState::Disconnected,
-                register_kwh: Some(kwh),
+                register_kwh: Some(final_kwh),
             };
         }
-        step(m, answer, at(t + 61))
+        let a = step(&mut m, answer, at(4 * day + 61));
+        (m, a)
     };
     let final_of = |a: &[Action]| {
         a.iter()
@@ -1003,45 +1034,38 @@ fn a_final_read_is_checked_against_the_meters_history() {
             })
             .expect("the completion carries the final read")
     };
-    let with_history = || {
-        let mut m = MeterMachine::new("M");
-        // 10 kWh a day for three days, read while the disconnect waited.
-        for (i, kwh) in [1000.0, 1010.0, 1020.0, 1030.0].into_iter().enumerate() {
-            let t = at(i as i64 * day);
-            step(&mut m, register_read(&format!("R{i}"), t, kwh), t);
-        }
-        m
-    };
+    // 10 kWh a day.
+    let history = [1000.0, 1010.0, 1020.0, 1030.0];
 
-    // No history: passed on as no_history, no exception.
-    let mut m = MeterMachine::new("M");
-    let a = cut_with(&mut m, "D0", 0, 500.0);
+    // No reads while it waited: passed on as no_history, no exception.
+    let (_, a) = run(&[], 500.0);
     assert_eq!(final_of(&a).class, crate::domain::ReadClass::NoHistory);
     assert!(exceptions(&a).is_empty());
 
-    // A day later 10 kWh more: normal.
-    let mut m = with_history();
-    assert_eq!(m.register_history.len(), 4);
-    let a = cut_with(&mut m, "D1", 4 * day, 1040.0);
+    // A day after the last read, 10 kWh more: normal.
+    let (m, a) = run(&history, 1040.0);
     let f = final_of(&a);
     assert_eq!(f.class, crate::domain::ReadClass::Normal, "{f:?}");
     assert_eq!(f.kwh, 1040.0);
-    assert!((f.used_kwh.unwrap() - 10.0).abs() < 1e-9, "{f:?}");
+    assert!((f.used_kwh.unwrap() - 10.0).abs() < 1e-6, "{f:?}");
+    assert!(
+        (f.expected_kwh.unwrap() - 10.0).abs() < 0.1,
+        "from all four reads: {f:?}"
+    );
     assert!(exceptions(&a).is_empty());
     assert!(a
         .iter()
         .any(|x| matches!(x, Action::Audit(e) if e.kind == AuditKind::FinalRead)));
+    // Only the last four reads are kept, the final one among them.
+    assert_eq!(m.register_history.len(), 4);
+    assert_eq!(m.register_history.last().map(|p| p.kwh), Some(1040.0));
 
     // The same history, but 95 kWh in a day: very high, raised for review.
-    let mut m = with_history();
-    let a = cut_with(&mut m, "D2", 4 * day, 1125.0);
+    let (_, a) = run(&history, 1125.0);
     assert_eq!(final_of(&a).class, crate::domain::ReadClass::VeryHigh);
     let x = exceptions(&a);
     assert_eq!(x.len(), 1, "{a:?}");
     assert_eq!(x[0].kind, ExceptionKind::SuspiciousFinalRead);
-    assert_eq!(x[0].exception_id, "D2/final_read");
+    assert_eq!(x[0].exception_id, "D1/final_read");
     assert!(x[0].detail.contains("very_high"), "{}", x[0].detail);
-    // Only the last four reads are kept, the final one among them.
-    assert_eq!(m.register_history.len(), 4);
-    assert_eq!(m.register_history.last().map(|p| p.kwh), Some(1125.0));
 }

@@ -767,15 +767,19 @@ impl Inner {
                 ));
             }
             for w in &b.watches {
-                // With the meter's snapshot: one meter has one step in a write at a time, so
-                // a set and a clear of one watch never race.
+                // A set before the meter's snapshot, a clear with it (like the open-work
+                // index): a crash between the phases leaves a watch too many (cleared by the
+                // next read that reaches the meter), never one missing. One meter has one step
+                // in a write at a time, so a set and a clear of one watch never race.
                 let unit = self.unit_of(w.meter_id());
-                forget.push(match w {
+                match w {
                     crate::domain::WatchChange::Set(x) => {
-                        Write::WatchPut(unit, x.meter_id.clone(), encode(x))
+                        first.push(Write::WatchPut(unit, x.meter_id.clone(), encode(x)))
                     }
-                    crate::domain::WatchChange::Clear(m) => Write::WatchDelete(unit, m.clone()),
-                });
+                    crate::domain::WatchChange::Clear(m) => {
+                        forget.push(Write::WatchDelete(unit, m.clone()))
+                    }
+                }
             }
             for x in &b.exceptions {
                 first.push(Write::Exception(
