@@ -203,7 +203,14 @@ async fn an_operator_defines_and_pauses_a_campaign_through_the_api_on_the_kafka_
         serde_json::from_str(&post(addr, 202, "/api/v1/campaigns", OP, Some(&c1)).await).unwrap();
     assert_eq!(a["by"], "olu");
     let listed = async |status: &str| {
-        let body = expect(addr, 200, "GET", "/api/v1/campaigns", None, None).await;
+        // Polled: anonymous reads share one request budget (http.auth.requests_per_second),
+        // which a 10 ms poll exceeds on a slow machine; a 429 is "not yet".
+        let (code, body) = http_call(addr, "GET", "/api/v1/campaigns", None, None).await;
+        if code == 429 {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            return false;
+        }
+        assert_eq!(code, 200, "GET /api/v1/campaigns: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         v["campaigns"]
             .as_array()
