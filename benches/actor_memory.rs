@@ -150,6 +150,7 @@ fn measure(meters: usize) -> Measured {
             idle: Duration::from_secs(3600),
             events_topic: "order-events".into(),
             exceptions_topic: "exceptions".into(),
+            control_topic: "control".into(),
             policy: Arc::new(Policy::baseline()),
             facts: FactBook::new(),
             campaign_outcomes: outcomes,

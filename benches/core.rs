@@ -487,10 +487,10 @@ fn encode(
         source: None,
     });
     let mut dispatched = WriteBatch::default();
-    record_actions(a1, &mut dispatched, "events", "exceptions");
+    record_actions(a1, &mut dispatched, "events", "exceptions", "control");
     dispatched.meter = Some(m1);
     let mut completed = WriteBatch::default();
-    record_actions(a2, &mut completed, "events", "exceptions");
+    record_actions(a2, &mut completed, "events", "exceptions", "control");
     completed.meter = Some(m2);
     Prepared {
         intake,

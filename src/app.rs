@@ -547,6 +547,7 @@ fn start_actors(
         idle: Duration::from_secs(config.meters.idle_passivate_secs),
         events_topic: config.topics.order_events.clone(),
         exceptions_topic: config.topics.exceptions.clone(),
+        control_topic: config.topics.control.clone(),
         policy: policy.clone(),
         facts: facts.clone(),
         campaign_outcomes: outcomes_tx,

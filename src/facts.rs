@@ -138,7 +138,7 @@ pub(crate) const NOTE_MAX_CHARS: usize = 250;
 
 impl MeterFact {
     /// Parses a record of the customer-facts topic (`payment`, `medical_certificate`) or, with
-    /// `control`, of the control topic (`approval`, `order_hold`).
+    /// `control`, of the control topic (`approval`, `order_hold`, `meter_exchange`).
     pub fn parse(key: Option<&str>, bytes: &[u8], control: bool) -> Result<MeterFact, FactError> {
         let f: MeterFact =
             serde_json::from_slice(bytes).map_err(|e| bad(format!("not a v1 meter fact: {e}")))?;
@@ -194,12 +194,51 @@ impl MeterFact {
                     ],
                 )
             }
+            MeterFact::MeterExchange(x) => {
+                check_id("by", &x.by)?;
+                if x.new_meter_id == x.meter_id {
+                    return Err(bad(
+                        "new_meter_id equals meter_id: an exchange installs another meter",
+                    ));
+                }
+                for (name, v) in [
+                    ("final_read_kwh", x.final_read_kwh),
+                    ("initial_read_kwh", x.initial_read_kwh),
+                ] {
+                    if !(v.is_finite() && (0.0..=crate::domain::read::MAX_DIAL_VALUE).contains(&v))
+                    {
+                        return Err(bad(format!(
+                            "{name} {v} must be a register in kWh, 0 to {:e}",
+                            crate::domain::read::MAX_DIAL_VALUE
+                        )));
+                    }
+                }
+                if x.note
+                    .as_ref()
+                    .is_some_and(|n| n.chars().count() > NOTE_MAX_CHARS)
+                {
+                    return Err(bad(format!(
+                        "note must be at most {NOTE_MAX_CHARS} characters"
+                    )));
+                }
+                (
+                    x.schema_version,
+                    vec![
+                        ("fact_id", &x.fact_id),
+                        ("meter_id", &x.meter_id),
+                        ("new_meter_id", &x.new_meter_id),
+                    ],
+                )
+            }
         };
         check_version(version)?;
         for (what, id) in ids {
             check_id(what, id)?;
         }
-        let is_control = matches!(f, MeterFact::Approval(_) | MeterFact::OrderHold(_));
+        let is_control = matches!(
+            f,
+            MeterFact::Approval(_) | MeterFact::OrderHold(_) | MeterFact::MeterExchange(_)
+        );
         if is_control != control {
             return Err(bad(format!(
                 "a `{}` fact does not belong on the {} topic",

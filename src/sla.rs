@@ -4,7 +4,8 @@
 //! Every reason belongs to a class (`p1` most urgent .. `p4`) and every class has a time to
 //! completion (`[sla]` in the config): a reconnect after payment is P1 (regulators count the
 //! hours to restore service), a non-payment disconnect P3. An order is due at its receipt plus
-//! its class's time. Open: `on_track`, `at_risk` once `at_risk_fraction` of the time is gone,
+//! its class's time (from its `earliest_at` instead, when later: a dated order is not late before
+//! its date). Open: `on_track`, `at_risk` once `at_risk_fraction` of the time is gone,
 //! `breached` past due. Ended: `met` or `breached` (completed after due); an order that ended
 //! without being carried out (rejected, cancelled, failed) is `closed`: it is not measured.
 
@@ -112,15 +113,18 @@ impl SlaTargets {
             .get(&class)
             .copied()
             .unwrap_or(Duration::from_secs(7 * 86_400));
-        let due_at = add(rec.received_at, budget);
+        // A dated order (a move on its date, a read not before a time) is due from its date.
+        let start = rec
+            .order
+            .earliest_at
+            .map_or(rec.received_at, |e| e.max(rec.received_at));
+        let due_at = add(start, budget);
         let state = match status {
             OrderStatus::Completed if updated_at > due_at => SlaState::Breached,
             OrderStatus::Completed => SlaState::Met,
             s if s.is_terminal() => SlaState::Closed,
             _ if now > due_at => SlaState::Breached,
-            _ if now >= add(rec.received_at, budget.mul_f64(self.at_risk_fraction)) => {
-                SlaState::AtRisk
-            }
+            _ if now >= add(start, budget.mul_f64(self.at_risk_fraction)) => SlaState::AtRisk,
             _ => SlaState::OnTrack,
         };
         SlaView {
@@ -163,6 +167,22 @@ mod tests {
         assert_eq!(v.class, SlaClass::P1);
         assert_eq!(v.due_at, add(r.received_at, Duration::from_secs(4 * 3600)));
         assert_eq!(v.state, SlaState::OnTrack);
+    }
+
+    #[test]
+    fn a_dated_order_is_due_from_its_date_not_from_its_arrival() {
+        let t = targets();
+        let mut r = rec(ReasonCode::Move);
+        let date = add(r.received_at, Duration::from_secs(14 * 86_400));
+        r.order.earliest_at = Some(date);
+        let v = t.of(
+            &r,
+            OrderStatus::Scheduled,
+            r.received_at,
+            add(date, Duration::from_secs(60)),
+        );
+        assert_eq!(v.state, SlaState::OnTrack, "two weeks ahead is not late");
+        assert!(v.due_at > date);
     }
 
     proptest! {

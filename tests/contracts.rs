@@ -157,14 +157,21 @@ fn every_fact_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
             assert_valid(&schema("emergency.v1.schema.json"), &v, "emergency example");
             EmergencyRecord::parse(v["emergency_id"].as_str(), &bytes).unwrap();
             "emergency"
-        } else if v["type"] == "approval" || v["type"] == "order_hold" {
+        } else if v["type"] == "approval"
+            || v["type"] == "order_hold"
+            || v["type"] == "meter_exchange"
+        {
             assert_valid(&schema("control.v1.schema.json"), &v, "control example");
             MeterFact::parse(v["meter_id"].as_str(), &bytes, true).unwrap();
-            if v["type"] == "approval" {
-                "approval"
-            } else {
-                "order_hold"
+            match v["type"].as_str() {
+                Some("approval") => "approval",
+                Some("order_hold") => "order_hold",
+                _ => "meter_exchange",
             }
+        } else if v["type"] == "move_link" {
+            assert_valid(&schema("control.v1.schema.json"), &v, "move_link example");
+            serde_json::from_value::<switchyard::domain::MoveLink>(v.clone()).unwrap();
+            "move_link"
         } else if v["type"] == "payment" || v["type"] == "medical_certificate" {
             assert_valid(
                 &schema("customer-fact.v1.schema.json"),
@@ -184,7 +191,7 @@ fn every_fact_example_in_the_docs_is_accepted_by_schema_and_by_switchyard() {
     }
     assert_eq!(
         seen.len(),
-        6,
+        8,
         "an example of every fact type in docs and schemas: {seen:?}"
     );
     // And the schemas refuse what switchyard refuses.

@@ -58,5 +58,5 @@ cargo test --release "$@"
 if [ "$#" -eq 0 ]; then
   echo "tests/run.sh: the end-to-end tests again with store.backend = scylla and the real Kafka broker"
   SWITCHYARD_TEST_BACKEND=scylla cargo test --release \
-    --test spine --test policy --test campaign_e2e --test kill_restart --test reads
+    --test spine --test policy --test campaign_e2e --test kill_restart --test reads --test moves
 fi

@@ -67,6 +67,7 @@ fn services(store: StoreHandle, clock: &Arc<ManualClock>, meters: &[&str]) -> Me
         idle: Duration::from_secs(600),
         events_topic: "events".into(),
         exceptions_topic: "exceptions".into(),
+        control_topic: "control".into(),
         policy: Arc::new(Policy::baseline()),
         facts: switchyard::facts::FactBook::new(),
         campaign_outcomes: tokio::sync::mpsc::unbounded_channel().0,

@@ -75,6 +75,7 @@ macro_rules! on_both {
 }
 
 on_both!(
+    an_order_carried_by_an_exchange_moves_to_its_new_meter,
     read_watches_are_set_replaced_cleared_and_loaded_by_unit,
     orders_are_stored_once_and_indexed_while_open,
     an_open_orders_status_comes_from_its_trail_and_a_final_one_from_its_record,

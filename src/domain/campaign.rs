@@ -278,15 +278,7 @@ impl CampaignToMeter {
     /// Is this payload meant to be one (its `type` names a campaign record)? Control-topic
     /// records are read as this only then, as meter facts otherwise.
     pub(crate) fn is_one(payload: &[u8]) -> bool {
-        #[derive(Deserialize)]
-        struct Type<'a> {
-            #[serde(borrow, rename = "type")]
-            t: Option<std::borrow::Cow<'a, str>>,
-        }
-        serde_json::from_slice::<Type<'_>>(payload)
-            .ok()
-            .and_then(|t| t.t)
-            .is_some_and(|t| t.starts_with("campaign_"))
+        super::record_type(payload).is_some_and(|t| t.starts_with("campaign_"))
     }
 }
 

@@ -137,6 +137,12 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionInputs {
     pub(crate) at: Timestamp,
+    /// What was decided on: the order's kind and reason (a move-out is not a non-payment
+    /// disconnect, and the decision says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) kind: Option<super::OrderKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<super::ReasonCode>,
     pub zone: String,
     /// Protections the meter carries (registry flags and valid certificates).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -31,6 +31,7 @@ pub enum DeadLetterReason {
     InvalidField,
     UnknownField,
     UnknownKind,
+    /// Kept in the contract; no longer produced since move orders were enabled (2026-12-06).
     KindNotSupported,
     KeyMismatch,
     UnknownMeter,
@@ -88,6 +89,10 @@ pub struct OrderEvent {
     /// A disconnect's completion: its final read and the high / low check of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_read: Option<super::FinalRead>,
+    /// A linked move-in's completion (the move's one confirmation): how its move-out ended,
+    /// with the old service point's final read.
+    #[serde(default, rename = "move", skip_serializing_if = "Option::is_none")]
+    pub moved: Option<super::MoveSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,6 +126,7 @@ impl OrderEvent {
             switch_state: None,
             register_kwh: None,
             final_read: None,
+            moved: None,
             retry_at: None,
             campaign_id: None,
             policy: None,
@@ -163,6 +169,12 @@ pub enum AuditKind {
     ReadReceived,
     /// A disconnect's final read and its high / low class.
     FinalRead,
+    /// The outcome of a move's other leg reached this meter (control topic `move_link`), or
+    /// this leg's outcome was sent to the other leg's meter.
+    MoveLink,
+    /// The meter was exchanged in the field (removed, or installed in another's place), or an
+    /// order was carried from the removed meter to the new one.
+    MeterExchange,
 }
 
 /// One line of the append-only audit trail, keyed by meter and time.
@@ -258,6 +270,12 @@ pub enum ExceptionKind {
     /// A disconnect's final read failed the high / low check against the meter's history (very
     /// low, low, high or very high): review it before it is billed.
     SuspiciousFinalRead,
+    /// One leg of a linked move was cancelled (or its other leg cancelled) after the other
+    /// leg's switch had already operated: a person decides whether to undo it.
+    MovePartlyCancelled,
+    /// A linked move-in switched on, but no word of its move-out came within the wait: the
+    /// move-out may never have been sent, or names another move-in.
+    MoveLinkMissing,
 }
 
 impl ExceptionKind {

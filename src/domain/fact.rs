@@ -90,6 +90,26 @@ pub struct OrderHold {
     pub(crate) at: Timestamp,
 }
 
+/// A meter exchange in the field (the meter-management seed): meter `meter_id` was removed and
+/// `new_meter_id` installed at its service point at `exchanged_at`. The removed meter's final
+/// register and the new meter's initial register, in kWh (multiplied). Control topic, key = the
+/// removed meter: its actor hands its open work over to the new meter's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterExchange {
+    pub(crate) schema_version: u32,
+    pub(crate) fact_id: String,
+    pub(crate) meter_id: String,
+    pub(crate) new_meter_id: String,
+    pub(crate) exchanged_at: Timestamp,
+    pub(crate) final_read_kwh: f64,
+    pub(crate) initial_read_kwh: f64,
+    /// Who did it (crew, work order); recorded in the audit trail.
+    pub(crate) by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) note: Option<String>,
+}
+
 /// A fact about one meter, delivered to its actor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -98,6 +118,7 @@ pub enum MeterFact {
     MedicalCertificate(Certificate),
     Approval(Approval),
     OrderHold(OrderHold),
+    MeterExchange(MeterExchange),
 }
 
 impl MeterFact {
@@ -107,6 +128,7 @@ impl MeterFact {
             MeterFact::MedicalCertificate(c) => &c.meter_id,
             MeterFact::Approval(a) => &a.meter_id,
             MeterFact::OrderHold(h) => &h.meter_id,
+            MeterFact::MeterExchange(x) => &x.meter_id,
         }
     }
     pub(crate) fn fact_id(&self) -> &str {
@@ -115,6 +137,7 @@ impl MeterFact {
             MeterFact::MedicalCertificate(c) => &c.fact_id,
             MeterFact::Approval(a) => &a.fact_id,
             MeterFact::OrderHold(h) => &h.fact_id,
+            MeterFact::MeterExchange(x) => &x.fact_id,
         }
     }
     pub(crate) fn fact_type(&self) -> FactType {
@@ -123,9 +146,11 @@ impl MeterFact {
             MeterFact::MedicalCertificate(_) => FactType::MedicalCertificate,
             MeterFact::Approval(_) => FactType::Approval,
             MeterFact::OrderHold(_) => FactType::OrderHold,
+            MeterFact::MeterExchange(_) => FactType::MeterExchange,
         }
     }
-    /// `payment`, `medical_certificate`, `approval` or `order_hold`: the `type` tag on the wire.
+    /// `payment`, `medical_certificate`, `approval`, `order_hold` or `meter_exchange`: the
+    /// `type` tag on the wire.
     pub(crate) fn type_label(&self) -> &'static str {
         self.fact_type().into()
     }
@@ -140,6 +165,7 @@ pub enum FactType {
     MedicalCertificate,
     Approval,
     OrderHold,
+    MeterExchange,
     Weather,
     Emergency,
 }

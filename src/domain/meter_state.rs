@@ -99,6 +99,10 @@ pub struct OpenOrder {
     /// Held by an operator (who, control topic `order_hold`): not started until released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_hold: Option<String>,
+    /// A linked move-in whose switch is on (status `confirmed`): it completes, as the move's one
+    /// confirmation, when its move-out's outcome arrives, or at this time without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_link: Option<Timestamp>,
 }
 
 /// Everything the meter actor knows, persisted as one snapshot after every step.
@@ -129,6 +133,15 @@ pub struct MeterState {
     /// different topics, so a payment may arrive before the disconnect it pays off.
     #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
     pub(crate) payments: ThinVec<Payment>,
+    /// Outcomes of other meters' move legs linked to a leg of this meter that is not done yet
+    /// (or not arrived yet: the legs travel on different partitions), for
+    /// `MOVE_LINK_MEMORY_DAYS`.
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub(crate) links: ThinVec<super::MoveLink>,
+    /// Meter exchanges this meter took part in (removed or installed), by fact id, the last
+    /// few: a redelivered exchange or handover is recognised and changes nothing.
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub(crate) exchanges: ThinVec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

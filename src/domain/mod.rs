@@ -6,9 +6,11 @@ pub(crate) mod campaign;
 pub(crate) mod command;
 pub(crate) mod decision;
 pub(crate) mod event;
+pub(crate) mod exchange;
 pub(crate) mod fact;
 pub(crate) mod meter;
 pub(crate) mod meter_state;
+pub(crate) mod moves;
 pub(crate) mod order;
 pub(crate) mod partition;
 pub(crate) mod read;
@@ -23,11 +25,14 @@ pub use decision::{Day, Decision, DecisionInputs, Protection, RuleHit, Verdict, 
 pub use event::{
     AuditEvent, AuditKind, DeadLetterReason, ExceptionKind, ExceptionRecord, OrderEvent,
 };
+pub use exchange::{HandoverType, MeterHandover, HANDOVER_SCHEMA_VERSION};
 pub use fact::{
-    Approval, ApprovalDecision, Certificate, FactType, HoldAction, MeterFact, OrderHold, Payment,
+    Approval, ApprovalDecision, Certificate, FactType, HoldAction, MeterExchange, MeterFact,
+    OrderHold, Payment,
 };
 pub use meter::{MeterFlags, MeterRecord};
 pub use meter_state::{Cut, Hold, InFlight, MeterState, OpenOrder, Purpose};
+pub use moves::{MoveLink, MoveLinkType, MoveSummary, MOVE_LINK_SCHEMA_VERSION};
 pub use order::{
     validate_order, Order, OrderKind, OrderRecord, OrderStatus, ReasonCode, Rejection,
     SourcePosition, MAX_NOTES_CHARS, ORDER_SCHEMA_VERSION,
@@ -41,6 +46,19 @@ pub use task::{ExceptionTask, TaskNote, TaskState};
 
 /// Timestamps are UTC instants (RFC 3339 on the wire).
 pub type Timestamp = jiff::Timestamp;
+
+/// The `type` tag of a JSON record, read without parsing the rest: which of the record kinds
+/// that share a topic (the control topic's facts, campaign messages and move links) this is.
+pub(crate) fn record_type(payload: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    #[derive(serde::Deserialize)]
+    struct Type<'a> {
+        #[serde(borrow, rename = "type")]
+        t: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Type<'_>>(payload)
+        .ok()
+        .and_then(|t| t.t)
+}
 
 #[cfg(test)]
 mod tests {
@@ -66,7 +84,7 @@ mod tests {
         assert_eq!(same_names::<CommandKind>(), 4);
         assert_eq!(same_names::<FailureCode>(), 7);
         assert_eq!(same_names::<DeadLetterReason>(), 18);
-        assert_eq!(same_names::<ExceptionKind>(), 8);
+        assert_eq!(same_names::<ExceptionKind>(), 10);
         assert_eq!(same_names::<UsageType>(), 3);
         assert_eq!(same_names::<ReadKind>(), 2);
         assert_eq!(same_names::<ReadSource>(), 3);

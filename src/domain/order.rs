@@ -10,8 +10,8 @@ pub const ORDER_SCHEMA_VERSION: u32 = 1;
 pub const MAX_NOTES_CHARS: usize = 250;
 const MAX_ID_LEN: usize = 128;
 
-/// What the CIS asks for. `move_out` / `move_in` are part of the model so later issues can
-/// enable them; the intake refuses them for now with `kind_not_supported`.
+/// What the CIS asks for. `move_out` / `move_in` are the two legs of a customer's move
+/// (`domain::moves`): a disconnect and a connect on their date, optionally linked.
 #[derive(
     Debug,
     Clone,
@@ -43,10 +43,11 @@ impl OrderKind {
     pub(crate) fn index(self) -> usize {
         self as usize
     }
-    fn supported(self) -> bool {
-        !matches!(self, OrderKind::MoveOut | OrderKind::MoveIn)
+    /// A leg of a customer's move.
+    pub(crate) fn is_move(self) -> bool {
+        matches!(self, OrderKind::MoveOut | OrderKind::MoveIn)
     }
-    /// Reconnects (and later move-ins) restore power: they go first and supersede disconnects.
+    /// Reconnects and move-ins restore power: they go first and supersede disconnects.
     pub(crate) fn restores_power(self) -> bool {
         matches!(self, OrderKind::Reconnect | OrderKind::MoveIn)
     }
@@ -149,6 +150,8 @@ struct WireOrderV1 {
     notice_sent_at: Option<String>,
     campaign_id: Option<String>,
     target_order_id: Option<String>,
+    linked_order_id: Option<String>,
+    linked_meter_id: Option<String>,
     notes: Option<String>,
     created_at: Option<String>,
     amount_due: Option<f64>,
@@ -177,6 +180,12 @@ pub struct Order {
     pub(crate) campaign_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) target_order_id: Option<String>,
+    /// A move leg's other leg (a move-out names its move-in and the other way round), and
+    /// that leg's meter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) linked_order_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) linked_meter_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) notes: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -453,19 +462,11 @@ pub fn validate_order(
     let kind: OrderKind = parse_enum(&kind_s).ok_or_else(|| {
         reject(
             DeadLetterReason::UnknownKind,
-            format!("kind `{kind_s}` is not one of disconnect, reconnect, read, cancel"),
+            format!("kind `{kind_s}` is not one of disconnect, reconnect, read, cancel, move_out, move_in"),
             &order_id,
             &meter_id,
         )
     })?;
-    if !kind.supported() {
-        return Err(reject(
-            DeadLetterReason::KindNotSupported,
-            format!("kind `{kind_s}` is part of the contract but not enabled in this version"),
-            &order_id,
-            &meter_id,
-        ));
-    }
     let reason_s = need("reason", &wire.reason)?;
     let reason: ReasonCode = parse_enum(&reason_s).ok_or_else(|| {
         reject(
@@ -603,6 +604,15 @@ pub fn validate_order(
     if !meter_known(&mid) {
         return Err(reject(DeadLetterReason::UnknownMeter, format!("meter `{mid}` is not in the meter registry; publish it on the registry topic first"), &order_id, &meter_id));
     }
+    let (linked_order_id, linked_meter_id) = move_link(
+        kind,
+        reason,
+        &mid,
+        earliest_at,
+        (&wire.linked_order_id, &wire.linked_meter_id),
+        &meter_known,
+    )
+    .map_err(|(r, d)| reject(r, d, &order_id, &meter_id))?;
     Ok(Order {
         order_id: oid,
         kind,
@@ -616,10 +626,79 @@ pub fn validate_order(
         notice_sent_at,
         campaign_id: wire.campaign_id,
         target_order_id,
+        linked_order_id,
+        linked_meter_id,
         notes: wire.notes,
         created_at,
         amount_due: wire.amount_due,
     })
+}
+
+/// The move rules of one order: a move leg has reason `move` and a date (`earliest_at`: power
+/// stays as it is until then); a link names both the other leg and its meter, which is another
+/// meter in the registry; other kinds carry no link.
+#[allow(clippy::type_complexity)]
+fn move_link(
+    kind: OrderKind,
+    reason: ReasonCode,
+    meter_id: &str,
+    earliest_at: Option<Timestamp>,
+    (order, meter): (&Option<String>, &Option<String>),
+    meter_known: impl Fn(&str) -> bool,
+) -> Result<(Option<String>, Option<String>), (DeadLetterReason, String)> {
+    let k = kind.as_str();
+    if !kind.is_move() {
+        if order.is_some() || meter.is_some() {
+            return Err((
+                DeadLetterReason::InvalidField,
+                "linked_order_id / linked_meter_id are only allowed on move_out and move_in orders"
+                    .into(),
+            ));
+        }
+        return Ok((None, None));
+    }
+    if reason != ReasonCode::Move {
+        return Err((
+            DeadLetterReason::InvalidField,
+            format!("a {k} has reason `move`: a customer's move is not a non-payment or other disconnect (use a disconnect / reconnect order for those)"),
+        ));
+    }
+    if earliest_at.is_none() {
+        return Err((
+            DeadLetterReason::MissingField,
+            format!(
+                "a {k} needs earliest_at: the move date (the switch is not operated before it)"
+            ),
+        ));
+    }
+    match (order, meter) {
+        (None, None) => Ok((None, None)),
+        (Some(o), Some(m)) => {
+            if !valid_id(o) || !valid_id(m) {
+                return Err((
+                    DeadLetterReason::InvalidField,
+                    format!("linked_order_id and linked_meter_id must be 1-{MAX_ID_LEN} printable ASCII characters without spaces"),
+                ));
+            }
+            if m == meter_id {
+                return Err((
+                    DeadLetterReason::InvalidField,
+                    format!("linked_meter_id is this order's own meter `{m}`: the legs of a move are two service points (a change of customer at one meter needs no switching)"),
+                ));
+            }
+            if !meter_known(m) {
+                return Err((
+                    DeadLetterReason::UnknownMeter,
+                    format!("linked meter `{m}` is not in the meter registry; publish it on the registry topic first"),
+                ));
+            }
+            Ok((Some(o.clone()), Some(m.clone())))
+        }
+        _ => Err((
+            DeadLetterReason::MissingField,
+            "a linked move leg names both linked_order_id and linked_meter_id (the other leg and its meter)".into(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -722,6 +801,77 @@ mod tests {
     }
 
     #[test]
+    fn move_legs_are_dated_moves_linked_to_another_meter() {
+        let leg = || {
+            serde_json::json!({"schema_version":1,"order_id":"OUT-1","kind":"move_out","reason":"move",
+                "meter_id":"M1","earliest_at":"2026-12-01T08:00:00Z","linked_order_id":"IN-1","linked_meter_id":"M2"})
+        };
+        let o = check(leg()).unwrap();
+        assert_eq!(o.kind, OrderKind::MoveOut);
+        assert_eq!(o.linked_order_id.as_deref(), Some("IN-1"));
+        assert_eq!(o.linked_meter_id.as_deref(), Some("M2"));
+        let mut v = leg();
+        v.as_object_mut().unwrap().remove("linked_order_id");
+        v.as_object_mut().unwrap().remove("linked_meter_id");
+        assert!(
+            check(v).unwrap().linked_order_id.is_none(),
+            "an unlinked move is allowed"
+        );
+        let cases: Vec<(&str, serde_json::Value, DeadLetterReason, &str)> = vec![
+            (
+                "reason",
+                "non_payment".into(),
+                DeadLetterReason::InvalidField,
+                "reason `move`",
+            ),
+            (
+                "earliest_at",
+                serde_json::Value::Null,
+                DeadLetterReason::MissingField,
+                "move date",
+            ),
+            (
+                "linked_meter_id",
+                "M1".into(),
+                DeadLetterReason::InvalidField,
+                "own meter",
+            ),
+            (
+                "linked_meter_id",
+                "X7".into(),
+                DeadLetterReason::UnknownMeter,
+                "linked meter",
+            ),
+            (
+                "linked_order_id",
+                serde_json::Value::Null,
+                DeadLetterReason::MissingField,
+                "both",
+            ),
+            (
+                "kind",
+                "disconnect".into(),
+                DeadLetterReason::InvalidField,
+                "only allowed on move",
+            ),
+        ];
+        for (field, value, reason, says) in cases {
+            let mut v = leg();
+            if value.is_null() {
+                v.as_object_mut().unwrap().remove(field);
+            } else {
+                v[field] = value;
+            }
+            if field == "kind" {
+                v["reason"] = "non_payment".into();
+            }
+            let e = check(v).unwrap_err();
+            assert_eq!(e.reason, reason, "{field}: {}", e.detail);
+            assert!(e.detail.contains(says), "{field}: {}", e.detail);
+        }
+    }
+
+    #[test]
     fn minimal_order_is_valid_with_defaults() {
         let o = check(ok_json()).unwrap();
         assert_eq!(o.kind, OrderKind::Disconnect);
@@ -761,7 +911,7 @@ mod tests {
                     v["kind"] = "move_in".into();
                     v
                 },
-                DeadLetterReason::KindNotSupported,
+                DeadLetterReason::InvalidField,
             ),
             (
                 {
@@ -866,21 +1016,39 @@ mod tests {
 
         #[test]
         fn accepted_orders_respect_the_contract(
-            kind in prop::sample::select(vec!["disconnect","reconnect","read","cancel","move_in","bogus"]),
+            kind in prop::sample::select(vec!["disconnect","reconnect","read","cancel","move_out","move_in","bogus"]),
+            reason in prop::sample::select(vec!["non_payment","move"]),
             notes_len in 0usize..300,
             prio in 0u8..12,
             meter in "[MZ][0-9]{1,4}",
             with_target in any::<bool>(),
+            with_date in any::<bool>(),
+            linked in prop::option::of(("[A-Z]{1,3}-[0-9]", "[MZ][0-9]{1,4}")),
         ) {
-            let mut v = serde_json::json!({"schema_version":1,"order_id":"SO-9","kind":kind,"reason":"non_payment","meter_id":meter,"priority":prio,"notes":"n".repeat(notes_len)});
+            let mut v = serde_json::json!({"schema_version":1,"order_id":"SO-9","kind":kind,"reason":reason,"meter_id":meter,"priority":prio,"notes":"n".repeat(notes_len)});
             if with_target { v["target_order_id"] = "SO-1".into(); }
+            if with_date { v["earliest_at"] = "2026-12-01T08:00:00Z".into(); }
+            if let Some((o, m)) = &linked {
+                v["linked_order_id"] = o.clone().into();
+                v["linked_meter_id"] = m.clone().into();
+            }
             let bytes = serde_json::to_vec(&v).unwrap();
             if let Ok(o) = validate_order(Some(meter.as_bytes()), Some(&bytes), known, now()) {
                 prop_assert!(o.notes.as_ref().map_or(0, |n| n.chars().count()) <= MAX_NOTES_CHARS);
                 prop_assert!((1..=9).contains(&o.priority));
                 prop_assert!(known(&o.meter_id));
-                prop_assert!(o.kind.supported());
                 prop_assert_eq!(o.kind == OrderKind::Cancel, o.target_order_id.is_some());
+                // A move leg is a move (reason, date); a link only on a move leg, to another
+                // registered meter.
+                if o.kind.is_move() {
+                    prop_assert_eq!(o.reason, ReasonCode::Move);
+                    prop_assert!(o.earliest_at.is_some());
+                }
+                prop_assert_eq!(o.linked_order_id.is_some(), o.linked_meter_id.is_some());
+                if let Some(m) = &o.linked_meter_id {
+                    prop_assert!(o.kind.is_move());
+                    prop_assert!(known(m) && m != &o.meter_id);
+                }
             }
         }
     }

@@ -1,5 +1,6 @@
 //! The meter-fact source: payments and medical certificates (customer-facts topic) and
-//! approvals / rejections (control topic), keyed by meter id. Each record is validated (a bad one
+//! approvals / rejections, operator holds, and switchyard's own campaign messages and move
+//! links (control topic), keyed by meter id. Each record is validated (a bad one
 //! is dead-lettered with the reason and acknowledged by the broker), delivered to its meter's
 //! actor, and its offset is stored only once that actor has durably stored the outcome: a fact
 //! is never lost in a crash, and one that is replayed is harmless (facts are idempotent).
@@ -12,7 +13,7 @@ use rdkafka::Message;
 use tokio::sync::oneshot;
 
 use super::source::{Handled, Handler, Io, Rejected};
-use crate::domain::{CampaignToMeter, DeadLetterReason};
+use crate::domain::{CampaignToMeter, DeadLetterReason, MeterHandover, MoveLink};
 use crate::facts::MeterFact;
 use crate::meter::{Directory, MeterMsg};
 use crate::observability::{self, metrics};
@@ -40,7 +41,9 @@ impl Facts {
             .ok_or_else(|| Rejected::new(DeadLetterReason::InvalidFact, "record has no value"))?;
         let f = MeterFact::parse(key.as_deref(), bytes, control)
             .map_err(|e| Rejected::new(DeadLetterReason::InvalidFact, e.0))?;
-        if self.registry.get(f.meter_id()).is_none() {
+        // A removed meter may have left the registry already: its exchange still hands its
+        // work over.
+        if self.registry.get(f.meter_id()).is_none() && !matches!(f, MeterFact::MeterExchange(_)) {
             return Err(Rejected::new(
                 DeadLetterReason::UnknownMeter,
                 format!(
@@ -82,6 +85,29 @@ impl Facts {
             return Err(x);
         }
         Ok(r)
+    }
+}
+
+impl Facts {
+    /// How a linked move leg of another meter ended, sent by that meter
+    /// (`MoveLink`, docs/topics.md "Control").
+    fn parse_move_link(&self, msg: &OwnedMessage) -> Result<MoveLink, Rejected> {
+        let l = MoveLink::parse(msg.key(), msg.payload().unwrap_or_default())
+            .map_err(|e| Rejected::new(DeadLetterReason::InvalidFact, e))?;
+        if self.registry.get(&l.meter_id).is_none() {
+            return Err(Rejected::new(
+                DeadLetterReason::UnknownMeter,
+                format!(
+                    "meter {} is not in the registry: register it first, then replay this link",
+                    l.meter_id
+                ),
+            ));
+        }
+        if let Some(x) = super::meter_source::misrouted(&self.directory, "meter", &l.meter_id, msg)
+        {
+            return Err(x);
+        }
+        Ok(l)
     }
 }
 
@@ -174,6 +200,54 @@ impl Handler for Facts {
                             },
                         };
                         if !deliver(&self.directory, &meter, what, "campaign message", io).await {
+                            return Handled::Stopped;
+                        }
+                    }
+                    Err(r) => rejected.push((i, r)),
+                }
+                continue;
+            }
+            if msg.topic() == self.control_topic && msg.payload().is_some_and(MeterHandover::is_one)
+            {
+                match MeterHandover::parse(msg.key(), msg.payload().unwrap_or_default())
+                    .map_err(|e| Rejected::new(DeadLetterReason::InvalidFact, e))
+                    .and_then(|h| {
+                        match super::meter_source::misrouted(
+                            &self.directory,
+                            "meter",
+                            &h.meter_id,
+                            msg,
+                        ) {
+                            Some(r) => Err(r),
+                            None => Ok(h),
+                        }
+                    }) {
+                    Ok(h) => {
+                        // (The new meter need not be registered yet: its orders wait for it.)
+                        let meter = h.meter_id.clone();
+                        if !deliver(
+                            &self.directory,
+                            &meter,
+                            MeterMsg::Handover(h),
+                            "handover",
+                            io,
+                        )
+                        .await
+                        {
+                            return Handled::Stopped;
+                        }
+                    }
+                    Err(r) => rejected.push((i, r)),
+                }
+                continue;
+            }
+            if msg.topic() == self.control_topic && msg.payload().is_some_and(MoveLink::is_one) {
+                match self.parse_move_link(msg) {
+                    Ok(l) => {
+                        let meter = l.meter_id.clone();
+                        if !deliver(&self.directory, &meter, MeterMsg::Link(l), "move link", io)
+                            .await
+                        {
                             return Handled::Stopped;
                         }
                     }

@@ -50,14 +50,15 @@ pub(crate) struct MeterActor {
     deadline: Option<SpawnHandle>,
 }
 
-/// Moves what a step's `actions` must store into `batch` (audit rows; events and exceptions
-/// as JSON in the outbox; commands, stored before they are sent; final order statuses; orders
+/// Moves what a step's `actions` must store into `batch` (audit rows; events, exceptions and
+/// move links as JSON in the outbox; commands, stored before they are sent; final order statuses; orders
 /// the machine raised) and returns what is done once it is durable (dispatches, timers).
 pub fn record_actions(
     actions: Vec<Action>,
     batch: &mut WriteBatch,
     events_topic: &str,
     exceptions_topic: &str,
+    control_topic: &str,
 ) -> Vec<Action> {
     let mut effects = Vec::new();
     for a in actions {
@@ -93,6 +94,24 @@ pub fn record_actions(
                 effects.push(Action::Dispatch(c));
             }
             Action::NewOrder(r) => batch.new_orders.push(r),
+            Action::Link(l) => batch.outbox.push(OutboxMessage {
+                topic: control_topic.to_string(),
+                key: l.meter_id.clone(),
+                payload: serde_json::to_vec(&l).expect("serialize"),
+            }),
+            Action::Handover(h) => {
+                for o in &h.orders {
+                    batch
+                        .carried_away
+                        .push((h.from_meter_id.clone(), o.order_id.clone()));
+                }
+                batch.outbox.push(OutboxMessage {
+                    topic: control_topic.to_string(),
+                    key: h.meter_id.clone(),
+                    payload: serde_json::to_vec(&h).expect("serialize"),
+                });
+            }
+            Action::TakeOver(r) => batch.carried_in.push(r),
             Action::Watch(c) => {
                 batch.watches.push(c.clone());
                 effects.push(Action::Watch(c));
@@ -255,7 +274,20 @@ impl MeterActor {
                     m.results_timed_out.increment(1);
                 }
             }
-            let actions = self.machine.step(input, now, &facts, &svc.retry);
+            let mut actions = self.machine.step(input, now, &facts, &svc.retry);
+            for a in &mut actions {
+                if let Action::Handover(h) = a {
+                    // When each carried order was received, from its stored record (read
+                    // behind this meter's own writes), so that it keeps it at the new meter.
+                    if let Ok(records) = svc.store.store().open_orders(&h.from_meter_id) {
+                        for r in records {
+                            h.received_at.insert(r.order.order_id, r.received_at);
+                        }
+                    }
+                    h.received_at
+                        .retain(|id, _| h.orders.iter().any(|o| &o.order_id == id));
+                }
+            }
             if had_in_flight && self.machine.in_flight.is_none() {
                 dir.in_flight_changed(-1);
             } else if !had_in_flight && self.machine.in_flight.is_some() {
@@ -304,6 +336,7 @@ impl MeterActor {
                 &mut batch,
                 &svc.events_topic,
                 &svc.exceptions_topic,
+                &svc.control_topic,
             ));
         }
         if self.machine != before {
@@ -642,7 +675,7 @@ impl Handler<Deliver> for MeterActor {
         let ack = msg.1;
         match msg.0 {
             Input::Recover => self.recover(ctx),
-            input @ (Input::Fact(_) | Input::Read(_)) => {
+            input @ (Input::Fact(_) | Input::Read(_) | Input::Link(_) | Input::Handover(_)) => {
                 self.handle_all(vec![input], WriteBatch::default(), ack, None, ctx);
                 return;
             }

@@ -47,6 +47,8 @@ pub struct MeterServices {
     pub idle: Duration,
     pub events_topic: String,
     pub exceptions_topic: String,
+    /// Where links between the legs of a move go (the control topic, keyed by meter).
+    pub control_topic: String,
     /// The rule pack in force (or the built-in baseline).
     pub policy: Arc<Policy>,
     /// Weather and emergencies by zone; which meters wait on them.
@@ -757,6 +759,7 @@ mod ownership_tests {
                 idle: Duration::from_secs(600),
                 events_topic: "events".into(),
                 exceptions_topic: "exceptions".into(),
+                control_topic: "control".into(),
                 policy: Arc::new(Policy::baseline()),
                 facts: FactBook::new(),
                 campaign_outcomes: mpsc::unbounded_channel().0,

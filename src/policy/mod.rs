@@ -65,6 +65,8 @@ fn decision_inputs(
 ) -> DecisionInputs {
     DecisionInputs {
         at: now,
+        kind: Some(order.kind),
+        reason: Some(order.reason),
         zone: facts.zone.to_string(),
         protections: Protection::ALL
             .iter()
@@ -126,11 +128,20 @@ impl Policy {
     ) -> Decision {
         let pack = self.label();
         let inputs = decision_inputs(order, flags, now, facts);
-        let done = |verdict, rules| Decision {
-            verdict,
-            pack: pack.clone(),
-            rules,
-            inputs: inputs.clone(),
+        let done = |verdict, mut rules: Vec<RuleHit>| {
+            if order.kind == OrderKind::MoveOut {
+                // Said last: the first rule stays the one that decided.
+                rules.push(RuleHit {
+                    rule: "move_out".into(),
+                    detail: "a customer's move-out, not a non-payment disconnect: no notice period or minimum balance; emergencies, weather, calendar, windows and protections (life support, medical, critical care: someone may stay behind) apply".into(),
+                });
+            }
+            Decision {
+                verdict,
+                pack: pack.clone(),
+                rules,
+                inputs: inputs.clone(),
+            }
         };
         if order.kind != OrderKind::Disconnect && order.kind != OrderKind::MoveOut {
             return done(
@@ -208,7 +219,9 @@ impl Policy {
             .copied()
             .filter(|p| flags.contains(p.flag()))
             .collect();
-        if order.reason == ReasonCode::NonPayment {
+        // A move-out too: the flag is on the service point, and someone on life support may
+        // stay behind when the account holder moves.
+        if order.reason == ReasonCode::NonPayment || order.kind == OrderKind::MoveOut {
             for p in BASELINE_PROTECTIONS {
                 if flags.contains(p.flag()) && !needs.contains(&p) {
                     needs.push(p);

@@ -148,6 +148,47 @@ fn dc_heat_on_a_friday_bars_thursday_through_the_weekend() {
     );
 }
 
+/// A move-out is a disconnect under the premise's safety rules (protections, weather,
+/// windows) but not under the debtor's (notice, minimum balance), and its decision says so.
+#[test]
+fn a_move_out_is_decided_as_a_move_and_says_so() {
+    let md = pack("maryland.toml");
+    let v = serde_json::json!({"schema_version":1,"order_id":"OUT-1","kind":"move_out","reason":"move",
+        "meter_id":"M-1","earliest_at":"2027-07-13T12:00:00Z","amount_due":10.0});
+    let o = crate::domain::validate_order(
+        Some(b"M-1"),
+        Some(&serde_json::to_vec(&v).unwrap()),
+        |_| true,
+        ts("2027-07-01T00:00:00Z"),
+    )
+    .unwrap();
+    let now = ts("2027-07-13T14:00:00Z"); // Tuesday 10:00 EDT
+                                          // A non-payment disconnect of 10.00 with no notice is refused; the move-out runs.
+    let debt = md.decide(
+        &disconnect(10.0, "2027-07-12T12:00:00Z"),
+        MeterFlags::empty(),
+        now,
+        &facts(&[]),
+    );
+    assert_eq!(debt.verdict, Verdict::Reject);
+    let d = md.decide(&o, MeterFlags::empty(), now, &facts(&[]));
+    assert_eq!(d.verdict, Verdict::Execute, "{d:?}");
+    assert_eq!(d.first_rule(), "allowed");
+    assert_eq!(d.rules.last().unwrap().rule, "move_out");
+    assert!(d.details().contains("not a non-payment disconnect"));
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["inputs"]["kind"], "move_out");
+    assert_eq!(json["inputs"]["reason"], "move");
+    // The premise's rules still hold it: heat, and a life-support flag.
+    let hot = [fc("z", "2027-07-15", 75.0, 97.0)];
+    let d = md.decide(&o, MeterFlags::empty(), now, &facts(&hot));
+    assert!(matches!(d.verdict, Verdict::Defer { .. }));
+    assert_eq!(d.first_rule(), "md_forecast_32_95_72h");
+    let d = md.decide(&o, MeterFlags::LIFE_SUPPORT, now, &facts(&[]));
+    assert_eq!(d.verdict, Verdict::AwaitApproval);
+    assert_eq!(d.first_rule(), "approval_required");
+}
+
 #[test]
 fn protected_meters_await_approval_and_reconnects_are_never_held() {
     let va = pack("virginia.toml");

@@ -13,6 +13,10 @@ use crate::domain::{
 /// Every case, by name.
 pub const CASES: &[(&str, fn(&dyn Store))] = &[
     (
+        "an_order_carried_by_an_exchange_moves_to_its_new_meter",
+        an_order_carried_by_an_exchange_moves_to_its_new_meter,
+    ),
+    (
         "orders_are_stored_once_and_indexed_while_open",
         orders_are_stored_once_and_indexed_while_open,
     ),
@@ -363,6 +367,8 @@ pub fn accepted(id: &str, meter: &str, s: i64) -> OrderRecord {
             notice_sent_at: None,
             campaign_id: None,
             target_order_id: None,
+            linked_order_id: None,
+            linked_meter_id: None,
             notes: None,
             created_at: None,
             amount_due: None,
@@ -510,6 +516,78 @@ pub fn orders_are_stored_once_and_indexed_while_open(s: &dyn Store) {
         (OrderStatus::Cancelled, at(5))
     );
     assert_eq!(s.counts().unwrap().open_orders, 0);
+}
+
+/// A meter exchange moves an open order from the removed meter to the new one: the removed
+/// meter's open index loses it, the new meter's gains it, its record names the new meter and
+/// keeps when it was received, and it ends at its new meter. Retried writes change nothing; a
+/// carried order the store never saw is stored as carried.
+pub fn an_order_carried_by_an_exchange_moves_to_its_new_meter(s: &dyn Store) {
+    s.apply(&[WriteBatch {
+        new_orders: vec![accepted("SO-X1", "M-XA", 0)],
+        ..Default::default()
+    }])
+    .unwrap();
+    let away = WriteBatch {
+        carried_away: vec![("M-XA".into(), "SO-X1".into())],
+        ..Default::default()
+    };
+    // (The handover names when the order was first received.)
+    let into = WriteBatch {
+        carried_in: vec![accepted("SO-X1", "M-XB", 0)],
+        ..Default::default()
+    };
+    s.apply(std::slice::from_ref(&away)).unwrap();
+    s.apply(std::slice::from_ref(&into)).unwrap();
+    s.apply(&[away, into]).unwrap();
+    let ids = |m: &str| -> Vec<String> {
+        s.open_orders(m)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.order.order_id)
+            .collect()
+    };
+    assert!(ids("M-XA").is_empty(), "gone from the removed meter");
+    assert_eq!(ids("M-XB"), ["SO-X1"]);
+    let rec = s.order("SO-X1").unwrap().unwrap();
+    assert_eq!(rec.order.meter_id, "M-XB");
+    assert_eq!(
+        rec.received_at,
+        at(0),
+        "received when it was first received"
+    );
+    let listed = s
+        .orders_received(at(-10), at(10), None, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.order.order_id == "SO-X1")
+        .map(|r| r.order.meter_id)
+        .collect::<Vec<_>>();
+    assert_eq!(listed, ["M-XB"], "one record, at its new meter");
+    s.apply(&[WriteBatch {
+        order_updates: vec![ended("SO-X1", "M-XB", OrderStatus::Completed, 60)],
+        ..Default::default()
+    }])
+    .unwrap();
+    assert!(ids("M-XB").is_empty());
+    assert_eq!(
+        s.order("SO-X1").unwrap().unwrap().status,
+        OrderStatus::Completed
+    );
+    // A carry of an order that has ended in the meantime changes nothing.
+    s.apply(&[WriteBatch {
+        carried_in: vec![accepted("SO-X1", "M-XC", 70)],
+        ..Default::default()
+    }])
+    .unwrap();
+    assert_eq!(s.order("SO-X1").unwrap().unwrap().order.meter_id, "M-XB");
+    s.apply(&[WriteBatch {
+        carried_in: vec![accepted("SO-X2", "M-XB", 80)],
+        ..Default::default()
+    }])
+    .unwrap();
+    assert_eq!(ids("M-XB"), ["SO-X2"]);
+    assert_eq!(s.order("SO-X2").unwrap().unwrap().received_at, at(80));
 }
 
 pub fn an_open_orders_status_comes_from_its_trail_and_a_final_one_from_its_record(s: &dyn Store) {

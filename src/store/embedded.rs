@@ -513,6 +513,43 @@ impl EmbeddedStore {
                         }
                     }
                 }
+                for (m, id) in &b.carried_away {
+                    open.remove(open_key(m, id).as_str()).map_err(be)?;
+                    // The record moves with the order (the new meter may live in another
+                    // file); the new meter's step stores it again, with its receipt time.
+                    let before = orders
+                        .get(id.as_str())
+                        .map_err(be)?
+                        .map(|v| v.value().to_vec());
+                    if let Some(bytes) = before {
+                        let old: OrderRecord = decode(id, &bytes)?;
+                        if !old.status.is_terminal() && &old.order.meter_id == m {
+                            orders.remove(id.as_str()).map_err(be)?;
+                            by_receipt
+                                .remove((super::received_ns(old.received_at), id.as_str()))
+                                .map_err(be)?;
+                        }
+                    }
+                }
+                for rec in &b.carried_in {
+                    let id = rec.order.order_id.as_str();
+                    let before = orders.get(id).map_err(be)?.map(|v| v.value().to_vec());
+                    if let Some(bytes) = before {
+                        let old: OrderRecord = decode(id, &bytes)?;
+                        if old.status.is_terminal() || old.order.meter_id == rec.order.meter_id {
+                            continue; // ended meanwhile, or carried here already
+                        }
+                        by_receipt
+                            .remove((super::received_ns(old.received_at), id))
+                            .map_err(be)?;
+                    }
+                    orders.insert(id, encode(rec).as_slice()).map_err(be)?;
+                    by_receipt
+                        .insert((super::received_ns(rec.received_at), id), ())
+                        .map_err(be)?;
+                    open.insert(open_key(&rec.order.meter_id, id).as_str(), ())
+                        .map_err(be)?;
+                }
                 for u in &b.order_updates {
                     // An open order's status lives in its meter's snapshot and audit chain
                     // (every status change has its audit row in the same batch; `order` reads

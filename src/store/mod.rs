@@ -141,6 +141,13 @@ pub struct WriteBatch {
     /// Orders that ended (a terminal status). An open order's status changes are not written
     /// as updates: its meter's snapshot and audit rows (in the same batch) carry them.
     pub order_updates: Vec<OrderUpdate>,
+    /// Open orders a meter exchange carried away from this meter: `(meter_id, order_id)`,
+    /// removed from that meter's open index (the order lives on at the new meter).
+    pub carried_away: Vec<(String, String)>,
+    /// Open orders carried to this meter by an exchange: the record is replaced (it names the
+    /// new meter now, and the time it was carried) and the order joins the new meter's open
+    /// index.
+    pub carried_in: Vec<OrderRecord>,
     pub meter: Option<MeterState>,
     pub commands: Vec<Command>,
     pub results: Vec<CommandResult>,
@@ -210,6 +217,12 @@ impl WriteBatch {
         for u in self.order_updates {
             out[s(&u.meter_id)].order_updates.push(u);
         }
+        for (m, o) in self.carried_away {
+            out[s(&m)].carried_away.push((m, o));
+        }
+        for r in self.carried_in {
+            out[s(&r.order.meter_id)].carried_in.push(r);
+        }
         if let Some(m) = self.meter {
             let i = s(&m.meter_id);
             out[i].meter = Some(m);
@@ -249,6 +262,8 @@ impl WriteBatch {
     fn only_file(&self, layout: Layout) -> Option<usize> {
         let meter_rows = !(self.new_orders.is_empty()
             && self.order_updates.is_empty()
+            && self.carried_away.is_empty()
+            && self.carried_in.is_empty()
             && self.meter.is_none()
             && self.commands.is_empty()
             && self.results.is_empty()
@@ -270,6 +285,8 @@ impl WriteBatch {
             .iter()
             .map(|o| o.order.meter_id.as_str())
             .chain(self.order_updates.iter().map(|u| u.meter_id.as_str()))
+            .chain(self.carried_away.iter().map(|(m, _)| m.as_str()))
+            .chain(self.carried_in.iter().map(|r| r.order.meter_id.as_str()))
             .chain(self.meter.iter().map(|m| &*m.meter_id))
             .chain(self.commands.iter().map(|c| c.meter_id.as_str()))
             .chain(self.results.iter().map(|r| r.meter_id.as_str()))
@@ -287,6 +304,8 @@ impl WriteBatch {
     pub(crate) fn is_empty(&self) -> bool {
         self.new_orders.is_empty()
             && self.order_updates.is_empty()
+            && self.carried_away.is_empty()
+            && self.carried_in.is_empty()
             && self.meter.is_none()
             && self.commands.is_empty()
             && self.results.is_empty()

@@ -114,7 +114,20 @@ impl Store for ShardedStore {
         let n = self.files.len();
         let mut per: Vec<Vec<WriteBatch>> = (0..n).map(|_| Vec::new()).collect();
         for b in batches {
-            for (i, part) in b.clone().split(self.layout).into_iter().enumerate() {
+            let mut b = b.clone();
+            // An order carried by an exchange that has ended meanwhile (in whichever file
+            // holds it) stays where it ended (rare: a meter exchange).
+            let mut carried = Vec::with_capacity(b.carried_in.len());
+            for r in std::mem::take(&mut b.carried_in) {
+                let ended = self
+                    .order(&r.order.order_id)?
+                    .is_some_and(|o| o.status.is_terminal());
+                if !ended {
+                    carried.push(r);
+                }
+            }
+            b.carried_in = carried;
+            for (i, part) in b.split(self.layout).into_iter().enumerate() {
                 if !part.is_empty() {
                     per[i].push(part);
                 }

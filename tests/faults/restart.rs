@@ -75,6 +75,7 @@ fn open_order(o: &switchyard::domain::Order, attempts: u32) -> OpenOrder {
         approved_for: Vec::new(),
         campaign_hold: false,
         operator_hold: None,
+        awaiting_link: None,
     }
 }
 

@@ -123,6 +123,7 @@ impl MeterMachine {
             .filter(|(_, o)| {
                 !o.campaign_hold
                     && o.operator_hold.is_none()
+                    && o.awaiting_link.is_none()
                     && o.not_before.is_none_or(|t| t <= now)
                     && !held.contains(&o.seq)
             })
@@ -131,13 +132,15 @@ impl MeterMachine {
     }
 
     /// With nothing due now: the earliest time something will be (a retry or schedule, the end
-    /// of a hold, a registry recheck, or a certificate that expires while an order is held).
-    fn next_wake(&self, now: Timestamp) -> Option<Timestamp> {
+    /// of a hold, a registry recheck, the end of a move-in's wait for its move-out, or a
+    /// certificate that expires while an order is held).
+    pub(super) fn next_wake(&self, now: Timestamp) -> Option<Timestamp> {
         let mut next = self
             .open
             .iter()
             .filter(|o| !o.campaign_hold && o.operator_hold.is_none())
             .filter_map(|o| match &o.hold {
+                _ if o.awaiting_link.is_some() => o.awaiting_link,
                 Some(_) if unregistered(o) => Some(add(now, UNREGISTERED_RECHECK)),
                 Some(h) => h.until,
                 None => o.not_before,

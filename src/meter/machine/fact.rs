@@ -45,6 +45,7 @@ impl MeterMachine {
             MeterFact::MedicalCertificate(c) => self.on_certificate(c, out),
             MeterFact::Approval(a) => self.on_approval(a, facts, out),
             MeterFact::OrderHold(h) => self.on_operator_hold(h, out),
+            MeterFact::MeterExchange(x) => self.on_exchange(x, facts, out),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Intake: an order arriving at its meter. A duplicate is ignored; a cancel withdraws its
 //! target (or marks it withdrawn when its command is already out); an order that restores power
 //! supersedes pending disconnects; a non-payment disconnect already paid off is cancelled on
-//! arrival; any other order joins the open orders (held for its campaign or its `earliest_at`).
+//! arrival, and a move leg whose linked leg was cancelled before it came too; any other order joins the open orders (held for its campaign or its `earliest_at`).
 
 use crate::domain::{AuditEvent, AuditKind, OpenOrder, Order, OrderKind, OrderStatus, Timestamp};
 
@@ -25,6 +25,9 @@ impl MeterMachine {
             }
             k if k.restores_power() => self.supersede_disconnects(&order, out),
             _ => {}
+        }
+        if order.kind.is_move() && self.cancelled_before_arrival(&order, out) {
+            return;
         }
         if let Some(p) = self.payments.iter().find(|p| pays_off(p, &order)) {
             let detail = format!(
@@ -145,6 +148,7 @@ impl MeterMachine {
             approved_for: Vec::new(),
             campaign_hold,
             operator_hold: None,
+            awaiting_link: None,
         });
     }
 }

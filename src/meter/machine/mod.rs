@@ -26,10 +26,12 @@
 
 mod campaign;
 mod drive;
+mod exchange;
 mod fact;
 mod failure;
 mod hold;
 mod intake;
+mod moves;
 mod read;
 mod restore;
 mod result;
@@ -132,6 +134,11 @@ pub enum Input {
     Fact(MeterFact),
     /// A meter read that matters to this meter (its cut is watched), in engineering units.
     Read(crate::domain::MeterRead),
+    /// How a linked move leg of another meter ended (control topic `move_link`; idempotent).
+    Link(crate::domain::MoveLink),
+    /// The work of a meter this one replaced in the field (control topic `meter_handover`;
+    /// taken once per exchange).
+    Handover(crate::domain::MeterHandover),
     /// The order's campaign released it (idempotent).
     Release {
         order_id: String,
@@ -168,6 +175,15 @@ pub enum Action {
     /// The meter's read watch changed (stored with the step; the reads handler's index follows
     /// once it is durable).
     Watch(crate::domain::WatchChange),
+    /// Tell another meter how a linked move leg of this one ended (control topic, key = that
+    /// meter; stored in the outbox with the step).
+    Link(crate::domain::MoveLink),
+    /// This meter was removed by an exchange: hand its work to the new meter (control topic,
+    /// key = the new meter; stored in the outbox with the step); its carried orders leave this
+    /// meter's open index.
+    Handover(crate::domain::MeterHandover),
+    /// An order carried here by an exchange: its stored record names this meter now.
+    TakeOver(OrderRecord),
 }
 
 fn add(now: Timestamp, d: Duration) -> Timestamp {
@@ -179,6 +195,8 @@ struct Out<'a> {
     meter_id: &'a str,
     now: Timestamp,
     actions: Vec<Action>,
+    /// Linked move legs that reached a terminal status in this step (`moves` settles them).
+    closed_moves: Vec<Order>,
 }
 
 impl Out<'_> {
@@ -189,6 +207,9 @@ impl Out<'_> {
         reason: Option<&str>,
         f: impl FnOnce(&mut OrderEvent),
     ) {
+        if status.is_terminal() && o.kind.is_move() && o.linked_order_id.is_some() {
+            self.closed_moves.push(o.clone());
+        }
         let mut e = OrderEvent::new(&o.order_id, self.meter_id, Some(o.kind), status, self.now);
         e.reason = reason.map(str::to_string);
         e.campaign_id = o.campaign_id.clone();
@@ -216,6 +237,35 @@ impl Out<'_> {
     fn audit(&mut self, a: AuditEvent) {
         self.actions.push(Action::Audit(a));
     }
+    /// An exception for a person to review that does not end its order (`<order>/<suffix>`),
+    /// with its audit row.
+    fn review(
+        &mut self,
+        order_id: &str,
+        suffix: &str,
+        kind: crate::domain::ExceptionKind,
+        priority: u8,
+        text: String,
+    ) {
+        self.audit(
+            AuditEvent::new(self.meter_id, self.now, AuditKind::ExceptionRaised)
+                .order(order_id)
+                .reason(kind.as_str())
+                .detail(text.clone()),
+        );
+        self.actions.push(Action::Exception(ExceptionRecord {
+            schema_version: crate::domain::event::EVENT_SCHEMA_VERSION,
+            exception_id: format!("{order_id}/{suffix}"),
+            meter_id: self.meter_id.to_string(),
+            order_id: order_id.to_string(),
+            command_id: None,
+            kind,
+            priority,
+            detail: text,
+            raised_at: self.now,
+            status: "open".into(),
+        }));
+    }
 }
 
 impl MeterMachine {
@@ -232,6 +282,8 @@ impl MeterMachine {
             certificates: thin_vec::ThinVec::new(),
             last_cut: None,
             payments: thin_vec::ThinVec::new(),
+            links: thin_vec::ThinVec::new(),
+            exchanges: thin_vec::ThinVec::new(),
         }
     }
 
@@ -308,11 +360,13 @@ impl MeterMachine {
         }
     }
 
-    /// The command of the open order at `idx` is out (in flight, or its outcome unknown): the
-    /// order can no longer be recalled, only marked withdrawn.
+    /// The command of the open order at `idx` is out (in flight, or its outcome unknown), or it
+    /// took effect (a move-in waiting for its move-out): the order can no longer be recalled,
+    /// only marked withdrawn.
     fn command_out(&self, idx: usize) -> bool {
         let o = &self.open[idx];
         o.unknown_outcome
+            || o.awaiting_link.is_some()
             || self
                 .in_flight
                 .as_ref()
@@ -334,6 +388,7 @@ impl MeterMachine {
             meter_id: &meter_id,
             now,
             actions: Vec::new(),
+            closed_moves: Vec::new(),
         };
         match input {
             Input::Order(order) => self.on_order(order, &mut out),
@@ -344,6 +399,8 @@ impl MeterMachine {
             Input::Recover => self.on_recover(&mut out, policy),
             Input::Fact(f) => self.on_fact(f, facts, &mut out),
             Input::Read(r) => self.on_read(r, facts, &mut out),
+            Input::Link(l) => self.on_link(l, &mut out),
+            Input::Handover(h) => self.on_handover(h, &mut out),
             Input::Release { order_id } => self.on_release(&order_id, &mut out),
             Input::Adopt {
                 order_id,
@@ -353,6 +410,7 @@ impl MeterMachine {
         }
         self.restore_if_obliged(facts, &mut out);
         self.drive(&mut out, facts, policy);
+        self.settle_moves(&mut out);
         let watch = self.read_watch();
         if watch != watched {
             out.actions.push(Action::Watch(match watch {
@@ -379,3 +437,9 @@ mod tests;
 
 #[cfg(test)]
 mod policy_tests;
+
+#[cfg(test)]
+mod moves_tests;
+
+#[cfg(test)]
+mod exchange_tests;

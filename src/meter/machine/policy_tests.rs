@@ -50,6 +50,8 @@ fn disconnect(id: &str, reason: ReasonCode, notice: Option<Timestamp>, due: f64)
         notice_sent_at: notice,
         campaign_id: None,
         target_order_id: None,
+        linked_order_id: None,
+        linked_meter_id: None,
         notes: None,
         created_at: None,
         amount_due: Some(due),

@@ -13,8 +13,8 @@
 //! emits its changes.
 
 use crate::domain::{
-    AuditEvent, AuditKind, ExceptionKind, ExceptionRecord, FinalRead, MeterRead, OrderKind,
-    ReadKind, ReadWatch, RegisterPoint, SwitchState, Timestamp, UsageType,
+    AuditEvent, AuditKind, ExceptionKind, FinalRead, MeterRead, OrderKind, ReadKind, ReadWatch,
+    RegisterPoint, SwitchState, Timestamp, UsageType,
 };
 use crate::reads::{after_cut, high_low, Finding, Observed, HISTORY};
 
@@ -95,25 +95,13 @@ impl MeterMachine {
                 .detail(text.clone()),
         );
         if c.class.suspicious() {
-            let kind = ExceptionKind::SuspiciousFinalRead;
-            out.audit(
-                AuditEvent::new(out.meter_id, out.now, AuditKind::ExceptionRaised)
-                    .order(order_id)
-                    .reason(kind.as_str())
-                    .detail(text.clone()),
+            out.review(
+                order_id,
+                "final_read",
+                ExceptionKind::SuspiciousFinalRead,
+                4,
+                format!("{text}. Review it before it is billed"),
             );
-            out.actions.push(Action::Exception(ExceptionRecord {
-                schema_version: crate::domain::event::EVENT_SCHEMA_VERSION,
-                exception_id: format!("{order_id}/final_read"),
-                meter_id: out.meter_id.to_string(),
-                order_id: order_id.to_string(),
-                command_id: None,
-                kind,
-                priority: 4,
-                detail: format!("{text}. Review it before it is billed"),
-                raised_at: out.now,
-                status: "open".into(),
-            }));
         }
         FinalRead {
             kwh: p.kwh,
@@ -193,24 +181,13 @@ impl MeterMachine {
                     watch.since,
                     r.describe()
                 );
-                out.audit(
-                    AuditEvent::new(out.meter_id, out.now, AuditKind::ExceptionRaised)
-                        .order(&watch.order_id)
-                        .reason(ExceptionKind::ConsumptionAfterDisconnect.as_str())
-                        .detail(text.clone()),
+                out.review(
+                    &watch.order_id,
+                    "consumption_after_disconnect",
+                    ExceptionKind::ConsumptionAfterDisconnect,
+                    2,
+                    text,
                 );
-                out.actions.push(Action::Exception(ExceptionRecord {
-                    schema_version: crate::domain::event::EVENT_SCHEMA_VERSION,
-                    exception_id: format!("{}/consumption_after_disconnect", watch.order_id),
-                    meter_id: out.meter_id.to_string(),
-                    order_id: watch.order_id.clone(),
-                    command_id: None,
-                    kind: ExceptionKind::ConsumptionAfterDisconnect,
-                    priority: 2,
-                    detail: text,
-                    raised_at: out.now,
-                    status: "open".into(),
-                }));
             }
         }
     }

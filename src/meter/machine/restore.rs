@@ -49,6 +49,8 @@ impl MeterMachine {
             notice_sent_at: None,
             campaign_id: None,
             target_order_id: Some(cut_order.clone()),
+            linked_order_id: None,
+            linked_meter_id: None,
             notes: None,
             created_at: Some(out.now),
             amount_due: None,

@@ -9,7 +9,21 @@ use proptest::prelude::*;
 use super::*;
 use crate::domain::{CommandOutcome, ExceptionKind, FailureCode, Order, OrderKind, ReasonCode};
 
-fn policy() -> RetryPolicy {
+/// The payloads of one kind of action, in order: `picked!(actions, Action::Dispatch)`.
+macro_rules! picked {
+    ($actions:expr, $variant:path) => {
+        $actions
+            .iter()
+            .filter_map(|a| match a {
+                $variant(x) => Some(x.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+}
+pub(super) use picked;
+
+pub(super) fn policy() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 3,
         backoff_initial: Duration::from_secs(10),
@@ -23,19 +37,19 @@ fn facts(has_switch: bool) -> MeterFacts {
 }
 
 /// One step of a meter with a switch, under the test retry policy.
-fn step(m: &mut MeterMachine, input: Input, now: Timestamp) -> Vec<Action> {
+pub(super) fn step(m: &mut MeterMachine, input: Input, now: Timestamp) -> Vec<Action> {
     m.step(input, now, &facts(true), &policy())
 }
 
-fn t0() -> Timestamp {
+pub(super) fn t0() -> Timestamp {
     "2026-11-25T08:00:00Z".parse().unwrap()
 }
 
-fn at(secs: i64) -> Timestamp {
+pub(super) fn at(secs: i64) -> Timestamp {
     t0() + jiff::SignedDuration::from_secs(secs)
 }
 
-fn order(id: &str, kind: OrderKind) -> Order {
+pub(super) fn order(id: &str, kind: OrderKind) -> Order {
     Order {
         order_id: id.into(),
         kind,
@@ -49,29 +63,22 @@ fn order(id: &str, kind: OrderKind) -> Order {
         notice_sent_at: None,
         campaign_id: None,
         target_order_id: None,
+        linked_order_id: None,
+        linked_meter_id: None,
         notes: None,
         created_at: None,
         amount_due: None,
     }
 }
 
-fn cancel(id: &str, target: &str) -> Order {
+pub(super) fn cancel(id: &str, target: &str) -> Order {
     let mut o = order(id, OrderKind::Cancel);
     o.target_order_id = Some(target.into());
     o
 }
 
-fn dispatched(actions: &[Action]) -> Vec<Command> {
-    actions
-        .iter()
-        .filter_map(|a| {
-            if let Action::Dispatch(c) = a {
-                Some(c.clone())
-            } else {
-                None
-            }
-        })
-        .collect()
+pub(super) fn dispatched(actions: &[Action]) -> Vec<Command> {
+    picked!(actions, Action::Dispatch)
 }
 
 fn events(actions: &[Action]) -> Vec<(String, OrderStatus, Option<String>)> {
@@ -838,13 +845,7 @@ fn an_operator_hold_of_an_order_waiting_for_its_campaign_is_refused() {
 }
 
 fn watch_changes(actions: &[Action]) -> Vec<crate::domain::WatchChange> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Watch(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect()
+    picked!(actions, Action::Watch)
 }
 
 fn register_read(id: &str, at: Timestamp, kwh: f64) -> Input {
@@ -862,14 +863,8 @@ fn register_read(id: &str, at: Timestamp, kwh: f64) -> Input {
     })
 }
 
-fn exceptions(actions: &[Action]) -> Vec<ExceptionRecord> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Exception(x) => Some(x.clone()),
-            _ => None,
-        })
-        .collect()
+pub(super) fn exceptions(actions: &[Action]) -> Vec<ExceptionRecord> {
+    picked!(actions, Action::Exception)
 }
 
 /// The post-disconnect watchdog (issue 16, item 2): a confirmed cut starts the watch with the

@@ -543,6 +543,10 @@ enum Write {
     KeptPut(String, i32, String, Vec<u8>),
     KeptDelete(String, i32, String),
     OrderByHour(i64, i64, String),
+    /// An order carried to another meter by an exchange: its record, keeping when (and from
+    /// where) it was first received, if it was.
+    /// (Its unit, for the open-work row written first; nothing when the order has ended.)
+    OrderCarried(i32, Box<OrderRecord>),
     WatchPut(i32, String, Vec<u8>),
     WatchDelete(i32, String),
 }
@@ -568,6 +572,26 @@ impl Inner {
             Write::OrderRecord(id, m, rec) => {
                 self.session
                     .execute_unpaged(&s.order_record, (id, m, rec))
+                    .await
+            }
+            Write::OrderCarried(unit, mut rec) => {
+                let id = rec.order.order_id.clone();
+                if let Some(old) = self.order_as_stored(&id).await? {
+                    if old.status.is_terminal() {
+                        return Ok(());
+                    }
+                    rec.received_at = old.received_at;
+                    rec.source = old.source;
+                    rec.status = old.status;
+                    rec.reason = old.reason;
+                }
+                let m = rec.order.meter_id.clone();
+                self.session
+                    .execute_unpaged(&s.open_insert, (unit, m.clone(), id.clone()))
+                    .await
+                    .map_err(|e| be("writing", e))?;
+                self.session
+                    .execute_unpaged(&s.order_record, (id, m, encode(&rec)))
                     .await
             }
             Write::OrderFinal(id, m, reason, at, status) => {
@@ -715,6 +739,15 @@ impl Inner {
                 let at = super::received_ns(rec.received_at);
                 first.push(Write::OrderByHour(hour_of(at), at, id.clone()));
                 last.push(Write::OrderRecord(id.clone(), meter.clone(), encode(rec)));
+            }
+            for (m, id) in &b.carried_away {
+                forget.push(Write::OpenDelete(self.unit_of(m), m.clone(), id.clone()));
+            }
+            for rec in &b.carried_in {
+                last.push(Write::OrderCarried(
+                    self.unit_of(&rec.order.meter_id),
+                    Box::new(rec.clone()),
+                ));
             }
             for u in &b.order_updates {
                 // An open order's status lives in its meter's snapshot and audit rows.

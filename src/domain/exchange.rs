@@ -1,0 +1,88 @@
+//! Meter exchange: a field crew removes one meter and installs another at the same service
+//! point ([`MeterExchange`](super::MeterExchange), a fact on the control topic keyed by the
+//! removed meter). The removed meter's actor records its final read and hands what belongs to
+//! the service point to the new meter's actor in one [`MeterHandover`] (control topic, key =
+//! the new meter, from the outbox): the open orders it can carry, the customer's certificates
+//! and payments, the protections it had, its last cut, and its read history rebased onto the
+//! new meter's register.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Certificate, Cut, Order, Payment, RegisterPoint, Timestamp};
+
+pub const HANDOVER_SCHEMA_VERSION: u32 = 1;
+
+/// The `type` tag of a [`MeterHandover`] on the control topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoverType {
+    MeterHandover,
+}
+
+/// Written by switchyard on the control topic (key = `meter_id`, the new meter): the removed
+/// meter `from_meter_id`'s work, carried by exchange `exchange_id`. From the removed meter's
+/// outbox, stored with its exchange step, at least once: the new meter takes one exchange once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterHandover {
+    #[serde(rename = "type")]
+    pub(crate) record_type: HandoverType,
+    pub(crate) schema_version: u32,
+    /// The new meter.
+    pub(crate) meter_id: String,
+    pub(crate) from_meter_id: String,
+    pub(crate) exchange_id: String,
+    pub(crate) exchanged_at: Timestamp,
+    /// The new meter's register when it was installed (kWh).
+    pub(crate) initial_read_kwh: f64,
+    /// Open orders carried over, `meter_id` already the new meter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) orders: Vec<Order>,
+    /// The customer's certificates, and the removed meter's registry protections as
+    /// certificates (`<exchange>/inherited/<protection>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) certificates: Vec<Certificate>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) payments: Vec<Payment>,
+    /// The removed meter's register reads, moved onto the new meter's register (shifted by
+    /// `initial_read_kwh` − the final read), so the use between them is kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) register_history: Vec<RegisterPoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) last_cut: Option<Cut>,
+    /// When each carried order was first received (its stored record), by order id: it keeps
+    /// that at the new meter.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(crate) received_at: std::collections::BTreeMap<String, Timestamp>,
+}
+
+impl MeterHandover {
+    /// Is this control-topic payload meant to be one (its `type` is `meter_handover`)?
+    pub(crate) fn is_one(payload: &[u8]) -> bool {
+        super::record_type(payload).is_some_and(|t| t == "meter_handover")
+    }
+
+    pub(crate) fn parse(key: Option<&[u8]>, payload: &[u8]) -> Result<MeterHandover, String> {
+        let h: MeterHandover = serde_json::from_slice(payload)
+            .map_err(|e| format!("not a valid meter_handover: {e}"))?;
+        if h.schema_version != HANDOVER_SCHEMA_VERSION {
+            return Err(format!(
+                "meter_handover schema_version {} is not supported (this service reads {HANDOVER_SCHEMA_VERSION})",
+                h.schema_version
+            ));
+        }
+        if key != Some(h.meter_id.as_bytes()) {
+            return Err(format!(
+                "record key differs from meter_id `{}`: key it by the new meter",
+                h.meter_id
+            ));
+        }
+        if let Some(o) = h.orders.iter().find(|o| o.meter_id != h.meter_id) {
+            return Err(format!(
+                "carried order {} names meter {}, not the new meter {}",
+                o.order_id, o.meter_id, h.meter_id
+            ));
+        }
+        Ok(h)
+    }
+}
