@@ -191,6 +191,12 @@ impl StoreHandle {
 
     /// The batch split by shard, for [`try_write`](Self::try_write).
     pub(crate) fn split(&self, mut batch: WriteBatch) -> Unwritten {
+        if !batch.carried_in.is_empty() {
+            if let Err(e) = self.store.prepare_carry(&mut batch) {
+                // (Then an old file may keep a stale copy of the record; the carry goes on.)
+                tracing::warn!(error = %e, "could not look up carried orders before the write");
+            }
+        }
         batch.stamp = crate::store::next_stamp(batch.audit.len() + batch.outbox.len());
         Unwritten(
             batch

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub(crate) recovering: Gauge,
     pub(crate) wakes_deferred: Counter,
     pub(crate) exceptions: Vec<Counter>,
+    /// By failure code (its class a label too).
+    pub(crate) command_failures: Vec<Counter>,
     pub(crate) live_actors: Gauge,
     pub(crate) in_flight: Gauge,
     pub(crate) pending_commit: Gauge,
@@ -209,6 +211,13 @@ pub fn metrics() -> &'static Metrics {
             recovering: gauge!("switchyard_recovery_meters_pending"),
             wakes_deferred: counter!("switchyard_meter_wakes_deferred_total"),
             exceptions: ExceptionKind::VARIANTS.iter().map(|k| counter!("switchyard_exceptions_total", "kind" => k.as_str())).collect(),
+            command_failures: <crate::domain::FailureCode as strum::VariantArray>::VARIANTS
+                .iter()
+                .map(|c| {
+                    let class: &'static str = c.class().into();
+                    counter!("switchyard_command_failures_total", "code" => c.as_str(), "class" => class)
+                })
+                .collect(),
             live_actors: gauge!("switchyard_meter_actors_live"),
             in_flight: gauge!("switchyard_commands_in_flight"),
             pending_commit: gauge!("switchyard_intake_records_pending_commit"),
@@ -304,6 +313,11 @@ impl Default for LogLimiter {
 
 pub(crate) fn exception(kind: ExceptionKind) {
     metrics().exceptions[kind as usize].increment(1);
+}
+
+/// A head-end answered `failed` with `code`.
+pub(crate) fn command_failed(code: crate::domain::FailureCode) {
+    metrics().command_failures[code as usize].increment(1);
 }
 
 pub(crate) fn store_commit(elapsed: Duration, batches: usize, audit_rows: usize) {
@@ -423,6 +437,12 @@ pub const CATALOGUE: &[MetricSpec] = &[
         MetricKind::Gauge,
         None,
         "meters with open work at startup not yet resumed (recovery is paced by the store's write queue)",
+    ),
+    spec(
+        "switchyard_command_failures_total",
+        MetricKind::Counter,
+        None,
+        "failed answers of the head-end, by canonical failure code and class (communication, device, safety, configuration)",
     ),
     spec(
         "switchyard_exceptions_total",

@@ -105,6 +105,35 @@ pub enum FailureCode {
     Unsupported,
     /// The command could not be handed to the head-end at all.
     HeadEndUnavailable,
+    /// The head-end expired the command before it reached the meter (IEC 61968-9 final status
+    /// EXPIRED, MultiSpeak past `expirationTime`): it was not executed.
+    ExpiredAtHeadEnd,
+    /// The switch closed but no voltage came on the load side: the connect did not restore
+    /// power (a supply-side fault, or the switch did not make contact).
+    NoVoltageAfterConnect,
+    /// The switch reports a fault (stuck, damaged, disabled): a crew must look at it.
+    SwitchFault,
+    /// Voltage on the load side after a disconnect: the premise still has power (a bypass, a
+    /// generator, tampering).
+    LoadSideVoltageAfterDisconnect,
+    /// The meter reports tampering (cover open, magnetic field, reverse energy, removal).
+    Tamper,
+}
+
+/// What kind of trouble a failure is; decides what happens next (see [`FailureCode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum FailureClass {
+    /// Reaching the meter failed (network, head-end): nothing happened at the meter. Counts
+    /// toward a head-end's health.
+    Communication,
+    /// The meter was reached and could not do it (busy, refused, switch trouble).
+    Device,
+    /// Something at the premise makes it unsafe or suspicious (voltage on the load side,
+    /// tampering): a person decides.
+    Safety,
+    /// The head-end or adapter cannot do this command for this meter (configuration).
+    Configuration,
 }
 
 impl FailureCode {
@@ -115,7 +144,25 @@ impl FailureCode {
                 | FailureCode::MeterBusy
                 | FailureCode::StateMismatch
                 | FailureCode::HeadEndUnavailable
+                | FailureCode::ExpiredAtHeadEnd
+                | FailureCode::NoVoltageAfterConnect
         )
+    }
+    pub(crate) fn class(self) -> FailureClass {
+        match self {
+            FailureCode::NetworkTimeout
+            | FailureCode::HeadEndUnavailable
+            | FailureCode::ExpiredAtHeadEnd => FailureClass::Communication,
+            FailureCode::MeterBusy
+            | FailureCode::StateMismatch
+            | FailureCode::MeterRejected
+            | FailureCode::NoVoltageAfterConnect
+            | FailureCode::SwitchFault => FailureClass::Device,
+            FailureCode::LoadSideVoltage
+            | FailureCode::LoadSideVoltageAfterDisconnect
+            | FailureCode::Tamper => FailureClass::Safety,
+            FailureCode::Unsupported => FailureClass::Configuration,
+        }
     }
     pub(crate) fn as_str(self) -> &'static str {
         self.into()

@@ -276,6 +276,9 @@ pub enum ExceptionKind {
     /// A linked move-in switched on, but no word of its move-out came within the wait: the
     /// move-out may never have been sent, or names another move-in.
     MoveLinkMissing,
+    /// Voltage on the load side after a disconnect, or a tamper alarm: the premise may be
+    /// bypassed or tampered with; a field investigation.
+    PossibleTamper,
 }
 
 impl ExceptionKind {

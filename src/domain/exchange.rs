@@ -54,6 +54,14 @@ pub struct MeterHandover {
     /// that at the new meter.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub(crate) received_at: std::collections::BTreeMap<String, Timestamp>,
+    /// Execution commands each carried order already had (by order id): the new meter's
+    /// command ids go on from there (`<order>/<n+1>`), never reusing one the head-end has
+    /// answered; they do not count against the new meter's attempts.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(crate) attempts: std::collections::BTreeMap<String, u32>,
+    /// Operator holds of carried orders (by order id: who).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(crate) operator_holds: std::collections::BTreeMap<String, String>,
 }
 
 impl MeterHandover {

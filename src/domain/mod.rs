@@ -20,7 +20,9 @@ pub use campaign::{
     AdoptFilter, CampaignDef, CampaignEvent, CampaignOrder, CampaignOutcome, CampaignRecord,
     CampaignStatus, CampaignToMeter, ControlRecord, Ordering, ToOwner, CAMPAIGN_SCHEMA_VERSION,
 };
-pub use command::{Command, CommandKind, CommandOutcome, CommandResult, FailureCode, SwitchState};
+pub use command::{
+    Command, CommandKind, CommandOutcome, CommandResult, FailureClass, FailureCode, SwitchState,
+};
 pub use decision::{Day, Decision, DecisionInputs, Protection, RuleHit, Verdict, VerdictKind};
 pub use event::{
     AuditEvent, AuditKind, DeadLetterReason, ExceptionKind, ExceptionRecord, OrderEvent,
@@ -82,9 +84,9 @@ mod tests {
         assert_eq!(same_names::<OrderKind>(), 6);
         assert_eq!(same_names::<OrderStatus>(), 11);
         assert_eq!(same_names::<CommandKind>(), 4);
-        assert_eq!(same_names::<FailureCode>(), 7);
+        assert_eq!(same_names::<FailureCode>(), 12);
         assert_eq!(same_names::<DeadLetterReason>(), 18);
-        assert_eq!(same_names::<ExceptionKind>(), 10);
+        assert_eq!(same_names::<ExceptionKind>(), 11);
         assert_eq!(same_names::<UsageType>(), 3);
         assert_eq!(same_names::<ReadKind>(), 2);
         assert_eq!(same_names::<ReadSource>(), 3);

@@ -92,17 +92,10 @@ impl Facts {
     /// How a linked move leg of another meter ended, sent by that meter
     /// (`MoveLink`, docs/topics.md "Control").
     fn parse_move_link(&self, msg: &OwnedMessage) -> Result<MoveLink, Rejected> {
+        // (Delivered even if the meter left the registry: a lost cancel would let the other
+        // leg go ahead.)
         let l = MoveLink::parse(msg.key(), msg.payload().unwrap_or_default())
             .map_err(|e| Rejected::new(DeadLetterReason::InvalidFact, e))?;
-        if self.registry.get(&l.meter_id).is_none() {
-            return Err(Rejected::new(
-                DeadLetterReason::UnknownMeter,
-                format!(
-                    "meter {} is not in the registry: register it first, then replay this link",
-                    l.meter_id
-                ),
-            ));
-        }
         if let Some(x) = super::meter_source::misrouted(&self.directory, "meter", &l.meter_id, msg)
         {
             return Err(x);

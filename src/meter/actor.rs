@@ -251,7 +251,10 @@ impl MeterActor {
                         m.command_latency.record(secs);
                         match r.outcome {
                             CommandOutcome::Confirmed { .. } => m.results_confirmed.increment(1),
-                            CommandOutcome::Failed { .. } => m.results_failed.increment(1),
+                            CommandOutcome::Failed { code, .. } => {
+                                m.results_failed.increment(1);
+                                observability::command_failed(code);
+                            }
                         }
                         if let Some(h) = self.deadline.take() {
                             ctx.cancel_future(h);

@@ -165,7 +165,13 @@ impl Policy {
             return done(Verdict::Reject, rules);
         }
         let mut from = now;
-        match self.notice(order, from) {
+        // A customer's move needs no notice of disconnection.
+        let notice = if order.kind == OrderKind::MoveOut {
+            Ok(None)
+        } else {
+            self.notice(order, from)
+        };
+        match notice {
             Err(hit) => {
                 rules.push(hit);
                 return done(Verdict::Reject, rules);
@@ -221,7 +227,10 @@ impl Policy {
             .collect();
         // A move-out too: the flag is on the service point, and someone on life support may
         // stay behind when the account holder moves.
-        if order.reason == ReasonCode::NonPayment || order.kind == OrderKind::MoveOut {
+        if order.reason == ReasonCode::NonPayment
+            || order.kind == OrderKind::MoveOut
+            || order.reason == ReasonCode::Move
+        {
             for p in BASELINE_PROTECTIONS {
                 if flags.contains(p.flag()) && !needs.contains(&p) {
                     needs.push(p);

@@ -513,20 +513,25 @@ impl EmbeddedStore {
                         }
                     }
                 }
+                // (The record stays until the new meter's step stores it: the order is never
+                // unknown in between, so a resend of its id is still a duplicate.)
                 for (m, id) in &b.carried_away {
                     open.remove(open_key(m, id).as_str()).map_err(be)?;
-                    // The record moves with the order (the new meter may live in another
-                    // file); the new meter's step stores it again, with its receipt time.
+                }
+                // Records of orders carried to a meter of another file (sharded store).
+                for (_, id) in &b.carried_elsewhere {
                     let before = orders
                         .get(id.as_str())
                         .map_err(be)?
                         .map(|v| v.value().to_vec());
                     if let Some(bytes) = before {
                         let old: OrderRecord = decode(id, &bytes)?;
-                        if !old.status.is_terminal() && &old.order.meter_id == m {
+                        if !old.status.is_terminal() {
                             orders.remove(id.as_str()).map_err(be)?;
                             by_receipt
                                 .remove((super::received_ns(old.received_at), id.as_str()))
+                                .map_err(be)?;
+                            open.remove(open_key(&old.order.meter_id, id).as_str())
                                 .map_err(be)?;
                         }
                     }
@@ -729,7 +734,11 @@ impl Store for EmbeddedStore {
                 let key = k.value();
                 let order_id = &key[lo.len()..];
                 if let Some(v) = orders.get(order_id).map_err(be)? {
-                    out.push(decode(order_id, v.value())?);
+                    let rec: OrderRecord = decode(order_id, v.value())?;
+                    // (An order an exchange carried to another meter is that meter's.)
+                    if rec.order.meter_id == meter_id {
+                        out.push(rec);
+                    }
                 }
             }
             Ok(out)

@@ -148,6 +148,10 @@ pub struct WriteBatch {
     /// new meter now, and the time it was carried) and the order joins the new meter's open
     /// index.
     pub carried_in: Vec<OrderRecord>,
+    /// (Sharded embedded store only.) Records of orders carried to a meter that lives in
+    /// another file: `(meter the record names now, order_id)`, removed from that meter's file.
+    #[doc(hidden)]
+    pub carried_elsewhere: Vec<(String, String)>,
     pub meter: Option<MeterState>,
     pub commands: Vec<Command>,
     pub results: Vec<CommandResult>,
@@ -223,6 +227,9 @@ impl WriteBatch {
         for r in self.carried_in {
             out[s(&r.order.meter_id)].carried_in.push(r);
         }
+        for (m, o) in self.carried_elsewhere {
+            out[s(&m)].carried_elsewhere.push((m, o));
+        }
         if let Some(m) = self.meter {
             let i = s(&m.meter_id);
             out[i].meter = Some(m);
@@ -264,6 +271,7 @@ impl WriteBatch {
             && self.order_updates.is_empty()
             && self.carried_away.is_empty()
             && self.carried_in.is_empty()
+            && self.carried_elsewhere.is_empty()
             && self.meter.is_none()
             && self.commands.is_empty()
             && self.results.is_empty()
@@ -287,6 +295,7 @@ impl WriteBatch {
             .chain(self.order_updates.iter().map(|u| u.meter_id.as_str()))
             .chain(self.carried_away.iter().map(|(m, _)| m.as_str()))
             .chain(self.carried_in.iter().map(|r| r.order.meter_id.as_str()))
+            .chain(self.carried_elsewhere.iter().map(|(m, _)| m.as_str()))
             .chain(self.meter.iter().map(|m| &*m.meter_id))
             .chain(self.commands.iter().map(|c| c.meter_id.as_str()))
             .chain(self.results.iter().map(|r| r.meter_id.as_str()))
@@ -306,6 +315,7 @@ impl WriteBatch {
             && self.order_updates.is_empty()
             && self.carried_away.is_empty()
             && self.carried_in.is_empty()
+            && self.carried_elsewhere.is_empty()
             && self.meter.is_none()
             && self.commands.is_empty()
             && self.results.is_empty()
@@ -484,6 +494,13 @@ pub trait Store: Send + Sync + 'static {
             .into_iter()
             .filter(|w| of.contains(&partitioner.partition(w.meter_id.as_bytes(), units)))
             .collect())
+    }
+    /// Before a batch that carries orders in (a meter exchange) is split by file: a store that
+    /// keeps an order's record in its meter's file drops carries of orders that ended
+    /// meanwhile and names the old files' records to let go (`carried_elsewhere`). By default
+    /// (one record per order wherever its meter is) nothing to do.
+    fn prepare_carry(&self, _batch: &mut WriteBatch) -> Result<(), StoreError> {
+        Ok(())
     }
     /// The lease of ownership unit `unit`, if one was ever taken. By default (a store only one
     /// process can use) none is kept and every swap succeeds.

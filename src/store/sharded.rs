@@ -117,16 +117,7 @@ impl Store for ShardedStore {
             let mut b = b.clone();
             // An order carried by an exchange that has ended meanwhile (in whichever file
             // holds it) stays where it ended (rare: a meter exchange).
-            let mut carried = Vec::with_capacity(b.carried_in.len());
-            for r in std::mem::take(&mut b.carried_in) {
-                let ended = self
-                    .order(&r.order.order_id)?
-                    .is_some_and(|o| o.status.is_terminal());
-                if !ended {
-                    carried.push(r);
-                }
-            }
-            b.carried_in = carried;
+            self.prepare_carry(&mut b)?;
             for (i, part) in b.split(self.layout).into_iter().enumerate() {
                 if !part.is_empty() {
                     per[i].push(part);
@@ -140,6 +131,31 @@ impl Store for ShardedStore {
             }
         }
         Ok(out)
+    }
+
+    /// A carried order's record lives in its meter's file: one that ended meanwhile (in
+    /// whichever file) is not carried; one that lives in another file is let go there.
+    fn prepare_carry(&self, b: &mut WriteBatch) -> Result<(), StoreError> {
+        let mut carried = Vec::with_capacity(b.carried_in.len());
+        for r in std::mem::take(&mut b.carried_in) {
+            let id = &r.order.order_id;
+            let to = self.layout.meter_file(&r.order.meter_id);
+            let mut ended = false;
+            for (i, f) in self.files.iter().enumerate() {
+                if let Some(o) = f.order(id)? {
+                    ended |= o.status.is_terminal();
+                    if i != to && !o.status.is_terminal() {
+                        b.carried_elsewhere
+                            .push((o.order.meter_id.clone(), id.clone()));
+                    }
+                }
+            }
+            if !ended {
+                carried.push(r);
+            }
+        }
+        b.carried_in = carried;
+        Ok(())
     }
 
     /// Leases live in the first file.

@@ -63,7 +63,36 @@ impl MeterMachine {
         self.remember_register(final_point);
         let shift = x.initial_read_kwh - x.final_read_kwh;
         let mut orders = Vec::new();
+        let (mut attempts, mut holds) = (
+            std::collections::BTreeMap::new(),
+            std::collections::BTreeMap::new(),
+        );
         for o in std::mem::take(&mut self.open) {
+            if o.awaiting_link.is_some() {
+                // A move-in that is on: done, whatever its move-out does now.
+                let note = format!(
+                    "switched on; meter {} was replaced by {} (exchange {}) before word of move-out {} came",
+                    out.meter_id,
+                    x.new_meter_id,
+                    x.fact_id,
+                    o.order.linked_order_id.as_deref().unwrap_or("")
+                );
+                self.complete_move_in_with(&o.order, None, Some(note), out);
+                continue;
+            }
+            if let Some(reason) = &o.withdrawn {
+                // Withdrawn while its command was out; the meter is gone, so is the command.
+                out.event_detail(
+                    &o.order,
+                    OrderStatus::Cancelled,
+                    reason,
+                    format!(
+                        "withdrawn; meter {} was replaced by {} (exchange {}) before its command was answered",
+                        out.meter_id, x.new_meter_id, x.fact_id
+                    ),
+                );
+                continue;
+            }
             let why = if o.order.kind.is_move() && o.order.linked_order_id.is_some() {
                 Some("a linked move leg: its other leg names this meter; send the move again for the new meter")
             } else if o.order.campaign_id.is_some() && o.order.kind == OrderKind::Disconnect {
@@ -82,6 +111,12 @@ impl MeterMachine {
                     ),
                 ),
                 None => {
+                    if o.attempts > 0 {
+                        attempts.insert(o.order.order_id.clone(), o.attempts);
+                    }
+                    if let Some(by) = &o.operator_hold {
+                        holds.insert(o.order.order_id.clone(), by.clone());
+                    }
                     let mut order = o.order;
                     order.meter_id = x.new_meter_id.clone();
                     out.audit(
@@ -140,6 +175,8 @@ impl MeterMachine {
             register_history: history,
             last_cut: self.last_cut.take().map(|c| *c),
             received_at: Default::default(),
+            attempts,
+            operator_holds: holds,
         }));
         self.last_register_kwh = Some(x.final_read_kwh);
     }
@@ -211,7 +248,16 @@ impl MeterMachine {
                     h.from_meter_id, h.exchange_id
                 ),
             );
+            let id = order.order_id.clone();
             self.on_order(order, out);
+            if let Some(i) = self.open_index(&id) {
+                let o = &mut self.open[i];
+                if let Some(n) = h.attempts.get(&id) {
+                    o.attempts = *n;
+                    o.not_sent = *n;
+                }
+                o.operator_hold = h.operator_holds.get(&id).cloned();
+            }
         }
     }
 }

@@ -108,6 +108,10 @@ impl MeterMachine {
         let kind = match code {
             c if c.retryable() => ExceptionKind::RetriesExhausted,
             FailureCode::LoadSideVoltage => ExceptionKind::LoadSideVoltage,
+            FailureCode::LoadSideVoltageAfterDisconnect | FailureCode::Tamper => {
+                ExceptionKind::PossibleTamper
+            }
+            FailureCode::SwitchFault => ExceptionKind::FieldOrderNeeded,
             _ => ExceptionKind::CommandRejected,
         };
         let text = format!(

@@ -18,6 +18,9 @@ impl MeterMachine {
             );
             return;
         }
+        if order.kind.is_move() && self.cancelled_before_arrival(&order, out) {
+            return;
+        }
         match order.kind {
             OrderKind::Cancel => {
                 self.cancel(&order, out);
@@ -25,9 +28,6 @@ impl MeterMachine {
             }
             k if k.restores_power() => self.supersede_disconnects(&order, out),
             _ => {}
-        }
-        if order.kind.is_move() && self.cancelled_before_arrival(&order, out) {
-            return;
         }
         if let Some(p) = self.payments.iter().find(|p| pays_off(p, &order)) {
             let detail = format!(

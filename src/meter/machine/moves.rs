@@ -39,7 +39,12 @@ fn days(n: i64) -> jiff::SignedDuration {
 
 /// Is `l` the other leg of `o`?
 fn links(o: &Order, l: &MoveLink) -> bool {
-    l.order_id == o.order_id
+    let opposite = match o.kind {
+        OrderKind::MoveOut => OrderKind::MoveIn,
+        _ => OrderKind::MoveOut,
+    };
+    l.from_kind == opposite
+        && l.order_id == o.order_id
         && o.linked_order_id.as_deref() == Some(l.from_order_id.as_str())
         && o.linked_meter_id.as_deref() == Some(l.from_meter_id.as_str())
 }
@@ -102,6 +107,12 @@ impl MeterMachine {
                 self.complete_move_in(&o.order, Some(&l), out);
                 move_exception(&o.order, ExceptionKind::MovePartlyCancelled, text, out);
             } else if self.command_out(i) {
+                if self.links.iter().any(|x| x == &l) {
+                    return; // heard already
+                }
+                // Never sent again: if its command turns out not to have taken effect, it
+                // closes as cancelled (and tells nobody: the other leg is cancelled).
+                self.open[i].withdrawn = Some(LINKED_CANCELLED.into());
                 let o = &self.open[i].order;
                 let text = format!(
                     "{} {} of meter {} has its command out, and its linked {} {} of meter {} was cancelled: it cannot be recalled; check whether it should be undone",
@@ -175,9 +186,21 @@ impl MeterMachine {
 
     /// Completes the linked move-in `o` (its switch is on) with its move-out's outcome `l`, or
     /// without one.
-    fn complete_move_in(&mut self, o: &Order, l: Option<&MoveLink>, out: &mut Out) {
+    pub(super) fn complete_move_in(&mut self, o: &Order, l: Option<&MoveLink>, out: &mut Out) {
+        self.complete_move_in_with(o, l, None, out)
+    }
+
+    /// As [`complete_move_in`](Self::complete_move_in), with `note` as the event's detail.
+    pub(super) fn complete_move_in_with(
+        &mut self,
+        o: &Order,
+        l: Option<&MoveLink>,
+        note: Option<String>,
+        out: &mut Out,
+    ) {
         let s = summary(o, l);
         let detail = match l {
+            _ if note.is_some() => note.unwrap_or_default(),
             Some(l) => format!(
                 "move complete: move-out {} of meter {} {}",
                 l.from_order_id,

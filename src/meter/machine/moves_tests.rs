@@ -264,3 +264,41 @@ fn a_link_for_another_move_is_ignored() {
     let acts = step(&mut b, Input::Link(l), at(6));
     assert_eq!(statuses(&acts), vec![OrderStatus::Cancelled]);
 }
+
+/// A cancel of the move-in that reaches the move-out while its disconnect is out: the
+/// disconnect cannot be recalled, but it is never sent again: a retryable failure closes it as
+/// cancelled instead of a retry (and a second copy of the link changes nothing).
+#[test]
+fn a_cancel_that_comes_while_the_other_legs_command_is_out_stops_its_retries() {
+    let (mut a, mut b) = a_move();
+    let acts = step(&mut a, Input::Wake, at(HOUR));
+    let cmd = dispatched(&acts).pop().expect("the move-out is out");
+    let cancel_link = links(&step(
+        &mut b,
+        Input::Order(cancel("C1", "MB", "IN")),
+        at(HOUR + 1),
+    ))
+    .pop()
+    .unwrap();
+    let acts = step(&mut a, Input::Link(cancel_link.clone()), at(HOUR + 2));
+    assert_eq!(exceptions(&acts), vec![ExceptionKind::MovePartlyCancelled]);
+    let again = step(&mut a, Input::Link(cancel_link), at(HOUR + 3));
+    assert!(exceptions(&again).is_empty(), "heard once");
+    let busy = Input::Result(CommandResult {
+        schema_version: 1,
+        command_id: cmd.command_id.clone(),
+        meter_id: "MA".into(),
+        outcome: CommandOutcome::Failed {
+            code: crate::domain::FailureCode::MeterBusy,
+            detail: None,
+        },
+        at: at(HOUR + 4),
+    });
+    let acts = step(&mut a, busy, at(HOUR + 4));
+    assert_eq!(
+        events(&acts).last().map(|e| (e.status, e.reason.clone())),
+        Some((OrderStatus::Cancelled, Some(LINKED_CANCELLED.to_string())))
+    );
+    assert!(dispatched(&step(&mut a, Input::Wake, at(2 * HOUR))).is_empty());
+    assert!(links(&acts).is_empty() && a.is_idle());
+}

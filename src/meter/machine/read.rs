@@ -27,7 +27,11 @@ impl MeterMachine {
         // A meter about to be connected again (a reconnect or move-in open) is not watched:
         // use after its switch closes is expected. If the reconnect fails, the cut is
         // watched again.
-        if self.open.iter().any(|o| o.order.kind.restores_power()) {
+        if self
+            .open
+            .iter()
+            .any(|o| o.order.kind.restores_power() && o.awaiting_link.is_none())
+        {
             return None;
         }
         if self.switch == SwitchState::Disconnected {

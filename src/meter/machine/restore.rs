@@ -33,7 +33,11 @@ impl MeterMachine {
         if let Some(c) = &mut self.last_cut {
             c.restore_ordered = true;
         }
-        if self.open.iter().any(|o| o.order.kind.restores_power()) {
+        if self
+            .open
+            .iter()
+            .any(|o| o.order.kind.restores_power() && o.awaiting_link.is_none())
+        {
             return; // a reconnect is already on its way
         }
         let order = Order {

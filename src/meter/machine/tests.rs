@@ -1064,3 +1064,46 @@ fn a_final_read_is_checked_against_the_meters_history() {
     assert_eq!(x[0].exception_id, "D1/final_read");
     assert!(x[0].detail.contains("very_high"), "{}", x[0].detail);
 }
+
+/// The canonical failure taxonomy (issue 16, item 6): every code has a class, communication
+/// and the retryable device codes are retried, and the final ones end the order with the
+/// exception that names what a person must do.
+#[test]
+fn each_failure_code_is_retried_or_ends_with_its_exception() {
+    use crate::domain::{FailureClass, FailureCode};
+    use strum::VariantArray;
+    for &code in FailureCode::VARIANTS {
+        if code.class() == FailureClass::Communication {
+            assert!(code.retryable(), "{code:?}: nothing happened at the meter");
+        }
+        let mut m = MeterMachine::new("M");
+        let kind =
+            if code == FailureCode::LoadSideVoltage || code == FailureCode::NoVoltageAfterConnect {
+                OrderKind::Reconnect
+            } else {
+                OrderKind::Disconnect
+            };
+        let a = step(&mut m, Input::Order(order("O1", kind)), t0());
+        let cmd = dispatched(&a).pop().expect("sent");
+        let a = step(&mut m, failed(&cmd, code), at(1));
+        let x = exceptions(&a);
+        let ev = events(&a);
+        if code.retryable() {
+            assert!(x.is_empty(), "{code:?}");
+            assert_eq!(ev[0].1, OrderStatus::RetryScheduled, "{code:?}");
+            continue;
+        }
+        assert_eq!(ev[0].1, OrderStatus::Failed, "{code:?}");
+        assert_eq!(ev[0].2.as_deref(), Some(code.as_str()));
+        let expected = match code {
+            FailureCode::LoadSideVoltage => ExceptionKind::LoadSideVoltage,
+            FailureCode::LoadSideVoltageAfterDisconnect | FailureCode::Tamper => {
+                ExceptionKind::PossibleTamper
+            }
+            FailureCode::SwitchFault => ExceptionKind::FieldOrderNeeded,
+            _ => ExceptionKind::CommandRejected,
+        };
+        assert_eq!(x.len(), 1, "{code:?}");
+        assert_eq!(x[0].kind, expected, "{code:?}");
+    }
+}

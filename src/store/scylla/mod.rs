@@ -741,7 +741,9 @@ impl Inner {
                 last.push(Write::OrderRecord(id.clone(), meter.clone(), encode(rec)));
             }
             for (m, id) in &b.carried_away {
-                forget.push(Write::OpenDelete(self.unit_of(m), m.clone(), id.clone()));
+                // First: a crash before the snapshot leaves the order open in the snapshot
+                // (the exchange is delivered again), never a row that feeds it back.
+                first.push(Write::OpenDelete(self.unit_of(m), m.clone(), id.clone()));
             }
             for rec in &b.carried_in {
                 last.push(Write::OrderCarried(
@@ -1231,7 +1233,8 @@ impl Store for ScyllaStore {
                     continue;
                 }
                 if let Some(rec) = i.order(&order).await? {
-                    if !rec.status.is_terminal() {
+                    // (An order an exchange carried to another meter is that meter's.)
+                    if !rec.status.is_terminal() && rec.order.meter_id == id {
                         out.push(rec);
                     }
                 }
