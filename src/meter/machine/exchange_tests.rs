@@ -146,3 +146,94 @@ fn an_exchange_carries_the_meters_work_to_the_new_meter_once() {
     assert!(picked!(again, Action::TakeOver).is_empty() && events(&again).is_empty());
     assert!(!new.has_order("R1"));
 }
+
+/// What cannot simply move: a move-in that is on completes on the removed meter, an order
+/// withdrawn while its command was out closes there, and a carried order's command ids go on
+/// from its attempts so far (never repeating one the head-end has answered).
+#[test]
+fn an_exchange_settles_what_cannot_move_and_keeps_command_ids_unique() {
+    let facts = MeterFacts::baseline(true, "HE-1");
+    let p = tests::policy();
+    let mut old = MeterMachine::new("M-OLD");
+    old.switch = SwitchState::Disconnected;
+    let answer = |c: &Command, outcome: crate::domain::CommandOutcome| {
+        Input::Result(CommandResult {
+            schema_version: 1,
+            command_id: c.command_id.clone(),
+            meter_id: "M-OLD".into(),
+            outcome,
+            at: c.issued_at,
+        })
+    };
+    // A linked move-in switches on and waits for its move-out.
+    let mut inn = order("IN", OrderKind::MoveIn);
+    inn.meter_id = "M-OLD".into();
+    inn.reason = ReasonCode::Move;
+    inn.earliest_at = Some(t0());
+    inn.linked_order_id = Some("OUT".into());
+    inn.linked_meter_id = Some("M-X".into());
+    let c = dispatched(&old.step(Input::Order(inn), t0(), &facts, &p))
+        .pop()
+        .unwrap();
+    let confirmed = crate::domain::CommandOutcome::Confirmed {
+        switch_state: SwitchState::Connected,
+        register_kwh: None,
+    };
+    old.step(answer(&c, confirmed), at(1), &facts, &p);
+    assert!(old.open[0].awaiting_link.is_some());
+    // A read fails once (busy) and waits for its retry.
+    let mut r = order("R3", OrderKind::Read);
+    r.meter_id = "M-OLD".into();
+    let c = dispatched(&old.step(Input::Order(r), at(2), &facts, &p))
+        .pop()
+        .unwrap();
+    let busy = crate::domain::CommandOutcome::Failed {
+        code: crate::domain::FailureCode::MeterBusy,
+        detail: None,
+    };
+    old.step(answer(&c, busy), at(3), &facts, &p);
+    // A disconnect goes out and is cancelled while out: withdrawn.
+    let mut d = order("D2", OrderKind::Disconnect);
+    d.meter_id = "M-OLD".into();
+    let c = dispatched(&old.step(Input::Order(d), at(4), &facts, &p))
+        .pop()
+        .unwrap();
+    assert_eq!(c.order_id, "D2");
+    let mut x = tests::cancel("C2", "D2");
+    x.meter_id = "M-OLD".into();
+    old.step(Input::Order(x), at(5), &facts, &p);
+
+    let acts = old.step(exchange("EX-9"), at(6), &facts, &p);
+    let ended: Vec<(String, OrderStatus)> = events(&acts)
+        .into_iter()
+        .filter(|e| e.status.is_terminal())
+        .map(|e| (e.order_id, e.status))
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            ("IN".to_string(), OrderStatus::Completed),
+            ("D2".to_string(), OrderStatus::Cancelled)
+        ]
+    );
+    let done = events(&acts)
+        .into_iter()
+        .find(|e| e.order_id == "IN")
+        .unwrap();
+    assert_eq!(done.moved.unwrap().linked_status, None);
+    assert!(
+        picked!(acts, Action::Link).is_empty(),
+        "the move-in knew nothing to tell"
+    );
+    let h = handovers(&acts).pop().unwrap();
+    let carried: Vec<&str> = h.orders.iter().map(|o| o.order_id.as_str()).collect();
+    assert_eq!(carried, ["R3"]);
+    assert_eq!(h.attempts.get("R3"), Some(&1));
+
+    let mut new = MeterMachine::new("M-NEW");
+    let acts = new.step(Input::Handover(h), at(7), &facts, &p);
+    let c = dispatched(&acts)
+        .pop()
+        .expect("the read goes on at the new meter at once");
+    assert_eq!(c.command_id, "R3/2");
+}
