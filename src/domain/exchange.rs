@@ -71,20 +71,14 @@ impl MeterHandover {
     }
 
     pub(crate) fn parse(key: Option<&[u8]>, payload: &[u8]) -> Result<MeterHandover, String> {
-        let h: MeterHandover = serde_json::from_slice(payload)
-            .map_err(|e| format!("not a valid meter_handover: {e}"))?;
-        if h.schema_version != HANDOVER_SCHEMA_VERSION {
-            return Err(format!(
-                "meter_handover schema_version {} is not supported (this service reads {HANDOVER_SCHEMA_VERSION})",
-                h.schema_version
-            ));
-        }
-        if key != Some(h.meter_id.as_bytes()) {
-            return Err(format!(
-                "record key differs from meter_id `{}`: key it by the new meter",
-                h.meter_id
-            ));
-        }
+        let h: MeterHandover = super::parse_addressed(
+            payload,
+            key,
+            "meter_handover",
+            HANDOVER_SCHEMA_VERSION,
+            "the new meter",
+            |h: &MeterHandover| (h.schema_version, &h.meter_id),
+        )?;
         if let Some(o) = h.orders.iter().find(|o| o.meter_id != h.meter_id) {
             return Err(format!(
                 "carried order {} names meter {}, not the new meter {}",

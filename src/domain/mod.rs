@@ -49,6 +49,33 @@ pub use task::{ExceptionTask, TaskNote, TaskState};
 /// Timestamps are UTC instants (RFC 3339 on the wire).
 pub type Timestamp = jiff::Timestamp;
 
+/// A record switchyard writes to another meter on the control topic (a move link, a meter
+/// handover), parsed and checked the same way: its `type`, its schema version, and that its
+/// key is the receiving meter (`whom` says which that is, for the message).
+pub(crate) fn parse_addressed<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    key: Option<&[u8]>,
+    type_name: &str,
+    version: u32,
+    whom: &str,
+    fields: impl Fn(&T) -> (u32, &str),
+) -> Result<T, String> {
+    let r: T =
+        serde_json::from_slice(payload).map_err(|e| format!("not a valid {type_name}: {e}"))?;
+    let (v, meter_id) = fields(&r);
+    if v != version {
+        return Err(format!(
+            "{type_name} schema_version {v} is not supported (this service reads {version})"
+        ));
+    }
+    if key != Some(meter_id.as_bytes()) {
+        return Err(format!(
+            "record key differs from meter_id `{meter_id}`: key it by {whom}"
+        ));
+    }
+    Ok(r)
+}
+
 /// The `type` tag of a JSON record, read without parsing the rest: which of the record kinds
 /// that share a topic (the control topic's facts, campaign messages and move links) this is.
 pub(crate) fn record_type(payload: &[u8]) -> Option<std::borrow::Cow<'_, str>> {

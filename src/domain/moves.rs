@@ -54,20 +54,14 @@ impl MoveLink {
     /// Parses and checks one: the version, the key, and that it names two different legs of a
     /// move (`from_kind` a move kind, `status` terminal).
     pub(crate) fn parse(key: Option<&[u8]>, payload: &[u8]) -> Result<MoveLink, String> {
-        let l: MoveLink =
-            serde_json::from_slice(payload).map_err(|e| format!("not a valid move_link: {e}"))?;
-        if l.schema_version != MOVE_LINK_SCHEMA_VERSION {
-            return Err(format!(
-                "move_link schema_version {} is not supported (this service reads {MOVE_LINK_SCHEMA_VERSION})",
-                l.schema_version
-            ));
-        }
-        if key != Some(l.meter_id.as_bytes()) {
-            return Err(format!(
-                "record key differs from meter_id `{}`: key it by the receiving meter",
-                l.meter_id
-            ));
-        }
+        let l: MoveLink = super::parse_addressed(
+            payload,
+            key,
+            "move_link",
+            MOVE_LINK_SCHEMA_VERSION,
+            "the receiving meter",
+            |l: &MoveLink| (l.schema_version, &l.meter_id),
+        )?;
         if !matches!(l.from_kind, OrderKind::MoveOut | OrderKind::MoveIn) {
             return Err(format!(
                 "from_kind `{}` is not a move leg (move_out or move_in)",
