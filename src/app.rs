@@ -153,6 +153,17 @@ impl App {
             clock: clock.clone(),
         };
         tasks.spawn("store alarm", alarm.run(store.clone(), shutdown_rx.clone()));
+        let head_end_alarm = kafka::head_end_alarm::HeadEndAlarm {
+            producer: producer.clone(),
+            topic: config.topics.exceptions.clone(),
+        };
+        tasks.spawn(
+            "head-end alarm",
+            head_end_alarm.run(
+                actors.directory.services().head_ends.transitions(),
+                shutdown_rx.clone(),
+            ),
+        );
         tasks.spawn(
             "service-level watch",
             crate::meter::sla_watch::run(
@@ -553,6 +564,7 @@ fn start_actors(
         campaign_outcomes: outcomes_tx,
         watches: crate::meter::ReadWatches::new(),
         read_rules: Arc::new(config.reads.rules()),
+        head_ends: Arc::new(crate::head_end::HeadEnds::from_config(&config.head_end)),
     };
     let mut simulator = None;
     let directory = Directory::new(

@@ -445,6 +445,18 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "failed answers of the head-end, by canonical failure code and class (communication, device, safety, configuration)",
     ),
     spec(
+        "switchyard_head_end_breaker_state",
+        MetricKind::Gauge,
+        None,
+        "the circuit breaker of each head-end this instance sent commands to: 0 closed, 1 open (commands held), 2 half-open (probing)",
+    ),
+    spec(
+        "switchyard_head_end_breaker_opens_total",
+        MetricKind::Counter,
+        None,
+        "times a head-end's circuit breaker opened (a burst of communication failures or missed deadlines, or a failed probe)",
+    ),
+    spec(
         "switchyard_exceptions_total",
         MetricKind::Counter,
         None,

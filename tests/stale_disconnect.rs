@@ -73,6 +73,7 @@ fn services(store: StoreHandle, clock: &Arc<ManualClock>, meters: &[&str]) -> Me
         campaign_outcomes: tokio::sync::mpsc::unbounded_channel().0,
         watches: switchyard::meter::ReadWatches::new(),
         read_rules: Default::default(),
+        head_ends: Default::default(),
     }
 }
 

@@ -30,6 +30,12 @@ pub enum CommandKind {
     Read,
     /// Ask the switch state (MultiSpeak InitiateCDStateRequest); changes nothing.
     SwitchStatus,
+    /// Arm the switch for closure (IEC 61968-9 `.31.0.5`, MultiSpeak InitiateArmCDDevice): the
+    /// customer presses the meter's button to close it. Sent instead of `connect` where the
+    /// head-end's profile or the meter's registry record asks for it. The head-end answers
+    /// `armed`, and later (a second result with the same command id) `connected` when the
+    /// button is pressed.
+    ArmConnect,
 }
 
 impl CommandKind {
@@ -44,7 +50,7 @@ impl CommandKind {
     pub(crate) fn target_state(self) -> Option<SwitchState> {
         match self {
             CommandKind::Disconnect => Some(SwitchState::Disconnected),
-            CommandKind::Connect => Some(SwitchState::Connected),
+            CommandKind::Connect | CommandKind::ArmConnect => Some(SwitchState::Connected),
             _ => None,
         }
     }
@@ -73,6 +79,12 @@ pub struct Command {
     pub issued_at: Timestamp,
     /// The head-end must answer before this instant; later answers are treated as unknown.
     pub deadline: Timestamp,
+    /// Check the voltage on the load side (IEC 61968-9 `needsVoltageLimitCheck`): before a
+    /// connect (refuse it with `load_side_voltage` if voltage is present) and after a
+    /// disconnect (report it in the answer's `load_side_voltage`). Set from the head-end's
+    /// profile; absent = false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub check_load_side_voltage: bool,
 }
 
 /// Why a command failed. Each code decides retry, exception or field order.
@@ -177,6 +189,12 @@ pub enum CommandOutcome {
         switch_state: SwitchState,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         register_kwh: Option<f64>,
+        /// Whether the meter measured voltage on the load side after the command (asked with
+        /// `check_load_side_voltage`): after a disconnect, voltage means the premise still has
+        /// power (bypass, generator, tamper); after a connect, none means power did not come
+        /// back. Absent = not measured. Added 2026-12-06 (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        load_side_voltage: Option<bool>,
     },
     Failed {
         code: FailureCode,

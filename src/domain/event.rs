@@ -279,6 +279,14 @@ pub enum ExceptionKind {
     /// Voltage on the load side after a disconnect, or a tamper alarm: the premise may be
     /// bypassed or tampered with; a field investigation.
     PossibleTamper,
+    /// A head-end's circuit breaker opened: its commands fail for communication reasons (or
+    /// get no answer) in a burst, so orders for its meters are held. Service-level, keyed by
+    /// the head-end id; raised `open` and again `resolved` when it closes
+    /// ([`ExceptionRecord::head_end_unavailable`]).
+    HeadEndUnavailable,
+    /// The switch was armed for a reconnect and the customer did not press the button within
+    /// the arm timeout: call the customer, or send a crew.
+    ArmedNotClosed,
 }
 
 impl ExceptionKind {
@@ -306,6 +314,38 @@ pub struct ExceptionRecord {
 }
 
 impl ExceptionRecord {
+    /// Head-end `head_end` takes no commands since `since` (its breaker opened; tried again at
+    /// `retry_at`), or (`resolved_at`) takes them again. One id per outage
+    /// (`head_end_unavailable/<head_end>/<since>`); `meter_id` and `order_id` are empty.
+    pub(crate) fn head_end_unavailable(
+        head_end: &str,
+        since: Timestamp,
+        retry_at: Option<Timestamp>,
+        resolved_at: Option<Timestamp>,
+    ) -> ExceptionRecord {
+        let detail = match (resolved_at, retry_at) {
+            (Some(at), _) => format!(
+                "head-end {head_end} answers again at {at} (down since {since}); held orders resume, power restorations first"
+            ),
+            (None, retry) => format!(
+                "head-end {head_end} is not answering since {since}: a burst of communication failures or missed deadlines opened its circuit breaker. Orders for its meters are held (deferred, reason head_end_unavailable), not sent and not retried; it is probed again{}; orders held longer than head_end.breaker.field_order_after_secs fail as field_order_needed",
+                retry.map(|t| format!(" at {t}")).unwrap_or_default()
+            ),
+        };
+        ExceptionRecord {
+            schema_version: EVENT_SCHEMA_VERSION,
+            exception_id: format!("head_end_unavailable/{head_end}/{since}"),
+            meter_id: String::new(),
+            order_id: String::new(),
+            command_id: None,
+            kind: ExceptionKind::HeadEndUnavailable,
+            priority: 1,
+            detail,
+            raised_at: resolved_at.unwrap_or(since),
+            status: if resolved_at.is_some() { "resolved" } else { "open" }.into(),
+        }
+    }
+
     /// The store of the instance consuming as `group` refuses writes since `since` (`reason`
     /// says why), or (`resolved_at`) accepts them again. One id per outage
     /// (`store_unavailable/<group>/<since>`), so the `resolved` record closes the `open` one.

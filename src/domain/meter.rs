@@ -36,6 +36,22 @@ pub struct MeterRecord {
     pub(crate) reactive_multiplier: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) demand_multiplier: Option<f64>,
+    /// How this meter reconnects, overriding its head-end's profile: `close` (the switch
+    /// closes) or `arm` (the switch is armed and the customer presses the button). Absent =
+    /// the head-end's profile. Added 2026-12-06 (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reconnect: Option<ReconnectMode>,
+}
+
+/// How a reconnect is executed at the meter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconnectMode {
+    /// The head-end closes the switch (`connect`).
+    #[default]
+    Close,
+    /// The head-end arms the switch (`arm_connect`); the customer closes it at the meter.
+    Arm,
 }
 
 /// The largest multiplier taken (CT ratios reach a few thousand).
@@ -99,6 +115,14 @@ impl MeterRecord {
         f.set(MeterFlags::CRITICAL_CARE, self.critical_care);
         f.set(MeterFlags::VIP, self.vip);
         f.set(MeterFlags::LEGAL_DISPUTE, self.legal_dispute);
+        f.set(
+            MeterFlags::RECONNECT_ARM,
+            self.reconnect == Some(ReconnectMode::Arm),
+        );
+        f.set(
+            MeterFlags::RECONNECT_CLOSE,
+            self.reconnect == Some(ReconnectMode::Close),
+        );
         f
     }
 }
@@ -115,5 +139,9 @@ bitflags::bitflags! {
         const CRITICAL_CARE = 8;
         const VIP = 16;
         const LEGAL_DISPUTE = 32;
+        /// The registry says this meter's reconnects arm (overrides the head-end profile).
+        const RECONNECT_ARM = 64;
+        /// The registry says this meter's reconnects close (overrides the head-end profile).
+        const RECONNECT_CLOSE = 128;
     }
 }

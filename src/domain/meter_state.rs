@@ -103,6 +103,17 @@ pub struct OpenOrder {
     /// confirmation, when its move-out's outcome arrives, or at this time without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting_link: Option<Timestamp>,
+    /// A reconnect whose switch the head-end armed (status `confirmed`, switch `armed`): it
+    /// completes when the customer presses the button (the head-end's later answer with the
+    /// same command id, or any answer that shows the switch connected), or fails at this time
+    /// with `armed_not_closed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub armed_until: Option<Timestamp>,
+    /// Held because its head-end's circuit breaker is open (status `deferred`, reason
+    /// `head_end_unavailable`): not sent, no attempt used; at this time (the breaker's
+    /// `field_order_after` from the first hold) it fails with `field_order_needed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_end_hold_ends: Option<Timestamp>,
 }
 
 /// Everything the meter actor knows, persisted as one snapshot after every step.

@@ -32,7 +32,7 @@ pub use fact::{
     Approval, ApprovalDecision, Certificate, FactType, HoldAction, MeterExchange, MeterFact,
     OrderHold, Payment,
 };
-pub use meter::{MeterFlags, MeterRecord};
+pub use meter::{MeterFlags, MeterRecord, ReconnectMode};
 pub use meter_state::{Cut, Hold, InFlight, MeterState, OpenOrder, Purpose};
 pub use moves::{MoveLink, MoveLinkType, MoveSummary, MOVE_LINK_SCHEMA_VERSION};
 pub use order::{
@@ -110,10 +110,10 @@ mod tests {
     fn enum_names_are_the_wire_names() {
         assert_eq!(same_names::<OrderKind>(), 6);
         assert_eq!(same_names::<OrderStatus>(), 11);
-        assert_eq!(same_names::<CommandKind>(), 4);
+        assert_eq!(same_names::<CommandKind>(), 5);
         assert_eq!(same_names::<FailureCode>(), 12);
         assert_eq!(same_names::<DeadLetterReason>(), 18);
-        assert_eq!(same_names::<ExceptionKind>(), 11);
+        assert_eq!(same_names::<ExceptionKind>(), 13);
         assert_eq!(same_names::<UsageType>(), 3);
         assert_eq!(same_names::<ReadKind>(), 2);
         assert_eq!(same_names::<ReadSource>(), 3);

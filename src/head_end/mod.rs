@@ -2,12 +2,17 @@
 //! [`ResultSink`], with a [`CommandResult`] (or never: the meter actor's deadline covers that).
 //! Two implementations: the built-in [`simulator`] (embedded default) and the [`kafka_bridge`]
 //! (commands topic out, results topic in) that a utility's real head-end adapter plugs into.
+//! [`health`] holds what the meters know of each head-end: its profile and its circuit
+//! [`breaker`].
 
+pub(crate) mod breaker;
+pub(crate) mod health;
 pub(crate) mod kafka_bridge;
 pub(crate) mod simulator;
 
 use crate::domain::{Command, CommandResult};
 
+pub use health::HeadEnds;
 pub(crate) use kafka_bridge::KafkaBridge;
 pub(crate) use simulator::Simulator;
 

@@ -3,6 +3,13 @@
 //! retryable communication error, gets no answer at all, or (connects only) is refused for
 //! load-side voltage. Successful commands change the simulated switch and report its state and
 //! a register reading. Deterministic for a given seed and command order.
+//!
+//! Field behaviour (issue 16, item 6): `arm_connect` arms the switch and answers `armed`; a
+//! share of customers (`arm_press_rate`) press the button within `arm_press_ms`, and the
+//! head-end then answers the same command id again with `connected`. A command that asks for
+//! the load-side check gets `load_side_voltage` in its confirmation (voltage after a
+//! disconnect with `lsv_after_disconnect_rate`). During a configured outage of a head-end its
+//! commands get no answer at all.
 
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
@@ -28,12 +35,14 @@ pub struct Simulator {
     cfg: SimulatorConfig,
     latency: Option<LogNormal<f64>>,
     rng: Mutex<SmallRng>,
-    field: DashMap<String, FieldMeter>,
+    field: std::sync::Arc<DashMap<String, FieldMeter>>,
     sink: Weak<dyn ResultSink>,
     clock: std::sync::Arc<dyn Clock>,
     /// Where a meter's switch stands when the simulator first meets it (the field does not
     /// survive the process; the store knows the last confirmed state).
     seed: Option<FieldSeed>,
+    /// When the simulator started (outages are timed from it).
+    started: crate::domain::Timestamp,
 }
 
 /// The last known switch state of a meter, if any.
@@ -56,8 +65,9 @@ impl Simulator {
             rng: Mutex::new(SmallRng::seed_from_u64(cfg.seed)),
             cfg,
             latency,
-            field: DashMap::new(),
+            field: std::sync::Arc::default(),
             sink,
+            started: clock.now(),
             clock,
             seed: None,
         }
@@ -80,16 +90,38 @@ impl Simulator {
             .unwrap_or(SwitchState::Connected)
     }
 
-    fn decide(&self, cmd: &Command) -> (Option<CommandOutcome>, Duration) {
-        let (roll, delay) = {
+    /// Whether `head_end` is in a configured outage now.
+    fn in_outage(&self, head_end: &str) -> bool {
+        let since = self.clock.now().duration_since(self.started);
+        let since = Duration::try_from(since).unwrap_or_default();
+        self.cfg.outages.iter().any(|o| {
+            o.head_end == head_end
+                && since >= Duration::from_secs(o.after_secs)
+                && since < Duration::from_secs(o.after_secs + o.for_secs)
+        })
+    }
+
+    /// The answer to `cmd` (none: lost), its delay, and for an arming the delay after which
+    /// the customer presses the button (if they do).
+    fn decide(&self, cmd: &Command) -> (Option<CommandOutcome>, Duration, Option<Duration>) {
+        let (roll, delay, field_roll, press_after) = {
             let mut rng = self.rng.lock().expect("rng");
             let roll: f64 = rng.random();
             let delay = self.latency.map(|d| d.sample(&mut *rng)).unwrap_or(0.0);
-            (roll, Duration::from_micros((delay * 1000.0) as u64))
+            let field_roll: f64 = rng.random();
+            let press = (rng.random::<f64>() < self.cfg.arm_press_rate).then(|| {
+                Duration::from_millis(rng.random_range(0..=self.cfg.arm_press_ms.max(1)))
+            });
+            (
+                roll,
+                Duration::from_micros((delay * 1000.0) as u64),
+                field_roll,
+                press,
+            )
         };
         let c = &self.cfg;
-        if roll < c.no_answer_rate {
-            return (None, delay);
+        if roll < c.no_answer_rate || self.in_outage(&cmd.head_end_id) {
+            return (None, delay, None);
         }
         if roll < c.no_answer_rate + c.failure_rate {
             return (
@@ -98,9 +130,10 @@ impl Simulator {
                     detail: Some("simulated: no route to the meter".into()),
                 }),
                 delay,
+                None,
             );
         }
-        if cmd.kind == CommandKind::Connect
+        if matches!(cmd.kind, CommandKind::Connect | CommandKind::ArmConnect)
             && roll < c.no_answer_rate + c.failure_rate + c.lsv_reject_rate
         {
             return (
@@ -109,6 +142,7 @@ impl Simulator {
                     detail: Some("simulated: voltage present on the load side".into()),
                 }),
                 delay,
+                None,
             );
         }
         let mut m = self
@@ -123,34 +157,82 @@ impl Simulator {
                     .unwrap_or(SwitchState::Connected),
                 register_kwh: (fxhash(&cmd.meter_id) % 50_000) as f64,
             });
+        let mut press = None;
         match cmd.kind {
             CommandKind::Disconnect => m.switch = SwitchState::Disconnected,
             CommandKind::Connect => m.switch = SwitchState::Connected,
-            CommandKind::Read | CommandKind::SwitchStatus => {}
+            CommandKind::ArmConnect if m.switch != SwitchState::Connected => {
+                m.switch = SwitchState::Armed;
+                press = press_after;
+            }
+            CommandKind::ArmConnect | CommandKind::Read | CommandKind::SwitchStatus => {}
         }
         if m.switch == SwitchState::Connected {
             m.register_kwh += 0.5;
         }
+        let load_side_voltage = cmd.check_load_side_voltage.then(|| match m.switch {
+            SwitchState::Connected => true,
+            SwitchState::Disconnected => field_roll < c.lsv_after_disconnect_rate,
+            _ => false,
+        });
         (
             Some(CommandOutcome::Confirmed {
                 switch_state: m.switch,
                 register_kwh: Some(m.register_kwh),
+                load_side_voltage,
             }),
             delay,
+            press,
         )
     }
+
 }
 
-fn fxhash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
+/// The customer pressed the button of an armed switch: closed, if it is still armed.
+fn press(field: &DashMap<String, FieldMeter>, meter_id: &str) -> Option<CommandOutcome> {
+    let mut m = field.get_mut(meter_id)?;
+    if m.switch != SwitchState::Armed {
+        return None;
+    }
+    m.switch = SwitchState::Connected;
+    Some(CommandOutcome::Confirmed {
+        switch_state: SwitchState::Connected,
+        register_kwh: Some(m.register_kwh),
+        load_side_voltage: None,
     })
+}
+
+impl Simulator {
+    /// Presses the button of `command`'s armed switch after `after`, and answers the command
+    /// again with the switch connected.
+    fn schedule_press(&self, command: &Command, after: Duration) {
+        let (field, sink, clock) = (self.field.clone(), self.sink.clone(), self.clock.clone());
+        let (command_id, meter_id) = (command.command_id.clone(), command.meter_id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(outcome) = press(&field, &meter_id) else {
+                return;
+            };
+            if let Some(sink) = sink.upgrade() {
+                sink.deliver_result(CommandResult {
+                    schema_version: 1,
+                    command_id,
+                    meter_id,
+                    outcome,
+                    at: clock.now(),
+                });
+            }
+        });
+    }
 }
 
 impl HeadEnd for Simulator {
     fn dispatch(&self, command: Command) {
-        let (outcome, delay) = self.decide(&command);
+        let (outcome, delay, press) = self.decide(&command);
         let Some(outcome) = outcome else { return };
+        if let Some(after) = press {
+            self.schedule_press(&command, delay + after);
+        }
         let sink = self.sink.clone();
         let clock = self.clock.clone();
         let deliver = move || {
@@ -173,4 +255,10 @@ impl HeadEnd for Simulator {
             });
         }
     }
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }

@@ -18,6 +18,7 @@ pub(crate) mod publisher;
 pub(crate) mod read_source;
 pub(crate) mod results_source;
 pub(crate) mod source;
+pub(crate) mod head_end_alarm;
 pub(crate) mod store_alarm;
 pub(crate) mod table_source;
 

@@ -17,6 +17,7 @@ use crate::observability::{self, metrics};
 use crate::registry::CompactMeter;
 use crate::retry::Backoff;
 use crate::store::{OrderUpdate, OutboxMessage, WriteBatch};
+use crate::head_end::health::Admission;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -48,6 +49,10 @@ pub(crate) struct MeterActor {
     known: Option<CompactMeter>,
     /// The deadline timer of the command in flight.
     deadline: Option<SpawnHandle>,
+    /// The head-end breaker's verdict taken for the step under way.
+    admission: Admission,
+    /// Registered with the breaker as holding orders for a down head-end.
+    held_for_head_end: bool,
 }
 
 /// Moves what a step's `actions` must store into `batch` (audit rows; events, exceptions and
@@ -139,6 +144,8 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
 impl MeterActor {
     pub(crate) fn new(id: Arc<str>, dir: Arc<Directory>, live: Arc<Liveness>) -> MeterActor {
         MeterActor {
+            admission: Admission::Go,
+            held_for_head_end: false,
             machine: MeterMachine::new(id),
             dir,
             live,
@@ -200,7 +207,10 @@ impl MeterActor {
             ),
             None => (false, "unknown".into(), "".into(), MeterFlags::empty()),
         };
+        let (head_end, admission) = svc.head_ends.facts(&head_end_id, flags, svc.clock.now());
+        self.admission = admission;
         MeterFacts {
+            head_end,
             known: self.known.is_some(),
             // A meter revoked from this instance (its actor is stopping), or whose unit was
             // just assigned and its facts are not applied yet, starts no command.
@@ -249,13 +259,18 @@ impl MeterActor {
                     if f.command.command_id == r.command_id {
                         let secs = until(f.command.issued_at, now).as_secs_f64();
                         m.command_latency.record(secs);
-                        match r.outcome {
-                            CommandOutcome::Confirmed { .. } => m.results_confirmed.increment(1),
+                        let comms_failed = match r.outcome {
+                            CommandOutcome::Confirmed { .. } => {
+                                m.results_confirmed.increment(1);
+                                false
+                            }
                             CommandOutcome::Failed { code, .. } => {
                                 m.results_failed.increment(1);
                                 observability::command_failed(code);
+                                code.class() == crate::domain::FailureClass::Communication
                             }
-                        }
+                        };
+                        svc.head_ends.record(&facts.head_end_id, now, comms_failed);
                         if let Some(h) = self.deadline.take() {
                             ctx.cancel_future(h);
                         }
@@ -275,6 +290,7 @@ impl MeterActor {
                 {
                     self.deadline = None;
                     m.results_timed_out.increment(1);
+                    svc.head_ends.record(&facts.head_end_id, now, true);
                 }
             }
             let mut actions = self.machine.step(input, now, &facts, &svc.retry);
@@ -344,6 +360,23 @@ impl MeterActor {
         }
         if self.machine != before {
             batch.meter = Some(self.machine.clone());
+        }
+        // The head-end's breaker: a probe this step did not use goes back; a meter holding
+        // orders for a down head-end is woken when it is tried again.
+        if self.admission == Admission::Probe
+            && !effects.iter().any(|a| matches!(a, Action::Dispatch(_)))
+        {
+            svc.head_ends.give_back(&facts.head_end_id);
+        }
+        let held = self.machine.held_for_head_end();
+        if held.is_some() || self.held_for_head_end {
+            svc.head_ends.hold(
+                &facts.head_end_id,
+                self.id(),
+                held.is_some(),
+                held == Some(true),
+            );
+            self.held_for_head_end = held.is_some();
         }
         // A watch this step sets is held before its write: a read handled while the write is in
         // progress is delivered (the machine decides on it), never ignored. Clears wait for

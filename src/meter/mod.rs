@@ -59,6 +59,8 @@ pub struct MeterServices {
     pub watches: Arc<ReadWatches>,
     /// The post-disconnect watchdog's settings.
     pub read_rules: Arc<crate::reads::ReadRules>,
+    /// Head-end profiles and circuit breakers.
+    pub head_ends: Arc<crate::head_end::HeadEnds>,
 }
 
 struct Entry {
@@ -259,6 +261,44 @@ impl Directory {
                 // Paced like a restart's recovery: a wake-up may decide a disconnect, and a
                 // decision queued behind more than the store writes in a round goes stale.
                 dir.deliver_paced(&due, || MeterMsg::Wake, |_| {}).await;
+            }
+        });
+        // The head-end breakers' watcher: when a down head-end is due to be tried again, a
+        // few held meters (power restorations first) are woken to probe it; when it closes,
+        // all the meters it held (restorations first, paced like a recovery).
+        let (mut transitions, clock, me) = (
+            dir.services.head_ends.transitions(),
+            dir.services.clock.clone(),
+            Arc::downgrade(&dir),
+        );
+        dir.arbiters[0].spawn(async move {
+            use crate::head_end::breaker::Transition;
+            loop {
+                let t = match transitions.recv().await {
+                    Ok(t) => t,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(dir) = me.upgrade() else { return };
+                match t.transition {
+                    Transition::Opened { until, .. } => {
+                        let (clock, me) = (clock.clone(), me.clone());
+                        actix::spawn(async move {
+                            clock.sleep_until(until).await;
+                            let Some(dir) = me.upgrade() else { return };
+                            let he = &dir.services.head_ends;
+                            let probes = he.take_held(&t.head_end, he.probes());
+                            for m in probes {
+                                dir.deliver(&m, MeterMsg::Wake);
+                            }
+                        });
+                    }
+                    Transition::Closed { .. } => {
+                        let held = dir.services.head_ends.take_held(&t.head_end, usize::MAX);
+                        dir.deliver_paced(&held, || MeterMsg::Wake, |_| {}).await;
+                    }
+                    Transition::HalfOpened { .. } => {}
+                }
             }
         });
         dir
@@ -765,6 +805,7 @@ mod ownership_tests {
                 campaign_outcomes: mpsc::unbounded_channel().0,
                 watches: ReadWatches::new(),
                 read_rules: Arc::default(),
+                head_ends: Arc::default(),
             };
             let arbiter = Arbiter::new();
             let head_end = Arc::new(RecordingHeadEnd::default());

@@ -383,6 +383,7 @@ pub fn accepted(id: &str, meter: &str, s: i64) -> OrderRecord {
 
 fn command(id: &str, order: &str, meter: &str, s: i64) -> Command {
     Command {
+        check_load_side_voltage: false,
         schema_version: 1,
         command_id: id.into(),
         order_id: order.into(),
@@ -687,6 +688,7 @@ pub fn commands_keep_their_results_in_order(s: &dyn Store) {
     };
     let confirmed = CommandResult {
         outcome: CommandOutcome::Confirmed {
+            load_side_voltage: None,
             switch_state: SwitchState::Disconnected,
             register_kwh: Some(1234.5),
         },

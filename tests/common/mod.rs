@@ -812,6 +812,7 @@ pub fn run_adapter(bootstrap: &str, commands: &str, results: &str, field: Arc<Mu
                     }
                 } else {
                     CommandOutcome::Confirmed {
+                        load_side_voltage: None,
                         switch_state: state,
                         register_kwh: Some(1.0),
                     }

@@ -23,6 +23,7 @@ fn command(
     now: Timestamp,
 ) -> Command {
     Command {
+        check_load_side_voltage: false,
         schema_version: 1,
         command_id: id.to_string(),
         order_id: o.order_id.clone(),
@@ -76,6 +77,8 @@ fn open_order(o: &switchyard::domain::Order, attempts: u32) -> OpenOrder {
         campaign_hold: false,
         operator_hold: None,
         awaiting_link: None,
+        armed_until: None,
+        head_end_hold_ends: None,
     }
 }
 

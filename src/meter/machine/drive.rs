@@ -34,6 +34,11 @@ fn command(
         attempt: o.attempts,
         issued_at: out.now,
         deadline: add(out.now, policy.command_deadline),
+        check_load_side_voltage: facts.head_end.check_load_side_voltage
+            && matches!(
+                kind,
+                CommandKind::Connect | CommandKind::ArmConnect | CommandKind::Disconnect
+            ),
     }
 }
 
@@ -85,6 +90,18 @@ impl MeterMachine {
                 );
                 continue;
             };
+            // A down head-end holds what would go to it (not a switch order that needs no
+            // command: no remote switch, or the switch already there).
+            let settles_without_command = cmd_kind.target_state().is_some_and(|t| {
+                !facts.has_switch || (!self.open[idx].unknown_outcome && self.switch == t)
+            });
+            if let (Some(until), false) = (facts.head_end.down_until, settles_without_command) {
+                if let Some(seq) = self.hold_for_head_end(idx, until, facts, out) {
+                    held.push(seq);
+                }
+                continue;
+            }
+            self.open[idx].head_end_hold_ends = None;
             if let Some(target) = cmd_kind.target_state() {
                 if self.switch_precheck(idx, target, facts, policy, out) {
                     continue;
@@ -117,6 +134,8 @@ impl MeterMachine {
     /// by policy,
     /// and due; power restorations first, then priority, then arrival.
     fn next_due(&self, now: Timestamp, held: &[u64]) -> Option<usize> {
+        // An armed switch waits for the customer: no other switch command meanwhile.
+        let armed = self.armed();
         self.open
             .iter()
             .enumerate()
@@ -124,6 +143,9 @@ impl MeterMachine {
                 !o.campaign_hold
                     && o.operator_hold.is_none()
                     && o.awaiting_link.is_none()
+                    && o.armed_until.is_none()
+                    && !(armed
+                        && command_for(o.order.kind).is_some_and(|k| k.target_state().is_some()))
                     && o.not_before.is_none_or(|t| t <= now)
                     && !held.contains(&o.seq)
             })
@@ -141,6 +163,8 @@ impl MeterMachine {
             .filter(|o| !o.campaign_hold && o.operator_hold.is_none())
             .filter_map(|o| match &o.hold {
                 _ if o.awaiting_link.is_some() => o.awaiting_link,
+                _ if o.armed_until.is_some() => o.armed_until,
+                _ if o.head_end_hold_ends.is_some() => o.head_end_hold_ends,
                 Some(_) if unregistered(o) => Some(add(now, UNREGISTERED_RECHECK)),
                 Some(h) => h.until,
                 None => o.not_before,
@@ -181,7 +205,7 @@ impl MeterMachine {
     }
 
     /// Past its `latest_at`: failed as expired.
-    fn close_if_expired(&mut self, idx: usize, detail: &str, out: &mut Out) -> bool {
+    pub(super) fn close_if_expired(&mut self, idx: usize, detail: &str, out: &mut Out) -> bool {
         if !self.open[idx].order.latest_at.is_some_and(|l| l < out.now) {
             return false;
         }
@@ -315,6 +339,11 @@ impl MeterMachine {
         out: &mut Out,
         decision: Option<policy::Decision>,
     ) {
+        let kind = if kind == CommandKind::Connect && facts.head_end.arm_reconnect {
+            CommandKind::ArmConnect
+        } else {
+            kind
+        };
         let o = &mut self.open[idx];
         o.attempts += 1;
         o.not_before = None;

@@ -131,6 +131,7 @@ fn an_exchange_carries_the_meters_work_to_the_new_meter_once() {
         command_id: cmds[0].command_id.clone(),
         meter_id: "M-NEW".into(),
         outcome: crate::domain::CommandOutcome::Confirmed {
+            load_side_voltage: None,
             switch_state: SwitchState::Connected,
             register_kwh: Some(4.0),
         },
@@ -176,6 +177,7 @@ fn an_exchange_settles_what_cannot_move_and_keeps_command_ids_unique() {
         .pop()
         .unwrap();
     let confirmed = crate::domain::CommandOutcome::Confirmed {
+        load_side_voltage: None,
         switch_state: SwitchState::Connected,
         register_kwh: None,
     };

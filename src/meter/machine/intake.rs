@@ -149,6 +149,8 @@ impl MeterMachine {
             campaign_hold,
             operator_hold: None,
             awaiting_link: None,
+            armed_until: None,
+            head_end_hold_ends: None,
         });
     }
 }

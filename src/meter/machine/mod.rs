@@ -29,6 +29,7 @@ mod drive;
 mod exchange;
 mod fact;
 mod failure;
+mod head_end;
 mod hold;
 mod intake;
 mod moves;
@@ -87,6 +88,39 @@ pub struct MeterFacts {
     pub(crate) emergencies: Arc<Vec<Emergency>>,
     /// The post-disconnect watchdog's settings.
     pub(crate) reads: Arc<crate::reads::ReadRules>,
+    /// How the meter's head-end works, and whether it takes commands now.
+    pub(crate) head_end: HeadEndFacts,
+}
+
+/// What the machine must know of the meter's head-end: its profile (`[head_end.profiles]`, the
+/// registry's per-meter `reconnect` overriding it) and its circuit breaker's verdict.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadEndFacts {
+    /// Reconnects arm the switch for the customer to close (`arm_connect`) instead of closing
+    /// it.
+    pub(crate) arm_reconnect: bool,
+    /// How long an armed switch waits for the customer before the order fails
+    /// `armed_not_closed`.
+    pub(crate) arm_timeout: Duration,
+    /// Commands ask the meter to check the load-side voltage.
+    pub(crate) check_load_side_voltage: bool,
+    /// `Some(until)`: the head-end's breaker is open (or half-open with no probe left): no
+    /// command goes; orders are held, not retried; `until` is when it is tried again.
+    pub(crate) down_until: Option<Timestamp>,
+    /// Orders held by an open breaker this long fail with `field_order_needed`.
+    pub(crate) field_order_after: Duration,
+}
+
+impl Default for HeadEndFacts {
+    fn default() -> Self {
+        HeadEndFacts {
+            arm_reconnect: false,
+            arm_timeout: Duration::from_secs(24 * 3600),
+            check_load_side_voltage: false,
+            down_until: None,
+            field_order_after: Duration::from_secs(4 * 3600),
+        }
+    }
 }
 
 impl MeterFacts {
@@ -103,6 +137,7 @@ impl MeterFacts {
             forecasts: Arc::default(),
             emergencies: Arc::default(),
             reads: Arc::default(),
+            head_end: HeadEndFacts::default(),
         }
     }
 }
@@ -367,6 +402,7 @@ impl MeterMachine {
         let o = &self.open[idx];
         o.unknown_outcome
             || o.awaiting_link.is_some()
+            || o.armed_until.is_some()
             || self
                 .in_flight
                 .as_ref()
@@ -408,6 +444,7 @@ impl MeterMachine {
             } => self.on_adopt(&order_id, &campaign_id, &mut out),
             Input::Withdraw { order_id, reason } => self.on_withdraw(&order_id, &reason, &mut out),
         }
+        self.settle_armed(&mut out);
         self.restore_if_obliged(facts, &mut out);
         self.drive(&mut out, facts, policy);
         self.settle_moves(&mut out);
@@ -443,3 +480,6 @@ mod moves_tests;
 
 #[cfg(test)]
 mod exchange_tests;
+
+#[cfg(test)]
+mod head_end_tests;

@@ -68,6 +68,7 @@ fn answer(c: &Command, s: SwitchState, kwh: Option<f64>, at: Timestamp) -> Input
         command_id: c.command_id.clone(),
         meter_id: c.meter_id.clone(),
         outcome: CommandOutcome::Confirmed {
+            load_side_voltage: None,
             switch_state: s,
             register_kwh: kwh,
         },

@@ -73,6 +73,7 @@ fn confirm(c: &Command, at: Timestamp) -> Input {
         meter_id: c.meter_id.clone(),
         at,
         outcome: CommandOutcome::Confirmed {
+            load_side_voltage: None,
             switch_state: c.kind.target_state().unwrap_or(SwitchState::Connected),
             register_kwh: None,
         },
@@ -337,6 +338,7 @@ fn facts_of(w: &World, policy: &Arc<Policy>, flags: MeterFlags) -> MeterFacts {
         forecasts: w.forecasts.clone(),
         emergencies: w.emergencies.clone(),
         reads: Arc::default(),
+        head_end: Default::default(),
     }
 }
 

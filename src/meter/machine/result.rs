@@ -40,6 +40,7 @@ impl MeterMachine {
                 CommandOutcome::Confirmed {
                     switch_state: SwitchState::Disconnected,
                     register_kwh: Some(kwh),
+                    ..
                 },
                 Some(i),
             ) if target == Some(SwitchState::Disconnected) => {
@@ -61,13 +62,23 @@ impl MeterMachine {
             (
                 Purpose::Execute,
                 CommandOutcome::Confirmed {
+                    switch_state: SwitchState::Armed,
+                    ..
+                },
+            ) if f.command.kind == CommandKind::ArmConnect => {
+                self.arm(idx, &f.command.command_id, facts, out)
+            }
+            (
+                Purpose::Execute,
+                CommandOutcome::Confirmed {
                     switch_state,
                     register_kwh,
+                    load_side_voltage,
                 },
             ) => self.confirm_execution(
                 idx,
                 &f.command,
-                (*switch_state, *register_kwh),
+                (*switch_state, *register_kwh, *load_side_voltage),
                 target,
                 out,
                 policy,
@@ -80,6 +91,20 @@ impl MeterMachine {
             {
                 // The head-end could not read the switch either: ask again later.
                 self.check_again_later(idx, out, policy);
+            }
+            (
+                Purpose::StatusCheck,
+                CommandOutcome::Confirmed {
+                    switch_state: SwitchState::Armed,
+                    ..
+                },
+            ) if target == Some(SwitchState::Connected) && facts.head_end.arm_reconnect => {
+                // The lost arming took effect: wait for the customer (not sent again).
+                let o = &mut self.open[idx];
+                o.unknown_outcome = false;
+                o.status_checks = 0;
+                o.status_checks_lost = 0;
+                self.arm(idx, &f.command.command_id, facts, out)
             }
             (Purpose::StatusCheck, CommandOutcome::Confirmed { switch_state, .. }) => {
                 self.resolve_by_status(idx, &f.command, *switch_state, target, out, policy)
@@ -128,6 +153,7 @@ impl MeterMachine {
         if let CommandOutcome::Confirmed {
             switch_state,
             register_kwh,
+            ..
         } = &r.outcome
         {
             if cmd.kind != CommandKind::Read || *switch_state != SwitchState::Unknown {
@@ -150,6 +176,7 @@ impl MeterMachine {
         if let CommandOutcome::Confirmed {
             switch_state,
             register_kwh,
+            ..
         } = &r.outcome
         {
             if *switch_state == SwitchState::Disconnected
@@ -176,11 +203,47 @@ impl MeterMachine {
         &mut self,
         idx: usize,
         cmd: &Command,
-        (switch_state, register_kwh): (SwitchState, Option<f64>),
+        (switch_state, register_kwh, load_side_voltage): (SwitchState, Option<f64>, Option<bool>),
         target: Option<SwitchState>,
         out: &mut Out,
         policy: &RetryPolicy,
     ) {
+        if target == Some(SwitchState::Connected)
+            && switch_state == SwitchState::Connected
+            && load_side_voltage == Some(false)
+        {
+            // Closed, and still no power at the premise.
+            self.fail_or_retry(
+                idx,
+                FailureCode::NoVoltageAfterConnect,
+                Some("the switch reports closed but the meter measures no load-side voltage".into()),
+                cmd,
+                out,
+                policy,
+            );
+            return;
+        }
+        if target == Some(SwitchState::Disconnected)
+            && switch_state == SwitchState::Disconnected
+            && load_side_voltage == Some(true)
+        {
+            // The switch is open, so the order is done; the premise still has power.
+            let o = &self.open[idx];
+            let text = format!(
+                "meter {} confirmed its switch open for {} {} but measures voltage on the load side: the premise may be bypassed, fed by a generator or tampered with; investigate in the field",
+                out.meter_id,
+                o.order.kind.as_str(),
+                o.order.order_id
+            );
+            let id = o.order.order_id.clone();
+            out.review(
+                &id,
+                "load_side_voltage",
+                crate::domain::ExceptionKind::PossibleTamper,
+                2,
+                text,
+            );
+        }
         if target.is_none() || target == Some(switch_state) {
             let o = self.open.remove(idx);
             let (s, kwh, cid, att) = (

@@ -100,6 +100,7 @@ fn confirmed(c: &Command, s: SwitchState) -> Input {
         command_id: c.command_id.clone(),
         meter_id: c.meter_id.clone(),
         outcome: CommandOutcome::Confirmed {
+            load_side_voltage: None,
             switch_state: s,
             register_kwh: None,
         },
@@ -458,6 +459,8 @@ enum Env {
         late_answer: bool,
     },
     Advance(u16),
+    /// The head-end's circuit breaker opens (true) or closes (false).
+    HeadEndDown(bool),
 }
 
 fn env() -> impl Strategy<Value = Env> {
@@ -470,6 +473,7 @@ fn env() -> impl Strategy<Value = Env> {
         1 => Just(Env::NotSent),
         2 => any::<bool>().prop_map(|late_answer| Env::Crash { late_answer }),
         2 => (1u16..200).prop_map(Env::Advance),
+        1 => any::<bool>().prop_map(Env::HeadEndDown),
     ]
 }
 
@@ -489,16 +493,23 @@ struct World {
     sent: HashSet<String>,
     /// Orders that raised an exception: at most one each.
     excepted: HashSet<String>,
+    /// The head-end's breaker is open: nothing may be sent.
+    down: bool,
 }
 
 impl World {
     fn step(&mut self, input: Input) {
         let before_outstanding = self.outstanding.is_some();
-        let actions = step(&mut self.m, input, self.now);
+        let mut f = facts(true);
+        if self.down {
+            f.head_end.down_until = Some(self.now + jiff::SignedDuration::from_secs(30));
+        }
+        let actions = self.m.step(input, self.now, &f, &policy());
         let mut dispatches = 0;
         for a in &actions {
             match a {
                 Action::Dispatch(c) => {
+                    assert!(!self.down, "{} sent into a down head-end", c.command_id);
                     dispatches += 1;
                     assert!(
                         self.sent.insert(c.command_id.clone()),
@@ -702,6 +713,13 @@ impl World {
                 self.now = self.now + jiff::SignedDuration::from_secs(s as i64);
                 self.step(Input::Wake);
             }
+            Env::HeadEndDown(down) => {
+                self.down = down;
+                if !down {
+                    // The breaker's watcher wakes the held meter.
+                    self.step(Input::Wake);
+                }
+            }
         }
     }
 }
@@ -709,9 +727,10 @@ impl World {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
-    /// Whatever happens (answers, failures, lost answers, crashes, cancels, reconnects):
+    /// Whatever happens (answers, failures, lost answers, crashes, cancels, reconnects, a
+    /// head-end whose breaker opens and closes):
     /// one command at a time; no execution re-sent while its outcome is unknown; no execution
-    /// after a withdrawal; nothing after a final status; "completed" is true in the field; and
+    /// after a withdrawal; nothing sent into a down head-end; nothing after a final status; "completed" is true in the field; and
     /// once the head-end answers everything, every order reaches a final status.
     #[test]
     fn the_meter_machine_keeps_its_promises(script in proptest::collection::vec(env(), 1..60)) {
@@ -728,11 +747,13 @@ proptest! {
             undelivered: Vec::new(),
             sent: HashSet::new(),
             excepted: HashSet::new(),
+            down: false,
         };
         for e in script {
             w.run(e);
         }
         // Drain: a healthy head-end from now on.
+        w.run(Env::HeadEndDown(false));
         w.run(Env::Deliver);
         for _ in 0..200 {
             if w.outstanding.is_some() {
@@ -887,6 +908,7 @@ fn consumption_on_a_cut_meter_raises_one_exception_and_a_reconnect_ends_the_watc
     let mut answer = confirmed(&d, SwitchState::Disconnected);
     if let Input::Result(r) = &mut answer {
         r.outcome = CommandOutcome::Confirmed {
+            load_side_voltage: None,
             switch_state: SwitchState::Disconnected,
             register_kwh: Some(5000.0),
         };
@@ -1014,6 +1036,7 @@ fn a_final_read_is_checked_against_the_meters_history() {
         if let Input::Result(r) = &mut answer {
             r.at = at(4 * day + 60);
             r.outcome = CommandOutcome::Confirmed {
+                load_side_voltage: None,
                 switch_state: SwitchState::Disconnected,
                 register_kwh: Some(final_kwh),
             };
