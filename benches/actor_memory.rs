@@ -156,7 +156,7 @@ fn measure(meters: usize) -> Measured {
             campaign_outcomes: outcomes,
             watches: switchyard::meter::ReadWatches::new(),
             read_rules: Default::default(),
-        head_ends: Default::default(),
+            head_ends: Default::default(),
         };
         let head_end = Arc::new(Silent(AtomicUsize::new(0)));
         let he = head_end.clone();

@@ -670,14 +670,14 @@ pub struct HeadEndConfig {
     /// How long an armed switch (a reconnect under a `reconnect = "arm"` profile) waits for
     /// the customer to press the button before the order fails `armed_not_closed`.
     #[serde(default = "default_arm_timeout", deserialize_with = "duration::secs")]
-    pub(crate) arm_timeout_secs: u64,
+    pub arm_timeout_secs: u64,
     /// When a head-end counts as down, and what happens to the orders it holds.
     #[serde(default)]
-    pub(crate) breaker: BreakerConfig,
+    pub breaker: BreakerConfig,
     /// How each head-end works (by head-end id; a head-end not listed closes the switch and
     /// asks no load-side voltage check).
     #[serde(default)]
-    pub(crate) profiles: std::collections::BTreeMap<String, HeadEndProfile>,
+    pub profiles: std::collections::BTreeMap<String, HeadEndProfile>,
     pub simulator: SimulatorConfig,
 }
 
@@ -688,39 +688,39 @@ fn default_arm_timeout() -> u64 {
 /// How one head-end executes reconnects and whether it checks the load side.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct HeadEndProfile {
+pub struct HeadEndProfile {
     /// `close` (default) or `arm`; a meter's registry `reconnect` overrides it.
     #[serde(default)]
-    pub(crate) reconnect: crate::domain::ReconnectMode,
+    pub reconnect: crate::domain::ReconnectMode,
     /// Commands carry `check_load_side_voltage`: before a connect the meter refuses with
     /// `load_side_voltage` if voltage is present; after a disconnect it reports it.
     #[serde(default)]
-    pub(crate) check_load_side_voltage: bool,
+    pub check_load_side_voltage: bool,
 }
 
 /// The per-head-end circuit breaker (see `head_end::breaker`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct BreakerConfig {
-    pub(crate) enabled: bool,
+pub struct BreakerConfig {
+    pub enabled: bool,
     /// The sliding window the failure share is measured over.
     #[serde(deserialize_with = "duration::secs")]
-    pub(crate) window_secs: u64,
+    pub window_secs: u64,
     /// At least this many answers (or missed deadlines) in the window before it may open.
-    pub(crate) min_commands: u32,
+    pub min_commands: u32,
     /// The share of communication failures (and missed deadlines) that opens it.
-    pub(crate) failure_ratio: f64,
+    pub failure_ratio: f64,
     /// How long it stays open before probes go; doubled after each failed probe, up to
     /// `open_max_secs`.
     #[serde(deserialize_with = "duration::secs")]
-    pub(crate) open_secs: u64,
+    pub open_secs: u64,
     #[serde(deserialize_with = "duration::secs")]
-    pub(crate) open_max_secs: u64,
+    pub open_max_secs: u64,
     /// Commands let through when half-open; the first answer decides.
-    pub(crate) probes: u32,
+    pub probes: u32,
     /// An order held by an open breaker this long fails with `field_order_needed`.
     #[serde(deserialize_with = "duration::secs")]
-    pub(crate) field_order_after_secs: u64,
+    pub field_order_after_secs: u64,
 }
 
 impl Default for BreakerConfig {
@@ -755,18 +755,18 @@ pub struct SimulatorConfig {
     /// Probability that a disconnect leaves voltage on the load side (reported in the answer
     /// when the command asks for the check).
     #[serde(default)]
-    pub(crate) lsv_after_disconnect_rate: f64,
+    pub lsv_after_disconnect_rate: f64,
     /// Probability that the customer presses the button of an armed switch (within
     /// `arm_press_ms`); the others never do.
     #[serde(default = "one_f64")]
-    pub(crate) arm_press_rate: f64,
+    pub arm_press_rate: f64,
     /// How long after arming the customer presses (uniform up to this).
     #[serde(default = "default_arm_press", deserialize_with = "duration::millis")]
-    pub(crate) arm_press_ms: u64,
+    pub arm_press_ms: u64,
     /// Head-end outages: commands to the head-end in the window get no answer (their deadline
     /// passes). Times are from the simulator's start.
     #[serde(default)]
-    pub(crate) outages: Vec<SimOutage>,
+    pub outages: Vec<SimOutage>,
     pub(crate) seed: u64,
 }
 
@@ -781,13 +781,13 @@ fn default_arm_press() -> u64 {
 /// One simulated head-end outage.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SimOutage {
-    pub(crate) head_end: String,
+pub struct SimOutage {
+    pub head_end: String,
     /// Starts this long after the simulator starts.
     #[serde(deserialize_with = "duration::secs")]
-    pub(crate) after_secs: u64,
+    pub after_secs: u64,
     #[serde(deserialize_with = "duration::secs")]
-    pub(crate) for_secs: u64,
+    pub for_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1348,10 +1348,16 @@ impl Config {
         }
         let b = &h.breaker;
         if b.window_secs == 0 {
-            return Err(invalid("head_end.breaker.window_secs", "must be at least 1"));
+            return Err(invalid(
+                "head_end.breaker.window_secs",
+                "must be at least 1",
+            ));
         }
         if b.min_commands == 0 {
-            return Err(invalid("head_end.breaker.min_commands", "must be at least 1"));
+            return Err(invalid(
+                "head_end.breaker.min_commands",
+                "must be at least 1",
+            ));
         }
         if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
             return Err(invalid(

@@ -829,6 +829,13 @@ mod catalogue_tests {
             by: None,
         });
         orders_sla(&[("p1", "breached", 0)]);
+        // A head-end whose breaker opens (state gauge and opens counter).
+        let head_ends = crate::head_end::HeadEnds::default();
+        let he: std::sync::Arc<str> = "CATALOGUE-TEST".into();
+        for _ in 0..20 {
+            let t = jiff::Timestamp::UNIX_EPOCH;
+            head_ends.record(&he, t, t, true);
+        }
         prometheus().render()
     }
 

@@ -342,7 +342,12 @@ impl ExceptionRecord {
             priority: 1,
             detail,
             raised_at: resolved_at.unwrap_or(since),
-            status: if resolved_at.is_some() { "resolved" } else { "open" }.into(),
+            status: if resolved_at.is_some() {
+                "resolved"
+            } else {
+                "open"
+            }
+            .into(),
         }
     }
 

@@ -8,7 +8,8 @@
 //!   their retries);
 //! - after `open` it is half-open: `probes` commands are admitted; one success closes it, a
 //!   failure opens it again for twice as long, up to `open_max`;
-//! - answers to commands sent before it opened change nothing while it is open.
+//! - answers to commands sent before it opened change nothing while it is open, and nothing
+//!   while it is half-open either (only the probes, sent after, decide).
 //!
 //! Wired into the meters by [`super::health`].
 
@@ -142,9 +143,17 @@ impl Breaker {
 
     /// The outcome of a command to the head-end, seen at `now`: `failed` = a communication
     /// failure (or no answer before the deadline).
-    pub(crate) fn record(&mut self, now: Timestamp, failed: bool) -> Option<Transition> {
+    pub(crate) fn record(
+        &mut self,
+        now: Timestamp,
+        issued_at: Timestamp,
+        failed: bool,
+    ) -> Option<Transition> {
         match self.state.clone() {
             BreakerState::Open { .. } => None,
+            // Only the probes decide: an answer (or a missed deadline) of a command sent
+            // before the breaker opened says nothing new.
+            BreakerState::HalfOpen { since, .. } if issued_at < since => None,
             BreakerState::HalfOpen { wait, .. } => {
                 if failed {
                     let wait = (wait * 2).min(self.rules.open_max);
@@ -228,13 +237,13 @@ mod tests {
         let mut b = Breaker::new(rules());
         // A failure every 3 s among successes: never half the window.
         for s in 0..60 {
-            assert_eq!(b.record(t(s), s % 3 == 0), None, "second {s}");
+            assert_eq!(b.record(t(s), t(s), s % 3 == 0), None, "second {s}");
         }
         assert_eq!(b.state(), &BreakerState::Closed);
         // A burst: 10 failures in 2 s (the trickle has left the window).
         let mut opened = None;
         for i in 0..10 {
-            if let Some(x) = b.record(t(100 + i / 5), true) {
+            if let Some(x) = b.record(t(100 + i / 5), t(100 + i / 5), true) {
                 opened = Some((i, x));
                 break;
             }
@@ -250,7 +259,7 @@ mod tests {
         );
         assert_eq!(b.admit(t(130)), (false, None));
         // Answers to commands sent before it opened change nothing.
-        assert_eq!(b.record(t(110), false), None);
+        assert_eq!(b.record(t(110), t(110), false), None);
         assert!(matches!(b.state(), BreakerState::Open { .. }));
     }
 
@@ -258,7 +267,7 @@ mod tests {
     fn after_the_wait_probes_go_and_one_success_closes_it() {
         let mut b = Breaker::new(rules());
         for _ in 0..10 {
-            b.record(t(0), true);
+            b.record(t(0), t(0), true);
         }
         assert_eq!(
             b.admit(t(30)),
@@ -267,17 +276,33 @@ mod tests {
         assert_eq!(b.admit(t(31)), (true, None));
         assert_eq!(b.admit(t(31)), (false, None), "two probes only");
         assert_eq!(
-            b.record(t(32), false),
+            b.record(t(32), t(32), false),
             Some(Transition::Closed { at: t(32) })
         );
         assert_eq!(b.admit(t(33)), (true, None));
     }
 
     #[test]
+    fn only_the_probes_decide_a_half_open_breaker() {
+        let mut b = Breaker::new(rules());
+        for _ in 0..10 {
+            b.record(t(0), t(0), true);
+        }
+        assert!(b.admit(t(30)).0);
+        // A command sent before it opened misses its deadline now: nothing new.
+        assert_eq!(b.record(t(31), t(0), true), None);
+        assert!(matches!(b.state(), BreakerState::HalfOpen { .. }));
+        assert_eq!(
+            b.record(t(32), t(30), false),
+            Some(Transition::Closed { at: t(32) })
+        );
+    }
+
+    #[test]
     fn a_failed_probe_opens_it_for_twice_as_long_up_to_the_most() {
         let mut b = Breaker::new(rules());
         for _ in 0..10 {
-            b.record(t(0), true);
+            b.record(t(0), t(0), true);
         }
         let mut now = 0;
         for expected in [60, 100, 100] {
@@ -288,7 +313,7 @@ mod tests {
             now = until.as_second() - 1_800_000_000;
             assert!(b.admit(t(now)).0);
             assert_eq!(
-                b.record(t(now), true),
+                b.record(t(now), t(now), true),
                 Some(Transition::Opened {
                     at: t(now),
                     until: t(now + expected)
@@ -327,7 +352,7 @@ mod tests {
                     if matches!(b.state(), BreakerState::HalfOpen { .. }) {
                         admitted_since_answer = 0;
                     }
-                    if let Some(Transition::Opened { .. }) = b.record(t(now), failed) {
+                    if let Some(Transition::Opened { .. }) = b.record(t(now), t(now), failed) {
                         admitted_since_answer = 0;
                     }
                 }

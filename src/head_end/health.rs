@@ -127,6 +127,8 @@ impl HeadEnds {
             .breakers
             .entry(head_end.clone())
             .or_insert_with(|| {
+                metrics::gauge!("switchyard_head_end_breaker_state", "head_end" => head_end.to_string())
+                    .set(0.0);
                 Mutex::new(Entry {
                     breaker: Breaker::new(rules.clone()),
                     held_restoring: HashSet::new(),
@@ -170,8 +172,16 @@ impl HeadEnds {
 
     /// The outcome of a command the meter had in flight at its head-end: `failed` = a
     /// communication failure, or no answer before the deadline.
-    pub(crate) fn record(&self, head_end: &Arc<str>, now: Timestamp, failed: bool) {
-        let t = self.with(head_end, |e| e.breaker.record(now, failed)).flatten();
+    pub(crate) fn record(
+        &self,
+        head_end: &Arc<str>,
+        now: Timestamp,
+        issued_at: Timestamp,
+        failed: bool,
+    ) {
+        let t = self
+            .with(head_end, |e| e.breaker.record(now, issued_at, failed))
+            .flatten();
         self.publish(head_end, t);
     }
 
@@ -195,8 +205,9 @@ impl HeadEnds {
             let probing = !matches!(e.breaker.state(), BreakerState::Closed);
             let until = match e.breaker.state() {
                 BreakerState::Open { until, .. } => Some(*until),
-                // No probe left: try again after one more command deadline at the latest
-                // (the watcher wakes held meters when the probes' answers decide).
+                // No probe left: the probes' answers decide (the watcher wakes the held
+                // meters when it closes, and more probes while it stays half-open); a meter
+                // asked meanwhile is told one more opening period from the half-open start.
                 BreakerState::HalfOpen { since, wait, .. } => Some(after(*since, *wait)),
                 BreakerState::Closed => None,
             };
@@ -223,6 +234,19 @@ impl HeadEnds {
             },
             admission,
         )
+    }
+
+    /// Whether `head_end`'s breaker is half-open (probing).
+    pub(crate) fn half_open(&self, head_end: &Arc<str>) -> bool {
+        self.with(head_end, |e| {
+            matches!(e.breaker.state(), BreakerState::HalfOpen { .. })
+        })
+        .unwrap_or(false)
+    }
+
+    /// How long a breaker stays open at first.
+    pub(crate) fn open_period(&self) -> Duration {
+        self.rules.as_ref().map_or(Duration::ZERO, |r| r.open)
     }
 
     /// A probe the meter took and did not use.
@@ -331,13 +355,12 @@ mod tests {
     }
 
     #[test]
-    fn a_down_head_end_holds_meters_and_hands_out_probes_then_wakes_the_held_restorations_first()
-    {
+    fn a_down_head_end_holds_meters_and_hands_out_probes_then_wakes_the_held_restorations_first() {
         let h = head_ends();
         let he: Arc<str> = "HE-1".into();
         let mut seen = h.transitions();
         for _ in 0..5 {
-            h.record(&he, t(0), true);
+            h.record(&he, t(0), t(0), true);
         }
         assert!(matches!(
             seen.try_recv().unwrap().transition,
@@ -354,14 +377,23 @@ mod tests {
         let (_, a) = h.facts(&he, MeterFlags::HAS_SWITCH, t(30));
         assert_eq!(a, Admission::Probe);
         h.give_back(&he);
-        assert_eq!(h.facts(&he, MeterFlags::HAS_SWITCH, t(30)).1, Admission::Probe);
-        assert_eq!(h.facts(&he, MeterFlags::HAS_SWITCH, t(30)).1, Admission::Probe);
-        assert_eq!(h.facts(&he, MeterFlags::HAS_SWITCH, t(30)).1, Admission::Down);
+        assert_eq!(
+            h.facts(&he, MeterFlags::HAS_SWITCH, t(30)).1,
+            Admission::Probe
+        );
+        assert_eq!(
+            h.facts(&he, MeterFlags::HAS_SWITCH, t(30)).1,
+            Admission::Probe
+        );
+        assert_eq!(
+            h.facts(&he, MeterFlags::HAS_SWITCH, t(30)).1,
+            Admission::Down
+        );
         let probes = h.take_held(&he, h.probes());
         let mut p: Vec<&str> = probes.iter().map(|m| &**m).collect();
         p.sort();
         assert_eq!(p, ["B", "D"], "power restorations probe first");
-        h.record(&he, t(31), false);
+        h.record(&he, t(31), t(30), false);
         assert_eq!(h.facts(&he, MeterFlags::HAS_SWITCH, t(31)).1, Admission::Go);
         assert_eq!(h.take_held(&he, usize::MAX).len(), 2);
         assert_eq!(h.held(), 0);
@@ -379,7 +411,7 @@ mod tests {
         );
         let he: Arc<str> = "HE-1".into();
         for _ in 0..100 {
-            h.record(&he, t(0), true);
+            h.record(&he, t(0), t(0), true);
         }
         assert_eq!(h.facts(&he, MeterFlags::HAS_SWITCH, t(1)).1, Admission::Go);
     }

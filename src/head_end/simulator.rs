@@ -109,9 +109,8 @@ impl Simulator {
             let roll: f64 = rng.random();
             let delay = self.latency.map(|d| d.sample(&mut *rng)).unwrap_or(0.0);
             let field_roll: f64 = rng.random();
-            let press = (rng.random::<f64>() < self.cfg.arm_press_rate).then(|| {
-                Duration::from_millis(rng.random_range(0..=self.cfg.arm_press_ms.max(1)))
-            });
+            let press = (rng.random::<f64>() < self.cfg.arm_press_rate)
+                .then(|| Duration::from_millis(rng.random_range(0..=self.cfg.arm_press_ms.max(1))));
             (
                 roll,
                 Duration::from_micros((delay * 1000.0) as u64),
@@ -185,7 +184,6 @@ impl Simulator {
             press,
         )
     }
-
 }
 
 /// The customer pressed the button of an armed switch: closed, if it is still armed.

@@ -52,7 +52,8 @@ impl HeadEndAlarm {
                     ExceptionRecord::head_end_unavailable(&t.head_end, *at, Some(*until), None)
                 }
                 (Transition::Closed { at }, Some(since)) => {
-                    let r = ExceptionRecord::head_end_unavailable(&t.head_end, *since, None, Some(*at));
+                    let r =
+                        ExceptionRecord::head_end_unavailable(&t.head_end, *since, None, Some(*at));
                     open.remove(&t.head_end);
                     r
                 }

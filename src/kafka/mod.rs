@@ -12,13 +12,13 @@ pub(crate) mod campaign_source;
 pub(crate) mod dead_letter;
 pub(crate) mod embedded;
 pub(crate) mod fact_source;
+pub(crate) mod head_end_alarm;
 pub(crate) mod intake;
 pub(crate) mod meter_source;
 pub(crate) mod publisher;
 pub(crate) mod read_source;
 pub(crate) mod results_source;
 pub(crate) mod source;
-pub(crate) mod head_end_alarm;
 pub(crate) mod store_alarm;
 pub(crate) mod table_source;
 

@@ -13,11 +13,11 @@ use actix::prelude::*;
 use super::machine::{Action, Input, MeterFacts, MeterMachine};
 use super::{Directory, Liveness, MeterMsg};
 use crate::domain::{CommandOutcome, MeterFlags, OrderStatus, Timestamp};
+use crate::head_end::health::Admission;
 use crate::observability::{self, metrics};
 use crate::registry::CompactMeter;
 use crate::retry::Backoff;
 use crate::store::{OrderUpdate, OutboxMessage, WriteBatch};
-use crate::head_end::health::Admission;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -186,6 +186,32 @@ impl MeterActor {
         self.machine.in_flight.is_none() && self.deadline.is_none()
     }
 
+    /// Tells the head-end's breaker how the command in flight ended, before the breaker's
+    /// verdict for this step is taken (so the failure that opens it already holds this
+    /// meter): a communication failure or a missed deadline counts against the head-end,
+    /// any other answer for it.
+    fn record_outcomes(&self, inputs: &[Input]) {
+        let Some(f) = &self.machine.in_flight else {
+            return;
+        };
+        let failed = inputs.iter().find_map(|i| match i {
+            Input::Result(r) if r.command_id == f.command.command_id => Some(match &r.outcome {
+                CommandOutcome::Confirmed { .. } => false,
+                CommandOutcome::Failed { code, .. } => {
+                    code.class() == crate::domain::FailureClass::Communication
+                }
+            }),
+            Input::Deadline(id) if *id == f.command.command_id => Some(true),
+            _ => None,
+        });
+        if let Some(failed) = failed {
+            let svc = self.dir.services();
+            let head_end: Arc<str> = f.command.head_end_id.as_str().into();
+            svc.head_ends
+                .record(&head_end, svc.clock.now(), f.command.issued_at, failed);
+        }
+    }
+
     /// Registry facts are re-read before every step (they may change at any time). A meter that
     /// is not (or no longer) in the registry keeps its last known facts; one never seen is
     /// unknown, and its orders wait for its registry record (never "has no switch").
@@ -241,6 +267,7 @@ impl MeterActor {
         arrival: Option<Arrival>,
         ctx: &mut Context<Self>,
     ) {
+        self.record_outcomes(&inputs);
         let facts = self.load_facts();
         let dir = self.dir.clone();
         let svc = dir.services();
@@ -259,18 +286,13 @@ impl MeterActor {
                     if f.command.command_id == r.command_id {
                         let secs = until(f.command.issued_at, now).as_secs_f64();
                         m.command_latency.record(secs);
-                        let comms_failed = match r.outcome {
-                            CommandOutcome::Confirmed { .. } => {
-                                m.results_confirmed.increment(1);
-                                false
-                            }
+                        match r.outcome {
+                            CommandOutcome::Confirmed { .. } => m.results_confirmed.increment(1),
                             CommandOutcome::Failed { code, .. } => {
                                 m.results_failed.increment(1);
                                 observability::command_failed(code);
-                                code.class() == crate::domain::FailureClass::Communication
                             }
-                        };
-                        svc.head_ends.record(&facts.head_end_id, now, comms_failed);
+                        }
                         if let Some(h) = self.deadline.take() {
                             ctx.cancel_future(h);
                         }
@@ -290,7 +312,6 @@ impl MeterActor {
                 {
                     self.deadline = None;
                     m.results_timed_out.increment(1);
-                    svc.head_ends.record(&facts.head_end_id, now, true);
                 }
             }
             let mut actions = self.machine.step(input, now, &facts, &svc.retry);

@@ -285,11 +285,28 @@ impl Directory {
                         let (clock, me) = (clock.clone(), me.clone());
                         actix::spawn(async move {
                             clock.sleep_until(until).await;
-                            let Some(dir) = me.upgrade() else { return };
-                            let he = &dir.services.head_ends;
-                            let probes = he.take_held(&t.head_end, he.probes());
-                            for m in probes {
-                                dir.deliver(&m, MeterMsg::Wake);
+                            // Wake `probes` held meters; while it stays half-open with nobody
+                            // answering (a woken meter had nothing to send), a few more each
+                            // opening period. (A failed probe re-opens it: a new task.)
+                            loop {
+                                let Some(dir) = me.upgrade() else { return };
+                                let he = &dir.services.head_ends;
+                                let probes = he.take_held(&t.head_end, he.probes());
+                                for m in &probes {
+                                    dir.deliver(m, MeterMsg::Wake);
+                                }
+                                let period = he.open_period();
+                                drop(dir);
+                                let next = clock.now().checked_add(
+                                    jiff::SignedDuration::try_from(period).unwrap_or_default(),
+                                );
+                                clock.sleep_until(next.unwrap_or(until)).await;
+                                let Some(dir) = me.upgrade() else { return };
+                                if probes.is_empty()
+                                    || !dir.services.head_ends.half_open(&t.head_end)
+                                {
+                                    return;
+                                }
                             }
                         });
                     }

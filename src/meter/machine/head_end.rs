@@ -143,9 +143,12 @@ impl MeterMachine {
                         .reason(CUSTOMER_CLOSED)
                         .detail("the armed switch was closed at the meter"),
                 );
-                out.event(&o.order, OrderStatus::Completed, Some(CUSTOMER_CLOSED), |e| {
-                    e.switch_state = Some(SwitchState::Connected)
-                });
+                out.event(
+                    &o.order,
+                    OrderStatus::Completed,
+                    Some(CUSTOMER_CLOSED),
+                    |e| e.switch_state = Some(SwitchState::Connected),
+                );
                 continue;
             }
             if until <= out.now {
@@ -169,7 +172,9 @@ impl MeterMachine {
                     &o.order.order_id,
                     ARMED_NOT_CLOSED,
                     ExceptionKind::ArmedNotClosed,
-                    o.order.priority.min(3),
+                    // Power is available at the meter (not a failed restoration: 1), but
+                    // the customer is still without it.
+                    2,
                     text.clone(),
                 );
                 out.event_detail(&o.order, OrderStatus::Failed, ARMED_NOT_CLOSED, text);

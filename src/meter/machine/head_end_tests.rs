@@ -57,10 +57,24 @@ fn disconnected_meter() -> MeterMachine {
 fn an_armed_reconnect_waits_for_the_customer_and_completes_when_the_button_is_pressed() {
     let mut m = disconnected_meter();
     let f = arming();
-    let a = m.step(Input::Order(order("R1", OrderKind::Reconnect)), t0(), &f, &policy());
+    let a = m.step(
+        Input::Order(order("R1", OrderKind::Reconnect)),
+        t0(),
+        &f,
+        &policy(),
+    );
     let cmd = dispatched(&a).pop().expect("a command");
-    assert_eq!(cmd.kind, CommandKind::ArmConnect, "this meter's reconnects arm");
-    let a = m.step(answer(&cmd, SwitchState::Armed, None, at(5)), at(5), &f, &policy());
+    assert_eq!(
+        cmd.kind,
+        CommandKind::ArmConnect,
+        "this meter's reconnects arm"
+    );
+    let a = m.step(
+        answer(&cmd, SwitchState::Armed, None, at(5)),
+        at(5),
+        &f,
+        &policy(),
+    );
     let armed = picked!(a, Action::Event);
     assert_eq!(armed.len(), 1);
     assert_eq!(armed[0].status, OrderStatus::Confirmed);
@@ -69,17 +83,32 @@ fn an_armed_reconnect_waits_for_the_customer_and_completes_when_the_button_is_pr
     assert!(m.in_flight.is_none(), "nothing is in flight while armed");
     assert!(a.contains(&Action::WakeAt(at(3605))), "{a:?}");
     // A disconnect that comes meanwhile waits behind the armed switch.
-    let a = m.step(Input::Order(order("D2", OrderKind::Disconnect)), at(10), &f, &policy());
+    let a = m.step(
+        Input::Order(order("D2", OrderKind::Disconnect)),
+        at(10),
+        &f,
+        &policy(),
+    );
     assert!(dispatched(&a).is_empty(), "no switch command while armed");
     // A cancel cannot recall an armed switch.
-    let a = m.step(Input::Order(super::tests::cancel("C1", "R1")), at(20), &f, &policy());
+    let a = m.step(
+        Input::Order(super::tests::cancel("C1", "R1")),
+        at(20),
+        &f,
+        &policy(),
+    );
     assert!(statuses(&a).contains(&(
         "C1".into(),
         OrderStatus::Completed,
         Some("target_already_dispatched".into())
     )));
     // The customer presses the button: the head-end answers the same command again.
-    let a = m.step(answer(&cmd, SwitchState::Connected, None, at(600)), at(600), &f, &policy());
+    let a = m.step(
+        answer(&cmd, SwitchState::Connected, None, at(600)),
+        at(600),
+        &f,
+        &policy(),
+    );
     assert!(statuses(&a).contains(&(
         "R1".into(),
         OrderStatus::Completed,
@@ -89,16 +118,29 @@ fn an_armed_reconnect_waits_for_the_customer_and_completes_when_the_button_is_pr
     // The disconnect goes now.
     let d = dispatched(&a);
     assert_eq!(d.len(), 1);
-    assert_eq!((d[0].order_id.as_str(), d[0].kind), ("D2", CommandKind::Disconnect));
+    assert_eq!(
+        (d[0].order_id.as_str(), d[0].kind),
+        ("D2", CommandKind::Disconnect)
+    );
 }
 
 #[test]
 fn an_armed_switch_nobody_closes_fails_at_its_timeout_with_an_exception() {
     let mut m = disconnected_meter();
     let f = arming();
-    let a = m.step(Input::Order(order("R1", OrderKind::Reconnect)), t0(), &f, &policy());
+    let a = m.step(
+        Input::Order(order("R1", OrderKind::Reconnect)),
+        t0(),
+        &f,
+        &policy(),
+    );
     let cmd = dispatched(&a).pop().unwrap();
-    m.step(answer(&cmd, SwitchState::Armed, None, at(5)), at(5), &f, &policy());
+    m.step(
+        answer(&cmd, SwitchState::Armed, None, at(5)),
+        at(5),
+        &f,
+        &policy(),
+    );
     let a = m.step(Input::Wake, at(3000), &f, &policy());
     assert!(statuses(&a).is_empty(), "not yet: {a:?}");
     let a = m.step(Input::Wake, at(3605), &f, &policy());
@@ -121,19 +163,44 @@ fn an_armed_switch_nobody_closes_fails_at_its_timeout_with_an_exception() {
 fn a_lost_arming_found_armed_by_the_status_check_is_not_sent_again() {
     let mut m = disconnected_meter();
     let f = arming();
-    let a = m.step(Input::Order(order("R1", OrderKind::Reconnect)), t0(), &f, &policy());
+    let a = m.step(
+        Input::Order(order("R1", OrderKind::Reconnect)),
+        t0(),
+        &f,
+        &policy(),
+    );
     let cmd = dispatched(&a).pop().unwrap();
-    let a = m.step(Input::Deadline(cmd.command_id.clone()), at(30), &f, &policy());
+    let a = m.step(
+        Input::Deadline(cmd.command_id.clone()),
+        at(30),
+        &f,
+        &policy(),
+    );
     let check = dispatched(&a).pop().expect("a status check");
     assert_eq!(check.kind, CommandKind::SwitchStatus);
-    let a = m.step(answer(&check, SwitchState::Armed, None, at(31)), at(31), &f, &policy());
+    let a = m.step(
+        answer(&check, SwitchState::Armed, None, at(31)),
+        at(31),
+        &f,
+        &policy(),
+    );
     assert!(dispatched(&a).is_empty(), "armed already: not sent again");
     assert!(statuses(&a).contains(&("R1".into(), OrderStatus::Confirmed, Some("armed".into()))));
     // A head-end that closes outright under an arming profile completes at once.
     let mut m = disconnected_meter();
-    let a = m.step(Input::Order(order("R2", OrderKind::Reconnect)), t0(), &f, &policy());
+    let a = m.step(
+        Input::Order(order("R2", OrderKind::Reconnect)),
+        t0(),
+        &f,
+        &policy(),
+    );
     let cmd = dispatched(&a).pop().unwrap();
-    let a = m.step(answer(&cmd, SwitchState::Connected, None, at(5)), at(5), &f, &policy());
+    let a = m.step(
+        answer(&cmd, SwitchState::Connected, None, at(5)),
+        at(5),
+        &f,
+        &policy(),
+    );
     assert!(statuses(&a).contains(&("R2".into(), OrderStatus::Completed, Some("done".into()))));
 }
 
@@ -142,10 +209,23 @@ fn load_side_voltage_after_a_disconnect_is_reviewed_and_none_after_a_connect_is_
     let mut f = facts();
     f.head_end.check_load_side_voltage = true;
     let mut m = MeterMachine::new("M");
-    let a = m.step(Input::Order(order("D1", OrderKind::Disconnect)), t0(), &f, &policy());
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &f,
+        &policy(),
+    );
     let cmd = dispatched(&a).pop().unwrap();
-    assert!(cmd.check_load_side_voltage, "the profile asks the meter to check");
-    let a = m.step(answer(&cmd, SwitchState::Disconnected, Some(true), at(5)), at(5), &f, &policy());
+    assert!(
+        cmd.check_load_side_voltage,
+        "the profile asks the meter to check"
+    );
+    let a = m.step(
+        answer(&cmd, SwitchState::Disconnected, Some(true), at(5)),
+        at(5),
+        &f,
+        &policy(),
+    );
     assert!(
         statuses(&a).contains(&("D1".into(), OrderStatus::Completed, Some("done".into()))),
         "the switch is open: the order is done"
@@ -155,9 +235,19 @@ fn load_side_voltage_after_a_disconnect_is_reviewed_and_none_after_a_connect_is_
     assert_eq!(x[0].kind, ExceptionKind::PossibleTamper);
     assert_eq!(x[0].exception_id, "D1/load_side_voltage");
 
-    let a = m.step(Input::Order(order("R1", OrderKind::Reconnect)), at(100), &f, &policy());
+    let a = m.step(
+        Input::Order(order("R1", OrderKind::Reconnect)),
+        at(100),
+        &f,
+        &policy(),
+    );
     let cmd = dispatched(&a).pop().unwrap();
-    let a = m.step(answer(&cmd, SwitchState::Connected, Some(false), at(105)), at(105), &f, &policy());
+    let a = m.step(
+        answer(&cmd, SwitchState::Connected, Some(false), at(105)),
+        at(105),
+        &f,
+        &policy(),
+    );
     assert_eq!(
         statuses(&a),
         vec![(
@@ -166,12 +256,27 @@ fn load_side_voltage_after_a_disconnect_is_reviewed_and_none_after_a_connect_is_
             Some(FailureCode::NoVoltageAfterConnect.as_str().into())
         )]
     );
+    // The retry is sent (the switch's "connected" without voltage is not trusted).
+    let a = m.step(Input::Wake, at(200), &f, &policy());
+    let retry = dispatched(&a);
+    assert_eq!(retry.len(), 1, "{a:?}");
+    assert_eq!((retry[0].kind, retry[0].attempt), (CommandKind::Connect, 2));
     // Without the check asked, nothing is assumed.
     let mut m = MeterMachine::new("M");
-    let a = m.step(Input::Order(order("D9", OrderKind::Disconnect)), t0(), &facts(), &policy());
+    let a = m.step(
+        Input::Order(order("D9", OrderKind::Disconnect)),
+        t0(),
+        &facts(),
+        &policy(),
+    );
     let cmd = dispatched(&a).pop().unwrap();
     assert!(!cmd.check_load_side_voltage);
-    let a = m.step(answer(&cmd, SwitchState::Disconnected, None, at(5)), at(5), &facts(), &policy());
+    let a = m.step(
+        answer(&cmd, SwitchState::Disconnected, None, at(5)),
+        at(5),
+        &facts(),
+        &policy(),
+    );
     assert!(picked!(a, Action::Exception).is_empty());
 }
 
@@ -179,10 +284,18 @@ fn load_side_voltage_after_a_disconnect_is_reviewed_and_none_after_a_connect_is_
 fn a_down_head_end_holds_orders_without_using_attempts_and_they_go_when_it_is_back() {
     let mut m = MeterMachine::new("M");
     let down = down_until(at(30));
-    let a = m.step(Input::Order(order("D1", OrderKind::Disconnect)), t0(), &down, &policy());
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &down,
+        &policy(),
+    );
     assert!(dispatched(&a).is_empty());
     let e = picked!(a, Action::Event);
-    let held = e.iter().find(|e| e.status == OrderStatus::Deferred).expect("deferred");
+    let held = e
+        .iter()
+        .find(|e| e.status == OrderStatus::Deferred)
+        .expect("deferred");
     assert_eq!(held.reason.as_deref(), Some("head_end_unavailable"));
     assert_eq!(held.retry_at, Some(at(30)));
     assert_eq!(m.held_for_head_end(), Some(false));
@@ -194,7 +307,12 @@ fn a_down_head_end_holds_orders_without_using_attempts_and_they_go_when_it_is_ba
         assert!(statuses(&a).is_empty(), "{a:?}");
     }
     // A reconnect is held too, and marks the meter as holding a restoration.
-    let a = m.step(Input::Order(order("R1", OrderKind::Reconnect)), at(50), &down_until(at(60)), &policy());
+    let a = m.step(
+        Input::Order(order("R1", OrderKind::Reconnect)),
+        at(50),
+        &down_until(at(60)),
+        &policy(),
+    );
     assert!(dispatched(&a).is_empty());
     assert_eq!(m.held_for_head_end(), Some(true));
     // Back: the reconnect (it superseded the disconnect) goes, as attempt 1.
@@ -208,10 +326,23 @@ fn a_down_head_end_holds_orders_without_using_attempts_and_they_go_when_it_is_ba
 #[test]
 fn an_unknown_outcome_is_not_status_checked_while_the_head_end_is_down() {
     let mut m = MeterMachine::new("M");
-    let a = m.step(Input::Order(order("D1", OrderKind::Disconnect)), t0(), &facts(), &policy());
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &facts(),
+        &policy(),
+    );
     let cmd = dispatched(&a).pop().unwrap();
-    let a = m.step(Input::Deadline(cmd.command_id), at(30), &down_until(at(60)), &policy());
-    assert!(dispatched(&a).is_empty(), "no status check into a down head-end");
+    let a = m.step(
+        Input::Deadline(cmd.command_id),
+        at(30),
+        &down_until(at(60)),
+        &policy(),
+    );
+    assert!(
+        dispatched(&a).is_empty(),
+        "no status check into a down head-end"
+    );
     let a = m.step(Input::Wake, at(61), &facts(), &policy());
     let c = dispatched(&a);
     assert_eq!(c.len(), 1);
@@ -221,23 +352,53 @@ fn an_unknown_outcome_is_not_status_checked_while_the_head_end_is_down() {
 #[test]
 fn an_order_held_too_long_by_a_down_head_end_becomes_a_field_order() {
     let mut m = MeterMachine::new("M");
-    let a = m.step(Input::Order(order("D1", OrderKind::Disconnect)), t0(), &down_until(at(30)), &policy());
-    assert!(a.contains(&Action::WakeAt(at(4 * 3600))), "wakes for the field-order time: {a:?}");
-    let a = m.step(Input::Wake, at(4 * 3600 - 1), &down_until(at(5 * 3600)), &policy());
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &down_until(at(30)),
+        &policy(),
+    );
+    assert!(
+        a.contains(&Action::WakeAt(at(4 * 3600))),
+        "wakes for the field-order time: {a:?}"
+    );
+    let a = m.step(
+        Input::Wake,
+        at(4 * 3600 - 1),
+        &down_until(at(5 * 3600)),
+        &policy(),
+    );
     assert!(statuses(&a).is_empty());
-    let a = m.step(Input::Wake, at(4 * 3600), &down_until(at(5 * 3600)), &policy());
+    let a = m.step(
+        Input::Wake,
+        at(4 * 3600),
+        &down_until(at(5 * 3600)),
+        &policy(),
+    );
     assert_eq!(
         statuses(&a),
-        vec![("D1".into(), OrderStatus::Failed, Some("field_order_needed".into()))]
+        vec![(
+            "D1".into(),
+            OrderStatus::Failed,
+            Some("field_order_needed".into())
+        )]
     );
-    assert_eq!(picked!(a, Action::Exception)[0].kind, ExceptionKind::FieldOrderNeeded);
+    assert_eq!(
+        picked!(a, Action::Exception)[0].kind,
+        ExceptionKind::FieldOrderNeeded
+    );
     assert!(m.is_idle());
 }
 
 #[test]
 fn what_needs_no_command_is_settled_even_while_the_head_end_is_down() {
     let mut m = disconnected_meter();
-    let a = m.step(Input::Order(order("D1", OrderKind::Disconnect)), t0(), &down_until(at(30)), &policy());
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &down_until(at(30)),
+        &policy(),
+    );
     assert!(statuses(&a).contains(&(
         "D1".into(),
         OrderStatus::Completed,
@@ -246,7 +407,12 @@ fn what_needs_no_command_is_settled_even_while_the_head_end_is_down() {
     let mut m = MeterMachine::new("M");
     let mut f = down_until(at(30));
     f.has_switch = false;
-    let a = m.step(Input::Order(order("D2", OrderKind::Disconnect)), t0(), &f, &policy());
+    let a = m.step(
+        Input::Order(order("D2", OrderKind::Disconnect)),
+        t0(),
+        &f,
+        &policy(),
+    );
     assert!(statuses(&a).contains(&(
         "D2".into(),
         OrderStatus::Failed,

@@ -308,9 +308,13 @@ impl MeterMachine {
     /// it stays open until the outcome comes.
     fn await_move_out(&mut self, order: Order, out: &mut Out) {
         let id = order.order_id.clone();
-        let confirmed = out.actions.iter().any(
-            |a| matches!(a, Action::Event(e) if e.order_id == id && e.status == OrderStatus::Confirmed),
-        );
+        // (An armed move-in was confirmed when the head-end armed it: its completion by the
+        // customer's button is not confirmed a second time.)
+        let confirmed = out.actions.iter().any(|a| {
+            matches!(a, Action::Event(e) if e.order_id == id
+                && (e.status == OrderStatus::Confirmed
+                    || e.reason.as_deref() == Some(super::head_end::CUSTOMER_CLOSED)))
+        });
         let detail = format!(
             "switched on; the move completes when move-out {} of meter {} ends",
             order.linked_order_id.as_deref().unwrap_or(""),

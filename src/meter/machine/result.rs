@@ -212,11 +212,15 @@ impl MeterMachine {
             && switch_state == SwitchState::Connected
             && load_side_voltage == Some(false)
         {
-            // Closed, and still no power at the premise.
+            // Closed, and still no power at the premise: the switch's word alone is not
+            // trusted (else the retry would find it "already connected" and send nothing).
+            self.switch = SwitchState::Unknown;
             self.fail_or_retry(
                 idx,
                 FailureCode::NoVoltageAfterConnect,
-                Some("the switch reports closed but the meter measures no load-side voltage".into()),
+                Some(
+                    "the switch reports closed but the meter measures no load-side voltage".into(),
+                ),
                 cmd,
                 out,
                 policy,

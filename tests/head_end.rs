@@ -1,0 +1,216 @@
+//! The head-end's field behaviour end to end on the embedded Kafka and the simulator (issue
+//! 16, item 6): a head-end outage opens its circuit breaker, the orders are held (deferred
+//! `head_end_unavailable`, no attempts burned, no exception per order), one
+//! `head_end_unavailable` exception goes out `open` and then `resolved`, and every order
+//! completes once the head-end answers again; a reconnect on a head-end that arms switches
+//! completes when the customer presses the button; voltage on the load side after a
+//! disconnect raises `possible_tamper`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use switchyard::domain::OrderStatus;
+
+const T: Duration = Duration::from_secs(60);
+
+#[actix_rt::test]
+async fn a_head_end_outage_holds_orders_without_burning_retries_and_they_resume_when_it_answers() {
+    let (_dir, app, p, events) = started(|c| {
+        let b = &mut c.head_end.breaker;
+        b.window_secs = 30;
+        b.min_commands = 5;
+        b.failure_ratio = 0.5;
+        b.open_secs = 1;
+        b.open_max_secs = 2;
+        b.probes = 2;
+        b.field_order_after_secs = 600;
+        // HE-1 gives no answer for the first 5 s of the simulator's life.
+        c.head_end.simulator.outages = vec![switchyard::config::SimOutage {
+            head_end: "HE-1".into(),
+            after_secs: 0,
+            for_secs: 5,
+        }];
+    })
+    .await
+    .split();
+    let exceptions = TopicLog::follow(&app.bootstrap, &app.config.topics.exceptions);
+    let meters: Vec<String> = (0..20).map(|i| format!("M-OUT-{i}")).collect();
+    let records: Vec<_> = meters.iter().map(|m| meter(m, true)).collect();
+    register_records(&app, &p, &records).await;
+    for (i, m) in meters.iter().enumerate() {
+        Order::disconnect(&format!("SO-OUT-{i}"), m)
+            .produce(&p, &app.config.topics.orders)
+            .await;
+    }
+    for i in 0..meters.len() {
+        events.wait_final(&format!("SO-OUT-{i}"), T).await;
+    }
+    let held: HashSet<String> = events
+        .events()
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("head_end_unavailable"))
+        .map(|e| {
+            assert_eq!(e.status, OrderStatus::Deferred);
+            assert!(e.retry_at.is_some(), "says when it is tried again");
+            e.order_id
+        })
+        .collect();
+    assert!(
+        held.len() >= 15,
+        "the breaker held the orders (at most the first few failures before it opened were not held): {held:?}"
+    );
+    for i in 0..meters.len() {
+        let id = format!("SO-OUT-{i}");
+        let evs = events.of(&id);
+        let last = evs.last().unwrap();
+        assert_eq!(last.status, OrderStatus::Completed, "{id}: {evs:#?}");
+        // The first attempt was lost in the outage; held, it was not retried into the dead
+        // head-end: one more execution at most once it answered (after a status check).
+        let attempts = events
+            .json()
+            .iter()
+            .filter(|e| e["order_id"] == id.as_str())
+            .filter_map(|e| e["attempt"].as_u64())
+            .max()
+            .unwrap_or(0);
+        assert!(attempts <= 2, "{id} used {attempts} attempts: {evs:#?}");
+        assert!(!evs.iter().any(|e| e.status == OrderStatus::Failed), "{id}");
+    }
+    // One outage, one exception: open, then resolved under the same id.
+    exceptions
+        .wait("head_end_unavailable open and resolved", T, |l| {
+            l.json()
+                .iter()
+                .any(|x| x["kind"] == "head_end_unavailable" && x["status"] == "resolved")
+        })
+        .await;
+    let outage: Vec<serde_json::Value> = exceptions
+        .json()
+        .into_iter()
+        .filter(|x| x["kind"] == "head_end_unavailable")
+        .collect();
+    let v = schema("exception.v1.schema.json");
+    for x in &outage {
+        assert_valid(&v, x, "head_end_unavailable exception");
+    }
+    assert_eq!(outage.len(), 2, "{outage:#?}");
+    assert_eq!(outage[0]["status"], "open");
+    assert_eq!(outage[0]["exception_id"], outage[1]["exception_id"]);
+    assert!(outage[0]["exception_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("head_end_unavailable/HE-1/"));
+    // No order raised an exception of its own.
+    assert!(
+        exceptions
+            .json()
+            .iter()
+            .all(|x| x["kind"] == "head_end_unavailable"),
+        "{:#?}",
+        exceptions.json()
+    );
+    let opens = metric_of(
+        app.http_addr,
+        "switchyard_head_end_breaker_opens_total{head_end=\"HE-1\"}",
+    )
+    .await;
+    assert!(opens.is_some_and(|n| n >= 1.0), "{opens:?}");
+    assert_eq!(
+        metric_of(
+            app.http_addr,
+            "switchyard_head_end_breaker_state{head_end=\"HE-1\"}"
+        )
+        .await,
+        Some(0.0),
+        "closed again"
+    );
+}
+
+#[actix_rt::test]
+async fn an_armed_reconnect_completes_when_the_customer_presses_and_load_side_voltage_is_reviewed()
+{
+    let (_dir, app, p, events) = started(|c| {
+        c.head_end.profiles.insert(
+            "HE-ARM".into(),
+            switchyard::config::HeadEndProfile {
+                reconnect: switchyard::domain::ReconnectMode::Arm,
+                check_load_side_voltage: true,
+            },
+        );
+        let s = &mut c.head_end.simulator;
+        s.arm_press_rate = 1.0;
+        s.arm_press_ms = 300;
+        s.lsv_after_disconnect_rate = 1.0;
+    })
+    .await
+    .split();
+    let exceptions = TopicLog::follow(&app.bootstrap, &app.config.topics.exceptions);
+    let mut armed = meter("M-ARM", true);
+    armed["head_end_id"] = "HE-ARM".into();
+    // The registry overrides the head-end's profile for this meter.
+    let mut closes = meter("M-CLOSE", true);
+    closes["head_end_id"] = "HE-ARM".into();
+    closes["reconnect"] = "close".into();
+    register_records(&app, &p, &[armed, closes]).await;
+    let orders = &app.config.topics.orders;
+    for m in ["M-ARM", "M-CLOSE"] {
+        Order::disconnect(&format!("SO-D-{m}"), m)
+            .produce(&p, orders)
+            .await;
+        events.wait_final(&format!("SO-D-{m}"), T).await;
+    }
+    // The disconnects completed (the switch is open) and the voltage still on the load side
+    // raised a review of each.
+    exceptions
+        .wait("two possible_tamper reviews", T, |l| {
+            l.json()
+                .iter()
+                .filter(|x| x["kind"] == "possible_tamper")
+                .count()
+                == 2
+        })
+        .await;
+    let v = schema("exception.v1.schema.json");
+    for x in exceptions.json() {
+        assert_valid(&v, &x, "possible_tamper exception");
+        assert!(x["exception_id"]
+            .as_str()
+            .unwrap()
+            .ends_with("/load_side_voltage"));
+    }
+    for m in ["M-ARM", "M-CLOSE"] {
+        assert_eq!(
+            events.statuses(&format!("SO-D-{m}")).last(),
+            Some(&OrderStatus::Completed)
+        );
+        Order::reconnect(&format!("SO-R-{m}"), m)
+            .produce(&p, orders)
+            .await;
+    }
+    let arm = events.wait_final("SO-R-M-ARM", T).await;
+    let order_event = schema("order-event.v1.schema.json");
+    for e in events
+        .json()
+        .iter()
+        .filter(|e| e["order_id"] == "SO-R-M-ARM")
+    {
+        assert_valid(&order_event, e, "armed reconnect event");
+    }
+    let confirmed = arm
+        .iter()
+        .find(|e| e.status == OrderStatus::Confirmed)
+        .expect("confirmed when armed");
+    assert_eq!(confirmed.reason.as_deref(), Some("armed"));
+    let done = arm.last().unwrap();
+    assert_eq!(done.status, OrderStatus::Completed);
+    assert_eq!(done.reason.as_deref(), Some("customer_closed"));
+    let close = events.wait_final("SO-R-M-CLOSE", T).await;
+    assert_eq!(close.last().unwrap().reason.as_deref(), Some("done"));
+    assert!(
+        !close.iter().any(|e| e.reason.as_deref() == Some("armed")),
+        "this meter closes: {close:#?}"
+    );
+}
