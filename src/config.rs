@@ -674,6 +674,9 @@ pub struct HeadEndConfig {
     /// When a head-end counts as down, and what happens to the orders it holds.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// At most so many commands in flight per network segment.
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
     /// How each head-end works (by head-end id; a head-end not listed closes the switch and
     /// asks no load-side voltage check).
     #[serde(default)]
@@ -696,6 +699,27 @@ pub struct HeadEndProfile {
     /// `load_side_voltage` if voltage is present; after a disconnect it reports it.
     #[serde(default)]
     pub check_load_side_voltage: bool,
+}
+
+/// Throttling per network segment (see `head_end::segments`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Which registry field names the segment: `collector` (`collector_id`) or `feeder`
+    /// (`feeder_id`).
+    pub segment: SegmentBy,
+    /// Commands in flight at once per segment; 0 = no throttling. Power restorations are
+    /// served first.
+    pub max_in_flight: u32,
+}
+
+/// The registry field a segment is named by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentBy {
+    #[default]
+    Collector,
+    Feeder,
 }
 
 /// The per-head-end circuit breaker (see `head_end::breaker`).

@@ -47,13 +47,21 @@ impl Interner {
         ids.insert(name, id);
         Ok(id)
     }
+    /// As [`intern`](Self::intern), refusing the id `limit` and above (kept for "none").
+    fn intern_below(&self, s: &str, limit: u16, what: &'static str) -> Result<u16, RegistryError> {
+        let id = self.intern(s, what)?;
+        if id >= limit {
+            return Err(RegistryError::TooManyNames { what });
+        }
+        Ok(id)
+    }
     fn name(&self, id: u16) -> Arc<str> {
         self.names.read().expect("lock")[id as usize].clone()
     }
 }
 
 /// One meter's registry record as the registry holds it: names and multiplier sets interned
-/// (8 bytes). A meter actor keeps the last one it saw (its facts if the meter leaves the
+/// (12 bytes). A meter actor keeps the last one it saw (its facts if the meter leaves the
 /// registry).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct CompactMeter {
@@ -61,7 +69,13 @@ pub(crate) struct CompactMeter {
     head_end: u16,
     pub(crate) flags: MeterFlags,
     multipliers: u16,
+    /// Interned collector and feeder ids ([`NO_SEGMENT`]: none).
+    collector: u16,
+    feeder: u16,
 }
+
+/// A meter with no collector (or feeder) in the registry.
+const NO_SEGMENT: u16 = u16::MAX;
 
 /// The distinct multiplier sets (most meters have 1, 1, 1; instrument-transformer meters a
 /// few ratios), interned in 16 bits like the names.
@@ -117,6 +131,8 @@ pub struct Registry {
     zones: Interner,
     head_ends: Interner,
     multipliers: MultiplierSets,
+    collectors: Interner,
+    feeders: Interner,
 }
 
 /// Result of loading a registry file: bad lines are reported, good ones loaded.
@@ -137,6 +153,16 @@ impl Registry {
             head_end: self.head_ends.intern(&rec.head_end_id, "head-end ids")?,
             flags: rec.flags(),
             multipliers: self.multipliers.intern(rec.multipliers())?,
+            collector: match &rec.collector_id {
+                Some(c) => self
+                    .collectors
+                    .intern_below(c, NO_SEGMENT, "collector ids")?,
+                None => NO_SEGMENT,
+            },
+            feeder: match &rec.feeder_id {
+                Some(f) => self.feeders.intern_below(f, NO_SEGMENT, "feeder ids")?,
+                None => NO_SEGMENT,
+            },
         };
         self.meters.insert(rec.meter_id.as_str().into(), entry);
         Ok(())
@@ -189,6 +215,23 @@ impl Registry {
     /// The head-end of a record this registry returned.
     pub(crate) fn head_end_of(&self, m: &CompactMeter) -> Arc<str> {
         self.head_ends.name(m.head_end)
+    }
+
+    /// The meter's network segment of kind `by`, if the registry names one.
+    pub(crate) fn segment_of(
+        &self,
+        m: &CompactMeter,
+        by: crate::config::SegmentBy,
+    ) -> Option<Arc<str>> {
+        match by {
+            crate::config::SegmentBy::Collector if m.collector != NO_SEGMENT => {
+                Some(self.collectors.name(m.collector))
+            }
+            crate::config::SegmentBy::Feeder if m.feeder != NO_SEGMENT => {
+                Some(self.feeders.name(m.feeder))
+            }
+            _ => None,
+        }
     }
 
     /// Loads a `.csv` (header row with the record's field names) or `.ndjson` / `.jsonl` file.
@@ -300,7 +343,29 @@ mod tests {
         .unwrap();
         let e = bad.validate().unwrap_err();
         assert!(e.contains("demand_multiplier -2"), "{e}");
-        assert_eq!(std::mem::size_of::<CompactMeter>(), 8);
+        assert_eq!(std::mem::size_of::<CompactMeter>(), 12);
+    }
+
+    #[test]
+    fn a_meter_names_its_collector_and_feeder_segments() {
+        use crate::config::SegmentBy;
+        let r = Registry::new();
+        let rec: MeterRecord = serde_json::from_str(
+            r#"{"meter_id":"M-1","zone":"z","head_end_id":"h","has_switch":true,"collector_id":"COLL-7","feeder_id":"FDR-12"}"#,
+        )
+        .unwrap();
+        r.upsert(&rec).unwrap();
+        let plain: MeterRecord = serde_json::from_str(
+            r#"{"meter_id":"M-2","zone":"z","head_end_id":"h","has_switch":true}"#,
+        )
+        .unwrap();
+        r.upsert(&plain).unwrap();
+        let m1 = r.compact("M-1").unwrap();
+        assert_eq!(r.segment_of(&m1, SegmentBy::Collector).as_deref(), Some("COLL-7"));
+        assert_eq!(r.segment_of(&m1, SegmentBy::Feeder).as_deref(), Some("FDR-12"));
+        let m2 = r.compact("M-2").unwrap();
+        assert_eq!(r.segment_of(&m2, SegmentBy::Collector), None);
+        assert_eq!(r.segment_of(&m2, SegmentBy::Feeder), None);
     }
 
     #[test]

@@ -214,3 +214,62 @@ async fn an_armed_reconnect_completes_when_the_customer_presses_and_load_side_vo
         "this meter closes: {close:#?}"
     );
 }
+
+#[actix_rt::test]
+async fn a_segment_never_has_more_commands_in_flight_than_its_limit() {
+    let (_dir, app, p, events) = started(|c| {
+        c.head_end.throttle.segment = switchyard::config::SegmentBy::Collector;
+        c.head_end.throttle.max_in_flight = 2;
+        let s = &mut c.head_end.simulator;
+        s.latency_median_ms = 40;
+        s.latency_p99_ms = 80;
+    })
+    .await
+    .split();
+    let mut records = Vec::new();
+    for i in 0..12 {
+        let mut m = meter(&format!("M-SEG-{i}"), true);
+        m["collector_id"] = "COLL-7".into();
+        records.push(m);
+    }
+    register_records(&app, &p, &records).await;
+    for i in 0..12 {
+        Order::disconnect(&format!("SO-SEG-{i}"), &format!("M-SEG-{i}"))
+            .produce(&p, &app.config.topics.orders)
+            .await;
+    }
+    for i in 0..12 {
+        let evs = events.wait_final(&format!("SO-SEG-{i}"), T).await;
+        assert_eq!(evs.last().unwrap().status, OrderStatus::Completed);
+    }
+    // Each order's command was in flight from its `dispatched` event to its `completed`
+    // event: at no instant more than two of them.
+    let mut edges: Vec<(jiff::Timestamp, i32)> = Vec::new();
+    for i in 0..12 {
+        let evs = events.of(&format!("SO-SEG-{i}"));
+        let sent = evs
+            .iter()
+            .find(|e| e.status == OrderStatus::Dispatched)
+            .unwrap()
+            .at;
+        let done = evs
+            .iter()
+            .find(|e| e.status == OrderStatus::Completed)
+            .unwrap()
+            .at;
+        edges.push((sent, 1));
+        edges.push((done, -1));
+    }
+    // At equal instants an end comes before a start.
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    assert!(
+        most <= 2,
+        "{most} commands in flight at once in one collector"
+    );
+    assert!(most >= 1);
+}

@@ -31,7 +31,15 @@ pub(crate) struct Finals {
     expected: AtomicU64,
     /// Other orders that finished (campaign orders released outside the storm's meters).
     other: AtomicU64,
+    /// Orders held by a down head-end, and failed orders by reason.
+    seen: std::sync::Mutex<Seen>,
     stop: AtomicBool,
+}
+
+#[derive(Default)]
+struct Seen {
+    held: HashSet<String>,
+    failed: std::collections::BTreeMap<String, HashSet<String>>,
 }
 
 impl Finals {
@@ -41,6 +49,18 @@ impl Finals {
     pub fn other(&self) -> u64 {
         self.other.load(Ordering::Relaxed)
     }
+    /// Distinct orders held by a down head-end (`deferred`, reason `head_end_unavailable`).
+    pub fn held_by_head_end(&self) -> u64 {
+        self.seen.lock().expect("lock").held.len() as u64
+    }
+    /// Distinct failed orders by the reason of their `failed` event.
+    pub fn failed_by_reason(&self) -> std::collections::BTreeMap<String, u64> {
+        let seen = self.seen.lock().expect("lock");
+        seen.failed
+            .iter()
+            .map(|(r, ids)| (r.clone(), ids.len() as u64))
+            .collect()
+    }
 }
 
 /// Only what the count needs from an order event.
@@ -48,6 +68,8 @@ impl Finals {
 struct Event {
     order_id: String,
     status: OrderStatus,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// Follows `topic` (the order events) from its beginning on a thread of its own until
@@ -90,6 +112,25 @@ impl Follower {
                     let Some(Ok(ev)) = m.payload().map(serde_json::from_slice::<Event>) else {
                         continue;
                     };
+                    match (ev.status, ev.reason.as_deref()) {
+                        (OrderStatus::Deferred, Some("head_end_unavailable")) => {
+                            f.seen
+                                .lock()
+                                .expect("lock")
+                                .held
+                                .insert(ev.order_id.clone());
+                        }
+                        (OrderStatus::Failed, reason) => {
+                            f.seen
+                                .lock()
+                                .expect("lock")
+                                .failed
+                                .entry(reason.unwrap_or("").to_string())
+                                .or_default()
+                                .insert(ev.order_id.clone());
+                        }
+                        _ => {}
+                    }
                     if ev.status.is_terminal() && !seen.contains(&ev.order_id) {
                         if scenario.expects_final(&ev.order_id) {
                             f.expected.fetch_add(1, Ordering::Relaxed);

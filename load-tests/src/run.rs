@@ -203,6 +203,31 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         .into_iter()
         .map(|(k, v)| (format!("SWITCHYARD__{k}"), v)),
     );
+    if !h.outages.is_empty() {
+        // A TOML array of inline tables (environment overrides are TOML values).
+        let list: Vec<String> = h
+            .outages
+            .iter()
+            .map(|o| {
+                format!(
+                    "{{ head_end = \"{}\", after_secs = {}, for_secs = {} }}",
+                    o.head_end, o.after_secs, o.for_secs
+                )
+            })
+            .collect();
+        env.push((
+            "SWITCHYARD__HEAD_END__SIMULATOR__OUTAGES".into(),
+            format!("[{}]", list.join(", ")),
+        ));
+    }
+    for (k, v) in [
+        ("OPEN_SECS", h.breaker_open_secs),
+        ("OPEN_MAX_SECS", h.breaker_open_max_secs),
+    ] {
+        if let Some(v) = v {
+            env.push((format!("SWITCHYARD__HEAD_END__BREAKER__{k}"), v.to_string()));
+        }
+    }
 
     // 1. Baseline: switchyard on empty topics (its resident memory with no meters).
     eprintln!("baseline: switchyard with an empty registry");
@@ -516,6 +541,8 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         expected_final: expected,
         orders_final: follower.finals.expected(),
         other_final: follower.finals.other(),
+        held_by_head_end: follower.finals.held_by_head_end(),
+        failed_by_reason: follower.finals.failed_by_reason(),
         timed_out,
         baseline_rss,
         baseline_ready_secs: baseline_ready.as_secs_f64(),
@@ -624,6 +651,7 @@ async fn sample_loop(
                 ),
                 rss,
                 reads: m.sum("switchyard_reads_total", &[]),
+                breaker_opens: m.sum("switchyard_head_end_breaker_opens_total", &[]),
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -105,6 +105,23 @@ pub struct HeadEndLoad {
     pub no_answer_rate: f64,
     #[serde(default = "default_deadline")]
     pub command_deadline_secs: u64,
+    /// Outages of a head-end (no answers), timed from switchyard's start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outages: Vec<OutageLoad>,
+    /// `head_end.breaker.open_secs` / `open_max_secs` (the defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_open_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_open_max_secs: Option<u64>,
+}
+
+/// One simulated head-end outage (`head_end.simulator.outages`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutageLoad {
+    pub head_end: String,
+    pub after_secs: u64,
+    pub for_secs: u64,
 }
 
 fn default_deadline() -> u64 {
@@ -119,6 +136,9 @@ impl Default for HeadEndLoad {
             failure_rate: 0.0,
             no_answer_rate: 0.0,
             command_deadline_secs: default_deadline(),
+            outages: Vec::new(),
+            breaker_open_secs: None,
+            breaker_open_max_secs: None,
         }
     }
 }

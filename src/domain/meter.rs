@@ -41,6 +41,16 @@ pub struct MeterRecord {
     /// the head-end's profile. Added 2026-12-06 (optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) reconnect: Option<ReconnectMode>,
+    /// The AMI network segment the meter talks through (an RF collector, base station or
+    /// concentrator): `[head_end.throttle] segment = "collector"` limits commands in flight
+    /// per collector. Added 2026-12-06 (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) collector_id: Option<String>,
+    /// The distribution feeder of the service point: `[head_end.throttle] segment =
+    /// "feeder"` limits commands in flight per feeder (cold-load pickup after reconnects).
+    /// Added 2026-12-06 (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) feeder_id: Option<String>,
 }
 
 /// How a reconnect is executed at the meter.

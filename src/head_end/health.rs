@@ -66,6 +66,9 @@ pub struct HeadEnds {
     field_order_after: Duration,
     breakers: DashMap<Arc<str>, Mutex<Entry>>,
     transitions: broadcast::Sender<HeadEndTransition>,
+    /// Throttling per network segment.
+    pub(crate) segments: super::segments::Segments,
+    pub(crate) segment_by: crate::config::SegmentBy,
 }
 
 impl Default for HeadEnds {
@@ -99,7 +102,16 @@ impl HeadEnds {
             field_order_after: Duration::from_secs(breaker.field_order_after_secs),
             breakers: DashMap::new(),
             transitions: broadcast::channel(1024).0,
+            segments: super::segments::Segments::default(),
+            segment_by: crate::config::SegmentBy::Collector,
         }
+    }
+
+    /// With throttling per network segment.
+    pub(crate) fn with_throttle(mut self, t: &crate::config::ThrottleConfig) -> HeadEnds {
+        self.segments = super::segments::Segments::new(t.max_in_flight);
+        self.segment_by = t.segment;
+        self
     }
 
     /// From the `[head_end]` config.
@@ -109,6 +121,7 @@ impl HeadEnds {
             Duration::from_secs(c.arm_timeout_secs),
             &c.breaker,
         )
+        .with_throttle(&c.throttle)
     }
 
     /// Follows every breaker transition from now on.
@@ -231,6 +244,7 @@ impl HeadEnds {
                 check_load_side_voltage: profile.is_some_and(|p| p.check_load_side_voltage),
                 down_until,
                 field_order_after: self.field_order_after,
+                segment_full: false,
             },
             admission,
         )

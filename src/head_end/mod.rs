@@ -8,6 +8,7 @@
 pub(crate) mod breaker;
 pub(crate) mod health;
 pub(crate) mod kafka_bridge;
+pub(crate) mod segments;
 pub(crate) mod simulator;
 
 use crate::domain::{Command, CommandResult};

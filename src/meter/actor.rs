@@ -53,6 +53,11 @@ pub(crate) struct MeterActor {
     admission: Admission,
     /// Registered with the breaker as holding orders for a down head-end.
     held_for_head_end: bool,
+    /// The network segment whose ticket this meter holds (its command in flight, or the step
+    /// under way), if throttled.
+    segment_ticket: Option<Arc<str>>,
+    /// The segment that refused this step a ticket.
+    segment_refused: Option<Arc<str>>,
 }
 
 /// Moves what a step's `actions` must store into `batch` (audit rows; events, exceptions and
@@ -117,6 +122,8 @@ pub fn record_actions(
                 });
             }
             Action::TakeOver(r) => batch.carried_in.push(r),
+            // (Handled by the actor at once: nothing to store or do after the write.)
+            Action::AwaitSegment { .. } => {}
             Action::Watch(c) => {
                 batch.watches.push(c.clone());
                 effects.push(Action::Watch(c));
@@ -146,6 +153,8 @@ impl MeterActor {
         MeterActor {
             admission: Admission::Go,
             held_for_head_end: false,
+            segment_ticket: None,
+            segment_refused: None,
             machine: MeterMachine::new(id),
             dir,
             live,
@@ -233,8 +242,26 @@ impl MeterActor {
             ),
             None => (false, "unknown".into(), "".into(), MeterFlags::empty()),
         };
-        let (head_end, admission) = svc.head_ends.facts(&head_end_id, flags, svc.clock.now());
+        let (mut head_end, admission) = svc.head_ends.facts(&head_end_id, flags, svc.clock.now());
         self.admission = admission;
+        // Throttling per segment: a ticket before a step that could send.
+        self.segment_refused = None;
+        if self.segment_ticket.is_none()
+            && self.machine.in_flight.is_none()
+            && head_end.down_until.is_none()
+            && svc.head_ends.segments.enabled()
+        {
+            let by = svc.head_ends.segment_by;
+            let segment = self.known.and_then(|c| svc.registry.segment_of(&c, by));
+            match svc.head_ends.segments.take(segment.as_ref(), id) {
+                crate::head_end::segments::Ticket::Taken => self.segment_ticket = segment,
+                crate::head_end::segments::Ticket::Refused => {
+                    head_end.segment_full = true;
+                    self.segment_refused = segment;
+                }
+                crate::head_end::segments::Ticket::Free => {}
+            }
+        }
         MeterFacts {
             head_end,
             known: self.known.is_some(),
@@ -335,6 +362,14 @@ impl MeterActor {
             }
             for a in &actions {
                 match a {
+                    Action::AwaitSegment { restoring } => {
+                        if let Some(seg) = &self.segment_refused {
+                            let woken = svc.head_ends.segments.wait(seg, self.id(), *restoring);
+                            for m in woken {
+                                dir.deliver(&m, super::MeterMsg::Wake);
+                            }
+                        }
+                    }
                     Action::Decided(verdict) => observability::policy_decision(*verdict),
                     Action::Event(e) => {
                         m.order_status[e.status as usize].increment(1);
@@ -388,6 +423,15 @@ impl MeterActor {
             && !effects.iter().any(|a| matches!(a, Action::Dispatch(_)))
         {
             svc.head_ends.give_back(&facts.head_end_id);
+        }
+        // A segment ticket goes back once nothing is in flight (answered, timed out, or the
+        // step sent nothing); the next waiting meter of the segment gets it.
+        if self.machine.in_flight.is_none() {
+            if let Some(seg) = self.segment_ticket.take() {
+                for m in svc.head_ends.segments.give_back(&seg) {
+                    dir.deliver(&m, super::MeterMsg::Wake);
+                }
+            }
         }
         let held = self.machine.held_for_head_end();
         if held.is_some() || self.held_for_head_end {
@@ -681,6 +725,11 @@ impl Actor for MeterActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         metrics().live_actors.decrement(1.0);
+        if let Some(seg) = self.segment_ticket.take() {
+            for m in self.dir.services().head_ends.segments.give_back(&seg) {
+                self.dir.deliver(&m, MeterMsg::Wake);
+            }
+        }
         if self.machine.in_flight.is_some() {
             self.dir.in_flight_changed(-1);
         }

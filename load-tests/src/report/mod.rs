@@ -31,6 +31,9 @@ pub struct Sample {
     /// Meter reads taken (`switchyard_reads_total`, every outcome).
     #[serde(default)]
     pub reads: f64,
+    /// Times a head-end's circuit breaker opened (`switchyard_head_end_breaker_opens_total`).
+    #[serde(default)]
+    pub breaker_opens: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +122,10 @@ pub(crate) struct Inputs {
     pub orders_final: u64,
     /// Distinct other orders with a final status.
     pub other_final: u64,
+    /// Distinct orders held by a down head-end (a `deferred` event `head_end_unavailable`).
+    pub held_by_head_end: u64,
+    /// Distinct orders that failed, by the reason of their `failed` event.
+    pub failed_by_reason: std::collections::BTreeMap<String, u64>,
     pub timed_out: bool,
     pub baseline_rss: u64,
     pub baseline_ready_secs: f64,
@@ -183,6 +190,21 @@ pub struct Summary {
     pub reads_peak_1s: Option<f64>,
     #[serde(default)]
     pub reads_taken: u64,
+    /// With head-end outages in the scenario: what the breaker did to the orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage: Option<OutageSummary>,
+}
+
+/// A head-end outage scenario's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutageSummary {
+    /// "HE-1 from 20 s for 120 s" (from switchyard's start).
+    pub outages: String,
+    pub breaker_opens: u64,
+    pub held_orders: u64,
+    pub failed_by_reason: std::collections::BTreeMap<String, u64>,
+    /// The last order final, seconds after switchyard was ready.
+    pub last_final_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -336,7 +358,31 @@ impl Report {
             }
         });
         let reads_peak = reads_per_sec.map(|_| peak(&rate_series(&i.samples, |s| s.reads)));
+        let outage = (!i.scenario.head_end.outages.is_empty()).then(|| OutageSummary {
+            outages: i
+                .scenario
+                .head_end
+                .outages
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{} from {} s for {} s",
+                        o.head_end, o.after_secs, o.for_secs
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            breaker_opens: i
+                .samples
+                .iter()
+                .map(|s| s.breaker_opens)
+                .fold(0.0, f64::max) as u64,
+            held_orders: i.held_by_head_end,
+            failed_by_reason: i.failed_by_reason.clone(),
+            last_final_s: first_at(&|s| s.terminal, finals),
+        });
         let summary = Summary {
+            outage,
             orders_produced: i.produced,
             orders_accepted: total_over_lives(&i.samples, |s| s.received) as u64,
             orders_final: i.orders_final,

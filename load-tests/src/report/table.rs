@@ -43,6 +43,38 @@ impl Report {
             ),
             &self.target(Goal::EndToEnd),
         );
+        if let Some(o) = &s.outage {
+            let failed = if o.failed_by_reason.is_empty() {
+                "none failed".to_string()
+            } else {
+                o.failed_by_reason
+                    .iter()
+                    .map(|(r, n)| format!("{n} failed {r}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let burned = o
+                .failed_by_reason
+                .get("retries_exhausted")
+                .copied()
+                .unwrap_or(0);
+            row(
+                &format!("head-end outage ({}, from switchyard's start)", o.outages),
+                format!(
+                    "breaker opened {} times; {} orders held (deferred head_end_unavailable); {failed}; last order final {:.1} s after ready",
+                    o.breaker_opens, o.held_orders, o.last_final_s
+                ),
+                String::new(),
+                &format!(
+                    "held, not burned through retries: {}",
+                    if burned == 0 && o.held_orders > 0 && s.orders_final as usize == s.expected_final {
+                        "met"
+                    } else {
+                        "not met"
+                    }
+                ),
+            );
+        }
         if let Some(rate) = s.reads_per_sec {
             let bare = raw.consume_reads_per_sec.unwrap_or(0.0);
             row(

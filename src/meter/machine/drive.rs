@@ -102,6 +102,19 @@ impl MeterMachine {
                 continue;
             }
             self.open[idx].head_end_hold_ends = None;
+            if facts.head_end.segment_full && !settles_without_command {
+                // No room in the segment: waits, unchanged (no event, nothing stored).
+                held.push(self.open[idx].seq);
+                let restoring = kind.restores_power();
+                match out.actions.iter_mut().find_map(|a| match a {
+                    Action::AwaitSegment { restoring } => Some(restoring),
+                    _ => None,
+                }) {
+                    Some(r) => *r |= restoring,
+                    None => out.actions.push(Action::AwaitSegment { restoring }),
+                }
+                continue;
+            }
             if let Some(target) = cmd_kind.target_state() {
                 if self.switch_precheck(idx, target, facts, policy, out) {
                     continue;

@@ -419,3 +419,54 @@ fn what_needs_no_command_is_settled_even_while_the_head_end_is_down() {
         Some("field_order_needed".into())
     )));
 }
+
+#[test]
+fn a_full_segment_keeps_due_work_waiting_unchanged_and_says_whether_it_restores_power() {
+    let mut m = MeterMachine::new("M");
+    let mut full = facts();
+    full.head_end.segment_full = true;
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &full,
+        &policy(),
+    );
+    assert!(dispatched(&a).is_empty());
+    assert!(
+        a.contains(&Action::AwaitSegment { restoring: false }),
+        "{a:?}"
+    );
+    let before = m.clone();
+    let a = m.step(Input::Wake, at(1), &full, &policy());
+    assert_eq!(m, before, "waiting changes nothing stored");
+    assert!(statuses(&a).is_empty());
+    // A reconnect arrives: the meter now waits as a power restoration.
+    let a = m.step(
+        Input::Order(order("R1", OrderKind::Reconnect)),
+        at(2),
+        &full,
+        &policy(),
+    );
+    assert!(
+        a.contains(&Action::AwaitSegment { restoring: true }),
+        "{a:?}"
+    );
+    // Its ticket comes: the reconnect goes.
+    let a = m.step(Input::Wake, at(3), &facts(), &policy());
+    let d = dispatched(&a);
+    assert_eq!((d.len(), d[0].order_id.as_str()), (1, "R1"));
+    // What settles without a command is not throttled.
+    let mut m = disconnected_meter();
+    let a = m.step(
+        Input::Order(order("D2", OrderKind::Disconnect)),
+        t0(),
+        &full,
+        &policy(),
+    );
+    assert!(!a.iter().any(|x| matches!(x, Action::AwaitSegment { .. })));
+    assert!(statuses(&a).contains(&(
+        "D2".into(),
+        OrderStatus::Completed,
+        Some("already_disconnected".into())
+    )));
+}

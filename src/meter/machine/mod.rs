@@ -109,6 +109,9 @@ pub(crate) struct HeadEndFacts {
     pub(crate) down_until: Option<Timestamp>,
     /// Orders held by an open breaker this long fail with `field_order_needed`.
     pub(crate) field_order_after: Duration,
+    /// The meter's network segment has no room for another command now
+    /// (`head_end::segments`): due work waits, unchanged, until the segment hands it a ticket.
+    pub(crate) segment_full: bool,
 }
 
 impl Default for HeadEndFacts {
@@ -119,6 +122,7 @@ impl Default for HeadEndFacts {
             check_load_side_voltage: false,
             down_until: None,
             field_order_after: Duration::from_secs(4 * 3600),
+            segment_full: false,
         }
     }
 }
@@ -219,6 +223,11 @@ pub enum Action {
     Handover(crate::domain::MeterHandover),
     /// An order carried here by an exchange: its stored record names this meter now.
     TakeOver(OrderRecord),
+    /// Due work waits for room in the meter's network segment (`restoring`: a power
+    /// restoration among it); the actor queues the meter there. Nothing is stored.
+    AwaitSegment {
+        restoring: bool,
+    },
 }
 
 fn add(now: Timestamp, d: Duration) -> Timestamp {
