@@ -750,7 +750,10 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
-            enabled: true,
+            // Off by default in this version: the SIGSTOP fault test (a frozen switchyard whose
+            // commands all pass their deadline at once) leaves orders unfinished after the
+            // breaker opens and closes (a bug not found yet). Turn it on per deployment.
+            enabled: false,
             window_secs: 30,
             min_commands: 20,
             failure_ratio: 0.5,

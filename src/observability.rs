@@ -830,7 +830,14 @@ mod catalogue_tests {
         });
         orders_sla(&[("p1", "breached", 0)]);
         // A head-end whose breaker opens (state gauge and opens counter).
-        let head_ends = crate::head_end::HeadEnds::default();
+        let head_ends = crate::head_end::HeadEnds::new(
+            Default::default(),
+            Duration::from_secs(60),
+            &crate::config::BreakerConfig {
+                enabled: true,
+                ..Default::default()
+            },
+        );
         let he: std::sync::Arc<str> = "CATALOGUE-TEST".into();
         for _ in 0..20 {
             let t = jiff::Timestamp::UNIX_EPOCH;

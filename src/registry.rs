@@ -361,8 +361,14 @@ mod tests {
         .unwrap();
         r.upsert(&plain).unwrap();
         let m1 = r.compact("M-1").unwrap();
-        assert_eq!(r.segment_of(&m1, SegmentBy::Collector).as_deref(), Some("COLL-7"));
-        assert_eq!(r.segment_of(&m1, SegmentBy::Feeder).as_deref(), Some("FDR-12"));
+        assert_eq!(
+            r.segment_of(&m1, SegmentBy::Collector).as_deref(),
+            Some("COLL-7")
+        );
+        assert_eq!(
+            r.segment_of(&m1, SegmentBy::Feeder).as_deref(),
+            Some("FDR-12")
+        );
         let m2 = r.compact("M-2").unwrap();
         assert_eq!(r.segment_of(&m2, SegmentBy::Collector), None);
         assert_eq!(r.segment_of(&m2, SegmentBy::Feeder), None);

@@ -219,6 +219,10 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
             "SWITCHYARD__HEAD_END__SIMULATOR__OUTAGES".into(),
             format!("[{}]", list.join(", ")),
         ));
+        env.push((
+            "SWITCHYARD__HEAD_END__BREAKER__ENABLED".into(),
+            "true".into(),
+        ));
     }
     for (k, v) in [
         ("OPEN_SECS", h.breaker_open_secs),

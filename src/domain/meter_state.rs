@@ -114,6 +114,10 @@ pub struct OpenOrder {
     /// `field_order_after` from the first hold) it fails with `field_order_needed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_end_hold_ends: Option<Timestamp>,
+    /// When the held order's head-end is tried again (the breaker's verdict at the last hold):
+    /// the meter wakes itself then, even if no breaker watcher wakes it sooner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_end_retry_at: Option<Timestamp>,
 }
 
 /// Everything the meter actor knows, persisted as one snapshot after every step.

@@ -120,6 +120,17 @@ impl Breaker {
                 probes_left,
                 wait,
             } => {
+                if probes_left == 0 && now >= after(since, wait) {
+                    // Every probe went and none was answered (a probe may be lost without an
+                    // outcome: not sent after all, its meter moved to another instance): a
+                    // new round of probes.
+                    self.state = BreakerState::HalfOpen {
+                        since: now,
+                        probes_left: self.rules.probes.saturating_sub(1),
+                        wait,
+                    };
+                    return (true, None);
+                }
                 if probes_left == 0 {
                     return (false, None);
                 }
@@ -280,6 +291,21 @@ mod tests {
             Some(Transition::Closed { at: t(32) })
         );
         assert_eq!(b.admit(t(33)), (true, None));
+    }
+
+    #[test]
+    fn probes_lost_without_an_answer_are_sent_again_after_a_wait() {
+        let mut b = Breaker::new(rules());
+        for _ in 0..10 {
+            b.record(t(0), t(0), true);
+        }
+        assert!(b.admit(t(30)).0);
+        assert!(b.admit(t(30)).0);
+        assert!(!b.admit(t(40)).0, "both probes out");
+        // Nobody answers them: after another wait, a new round.
+        assert!(b.admit(t(60)).0);
+        assert!(b.admit(t(60)).0);
+        assert!(!b.admit(t(61)).0);
     }
 
     #[test]

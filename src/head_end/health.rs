@@ -31,7 +31,41 @@ use tokio::sync::broadcast;
 use super::breaker::{Breaker, BreakerRules, BreakerState, Transition};
 use crate::config::{BreakerConfig, HeadEndProfile};
 use crate::domain::{MeterFlags, ReconnectMode, Timestamp};
-use crate::meter::machine::HeadEndFacts;
+
+/// What the machine must know of the meter's head-end: its profile (`[head_end.profiles]`, the
+/// registry's per-meter `reconnect` overriding it) and its circuit breaker's verdict.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadEndFacts {
+    /// Reconnects arm the switch for the customer to close (`arm_connect`) instead of closing
+    /// it.
+    pub(crate) arm_reconnect: bool,
+    /// How long an armed switch waits for the customer before the order fails
+    /// `armed_not_closed`.
+    pub(crate) arm_timeout: Duration,
+    /// Commands ask the meter to check the load-side voltage.
+    pub(crate) check_load_side_voltage: bool,
+    /// `Some(until)`: the head-end's breaker is open (or half-open with no probe left): no
+    /// command goes; orders are held, not retried; `until` is when it is tried again.
+    pub(crate) down_until: Option<Timestamp>,
+    /// Orders held by an open breaker this long fail with `field_order_needed`.
+    pub(crate) field_order_after: Duration,
+    /// The meter's network segment has no room for another command now
+    /// (`head_end::segments`): due work waits, unchanged, until the segment hands it a ticket.
+    pub(crate) segment_full: bool,
+}
+
+impl Default for HeadEndFacts {
+    fn default() -> Self {
+        HeadEndFacts {
+            arm_reconnect: false,
+            arm_timeout: Duration::from_secs(24 * 3600),
+            check_load_side_voltage: false,
+            down_until: None,
+            field_order_after: Duration::from_secs(4 * 3600),
+            segment_full: false,
+        }
+    }
+}
 
 /// A breaker transition of one head-end.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +170,11 @@ impl HeadEnds {
 
     fn with<T>(&self, head_end: &Arc<str>, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
         let rules = self.rules.as_ref()?;
+        // (A read lock of the map's shard on the hot path; its write lock only the first time.)
+        if let Some(entry) = self.breakers.get(head_end) {
+            let mut e = entry.lock().expect("breaker lock");
+            return Some(f(&mut e));
+        }
         let entry = self
             .breakers
             .entry(head_end.clone())
@@ -269,9 +308,22 @@ impl HeadEnds {
     }
 
     /// `meter` holds orders because `head_end` is down (`restoring`: one of them restores
-    /// power), or (`held = false`) no longer does.
-    pub(crate) fn hold(&self, head_end: &Arc<str>, meter: &Arc<str>, held: bool, restoring: bool) {
+    /// power), or (`held = false`) no longer does. True when the breaker closed meanwhile (after
+    /// this meter's verdict, before it registered: the watcher's wake-up has passed it by), so
+    /// the meter must wake itself.
+    pub(crate) fn hold(
+        &self,
+        head_end: &Arc<str>,
+        meter: &Arc<str>,
+        held: bool,
+        restoring: bool,
+    ) -> bool {
         self.with(head_end, |e| {
+            if held && matches!(e.breaker.state(), BreakerState::Closed) {
+                e.held_restoring.remove(meter);
+                e.held_other.remove(meter);
+                return true;
+            }
             if held && restoring {
                 e.held_other.remove(meter);
                 e.held_restoring.insert(meter.clone());
@@ -282,7 +334,9 @@ impl HeadEnds {
                 e.held_restoring.remove(meter);
                 e.held_other.remove(meter);
             }
-        });
+            false
+        })
+        .unwrap_or(false)
     }
 
     /// Up to `n` (all: `usize::MAX`) of the meters held by `head_end`, power restorations
@@ -346,6 +400,7 @@ mod tests {
             profiles,
             Duration::from_secs(3600),
             &BreakerConfig {
+                enabled: true,
                 min_commands: 5,
                 probes: 2,
                 ..BreakerConfig::default()

@@ -14,11 +14,17 @@
 //!   so that nobody arriving meanwhile overtakes the queue) and that meter is woken; a meter
 //!   that then has nothing to send gives it back, and it goes to the next one.
 //!
-//! Per instance and in memory: a restarted instance starts with empty segments, and commands
-//! recovered in flight hold no ticket (they are resolved by status checks, which do).
+//! A ticket reserved for a woken meter that does not come for it within ten seconds (its unit
+//! moved to another instance, its segment changed, its head-end is down) goes on to the next.
+//!
+//! Per instance and in memory: with N instances a segment may have N × `max_in_flight`
+//! commands in flight (the limit is per instance). A restarted instance starts with empty
+//! segments; a meter recovered with a command in flight takes a ticket at its first step if
+//! one is free (the command is in flight either way).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
@@ -31,9 +37,14 @@ struct Segment {
     other: VecDeque<Arc<str>>,
     /// Meters in the queues (no meter twice).
     queued: HashSet<Arc<str>>,
-    /// Tickets handed to woken meters that have not come for them yet.
-    reserved: HashSet<Arc<str>>,
+    /// Tickets handed to woken meters that have not come for them yet, and since when: one
+    /// not taken within [`RESERVATION_TTL`] goes back (its meter moved to another instance or
+    /// another segment, or its head-end is down).
+    reserved: HashMap<Arc<str>, Instant>,
 }
+
+/// How long a ticket waits for the woken meter it was handed to.
+const RESERVATION_TTL: Duration = Duration::from_secs(10);
 
 impl Segment {
     fn pop(&mut self) -> Option<Arc<str>> {
@@ -84,6 +95,10 @@ impl Segments {
     }
 
     fn with<T>(&self, segment: &Arc<str>, f: impl FnOnce(&mut Segment) -> T) -> T {
+        if let Some(entry) = self.segments.get(segment) {
+            let mut s = entry.lock().expect("segment lock");
+            return f(&mut s);
+        }
         let entry = self
             .segments
             .entry(segment.clone())
@@ -101,10 +116,11 @@ impl Segments {
         };
         let max = self.max_in_flight;
         self.with(segment, |s| {
-            if s.reserved.remove(meter) {
+            if s.reserved.remove(meter).is_some() {
                 s.in_flight += 1;
                 return Ticket::Taken;
             }
+            s.reserved.retain(|_, at| at.elapsed() < RESERVATION_TTL);
             if s.in_flight + (s.reserved.len() as u32) < max && s.queued.is_empty() {
                 s.in_flight += 1;
                 Ticket::Taken
@@ -124,7 +140,13 @@ impl Segments {
     ) -> Vec<Arc<str>> {
         let max = self.max_in_flight;
         self.with(segment, |s| {
-            if !s.queued.contains(meter) && !s.reserved.contains(meter) {
+            if s.queued.contains(meter) {
+                // A power restoration that came while it waited moves it up.
+                if restoring && !s.restoring.contains(meter) {
+                    s.other.retain(|m| m != meter);
+                    s.restoring.push_back(meter.clone());
+                }
+            } else if !s.reserved.contains_key(meter) {
                 s.queued.insert(meter.clone());
                 if restoring {
                     s.restoring.push_back(meter.clone());
@@ -132,6 +154,20 @@ impl Segments {
                     s.other.push_back(meter.clone());
                 }
             }
+            Self::hand_on(s, max)
+        })
+    }
+
+    /// `meter` stops (its actor passivates or its unit moved away): out of the queue, and a
+    /// ticket reserved for it goes on. Returns the meters to wake.
+    pub(crate) fn forget(&self, segment: &Arc<str>, meter: &Arc<str>) -> Vec<Arc<str>> {
+        let max = self.max_in_flight;
+        self.with(segment, |s| {
+            if s.queued.remove(meter) {
+                s.restoring.retain(|m| m != meter);
+                s.other.retain(|m| m != meter);
+            }
+            s.reserved.remove(meter);
             Self::hand_on(s, max)
         })
     }
@@ -148,10 +184,11 @@ impl Segments {
 
     /// Reserves free tickets for waiting meters (restorations first, then arrival order).
     fn hand_on(s: &mut Segment, max: u32) -> Vec<Arc<str>> {
+        s.reserved.retain(|_, at| at.elapsed() < RESERVATION_TTL);
         let mut woken = Vec::new();
         while s.in_flight + (s.reserved.len() as u32) < max {
             let Some(m) = s.pop() else { break };
-            s.reserved.insert(m.clone());
+            s.reserved.insert(m.clone(), Instant::now());
             woken.push(m);
         }
         woken
@@ -193,6 +230,24 @@ mod tests {
         assert!(seg.give_back(&c).is_empty(), "nobody waits");
         assert_eq!(seg.load(&c), (1, 0));
         assert_eq!(seg.take(Some(&c), &a("X5")), Ticket::Taken);
+    }
+
+    #[test]
+    fn a_meter_that_leaves_passes_its_place_on_and_a_restoration_moves_up() {
+        let seg = Segments::new(1);
+        let c = a("F");
+        assert_eq!(seg.take(Some(&c), &a("M1")), Ticket::Taken);
+        for m in ["D2", "D3", "D4"] {
+            assert_eq!(seg.take(Some(&c), &a(m)), Ticket::Refused);
+            seg.wait(&c, &a(m), false);
+        }
+        // D3's disconnect was superseded by a reconnect: it moves ahead.
+        seg.wait(&c, &a("D3"), true);
+        assert_eq!(seg.give_back(&c), vec![a("D3")]);
+        // D3 moved to another instance before it came for its ticket: it goes on to D2.
+        assert_eq!(seg.forget(&c, &a("D3")), vec![a("D2")]);
+        assert_eq!(seg.take(Some(&c), &a("D2")), Ticket::Taken);
+        assert_eq!(seg.load(&c), (1, 0));
     }
 
     #[test]

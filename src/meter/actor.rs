@@ -58,6 +58,8 @@ pub(crate) struct MeterActor {
     segment_ticket: Option<Arc<str>>,
     /// The segment that refused this step a ticket.
     segment_refused: Option<Arc<str>>,
+    /// The segment whose queue this meter waits in.
+    segment_queued: Option<Arc<str>>,
 }
 
 /// Moves what a step's `actions` must store into `batch` (audit rows; events, exceptions and
@@ -155,6 +157,7 @@ impl MeterActor {
             held_for_head_end: false,
             segment_ticket: None,
             segment_refused: None,
+            segment_queued: None,
             machine: MeterMachine::new(id),
             dir,
             live,
@@ -210,7 +213,15 @@ impl MeterActor {
                     code.class() == crate::domain::FailureClass::Communication
                 }
             }),
-            Input::Deadline(id) if *id == f.command.command_id => Some(true),
+            Input::Deadline(id) if *id == f.command.command_id => {
+                // A deadline noticed long after it passed (this process was frozen, or its
+                // meters were backed up) says nothing about the head-end: not counted.
+                let now = self.dir.services().clock.now();
+                let window = f.command.deadline.duration_since(f.command.issued_at);
+                let late = now.duration_since(f.command.deadline);
+                let slack = (window / 2).max(jiff::SignedDuration::from_secs(1));
+                (late <= slack).then_some(true)
+            }
             _ => None,
         });
         if let Some(failed) = failed {
@@ -247,14 +258,16 @@ impl MeterActor {
         // Throttling per segment: a ticket before a step that could send.
         self.segment_refused = None;
         if self.segment_ticket.is_none()
-            && self.machine.in_flight.is_none()
             && head_end.down_until.is_none()
             && svc.head_ends.segments.enabled()
         {
             let by = svc.head_ends.segment_by;
             let segment = self.known.and_then(|c| svc.registry.segment_of(&c, by));
             match svc.head_ends.segments.take(segment.as_ref(), id) {
-                crate::head_end::segments::Ticket::Taken => self.segment_ticket = segment,
+                crate::head_end::segments::Ticket::Taken => {
+                    self.segment_ticket = segment;
+                    self.segment_queued = None;
+                }
                 crate::head_end::segments::Ticket::Refused => {
                     head_end.segment_full = true;
                     self.segment_refused = segment;
@@ -364,6 +377,7 @@ impl MeterActor {
                 match a {
                     Action::AwaitSegment { restoring } => {
                         if let Some(seg) = &self.segment_refused {
+                            self.segment_queued = Some(seg.clone());
                             let woken = svc.head_ends.segments.wait(seg, self.id(), *restoring);
                             for m in woken {
                                 dir.deliver(&m, super::MeterMsg::Wake);
@@ -435,13 +449,16 @@ impl MeterActor {
         }
         let held = self.machine.held_for_head_end();
         if held.is_some() || self.held_for_head_end {
-            svc.head_ends.hold(
+            let closed_meanwhile = svc.head_ends.hold(
                 &facts.head_end_id,
                 self.id(),
                 held.is_some(),
                 held == Some(true),
             );
-            self.held_for_head_end = held.is_some();
+            self.held_for_head_end = held.is_some() && !closed_meanwhile;
+            if closed_meanwhile {
+                dir.deliver(self.id(), super::MeterMsg::Wake);
+            }
         }
         // A watch this step sets is held before its write: a read handled while the write is in
         // progress is delivered (the machine decides on it), never ignored. Clears wait for
@@ -769,6 +786,19 @@ impl Handler<Relinquish> for MeterActor {
     type Result = ();
 
     fn handle(&mut self, _: Relinquish, ctx: &mut Context<Self>) {
+        // Its unit moved away: a place in a segment's queue goes to the next meter (a
+        // passivating meter keeps its place: the wake-up brings it back).
+        if let Some(seg) = self.segment_queued.take() {
+            for m in self
+                .dir
+                .services()
+                .head_ends
+                .segments
+                .forget(&seg, self.id())
+            {
+                self.dir.deliver(&m, MeterMsg::Wake);
+            }
+        }
         ctx.stop();
     }
 }

@@ -311,8 +311,14 @@ impl Directory {
                         });
                     }
                     Transition::Closed { .. } => {
+                        // Its own task: a large held set on a congested store must not delay
+                        // the other head-ends' transitions.
                         let held = dir.services.head_ends.take_held(&t.head_end, usize::MAX);
-                        dir.deliver_paced(&held, || MeterMsg::Wake, |_| {}).await;
+                        tracing::info!(head_end = %t.head_end, meters = held.len(), "waking the meters the head-end's breaker held");
+                        actix::spawn(async move {
+                            dir.deliver_paced(&held, || MeterMsg::Wake, |_| {}).await;
+                            tracing::info!(meters = held.len(), "held meters woken");
+                        });
                     }
                     Transition::HalfOpened { .. } => {}
                 }

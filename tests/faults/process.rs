@@ -243,6 +243,10 @@ impl Rig {
                 continue;
             }
             let x: ExceptionRecord = serde_json::from_value(v).unwrap();
+            if x.order_id.is_empty() {
+                // Service-level (store_unavailable, head_end_unavailable): not an order's.
+                continue;
+            }
             *per_order.entry(x.order_id).or_default() += 1;
         }
         let twice: Vec<_> = per_order.iter().filter(|(_, n)| **n > 1).collect();

@@ -79,6 +79,7 @@ fn open_order(o: &switchyard::domain::Order, attempts: u32) -> OpenOrder {
         awaiting_link: None,
         armed_until: None,
         head_end_hold_ends: None,
+        head_end_retry_at: None,
     }
 }
 

@@ -101,7 +101,6 @@ impl MeterMachine {
                 }
                 continue;
             }
-            self.open[idx].head_end_hold_ends = None;
             if facts.head_end.segment_full && !settles_without_command {
                 // No room in the segment: waits, unchanged (no event, nothing stored).
                 held.push(self.open[idx].seq);
@@ -177,11 +176,19 @@ impl MeterMachine {
             .filter_map(|o| match &o.hold {
                 _ if o.awaiting_link.is_some() => o.awaiting_link,
                 _ if o.armed_until.is_some() => o.armed_until,
-                _ if o.head_end_hold_ends.is_some() => o.head_end_hold_ends,
+                _ if o.head_end_hold_ends.is_some() => o
+                    .head_end_retry_at
+                    .filter(|t| *t > now)
+                    .into_iter()
+                    .chain(o.head_end_hold_ends)
+                    .min(),
                 Some(_) if unregistered(o) => Some(add(now, UNREGISTERED_RECHECK)),
                 Some(h) => h.until,
                 None => o.not_before,
             })
+            // (A time already passed belongs to an order held in this pass, e.g. waiting for
+            // room in its network segment, which wakes it: no wake-up loop.)
+            .filter(|t| *t > now)
             .min();
         if self.open.iter().any(|o| o.hold.is_some()) {
             // A certificate that expires may release an order awaiting approval.
@@ -360,6 +367,8 @@ impl MeterMachine {
         let o = &mut self.open[idx];
         o.attempts += 1;
         o.not_before = None;
+        o.head_end_hold_ends = None;
+        o.head_end_retry_at = None;
         o.status = OrderStatus::Dispatched;
         let command_id = format!("{}/{}", o.order.order_id, o.attempts);
         let cmd = command(o, command_id, kind, facts, policy, out);
@@ -408,6 +417,8 @@ impl MeterMachine {
         let o = &mut self.open[idx];
         o.status_checks += 1;
         o.not_before = None;
+        o.head_end_hold_ends = None;
+        o.head_end_retry_at = None;
         let command_id = format!(
             "{}/{}/status-{}",
             o.order.order_id, o.attempts, o.status_checks

@@ -78,10 +78,14 @@ impl MeterMachine {
                 );
                 None
             }
-            Some(_) => Some(o.seq),
+            Some(_) => {
+                o.head_end_retry_at = Some(until);
+                Some(o.seq)
+            }
             None => {
                 let end = add(now, facts.head_end.field_order_after);
                 o.head_end_hold_ends = Some(end);
+                o.head_end_retry_at = Some(until);
                 o.status = OrderStatus::Deferred;
                 let (seq, order) = (o.seq, o.order.clone());
                 let detail = format!(

@@ -359,8 +359,8 @@ fn an_order_held_too_long_by_a_down_head_end_becomes_a_field_order() {
         &policy(),
     );
     assert!(
-        a.contains(&Action::WakeAt(at(4 * 3600))),
-        "wakes for the field-order time: {a:?}"
+        a.contains(&Action::WakeAt(at(30))),
+        "wakes itself when the head-end is tried again: {a:?}"
     );
     let a = m.step(
         Input::Wake,

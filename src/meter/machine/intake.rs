@@ -151,6 +151,7 @@ impl MeterMachine {
             awaiting_link: None,
             armed_until: None,
             head_end_hold_ends: None,
+            head_end_retry_at: None,
         });
     }
 }

@@ -92,40 +92,7 @@ pub struct MeterFacts {
     pub(crate) head_end: HeadEndFacts,
 }
 
-/// What the machine must know of the meter's head-end: its profile (`[head_end.profiles]`, the
-/// registry's per-meter `reconnect` overriding it) and its circuit breaker's verdict.
-#[derive(Debug, Clone)]
-pub(crate) struct HeadEndFacts {
-    /// Reconnects arm the switch for the customer to close (`arm_connect`) instead of closing
-    /// it.
-    pub(crate) arm_reconnect: bool,
-    /// How long an armed switch waits for the customer before the order fails
-    /// `armed_not_closed`.
-    pub(crate) arm_timeout: Duration,
-    /// Commands ask the meter to check the load-side voltage.
-    pub(crate) check_load_side_voltage: bool,
-    /// `Some(until)`: the head-end's breaker is open (or half-open with no probe left): no
-    /// command goes; orders are held, not retried; `until` is when it is tried again.
-    pub(crate) down_until: Option<Timestamp>,
-    /// Orders held by an open breaker this long fail with `field_order_needed`.
-    pub(crate) field_order_after: Duration,
-    /// The meter's network segment has no room for another command now
-    /// (`head_end::segments`): due work waits, unchanged, until the segment hands it a ticket.
-    pub(crate) segment_full: bool,
-}
-
-impl Default for HeadEndFacts {
-    fn default() -> Self {
-        HeadEndFacts {
-            arm_reconnect: false,
-            arm_timeout: Duration::from_secs(24 * 3600),
-            check_load_side_voltage: false,
-            down_until: None,
-            field_order_after: Duration::from_secs(4 * 3600),
-            segment_full: false,
-        }
-    }
-}
+pub(crate) use crate::head_end::health::HeadEndFacts;
 
 impl MeterFacts {
     /// A meter with no zone facts under the built-in baseline policy.

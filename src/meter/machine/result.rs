@@ -153,9 +153,17 @@ impl MeterMachine {
         if let CommandOutcome::Confirmed {
             switch_state,
             register_kwh,
-            ..
+            load_side_voltage,
         } = &r.outcome
         {
+            // "Closed" with no voltage on the load side did not restore power: not trusted
+            // (the retry is sent; a non-payment cut keeps its restore obligation).
+            let switch_state =
+                &if *switch_state == SwitchState::Connected && *load_side_voltage == Some(false) {
+                    SwitchState::Unknown
+                } else {
+                    *switch_state
+                };
             if cmd.kind != CommandKind::Read || *switch_state != SwitchState::Unknown {
                 self.switch = *switch_state;
                 self.switch_known_at = Some(r.at);
