@@ -179,8 +179,7 @@ impl HeadEnds {
             .breakers
             .entry(head_end.clone())
             .or_insert_with(|| {
-                metrics::gauge!("switchyard_head_end_breaker_state", "head_end" => head_end.to_string())
-                    .set(0.0);
+                crate::observability::head_end_breaker(head_end, 0.0, false);
                 Mutex::new(Entry {
                     breaker: Breaker::new(rules.clone()),
                     held_restoring: HashSet::new(),
@@ -194,17 +193,12 @@ impl HeadEnds {
 
     fn publish(&self, head_end: &Arc<str>, t: Option<Transition>) {
         let Some(transition) = t else { return };
-        let label = head_end.to_string();
-        let state = match &transition {
-            Transition::Opened { .. } => {
-                metrics::counter!("switchyard_head_end_breaker_opens_total", "head_end" => label.clone())
-                    .increment(1);
-                1.0
-            }
-            Transition::HalfOpened { .. } => 2.0,
-            Transition::Closed { .. } => 0.0,
+        let (state, opened) = match &transition {
+            Transition::Opened { .. } => (1.0, true),
+            Transition::HalfOpened { .. } => (2.0, false),
+            Transition::Closed { .. } => (0.0, false),
         };
-        metrics::gauge!("switchyard_head_end_breaker_state", "head_end" => label).set(state);
+        crate::observability::head_end_breaker(head_end, state, opened);
         match &transition {
             Transition::Opened { until, .. } => {
                 tracing::warn!(head_end = %head_end, until = %until, "head-end circuit breaker opened: commands to it are held")
