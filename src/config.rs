@@ -699,6 +699,10 @@ pub struct HeadEndProfile {
     /// `load_side_voltage` if voltage is present; after a disconnect it reports it.
     #[serde(default)]
     pub check_load_side_voltage: bool,
+    /// The head-end's meters can take a demand limit (`load_limit` command): a rule pack's
+    /// `[load_limit]` then limits instead of cutting off.
+    #[serde(default)]
+    pub load_limit: bool,
 }
 
 /// Throttling per network segment (see `head_end::segments`).
@@ -750,10 +754,7 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
-            // Off by default in this version: the SIGSTOP fault test (a frozen switchyard whose
-            // commands all pass their deadline at once) leaves orders unfinished after the
-            // breaker opens and closes (a bug not found yet). Turn it on per deployment.
-            enabled: false,
+            enabled: true,
             window_secs: 30,
             min_commands: 20,
             failure_ratio: 0.5,

@@ -372,6 +372,20 @@ mod tests {
         let m2 = r.compact("M-2").unwrap();
         assert_eq!(r.segment_of(&m2, SegmentBy::Collector), None);
         assert_eq!(r.segment_of(&m2, SegmentBy::Feeder), None);
+        // An empty or oversized segment name is refused, naming the field.
+        for (field, value) in [
+            ("collector_id", String::new()),
+            ("feeder_id", "F".repeat(65)),
+        ] {
+            let mut v: serde_json::Value = serde_json::from_str(
+                r#"{"meter_id":"M-3","zone":"z","head_end_id":"h","has_switch":true}"#,
+            )
+            .unwrap();
+            v[field] = value.into();
+            let bad: MeterRecord = serde_json::from_value(v).unwrap();
+            let err = bad.validate().unwrap_err();
+            assert!(err.contains(field), "{err}");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `head_end_unavailable` exception goes out `open` and then `resolved`, and every order
 //! completes once the head-end answers again; a reconnect on a head-end that arms switches
 //! completes when the customer presses the button; voltage on the load side after a
-//! disconnect raises `possible_tamper`.
+//! disconnect raises `possible_tamper`; a rule pack's `[load_limit]` makes a disconnect a
+//! demand limit where the head-end can set one and waits for a person where it cannot.
 
 mod common;
 
@@ -139,6 +140,7 @@ async fn an_armed_reconnect_completes_when_the_customer_presses_and_load_side_vo
             switchyard::config::HeadEndProfile {
                 reconnect: switchyard::domain::ReconnectMode::Arm,
                 check_load_side_voltage: true,
+                load_limit: false,
             },
         );
         let s = &mut c.head_end.simulator;
@@ -269,4 +271,82 @@ async fn a_segment_never_has_more_commands_in_flight_than_its_limit() {
         most = most.max(now);
     }
     assert_eq!(most, 2, "commands in flight at once in one collector");
+}
+
+#[actix_rt::test]
+async fn a_pack_with_a_load_limit_limits_demand_where_the_head_end_can_and_waits_where_it_cannot() {
+    let packs = tempfile::tempdir().unwrap();
+    let pack = packs.path().join("limit.toml");
+    std::fs::write(
+        &pack,
+        "jurisdiction = \"limit-test\"\nversion = \"1\"\ntime_zone = \"UTC\"\n\n[load_limit]\ndemand_kw = 2.5\n",
+    )
+    .unwrap();
+    let (_dir, app, p, events) = started(|c| {
+        c.policy.rule_pack = Some(pack.clone());
+        c.head_end.profiles.insert(
+            "HE-LL".into(),
+            switchyard::config::HeadEndProfile {
+                load_limit: true,
+                ..Default::default()
+            },
+        );
+    })
+    .await
+    .split();
+    let mut limited = meter("M-LL", true);
+    limited["head_end_id"] = "HE-LL".into();
+    register_records(&app, &p, &[limited, meter("M-CUT", true)]).await;
+    let orders = &app.config.topics.orders;
+    Order::disconnect("SO-LL", "M-LL").produce(&p, orders).await;
+    Order::disconnect("SO-CUT", "M-CUT")
+        .produce(&p, orders)
+        .await;
+    events.wait_final("SO-LL", T).await;
+    let order_event = schema("order-event.v1.schema.json");
+    let of = |id: &str| -> Vec<serde_json::Value> {
+        events
+            .json()
+            .into_iter()
+            .filter(|e| e["order_id"] == id)
+            .collect()
+    };
+    let ll = of("SO-LL");
+    for e in &ll {
+        assert_valid(&order_event, e, "load-limit order event");
+    }
+    let dispatched = ll
+        .iter()
+        .find(|e| e["status"] == "dispatched")
+        .expect("dispatched");
+    assert_eq!(dispatched["policy"]["load_limit_kw"], 2.5, "{dispatched}");
+    let done = ll.last().unwrap();
+    assert_eq!(done["status"], "completed", "{ll:#?}");
+    assert_eq!(done["reason"], "load_limited");
+    assert_eq!(done["switch_state"], "load_limited");
+    // The meter on a head-end that cannot limit is not cut: a person decides.
+    events
+        .wait("SO-CUT awaiting approval", T, |l| {
+            l.json().iter().any(|e| {
+                e["order_id"] == "SO-CUT"
+                    && e["status"] == "awaiting_approval"
+                    && e["policy"]["rules"][0]["rule"] == "load_limit_unsupported"
+            })
+        })
+        .await;
+    assert!(
+        !of("SO-CUT").iter().any(|e| e["status"] == "dispatched"),
+        "no command for the meter that cannot be limited"
+    );
+    // A reconnect lifts the limit.
+    Order::reconnect("SO-R", "M-LL").produce(&p, orders).await;
+    events.wait_final("SO-R", T).await;
+    let r = of("SO-R");
+    let done = r.last().unwrap();
+    assert_eq!(
+        (&done["status"], &done["switch_state"]),
+        (&"completed".into(), &"connected".into()),
+        "{r:#?}"
+    );
+    app.shutdown().await;
 }

@@ -84,6 +84,7 @@ on_both!(
     exceptions_round_trip,
     a_meters_trail_pages_newest_first_through_interleaved_meters,
     the_trail_pages_across_days,
+    a_row_stamped_before_the_row_written_ahead_of_it_keeps_the_trail_in_time_order,
     outbox_entries_are_numbered_in_order_and_deleted_when_acknowledged,
     campaigns_their_orders_and_releases,
     kept_table_records_are_replaced_and_removed,

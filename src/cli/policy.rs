@@ -31,6 +31,9 @@ pub(crate) struct ExplainArgs {
     /// An approval is on record.
     #[arg(long)]
     approved: bool,
+    /// The meter's head-end can set a demand limit (for a pack with `[load_limit]`).
+    #[arg(long)]
+    can_limit_load: bool,
     /// Decision time (RFC 3339); default now.
     #[arg(long)]
     at: Option<String>,
@@ -57,6 +60,7 @@ pub(crate) fn run(args: ExplainArgs) -> anyhow::Result<()> {
         zone,
         flags,
         approved,
+        can_limit_load,
         at,
         json,
     } = args;
@@ -123,6 +127,7 @@ pub(crate) fn run(args: ExplainArgs) -> anyhow::Result<()> {
         forecasts: &forecasts,
         emergencies: &emergencies,
         approved,
+        can_limit_load,
     };
     let decision = policy.decide(&order, mf, at, &facts);
     if json {

@@ -36,6 +36,13 @@ pub enum CommandKind {
     /// `armed`, and later (a second result with the same command id) `connected` when the
     /// button is pressed.
     ArmConnect,
+    /// Limit the premise's demand instead of cutting it off (DLMS/COSEM Limiter, "supply
+    /// capacity control"): the meter keeps supply on and opens its switch only while the
+    /// demand stays above `demand_limit_kw`, the customer closing it again once the load is
+    /// reduced. Sent instead of `disconnect` where the rule pack's `[load_limit]` asks for it
+    /// and the meter's head-end profile says its meters can (`load_limit = true`). The
+    /// head-end answers switch state `load_limited`; a reconnect (`connect`) lifts the limit.
+    LoadLimit,
 }
 
 impl CommandKind {
@@ -51,6 +58,7 @@ impl CommandKind {
         match self {
             CommandKind::Disconnect => Some(SwitchState::Disconnected),
             CommandKind::Connect | CommandKind::ArmConnect => Some(SwitchState::Connected),
+            CommandKind::LoadLimit => Some(SwitchState::LoadLimited),
             _ => None,
         }
     }
@@ -62,6 +70,8 @@ pub enum SwitchState {
     Connected,
     Disconnected,
     Armed,
+    /// Supply on under a demand limit (a `load_limit` command took effect).
+    LoadLimited,
     Unknown,
 }
 
@@ -85,6 +95,10 @@ pub struct Command {
     /// profile; absent = false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub check_load_side_voltage: bool,
+    /// The demand limit of a `load_limit` command, in kW (the rule pack's
+    /// `load_limit.demand_kw`); absent on every other command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demand_limit_kw: Option<f64>,
 }
 
 /// Why a command failed. Each code decides retry, exception or field order.

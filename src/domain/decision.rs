@@ -129,6 +129,10 @@ pub struct Decision {
     /// `jurisdiction@version`
     pub pack: String,
     pub(crate) rules: Vec<RuleHit>,
+    /// An allowed disconnect the rule pack turns into a demand limit (`[load_limit]`): the
+    /// limit in kW the meter is set to instead of opening its switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_limit_kw: Option<f64>,
     /// What the decision was made from.
     pub inputs: DecisionInputs,
 }
@@ -155,6 +159,9 @@ pub struct DecisionInputs {
     /// Forecast days known for the zone, and emergencies known.
     pub forecasts_known: usize,
     pub(crate) emergencies_known: usize,
+    /// The meter can take a demand limit (its head-end profile's `load_limit`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) can_limit_load: bool,
 }
 
 impl Decision {

@@ -332,23 +332,13 @@ impl ExceptionRecord {
                 retry.map(|t| format!(" at {t}")).unwrap_or_default()
             ),
         };
-        ExceptionRecord {
-            schema_version: EVENT_SCHEMA_VERSION,
-            exception_id: format!("head_end_unavailable/{head_end}/{since}"),
-            meter_id: String::new(),
-            order_id: String::new(),
-            command_id: None,
-            kind: ExceptionKind::HeadEndUnavailable,
-            priority: 1,
+        ExceptionRecord::service(
+            ExceptionKind::HeadEndUnavailable,
+            format!("head_end_unavailable/{head_end}/{since}"),
             detail,
-            raised_at: resolved_at.unwrap_or(since),
-            status: if resolved_at.is_some() {
-                "resolved"
-            } else {
-                "open"
-            }
-            .into(),
-        }
+            since,
+            resolved_at,
+        )
     }
 
     /// The store of the instance consuming as `group` refuses writes since `since` (`reason`
@@ -369,13 +359,31 @@ impl ExceptionRecord {
                 "the store accepts writes again at {at} (refusing since {since}: {reason}); intake resumed"
             ),
         };
+        ExceptionRecord::service(
+            ExceptionKind::StoreUnavailable,
+            format!("store_unavailable/{group}/{since}"),
+            detail,
+            since,
+            resolved_at,
+        )
+    }
+
+    /// A service-level exception (no meter, no order), priority 1: `open` at `since`, or
+    /// `resolved` at `resolved_at` under the same id.
+    fn service(
+        kind: ExceptionKind,
+        exception_id: String,
+        detail: String,
+        since: Timestamp,
+        resolved_at: Option<Timestamp>,
+    ) -> ExceptionRecord {
         ExceptionRecord {
             schema_version: EVENT_SCHEMA_VERSION,
-            exception_id: format!("store_unavailable/{group}/{since}"),
+            exception_id,
             meter_id: String::new(),
             order_id: String::new(),
             command_id: None,
-            kind: ExceptionKind::StoreUnavailable,
+            kind,
             priority: 1,
             detail,
             raised_at: resolved_at.unwrap_or(since),

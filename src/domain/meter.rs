@@ -94,6 +94,16 @@ impl MeterRecord {
         if self.head_end_id.is_empty() || self.head_end_id.len() > 64 {
             return Err("head_end_id must be 1-64 characters".into());
         }
+        for (name, v) in [
+            ("collector_id", &self.collector_id),
+            ("feeder_id", &self.feeder_id),
+        ] {
+            if v.as_ref().is_some_and(|v| v.is_empty() || v.len() > 64) {
+                return Err(format!(
+                    "{name} must be 1-64 characters when given (omit it for a meter without one)"
+                ));
+            }
+        }
         for (name, m) in [
             ("multiplier", Some(self.multiplier)),
             ("reactive_multiplier", self.reactive_multiplier),

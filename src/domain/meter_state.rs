@@ -118,6 +118,10 @@ pub struct OpenOrder {
     /// the meter wakes itself then, even if no breaker watcher wakes it sooner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_end_retry_at: Option<Timestamp>,
+    /// The disconnect's last execution was a demand limit (its policy decision's
+    /// `load_limit_kw`): it aims for switch state `load_limited`, not `disconnected`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub load_limit: bool,
 }
 
 /// Everything the meter actor knows, persisted as one snapshot after every step.

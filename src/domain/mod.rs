@@ -110,7 +110,7 @@ mod tests {
     fn enum_names_are_the_wire_names() {
         assert_eq!(same_names::<OrderKind>(), 6);
         assert_eq!(same_names::<OrderStatus>(), 11);
-        assert_eq!(same_names::<CommandKind>(), 5);
+        assert_eq!(same_names::<CommandKind>(), 6);
         assert_eq!(same_names::<FailureCode>(), 12);
         assert_eq!(same_names::<DeadLetterReason>(), 18);
         assert_eq!(same_names::<ExceptionKind>(), 13);

@@ -44,6 +44,8 @@ pub(crate) struct HeadEndFacts {
     pub(crate) arm_timeout: Duration,
     /// Commands ask the meter to check the load-side voltage.
     pub(crate) check_load_side_voltage: bool,
+    /// The meter can take a demand limit (the profile's `load_limit`).
+    pub(crate) can_limit_load: bool,
     /// `Some(until)`: the head-end's breaker is open (or half-open with no probe left): no
     /// command goes; orders are held, not retried; `until` is when it is tried again.
     pub(crate) down_until: Option<Timestamp>,
@@ -60,6 +62,7 @@ impl Default for HeadEndFacts {
             arm_reconnect: false,
             arm_timeout: Duration::from_secs(24 * 3600),
             check_load_side_voltage: false,
+            can_limit_load: false,
             down_until: None,
             field_order_after: Duration::from_secs(4 * 3600),
             segment_full: false,
@@ -275,6 +278,7 @@ impl HeadEnds {
                 arm_reconnect: arm,
                 arm_timeout: self.arm_timeout,
                 check_load_side_voltage: profile.is_some_and(|p| p.check_load_side_voltage),
+                can_limit_load: profile.is_some_and(|p| p.load_limit),
                 down_until,
                 field_order_after: self.field_order_after,
                 segment_full: false,
@@ -388,6 +392,7 @@ mod tests {
             HeadEndProfile {
                 reconnect: ReconnectMode::Arm,
                 check_load_side_voltage: true,
+                load_limit: false,
             },
         );
         HeadEnds::new(

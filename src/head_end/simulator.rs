@@ -160,17 +160,18 @@ impl Simulator {
         match cmd.kind {
             CommandKind::Disconnect => m.switch = SwitchState::Disconnected,
             CommandKind::Connect => m.switch = SwitchState::Connected,
+            CommandKind::LoadLimit => m.switch = SwitchState::LoadLimited,
             CommandKind::ArmConnect if m.switch != SwitchState::Connected => {
                 m.switch = SwitchState::Armed;
                 press = press_after;
             }
             CommandKind::ArmConnect | CommandKind::Read | CommandKind::SwitchStatus => {}
         }
-        if m.switch == SwitchState::Connected {
+        if matches!(m.switch, SwitchState::Connected | SwitchState::LoadLimited) {
             m.register_kwh += 0.5;
         }
         let load_side_voltage = cmd.check_load_side_voltage.then(|| match m.switch {
-            SwitchState::Connected => true,
+            SwitchState::Connected | SwitchState::LoadLimited => true,
             SwitchState::Disconnected => field_roll < c.lsv_after_disconnect_rate,
             _ => false,
         });

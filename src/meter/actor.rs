@@ -456,8 +456,13 @@ impl MeterActor {
                 held == Some(true),
             );
             self.held_for_head_end = held.is_some() && !closed_meanwhile;
-            if closed_meanwhile {
-                dir.deliver(self.id(), super::MeterMsg::Wake);
+            // Only the race needs a wake-up: this step was told the head-end is down and it
+            // closed before the meter registered. Through the wake index, never a message to
+            // itself from its own handler: actix drains a mailbox without yielding, so a meter
+            // that woke itself at every step spun its arbiter thread forever (the SIGSTOP fault
+            // test with the breaker on).
+            if closed_meanwhile && self.admission == Admission::Down {
+                dir.wake_at(self.id().clone(), now);
             }
         }
         // A watch this step sets is held before its write: a read handled while the write is in

@@ -7,7 +7,7 @@ use jiff::civil::{Date, Time};
 use super::{Day, Facts, Policy, RuleHit};
 use crate::domain::{Order, ReasonCode, Timestamp};
 
-fn reason_key(r: ReasonCode) -> String {
+pub(super) fn reason_key(r: ReasonCode) -> String {
     serde_json::to_value(r)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

@@ -28,7 +28,7 @@ use jiff::tz::TimeZone;
 pub use crate::domain::{Day, Decision, DecisionInputs, Protection, RuleHit, Verdict};
 use crate::domain::{MeterFlags, Order, OrderKind, ReasonCode, Timestamp};
 pub(crate) use pack::parse_windows;
-pub use pack::{load_dir, PackError, RulePack};
+pub use pack::{load_dir, LoadLimit, PackError, RulePack, Unsupported};
 pub use weather::{Emergency, Forecast, WeatherRule};
 
 /// What is known when deciding.
@@ -38,6 +38,8 @@ pub struct Facts<'a> {
     pub forecasts: &'a [Forecast],
     pub emergencies: &'a [Emergency],
     pub approved: bool,
+    /// The meter can take a demand limit instead of a cut (its head-end's profile).
+    pub can_limit_load: bool,
 }
 
 /// Protected customers that are never disconnected for non-payment without an explicit
@@ -47,6 +49,17 @@ pub(crate) const BASELINE_PROTECTIONS: [Protection; 3] = [
     Protection::Medical,
     Protection::CriticalCare,
 ];
+
+/// What the pack's `[load_limit]` makes of an allowed disconnect.
+enum Limit {
+    /// Set the meter's demand limit to this many kW instead of opening its switch.
+    To(f64),
+    /// The meter cannot limit: the full disconnect goes (the pack allows it, or it was
+    /// approved).
+    FullDisconnect,
+    /// The meter cannot limit: a person decides.
+    AwaitApproval,
+}
 
 /// A loaded, validated pack with its parsed time zone and windows.
 #[derive(Debug, Clone)]
@@ -86,6 +99,7 @@ fn decision_inputs(
             .iter()
             .filter(|e| e.zones.is_empty() || e.zones.iter().any(|z| z == facts.zone))
             .count(),
+        can_limit_load: facts.can_limit_load,
     }
 }
 
@@ -110,6 +124,7 @@ impl Policy {
             forecasts,
             emergencies,
             approved: false,
+            can_limit_load: false,
         };
         if let Some((until, hit)) = self.emergency_until(t, &facts) {
             return Some((hit, until.and_then(|u| self.next_allowed(u.max(t), &facts))));
@@ -140,6 +155,7 @@ impl Policy {
                 verdict,
                 pack: pack.clone(),
                 rules,
+                load_limit_kw: None,
                 inputs: inputs.clone(),
             }
         };
@@ -201,7 +217,26 @@ impl Policy {
                         rule: "allowed".into(),
                         detail: "calendar, window, weather, notice and protection allow it".into(),
                     });
-                    return done(Verdict::Execute, rules);
+                    // Only an allowed disconnect becomes a demand limit: the limit is a
+                    // milder action, never a way around a rule.
+                    return match self.load_limit(order, facts) {
+                        None => done(Verdict::Execute, rules),
+                        Some((hit, Limit::To(kw))) => {
+                            rules.push(hit);
+                            let mut d = done(Verdict::Execute, rules);
+                            d.load_limit_kw = Some(kw);
+                            d
+                        }
+                        Some((hit, Limit::FullDisconnect)) => {
+                            rules.push(hit);
+                            done(Verdict::Execute, rules)
+                        }
+                        Some((hit, Limit::AwaitApproval)) => {
+                            // The rule that decided comes first.
+                            rules.insert(0, hit);
+                            done(Verdict::AwaitApproval, rules)
+                        }
+                    };
                 }
                 Some(hit) => rules.push(hit),
             }
@@ -244,6 +279,57 @@ impl Policy {
             });
         }
         None
+    }
+
+    /// The pack's `[load_limit]` for an allowed disconnect (`None`: not a case for a limit).
+    fn load_limit(&self, order: &Order, facts: &Facts) -> Option<(RuleHit, Limit)> {
+        let l = self.pack.load_limit.as_ref()?;
+        if order.kind != OrderKind::Disconnect || !l.reasons.contains(&order.reason) {
+            return None;
+        }
+        let hit = |rule: &str, detail: String| RuleHit {
+            rule: rule.into(),
+            detail,
+        };
+        if facts.can_limit_load {
+            return Some((
+                hit(
+                    "load_limit",
+                    format!(
+                        "the pack limits demand to {} kW instead of a full disconnect for {}",
+                        l.demand_kw,
+                        calendar::reason_key(order.reason)
+                    ),
+                ),
+                Limit::To(l.demand_kw),
+            ));
+        }
+        Some(match (l.unsupported, facts.approved) {
+            (pack::Unsupported::AwaitApproval, false) => (
+                hit(
+                    "load_limit_unsupported",
+                    format!(
+                        "the pack asks for a {} kW demand limit instead of a full disconnect and this meter's head-end cannot set one: a person approves the full disconnect or cancels the order",
+                        l.demand_kw
+                    ),
+                ),
+                Limit::AwaitApproval,
+            ),
+            (pack::Unsupported::AwaitApproval, true) => (
+                hit(
+                    "load_limit_unsupported",
+                    "this meter's head-end cannot set a demand limit; the full disconnect was approved".into(),
+                ),
+                Limit::FullDisconnect,
+            ),
+            (pack::Unsupported::Disconnect, _) => (
+                hit(
+                    "load_limit_unsupported",
+                    "this meter's head-end cannot set a demand limit; the pack allows the full disconnect instead".into(),
+                ),
+                Limit::FullDisconnect,
+            ),
+        })
     }
 
     /// A non-payment disconnect for an amount at or below the pack's minimum balance.

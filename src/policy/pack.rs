@@ -56,6 +56,38 @@ pub struct RulePack {
     /// Allowed local hours per weekday, `["08:00", "16:00"]`; a day without a window is barred.
     #[serde(default)]
     pub(crate) business_windows: BTreeMap<Day, [String; 2]>,
+    /// A demand limit instead of a full cut (issue 16): an allowed disconnect for one of
+    /// `reasons` sets the meter's demand limit where its head-end can.
+    #[serde(default)]
+    pub(crate) load_limit: Option<LoadLimit>,
+}
+
+/// `[load_limit]` of a rule pack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadLimit {
+    /// The demand limit, kW (0 < demand_kw <= 100).
+    pub(crate) demand_kw: f64,
+    /// The disconnect reasons it applies to.
+    #[serde(default = "non_payment")]
+    pub(crate) reasons: Vec<ReasonCode>,
+    /// A meter whose head-end cannot set a limit: `await_approval` (a person decides; the
+    /// default) or `disconnect` (the full cut).
+    #[serde(default)]
+    pub(crate) unsupported: Unsupported,
+}
+
+fn non_payment() -> Vec<ReasonCode> {
+    vec![ReasonCode::NonPayment]
+}
+
+/// What `[load_limit]` does for a meter that cannot be limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unsupported {
+    #[default]
+    AwaitApproval,
+    Disconnect,
 }
 
 pub(super) fn parse_toml<T: serde::de::DeserializeOwned>(
@@ -156,6 +188,23 @@ impl RulePack {
                 return Err(bad(
                     "min_balance_for_non_payment",
                     "must be a non-negative amount".into(),
+                ));
+            }
+        }
+        if let Some(l) = &pack.load_limit {
+            if !(l.demand_kw.is_finite() && l.demand_kw > 0.0 && l.demand_kw <= 100.0) {
+                return Err(bad(
+                    "load_limit.demand_kw",
+                    format!(
+                        "{} kW is not a demand limit a residential meter takes: give one above 0 and at most 100",
+                        l.demand_kw
+                    ),
+                ));
+            }
+            if l.reasons.is_empty() {
+                return Err(bad(
+                    "load_limit.reasons",
+                    "must name at least one disconnect reason (e.g. [\"non_payment\"]); remove [load_limit] to turn it off".into(),
                 ));
             }
         }

@@ -44,6 +44,7 @@ fn facts<'a>(forecasts: &'a [Forecast]) -> Facts<'a> {
         forecasts,
         emergencies: &[],
         approved: false,
+        can_limit_load: false,
     }
 }
 
@@ -242,6 +243,7 @@ fn notice_period_and_emergencies_defer() {
         forecasts: &[],
         emergencies: &e,
         approved: false,
+        can_limit_load: false,
     };
     let d = va.decide(
         &disconnect(300.0, "2026-11-01T12:00:00Z"),
@@ -288,6 +290,18 @@ fn bad_packs_are_refused_with_the_key() {
             ),
             "bar_holydays",
         ),
+        (
+            format!("{base}\n[load_limit]\ndemand_kw = 0.0\n"),
+            "load_limit.demand_kw",
+        ),
+        (
+            format!("{base}\n[load_limit]\ndemand_kw = 2.0\nreasons = []\n"),
+            "load_limit.reasons",
+        ),
+        (
+            format!("{base}\n[load_limit]\ndemand_kw = 2.0\nunsupported = \"skip\"\n"),
+            "unsupported",
+        ),
     ];
     for (text, key) in cases {
         let err = RulePack::from_toml(&text, "va").unwrap_err().to_string();
@@ -314,7 +328,7 @@ proptest! {
         let now = start + jiff::SignedDuration::from_mins(minutes);
         let first: Date = "2026-10-30".parse().unwrap();
         let forecasts: Vec<Forecast> = (0..130).map(|i| Forecast { zone: "z".into(), date: first.checked_add(jiff::Span::new().days(i as i64)).unwrap(), low_f: lows[i], high_f: highs[i] }).collect();
-        let f = Facts { zone: "z", forecasts: &forecasts, emergencies: &[], approved };
+        let f = Facts { zone: "z", forecasts: &forecasts, emergencies: &[], approved, can_limit_load: false };
         let mut o = disconnect(amount, "2026-10-01T00:00:00Z");
         o.notice_sent_at = Some(now - jiff::SignedDuration::from_hours(24 * notice_days_ago));
         let mut mf = MeterFlags::empty();
@@ -437,4 +451,132 @@ fn the_notice_period_ends_n_times_24_hours_after_the_notice() {
         defer_until("2026-10-26T14:00:00Z", "2026-10-28T15:00:00Z"),
         Some(ts("2026-11-05T14:00:00Z"))
     );
+}
+
+/// Virginia with `[load_limit]` appended (`extra` lines inside the table).
+fn limiting(extra: &str) -> Policy {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/rules/virginia.toml"
+    ))
+    .unwrap();
+    RulePack::from_toml(
+        &format!("{text}\n[load_limit]\ndemand_kw = 2.5\n{extra}"),
+        "va+load_limit",
+    )
+    .unwrap()
+}
+
+fn facts_limit(can_limit_load: bool, approved: bool) -> Facts<'static> {
+    Facts {
+        zone: "z",
+        forecasts: &[],
+        emergencies: &[],
+        approved,
+        can_limit_load,
+    }
+}
+
+#[test]
+fn a_load_limit_replaces_an_allowed_non_payment_disconnect_where_the_meter_can_take_it() {
+    let p = limiting("");
+    let o = disconnect(300.0, "2026-11-10T15:00:00Z");
+    let now = ts("2026-12-02T15:00:00Z"); // Wednesday 10:00 New York, notice long over
+    let d = p.decide(&o, MeterFlags::empty(), now, &facts_limit(true, false));
+    assert_eq!(d.verdict, Verdict::Execute);
+    assert_eq!(d.load_limit_kw, Some(2.5));
+    assert!(d.rules.iter().any(|r| r.rule == "load_limit"), "{d:?}");
+    assert!(d.inputs.can_limit_load);
+    // A meter that cannot be limited: a person decides (the pack's default) ...
+    let d = p.decide(&o, MeterFlags::empty(), now, &facts_limit(false, false));
+    assert_eq!(d.verdict, Verdict::AwaitApproval);
+    assert_eq!(d.first_rule(), "load_limit_unsupported");
+    // ... and once approved, the full disconnect goes, saying why.
+    let d = p.decide(&o, MeterFlags::empty(), now, &facts_limit(false, true));
+    assert_eq!(
+        (d.verdict.clone(), d.load_limit_kw),
+        (Verdict::Execute, None)
+    );
+    assert!(d.rules.iter().any(|r| r.rule == "load_limit_unsupported"));
+    // A pack that allows the full cut for such meters.
+    let d = limiting("unsupported = \"disconnect\"\n").decide(
+        &o,
+        MeterFlags::empty(),
+        now,
+        &facts_limit(false, false),
+    );
+    assert_eq!(
+        (d.verdict.clone(), d.load_limit_kw),
+        (Verdict::Execute, None)
+    );
+    // Outside the window nothing changes: deferred, no limit.
+    let night = ts("2026-12-02T03:00:00Z");
+    let d = p.decide(&o, MeterFlags::empty(), night, &facts_limit(true, false));
+    assert!(matches!(d.verdict, Verdict::Defer { .. }), "{d:?}");
+    assert_eq!(d.load_limit_kw, None);
+    // Other reasons and kinds are cut as before.
+    let mut tamper = o.clone();
+    tamper.reason = ReasonCode::Tampering;
+    let d = p.decide(&tamper, MeterFlags::empty(), now, &facts_limit(true, false));
+    assert_eq!(
+        (d.verdict.clone(), d.load_limit_kw),
+        (Verdict::Execute, None)
+    );
+    let mut move_out = o.clone();
+    move_out.kind = OrderKind::MoveOut;
+    move_out.reason = ReasonCode::Move;
+    let d = p.decide(
+        &move_out,
+        MeterFlags::empty(),
+        now,
+        &facts_limit(true, false),
+    );
+    assert_eq!(d.load_limit_kw, None, "a vacated premise is cut: {d:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// A load limit is never a way around a rule: with `[load_limit]` the verdict is the one
+    /// the pack gives without it, except that an allowed disconnect becomes a limit (a meter
+    /// that can take one) or waits for a person (one that cannot, unless approved).
+    #[test]
+    fn a_load_limit_only_changes_what_an_allowed_disconnect_does(
+        minutes in 0i64..(60 * 24 * 60),
+        flags in prop_oneof![3 => Just(0u8), 1 => 0u8..32],
+        approved in any::<bool>(),
+        can_limit in any::<bool>(),
+        full_cut_allowed in any::<bool>(),
+        notice_days_ago in 0i64..20,
+        reason in prop_oneof![Just(ReasonCode::NonPayment), Just(ReasonCode::Tampering), Just(ReasonCode::CustomerRequest)],
+    ) {
+        let plain = pack("virginia.toml");
+        let limited = limiting(if full_cut_allowed { "unsupported = \"disconnect\"\n" } else { "" });
+        let now = ts("2026-11-01T00:00:00Z") + jiff::SignedDuration::from_mins(minutes);
+        let mut o = disconnect(300.0, "2026-10-01T00:00:00Z");
+        o.reason = reason;
+        o.notice_sent_at = Some(now - jiff::SignedDuration::from_hours(24 * notice_days_ago));
+        let mut mf = MeterFlags::empty();
+        for (bit, flag) in [(1, MeterFlags::LIFE_SUPPORT), (2, MeterFlags::MEDICAL), (4, MeterFlags::CRITICAL_CARE), (8, MeterFlags::VIP), (16, MeterFlags::LEGAL_DISPUTE)] {
+            mf.set(flag, flags & bit != 0);
+        }
+        let f = facts_limit(can_limit, approved);
+        let before = plain.decide(&o, mf, now, &f);
+        let after = limited.decide(&o, mf, now, &f);
+        let applies = reason == ReasonCode::NonPayment;
+        match (&before.verdict, applies) {
+            (Verdict::Execute, true) if can_limit => {
+                prop_assert_eq!(&after.verdict, &Verdict::Execute);
+                prop_assert_eq!(after.load_limit_kw, Some(2.5));
+            }
+            (Verdict::Execute, true) if !approved && !full_cut_allowed => {
+                prop_assert_eq!(&after.verdict, &Verdict::AwaitApproval);
+                prop_assert_eq!(after.load_limit_kw, None);
+            }
+            _ => {
+                prop_assert_eq!(&after.verdict, &before.verdict);
+                prop_assert_eq!(after.load_limit_kw, None);
+            }
+        }
+    }
 }

@@ -39,6 +39,10 @@ pub const CASES: &[(&str, fn(&dyn Store))] = &[
     ),
     ("the_trail_pages_across_days", the_trail_pages_across_days),
     (
+        "a_row_stamped_before_the_row_written_ahead_of_it_keeps_the_trail_in_time_order",
+        a_row_stamped_before_the_row_written_ahead_of_it_keeps_the_trail_in_time_order,
+    ),
+    (
         "outbox_entries_are_numbered_in_order_and_deleted_when_acknowledged",
         outbox_entries_are_numbered_in_order_and_deleted_when_acknowledged,
     ),
@@ -384,6 +388,7 @@ pub fn accepted(id: &str, meter: &str, s: i64) -> OrderRecord {
 fn command(id: &str, order: &str, meter: &str, s: i64) -> Command {
     Command {
         check_load_side_voltage: false,
+        demand_limit_kw: None,
         schema_version: 1,
         command_id: id.into(),
         order_id: order.into(),
@@ -788,6 +793,38 @@ pub fn a_meters_trail_pages_newest_first_through_interleaved_meters(s: &dyn Stor
     .unwrap();
     let trail: Vec<AuditKind> = s.audit("M-C").unwrap().iter().map(|a| a.kind).collect();
     assert_eq!(trail, kinds);
+}
+
+/// Two writers race for one meter's trail (the intake's `received` row, stamped a moment
+/// before the meter actor's step row that is written first): the trail still reads newest
+/// first by time, every row once, and a window scan finds the late one.
+pub fn a_row_stamped_before_the_row_written_ahead_of_it_keeps_the_trail_in_time_order(
+    s: &dyn Store,
+) {
+    for (secs, order) in [(10, "SO-1"), (9, "SO-2"), (11, "SO-3")] {
+        s.apply(&[WriteBatch {
+            audit: vec![row("M-E", secs, order, None)],
+            ..Default::default()
+        }])
+        .unwrap();
+    }
+    let (page, next) = s.audit_page("M-E", None, 10, None).unwrap();
+    assert!(next.is_none());
+    let times: Vec<Timestamp> = page.iter().map(|a| a.at).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    let mut orders: Vec<&str> = page.iter().filter_map(|a| a.order_id.as_deref()).collect();
+    orders.sort_unstable();
+    assert_eq!(orders, ["SO-1", "SO-2", "SO-3"]);
+    let oldest_first: Vec<Timestamp> = s.audit("M-E").unwrap().iter().map(|a| a.at).collect();
+    assert!(
+        oldest_first.windows(2).all(|w| w[0] <= w[1]),
+        "{oldest_first:?}"
+    );
+    let window = s.audit_between("M-E", at(9), at(11), 10).unwrap();
+    assert_eq!(window.len(), 3, "{window:?}");
 }
 
 pub fn the_trail_pages_across_days(s: &dyn Store) {

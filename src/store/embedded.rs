@@ -110,6 +110,30 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, 
     })
 }
 
+/// The time of the audit row at `seq` (a meter's chain head; 0 = none).
+fn head_at(
+    log: &redb::Table<u64, &'static [u8]>,
+    seq: u64,
+) -> Result<Option<jiff::Timestamp>, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct At {
+        at: jiff::Timestamp,
+    }
+    if seq == 0 {
+        return Ok(None);
+    }
+    let Some(v) = log.get(seq).map_err(be)? else {
+        return Ok(None);
+    };
+    let bytes = v.value();
+    let key = || format!("audit/{seq}");
+    let row = bytes.get(8..).ok_or_else(|| StoreError::Corrupt {
+        key: key(),
+        message: "truncated audit row".into(),
+    })?;
+    Ok(Some(decode::<At>(&key(), row)?.at))
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("domain types serialize")
 }
@@ -449,8 +473,10 @@ impl EmbeddedStore {
             let mut exceptions = w.open_table(EXCEPTIONS).map_err(be)?;
             let mut audit = w.open_table(AUDIT_LOG).map_err(be)?;
             let mut heads = w.open_table(AUDIT_HEAD).map_err(be)?;
-            // Heads moved in this transaction, written once per meter at the end.
-            let mut moved: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+            // Heads moved in this transaction (position and time), written once per meter at
+            // the end.
+            let mut moved: std::collections::HashMap<&str, (u64, Option<jiff::Timestamp>)> =
+                std::collections::HashMap::new();
             let mut outbox = w.open_table(OUTBOX).map_err(be)?;
             let mut campaigns = w.open_table(CAMPAIGNS).map_err(be)?;
             let mut campaign_orders = w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
@@ -619,18 +645,36 @@ impl EmbeddedStore {
                 }
                 for a in &b.audit {
                     seq += 1;
-                    let prev = match moved.get(a.meter_id.as_str()) {
+                    let (prev, prev_at) = match moved.get(a.meter_id.as_str()) {
                         Some(p) => *p,
-                        None => heads
-                            .get(a.meter_id.as_str())
-                            .map_err(be)?
-                            .map_or(0, |v| v.value()),
+                        None => {
+                            let p = heads
+                                .get(a.meter_id.as_str())
+                                .map_err(be)?
+                                .map_or(0, |v| v.value());
+                            (p, head_at(&audit, p)?)
+                        }
                     };
+                    // A meter's chain is newest first by time as well as by position (paging,
+                    // and the scans that stop at an order's receipt, rely on it): a row stamped
+                    // a few microseconds before the row written ahead of it (the intake's
+                    // `received` racing the meter actor's step) is recorded at that row's time.
                     let mut row = Vec::with_capacity(160);
                     row.extend_from_slice(&prev.to_be_bytes());
-                    serde_json::to_writer(&mut row, a).expect("domain types serialize");
+                    let at = match prev_at {
+                        Some(p) if p > a.at => {
+                            let mut a = a.clone();
+                            a.at = p;
+                            serde_json::to_writer(&mut row, &a).expect("domain types serialize");
+                            p
+                        }
+                        _ => {
+                            serde_json::to_writer(&mut row, a).expect("domain types serialize");
+                            a.at
+                        }
+                    };
                     audit.insert(seq, row.as_slice()).map_err(be)?;
-                    moved.insert(a.meter_id.as_str(), seq);
+                    moved.insert(a.meter_id.as_str(), (seq, Some(at)));
                 }
                 for m in &b.outbox {
                     seq += 1;
@@ -646,7 +690,7 @@ impl EmbeddedStore {
                     outbox.remove(*s).map_err(be)?;
                 }
             }
-            let mut moved: Vec<(&str, u64)> = moved.into_iter().collect();
+            let mut moved: Vec<(&str, u64)> = moved.into_iter().map(|(m, (h, _))| (m, h)).collect();
             moved.sort_unstable();
             for (meter, head) in moved {
                 heads.insert(meter, head).map_err(be)?;

@@ -488,8 +488,10 @@ async fn sigstop_past_the_command_deadline_resolves_by_status_checks() {
     );
     let s = rig.assert_promises();
     eprintln!(
-        "faults: SIGSTOP with {frozen_with} in flight, {checks_after_waking} status checks after waking: {s:?}; all final {} ms after SIGCONT",
-        t.elapsed().as_millis()
+        "faults: SIGSTOP with {frozen_with} in flight, {checks_after_waking} status checks after waking: {s:?}; all final {} ms after SIGCONT; breaker opened {} times, held meters woken {} times",
+        t.elapsed().as_millis(),
+        rig.log_count("circuit breaker opened"),
+        rig.log_count("held meters woken"),
     );
 }
 

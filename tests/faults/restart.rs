@@ -24,6 +24,7 @@ fn command(
 ) -> Command {
     Command {
         check_load_side_voltage: false,
+        demand_limit_kw: None,
         schema_version: 1,
         command_id: id.to_string(),
         order_id: o.order_id.clone(),
@@ -80,6 +81,7 @@ fn open_order(o: &switchyard::domain::Order, attempts: u32) -> OpenOrder {
         armed_until: None,
         head_end_hold_ends: None,
         head_end_retry_at: None,
+        load_limit: false,
     }
 }
 

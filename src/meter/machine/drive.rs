@@ -39,6 +39,7 @@ fn command(
                 kind,
                 CommandKind::Connect | CommandKind::ArmConnect | CommandKind::Disconnect
             ),
+        demand_limit_kw: None,
     }
 }
 
@@ -54,6 +55,14 @@ impl MeterMachine {
     pub(super) fn drive(&mut self, out: &mut Out, facts: &MeterFacts, policy: &RetryPolicy) {
         if facts.draining {
             return;
+        }
+        // The head-end takes commands again: no order is held for it any longer (one that is
+        // not due yet waits for its own time, not for the field-order deadline).
+        if facts.head_end.down_until.is_none() {
+            for o in &mut self.open {
+                o.head_end_hold_ends = None;
+                o.head_end_retry_at = None;
+            }
         }
         // Orders policy holds in this pass (re-decided on the next step).
         let mut held: Vec<u64> = Vec::new();
@@ -138,6 +147,27 @@ impl MeterMachine {
                     }
                 }
             }
+            // The pack limits demand instead of cutting off: a meter already limited is done.
+            let cmd_kind = match decision.as_ref().and_then(|d| d.load_limit_kw) {
+                Some(_) if self.switch == SwitchState::LoadLimited => {
+                    let o = self.open.remove(idx);
+                    out.audit(
+                        AuditEvent::new(out.meter_id, out.now, AuditKind::Decision)
+                            .order(&o.order.order_id)
+                            .reason("already_load_limited")
+                            .detail("the meter is already under a demand limit: no command sent"),
+                    );
+                    out.event(
+                        &o.order,
+                        OrderStatus::Completed,
+                        Some("already_load_limited"),
+                        |e| e.switch_state = Some(SwitchState::LoadLimited),
+                    );
+                    continue;
+                }
+                Some(_) => CommandKind::LoadLimit,
+                None => cmd_kind,
+            };
             self.execute(idx, cmd_kind, facts, policy, out, decision);
         }
     }
@@ -370,8 +400,12 @@ impl MeterMachine {
         o.head_end_hold_ends = None;
         o.head_end_retry_at = None;
         o.status = OrderStatus::Dispatched;
+        o.load_limit = kind == CommandKind::LoadLimit;
         let command_id = format!("{}/{}", o.order.order_id, o.attempts);
-        let cmd = command(o, command_id, kind, facts, policy, out);
+        let mut cmd = command(o, command_id, kind, facts, policy, out);
+        if kind == CommandKind::LoadLimit {
+            cmd.demand_limit_kw = decision.as_ref().and_then(|d| d.load_limit_kw);
+        }
         let order = o.order.clone();
         out.audit(
             AuditEvent::new(out.meter_id, out.now, AuditKind::CommandDispatched)

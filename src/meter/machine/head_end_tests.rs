@@ -323,6 +323,34 @@ fn a_down_head_end_holds_orders_without_using_attempts_and_they_go_when_it_is_ba
     assert_eq!(m.held_for_head_end(), None);
 }
 
+/// Two held orders, one command at a time: once the head-end is back the one still waiting
+/// behind the other's command is no longer held for the head-end (the actor stops registering
+/// the meter, and it cannot become a field order for an outage that ended).
+#[test]
+fn orders_held_behind_a_command_are_no_longer_held_once_the_head_end_is_back() {
+    let mut m = MeterMachine::new("M");
+    for id in ["D1", "RD1"] {
+        let kind = if id == "D1" {
+            OrderKind::Disconnect
+        } else {
+            OrderKind::Read
+        };
+        m.step(
+            Input::Order(order(id, kind)),
+            t0(),
+            &down_until(at(30)),
+            &policy(),
+        );
+    }
+    assert_eq!(m.open.len(), 2);
+    assert!(m.open.iter().all(|o| o.head_end_hold_ends.is_some()));
+    let a = m.step(Input::Wake, at(31), &facts(), &policy());
+    assert_eq!(dispatched(&a).len(), 1, "one command at a time");
+    assert!(m.in_flight.is_some());
+    assert_eq!(m.held_for_head_end(), None, "nothing is held any more");
+    assert!(m.open.iter().all(|o| o.head_end_retry_at.is_none()));
+}
+
 #[test]
 fn an_unknown_outcome_is_not_status_checked_while_the_head_end_is_down() {
     let mut m = MeterMachine::new("M");
@@ -469,4 +497,122 @@ fn a_full_segment_keeps_due_work_waiting_unchanged_and_says_whether_it_restores_
         OrderStatus::Completed,
         Some("already_disconnected".into())
     )));
+}
+
+/// A pack with `[load_limit]` and a head-end that can set one.
+fn limiting() -> MeterFacts {
+    let mut f = facts();
+    f.policy = std::sync::Arc::new(
+        crate::policy::RulePack::from_toml(
+            "jurisdiction = \"t\"\nversion = \"1\"\ntime_zone = \"UTC\"\n[load_limit]\ndemand_kw = 3.0\n",
+            "limit.toml",
+        )
+        .unwrap(),
+    );
+    f.head_end.can_limit_load = true;
+    f
+}
+
+/// A connected meter given disconnect D1 under [`limiting`]: the facts, the command sent and
+/// the step's actions.
+fn limit_sent(m: &mut MeterMachine) -> (MeterFacts, Command, Vec<Action>) {
+    m.switch = SwitchState::Connected;
+    let f = limiting();
+    let a = m.step(
+        Input::Order(order("D1", OrderKind::Disconnect)),
+        t0(),
+        &f,
+        &policy(),
+    );
+    let cmd = dispatched(&a).pop().expect("a command");
+    (f, cmd, a)
+}
+
+#[test]
+fn a_pack_with_a_load_limit_sets_a_demand_limit_instead_of_cutting_off() {
+    let mut m = MeterMachine::new("M");
+    let (f, cmd, a) = limit_sent(&mut m);
+    assert_eq!(cmd.kind, CommandKind::LoadLimit);
+    assert_eq!(cmd.demand_limit_kw, Some(3.0));
+    let sent = picked!(a, Action::Event);
+    let decision = sent[0]
+        .policy
+        .as_ref()
+        .expect("the decision goes with the dispatch");
+    assert_eq!(decision.load_limit_kw, Some(3.0));
+    // The head-end limits the meter: the order completes, saying so.
+    let a = m.step(
+        answer(&cmd, SwitchState::LoadLimited, None, at(5)),
+        at(5),
+        &f,
+        &policy(),
+    );
+    assert_eq!(
+        statuses(&a),
+        vec![
+            (
+                "D1".into(),
+                OrderStatus::Confirmed,
+                Some("head_end_confirmed".into())
+            ),
+            (
+                "D1".into(),
+                OrderStatus::Completed,
+                Some("load_limited".into())
+            ),
+        ]
+    );
+    assert_eq!(m.switch, SwitchState::LoadLimited);
+    assert!(
+        m.last_cut.is_some(),
+        "a limit is a cut the restore rules see"
+    );
+    assert!(
+        m.read_watch().is_none(),
+        "use under a limit is not a bypass"
+    );
+    // A second disconnect finds it limited already: nothing sent.
+    let a = m.step(
+        Input::Order(order("D2", OrderKind::Disconnect)),
+        at(10),
+        &f,
+        &policy(),
+    );
+    assert!(dispatched(&a).is_empty());
+    assert_eq!(
+        statuses(&a).last().cloned(),
+        Some((
+            "D2".into(),
+            OrderStatus::Completed,
+            Some("already_load_limited".into())
+        ))
+    );
+    // A reconnect lifts the limit with a connect.
+    let a = m.step(
+        Input::Order(order("R1", OrderKind::Reconnect)),
+        at(20),
+        &f,
+        &policy(),
+    );
+    let c = dispatched(&a).pop().expect("a connect");
+    assert_eq!((c.kind, c.demand_limit_kw), (CommandKind::Connect, None));
+}
+
+#[test]
+fn a_limit_answered_with_the_switch_still_closed_is_retried_not_completed() {
+    let mut m = MeterMachine::new("M");
+    let (f, cmd, _) = limit_sent(&mut m);
+    let a = m.step(
+        answer(&cmd, SwitchState::Connected, None, at(5)),
+        at(5),
+        &f,
+        &policy(),
+    );
+    assert!(
+        statuses(&a)
+            .iter()
+            .all(|(_, s, _)| *s != OrderStatus::Completed),
+        "{a:?}"
+    );
+    assert_eq!(m.open.len(), 1, "still open, to be tried again");
 }

@@ -40,6 +40,7 @@ impl MeterMachine {
                 forecasts: &facts.forecasts,
                 emergencies: &facts.emergencies,
                 approved: self.approval_covers(o, facts, now),
+                can_limit_load: facts.head_end.can_limit_load,
             },
         );
         let detail = || serde_json::to_string(&d).unwrap_or_default();

@@ -152,6 +152,7 @@ impl MeterMachine {
             armed_until: None,
             head_end_hold_ends: None,
             head_end_retry_at: None,
+            load_limit: false,
         });
     }
 }

@@ -435,6 +435,18 @@ impl MeterMachine {
     }
 }
 
+impl MeterMachine {
+    /// The switch state the open order at `idx` aims for: its command's, or `load_limited`
+    /// for a disconnect last executed as a demand limit.
+    pub(super) fn target(&self, idx: usize) -> Option<SwitchState> {
+        let o = &self.open[idx];
+        if o.load_limit {
+            return Some(SwitchState::LoadLimited);
+        }
+        command_for(o.order.kind).and_then(CommandKind::target_state)
+    }
+}
+
 /// The head-end command that executes an order kind.
 pub(crate) fn command_for(kind: OrderKind) -> Option<CommandKind> {
     match kind {

@@ -101,10 +101,24 @@ fn pack_strategy() -> impl Strategy<Value = RulePack> {
         (0u32..96, 20i8..40, 85u8..100),
         proptest::option::of(0u32..40),
         proptest::collection::vec(0usize..5, 0..3),
-        proptest::bool::weighted(0.25),
+        (
+            proptest::bool::weighted(0.25),
+            proptest::option::weighted(0.3, any::<bool>()),
+        ),
     )
         .prop_map(
-            |(barred, hol, before, emerg, notice, windows, (wh, lo, hi), minbal, approvals, rf)| {
+            |(
+                barred,
+                hol,
+                before,
+                emerg,
+                notice,
+                windows,
+                (wh, lo, hi),
+                minbal,
+                approvals,
+                (rf, limit),
+            )| {
                 RulePack {
                     jurisdiction: "prop".into(),
                     version: "1".into(),
@@ -150,6 +164,16 @@ fn pack_strategy() -> impl Strategy<Value = RulePack> {
                             })
                             .collect()
                     },
+                    // A demand limit instead of the cut: held to every rule all the same.
+                    load_limit: limit.map(|full_cut| crate::policy::LoadLimit {
+                        demand_kw: 2.0,
+                        reasons: vec![ReasonCode::NonPayment],
+                        unsupported: if full_cut {
+                            crate::policy::Unsupported::Disconnect
+                        } else {
+                            crate::policy::Unsupported::AwaitApproval
+                        },
+                    }),
                 }
             },
         )
@@ -504,12 +528,14 @@ fn run(pack: RulePack, registry_bits: u8, script: Vec<(u32, Ev)>) -> (usize, Vec
                 }
             }
         };
-        let facts = facts_of(&w, &policy, registry);
+        let mut facts = facts_of(&w, &policy, registry);
+        // Bit 7: the meter's head-end can set a demand limit.
+        facts.head_end.can_limit_load = registry_bits & 0x80 != 0;
         let actions = m.step(input, now, &facts, &retry());
         for a in &actions {
             match a {
                 Action::Dispatch(c) => {
-                    if c.kind == CommandKind::Disconnect {
+                    if matches!(c.kind, CommandKind::Disconnect | CommandKind::LoadLimit) {
                         sent += 1;
                         let o = &orders[&c.order_id];
                         for why in oracle.violations(o, now, &w) {
@@ -549,7 +575,7 @@ fn no_disconnect_command_breaks_a_rule() {
     let sent_total = std::cell::Cell::new(0usize);
     let strategy = (
         pack_strategy(),
-        prop_oneof![3 => Just(0u8), 1 => 0u8..32],
+        prop_oneof![3 => Just(0u8), 1 => 0u8..32, 1 => 0x80u8..0xa0],
         proptest::collection::vec((0u32..2000, ev()), 1..60),
     );
     runner
@@ -590,6 +616,7 @@ fn the_harness_does_send_when_the_rules_allow() {
         weather: vec![],
         require_forecast: false,
         business_windows: BTreeMap::new(),
+        load_limit: None,
     };
     let script = vec![
         (10, Ev::Disconnect(true, 0, 50)),

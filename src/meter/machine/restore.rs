@@ -17,7 +17,10 @@ impl MeterMachine {
         if cut.restore_ordered
             || cut.reason != ReasonCode::NonPayment
             || (cut.approved && !cut.protection_after_cut)
-            || self.switch != SwitchState::Disconnected
+            || !matches!(
+                self.switch,
+                SwitchState::Disconnected | SwitchState::LoadLimited
+            )
         {
             return;
         }

@@ -9,7 +9,7 @@ use crate::domain::{
     OrderEvent, OrderStatus, SwitchState,
 };
 
-use super::{command_for, MeterMachine, Out, Purpose, RetryPolicy};
+use super::{MeterMachine, Out, Purpose, RetryPolicy};
 
 impl MeterMachine {
     pub(super) fn on_result(
@@ -33,8 +33,7 @@ impl MeterMachine {
         // A disconnect that took effect: its final read is the register in the answer,
         // checked against the history before it (so before the answer's register joins it).
         let idx = self.open_index(&f.command.order_id);
-        let target = idx
-            .and_then(|i| command_for(self.open[i].order.kind).and_then(CommandKind::target_state));
+        let target = idx.and_then(|i| self.target(i));
         let final_read = match (&r.outcome, idx) {
             (
                 CommandOutcome::Confirmed {
@@ -187,8 +186,12 @@ impl MeterMachine {
             ..
         } = &r.outcome
         {
-            if *switch_state == SwitchState::Disconnected
-                && target == Some(SwitchState::Disconnected)
+            // A demand limit is a cut too: a reconnect lifts it, and the restore obligation
+            // applies to it.
+            if matches!(
+                switch_state,
+                SwitchState::Disconnected | SwitchState::LoadLimited
+            ) && target == Some(*switch_state)
             {
                 let o = &self.open[idx];
                 self.last_cut = Some(Box::new(Cut {
@@ -278,7 +281,12 @@ impl MeterMachine {
                     &answer,
                 );
             }
-            out.event(&o.order, OrderStatus::Completed, Some("done"), &answer);
+            let reason = if switch_state == SwitchState::LoadLimited {
+                "load_limited"
+            } else {
+                "done"
+            };
+            out.event(&o.order, OrderStatus::Completed, Some(reason), &answer);
         } else {
             self.fail_or_retry(
                 idx,
