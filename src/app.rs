@@ -585,6 +585,19 @@ fn start_actors(
                     } else {
                         sim
                     };
+                    let sim = if h.simulator.outages.iter().any(|o| !o.segment.is_empty()) {
+                        let registry = registry.clone();
+                        sim.with_segments(Box::new(move |meter| {
+                            registry.compact(meter).map_or([None, None], |m| {
+                                [
+                                    registry.segment_of(&m, crate::config::SegmentBy::Collector),
+                                    registry.segment_of(&m, crate::config::SegmentBy::Feeder),
+                                ]
+                            })
+                        }))
+                    } else {
+                        sim
+                    };
                     let sim = Arc::new(sim);
                     simulator = Some(sim.clone());
                     sim

@@ -791,8 +791,8 @@ pub struct SimulatorConfig {
     /// How long after arming the customer presses (uniform up to this).
     #[serde(default = "default_arm_press", deserialize_with = "duration::millis")]
     pub arm_press_ms: u64,
-    /// Head-end outages: commands to the head-end in the window get no answer (their deadline
-    /// passes). Times are from the simulator's start.
+    /// Outages of a head-end or of a network segment: commands to it in the window get no
+    /// answer (their deadline passes). Times are from the simulator's start.
     #[serde(default)]
     pub outages: Vec<SimOutage>,
     pub(crate) seed: u64,
@@ -806,11 +806,17 @@ fn default_arm_press() -> u64 {
     60_000
 }
 
-/// One simulated head-end outage.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One simulated outage: a head-end, a network segment, or a segment of one head-end.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimOutage {
+    /// The head-end that goes dark; empty = any head-end (with `segment`).
+    #[serde(default)]
     pub head_end: String,
+    /// The network segment that goes dark: the meters whose registry `collector_id` or
+    /// `feeder_id` is this (a collector down, a feeder out); empty = the whole head-end.
+    #[serde(default)]
+    pub segment: String,
     /// Starts this long after the simulator starts.
     #[serde(deserialize_with = "duration::secs")]
     pub after_secs: u64,
@@ -1439,6 +1445,16 @@ impl Config {
             return Err(invalid(
                 "head_end.simulator",
                 "failure_rate + no_answer_rate + lsv_reject_rate must not exceed 1",
+            ));
+        }
+        if let Some(i) = s
+            .outages
+            .iter()
+            .position(|o| o.head_end.is_empty() && o.segment.is_empty())
+        {
+            return Err(invalid(
+                &format!("head_end.simulator.outages[{i}]"),
+                "names neither a head_end nor a segment: say what goes dark",
             ));
         }
         if !(1..=64).contains(&self.store.shards) {
@@ -2275,6 +2291,14 @@ mod tests {
         assert_eq!(
             rejected_key(from_text(&text)),
             "head_end.simulator.failure_rate"
+        );
+        let text = DEFAULT_TOML.replace(
+            "outages = []",
+            "outages = [{ segment = \"C-1\", after_secs = 0, for_secs = 5 }, { after_secs = 0, for_secs = 5 }]",
+        );
+        assert_eq!(
+            rejected_key(from_text(&text)),
+            "head_end.simulator.outages[1]"
         );
     }
 

@@ -5,7 +5,8 @@
 //! completes once the head-end answers again; a reconnect on a head-end that arms switches
 //! completes when the customer presses the button; voltage on the load side after a
 //! disconnect raises `possible_tamper`; a rule pack's `[load_limit]` makes a disconnect a
-//! demand limit where the head-end can set one and waits for a person where it cannot.
+//! demand limit where the head-end can set one and waits for a person where it cannot; a
+//! collector that goes dark delays only its own meters' orders.
 
 mod common;
 
@@ -34,6 +35,7 @@ async fn a_head_end_outage_holds_orders_without_burning_retries_and_they_resume_
             head_end: "HE-1".into(),
             after_secs: 0,
             for_secs: 5,
+            ..Default::default()
         }];
     })
     .await
@@ -348,5 +350,64 @@ async fn a_pack_with_a_load_limit_limits_demand_where_the_head_end_can_and_waits
         (&"completed".into(), &"connected".into()),
         "{r:#?}"
     );
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_dark_collector_delays_only_its_own_meters_and_they_complete_when_it_is_back() {
+    let (_dir, app, p, events) = started(|c| {
+        // COLL-DARK gives no answer for the first 5 s of the simulator's life; HE-1's other
+        // collector answers throughout.
+        c.head_end.simulator.outages = vec![switchyard::config::SimOutage {
+            segment: "COLL-DARK".into(),
+            after_secs: 0,
+            for_secs: 5,
+            ..Default::default()
+        }];
+    })
+    .await
+    .split();
+    let records: Vec<serde_json::Value> = (0..12)
+        .map(|i| {
+            let mut m = meter(&format!("M-{i}"), true);
+            m["collector_id"] = if i % 2 == 0 { "COLL-DARK" } else { "COLL-OK" }.into();
+            m
+        })
+        .collect();
+    register_records(&app, &p, &records).await;
+    for i in 0..12 {
+        Order::disconnect(&format!("SO-{i}"), &format!("M-{i}"))
+            .produce(&p, &app.config.topics.orders)
+            .await;
+    }
+    for i in 0..12 {
+        events.wait_final(&format!("SO-{i}"), T).await;
+    }
+    for i in 0..12 {
+        let id = format!("SO-{i}");
+        let statuses = events.statuses(&id);
+        assert_eq!(
+            statuses.last(),
+            Some(&OrderStatus::Completed),
+            "{id}: {statuses:?}"
+        );
+        let straight = [
+            OrderStatus::Received,
+            OrderStatus::Dispatched,
+            OrderStatus::Confirmed,
+            OrderStatus::Completed,
+        ];
+        if i % 2 == 0 {
+            // Its first command went unanswered: sent again after a status check (or held by
+            // the head-end's breaker first), then completed.
+            let sent = statuses
+                .iter()
+                .filter(|s| **s == OrderStatus::Dispatched)
+                .count();
+            assert!(sent >= 2, "{id} behind the dark collector: {statuses:?}");
+        } else {
+            assert_eq!(statuses, straight, "{id} behind the working collector");
+        }
+    }
     app.shutdown().await;
 }

@@ -210,8 +210,8 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
             .iter()
             .map(|o| {
                 format!(
-                    "{{ head_end = \"{}\", after_secs = {}, for_secs = {} }}",
-                    o.head_end, o.after_secs, o.for_secs
+                    "{{ head_end = \"{}\", segment = \"{}\", after_secs = {}, for_secs = {} }}",
+                    o.head_end, o.segment, o.after_secs, o.for_secs
                 )
             })
             .collect();

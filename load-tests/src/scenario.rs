@@ -115,11 +115,16 @@ pub struct HeadEndLoad {
     pub breaker_open_max_secs: Option<u64>,
 }
 
-/// One simulated head-end outage (`head_end.simulator.outages`).
+/// One simulated outage of a head-end or a network segment (`head_end.simulator.outages`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutageLoad {
+    /// The head-end that goes dark; empty = any (with `segment`).
+    #[serde(default)]
     pub head_end: String,
+    /// The collector or feeder that goes dark; empty = the whole head-end.
+    #[serde(default)]
+    pub segment: String,
     pub after_secs: u64,
     pub for_secs: u64,
 }

@@ -115,6 +115,8 @@ impl Generator {
             let rec = serde_json::json!({
                 "schema_version": 1, "meter_id": id, "service_point_id": format!("SP-{i:08}"),
                 "zone": format!("zone-{}", i % 20), "head_end_id": format!("HE-{}", i % 4),
+                // 250 collectors per head-end (a segment outage darkens one: `COLL-1-7`).
+                "collector_id": format!("COLL-{}-{}", i % 4, (i / 4) % 250),
                 "has_switch": true, "multiplier": 1.0,
             });
             self.send(topic, &id, &serde_json::to_vec(&rec).expect("json"))?;

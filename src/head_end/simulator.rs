@@ -43,10 +43,15 @@ pub struct Simulator {
     seed: Option<FieldSeed>,
     /// When the simulator started (outages are timed from it).
     started: crate::domain::Timestamp,
+    /// A meter's network segments (collector, feeder), for outages of a segment.
+    segments: Option<SegmentLookup>,
 }
 
 /// The last known switch state of a meter, if any.
 pub(crate) type FieldSeed = Box<dyn Fn(&str) -> Option<SwitchState> + Send + Sync>;
+
+/// A meter's registry segments: its `collector_id` and `feeder_id`, when it has them.
+pub(crate) type SegmentLookup = Box<dyn Fn(&str) -> [Option<std::sync::Arc<str>>; 2] + Send + Sync>;
 
 impl Simulator {
     pub(crate) fn new(
@@ -70,7 +75,14 @@ impl Simulator {
             started: clock.now(),
             clock,
             seed: None,
+            segments: None,
         }
+    }
+
+    /// Outages of a segment find a meter's segments with `lookup` (the registry).
+    pub(crate) fn with_segments(mut self, lookup: SegmentLookup) -> Simulator {
+        self.segments = Some(lookup);
+        self
     }
 
     /// Meters first met take their switch state from `seed` (e.g. the stored meter state) instead
@@ -91,13 +103,26 @@ impl Simulator {
     }
 
     /// Whether `head_end` is in a configured outage now.
-    fn in_outage(&self, head_end: &str) -> bool {
+    fn in_outage(&self, cmd: &Command) -> bool {
+        if self.cfg.outages.is_empty() {
+            return false;
+        }
         let since = self.clock.now().duration_since(self.started);
         let since = Duration::try_from(since).unwrap_or_default();
+        let mut segments = None;
         self.cfg.outages.iter().any(|o| {
-            o.head_end == head_end
-                && since >= Duration::from_secs(o.after_secs)
+            since >= Duration::from_secs(o.after_secs)
                 && since < Duration::from_secs(o.after_secs + o.for_secs)
+                && (o.head_end.is_empty() || o.head_end == cmd.head_end_id)
+                && (o.segment.is_empty() || {
+                    let s = segments.get_or_insert_with(|| {
+                        self.segments
+                            .as_ref()
+                            .map(|f| f(&cmd.meter_id))
+                            .unwrap_or_default()
+                    });
+                    s.iter().flatten().any(|s| **s == *o.segment)
+                })
         })
     }
 
@@ -119,7 +144,7 @@ impl Simulator {
             )
         };
         let c = &self.cfg;
-        if roll < c.no_answer_rate || self.in_outage(&cmd.head_end_id) {
+        if roll < c.no_answer_rate || self.in_outage(cmd) {
             return (None, delay, None);
         }
         if roll < c.no_answer_rate + c.failure_rate {

@@ -205,6 +205,10 @@ pub struct OutageSummary {
     pub failed_by_reason: std::collections::BTreeMap<String, u64>,
     /// The last order final, seconds after switchyard was ready.
     pub last_final_s: f64,
+    /// Some outage darkens a network segment, not a whole head-end (its breaker is not
+    /// expected to open).
+    #[serde(default)]
+    pub segment: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -365,10 +369,12 @@ impl Report {
                 .outages
                 .iter()
                 .map(|o| {
-                    format!(
-                        "{} from {} s for {} s",
-                        o.head_end, o.after_secs, o.for_secs
-                    )
+                    let what = match (o.head_end.is_empty(), o.segment.is_empty()) {
+                        (_, true) => o.head_end.clone(),
+                        (true, false) => format!("segment {}", o.segment),
+                        (false, false) => format!("segment {} of {}", o.segment, o.head_end),
+                    };
+                    format!("{what} from {} s for {} s", o.after_secs, o.for_secs)
                 })
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -380,6 +386,12 @@ impl Report {
             held_orders: i.held_by_head_end,
             failed_by_reason: i.failed_by_reason.clone(),
             last_final_s: first_at(&|s| s.terminal, finals),
+            segment: i
+                .scenario
+                .head_end
+                .outages
+                .iter()
+                .any(|o| !o.segment.is_empty()),
         });
         let summary = Summary {
             outage,

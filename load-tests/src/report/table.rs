@@ -58,21 +58,36 @@ impl Report {
                 .get("retries_exhausted")
                 .copied()
                 .unwrap_or(0);
+            let all_final = s.orders_final as usize == s.expected_final;
+            // A dark segment: its meters' commands are resolved by deadlines and status
+            // checks, nothing fails. A dark head-end: its breaker holds the orders.
+            let verdict = if o.segment {
+                format!(
+                    "only its meters delayed, none failed: {}",
+                    if o.failed_by_reason.is_empty() && all_final {
+                        "met"
+                    } else {
+                        "not met"
+                    }
+                )
+            } else {
+                format!(
+                    "held, not burned through retries: {}",
+                    if burned == 0 && o.held_orders > 0 && all_final {
+                        "met"
+                    } else {
+                        "not met"
+                    }
+                )
+            };
             row(
-                &format!("head-end outage ({}, from switchyard's start)", o.outages),
+                &format!("outage ({}, from switchyard's start)", o.outages),
                 format!(
                     "breaker opened {} times; {} orders held (deferred head_end_unavailable); {failed}; last order final {:.1} s after ready",
                     o.breaker_opens, o.held_orders, o.last_final_s
                 ),
                 String::new(),
-                &format!(
-                    "held, not burned through retries: {}",
-                    if burned == 0 && o.held_orders > 0 && s.orders_final as usize == s.expected_final {
-                        "met"
-                    } else {
-                        "not met"
-                    }
-                ),
+                &verdict,
             );
         }
         if let Some(rate) = s.reads_per_sec {
