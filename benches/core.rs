@@ -91,6 +91,7 @@ fn machine_step(c: &mut Criterion) {
                     outcome: CommandOutcome::Confirmed {
                         switch_state: SwitchState::Disconnected,
                         register_kwh: None,
+                        load_side_voltage: None,
                     },
                     at: now(),
                 };
@@ -165,6 +166,7 @@ fn policy(c: &mut Criterion) {
         forecasts: &forecasts,
         emergencies: &[],
         approved: false,
+        can_limit_load: false,
     };
     let mut g = c.benchmark_group("policy");
     g.throughput(Throughput::Elements(1));
@@ -448,6 +450,7 @@ fn two_steps(
         outcome: CommandOutcome::Confirmed {
             switch_state: SwitchState::Disconnected,
             register_kwh: Some(1234.5),
+            load_side_voltage: None,
         },
         at: now(),
     };

@@ -46,6 +46,9 @@ pub(crate) struct HeadEndFacts {
     pub(crate) check_load_side_voltage: bool,
     /// The meter can take a demand limit (the profile's `load_limit`).
     pub(crate) can_limit_load: bool,
+    /// The breaker is half-open and this meter may send a probe: a command goes, but the
+    /// head-end is not known to be back.
+    pub(crate) probing: bool,
     /// `Some(until)`: the head-end's breaker is open (or half-open with no probe left): no
     /// command goes; orders are held, not retried; `until` is when it is tried again.
     pub(crate) down_until: Option<Timestamp>,
@@ -63,6 +66,7 @@ impl Default for HeadEndFacts {
             arm_timeout: Duration::from_secs(24 * 3600),
             check_load_side_voltage: false,
             can_limit_load: false,
+            probing: false,
             down_until: None,
             field_order_after: Duration::from_secs(4 * 3600),
             segment_full: false,
@@ -279,6 +283,7 @@ impl HeadEnds {
                 arm_timeout: self.arm_timeout,
                 check_load_side_voltage: profile.is_some_and(|p| p.check_load_side_voltage),
                 can_limit_load: profile.is_some_and(|p| p.load_limit),
+                probing: admission == Admission::Probe,
                 down_until,
                 field_order_after: self.field_order_after,
                 segment_full: false,

@@ -457,12 +457,16 @@ impl MeterActor {
             );
             self.held_for_head_end = held.is_some() && !closed_meanwhile;
             // Only the race needs a wake-up: this step was told the head-end is down and it
-            // closed before the meter registered. Through the wake index, never a message to
-            // itself from its own handler: actix drains a mailbox without yielding, so a meter
-            // that woke itself at every step spun its arbiter thread forever (the SIGSTOP fault
-            // test with the breaker on).
+            // closed before the meter registered. From a timer, never a message to itself from
+            // its own handler: actix drains a mailbox without yielding, so a meter that woke
+            // itself at every step spun its arbiter thread forever (the SIGSTOP fault test with
+            // the breaker on). Not the wake index either: this step's own wake-up (at the
+            // breaker's retry time) would replace it.
             if closed_meanwhile && self.admission == Admission::Down {
-                dir.wake_at(self.id().clone(), now);
+                ctx.run_later(Duration::from_millis(1), |act, _| {
+                    let id = act.id().clone();
+                    act.dir.deliver(&id, super::MeterMsg::Wake);
+                });
             }
         }
         // A watch this step sets is held before its write: a read handled while the write is in
@@ -561,9 +565,12 @@ impl MeterActor {
                     // payment may have changed: it is not sent; its deadline passes, a status
                     // check finds the switch unmoved, and the retry is decided again.
                     let age = self.dir.services().clock.now().duration_since(c.issued_at);
-                    if c.kind == crate::domain::CommandKind::Disconnect
-                        && age
-                            > jiff::SignedDuration::try_from(STALE_DISCONNECT).unwrap_or_default()
+                    if matches!(
+                        c.kind,
+                        crate::domain::CommandKind::Disconnect
+                            | crate::domain::CommandKind::LoadLimit
+                    ) && age
+                        > jiff::SignedDuration::try_from(STALE_DISCONNECT).unwrap_or_default()
                     {
                         metrics().commands_not_sent.increment(1);
                         // Thousands at once under a recovery burst: one line per 10 s.

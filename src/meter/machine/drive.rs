@@ -57,8 +57,9 @@ impl MeterMachine {
             return;
         }
         // The head-end takes commands again: no order is held for it any longer (one that is
-        // not due yet waits for its own time, not for the field-order deadline).
-        if facts.head_end.down_until.is_none() {
+        // not due yet waits for its own time, not for the field-order deadline). Not on a
+        // probe: if it fails, the held orders keep their field-order deadline.
+        if facts.head_end.down_until.is_none() && !facts.head_end.probing {
             for o in &mut self.open {
                 o.head_end_hold_ends = None;
                 o.head_end_retry_at = None;
@@ -123,7 +124,9 @@ impl MeterMachine {
                 }
                 continue;
             }
-            if let Some(target) = cmd_kind.target_state() {
+            // A disconnect last sent as a demand limit aims for `load_limited` (a switch found
+            // open does not settle it: the pack allowed a limit, not a cut).
+            if let Some(target) = cmd_kind.target_state().and(self.target(idx)) {
                 if self.switch_precheck(idx, target, facts, policy, out) {
                     continue;
                 }
@@ -347,10 +350,10 @@ impl MeterMachine {
         }
         if self.switch == target {
             let o = self.open.remove(idx);
-            let reason = if target == SwitchState::Disconnected {
-                "already_disconnected"
-            } else {
-                "already_connected"
+            let reason = match target {
+                SwitchState::Disconnected => "already_disconnected",
+                SwitchState::LoadLimited => "already_load_limited",
+                _ => "already_connected",
             };
             let s = self.switch;
             out.audit(
@@ -389,7 +392,12 @@ impl MeterMachine {
         out: &mut Out,
         decision: Option<policy::Decision>,
     ) {
-        let kind = if kind == CommandKind::Connect && facts.head_end.arm_reconnect {
+        // Lifting a demand limit closes nothing: a plain connect, even where reconnects arm
+        // (arming would take the supply off until the customer presses the button).
+        let kind = if kind == CommandKind::Connect
+            && facts.head_end.arm_reconnect
+            && self.switch != SwitchState::LoadLimited
+        {
             CommandKind::ArmConnect
         } else {
             kind

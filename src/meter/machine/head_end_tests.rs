@@ -598,21 +598,44 @@ fn a_pack_with_a_load_limit_sets_a_demand_limit_instead_of_cutting_off() {
     assert_eq!((c.kind, c.demand_limit_kw), (CommandKind::Connect, None));
 }
 
+/// A limit answered with any other switch state is not done: retried (the limit goes again,
+/// a switch found open does not settle it); an open switch is a cut all the same.
 #[test]
-fn a_limit_answered_with_the_switch_still_closed_is_retried_not_completed() {
+fn a_limit_answered_with_another_switch_state_is_retried_not_completed() {
+    for state in [SwitchState::Connected, SwitchState::Disconnected] {
+        let mut m = MeterMachine::new("M");
+        let (f, cmd, _) = limit_sent(&mut m);
+        let a = m.step(answer(&cmd, state, None, at(5)), at(5), &f, &policy());
+        assert!(
+            statuses(&a)
+                .iter()
+                .all(|(_, s, _)| *s != OrderStatus::Completed),
+            "{state:?}: {a:?}"
+        );
+        assert_eq!(m.open.len(), 1, "{state:?}: still open, to be tried again");
+        assert_eq!(
+            m.last_cut.is_some(),
+            state == SwitchState::Disconnected,
+            "the customer is off only when the switch is open"
+        );
+        let a = m.step(Input::Wake, at(3600), &f, &policy());
+        let again = dispatched(&a).pop().expect("sent again");
+        assert_eq!(again.kind, CommandKind::LoadLimit, "{state:?}");
+    }
+}
+
+#[test]
+fn lifting_a_limit_where_reconnects_arm_is_a_plain_connect() {
     let mut m = MeterMachine::new("M");
-    let (f, cmd, _) = limit_sent(&mut m);
+    m.switch = SwitchState::LoadLimited;
+    let mut f = arming();
+    f.head_end.can_limit_load = true;
     let a = m.step(
-        answer(&cmd, SwitchState::Connected, None, at(5)),
-        at(5),
+        Input::Order(order("R1", OrderKind::Reconnect)),
+        t0(),
         &f,
         &policy(),
     );
-    assert!(
-        statuses(&a)
-            .iter()
-            .all(|(_, s, _)| *s != OrderStatus::Completed),
-        "{a:?}"
-    );
-    assert_eq!(m.open.len(), 1, "still open, to be tried again");
+    let c = dispatched(&a).pop().expect("a command");
+    assert_eq!(c.kind, CommandKind::Connect);
 }

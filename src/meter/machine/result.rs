@@ -187,12 +187,15 @@ impl MeterMachine {
         } = &r.outcome
         {
             // A demand limit is a cut too: a reconnect lifts it, and the restore obligation
-            // applies to it.
-            if matches!(
-                switch_state,
-                SwitchState::Disconnected | SwitchState::LoadLimited
-            ) && target == Some(*switch_state)
-            {
+            // applies to it; a limit answered "disconnected" (the adapter cut the supply) is a
+            // full cut, whatever the order asked for.
+            let cut = match (switch_state, target) {
+                (SwitchState::Disconnected, Some(SwitchState::Disconnected))
+                | (SwitchState::Disconnected, Some(SwitchState::LoadLimited))
+                | (SwitchState::LoadLimited, Some(SwitchState::LoadLimited)) => true,
+                _ => false,
+            };
+            if cut {
                 let o = &self.open[idx];
                 self.last_cut = Some(Box::new(Cut {
                     order_id: o.order.order_id.clone(),
@@ -333,7 +336,12 @@ impl MeterMachine {
                     e.detail = Some("the earlier command took effect; not sent again".into());
                 },
             );
-            out.event(&o.order, OrderStatus::Completed, Some("done"), &answer);
+            let reason = if switch_state == SwitchState::LoadLimited {
+                "load_limited"
+            } else {
+                "done"
+            };
+            out.event(&o.order, OrderStatus::Completed, Some(reason), &answer);
         } else {
             // The earlier attempt did not take effect: it is now safe to send again.
             self.fail_or_retry(
