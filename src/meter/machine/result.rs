@@ -284,12 +284,12 @@ impl MeterMachine {
                     &answer,
                 );
             }
-            let reason = if switch_state == SwitchState::LoadLimited {
-                "load_limited"
-            } else {
-                "done"
-            };
-            out.event(&o.order, OrderStatus::Completed, Some(reason), &answer);
+            out.event(
+                &o.order,
+                OrderStatus::Completed,
+                Some(completion_reason(switch_state)),
+                &answer,
+            );
         } else {
             self.fail_or_retry(
                 idx,
@@ -336,12 +336,12 @@ impl MeterMachine {
                     e.detail = Some("the earlier command took effect; not sent again".into());
                 },
             );
-            let reason = if switch_state == SwitchState::LoadLimited {
-                "load_limited"
-            } else {
-                "done"
-            };
-            out.event(&o.order, OrderStatus::Completed, Some(reason), &answer);
+            out.event(
+                &o.order,
+                OrderStatus::Completed,
+                Some(completion_reason(switch_state)),
+                &answer,
+            );
         } else {
             // The earlier attempt did not take effect: it is now safe to send again.
             self.fail_or_retry(
@@ -355,5 +355,15 @@ impl MeterMachine {
                 policy,
             );
         }
+    }
+}
+
+/// The reason a completed order gives: `load_limited` when the meter took a demand limit
+/// instead of the full cut, `done` otherwise.
+fn completion_reason(reached: SwitchState) -> &'static str {
+    if reached == SwitchState::LoadLimited {
+        "load_limited"
+    } else {
+        "done"
     }
 }
