@@ -628,6 +628,52 @@ fn order_path(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The same store batch with the write-ahead log (`store.wal`, the default: the log's
+    // append is synced, redb's commit is not) and without it (redb syncs every commit).
+    for wal in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_sharded(dir.path(), 1, 64 << 20, wal).unwrap();
+        let name = if wal {
+            "4_store_batch_wal"
+        } else {
+            "4_store_batch_synced"
+        };
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut batches = Vec::with_capacity(3 * PATH_ORDERS);
+                    for i in fresh() {
+                        let o = decode(i);
+                        let p = encode(&o, two_steps(o.clone(), &facts, &policy));
+                        batches.extend([p.intake, p.dispatched, p.completed]);
+                    }
+                    batches
+                },
+                |batches| store.apply(&batches).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+        // One meter step per transaction: what a dispatch waits for when the store is idle.
+        let one = if wal {
+            "5_one_step_commit_wal"
+        } else {
+            "5_one_step_commit_synced"
+        };
+        let mut n = 100_000_000u64 + u64::from(wal) * 100_000_000;
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(one, |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    let o = decode(n);
+                    encode(&o, two_steps(o.clone(), &facts, &policy)).dispatched
+                },
+                |batch| store.apply(&[batch]).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+        g.throughput(Throughput::Elements(PATH_ORDERS as u64));
+    }
     g.bench_function("whole_order", |b| {
         b.iter_batched(
             || fresh(),

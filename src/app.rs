@@ -391,6 +391,7 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
         &config.data_dir,
         config.store.shards as u64,
         config.store.cache_mib << 20,
+        config.store.wal,
     )
 }
 
@@ -432,6 +433,7 @@ async fn start_store(
     // files: wait without blocking this runtime, on which it may need to run to let go.
     let of = config.store.shards as u64;
     let cache = EmbeddedStore::cache_per_file(config.store.cache_mib << 20, of);
+    let wal = config.store.wal;
     // The files open in parallel: after an unclean stop redb verifies each whole file first
     // (seconds per GB; the recovery load test measured it).
     let opens = (0..of)
@@ -444,7 +446,7 @@ async fn start_store(
                 loop {
                     let d = dir.clone();
                     let opened = tokio::task::spawn_blocking(move || {
-                        EmbeddedStore::try_open(&d, shard, cache)
+                        EmbeddedStore::try_open(&d, shard, cache, wal)
                     })
                     .await
                     .map_err(|e| StoreError::Open {

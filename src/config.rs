@@ -845,6 +845,15 @@ pub(crate) struct StoreConfig {
     pub(crate) shards: usize,
     /// redb's page cache over all the files, in MiB (split evenly between them).
     pub(crate) cache_mib: usize,
+    /// Embedded store: a write is made durable by its file's write-ahead log (an append and a
+    /// sync) and committed to redb without a sync; a checkpoint syncs redb every 2 s
+    /// (src/store/wal.rs). `false`: every commit is synced by redb itself.
+    #[serde(default = "on")]
+    pub(crate) wal: bool,
+}
+
+fn on() -> bool {
+    true
 }
 
 /// Keyspace replication: `simple` (one data centre, a laptop or a test) or

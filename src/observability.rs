@@ -528,6 +528,18 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "duration of one store transaction including fsync",
     ),
     spec(
+        "switchyard_store_checkpoint_seconds",
+        MetricKind::Histogram,
+        Some(Unit::Seconds),
+        "embedded store: one checkpoint (a synced commit of a file, after which its write-ahead log is emptied); writes to that file wait meanwhile",
+    ),
+    spec(
+        "switchyard_store_wal_bytes_total",
+        MetricKind::Counter,
+        None,
+        "embedded store: bytes of write-ahead log records made durable and checkpointed",
+    ),
+    spec(
         "switchyard_intake_batch_seconds",
         MetricKind::Histogram,
         Some(Unit::Seconds),
@@ -684,6 +696,18 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "a head-end answer handed to the meter actor → the order's final status durably stored",
     ),
     spec(
+        "switchyard_order_queue_seconds",
+        MetricKind::Histogram,
+        Some(Unit::Seconds),
+        "dispatch, first stage: an order handed to its meter actor → the actor's handler takes it (mailbox, and the actor's start when it was not live)",
+    ),
+    spec(
+        "switchyard_order_write_seconds",
+        MetricKind::Histogram,
+        Some(Unit::Seconds),
+        "dispatch, second stage: the order's first step submitted to the store → durable (the store's queue and commit)",
+    ),
+    spec(
         "switchyard_build_info",
         MetricKind::Gauge,
         None,
@@ -763,6 +787,9 @@ pub struct LatencySummary {
 pub(crate) struct LatencyProbes {
     pub(crate) dispatch: LatencyProbe,
     pub(crate) completion: LatencyProbe,
+    /// Stages of the dispatch: the actor's mailbox, then the step's write.
+    pub(crate) order_queue: LatencyProbe,
+    pub(crate) order_write: LatencyProbe,
 }
 
 pub(crate) fn latency() -> &'static LatencyProbes {
@@ -772,6 +799,8 @@ pub(crate) fn latency() -> &'static LatencyProbes {
         LatencyProbes {
             dispatch: LatencyProbe::new("switchyard_dispatch_latency_seconds"),
             completion: LatencyProbe::new("switchyard_completion_latency_seconds"),
+            order_queue: LatencyProbe::new("switchyard_order_queue_seconds"),
+            order_write: LatencyProbe::new("switchyard_order_write_seconds"),
         }
     })
 }
@@ -821,6 +850,9 @@ mod catalogue_tests {
         m.intake_batch_seconds.record(0.003);
         latency().dispatch.record(Duration::from_micros(500));
         latency().completion.record(Duration::from_micros(700));
+        latency().order_queue.record(Duration::from_micros(100));
+        latency().order_write.record(Duration::from_micros(300));
+        crate::store::wal::record_checkpoint(Duration::from_millis(40), 4096);
         records_lost("switchyard.catalogue-test.v1", 0);
         campaign_progress(&crate::domain::CampaignEvent {
             schema_version: 1,

@@ -106,15 +106,30 @@ impl Switchyard {
         }
     }
 
-    pub async fn latency(&self) -> Option<(LatencySummary, LatencySummary)> {
+    /// `/stats/latency` as JSON.
+    async fn latency_json(&self) -> Option<serde_json::Value> {
         let (code, body) = get(self.http, "/stats/latency").await.ok()?;
         if code != 200 {
             return None;
         }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        serde_json::from_str(&body).ok()
+    }
+
+    pub async fn latency(&self) -> Option<(LatencySummary, LatencySummary)> {
+        let v = self.latency_json().await?;
         Some((
             serde_json::from_value(v["dispatch"].clone()).ok()?,
             serde_json::from_value(v["completion"].clone()).ok()?,
+        ))
+    }
+
+    /// The dispatch's stages (`/stats/latency` `stages`): the actor's mailbox, then the step's
+    /// write. `None` from a switchyard that does not serve them.
+    pub async fn stages(&self) -> Option<(LatencySummary, LatencySummary)> {
+        let v = self.latency_json().await?;
+        Some((
+            serde_json::from_value(v["stages"]["order_queue"].clone()).ok()?,
+            serde_json::from_value(v["stages"]["order_write"].clone()).ok()?,
         ))
     }
 

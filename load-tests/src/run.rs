@@ -471,6 +471,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         }
     }
     let latency = sy.latency().await;
+    let stages = sy.stages().await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     sampler.abort();
     let (_, peak_rss) = child::memory(sy.pid());
@@ -559,6 +560,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         storm_at,
         latency,
         latency_before_kill,
+        stages,
         recovery,
         raw: Raw {
             consume_per_sec: raw_consume,

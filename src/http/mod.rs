@@ -386,6 +386,10 @@ async fn latency() -> impl IntoResponse {
     Json(json!({
         "dispatch": l.dispatch.snapshot(),
         "completion": l.completion.snapshot(),
+        "stages": {
+            "order_queue": l.order_queue.snapshot(),
+            "order_write": l.order_write.snapshot(),
+        },
     }))
 }
 

@@ -526,7 +526,13 @@ impl MeterActor {
                 backoff.wait().await;
             }
         };
+        let write_started = std::time::Instant::now();
         ctx.wait(fut.into_actor(self).map(move |written, act, ctx| {
+            if matches!(arrival, Some(Arrival::Order(..))) {
+                observability::latency()
+                    .order_write
+                    .record(write_started.elapsed());
+            }
             if !written {
                 tracing::info!(meter = %act.id(), "a step of a meter whose unit was taken by another instance was dropped unstored");
                 ctx.stop();
@@ -836,6 +842,7 @@ impl Handler<Deliver> for MeterActor {
                 self.handle_all(vec![Input::Result(r)], extra, None, arrival, ctx)
             }
             Input::Order(o) => {
+                observability::latency().order_queue.record(msg.2.elapsed());
                 let arrival = Some(Arrival::Order(o.order_id.clone(), msg.2));
                 self.handle_all(
                     vec![Input::Order(o)],

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use super::wal::{self, Op, Ops, Wal};
 use super::{
     AuditCursor, CommandRecord, OutboxEntry, OutboxMessage, Store, StoreCounts, StoreError,
     WriteBatch,
@@ -36,6 +37,8 @@ const AUDIT_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit");
 const FORMAT: u64 = 3;
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `META` key: the number of the last write-ahead log record the file includes.
+const WAL_LSN: &str = "wal_lsn";
 /// campaign id → campaign record.
 const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaigns");
 /// `campaign\0order` → campaign order.
@@ -53,6 +56,131 @@ const ORDERS_BY_RECEIPT: TableDefinition<(i64, &str), ()> =
 const EXCEPTION_TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("exception_tasks");
 /// Meters whose reads are watched (a cut): meter id → `ReadWatch` JSON.
 const READ_WATCH: TableDefinition<&str, &[u8]> = TableDefinition::new("read_watch");
+
+/// The numbers of the tables a write transaction changes, as the write-ahead log names them
+/// (never renumber one: a log written by one version is replayed by the next).
+mod table_id {
+    pub(super) const ORDERS: u8 = 1;
+    pub(super) const OPEN: u8 = 2;
+    pub(super) const METERS: u8 = 3;
+    pub(super) const COMMANDS: u8 = 4;
+    pub(super) const EXCEPTIONS: u8 = 5;
+    pub(super) const AUDIT_LOG: u8 = 6;
+    pub(super) const AUDIT_HEAD: u8 = 7;
+    pub(super) const OUTBOX: u8 = 8;
+    pub(super) const CAMPAIGNS: u8 = 9;
+    pub(super) const CAMPAIGN_ORDERS: u8 = 10;
+    pub(super) const CAMPAIGN_RELEASES: u8 = 11;
+    pub(super) const KEPT: u8 = 12;
+    pub(super) const ORDERS_BY_RECEIPT: u8 = 13;
+    pub(super) const READ_WATCH: u8 = 14;
+    pub(super) const META: u8 = 15;
+}
+
+/// A table of a write transaction whose inserts and removes are also recorded for the
+/// write-ahead log (`ops` is `None` for a file without one). Reads go to the table itself.
+struct Logged<'t, 'o, K: redb::Key + 'static, V: redb::Value + 'static> {
+    table: redb::Table<'t, K, V>,
+    id: u8,
+    ops: Option<&'o std::cell::RefCell<Ops>>,
+}
+
+impl<'t, K: redb::Key + 'static, V: redb::Value + 'static> std::ops::Deref
+    for Logged<'t, '_, K, V>
+{
+    type Target = redb::Table<'t, K, V>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.table
+    }
+}
+
+impl<K: redb::Key + 'static, V: redb::Value + 'static> Logged<'_, '_, K, V> {
+    fn insert<'k, 'v>(
+        &mut self,
+        key: impl std::borrow::Borrow<K::SelfType<'k>>,
+        value: impl std::borrow::Borrow<V::SelfType<'v>>,
+    ) -> Result<(), redb::StorageError> {
+        let (key, value) = (key.borrow(), value.borrow());
+        if let Some(ops) = self.ops {
+            ops.borrow_mut().insert(
+                self.id,
+                K::as_bytes(key).as_ref(),
+                V::as_bytes(value).as_ref(),
+            );
+        }
+        self.table.insert(key, value).map(|_| ())
+    }
+
+    fn remove<'k>(
+        &mut self,
+        key: impl std::borrow::Borrow<K::SelfType<'k>>,
+    ) -> Result<(), redb::StorageError> {
+        let key = key.borrow();
+        if let Some(ops) = self.ops {
+            ops.borrow_mut().remove(self.id, K::as_bytes(key).as_ref());
+        }
+        self.table.remove(key).map(|_| ())
+    }
+}
+
+fn logged<'t, 'o, K: redb::Key + 'static, V: redb::Value + 'static>(
+    w: &'t redb::WriteTransaction,
+    def: TableDefinition<K, V>,
+    id: u8,
+    ops: Option<&'o std::cell::RefCell<Ops>>,
+) -> Result<Logged<'t, 'o, K, V>, StoreError> {
+    Ok(Logged {
+        table: w.open_table(def).map_err(be)?,
+        id,
+        ops,
+    })
+}
+
+/// Applies one change read back from the write-ahead log.
+fn replay(w: &redb::WriteTransaction, op: &Op<'_>) -> Result<(), StoreError> {
+    fn on<K: redb::Key + 'static, V: redb::Value + 'static>(
+        w: &redb::WriteTransaction,
+        def: TableDefinition<K, V>,
+        op: &Op<'_>,
+    ) -> Result<(), StoreError> {
+        let mut t = w.open_table(def).map_err(be)?;
+        match *op {
+            Op::Insert { key, value, .. } => {
+                t.insert(K::from_bytes(key), V::from_bytes(value))
+                    .map_err(be)?;
+            }
+            Op::Remove { key, .. } => {
+                t.remove(K::from_bytes(key)).map_err(be)?;
+            }
+        }
+        Ok(())
+    }
+    let table = match *op {
+        Op::Insert { table, .. } | Op::Remove { table, .. } => table,
+    };
+    match table {
+        table_id::ORDERS => on(w, ORDERS, op),
+        table_id::OPEN => on(w, OPEN, op),
+        table_id::METERS => on(w, METERS, op),
+        table_id::COMMANDS => on(w, COMMANDS, op),
+        table_id::EXCEPTIONS => on(w, EXCEPTIONS, op),
+        table_id::AUDIT_LOG => on(w, AUDIT_LOG, op),
+        table_id::AUDIT_HEAD => on(w, AUDIT_HEAD, op),
+        table_id::OUTBOX => on(w, OUTBOX, op),
+        table_id::CAMPAIGNS => on(w, CAMPAIGNS, op),
+        table_id::CAMPAIGN_ORDERS => on(w, CAMPAIGN_ORDERS, op),
+        table_id::CAMPAIGN_RELEASES => on(w, CAMPAIGN_RELEASES, op),
+        table_id::KEPT => on(w, KEPT, op),
+        table_id::ORDERS_BY_RECEIPT => on(w, ORDERS_BY_RECEIPT, op),
+        table_id::READ_WATCH => on(w, READ_WATCH, op),
+        table_id::META => on(w, META, op),
+        other => Err(StoreError::Corrupt {
+            key: "write-ahead log".into(),
+            message: format!("a change names table {other}, which this version does not know"),
+        }),
+    }
+}
 
 /// Which file of a sharded store (`crate::store::ShardedStore`) to open: shard `index` of `of`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +225,8 @@ pub struct EmbeddedStore {
     /// Unit leases: in memory, as one process holds the file (the lock of the database) and
     /// so is the only instance there can be.
     leases: std::sync::Mutex<std::collections::HashMap<u32, super::UnitLease>>,
+    /// The file's write-ahead log (`store.wal`); `None`: every commit is synced by redb.
+    wal: Option<std::sync::Mutex<Wal>>,
 }
 
 fn be(e: impl std::fmt::Display) -> StoreError {
@@ -191,6 +321,7 @@ impl EmbeddedStore {
             Shard::ONLY,
             std::time::Duration::from_secs(10),
             DEFAULT_CACHE_BYTES,
+            true,
         )
     }
 
@@ -206,7 +337,7 @@ impl EmbeddedStore {
             })?;
             Self::open_db(&path, None, wait, DEFAULT_CACHE_BYTES)?.1
         };
-        Self::open_shards(dir, of, DEFAULT_CACHE_BYTES * (of as usize + 1))
+        Self::open_shards(dir, of, DEFAULT_CACHE_BYTES * (of as usize + 1), true)
     }
 
     /// Opens (or creates) a store of `shards` shards in `dir` with `cache_bytes` of page cache
@@ -216,8 +347,9 @@ impl EmbeddedStore {
         dir: &Path,
         shards: u64,
         cache_bytes: usize,
+        wal: bool,
     ) -> Result<std::sync::Arc<dyn super::Store>, StoreError> {
-        Self::open_shards(dir, shards, cache_bytes)
+        Self::open_shards(dir, shards, cache_bytes, wal)
     }
 
     /// The page cache of each file when a store of `shards` shards has `total` bytes.
@@ -229,6 +361,7 @@ impl EmbeddedStore {
         dir: &Path,
         of: u64,
         cache_bytes: usize,
+        wal: bool,
     ) -> Result<std::sync::Arc<dyn super::Store>, StoreError> {
         let wait = std::time::Duration::from_secs(10);
         let cache = Self::cache_per_file(cache_bytes, of);
@@ -239,9 +372,11 @@ impl EmbeddedStore {
                 Shard { index, of },
                 wait,
                 cache,
+                wal,
             )?));
         }
-        let control = std::sync::Arc::new(Self::open_with(dir, Shard::control(of), wait, cache)?);
+        let control =
+            std::sync::Arc::new(Self::open_with(dir, Shard::control(of), wait, cache, wal)?);
         Ok(std::sync::Arc::new(super::ShardedStore::with_control(
             shards, control,
         )))
@@ -254,8 +389,9 @@ impl EmbeddedStore {
         dir: &Path,
         shard: Shard,
         cache_bytes: usize,
+        wal: bool,
     ) -> Result<Option<EmbeddedStore>, StoreError> {
-        match Self::open_with(dir, shard, std::time::Duration::ZERO, cache_bytes) {
+        match Self::open_with(dir, shard, std::time::Duration::ZERO, cache_bytes, wal) {
             Ok(s) => Ok(Some(s)),
             Err(StoreError::Open { message, .. }) if message == ALREADY_OPEN => Ok(None),
             Err(e) => Err(e),
@@ -267,6 +403,7 @@ impl EmbeddedStore {
         shard: Shard,
         wait: std::time::Duration,
         cache_bytes: usize,
+        wal: bool,
     ) -> Result<EmbeddedStore, StoreError> {
         let path = dir.join(shard.file_name());
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
@@ -274,7 +411,9 @@ impl EmbeddedStore {
             message: e.to_string(),
         })?;
         let (db, shards) = Self::open_db(&path, Some(shard.of), wait, cache_bytes)?;
+        let wal = Self::recover(&db, &path, wal)?.map(std::sync::Mutex::new);
         Ok(EmbeddedStore {
+            wal,
             path,
             shards,
             cache_bytes,
@@ -283,6 +422,80 @@ impl EmbeddedStore {
             last_reopen: std::sync::Mutex::new(None),
             leases: Default::default(),
         })
+    }
+
+    /// Applies the write-ahead log's records that the file does not include yet (a crash since
+    /// the last checkpoint), commits them with a sync and empties the log. Returns the log to
+    /// write to when `keep` (`store.wal`); without it, the log file is removed once applied.
+    fn recover(db: &Database, store: &Path, keep: bool) -> Result<Option<Wal>, StoreError> {
+        let path = Wal::path_for(store);
+        let err = |m: String| StoreError::Open {
+            path: path.display().to_string(),
+            message: m,
+        };
+        if !keep && !path.exists() {
+            return Ok(None);
+        }
+        let (mut wal, records) = Wal::open(&path).map_err(|e| err(e.to_string()))?;
+        let applied = {
+            let r = db.begin_read().map_err(be)?;
+            let meta = r.open_table(META).map_err(be)?;
+            let v = meta.get(WAL_LSN).map_err(be)?.map_or(0, |v| v.value());
+            v
+        };
+        let todo: Vec<&wal::Record> = records.iter().filter(|r| r.lsn > applied).collect();
+        if !todo.is_empty() {
+            let started = std::time::Instant::now();
+            let w = db.begin_write().map_err(be)?;
+            for r in &todo {
+                for op in wal::ops(&r.payload) {
+                    let op = op.map_err(|m| StoreError::Corrupt {
+                        key: format!("{} record {}", path.display(), r.lsn),
+                        message: m,
+                    })?;
+                    replay(&w, &op)?;
+                }
+            }
+            w.commit().map_err(be)?;
+            tracing::info!(log = %path.display(), records = todo.len(), secs = started.elapsed().as_secs_f64(), "store writes since the last checkpoint applied again from the write-ahead log");
+        }
+        wal.empty().map_err(|e| err(e.to_string()))?;
+        wal.start_at(applied.max(records.last().map_or(0, |r| r.lsn)) + 1);
+        if keep {
+            Ok(Some(wal))
+        } else {
+            drop(wal);
+            std::fs::remove_file(&path).map_err(|e| err(e.to_string()))?;
+            Ok(None)
+        }
+    }
+
+    /// A synced redb commit: every earlier (unsynced) commit is in the file itself now, and the
+    /// write-ahead log is emptied. Takes redb's write lock before the log's, as writers do.
+    fn checkpoint(&self, db: &Database, force: bool) -> Result<(), StoreError> {
+        let Some(m) = &self.wal else {
+            return Ok(());
+        };
+        let w = db.begin_write().map_err(be)?;
+        let mut wal = m.lock().expect("lock");
+        if !force && !wal.checkpoint_due() {
+            return Ok(()); // another writer's checkpoint came first
+        }
+        let started = std::time::Instant::now();
+        {
+            let mut meta = w.open_table(META).map_err(be)?;
+            meta.insert(WAL_LSN, wal.next_lsn() - 1).map_err(be)?;
+        }
+        w.commit().map_err(be)?;
+        let bytes = wal.len();
+        wal.empty().map_err(|e| {
+            StoreError::Backend(format!(
+                "emptying the write-ahead log {}: {e}",
+                wal.path().display()
+            ))
+        })?;
+        wal::record_checkpoint(started.elapsed(), bytes);
+        Ok(())
     }
 
     /// Opens the file and checks its format and shard count (`None`: whatever the file says;
@@ -420,6 +633,12 @@ impl EmbeddedStore {
             self.cache_bytes,
         )
         .map_err(|e| StoreError::Backend(format!("reopening after an I/O error: {e}")))?;
+        if let Some(m) = &self.wal {
+            // (No write is under way: they all hold the read side of `db`.)
+            let log = Self::recover(&fresh, &self.path, true)
+                .map_err(|e| StoreError::Backend(format!("reopening after an I/O error: {e}")))?;
+            *m.lock().expect("lock") = log.expect("kept");
+        }
         *db = Some(fresh);
         self.broken.store(false, Ordering::SeqCst);
         tracing::info!(path = %self.path.display(), "embedded store reopened after an I/O error; writes resume");
@@ -456,7 +675,19 @@ impl EmbeddedStore {
         let db = g.as_ref().ok_or_else(|| {
             StoreError::Backend("the embedded store is being reopened after an I/O error".into())
         })?;
-        let w = db.begin_write().map_err(be)?;
+        let mut w = db.begin_write().map_err(be)?;
+        // With a write-ahead log, the transaction's changes are recorded as it makes them and
+        // the log, not redb, makes them durable (src/store/wal.rs). The log is locked only while
+        // this write transaction is open: every writer takes redb's write lock first.
+        let ops = std::cell::RefCell::new(Ops::default());
+        let wal = match &self.wal {
+            Some(m) => {
+                w.set_durability(redb::Durability::None).map_err(be)?;
+                Some(m.lock().expect("lock"))
+            }
+            None => None,
+        };
+        let log = wal.is_some().then_some(&ops);
         // Read inside the write transaction: two writers (the group-commit thread and a
         // campaign's `write_now`) must never number outbox entries alike.
         let mut seq = {
@@ -466,24 +697,25 @@ impl EmbeddedStore {
         };
 
         {
-            let mut orders = w.open_table(ORDERS).map_err(be)?;
-            let mut open = w.open_table(OPEN).map_err(be)?;
-            let mut meters = w.open_table(METERS).map_err(be)?;
-            let mut commands = w.open_table(COMMANDS).map_err(be)?;
-            let mut exceptions = w.open_table(EXCEPTIONS).map_err(be)?;
-            let mut audit = w.open_table(AUDIT_LOG).map_err(be)?;
-            let mut heads = w.open_table(AUDIT_HEAD).map_err(be)?;
+            let mut orders = logged(&w, ORDERS, table_id::ORDERS, log)?;
+            let mut open = logged(&w, OPEN, table_id::OPEN, log)?;
+            let mut meters = logged(&w, METERS, table_id::METERS, log)?;
+            let mut commands = logged(&w, COMMANDS, table_id::COMMANDS, log)?;
+            let mut exceptions = logged(&w, EXCEPTIONS, table_id::EXCEPTIONS, log)?;
+            let mut audit = logged(&w, AUDIT_LOG, table_id::AUDIT_LOG, log)?;
+            let mut heads = logged(&w, AUDIT_HEAD, table_id::AUDIT_HEAD, log)?;
             // Heads moved in this transaction (position and time), written once per meter at
             // the end.
             let mut moved: std::collections::HashMap<&str, (u64, Option<jiff::Timestamp>)> =
                 std::collections::HashMap::new();
-            let mut outbox = w.open_table(OUTBOX).map_err(be)?;
-            let mut campaigns = w.open_table(CAMPAIGNS).map_err(be)?;
-            let mut campaign_orders = w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
-            let mut campaign_releases = w.open_table(CAMPAIGN_RELEASES).map_err(be)?;
-            let mut kept = w.open_table(KEPT).map_err(be)?;
-            let mut by_receipt = w.open_table(ORDERS_BY_RECEIPT).map_err(be)?;
-            let mut watch = w.open_table(READ_WATCH).map_err(be)?;
+            let mut outbox = logged(&w, OUTBOX, table_id::OUTBOX, log)?;
+            let mut campaigns = logged(&w, CAMPAIGNS, table_id::CAMPAIGNS, log)?;
+            let mut campaign_orders = logged(&w, CAMPAIGN_ORDERS, table_id::CAMPAIGN_ORDERS, log)?;
+            let mut campaign_releases =
+                logged(&w, CAMPAIGN_RELEASES, table_id::CAMPAIGN_RELEASES, log)?;
+            let mut kept = logged(&w, KEPT, table_id::KEPT, log)?;
+            let mut by_receipt = logged(&w, ORDERS_BY_RECEIPT, table_id::ORDERS_BY_RECEIPT, log)?;
+            let mut watch = logged(&w, READ_WATCH, table_id::READ_WATCH, log)?;
             for b in batches {
                 for c in &b.watches {
                     match c {
@@ -695,10 +927,56 @@ impl EmbeddedStore {
             for (meter, head) in moved {
                 heads.insert(meter, head).map_err(be)?;
             }
-            let mut meta = w.open_table(META).map_err(be)?;
+            let mut meta = logged(&w, META, table_id::META, log)?;
             meta.insert("seq", seq).map_err(be)?;
+            if let Some(wal) = &wal {
+                meta.insert(WAL_LSN, wal.next_lsn()).map_err(be)?;
+            }
         }
-        w.commit().map_err(be)?;
+        let Some(mut wal) = wal else {
+            w.commit().map_err(be)?;
+            return Ok(published);
+        };
+        let lsn = wal.next_lsn();
+        if ops.borrow().as_bytes().len() as u64 >= wal::SYNC_ABOVE_BYTES {
+            // A large group commit: redb's own synced commit writes its pages once, cheaper
+            // than logging them first; and it is a checkpoint (every earlier unsynced commit
+            // is in the file now, `wal_lsn` says so), so the log is emptied.
+            w.set_durability(redb::Durability::Immediate).map_err(be)?;
+            let started = std::time::Instant::now();
+            w.commit().map_err(be)?;
+            wal.start_at(lsn + 1);
+            let bytes = wal.len();
+            if let Err(e) = wal.empty() {
+                // Harmless: the records it keeps are at or below the file's `wal_lsn`.
+                tracing::warn!(log = %wal.path().display(), error = %e, "cannot empty the write-ahead log after a synced commit");
+            } else {
+                wal::record_checkpoint(started.elapsed(), bytes);
+            }
+            return Ok(published);
+        }
+        let at = wal.append(lsn, &ops.borrow()).map_err(|e| {
+            StoreError::Backend(format!(
+                "appending to the write-ahead log {}: {e}",
+                wal.path().display()
+            ))
+        })?;
+        if let Err(e) = w.commit() {
+            // The record must not outlive a write that did not happen: the caller retries it.
+            if let Err(cut) = wal.cut(at) {
+                tracing::error!(log = %wal.path().display(), error = %cut, commit_error = %e, "a write failed after its write-ahead log record was synced, and the record cannot be cut off the log; stopping, so that the restart applies it (a write durable but not acknowledged, as after a crash)");
+                std::process::abort();
+            }
+            return Err(be(e));
+        }
+        let due = wal.checkpoint_due();
+        drop(wal);
+        if due {
+            // Not a failure of this write, which is durable in the log: the next write tries again.
+            if let Err(e) = self.checkpoint(db, false) {
+                tracing::warn!(file = %self.path.display(), error = %e, "store checkpoint failed; the write-ahead log keeps the writes and grows until one succeeds");
+            }
+        }
         Ok(published)
     }
 }
@@ -1234,6 +1512,137 @@ impl Iterator for AuditChain<'_> {
 mod tests {
     use super::*;
 
+    fn step(n: u32) -> WriteBatch {
+        let at = jiff::Timestamp::from_second(1_800_000_000 + i64::from(n)).unwrap();
+        WriteBatch {
+            audit: vec![AuditEvent::new(
+                "M-1",
+                at,
+                crate::domain::AuditKind::StatusChange,
+            )],
+            outbox: vec![OutboxMessage::new("events", "M-1", vec![n as u8])],
+            ..Default::default()
+        }
+    }
+
+    /// What a `kill -9` leaves of the store directory, taken while the store is open: the
+    /// files as the operating system holds them (redb's unsynced commits are in its own
+    /// memory, not in the file). `log`: with the write-ahead log file.
+    fn crash_image(from: &Path, log: bool) -> tempfile::TempDir {
+        let to = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            from.join("switchyard.redb"),
+            to.path().join("switchyard.redb"),
+        )
+        .unwrap();
+        if log {
+            std::fs::copy(
+                from.join("switchyard.wal"),
+                to.path().join("switchyard.wal"),
+            )
+            .unwrap();
+        }
+        to
+    }
+
+    #[test]
+    fn writes_acknowledged_since_the_last_checkpoint_survive_a_crash_through_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        for n in 0..40 {
+            s.apply(&[step(n)]).unwrap();
+        }
+        let crashed = crash_image(dir.path(), true);
+        let crashed_without_log = crash_image(dir.path(), false);
+        drop(s);
+
+        let back = EmbeddedStore::open(crashed.path()).unwrap();
+        assert_eq!(
+            back.audit("M-1").unwrap().len(),
+            40,
+            "every acknowledged write is back"
+        );
+        assert_eq!(back.outbox(100).unwrap().len(), 40);
+        // The image really is a crash: without its log, redb alone has none of them.
+        let lost = EmbeddedStore::open(crashed_without_log.path()).unwrap();
+        assert!(
+            lost.audit("M-1").unwrap().len() < 40,
+            "the log is what kept them"
+        );
+        // After the replay the log numbers on: a later write and a clean restart keep all.
+        back.apply(&[step(40)]).unwrap();
+        let seqs: Vec<u64> = back.outbox(100).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs.len(), 41);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        drop(back);
+        let again = EmbeddedStore::open(crashed.path()).unwrap();
+        assert_eq!(again.audit("M-1").unwrap().len(), 41);
+    }
+
+    #[test]
+    fn a_checkpoint_puts_the_writes_in_the_file_itself_and_empties_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        for n in 0..10 {
+            s.apply(&[step(n)]).unwrap();
+        }
+        let log = dir.path().join("switchyard.wal");
+        assert!(std::fs::metadata(&log).unwrap().len() > 0);
+        {
+            let g = s.db.read().unwrap();
+            s.checkpoint(g.as_ref().unwrap(), true).unwrap();
+        }
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+        let crashed = crash_image(dir.path(), false);
+        let back = EmbeddedStore::open(crashed.path()).unwrap();
+        assert_eq!(back.audit("M-1").unwrap().len(), 10);
+    }
+
+    #[test]
+    fn a_large_group_commit_is_synced_by_redb_and_checkpoints_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        for n in 0..5 {
+            s.apply(&[step(n)]).unwrap();
+        }
+        let mut big = step(5);
+        big.outbox[0].payload = vec![7; wal::SYNC_ABOVE_BYTES as usize];
+        s.apply(&[big]).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("switchyard.wal"))
+                .unwrap()
+                .len(),
+            0
+        );
+        // Logged again after it, numbered on.
+        s.apply(&[step(6)]).unwrap();
+        let crashed = crash_image(dir.path(), true);
+        let without_log = crash_image(dir.path(), false);
+        let back = EmbeddedStore::open(crashed.path()).unwrap();
+        assert_eq!(back.audit("M-1").unwrap().len(), 7);
+        let file_only = EmbeddedStore::open(without_log.path()).unwrap();
+        assert_eq!(
+            file_only.audit("M-1").unwrap().len(),
+            6,
+            "the large commit and everything before it are in the file itself"
+        );
+    }
+
+    #[test]
+    fn without_a_log_every_commit_is_synced_by_redb() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::try_open(dir.path(), Shard::ONLY, DEFAULT_CACHE_BYTES, false)
+            .unwrap()
+            .unwrap();
+        for n in 0..10 {
+            s.apply(&[step(n)]).unwrap();
+        }
+        assert!(!dir.path().join("switchyard.wal").exists());
+        let crashed = crash_image(dir.path(), false);
+        let back = EmbeddedStore::open(crashed.path()).unwrap();
+        assert_eq!(back.audit("M-1").unwrap().len(), 10);
+    }
+
     /// The whole store contract on one file (tests/store_contract.rs runs it on the sharded
     /// store the application opens, and on ScyllaDB).
     #[test]
@@ -1258,7 +1667,7 @@ mod tests {
                 .unwrap();
             w.commit().unwrap();
         }
-        let err = EmbeddedStore::try_open(dir.path(), Shard::ONLY, DEFAULT_CACHE_BYTES)
+        let err = EmbeddedStore::try_open(dir.path(), Shard::ONLY, DEFAULT_CACHE_BYTES, true)
             .err()
             .expect("an old file opened")
             .to_string();
@@ -1274,7 +1683,7 @@ mod tests {
             w.open_table(META).unwrap().insert("format", 2).unwrap();
             w.commit().unwrap();
         }
-        let err = EmbeddedStore::try_open(dir.path(), Shard::ONLY, DEFAULT_CACHE_BYTES)
+        let err = EmbeddedStore::try_open(dir.path(), Shard::ONLY, DEFAULT_CACHE_BYTES, true)
             .err()
             .expect("a format-2 file opened")
             .to_string();

@@ -14,6 +14,7 @@ pub mod contract;
 pub(crate) mod embedded;
 pub(crate) mod scylla;
 pub(crate) mod sharded;
+pub(crate) mod wal;
 
 use serde::{Deserialize, Serialize};
 

@@ -358,9 +358,14 @@ mod tests {
         ShardedStore::new(
             (0..of)
                 .map(|index| {
-                    let s = EmbeddedStore::try_open(dir, Shard { index, of }, DEFAULT_CACHE_BYTES)
-                        .unwrap()
-                        .unwrap();
+                    let s = EmbeddedStore::try_open(
+                        dir,
+                        Shard { index, of },
+                        DEFAULT_CACHE_BYTES,
+                        true,
+                    )
+                    .unwrap()
+                    .unwrap();
                     Arc::new(s) as Arc<dyn Store>
                 })
                 .collect(),
@@ -437,12 +442,13 @@ mod tests {
     #[test]
     fn a_campaigns_step_and_kept_records_go_to_the_control_file_only() {
         let dir = tempfile::tempdir().unwrap();
-        let all = EmbeddedStore::open_sharded(dir.path(), 2, 3 * DEFAULT_CACHE_BYTES).unwrap();
+        let all =
+            EmbeddedStore::open_sharded(dir.path(), 2, 3 * DEFAULT_CACHE_BYTES, true).unwrap();
         drop(all);
         // The same files, each opened on its own, to see which one holds what.
         let file = |shard| {
             Arc::new(
-                EmbeddedStore::try_open(dir.path(), shard, DEFAULT_CACHE_BYTES)
+                EmbeddedStore::try_open(dir.path(), shard, DEFAULT_CACHE_BYTES, true)
                     .unwrap()
                     .unwrap(),
             )
@@ -550,11 +556,15 @@ mod tests {
     fn a_data_directory_opens_only_with_the_shard_count_it_was_written_with() {
         let dir = tempfile::tempdir().unwrap();
         drop(open(dir.path(), 2));
-        let err =
-            EmbeddedStore::try_open(dir.path(), Shard { index: 0, of: 3 }, DEFAULT_CACHE_BYTES)
-                .err()
-                .expect("opened with another shard count")
-                .to_string();
+        let err = EmbeddedStore::try_open(
+            dir.path(),
+            Shard { index: 0, of: 3 },
+            DEFAULT_CACHE_BYTES,
+            true,
+        )
+        .err()
+        .expect("opened with another shard count")
+        .to_string();
         assert!(
             err.contains("store.shards = 2") && err.contains("store.shards is 3"),
             "{err}"

@@ -138,6 +138,8 @@ pub(crate) struct Inputs {
     pub storm_at: Option<f64>,
     pub latency: Option<(LatencySummary, LatencySummary)>,
     pub latency_before_kill: Option<(LatencySummary, LatencySummary)>,
+    /// The dispatch's stages in the last life: the actor's mailbox, then the step's write.
+    pub stages: Option<(LatencySummary, LatencySummary)>,
     pub recovery: Option<Recovery>,
     pub raw: Raw,
 }
@@ -166,6 +168,9 @@ pub struct Summary {
     pub audit_vs_raw_append: f64,
     pub dispatch: Option<LatencySummary>,
     pub completion: Option<LatencySummary>,
+    /// The dispatch's stages (last life): the actor's mailbox, then the order step's write.
+    #[serde(default)]
+    pub dispatch_stages: Option<(LatencySummary, LatencySummary)>,
     pub peak_in_flight: u64,
     pub peak_live_actors: u64,
     /// Commands that timed out before the kill (or in the only life).
@@ -420,6 +425,7 @@ impl Report {
                 .or(i.latency)
                 .map(|l| l.1)
                 .filter(|l| l.count > 0),
+            dispatch_stages: i.stages.filter(|s| s.0.count > 0),
             peak_in_flight: i.samples.iter().map(|s| s.in_flight).fold(0.0, f64::max) as u64,
             peak_live_actors: peak_live as u64,
             timed_out_commands: first_life_timeouts(&i.samples) as u64,

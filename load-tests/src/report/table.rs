@@ -136,6 +136,19 @@ impl Report {
             "".into(),
             &self.target(Goal::DispatchLatency),
         );
+        if let Some((queue, write)) = &s.dispatch_stages {
+            let pp = |l: &LatencySummary| format!("p50 {} / p99 {}", ms(l.p50_us), ms(l.p99_us));
+            row(
+                if self.recovery.is_some() {
+                    "dispatch stages, after the restart: actor mailbox · store write"
+                } else {
+                    "dispatch stages: actor mailbox · store write"
+                },
+                format!("{} · {}", pp(queue), pp(write)),
+                "".into(),
+                "",
+            );
+        }
         row(
             "completion latency (answer → final status stored)",
             lat(&s.completion),
