@@ -477,7 +477,7 @@ impl EmbeddedStore {
             return Ok(());
         };
         let w = db.begin_write().map_err(be)?;
-        let mut wal = m.lock().expect("lock");
+        let mut wal = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !force && !wal.checkpoint_due() {
             return Ok(()); // another writer's checkpoint came first
         }
@@ -637,7 +637,7 @@ impl EmbeddedStore {
             // (No write is under way: they all hold the read side of `db`.)
             let log = Self::recover(&fresh, &self.path, true)
                 .map_err(|e| StoreError::Backend(format!("reopening after an I/O error: {e}")))?;
-            *m.lock().expect("lock") = log.expect("kept");
+            *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = log.expect("kept");
         }
         *db = Some(fresh);
         self.broken.store(false, Ordering::SeqCst);
@@ -683,7 +683,9 @@ impl EmbeddedStore {
         let wal = match &self.wal {
             Some(m) => {
                 w.set_durability(redb::Durability::None).map_err(be)?;
-                Some(m.lock().expect("lock"))
+                // (Not poisoned for good by a panicking writer: the log is consistent
+                // between calls, and a reopen re-reads it from the file.)
+                Some(m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
             }
             None => None,
         };
@@ -944,11 +946,15 @@ impl EmbeddedStore {
             // is in the file now, `wal_lsn` says so), so the log is emptied.
             w.set_durability(redb::Durability::Immediate).map_err(be)?;
             let started = std::time::Instant::now();
-            w.commit().map_err(be)?;
+            // Numbered on before the commit: a failed synced commit may still be on disk
+            // (redb's `commit` says so), with `wal_lsn` = `lsn`; a later record must not
+            // reuse the number, or the replay would skip it.
             wal.start_at(lsn + 1);
+            w.commit().map_err(be)?;
             let bytes = wal.len();
             if let Err(e) = wal.empty() {
-                // Harmless: the records it keeps are at or below the file's `wal_lsn`.
+                // Harmless: the records it keeps are at or below the file's `wal_lsn` (skipped
+                // by a replay), and the next record goes where the file really ends.
                 tracing::warn!(log = %wal.path().display(), error = %e, "cannot empty the write-ahead log after a synced commit");
             } else {
                 wal::record_checkpoint(started.elapsed(), bytes);

@@ -2,12 +2,14 @@
 //! write durable without a synced redb commit per write.
 //!
 //! A write transaction records the bytes of every key and value it inserts or removes
-//! ([`Ops`]); before the transaction commits, that record is appended to `<file>.wal` and
+//! ([`Ops`]); before the transaction commits, that record is appended to the log next to the
+//! store file (`switchyard.redb` → `switchyard.wal`) and
 //! synced (`fdatasync` of an append: a fraction of a millisecond on this machine's disk), and
 //! only then is the transaction committed to redb with `Durability::None` (no sync: redb keeps
 //! the pages in its write buffer). A checkpoint, a synced redb commit, makes everything before
-//! it durable in the file itself and empties the log, every [`CHECKPOINT_EVERY`] or
-//! [`CHECKPOINT_BYTES`], whichever comes first; a transaction larger than [`SYNC_ABOVE_BYTES`]
+//! it durable in the file itself and empties the log, at the first write after
+//! [`CHECKPOINT_EVERY`] or once the log holds [`CHECKPOINT_BYTES`] (an idle file keeps its
+//! log until its next write or a clean close); a transaction larger than [`SYNC_ABOVE_BYTES`]
 //! (a large group commit under load) is synced by redb itself instead, and is a checkpoint too.
 //! Measured in docs/architecture.md ("The store's write-ahead log").
 //!
@@ -164,12 +166,19 @@ impl Wal {
 
     /// Opens (or creates) the log and reads its whole records, stopping at the first torn one.
     pub(crate) fn open(path: &Path) -> std::io::Result<(Wal, Vec<Record>)> {
+        let existed = path.exists();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)?;
+        if !existed {
+            // The new file's name must survive a power loss too, not only its records.
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
         let mut all = Vec::new();
         file.read_to_end(&mut all)?;
         let mut records = Vec::new();
@@ -188,6 +197,10 @@ impl Wal {
                 payload: body[8..].to_vec(),
             });
             at += HEADER + len;
+        }
+        if at < all.len() {
+            // A torn last append (never acknowledged), or damage: say how much is dropped.
+            tracing::warn!(log = %path.display(), records = records.len(), dropped_bytes = all.len() - at, "the write-ahead log ends in an incomplete or damaged record; it and anything after it are not replayed");
         }
         let next_lsn = records.last().map_or(1, |r| r.lsn + 1);
         Ok((
@@ -233,7 +246,13 @@ impl Wal {
             .write_all_at(&buf, before)
             .and_then(|()| self.file.sync_data());
         if let Err(e) = written {
-            let _ = self.file.set_len(before);
+            if let Err(cut) = self.file.set_len(before) {
+                // A whole record that may be on disk, for a write that will be retried: the
+                // replay after a restart would apply it twice. Stop instead (nothing was
+                // acknowledged, and the restart applies the record once).
+                tracing::error!(log = %self.path.display(), error = %e, cut_error = %cut, "a write-ahead log append failed and cannot be cut off; stopping");
+                std::process::abort();
+            }
             return Err(e);
         }
         self.len = before + buf.len() as u64;
@@ -245,9 +264,10 @@ impl Wal {
     /// syncs the cut.
     pub(crate) fn cut(&mut self, len: u64) -> std::io::Result<()> {
         self.file.set_len(len)?;
-        self.file.sync_data()?;
+        // The file is `len` long now, whether or not the sync below works: the next record
+        // goes there (never past a gap of zeros that would end the replay).
         self.len = len;
-        Ok(())
+        self.file.sync_data()
     }
 
     /// Empties the log after a synced commit of the store file included every record.
