@@ -613,17 +613,19 @@ fn order_path(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // What the intake and an order's two steps write, for the orders `ids`: 3 batches each.
+    let path_batches = |ids: std::ops::Range<u64>| {
+        let mut batches = Vec::with_capacity(3 * PATH_ORDERS);
+        for i in ids {
+            let o = decode(i);
+            let p = encode(&o, two_steps(o.clone(), &facts, &policy));
+            batches.extend([p.intake, p.dispatched, p.completed]);
+        }
+        batches
+    };
     g.bench_function("4_store_batch", |b| {
         b.iter_batched(
-            || {
-                let mut batches = Vec::with_capacity(3 * PATH_ORDERS);
-                for i in fresh() {
-                    let o = decode(i);
-                    let p = encode(&o, two_steps(o.clone(), &facts, &policy));
-                    batches.extend([p.intake, p.dispatched, p.completed]);
-                }
-                batches
-            },
+            || path_batches(fresh()),
             |batches| store.apply(&batches).unwrap(),
             BatchSize::SmallInput,
         )
@@ -640,15 +642,7 @@ fn order_path(c: &mut Criterion) {
         };
         g.bench_function(name, |b| {
             b.iter_batched(
-                || {
-                    let mut batches = Vec::with_capacity(3 * PATH_ORDERS);
-                    for i in fresh() {
-                        let o = decode(i);
-                        let p = encode(&o, two_steps(o.clone(), &facts, &policy));
-                        batches.extend([p.intake, p.dispatched, p.completed]);
-                    }
-                    batches
-                },
+                || path_batches(fresh()),
                 |batches| store.apply(&batches).unwrap(),
                 BatchSize::SmallInput,
             )
