@@ -1024,6 +1024,7 @@ impl Startup {
             clock: parts.clock.clone(),
             events_topic: topics.order_events.clone(),
             unknown_meter_grace: Duration::from_millis(config.kafka.unknown_meter_grace_ms),
+            window: kafka::intake::Window::new(config.kafka.intake_window),
         };
         let facts = kafka::fact_source::Facts {
             directory: actors.directory.clone(),

@@ -326,6 +326,11 @@ fn writer(
                 for (r, b) in pending.drain(..).zip(batches) {
                     let _ = r.done.send(Ok(b));
                 }
+                // After the answers: this round's writes are durable (in the log) and need
+                // not wait for the checkpoint.
+                if let Err(e) = s.checkpoint_shard(shard) {
+                    tracing::warn!(shard, error = %e, "store checkpoint failed; the write-ahead log keeps the writes and grows until one succeeds");
+                }
             }
             // Isolate a bad batch (one that cannot be decoded or applied) so that it does
             // not stall everyone. (A store that refuses every write fails them all the same

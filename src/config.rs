@@ -570,6 +570,10 @@ pub struct KafkaConfig {
     pub session_timeout_ms: u64,
     pub embedded_partitions: i32,
     pub(crate) intake_batch_max: usize,
+    /// Orders handed to their meters whose first step is not stored yet, at most: while that
+    /// many are, the intake takes no new batch (work already accepted goes first). 0 = none.
+    #[serde(default = "default_intake_window")]
+    pub(crate) intake_window: usize,
     #[serde(deserialize_with = "duration::millis")]
     pub intake_linger_ms: u64,
     /// How long an order for a meter not (yet) in the registry waits for the registry topic to
@@ -682,6 +686,10 @@ pub struct HeadEndConfig {
     #[serde(default)]
     pub profiles: std::collections::BTreeMap<String, HeadEndProfile>,
     pub simulator: SimulatorConfig,
+}
+
+fn default_intake_window() -> usize {
+    4096
 }
 
 fn default_arm_timeout() -> u64 {
@@ -1299,6 +1307,12 @@ impl Config {
             return Err(invalid(
                 "kafka.embedded_partitions",
                 "must be between 1 and 1024",
+            ));
+        }
+        if k.intake_window > 10_000_000 {
+            return Err(invalid(
+                "kafka.intake_window",
+                "must be at most 10000000 (0 turns the window off)",
             ));
         }
         if !(1..=100_000).contains(&k.intake_batch_max) {

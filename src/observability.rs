@@ -101,6 +101,7 @@ pub struct Metrics {
     pub(crate) live_actors: Gauge,
     pub(crate) in_flight: Gauge,
     pub(crate) pending_commit: Gauge,
+    pub(crate) intake_window: Gauge,
     pub(crate) outbox_pending: Gauge,
     pub(crate) events_published: Counter,
     pub(crate) publish_errors: Counter,
@@ -221,6 +222,7 @@ pub fn metrics() -> &'static Metrics {
             live_actors: gauge!("switchyard_meter_actors_live"),
             in_flight: gauge!("switchyard_commands_in_flight"),
             pending_commit: gauge!("switchyard_intake_records_pending_commit"),
+            intake_window: gauge!("switchyard_intake_window_orders"),
             outbox_pending: gauge!("switchyard_outbox_pending"),
             events_published: counter!("switchyard_events_published_total"),
             publish_errors: counter!("switchyard_publish_errors_total"),
@@ -490,6 +492,12 @@ pub const CATALOGUE: &[MetricSpec] = &[
         MetricKind::Gauge,
         None,
         "records read from the orders topic, not yet stored and committed",
+    ),
+    spec(
+        "switchyard_intake_window_orders",
+        MetricKind::Gauge,
+        None,
+        "orders handed to their meters whose first step is not stored yet (the intake waits while kafka.intake_window are)",
     ),
     spec(
         "switchyard_outbox_pending",

@@ -37,6 +37,73 @@ pub(crate) struct Intake {
     /// How long an order for a meter the registry does not know yet waits for the registry
     /// (the two topics race) before it is rejected `unknown_meter`.
     pub(crate) unknown_meter_grace: Duration,
+    /// Orders handed to their meters whose first step is not stored yet.
+    pub(crate) window: Window,
+}
+
+/// The intake's window (`kafka.intake_window`): orders handed to their meter actors whose first
+/// step (the decision, and the command it sends) is not durable yet. While it is full the
+/// intake takes no new batch, so that under a burst (month-end) the meters' dispatch writes
+/// are not queued behind new orders: work already accepted goes first. Without it the intake
+/// ran ahead of the meters (ingest 8,820/s against 5,090/s end to end in a month-end run,
+/// dispatch p99 12 s, decisions gone stale before they could be sent).
+pub(crate) struct Window {
+    limit: usize,
+    /// One receiver per order handed over; it fires (or closes, if the message was dropped)
+    /// once the meter's step is stored.
+    outstanding: std::sync::Mutex<std::collections::VecDeque<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl Window {
+    /// `limit` orders at most (0: no window).
+    pub(crate) fn new(limit: usize) -> Window {
+        Window {
+            limit,
+            outstanding: std::sync::Mutex::default(),
+        }
+    }
+
+    /// How many handed-over orders are not stored by their meters yet (settled ones forgotten).
+    pub(crate) fn open(&self) -> usize {
+        let mut q = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
+        q.retain_mut(|r| {
+            matches!(
+                r.try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+            )
+        });
+        q.len()
+    }
+
+    /// An acknowledgement for one order handed over, or none without a window.
+    fn ticket(&self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        if self.limit == 0 {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.outstanding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(rx);
+        Some(tx)
+    }
+
+    /// Waits while the window is full, at most `bound` (this paces the intake; it never stops
+    /// it: a meter that never answers must not hold the orders of every other meter).
+    async fn room(&self, bound: Duration) {
+        if self.limit == 0 {
+            return;
+        }
+        let started = std::time::Instant::now();
+        loop {
+            let open = self.open();
+            metrics().intake_window.set(open as f64);
+            if open < self.limit || started.elapsed() >= bound {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
 }
 
 impl Handler for Intake {
@@ -129,6 +196,7 @@ impl Intake {
         // stamped before the wait would land behind later-stamped rows of the same meter, out
         // of order in its trail): while the store writers have more queued than a
         // round takes, wait (bounded: this only paces the intake, it never stops it).
+        self.window.room(Duration::from_secs(10)).await;
         let gate = std::time::Instant::now();
         while self.store.congested() && gate.elapsed() < Duration::from_secs(2) {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -332,8 +400,11 @@ impl Intake {
         }
         for order in deliver {
             let meter = order.meter_id.clone();
-            self.directory
-                .deliver(&meter, crate::meter::MeterMsg::Order(order));
+            self.directory.deliver_acked(
+                &meter,
+                crate::meter::MeterMsg::Order(order),
+                self.window.ticket(),
+            );
         }
         for meter in adopt {
             self.directory
@@ -345,5 +416,47 @@ impl Intake {
         m.intake_batch_seconds
             .record(started.elapsed().as_secs_f64());
         Handled::Done(dead)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+    use std::time::Duration;
+
+    /// The window counts an order until its meter acknowledges the step (or drops the message),
+    /// and the intake waits for room while it is full, at most its bound.
+    #[tokio::test(start_paused = true)]
+    async fn the_window_holds_the_intake_until_the_meters_have_stored_their_steps() {
+        let w = Window::new(2);
+        let first = w.ticket().expect("a window hands out tickets");
+        let second = w.ticket().expect("a window hands out tickets");
+        assert_eq!(w.open(), 2);
+
+        // Full: the wait gives up only at its bound (paced, never stopped).
+        let started = tokio::time::Instant::now();
+        w.room(Duration::from_secs(10)).await;
+        assert!(started.elapsed() >= Duration::from_secs(10));
+
+        // A step stored (acknowledged) makes room at once.
+        let waiting = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            w.room(Duration::from_secs(10)).await;
+            (started.elapsed(), w)
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        first.send(()).unwrap();
+        let (waited, w) = waiting.await.unwrap();
+        assert!(waited < Duration::from_millis(200), "waited {waited:?}");
+        assert_eq!(w.open(), 1);
+
+        // A message dropped on the way (its meter stopped) does not hold the window.
+        drop(second);
+        assert_eq!(w.open(), 0);
+
+        // No window: no tickets, no waiting.
+        let off = Window::new(0);
+        assert!(off.ticket().is_none());
+        assert_eq!(off.open(), 0);
     }
 }

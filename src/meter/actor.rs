@@ -841,22 +841,24 @@ impl Handler<Deliver> for MeterActor {
                 let arrival = Some(Arrival::Result(msg.2));
                 self.handle_all(vec![Input::Result(r)], extra, None, arrival, ctx)
             }
+            // An order's acknowledgement (the intake's window) fires once its step is stored.
             Input::Order(o) => {
                 observability::latency().order_queue.record(msg.2.elapsed());
                 let arrival = Some(Arrival::Order(o.order_id.clone(), msg.2));
                 self.handle_all(
                     vec![Input::Order(o)],
                     WriteBatch::default(),
-                    None,
+                    ack,
                     arrival,
                     ctx,
-                )
+                );
+                return;
             }
             Input::Wake if self.dir.services().store.congested() => self.defer_wake(),
             input => self.handle(input, WriteBatch::default(), ctx),
         }
         if let Some(a) = ack {
-            let _ = a.send(()); // only facts and reads are acknowledged after their write
+            let _ = a.send(()); // facts, reads and orders are acknowledged after their write
         }
     }
 }

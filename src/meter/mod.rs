@@ -787,6 +787,56 @@ mod ownership_tests {
         panic!("not within 5 s: {what}");
     }
 
+    /// A directory of one arbiter over `store`, with meter M-1 registered and a head-end that
+    /// records what it is sent.
+    fn directory_of_one_meter(
+        store: &Arc<dyn crate::store::Store>,
+    ) -> (
+        Arc<Directory>,
+        Arc<RecordingHeadEnd>,
+        Arbiter,
+        Arc<dyn Clock>,
+    ) {
+        // (The writer ignores a closed publisher: nothing is published here.)
+        let (published, _) = mpsc::unbounded_channel();
+        let handle = StoreHandle::start(store.clone(), 64, published);
+        let registry = Registry::new();
+        registry
+            .upsert(
+                &serde_json::from_value(serde_json::json!({
+                "meter_id": "M-1", "zone": "z1", "head_end_id": "HE-1", "has_switch": true
+                }))
+                .unwrap(),
+            )
+            .unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let services = MeterServices {
+            store: handle,
+            registry,
+            clock: clock.clone(),
+            retry: RetryPolicy {
+                max_attempts: 3,
+                backoff_initial: Duration::from_millis(50),
+                backoff_max: Duration::from_secs(1),
+                command_deadline: Duration::from_secs(120),
+            },
+            idle: Duration::from_secs(600),
+            events_topic: "events".into(),
+            exceptions_topic: "exceptions".into(),
+            control_topic: "control".into(),
+            policy: Arc::new(Policy::baseline()),
+            facts: FactBook::new(),
+            campaign_outcomes: mpsc::unbounded_channel().0,
+            watches: ReadWatches::new(),
+            read_rules: Arc::default(),
+            head_ends: Arc::default(),
+        };
+        let arbiter = Arbiter::new();
+        let head_end = Arc::new(RecordingHeadEnd::default());
+        let d = Directory::new(services, vec![arbiter.handle()], |_| head_end.clone());
+        (d, head_end, arbiter, clock)
+    }
+
     /// A meter gets no actor while its unit is another instance's; once assigned it takes its
     /// order in but sends nothing until its unit's facts are applied; then `Recover` sends the
     /// command; once the unit is revoked its actor stops and messages for it are dropped.
@@ -797,42 +847,7 @@ mod ownership_tests {
         sys.block_on(async {
             let store: Arc<dyn crate::store::Store> =
                 Arc::new(crate::store::EmbeddedStore::open(dir.path()).unwrap());
-            let (published, _keep) = mpsc::unbounded_channel();
-            let handle = StoreHandle::start(store.clone(), 64, published);
-            let registry = Registry::new();
-            registry
-                .upsert(
-                    &serde_json::from_value(serde_json::json!({
-                        "meter_id": "M-1", "zone": "z1", "head_end_id": "HE-1", "has_switch": true
-                    }))
-                    .unwrap(),
-                )
-                .unwrap();
-            let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
-            let services = MeterServices {
-                store: handle,
-                registry,
-                clock: clock.clone(),
-                retry: RetryPolicy {
-                    max_attempts: 3,
-                    backoff_initial: Duration::from_millis(50),
-                    backoff_max: Duration::from_secs(1),
-                    command_deadline: Duration::from_secs(120),
-                },
-                idle: Duration::from_secs(600),
-                events_topic: "events".into(),
-                exceptions_topic: "exceptions".into(),
-                control_topic: "control".into(),
-                policy: Arc::new(Policy::baseline()),
-                facts: FactBook::new(),
-                campaign_outcomes: mpsc::unbounded_channel().0,
-                watches: ReadWatches::new(),
-                read_rules: Arc::default(),
-                head_ends: Arc::default(),
-            };
-            let arbiter = Arbiter::new();
-            let head_end = Arc::new(RecordingHeadEnd::default());
-            let d = Directory::new(services, vec![arbiter.handle()], |_| head_end.clone());
+            let (d, head_end, arbiter, clock) = directory_of_one_meter(&store);
             let o = Arc::new(Ownership::by_partition(Partitioner::Crc32, 1));
             d.set_ownership(o.clone());
             let unit = BTreeSet::from([0]);
@@ -867,6 +882,46 @@ mod ownership_tests {
             assert!(!d.is_live("M-1"));
             let m = store.meter("M-1").unwrap().unwrap();
             assert_eq!(m.open[0].status, OrderStatus::Dispatched);
+            arbiter.stop();
+        });
+    }
+
+    /// An order handed over with an acknowledgement (the intake's window) is acknowledged once
+    /// its meter's step is durable: the store already holds the order in the meter's snapshot
+    /// and the command in flight when the acknowledgement arrives.
+    #[test]
+    fn an_orders_acknowledgement_comes_after_its_step_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = actix::System::new();
+        sys.block_on(async {
+            let store: Arc<dyn crate::store::Store> =
+                Arc::new(crate::store::EmbeddedStore::open(dir.path()).unwrap());
+            let (d, _head_end, arbiter, clock) = directory_of_one_meter(&store);
+            let o = Arc::new(Ownership::by_partition(Partitioner::Crc32, 1));
+            d.set_ownership(o.clone());
+            let unit = BTreeSet::from([0]);
+            o.gain(&unit);
+            o.caught_up(&unit);
+
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            d.deliver_acked("M-1", reconnect("SO-1", clock.now()), Some(tx));
+            tokio::time::timeout(Duration::from_secs(5), rx)
+                .await
+                .expect("acknowledged within 5 s")
+                .expect("acknowledged, not dropped");
+            let m = store
+                .meter("M-1")
+                .unwrap()
+                .expect("the meter's snapshot is stored");
+            assert!(
+                m.open.iter().any(|x| x.order.order_id == "SO-1"),
+                "the order is in the stored snapshot: {:?}",
+                m.open
+            );
+            assert!(
+                m.in_flight.is_some(),
+                "the connect it decided is stored as in flight before the acknowledgement"
+            );
             arbiter.stop();
         });
     }

@@ -975,7 +975,11 @@ impl EmbeddedStore {
             }
             return Err(be(e));
         }
-        let due = wal.checkpoint_due();
+        // The group-commit writer checkpoints after it has answered the round
+        // (`checkpoint_if_due`), so that the writes of this round do not wait for it; a file
+        // written only through direct writes (a campaign's `write_now`) checkpoints here, once
+        // twice overdue.
+        let due = wal.checkpoint_overdue();
         drop(wal);
         if due {
             // Not a failure of this write, which is durable in the log: the next write tries again.
@@ -1004,6 +1008,24 @@ impl Store for EmbeddedStore {
         }
         l.insert(unit, new.clone());
         Ok(true)
+    }
+
+    fn checkpoint_if_due(&self) -> Result<(), StoreError> {
+        let Some(m) = &self.wal else {
+            return Ok(());
+        };
+        if !m
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .checkpoint_due()
+        {
+            return Ok(());
+        }
+        let g = self.db.read().expect("lock");
+        let Some(db) = g.as_ref() else {
+            return Ok(()); // being reopened: the reopen replays and empties the log
+        };
+        self.checkpoint(db, false)
     }
 
     fn apply(&self, batches: &[WriteBatch]) -> Result<Vec<OutboxEntry>, StoreError> {

@@ -455,6 +455,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies the batches in one atomic, durable transaction. Outbox messages get increasing
     /// sequence numbers; the stored entries are returned for publishing.
     fn apply(&self, batches: &[WriteBatch]) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// Housekeeping the group-commit writer runs after it has answered a round: the embedded
+    /// store's checkpoint, when due (its write-ahead log). Nothing by default.
+    fn checkpoint_if_due(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError>;
     /// For each id, whether an order with that id is stored.
     fn orders_exist(&self, order_ids: &[&str]) -> Result<Vec<bool>, StoreError>;

@@ -92,6 +92,11 @@ impl ShardedStore {
         Ok(entries)
     }
 
+    /// One file's housekeeping after a round ([`Store::checkpoint_if_due`]).
+    pub(crate) fn checkpoint_shard(&self, shard: usize) -> Result<(), StoreError> {
+        self.files[shard].checkpoint_if_due()
+    }
+
     fn first<T>(
         &self,
         f: impl Fn(&dyn Store) -> Result<Option<T>, StoreError>,
@@ -106,6 +111,13 @@ impl ShardedStore {
 }
 
 impl Store for ShardedStore {
+    fn checkpoint_if_due(&self) -> Result<(), StoreError> {
+        for f in &self.files {
+            f.checkpoint_if_due()?;
+        }
+        Ok(())
+    }
+
     /// Not one transaction across shards: each shard's part is atomic and durable. Every
     /// caller retries a failed write as a whole, and the rows are idempotent by id (a new
     /// order already stored is left as is), so a shard that committed before another failed

@@ -7,9 +7,11 @@
 //! synced (`fdatasync` of an append: a fraction of a millisecond on this machine's disk), and
 //! only then is the transaction committed to redb with `Durability::None` (no sync: redb keeps
 //! the pages in its write buffer). A checkpoint, a synced redb commit, makes everything before
-//! it durable in the file itself and empties the log, at the first write after
-//! [`CHECKPOINT_EVERY`] or once the log holds [`CHECKPOINT_BYTES`] (an idle file keeps its
-//! log until its next write or a clean close); a transaction larger than [`SYNC_ABOVE_BYTES`]
+//! it durable in the file itself and empties the log: the group-commit writer runs it after it
+//! has answered a round (so that round's writes do not wait for it), once [`CHECKPOINT_EVERY`]
+//! has passed or the log holds [`CHECKPOINT_BYTES`] (an idle file keeps its log until its next
+//! write or a clean close; a file written only directly, not through a writer thread, checkpoints
+//! inside its write once twice overdue); a transaction larger than [`SYNC_ABOVE_BYTES`]
 //! (a large group commit under load) is synced by redb itself instead, and is a checkpoint too.
 //! Measured in docs/architecture.md ("The store's write-ahead log").
 //!
@@ -285,6 +287,13 @@ impl Wal {
     pub(crate) fn checkpoint_due(&self) -> bool {
         self.len >= CHECKPOINT_BYTES
             || (self.len > 0 && self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY)
+    }
+
+    /// Due twice over: what a writer that does not checkpoint after its rounds (a direct
+    /// write) checks, so that a file written that way alone still checkpoints.
+    pub(crate) fn checkpoint_overdue(&self) -> bool {
+        self.len >= 2 * CHECKPOINT_BYTES
+            || (self.len > 0 && self.checkpointed_at.elapsed() >= 2 * CHECKPOINT_EVERY)
     }
 }
 
