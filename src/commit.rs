@@ -326,11 +326,7 @@ fn writer(
                 for (r, b) in pending.drain(..).zip(batches) {
                     let _ = r.done.send(Ok(b));
                 }
-                // After the answers: this round's writes are durable (in the log) and need
-                // not wait for the checkpoint.
-                if let Err(e) = s.checkpoint_shard(shard) {
-                    tracing::warn!(shard, error = %e, "store checkpoint failed; the write-ahead log keeps the writes and grows until one succeeds");
-                }
+                checkpoint_after_round(s, shard);
             }
             // Isolate a bad batch (one that cannot be decoded or applied) so that it does
             // not stall everyone. (A store that refuses every write fails them all the same
@@ -354,6 +350,7 @@ fn writer(
                         Err(e) => Err((e, b)),
                     });
                 }
+                checkpoint_after_round(s, shard);
             }
             Err(e) => {
                 h.failed(&e);
@@ -362,5 +359,13 @@ fn writer(
                 }
             }
         }
+    }
+}
+
+/// After a round's answers (its writes are durable in the log and need not wait for it): the
+/// file's checkpoint, when due.
+fn checkpoint_after_round(s: &ShardedStore, shard: usize) {
+    if let Err(e) = s.checkpoint_shard(shard) {
+        tracing::warn!(shard, error = %e, "store checkpoint failed; the write-ahead log keeps the writes and grows until one succeeds");
     }
 }

@@ -46,63 +46,63 @@ pub(crate) struct Intake {
 /// intake takes no new batch, so that under a burst (month-end) the meters' dispatch writes
 /// are not queued behind new orders: work already accepted goes first. Without it the intake
 /// ran ahead of the meters (ingest 8,820/s against 5,090/s end to end in a month-end run,
-/// dispatch p99 12 s, decisions gone stale before they could be sent).
+/// dispatch p99 12 s, decisions gone stale before they could be sent). The limit is soft: a
+/// batch is taken whole once there is room, so up to `limit + intake_batch_max - 1` are open.
 pub(crate) struct Window {
     limit: usize,
-    /// One receiver per order handed over; it fires (or closes, if the message was dropped)
-    /// once the meter's step is stored.
-    outstanding: std::sync::Mutex<std::collections::VecDeque<tokio::sync::oneshot::Receiver<()>>>,
+    open: Arc<WindowCount>,
 }
+
+#[derive(Default)]
+struct WindowCount {
+    n: std::sync::atomic::AtomicUsize,
+    freed: tokio::sync::Notify,
+}
+
+/// The longest the intake waits for room in its window per batch: it paces the intake, it
+/// never stops it (a meter that never answers must not hold the orders of every other meter).
+const WINDOW_WAIT: Duration = Duration::from_secs(5);
 
 impl Window {
     /// `limit` orders at most (0: no window).
     pub(crate) fn new(limit: usize) -> Window {
         Window {
             limit,
-            outstanding: std::sync::Mutex::default(),
+            open: Arc::default(),
         }
     }
 
-    /// How many handed-over orders are not stored by their meters yet (settled ones forgotten).
+    /// How many handed-over orders are not stored by their meters yet.
     pub(crate) fn open(&self) -> usize {
-        let mut q = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
-        q.retain_mut(|r| {
-            matches!(
-                r.try_recv(),
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
-            )
-        });
-        q.len()
+        self.open.n.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// An acknowledgement for one order handed over, or none without a window.
+    fn full(&self) -> bool {
+        let open = self.open();
+        metrics().intake_window.set(open as f64);
+        self.limit > 0 && open >= self.limit
+    }
+
+    /// Fires when an order of the window settles (or at once, if one settled since the last).
+    async fn freed(&self) {
+        self.open.freed.notified().await;
+    }
+
+    /// An acknowledgement for one order handed over (none without a window): the order counts
+    /// until it fires or is dropped (the message dropped: its meter's unit moved away).
     fn ticket(&self) -> Option<tokio::sync::oneshot::Sender<()>> {
         if self.limit == 0 {
             return None;
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.outstanding
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(rx);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let count = self.open.clone();
+        count.n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        tokio::spawn(async move {
+            let _ = rx.await;
+            count.n.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            count.freed.notify_one();
+        });
         Some(tx)
-    }
-
-    /// Waits while the window is full, at most `bound` (this paces the intake; it never stops
-    /// it: a meter that never answers must not hold the orders of every other meter).
-    async fn room(&self, bound: Duration) {
-        if self.limit == 0 {
-            return;
-        }
-        let started = std::time::Instant::now();
-        loop {
-            let open = self.open();
-            metrics().intake_window.set(open as f64);
-            if open < self.limit || started.elapsed() >= bound {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
     }
 }
 
@@ -196,7 +196,24 @@ impl Intake {
         // stamped before the wait would land behind later-stamped rows of the same meter, out
         // of order in its trail): while the store writers have more queued than a
         // round takes, wait (bounded: this only paces the intake, it never stops it).
-        self.window.room(Duration::from_secs(10)).await;
+        // The window: the consumer keeps polling while the intake waits (rebalances and
+        // shutdown are heard; records fetched meanwhile are held for the next batch).
+        let until = tokio::time::Instant::now() + WINDOW_WAIT;
+        while self.window.full() {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = self.window.freed() => {}
+                going_on = io.pause_for(left.min(Duration::from_millis(50))) => {
+                    if !going_on {
+                        m.pending_commit.decrement(batch.len() as f64);
+                        return Handled::Stopped;
+                    }
+                }
+            }
+        }
         let gate = std::time::Instant::now();
         while self.store.congested() && gate.elapsed() < Duration::from_secs(2) {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -424,39 +441,46 @@ mod tests {
     use super::Window;
     use std::time::Duration;
 
-    /// The window counts an order until its meter acknowledges the step (or drops the message),
-    /// and the intake waits for room while it is full, at most its bound.
+    /// An order counts in the window until its meter acknowledges the step or drops the
+    /// message, and a settled order wakes the waiting intake at once.
     #[tokio::test(start_paused = true)]
-    async fn the_window_holds_the_intake_until_the_meters_have_stored_their_steps() {
+    async fn the_window_counts_an_order_until_its_meter_has_stored_its_step() {
         let w = Window::new(2);
         let first = w.ticket().expect("a window hands out tickets");
         let second = w.ticket().expect("a window hands out tickets");
         assert_eq!(w.open(), 2);
+        assert!(w.full());
 
-        // Full: the wait gives up only at its bound (paced, never stopped).
-        let started = tokio::time::Instant::now();
-        w.room(Duration::from_secs(10)).await;
-        assert!(started.elapsed() >= Duration::from_secs(10));
+        // Nothing settles: no wake-up.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), w.freed())
+                .await
+                .is_err(),
+            "woken with nothing settled"
+        );
 
-        // A step stored (acknowledged) makes room at once.
-        let waiting = tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            w.room(Duration::from_secs(10)).await;
-            (started.elapsed(), w)
+        // A step stored (acknowledged) wakes the intake and makes room.
+        let ack = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            first.send(()).unwrap();
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        first.send(()).unwrap();
-        let (waited, w) = waiting.await.unwrap();
-        assert!(waited < Duration::from_millis(200), "waited {waited:?}");
+        tokio::time::timeout(Duration::from_secs(1), w.freed())
+            .await
+            .expect("woken once the step is acknowledged");
+        ack.await.unwrap();
         assert_eq!(w.open(), 1);
+        assert!(!w.full());
 
         // A message dropped on the way (its meter stopped) does not hold the window.
         drop(second);
+        tokio::time::timeout(Duration::from_secs(1), w.freed())
+            .await
+            .expect("woken once the message is dropped");
         assert_eq!(w.open(), 0);
 
-        // No window: no tickets, no waiting.
+        // No window: no tickets, never full.
         let off = Window::new(0);
         assert!(off.ticket().is_none());
-        assert_eq!(off.open(), 0);
+        assert!(!off.full());
     }
 }

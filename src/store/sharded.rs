@@ -111,11 +111,17 @@ impl ShardedStore {
 }
 
 impl Store for ShardedStore {
+    /// Every file's, even after one failed (the first error is returned).
     fn checkpoint_if_due(&self) -> Result<(), StoreError> {
+        let mut first = Ok(());
         for f in &self.files {
-            f.checkpoint_if_due()?;
+            if let Err(e) = f.checkpoint_if_due() {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
         }
-        Ok(())
+        first
     }
 
     /// Not one transaction across shards: each shard's part is atomic and durable. Every

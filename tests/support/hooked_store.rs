@@ -28,6 +28,9 @@ impl Store for HookedStore {
         (self.before_apply)(batches)?;
         self.inner.apply(batches)
     }
+    fn checkpoint_if_due(&self) -> Result<(), StoreError> {
+        self.inner.checkpoint_if_due()
+    }
     fn order(&self, id: &str) -> Result<Option<switchyard::domain::OrderRecord>, StoreError> {
         self.inner.order(id)
     }
