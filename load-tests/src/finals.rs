@@ -34,6 +34,9 @@ pub(crate) struct Finals {
     /// Orders held by a down head-end, and failed orders by reason.
     seen: std::sync::Mutex<Seen>,
     stop: AtomicBool,
+    /// The follower asked for events the embedded Kafka no longer kept (it fell behind the
+    /// mock cluster's 5 MB per partition): the counts are short, and the run says so.
+    lost: AtomicBool,
 }
 
 #[derive(Default)]
@@ -48,6 +51,10 @@ impl Finals {
     }
     pub fn other(&self) -> u64 {
         self.other.load(Ordering::Relaxed)
+    }
+    /// Whether the follower fell behind what the embedded Kafka kept (its counts are short).
+    pub fn lost_events(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
     }
     /// Distinct orders held by a down head-end (`deferred`, reason `head_end_unavailable`).
     pub fn held_by_head_end(&self) -> u64 {
@@ -106,8 +113,17 @@ impl Follower {
             .spawn(move || {
                 let mut seen: HashSet<String> = HashSet::new();
                 while !f.stop.load(Ordering::Relaxed) {
-                    let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else {
-                        continue;
+                    let m = match c.poll(Duration::from_millis(100)) {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            if e.rdkafka_error_code()
+                                == Some(rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange)
+                            {
+                                f.lost.store(true, Ordering::Relaxed);
+                            }
+                            continue;
+                        }
+                        None => continue,
                     };
                     let Some(Ok(ev)) = m.payload().map(serde_json::from_slice::<Event>) else {
                         continue;

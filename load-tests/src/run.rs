@@ -112,7 +112,15 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
                     } else if meter_keyed.contains(&t) || *t == config.topics.dead_letter {
                         parts(meter_keyed_bytes)
                     } else if *t == config.topics.order_events {
-                        parts(orders * 5 * 500)
+                        // Only the harness's finals follower reads the order events, at the
+                        // topic's end: it needs seconds of them kept, not the whole run. Each
+                        // partition more makes the mock's batches smaller and its log longer,
+                        // and the mock finds a fetch's offset by walking its log from the start
+                        // (`rd_kafka_mock_msgset_find`): with one partition per 4 MB (169 in
+                        // steady), that walk took a quarter of the machine. One per 40 MB keeps
+                        // about 15 s of steady's events; the follower stops the run if it ever
+                        // falls behind what the mock kept (`finals::Follower`).
+                        (((orders * 5 * 500).div_ceil(40_000_000)) as i32).max(scenario.partitions)
                     } else {
                         scenario.partitions
                     };
@@ -463,6 +471,11 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         drop(s);
         if done {
             break;
+        }
+        if follower.finals.lost_events() {
+            return Err(LoadtestError::Child(
+                "the finals follower fell behind what the embedded Kafka keeps of the order events (5 MB per partition) and lost some: its counts would be short. Give the order-events topic more partitions (load-tests/src/run.rs)".into(),
+            ));
         }
         if Instant::now() > until {
             timed_out = true;

@@ -99,7 +99,8 @@ impl Window {
         count.n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         tokio::spawn(async move {
             let _ = rx.await;
-            count.n.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            let before = count.n.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            metrics().intake_window.set(before.saturating_sub(1) as f64);
             count.freed.notify_one();
         });
         Some(tx)
