@@ -19,6 +19,8 @@ struct Request {
     /// until the caller has seen the answer: a caller on a busy thread must not make the
     /// store look behind (that once held every meter's retry off for minutes).
     _queued: Queued,
+    /// When it was sent: its wait for the writer is `switchyard_store_queue_seconds`.
+    sent: std::time::Instant,
 }
 
 /// A write split by shard, with the parts not yet durable: what [`StoreHandle::try_write`]
@@ -221,6 +223,7 @@ impl StoreHandle {
                 batch: part,
                 done,
                 _queued,
+                sent: std::time::Instant::now(),
             }) {
                 return Err((StoreError::Closed, Unwritten(vec![(i, r.batch)])));
             }
@@ -309,11 +312,14 @@ fn writer(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let batches: Vec<WriteBatch> = pending
             .iter_mut()
-            .map(|r| std::mem::take(&mut r.batch))
+            .map(|r| {
+                crate::observability::store_queued(started.saturating_duration_since(r.sent));
+                std::mem::take(&mut r.batch)
+            })
             .collect();
-        let started = std::time::Instant::now();
         let result = s.apply_shard(shard, &batches);
         let audit_rows = batches.iter().map(|b| b.audit.len()).sum();
         crate::observability::store_commit(started.elapsed(), batches.len(), audit_rows);

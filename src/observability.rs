@@ -108,6 +108,7 @@ pub struct Metrics {
     pub(crate) store_commits: Counter,
     pub(crate) store_batches: Counter,
     pub(crate) store_commit_seconds: Histogram,
+    pub(crate) store_queue_seconds: Histogram,
     pub(crate) intake_batch_seconds: Histogram,
     pub(crate) handover_seconds: Histogram,
     pub(crate) owned_units: Gauge,
@@ -229,6 +230,7 @@ pub fn metrics() -> &'static Metrics {
             store_commits: counter!("switchyard_store_commits_total"),
             store_batches: counter!("switchyard_store_batches_total"),
             store_commit_seconds: histogram!("switchyard_store_commit_seconds"),
+            store_queue_seconds: histogram!("switchyard_store_queue_seconds"),
             intake_batch_seconds: histogram!("switchyard_intake_batch_seconds"),
             handover_seconds: histogram!("switchyard_handover_seconds"),
             owned_units: gauge!("switchyard_owned_units"),
@@ -339,6 +341,11 @@ pub(crate) fn store_commit(elapsed: Duration, batches: usize, audit_rows: usize)
     m.audit_rows.increment(audit_rows as u64);
     m.store_batches.increment(batches as u64);
     m.store_commit_seconds.record(elapsed.as_secs_f64());
+}
+
+/// A write request's wait for its store writer: sent → the writer's round took it.
+pub(crate) fn store_queued(waited: Duration) {
+    metrics().store_queue_seconds.record(waited.as_secs_f64());
 }
 
 /// Prometheus type of a metric.
@@ -534,6 +541,12 @@ pub const CATALOGUE: &[MetricSpec] = &[
         MetricKind::Histogram,
         Some(Unit::Seconds),
         "duration of one store transaction including fsync",
+    ),
+    spec(
+        "switchyard_store_queue_seconds",
+        MetricKind::Histogram,
+        Some(Unit::Seconds),
+        "how long a write request waited for its store writer to take it into a round",
     ),
     spec(
         "switchyard_store_checkpoint_seconds",
