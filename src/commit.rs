@@ -10,11 +10,18 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{Layout, OutboxEntry, ShardedStore, Store, StoreError, WriteBatch};
 
+/// A writer's answer to a request, and when it was sent (`switchyard_store_answer_seconds`
+/// times it until the caller's task has it).
+type Answer = (
+    std::time::Instant,
+    Result<WriteBatch, (StoreError, WriteBatch)>,
+);
+
 struct Request {
     batch: WriteBatch,
     /// The batch goes back with the answer, so that it is freed on the caller's thread (the
     /// writer's time is the store's throughput).
-    done: oneshot::Sender<Result<WriteBatch, (StoreError, WriteBatch)>>,
+    done: oneshot::Sender<Answer>,
     /// Counted as queued until the writer has answered it (dropped with the request), not
     /// until the caller has seen the answer: a caller on a busy thread must not make the
     /// store look behind (that once held every meter's retry off for minutes).
@@ -233,8 +240,10 @@ impl StoreHandle {
         let mut error = None;
         for (i, wait) in waits {
             match wait.await {
-                Ok(Ok(_done)) => {}
-                Ok(Err((e, b))) => {
+                Ok((answered, Ok(_done))) => {
+                    crate::observability::store_answered(answered.elapsed());
+                }
+                Ok((_, Err((e, b)))) => {
                     error.get_or_insert(e);
                     failed.push((i, b));
                 }
@@ -330,7 +339,7 @@ fn writer(
                     let _ = published.send(entries);
                 }
                 for (r, b) in pending.drain(..).zip(batches) {
-                    let _ = r.done.send(Ok(b));
+                    let _ = r.done.send((std::time::Instant::now(), Ok(b)));
                 }
                 checkpoint_after_round(s, shard);
             }
@@ -351,17 +360,21 @@ fn writer(
                         }
                         Err(e) => h.failed(e),
                     }
-                    let _ = r.done.send(match one {
+                    let answer = match one {
                         Ok(_) => Ok(b),
                         Err(e) => Err((e, b)),
-                    });
+                    };
+                    let _ = r.done.send((std::time::Instant::now(), answer));
                 }
                 checkpoint_after_round(s, shard);
             }
             Err(e) => {
                 h.failed(&e);
                 for (r, b) in pending.drain(..).zip(batches) {
-                    let _ = r.done.send(Err((StoreError::Backend(e.to_string()), b)));
+                    let _ = r.done.send((
+                        std::time::Instant::now(),
+                        Err((StoreError::Backend(e.to_string()), b)),
+                    ));
                 }
             }
         }

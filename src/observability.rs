@@ -109,6 +109,7 @@ pub struct Metrics {
     pub(crate) store_batches: Counter,
     pub(crate) store_commit_seconds: Histogram,
     pub(crate) store_queue_seconds: Histogram,
+    pub(crate) store_answer_seconds: Histogram,
     pub(crate) intake_batch_seconds: Histogram,
     pub(crate) handover_seconds: Histogram,
     pub(crate) owned_units: Gauge,
@@ -231,6 +232,7 @@ pub fn metrics() -> &'static Metrics {
             store_batches: counter!("switchyard_store_batches_total"),
             store_commit_seconds: histogram!("switchyard_store_commit_seconds"),
             store_queue_seconds: histogram!("switchyard_store_queue_seconds"),
+            store_answer_seconds: histogram!("switchyard_store_answer_seconds"),
             intake_batch_seconds: histogram!("switchyard_intake_batch_seconds"),
             handover_seconds: histogram!("switchyard_handover_seconds"),
             owned_units: gauge!("switchyard_owned_units"),
@@ -341,6 +343,11 @@ pub(crate) fn store_commit(elapsed: Duration, batches: usize, audit_rows: usize)
     m.audit_rows.increment(audit_rows as u64);
     m.store_batches.increment(batches as u64);
     m.store_commit_seconds.record(elapsed.as_secs_f64());
+}
+
+/// A write's answer on its way back: the writer sent it → the caller's task has it.
+pub(crate) fn store_answered(took: Duration) {
+    metrics().store_answer_seconds.record(took.as_secs_f64());
 }
 
 /// A write request's wait for its store writer: sent → the writer's round took it.
@@ -547,6 +554,12 @@ pub const CATALOGUE: &[MetricSpec] = &[
         MetricKind::Histogram,
         Some(Unit::Seconds),
         "how long a write request waited for its store writer to take it into a round",
+    ),
+    spec(
+        "switchyard_store_answer_seconds",
+        MetricKind::Histogram,
+        Some(Unit::Seconds),
+        "how long a store writer's answer took to reach the task that waits for it",
     ),
     spec(
         "switchyard_store_checkpoint_seconds",
