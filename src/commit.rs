@@ -10,12 +10,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{Layout, OutboxEntry, ShardedStore, Store, StoreError, WriteBatch};
 
-/// A writer's answer to a request, and when it was sent (`switchyard_store_answer_seconds`
-/// times it until the caller's task has it).
-type Answer = (
-    std::time::Instant,
-    Result<WriteBatch, (StoreError, WriteBatch)>,
-);
+/// A writer's answer to a request, with when its round took the request and when the round
+/// answered: the caller records its wait for the writer (`switchyard_store_queue_seconds`) and
+/// the answer's way back (`switchyard_store_answer_seconds`), so that the writer's thread,
+/// whose time is the store's throughput, records nothing per request.
+struct Answer {
+    taken: std::time::Instant,
+    answered: std::time::Instant,
+    result: Result<WriteBatch, (StoreError, WriteBatch)>,
+}
 
 struct Request {
     batch: WriteBatch,
@@ -26,8 +29,6 @@ struct Request {
     /// until the caller has seen the answer: a caller on a busy thread must not make the
     /// store look behind (that once held every meter's retry off for minutes).
     _queued: Queued,
-    /// When it was sent: its wait for the writer is `switchyard_store_queue_seconds`.
-    sent: std::time::Instant,
 }
 
 /// A write split by shard, with the parts not yet durable: what [`StoreHandle::try_write`]
@@ -221,6 +222,7 @@ impl StoreHandle {
     /// (the others are: a retry sends only what is missing).
     pub(crate) async fn try_write(&self, parts: Unwritten) -> Result<(), (StoreError, Unwritten)> {
         let mut waits = Vec::with_capacity(parts.0.len());
+        let sent = std::time::Instant::now();
         for (i, part) in parts.0 {
             let (done, wait) = oneshot::channel();
             self.queued
@@ -230,7 +232,6 @@ impl StoreHandle {
                 batch: part,
                 done,
                 _queued,
-                sent: std::time::Instant::now(),
             }) {
                 return Err((StoreError::Closed, Unwritten(vec![(i, r.batch)])));
             }
@@ -238,20 +239,29 @@ impl StoreHandle {
         }
         let mut failed = Vec::new();
         let mut error = None;
+        // The last answer to come back (parts are awaited one after another, so only the last
+        // one's way back is this task's own).
+        let mut last_answer: Option<std::time::Instant> = None;
         for (i, wait) in waits {
-            match wait.await {
-                Ok((answered, Ok(_done))) => {
-                    crate::observability::store_answered(answered.elapsed());
-                }
-                Ok((_, Err((e, b)))) => {
-                    error.get_or_insert(e);
-                    failed.push((i, b));
+            let result = match wait.await {
+                Ok(a) => {
+                    crate::observability::store_queued(a.taken.saturating_duration_since(sent));
+                    last_answer = last_answer.max(Some(a.answered));
+                    a.result
                 }
                 // The writer is gone (shutting down): the part is lost with it.
                 Err(_) => {
                     error.get_or_insert(StoreError::Closed);
+                    continue;
                 }
+            };
+            if let Err((e, b)) = result {
+                error.get_or_insert(e);
+                failed.push((i, b));
             }
+        }
+        if let Some(at) = last_answer {
+            crate::observability::store_answered(at.elapsed());
         }
         match error {
             None => Ok(()),
@@ -321,14 +331,11 @@ fn writer(
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
         let batches: Vec<WriteBatch> = pending
             .iter_mut()
-            .map(|r| {
-                crate::observability::store_queued(started.saturating_duration_since(r.sent));
-                std::mem::take(&mut r.batch)
-            })
+            .map(|r| std::mem::take(&mut r.batch))
             .collect();
+        let started = std::time::Instant::now();
         let result = s.apply_shard(shard, &batches);
         let audit_rows = batches.iter().map(|b| b.audit.len()).sum();
         crate::observability::store_commit(started.elapsed(), batches.len(), audit_rows);
@@ -338,8 +345,13 @@ fn writer(
                 if !entries.is_empty() {
                     let _ = published.send(entries);
                 }
+                let answered = std::time::Instant::now();
                 for (r, b) in pending.drain(..).zip(batches) {
-                    let _ = r.done.send((std::time::Instant::now(), Ok(b)));
+                    let _ = r.done.send(Answer {
+                        taken: started,
+                        answered,
+                        result: Ok(b),
+                    });
                 }
                 checkpoint_after_round(s, shard);
             }
@@ -360,21 +372,26 @@ fn writer(
                         }
                         Err(e) => h.failed(e),
                     }
-                    let answer = match one {
-                        Ok(_) => Ok(b),
-                        Err(e) => Err((e, b)),
-                    };
-                    let _ = r.done.send((std::time::Instant::now(), answer));
+                    let _ = r.done.send(Answer {
+                        taken: started,
+                        answered: std::time::Instant::now(),
+                        result: match one {
+                            Ok(_) => Ok(b),
+                            Err(e) => Err((e, b)),
+                        },
+                    });
                 }
                 checkpoint_after_round(s, shard);
             }
             Err(e) => {
                 h.failed(&e);
+                let answered = std::time::Instant::now();
                 for (r, b) in pending.drain(..).zip(batches) {
-                    let _ = r.done.send((
-                        std::time::Instant::now(),
-                        Err((StoreError::Backend(e.to_string()), b)),
-                    ));
+                    let _ = r.done.send(Answer {
+                        taken: started,
+                        answered,
+                        result: Err((StoreError::Backend(e.to_string()), b)),
+                    });
                 }
             }
         }

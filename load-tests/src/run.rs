@@ -473,9 +473,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
             break;
         }
         if follower.finals.lost_events() {
-            return Err(LoadtestError::Child(
-                "the finals follower fell behind what the embedded Kafka keeps of the order events (5 MB per partition) and lost some: its counts would be short. Give the order-events topic more partitions (load-tests/src/run.rs)".into(),
-            ));
+            return Err(LoadtestError::Child(LOST_EVENTS.into()));
         }
         if Instant::now() > until {
             timed_out = true;
@@ -494,6 +492,9 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         o.stop()?;
     }
     follower.stop();
+    if follower.finals.lost_events() {
+        return Err(LoadtestError::Child(LOST_EVENTS.into()));
+    }
 
     // 7. The raw limits, same machine, same run.
     eprintln!("raw limits: bare librdkafka consumer on the orders topic, bare store appends");
@@ -694,3 +695,6 @@ mod tests {
         assert_eq!(kill_now(85_000.0, 125_000.0, 150_000, true), Some(true));
     }
 }
+
+/// Why a run stops when its finals follower missed order events.
+const LOST_EVENTS: &str = "the finals follower fell behind what the embedded Kafka keeps of the order events (5 MB per partition) and missed some: its counts would be short. Give the order-events topic more partitions (load-tests/src/run.rs)";

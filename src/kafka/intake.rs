@@ -99,9 +99,12 @@ impl Window {
         count.n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         tokio::spawn(async move {
             let _ = rx.await;
-            let before = count.n.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-            metrics().intake_window.set(before.saturating_sub(1) as f64);
+            count.n.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             count.freed.notify_one();
+            // (Read again, not computed: settles on other workers may set it meanwhile.)
+            metrics()
+                .intake_window
+                .set(count.n.load(std::sync::atomic::Ordering::Acquire) as f64);
         });
         Some(tx)
     }
