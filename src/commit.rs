@@ -405,3 +405,43 @@ fn checkpoint_after_round(s: &ShardedStore, shard: usize) {
         tracing::warn!(shard, error = %e, "store checkpoint failed; the write-ahead log keeps the writes and grows until one succeeds");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[tokio::test]
+    async fn a_write_records_its_wait_for_the_writer_and_its_answers_way_back() {
+        let prom = crate::observability::prometheus();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::EmbeddedStore::open(dir.path()).unwrap());
+        let (published, _rx) = mpsc::unbounded_channel();
+        let handle = StoreHandle::start(store, 64, published);
+        let before = prom.render();
+        let mut batch = WriteBatch::default();
+        batch.outbox.push(crate::store::OutboxMessage {
+            topic: "t".into(),
+            key: "M-1".into(),
+            payload: b"{}".to_vec(),
+        });
+        handle.write(batch).await.unwrap();
+        let after = prom.render();
+        for name in [
+            "switchyard_store_queue_seconds",
+            "switchyard_store_answer_seconds",
+        ] {
+            assert!(
+                count(&after, name) >= count(&before, name) + 1.0,
+                "{name} did not count the write"
+            );
+        }
+    }
+}
