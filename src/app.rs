@@ -496,7 +496,12 @@ fn finish_store(
         );
     }
     let (published_tx, published_rx) = mpsc::unbounded_channel();
-    let store = StoreHandle::start_sharded(store, config.store.group_commit_max, published_tx);
+    let store = StoreHandle::start_sharded(
+        store,
+        config.store.group_commit_max,
+        config.store.applier,
+        published_tx,
+    );
     Ok((store, backlog, published_rx))
 }
 

@@ -132,13 +132,21 @@ impl StoreHandle {
         group_commit_max: usize,
         published: mpsc::UnboundedSender<Vec<OutboxEntry>>,
     ) -> StoreHandle {
-        Self::start_sharded(ShardedStore::new(vec![store]), group_commit_max, published)
+        Self::start_sharded(
+            ShardedStore::new(vec![store]),
+            group_commit_max,
+            false,
+            published,
+        )
     }
 
-    /// Starts one writer thread per file of the store (see [`ShardedStore`]).
+    /// Starts one writer thread per file of the store (see [`ShardedStore`]). `logged`
+    /// (`store.applier`): the meter shards that can (the embedded store with its log) are
+    /// logged, then applied, each with an applier thread of its own.
     pub(crate) fn start_sharded(
         sharded: ShardedStore,
         group_commit_max: usize,
+        logged: bool,
         published: mpsc::UnboundedSender<Vec<OutboxEntry>>,
     ) -> StoreHandle {
         let sharded = Arc::new(sharded);
@@ -154,10 +162,24 @@ impl StoreHandle {
                 } else {
                     format!("store-writer-{i}")
                 };
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || writer(i, &s, &h, &p, rx, group_commit_max))
-                    .expect("spawn store writer");
+                if logged && i != s.layout().control_file() && s.begin_logging_shard(i) {
+                    // A meter shard of the embedded store: the writer logs, an applier of
+                    // its own puts the logged writes in the file (`store/embedded.rs`).
+                    let (s2, p2) = (s.clone(), p.clone());
+                    std::thread::Builder::new()
+                        .name(format!("store-applier-{i}"))
+                        .spawn(move || applier(i, &s2, &p2))
+                        .expect("spawn store applier");
+                    std::thread::Builder::new()
+                        .name(name)
+                        .spawn(move || logger(i, &s, &h, rx, group_commit_max))
+                        .expect("spawn store writer");
+                } else {
+                    std::thread::Builder::new()
+                        .name(name)
+                        .spawn(move || writer(i, &s, &h, &p, rx, group_commit_max))
+                        .expect("spawn store writer");
+                }
                 tx
             })
             .collect();
@@ -312,6 +334,48 @@ impl StoreHandle {
     }
 }
 
+/// Waits for a request, then takes what else is queued (up to `max` in all) into `pending`,
+/// and their batches out of them; `None` once every sender is gone.
+fn next_round(
+    rx: &mut mpsc::UnboundedReceiver<Request>,
+    pending: &mut Vec<Request>,
+    max: usize,
+) -> Option<Vec<WriteBatch>> {
+    pending.push(rx.blocking_recv()?);
+    while pending.len() < max {
+        match rx.try_recv() {
+            Ok(r) => pending.push(r),
+            Err(_) => break,
+        }
+    }
+    Some(
+        pending
+            .iter_mut()
+            .map(|r| std::mem::take(&mut r.batch))
+            .collect(),
+    )
+}
+
+/// A round that did not become durable: each request gets its batch back with the error (its
+/// caller retries), and the store's health says so.
+fn fail_round(
+    h: &Health,
+    e: &StoreError,
+    pending: &mut Vec<Request>,
+    batches: Vec<WriteBatch>,
+    taken: std::time::Instant,
+) {
+    h.failed(e);
+    let answered = std::time::Instant::now();
+    for (r, b) in pending.drain(..).zip(batches) {
+        let _ = r.done.send(Answer {
+            taken,
+            answered,
+            result: Err((StoreError::Backend(e.to_string()), b)),
+        });
+    }
+}
+
 /// One shard's writer: drains what is queued (up to `group_commit_max` requests) into one
 /// transaction, answers every request, and hands committed outbox entries to the publisher.
 fn writer(
@@ -323,18 +387,7 @@ fn writer(
     group_commit_max: usize,
 ) {
     let mut pending: Vec<Request> = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        pending.push(first);
-        while pending.len() < group_commit_max {
-            match rx.try_recv() {
-                Ok(r) => pending.push(r),
-                Err(_) => break,
-            }
-        }
-        let batches: Vec<WriteBatch> = pending
-            .iter_mut()
-            .map(|r| std::mem::take(&mut r.batch))
-            .collect();
+    while let Some(batches) = next_round(&mut rx, &mut pending, group_commit_max) {
         let started = std::time::Instant::now();
         let result = s.apply_shard(shard, &batches);
         let audit_rows = batches.iter().map(|b| b.audit.len()).sum();
@@ -383,16 +436,86 @@ fn writer(
                 }
                 checkpoint_after_round(s, shard);
             }
-            Err(e) => {
-                h.failed(&e);
+            Err(e) => fail_round(h, &e, &mut pending, batches, started),
+        }
+    }
+}
+
+/// The writer of a file whose writes are logged, then applied: drains what is queued (up to
+/// `group_commit_max` requests), makes it durable as one record of the write-ahead log, and
+/// answers every request; the applier ([`applier`]) puts it in the file. Stops the applier
+/// (after it has drained) when the last sender is gone.
+fn logger(
+    shard: usize,
+    s: &ShardedStore,
+    h: &Health,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    group_commit_max: usize,
+) {
+    let mut pending: Vec<Request> = Vec::new();
+    while let Some(batches) = next_round(&mut rx, &mut pending, group_commit_max) {
+        let audit_rows = batches.iter().map(|b| b.audit.len()).sum();
+        let n = batches.len();
+        let started = std::time::Instant::now();
+        // (The batches go to the applier, which frees them: nothing comes back to free.)
+        match s.log_shard(shard, batches) {
+            Ok(()) => {
+                crate::observability::store_commit(started.elapsed(), n, audit_rows);
+                h.ok();
                 let answered = std::time::Instant::now();
-                for (r, b) in pending.drain(..).zip(batches) {
+                for r in pending.drain(..) {
                     let _ = r.done.send(Answer {
                         taken: started,
                         answered,
-                        result: Err((StoreError::Backend(e.to_string()), b)),
+                        result: Ok(WriteBatch::default()),
                     });
                 }
+            }
+            Err((e, batches)) => fail_round(h, &e, &mut pending, batches, started),
+        }
+    }
+    s.end_logging_shard(shard);
+}
+
+/// How often an applier commits at most (measured in docs/architecture.md, "Logged, then
+/// applied").
+const APPLY_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+static APPLIER_LOG: crate::observability::LogLimiter = crate::observability::LogLimiter::new();
+
+/// Puts a logged file's writes in the file, as many rounds to a transaction as have queued,
+/// hands their outbox entries to the publisher, and checkpoints the file when due. A failed
+/// transaction is tried again (after a reopen of the file) until it works: its writes are
+/// acknowledged already, and the reads that need them wait.
+fn applier(shard: usize, s: &ShardedStore, published: &mpsc::UnboundedSender<Vec<OutboxEntry>>) {
+    let mut last: Option<std::time::Instant> = None;
+    loop {
+        // At most one transaction per `APPLY_EVERY`: most of a redb commit's cost is fixed
+        // (each table touched copies its path from the root), so fewer, larger transactions
+        // cost less per write. Nothing acknowledged waits for it; a read that needs a write
+        // not applied yet waits that much longer. (An idle applier applies at once.)
+        if let Some(rest) = last.and_then(|l| APPLY_EVERY.checked_sub(l.elapsed())) {
+            std::thread::sleep(rest);
+        }
+        let Some(applied) = s.apply_logged_shard(shard) else {
+            break;
+        };
+        last = Some(std::time::Instant::now());
+        match applied {
+            Ok(entries) => {
+                if !entries.is_empty() {
+                    let _ = published.send(entries);
+                }
+                checkpoint_after_round(s, shard);
+            }
+            Err(e) => {
+                crate::observability::metrics()
+                    .store_write_failures
+                    .increment(1);
+                if let Some(suppressed) = APPLIER_LOG.allow(std::time::Duration::from_secs(10)) {
+                    tracing::error!(shard, error = %e, failures_since_last_line = suppressed, "the store cannot apply logged writes to its file; they are durable in its write-ahead log, reads that need them wait; retrying");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
         }
     }

@@ -858,6 +858,11 @@ pub(crate) struct StoreConfig {
     /// (src/store/wal.rs). `false`: every commit is synced by redb itself.
     #[serde(default = "on")]
     pub(crate) wal: bool,
+    /// Embedded store, with `wal`: a meter shard's writer answers once a round is in the log,
+    /// and an applier thread puts it in redb and checkpoints ("Logged, then applied" in
+    /// docs/architecture.md). Off by default: on 2 cores it costs throughput.
+    #[serde(default)]
+    pub(crate) applier: bool,
 }
 
 fn on() -> bool {
@@ -1478,6 +1483,12 @@ impl Config {
             return Err(invalid(
                 &format!("head_end.simulator.outages[{i}]"),
                 "names neither a head_end nor a segment: say what goes dark",
+            ));
+        }
+        if self.store.applier && !self.store.wal {
+            return Err(invalid(
+                "store.applier",
+                "needs store.wal = true (the applier puts in the file what the write-ahead log made durable): set store.wal = true or store.applier = false",
             ));
         }
         if !(1..=64).contains(&self.store.shards) {
@@ -2333,6 +2344,15 @@ mod tests {
         }
         let c = from_text("[store]\ncache_mib = 64\n").unwrap();
         assert_eq!(c.store.cache_mib, 64);
+    }
+
+    #[test]
+    fn the_store_applier_without_the_log_is_refused_naming_the_key() {
+        let text = "[store]\nwal = false\napplier = true\n";
+        assert_eq!(rejected_key(from_text(text)), "store.applier");
+        let c = from_text("[store]\napplier = true\n").unwrap();
+        assert!(c.store.applier && c.store.wal);
+        assert!(!from_text("").unwrap().store.applier, "off by default");
     }
 
     #[test]

@@ -565,7 +565,13 @@ pub const CATALOGUE: &[MetricSpec] = &[
         "switchyard_store_checkpoint_seconds",
         MetricKind::Histogram,
         Some(Unit::Seconds),
-        "embedded store: one checkpoint (a synced commit of a file, after which its write-ahead log is emptied); writes to that file wait meanwhile",
+        "embedded store: one checkpoint (a synced commit of a file, after which the write-ahead log records it includes are dropped); a meter shard's writes do not wait for it (its applier does), the control file's do",
+    ),
+    spec(
+        "switchyard_store_apply_seconds",
+        MetricKind::Histogram,
+        Some(Unit::Seconds),
+        "embedded store: one transaction of a meter shard's applier, which puts writes already durable in the write-ahead log (and acknowledged) in the file, as many rounds as have queued",
     ),
     spec(
         "switchyard_store_wal_bytes_total",
@@ -887,6 +893,7 @@ mod catalogue_tests {
         latency().order_queue.record(Duration::from_micros(100));
         latency().order_write.record(Duration::from_micros(300));
         crate::store::wal::record_checkpoint(Duration::from_millis(40), 4096);
+        crate::store::backlog::record_apply(Duration::from_millis(3));
         records_lost("switchyard.catalogue-test.v1", 0);
         campaign_progress(&crate::domain::CampaignEvent {
             schema_version: 1,

@@ -23,6 +23,18 @@ fn orders_count() -> usize {
 
 #[actix_rt::test]
 async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
+    sigkill_mid_run(false).await;
+}
+
+/// The same with `store.applier` on: acknowledged writes that were only in the write-ahead
+/// log (as batches, not yet in redb) when the process died are written again at the restart,
+/// exactly once.
+#[actix_rt::test]
+async fn sigkill_mid_run_with_the_store_applier_loses_no_order_and_sends_no_switch_command_twice() {
+    sigkill_mid_run(true).await;
+}
+
+async fn sigkill_mid_run(applier: bool) {
     let n = orders_count();
     let dir = tempfile::tempdir().unwrap();
     let mut base = test_config(dir.path());
@@ -31,15 +43,15 @@ async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
     let _kafka = host_kafka_with(&mut base, 4);
     let b = base.kafka.brokers.clone();
 
-    let config_path = write_child_config(
-        dir.path(),
-        &b,
-        &[
-            ("mode = \"simulator\"", "mode = \"kafka\""),
-            ("command_deadline_secs = 30", "command_deadline_secs = 5"),
-            ("backoff_initial_ms = 2000", "backoff_initial_ms = 50"),
-        ],
-    );
+    let mut edits = vec![
+        ("mode = \"simulator\"", "mode = \"kafka\""),
+        ("command_deadline_secs = 30", "command_deadline_secs = 5"),
+        ("backoff_initial_ms = 2000", "backoff_initial_ms = 50"),
+    ];
+    if applier {
+        edits.push(("applier = false", "applier = true"));
+    }
+    let config_path = write_child_config(dir.path(), &b, &edits);
     let log = dir.path().join("switchyard.log");
 
     let p = producer(&b);
@@ -130,6 +142,14 @@ async fn sigkill_mid_run_loses_no_order_and_sends_no_switch_command_twice() {
     eprintln!("all final {:?} after the restart", t1.elapsed());
     child.kill().unwrap();
     child.wait().unwrap();
+    if applier {
+        // The restart did write logged batches again (the path this variant is for).
+        assert!(
+            log_text().contains("applied again from the write-ahead log"),
+            "no replay of the write-ahead log at the restart; log: {}",
+            log_text()
+        );
+    }
 
     // No accepted order lost: every one completed.
     let mut by_order = events.statuses_by_order();

@@ -444,7 +444,7 @@ pub struct FinalRead {
 }
 
 /// A change of a meter's read watch, stored with the meter's step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WatchChange {
     Set(ReadWatch),
     Clear(String),

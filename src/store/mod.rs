@@ -8,6 +8,7 @@
 //! production store. Both pass the same contract (`contract`, run on each backend by
 //! `tests/store_contract.rs`).
 
+pub(crate) mod backlog;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod contract;
@@ -93,7 +94,7 @@ pub enum StoreError {
 }
 
 /// A status change of an order, applied to its stored record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderUpdate {
     pub(crate) order_id: String,
     pub(crate) meter_id: String,
@@ -103,11 +104,49 @@ pub struct OrderUpdate {
 }
 
 /// A record waiting in the outbox to be published to Kafka.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxMessage {
     pub(crate) topic: String,
     pub(crate) key: String,
+    #[serde(with = "payload_text")]
     pub payload: Vec<u8>,
+}
+
+/// An outbox payload in the write-ahead log's JSON (`wal::BATCHES` records): as a string when
+/// it is UTF-8 (the events are JSON text), as an array of bytes otherwise.
+mod payload_text {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(b) {
+            Ok(t) => s.serialize_str(t),
+            Err(_) => s.collect_seq(b),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of bytes")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+                Ok(v.as_bytes().to_vec())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = a.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl OutboxMessage {
@@ -135,41 +174,60 @@ pub struct CommandRecord {
 }
 
 /// Everything one step of intake or of a meter actor writes, applied atomically.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct WriteBatch {
     /// New orders: stored and added to the open index (an id already stored is left as is).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub new_orders: Vec<OrderRecord>,
     /// Orders that ended (a terminal status). An open order's status changes are not written
     /// as updates: its meter's snapshot and audit rows (in the same batch) carry them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub order_updates: Vec<OrderUpdate>,
     /// Open orders a meter exchange carried away from this meter: `(meter_id, order_id)`,
     /// removed from that meter's open index (the order lives on at the new meter).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub carried_away: Vec<(String, String)>,
     /// Open orders carried to this meter by an exchange: the record is replaced (it names the
     /// new meter now, and the time it was carried) and the order joins the new meter's open
     /// index.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub carried_in: Vec<OrderRecord>,
     /// (Sharded embedded store only.) Records of orders carried to a meter that lives in
     /// another file: `(meter the record names now, order_id)`, removed from that meter's file.
     #[doc(hidden)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub carried_elsewhere: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub meter: Option<MeterState>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<Command>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<CommandResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exceptions: Vec<ExceptionRecord>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub audit: Vec<AuditEvent>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<OutboxMessage>,
     /// Outbox entries Kafka has acknowledged: delete them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outbox_acked: Vec<u64>,
     /// Campaign definitions and where they stand (upsert).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub campaigns: Vec<crate::domain::CampaignRecord>,
     /// Orders joining a campaign: `(campaign_id, order)` (an order already listed is kept).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub campaign_orders: Vec<(String, crate::domain::CampaignOrder)>,
     /// Read watches set or cleared by this step (one meter's, a cut or its end).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub watches: Vec<crate::domain::WatchChange>,
     /// Releases: `(campaign_id, order_id, released_at)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub campaign_releases: Vec<(String, String, Timestamp)>,
     /// Table records applied, kept in embedded mode: `(table, key, value)`, `None` = removed.
+    /// (The control file's only: never in a logged record, `EmbeddedStore::log`.)
+    #[serde(skip)]
     pub kept: Vec<KeptRecord>,
     /// The first of the sequence numbers reserved for this batch's audit rows and outbox
     /// entries ([`next_stamp`]), set before its first attempt so that a retry writes the same
@@ -264,6 +322,23 @@ impl WriteBatch {
         out
     }
 
+    /// The meters the batch has rows of (with repeats).
+    pub(crate) fn meter_ids(&self) -> impl Iterator<Item = &str> {
+        self.new_orders
+            .iter()
+            .map(|o| o.order.meter_id.as_str())
+            .chain(self.order_updates.iter().map(|u| u.meter_id.as_str()))
+            .chain(self.carried_away.iter().map(|(m, _)| m.as_str()))
+            .chain(self.carried_in.iter().map(|r| r.order.meter_id.as_str()))
+            .chain(self.carried_elsewhere.iter().map(|(m, _)| m.as_str()))
+            .chain(self.meter.iter().map(|m| &*m.meter_id))
+            .chain(self.commands.iter().map(|c| c.meter_id.as_str()))
+            .chain(self.results.iter().map(|r| r.meter_id.as_str()))
+            .chain(self.exceptions.iter().map(|x| x.meter_id.as_str()))
+            .chain(self.watches.iter().map(|w| w.meter_id()))
+            .chain(self.audit.iter().map(|a| a.meter_id.as_str()))
+    }
+
     /// The one file every row of the batch goes to, if there is one, so that
     /// [`split`](Self::split) moves the batch whole: a meter's step (all its rows are its
     /// meter's), or a campaign's step (its record, releases and events).
@@ -290,19 +365,7 @@ impl WriteBatch {
             return (!meter_rows).then(|| layout.control_file());
         }
         let mut keys = self
-            .new_orders
-            .iter()
-            .map(|o| o.order.meter_id.as_str())
-            .chain(self.order_updates.iter().map(|u| u.meter_id.as_str()))
-            .chain(self.carried_away.iter().map(|(m, _)| m.as_str()))
-            .chain(self.carried_in.iter().map(|r| r.order.meter_id.as_str()))
-            .chain(self.carried_elsewhere.iter().map(|(m, _)| m.as_str()))
-            .chain(self.meter.iter().map(|m| &*m.meter_id))
-            .chain(self.commands.iter().map(|c| c.meter_id.as_str()))
-            .chain(self.results.iter().map(|r| r.meter_id.as_str()))
-            .chain(self.exceptions.iter().map(|x| x.meter_id.as_str()))
-            .chain(self.watches.iter().map(|w| w.meter_id()))
-            .chain(self.audit.iter().map(|a| a.meter_id.as_str()))
+            .meter_ids()
             .chain(self.outbox.iter().map(|m| m.key.as_str()));
         let first = keys.next()?;
         let shard = layout.meter_file(first);
@@ -460,6 +523,31 @@ pub trait Store: Send + Sync + 'static {
     fn checkpoint_if_due(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// (The embedded store's meter shards, `embedded.rs` "Logged, then applied".) Switches
+    /// the file to writes that are durable once logged: [`log`](Self::log) appends them to
+    /// the write-ahead log, and [`apply_logged`](Self::apply_logged), on a thread of its own,
+    /// puts them in the file. `false`: this store does not (writes go through `apply`).
+    #[doc(hidden)]
+    fn begin_logging(&self) -> bool {
+        false
+    }
+    /// Makes the batches durable in the log and queues them for the applier.
+    #[doc(hidden)]
+    fn log(&self, batches: Vec<WriteBatch>) -> Result<(), (StoreError, Vec<WriteBatch>)> {
+        Err((
+            StoreError::Backend("this store does not log batches".into()),
+            batches,
+        ))
+    }
+    /// Applies what is logged and not applied yet, waiting for some: the outbox entries it
+    /// wrote; `None` once [`end_logging`](Self::end_logging) was called and nothing is left.
+    #[doc(hidden)]
+    fn apply_logged(&self) -> Option<Result<Vec<OutboxEntry>, StoreError>> {
+        None
+    }
+    /// The logger has stopped: the applier drains and stops.
+    #[doc(hidden)]
+    fn end_logging(&self) {}
     fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError>;
     /// For each id, whether an order with that id is stored.
     fn orders_exist(&self, order_ids: &[&str]) -> Result<Vec<bool>, StoreError>;

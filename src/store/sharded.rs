@@ -92,6 +92,40 @@ impl ShardedStore {
         Ok(entries)
     }
 
+    /// Whether the file logs its writes and applies them on a thread of its own
+    /// ([`Store::begin_logging`]).
+    pub(crate) fn begin_logging_shard(&self, shard: usize) -> bool {
+        self.files[shard].begin_logging()
+    }
+
+    /// Already split batches of one file, durable once logged ([`Store::log`]).
+    pub(crate) fn log_shard(
+        &self,
+        shard: usize,
+        batches: Vec<WriteBatch>,
+    ) -> Result<(), (StoreError, Vec<WriteBatch>)> {
+        self.files[shard].log(batches)
+    }
+
+    /// One file's logged writes applied ([`Store::apply_logged`]), its outbox entries
+    /// numbered globally.
+    pub(crate) fn apply_logged_shard(
+        &self,
+        shard: usize,
+    ) -> Option<Result<Vec<OutboxEntry>, StoreError>> {
+        let n = self.files.len();
+        Some(self.files[shard].apply_logged()?.map(|mut entries| {
+            for e in &mut entries {
+                e.seq = global_seq(e.seq, shard, n);
+            }
+            entries
+        }))
+    }
+
+    pub(crate) fn end_logging_shard(&self, shard: usize) {
+        self.files[shard].end_logging();
+    }
+
     /// One file's housekeeping after a round ([`Store::checkpoint_if_due`]).
     pub(crate) fn checkpoint_shard(&self, shard: usize) -> Result<(), StoreError> {
         self.files[shard].checkpoint_if_due()

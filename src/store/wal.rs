@@ -15,14 +15,23 @@
 //! (a large group commit under load) is synced by redb itself instead, and is a checkpoint too.
 //! Measured in docs/architecture.md ("The store's write-ahead log").
 //!
+//! A file whose writes are *logged, then applied* (the meter shards, `embedded.rs`) logs write
+//! batches instead ([`BATCHES`] records, JSON), before redb has them: its applier puts them in
+//! the file later, and a replay writes them again from the state the file holds. Its
+//! checkpoints drop only the records the file holds: while the logger has appended more, the
+//! log so far is set aside whole (`<log>.old`) until a later checkpoint includes it
+//! ([`Wal::release_through`]).
+//!
 //! Invariants (what `embedded.rs` and this module keep together):
 //! - a write is acknowledged only after its record is on disk (appended and synced);
 //! - records are in commit order: a record is appended while its write transaction, which redb
 //!   runs one at a time, is still open;
 //! - the file's `wal_lsn` (in its `meta` table, written by every logged transaction) is the
 //!   number of the last record its state includes: at open, the records above it are applied
-//!   again in order, committed with a sync, and the log emptied. Replaying a record is writing
-//!   the same keys and values again, so applying one the file already had changes nothing;
+//!   again in order, committed with a sync, and the log emptied. Replaying a record of changes
+//!   is writing the same keys and values again, so applying one the file already had changes
+//!   nothing; a record of batches is not idempotent, and is replayed only because the file's
+//!   `wal_lsn` is written in the same transaction as the batches it counts;
 //! - a torn record (a crash in the middle of an append) fails its checksum and ends the replay:
 //!   its write was never acknowledged;
 //! - a record whose redb commit failed is cut off the log before the error is returned, so
@@ -50,6 +59,11 @@ pub(crate) const SYNC_ABOVE_BYTES: u64 = 1 << 20;
 
 /// Record header: payload length (u32), CRC-32 of the number and payload (u32), number (u64).
 const HEADER: usize = 16;
+
+/// The first byte of a record that holds write batches (the logger of a file whose
+/// acknowledgements do not wait for redb, `embedded.rs`, "Logged, then applied"): the batches
+/// follow as JSON. A record of physical changes ([`Ops`]) starts with `INSERT` or `REMOVE`.
+pub(crate) const BATCHES: u8 = 0xB7;
 
 const INSERT: u8 = 1;
 const REMOVE: u8 = 2;
@@ -158,6 +172,10 @@ pub(crate) struct Wal {
     /// The number the next record gets.
     next_lsn: u64,
     checkpointed_at: Instant,
+    /// The log's older part, set aside whole by [`release_through`](Self::release_through)
+    /// while the store file did not include all of it yet (`<log>.old`): its path, the number
+    /// of its last record and its length. Removed once a checkpoint includes its last record.
+    sealed: Option<(PathBuf, u64, u64)>,
 }
 
 impl Wal {
@@ -166,8 +184,33 @@ impl Wal {
         store.with_extension("wal")
     }
 
-    /// Opens (or creates) the log and reads its whole records, stopping at the first torn one.
+    /// The older part of the log at `path` (see [`release_through`](Self::release_through)).
+    fn sealed_path(path: &Path) -> PathBuf {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".old");
+        PathBuf::from(p)
+    }
+
+    /// Opens (or creates) the log and reads its whole records, stopping at the first torn one
+    /// (the records of a sealed older part first).
     pub(crate) fn open(path: &Path) -> std::io::Result<(Wal, Vec<Record>)> {
+        let old = Self::sealed_path(path);
+        let mut sealed = None;
+        let mut records = Vec::new();
+        if old.exists() {
+            let (w, older) = Self::open_one(&old)?;
+            let last = older.last().map_or(0, |r| r.lsn);
+            sealed = Some((old, last, w.len));
+            records = older;
+        }
+        let (mut wal, newer) = Self::open_one(path)?;
+        records.extend(newer);
+        wal.next_lsn = records.last().map_or(1, |r| r.lsn + 1);
+        wal.sealed = sealed;
+        Ok((wal, records))
+    }
+
+    fn open_one(path: &Path) -> std::io::Result<(Wal, Vec<Record>)> {
         let existed = path.exists();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -212,6 +255,7 @@ impl Wal {
                 len: at as u64,
                 next_lsn,
                 checkpointed_at: Instant::now(),
+                sealed: None,
             },
             records,
         ))
@@ -233,8 +277,7 @@ impl Wal {
 
     /// Appends record `lsn` and syncs it. On an error the log is cut back to its last whole
     /// record (a partial append must not sit in front of the next one).
-    pub(crate) fn append(&mut self, lsn: u64, ops: &Ops) -> std::io::Result<u64> {
-        let payload = ops.as_bytes();
+    pub(crate) fn append(&mut self, lsn: u64, payload: &[u8]) -> std::io::Result<u64> {
         let mut buf = Vec::with_capacity(HEADER + payload.len());
         buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         buf.extend_from_slice(&[0; 4]);
@@ -274,26 +317,72 @@ impl Wal {
 
     /// Empties the log after a synced commit of the store file included every record.
     pub(crate) fn empty(&mut self) -> std::io::Result<()> {
+        if let Some((old, _, _)) = self.sealed.take() {
+            std::fs::remove_file(&old)?;
+        }
         self.cut(0)?;
         self.checkpointed_at = Instant::now();
         Ok(())
     }
 
+    /// After a synced commit of the store file that includes the records up to `lsn` (and
+    /// maybe not those after it, which a logger appended meanwhile): drops what is included.
+    /// The log is emptied when all of it is; otherwise its records so far are set aside whole
+    /// (renamed `<log>.old`) and a new log starts, and the older part goes at the first
+    /// checkpoint that includes its last record. One older part at most: while it is not
+    /// included yet, the log is not set aside again.
+    pub(crate) fn release_through(&mut self, lsn: u64) -> std::io::Result<()> {
+        if let Some((old, last, _)) = &self.sealed {
+            if *last <= lsn {
+                std::fs::remove_file(old)?;
+                self.sealed = None;
+            }
+        }
+        self.checkpointed_at = Instant::now();
+        if self.len == 0 {
+            return Ok(());
+        }
+        if self.next_lsn <= lsn + 1 {
+            return self.cut(0);
+        }
+        if self.sealed.is_some() {
+            return Ok(());
+        }
+        let old = Self::sealed_path(&self.path);
+        std::fs::rename(&self.path, &old)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.path)?;
+        // Both names must survive a power loss: the older part holds acknowledged writes.
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.sealed = Some((old, self.next_lsn - 1, self.len));
+        self.file = file;
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Bytes of whole records, the older part's included.
     pub(crate) fn len(&self) -> u64 {
-        self.len
+        self.len + self.sealed.as_ref().map_or(0, |s| s.2)
     }
 
     /// Whether a checkpoint is due.
     pub(crate) fn checkpoint_due(&self) -> bool {
-        self.len >= CHECKPOINT_BYTES
-            || (self.len > 0 && self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY)
+        let len = self.len();
+        len >= CHECKPOINT_BYTES || (len > 0 && self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY)
     }
 
     /// Due twice over: what a writer that does not checkpoint after its rounds (a direct
     /// write) checks, so that a file written that way alone still checkpoints.
     pub(crate) fn checkpoint_overdue(&self) -> bool {
-        self.len >= 2 * CHECKPOINT_BYTES
-            || (self.len > 0 && self.checkpointed_at.elapsed() >= 2 * CHECKPOINT_EVERY)
+        let len = self.len();
+        len >= 2 * CHECKPOINT_BYTES
+            || (len > 0 && self.checkpointed_at.elapsed() >= 2 * CHECKPOINT_EVERY)
     }
 }
 
@@ -315,7 +404,7 @@ mod tests {
         let (mut w, none) = Wal::open(&path).unwrap();
         assert!(none.is_empty());
         for lsn in 1..=3 {
-            w.append(lsn, &ops(lsn as u8)).unwrap();
+            w.append(lsn, ops(lsn as u8).as_bytes()).unwrap();
         }
         let whole = w.len();
         drop(w);
@@ -351,9 +440,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.wal");
         let (mut w, _) = Wal::open(&path).unwrap();
-        w.append(1, &ops(1)).unwrap();
-        let second = w.append(2, &ops(2)).unwrap();
-        w.append(3, &ops(3)).unwrap();
+        w.append(1, ops(1).as_bytes()).unwrap();
+        let second = w.append(2, ops(2).as_bytes()).unwrap();
+        w.append(3, ops(3).as_bytes()).unwrap();
         drop(w);
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(&[0xff], second + HEADER as u64 + 3).unwrap();
@@ -367,15 +456,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.wal");
         let (mut w, _) = Wal::open(&path).unwrap();
-        w.append(1, &ops(1)).unwrap();
-        let at = w.append(2, &ops(2)).unwrap();
+        w.append(1, ops(1).as_bytes()).unwrap();
+        let at = w.append(2, ops(2).as_bytes()).unwrap();
         w.cut(at).unwrap();
-        w.append(2, &ops(7)).unwrap();
+        w.append(2, ops(7).as_bytes()).unwrap();
         drop(w);
         let (_, back) = Wal::open(&path).unwrap();
         assert_eq!(back.len(), 2);
         let first: Vec<_> = super::ops(&back[1].payload).map(Result::unwrap).collect();
         assert!(matches!(first[0], Op::Insert { key: &[7], .. }));
+    }
+
+    #[test]
+    fn records_set_aside_stay_until_a_checkpoint_includes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.wal");
+        let (mut w, _) = Wal::open(&path).unwrap();
+        for lsn in 1..=3 {
+            w.append(lsn, ops(lsn as u8).as_bytes()).unwrap();
+        }
+        // A checkpoint that includes record 2 only: 1-3 are set aside, a new log starts.
+        w.release_through(2).unwrap();
+        assert!(Wal::sealed_path(&path).exists());
+        w.append(4, ops(4).as_bytes()).unwrap();
+        // Not included yet: a second checkpoint at 2 keeps the older part and the new log.
+        w.release_through(2).unwrap();
+        drop(w);
+        let (mut w, back) = Wal::open(&path).unwrap();
+        assert_eq!(back.iter().map(|r| r.lsn).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(w.next_lsn(), 5);
+        // A checkpoint at 3 drops the older part; the new log (record 4) is set aside in turn.
+        w.release_through(3).unwrap();
+        drop(w);
+        let (mut w, back) = Wal::open(&path).unwrap();
+        assert_eq!(back.iter().map(|r| r.lsn).collect::<Vec<_>>(), [4]);
+        // Everything included: nothing left, on disk or at the next open.
+        w.release_through(4).unwrap();
+        assert_eq!(w.len(), 0);
+        assert!(!Wal::sealed_path(&path).exists());
+        drop(w);
+        let (w, back) = Wal::open(&path).unwrap();
+        assert!(back.is_empty());
+        assert_eq!(w.next_lsn(), 1);
     }
 
     #[test]
