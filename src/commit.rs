@@ -165,10 +165,10 @@ impl StoreHandle {
                 if logged && i != s.layout().control_file() && s.begin_logging_shard(i) {
                     // A meter shard of the embedded store: the writer logs, an applier of
                     // its own puts the logged writes in the file (`store/embedded.rs`).
-                    let (s2, p2) = (s.clone(), p.clone());
+                    let (s2, h2, p2) = (s.clone(), h.clone(), p.clone());
                     std::thread::Builder::new()
                         .name(format!("store-applier-{i}"))
-                        .spawn(move || applier(i, &s2, &p2))
+                        .spawn(move || applier(i, &s2, &h2, &p2))
                         .expect("spawn store applier");
                     std::thread::Builder::new()
                         .name(name)
@@ -452,6 +452,7 @@ fn logger(
     mut rx: mpsc::UnboundedReceiver<Request>,
     group_commit_max: usize,
 ) {
+    let mut failed = false;
     let mut pending: Vec<Request> = Vec::new();
     while let Some(batches) = next_round(&mut rx, &mut pending, group_commit_max) {
         let audit_rows = batches.iter().map(|b| b.audit.len()).sum();
@@ -461,7 +462,11 @@ fn logger(
         match s.log_shard(shard, batches) {
             Ok(()) => {
                 crate::observability::store_commit(started.elapsed(), n, audit_rows);
-                h.ok();
+                // Cleared only after the logger's own failure: the applier's says the store
+                // is unavailable until it applies again.
+                if std::mem::take(&mut failed) {
+                    h.ok();
+                }
                 let answered = std::time::Instant::now();
                 for r in pending.drain(..) {
                     let _ = r.done.send(Answer {
@@ -471,7 +476,10 @@ fn logger(
                     });
                 }
             }
-            Err((e, batches)) => fail_round(h, &e, &mut pending, batches, started),
+            Err((e, batches)) => {
+                failed = true;
+                fail_round(h, &e, &mut pending, batches, started)
+            }
         }
     }
     s.end_logging_shard(shard);
@@ -487,7 +495,13 @@ static APPLIER_LOG: crate::observability::LogLimiter = crate::observability::Log
 /// hands their outbox entries to the publisher, and checkpoints the file when due. A failed
 /// transaction is tried again (after a reopen of the file) until it works: its writes are
 /// acknowledged already, and the reads that need them wait.
-fn applier(shard: usize, s: &ShardedStore, published: &mpsc::UnboundedSender<Vec<OutboxEntry>>) {
+fn applier(
+    shard: usize,
+    s: &ShardedStore,
+    h: &Health,
+    published: &mpsc::UnboundedSender<Vec<OutboxEntry>>,
+) {
+    let mut failing = false;
     let mut last: Option<std::time::Instant> = None;
     loop {
         // At most one transaction per `APPLY_EVERY`: most of a redb commit's cost is fixed
@@ -503,12 +517,20 @@ fn applier(shard: usize, s: &ShardedStore, published: &mpsc::UnboundedSender<Vec
         last = Some(std::time::Instant::now());
         match applied {
             Ok(entries) => {
+                if std::mem::take(&mut failing) {
+                    h.ok();
+                }
                 if !entries.is_empty() {
                     let _ = published.send(entries);
                 }
                 checkpoint_after_round(s, shard);
             }
             Err(e) => {
+                // The store is as unavailable as when writes fail: `/readyz` says why and the
+                // intake pauses (the logger does not clear it while this goes on).
+                failing = true;
+                h.set_failing(format!("applying logged writes to the store file: {e}"));
+                crate::observability::metrics().store_available.set(0.0);
                 crate::observability::metrics()
                     .store_write_failures
                     .increment(1);

@@ -35,6 +35,12 @@ async fn sigkill_mid_run_with_the_store_applier_loses_no_order_and_sends_no_swit
 }
 
 async fn sigkill_mid_run(applier: bool) {
+    if applier && std::env::var("SWITCHYARD_TEST_BACKEND").as_deref() == Ok("scylla") {
+        // The applier is the embedded store's; this pass runs the ScyllaDB store (the first
+        // pass runs this test on the embedded store).
+        eprintln!("store.applier is an embedded-store mode: not run on the ScyllaDB store");
+        return;
+    }
     let n = orders_count();
     let dir = tempfile::tempdir().unwrap();
     let mut base = test_config(dir.path());
@@ -143,9 +149,10 @@ async fn sigkill_mid_run(applier: bool) {
     child.kill().unwrap();
     child.wait().unwrap();
     if applier {
-        // The restart did write logged batches again (the path this variant is for).
+        // The restart did write logged batches again (the path this variant is for; the
+        // control file's replay of its own records says something else).
         assert!(
-            log_text().contains("applied again from the write-ahead log"),
+            log_text().contains("logged write batches not yet in the store file written again"),
             "no replay of the write-ahead log at the restart; log: {}",
             log_text()
         );

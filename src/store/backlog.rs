@@ -42,6 +42,13 @@ pub(crate) fn record_apply(elapsed: Duration) {
     metrics::histogram!("switchyard_store_apply_seconds").record(elapsed.as_secs_f64());
 }
 
+/// Records queued at most: above this the logger waits for the applier (so its callers' requests
+/// queue, and the intake's gate, `StoreHandle::congested`, holds new work), instead of the log
+/// and the queue growing without bound.
+pub(crate) const MAX_QUEUED: usize = 4096;
+/// Records one applier transaction takes at most.
+const MAX_PER_TRANSACTION: usize = 512;
+
 /// A record of the log: its number and its batches.
 pub(crate) type Record = (u64, Vec<WriteBatch>);
 
@@ -59,7 +66,6 @@ struct State {
     closed: bool,
 }
 
-#[derive(Default)]
 pub(crate) struct Backlog {
     state: Mutex<State>,
     changed: Condvar,
@@ -90,6 +96,29 @@ fn unmark(keys: &mut HashMap<String, u64>, key: &str, through: u64) {
 }
 
 impl Backlog {
+    /// A backlog of a file that holds the log's records up to `applied` (its `wal_lsn`).
+    pub(crate) fn new(applied: u64) -> Backlog {
+        Backlog {
+            state: Mutex::new(State {
+                logged: applied,
+                applied,
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Waits while the queue is full (the applier behind); `false` once the logger has been
+    /// stopped (nothing may be logged any more: no applier would apply it).
+    pub(crate) fn room(&self) -> bool {
+        let s = self.lock();
+        let s = self
+            .changed
+            .wait_while(s, |s| s.queue.len() >= MAX_QUEUED && !s.closed)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !s.closed
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
@@ -123,7 +152,11 @@ impl Backlog {
         let mut s = self.lock();
         loop {
             if !s.queue.is_empty() {
-                return Some(s.queue.drain(..).collect());
+                let n = s.queue.len().min(MAX_PER_TRANSACTION);
+                let taken = s.queue.drain(..n).collect();
+                drop(s);
+                self.changed.notify_all(); // room for a waiting logger
+                return Some(taken);
             }
             if s.closed {
                 return None;
@@ -223,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_read_waits_only_for_the_records_of_what_it_reads() {
-        let b = std::sync::Arc::new(Backlog::default());
+        let b = std::sync::Arc::new(Backlog::new(0));
         b.logged(1, vec![step("M-1")]);
         b.logged(2, vec![step("M-2")]);
         let short = Duration::from_millis(20);
@@ -245,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_meters_activation_does_not_wait_for_a_record_without_its_snapshot() {
-        let b = Backlog::default();
+        let b = Backlog::new(0);
         // The intake's record of a new order: rows of M-1, no snapshot.
         b.logged(1, vec![step("M-1")]);
         let short = Duration::from_millis(20);
@@ -263,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_key_touched_again_stays_marked_until_its_last_record_is_applied() {
-        let b = Backlog::default();
+        let b = Backlog::new(0);
         b.logged(1, vec![step("M-1")]);
         let first = b.take().unwrap();
         b.logged(2, vec![step("M-1")]);
@@ -276,8 +309,37 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_holds_the_logger_until_the_applier_takes_records() {
+        let b = std::sync::Arc::new(Backlog::new(0));
+        for lsn in 1..=MAX_QUEUED as u64 {
+            b.logged(lsn, vec![step("M-1")]);
+        }
+        let logger = {
+            let b = b.clone();
+            std::thread::spawn(move || b.room())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !logger.is_finished(),
+            "the logger waits while the queue is full"
+        );
+        let taken = b.take().unwrap();
+        assert_eq!(
+            taken.len(),
+            MAX_PER_TRANSACTION,
+            "one transaction takes a bounded part"
+        );
+        assert!(logger.join().unwrap(), "room again once records are taken");
+        b.close();
+        assert!(
+            !b.room(),
+            "nothing may be logged once the logger has stopped"
+        );
+    }
+
+    #[test]
     fn records_given_back_come_again_first_and_a_closed_backlog_drains_then_stops() {
-        let b = Backlog::default();
+        let b = Backlog::new(0);
         b.logged(1, vec![step("M-1")]);
         b.logged(2, vec![step("M-2")]);
         let taken = b.take().unwrap();

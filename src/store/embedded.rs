@@ -456,7 +456,7 @@ impl EmbeddedStore {
             path: path.display().to_string(),
             message: m,
         };
-        if !keep && !path.exists() {
+        if !keep && !path.exists() && !Wal::sealed_path(&path).exists() {
             return Ok(None);
         }
         let (mut wal, records) = Wal::open(&path).map_err(|e| err(e.to_string()))?;
@@ -473,6 +473,7 @@ impl EmbeddedStore {
         if !todo.is_empty() {
             let started = std::time::Instant::now();
             let w = db.begin_write().map_err(be)?;
+            let mut batch_records = 0usize;
             for r in &todo {
                 let corrupt = |m: String| StoreError::Corrupt {
                     key: format!("{} record {}", path.display(), r.lsn),
@@ -485,6 +486,7 @@ impl EmbeddedStore {
                     let batches: Vec<WriteBatch> = serde_json::from_slice(&r.payload[1..])
                         .map_err(|e| corrupt(e.to_string()))?;
                     write_batches(&w, &batches, None, Some(r.lsn))?;
+                    batch_records += 1;
                     continue;
                 }
                 for op in wal::ops(&r.payload) {
@@ -492,13 +494,17 @@ impl EmbeddedStore {
                 }
             }
             w.commit().map_err(be)?;
+            if batch_records > 0 {
+                tracing::info!(log = %path.display(), records = batch_records, "logged write batches not yet in the store file written again from the write-ahead log");
+            }
             tracing::info!(log = %path.display(), records = todo.len(), secs = started.elapsed().as_secs_f64(), "store writes since the last checkpoint applied again from the write-ahead log");
         }
-        match through {
-            Some(t) => wal.release_through(t.max(applied)),
-            None => wal.empty(),
+        // (A reopen of a file whose writes are logged, then applied, leaves the log as it is:
+        // the applier still needs its later records, and its next checkpoint drops the rest.
+        // Changing the log here could leave the logger's log behind if the reopen then failed.)
+        if through.is_none() {
+            wal.empty().map_err(|e| err(e.to_string()))?;
         }
-        .map_err(|e| err(e.to_string()))?;
         wal.start_at(applied.max(records.last().map_or(0, |r| r.lsn)) + 1);
         if keep {
             Ok(Some(wal))
@@ -750,6 +756,14 @@ impl EmbeddedStore {
                 batches,
             ));
         }
+        if !b.room() {
+            return Err((
+                StoreError::Backend(
+                    "the store's writer for this file has stopped (shutting down)".into(),
+                ),
+                batches,
+            ));
+        }
         let mut payload = Vec::with_capacity(1 + 2048 * batches.len());
         payload.push(wal::BATCHES);
         serde_json::to_writer(&mut payload, &batches).expect("write batches serialize");
@@ -793,17 +807,24 @@ impl EmbeddedStore {
             })?;
             let mut w = db.begin_write().map_err(be)?;
             w.set_durability(redb::Durability::None).map_err(be)?;
+            // Records the file holds already are not written again: a commit that failed may
+            // have become durable after all (redb says so of `commit`), and a reopen after it
+            // then finds them in the file.
+            let held = {
+                let meta = w.open_table(META).map_err(be)?;
+                let v = meta.get(WAL_LSN).map_err(be)?.map_or(0, |v| v.value());
+                v
+            };
             let mut entries = Vec::new();
-            let last = records.len() - 1;
-            for (i, (_, batches)) in records.iter().enumerate() {
-                entries.extend(write_batches(
-                    &w,
-                    batches,
-                    None,
-                    (i == last).then_some(through),
-                )?);
+            for (lsn, batches) in records.iter().filter(|r| r.0 > held) {
+                let last = *lsn == through;
+                entries.extend(write_batches(&w, batches, None, last.then_some(through))?);
             }
-            w.commit().map_err(be)?;
+            if through <= held {
+                w.abort().map_err(be)?;
+            } else {
+                w.commit().map_err(be)?;
+            }
             Ok(entries)
         })();
         match result {
@@ -1208,8 +1229,22 @@ impl Store for EmbeddedStore {
         if self.wal.is_none() {
             return false;
         }
-        self.backlog.get_or_init(Backlog::default);
-        true
+        // The backlog starts at what the file holds (nothing is queued yet).
+        let held = self.read(|r| {
+            let meta = r.open_table(META).map_err(be)?;
+            let v = meta.get(WAL_LSN).map_err(be)?.map_or(0, |v| v.value());
+            Ok(v)
+        });
+        match held {
+            Ok(v) => {
+                self.backlog.get_or_init(|| Backlog::new(v));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot read the store file's log position; its writes are applied by its writer");
+                false
+            }
+        }
     }
 
     fn log(&self, batches: Vec<WriteBatch>) -> Result<(), (StoreError, Vec<WriteBatch>)> {
@@ -1260,8 +1295,12 @@ impl Store for EmbeddedStore {
         if let Some(b) = self.backlog.get() {
             // Logged like the writer's rounds, in their order, and applied by the applier
             // (which publishes the outbox entries); returns once the file holds it.
+            // Durable once logged: never an error after that (the caller would write it again).
+            // Waits for the applier so that the caller reads it back, but the reads wait too.
             let lsn = self.log_batches(b, batches.to_vec()).map_err(|(e, _)| e)?;
-            b.settle(Keys::Through(lsn), SETTLE_LIMIT)?;
+            if let Err(e) = b.settle(Keys::Through(lsn), SETTLE_LIMIT) {
+                tracing::warn!(file = %self.path.display(), error = %e, "a direct write is durable in the log and not applied yet");
+            }
             return Ok(Vec::new());
         }
         if self.broken.load(Ordering::SeqCst) {
@@ -1876,6 +1915,74 @@ mod tests {
         }
         s.end_logging();
         applier.join().unwrap();
+    }
+
+    #[test]
+    fn records_the_file_holds_already_are_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        assert!(s.begin_logging());
+        for n in 0..3 {
+            s.log(vec![step(n)]).map_err(|(e, _)| e).unwrap();
+        }
+        let b = s.backlog.get().unwrap();
+        let taken = b.take().unwrap();
+        assert_eq!(s.apply_records(b, taken.clone()).unwrap().len(), 3);
+        // The same records once more, as after a commit that failed and was durable after all.
+        assert!(s.apply_records(b, taken).unwrap().is_empty());
+        assert_eq!(s.audit("M-1").unwrap().len(), 3);
+        assert_eq!(s.outbox(100).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_reopen_after_an_io_error_keeps_every_logged_write_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        assert!(s.begin_logging());
+        for n in 0..5 {
+            s.log(vec![step(n)]).map_err(|(e, _)| e).unwrap();
+        }
+        s.apply_logged().unwrap().unwrap();
+        for n in 5..8 {
+            s.log(vec![step(n)]).map_err(|(e, _)| e).unwrap();
+        }
+        // As after a failed transaction: the next one reopens the file first.
+        s.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+        s.apply_logged().unwrap().unwrap();
+        assert_eq!(s.audit("M-1").unwrap().len(), 8);
+        let seqs: Vec<u64> = s.outbox(100).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs.len(), 8);
+        // And a crash now: the log and the file together still hold each write once.
+        let crashed = crash_image(dir.path(), true);
+        let back = EmbeddedStore::open(crashed.path()).unwrap();
+        assert_eq!(back.audit("M-1").unwrap().len(), 8);
+    }
+
+    #[test]
+    fn a_log_left_only_under_its_older_name_is_replayed_even_with_the_log_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        assert!(s.begin_logging());
+        for n in 0..4 {
+            s.log(vec![step(n)]).map_err(|(e, _)| e).unwrap();
+        }
+        // A crash between setting the log aside and starting the new one.
+        let crashed = crash_image(dir.path(), true);
+        std::fs::rename(
+            crashed.path().join("switchyard.wal"),
+            crashed.path().join("switchyard.wal.old"),
+        )
+        .unwrap();
+        let back = EmbeddedStore::open_with(
+            crashed.path(),
+            Shard::ONLY,
+            std::time::Duration::ZERO,
+            DEFAULT_CACHE_BYTES,
+            false,
+        )
+        .unwrap();
+        assert_eq!(back.audit("M-1").unwrap().len(), 4);
+        assert!(!crashed.path().join("switchyard.wal.old").exists());
     }
 
     #[test]

@@ -185,7 +185,7 @@ impl Wal {
     }
 
     /// The older part of the log at `path` (see [`release_through`](Self::release_through)).
-    fn sealed_path(path: &Path) -> PathBuf {
+    pub(crate) fn sealed_path(path: &Path) -> PathBuf {
         let mut p = path.as_os_str().to_owned();
         p.push(".old");
         PathBuf::from(p)
@@ -350,20 +350,33 @@ impl Wal {
         }
         let old = Self::sealed_path(&self.path);
         std::fs::rename(&self.path, &old)?;
-        let file = std::fs::OpenOptions::new()
+        self.sealed = Some((old, self.next_lsn - 1, self.len));
+        // From here on the log's records are under the older name: a log that could not start
+        // again, or whose names might not survive a power loss, would put acknowledged writes
+        // where a replay does not look. Stop instead; the restart reads both files.
+        let fresh = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&self.path)?;
-        // Both names must survive a power loss: the older part holds acknowledged writes.
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
+            .open(&self.path)
+            .and_then(|f| {
+                if let Some(dir) = self.path.parent() {
+                    File::open(dir)?.sync_all()?;
+                }
+                Ok(f)
+            });
+        match fresh {
+            Ok(file) => {
+                self.file = file;
+                self.len = 0;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(log = %self.path.display(), error = %e, "the write-ahead log was set aside and a new one cannot be started; stopping (the restart replays both)");
+                std::process::abort();
+            }
         }
-        self.sealed = Some((old, self.next_lsn - 1, self.len));
-        self.file = file;
-        self.len = 0;
-        Ok(())
     }
 
     /// Bytes of whole records, the older part's included.
