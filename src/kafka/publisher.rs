@@ -3,8 +3,12 @@
 //! and deletes it from the outbox once the broker acknowledged it. A crash therefore re-publishes
 //! (at least once, in order per meter) instead of losing events. Consumers dedupe on
 //! `(order_id, status)` if they need exactly once.
+//!
+//! The store keeps entries in rows (`OutboxEntry::packet`: the embedded store packs one
+//! transaction's entries into one row); a row is deleted once Kafka has acknowledged every
+//! entry in it, so a crash re-publishes at most the rows not yet wholly acknowledged.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -31,6 +35,10 @@ impl Publisher {
         let m = metrics();
         let mut queue: VecDeque<OutboxEntry> = std::mem::take(&mut self.backlog).into();
         m.outbox_pending.set(queue.len() as f64);
+        let mut unacked = Unacked::default();
+        for e in &queue {
+            unacked.add(e);
+        }
         let mut in_flight = FuturesOrdered::new();
         let mut acked: Vec<u64> = Vec::new();
         let mut flush = tokio::time::interval(Duration::from_millis(100));
@@ -64,6 +72,9 @@ impl Publisher {
             tokio::select! {
                 Some(entries) = self.committed.recv(), if !stopping => {
                     m.outbox_pending.increment(entries.len() as f64);
+                    for e in &entries {
+                        unacked.add(e);
+                    }
                     queue.extend(entries);
                 }
                 Some((entry, result)) = in_flight.next(), if !in_flight.is_empty() => {
@@ -71,7 +82,7 @@ impl Publisher {
                         Ok(Ok(_)) => {
                             m.events_published.increment(1);
                             m.outbox_pending.decrement(1.0);
-                            acked.push(entry.seq);
+                            acked.extend(unacked.delivered(&entry));
                         }
                         _ => {
                             m.publish_errors.increment(1);
@@ -110,5 +121,58 @@ impl Publisher {
                 })
                 .await;
         }
+    }
+}
+
+/// The entries of each stored outbox row not yet acknowledged by Kafka: a row may be deleted
+/// only once all of them are.
+#[derive(Default)]
+struct Unacked(HashMap<u64, u32>);
+
+impl Unacked {
+    /// An entry handed to the publisher (once: a failed delivery is retried, not added again).
+    fn add(&mut self, e: &OutboxEntry) {
+        *self.0.entry(e.packet).or_default() += 1;
+    }
+
+    /// Kafka acknowledged `e`: the row to delete, when it was the row's last entry.
+    fn delivered(&mut self, e: &OutboxEntry) -> Option<u64> {
+        let left = self.0.get_mut(&e.packet)?;
+        *left -= 1;
+        if *left > 0 {
+            return None;
+        }
+        self.0.remove(&e.packet);
+        Some(e.packet)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::OutboxMessage;
+
+    fn entry(seq: u64, packet: u64) -> OutboxEntry {
+        OutboxEntry {
+            seq,
+            packet,
+            message: OutboxMessage::new("t", "M-1", vec![]),
+        }
+    }
+
+    #[test]
+    fn a_row_is_deleted_only_after_kafka_acknowledged_its_last_entry() {
+        let mut u = Unacked::default();
+        let (a, b, c) = (entry(10, 10), entry(11, 10), entry(12, 10));
+        let other = entry(13, 13);
+        for e in [&a, &b, &c, &other] {
+            u.add(e);
+        }
+        assert_eq!(u.delivered(&b), None);
+        assert_eq!(u.delivered(&other), Some(13), "a row of one entry");
+        // (`a` is delivered last, as after a failed first delivery: retried, not added again.)
+        assert_eq!(u.delivered(&c), None);
+        assert_eq!(u.delivered(&a), Some(10), "the row's last entry");
+        assert_eq!(u.delivered(&a), None, "an entry it does not know");
     }
 }

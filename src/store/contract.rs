@@ -934,14 +934,18 @@ pub fn outbox_entries_are_numbered_in_order_and_deleted_when_acknowledged(s: &dy
     seqs.sort_unstable();
     seqs.dedup();
     assert_eq!(seqs.len(), 4, "unique numbers");
+    // Each comes back with its number, its message and the row that holds it (`packet`).
     let mut stored: Vec<_> = s
         .outbox(100)
         .unwrap()
         .into_iter()
-        .map(|e| (e.seq, e.message))
+        .map(|e| (e.seq, e.packet, e.message))
         .collect();
     stored.sort_by_key(|e| e.0);
-    let mut expected: Vec<_> = all.iter().map(|e| (e.seq, e.message.clone())).collect();
+    let mut expected: Vec<_> = all
+        .iter()
+        .map(|e| (e.seq, e.packet, e.message.clone()))
+        .collect();
     expected.sort_by_key(|e| e.0);
     assert_eq!(stored, expected);
     let m1_stored: Vec<u64> = s
@@ -952,21 +956,49 @@ pub fn outbox_entries_are_numbered_in_order_and_deleted_when_acknowledged(s: &dy
         .map(|e| e.seq)
         .collect();
     assert_eq!(m1_stored, m1, "oldest first");
-    assert_eq!(s.outbox(2).unwrap().len(), 2, "limit");
+    // A limit takes whole rows: at least that many entries, and every entry of the rows
+    // it returns.
+    let some = s.outbox(2).unwrap();
+    assert!(some.len() >= 2, "limit");
+    for e in &some {
+        assert_eq!(
+            some.iter().filter(|x| x.packet == e.packet).count(),
+            all.iter().filter(|x| x.packet == e.packet).count(),
+            "a whole row"
+        );
+    }
+    // Acknowledging the second write's row leaves the first write's entries.
+    assert!(
+        first.iter().all(|e| e.packet != second[0].packet),
+        "two writes, two rows"
+    );
     s.apply(&[WriteBatch {
-        outbox_acked: vec![all[0].seq, all[2].seq],
+        outbox_acked: vec![second[0].packet],
         ..Default::default()
     }])
     .unwrap();
-    let mut left: Vec<u8> = s
-        .outbox(100)
-        .unwrap()
-        .iter()
-        .map(|e| e.message.payload[0])
-        .collect();
-    left.sort_unstable();
-    assert_eq!(left, [2, 4]);
-    assert_eq!(s.counts().unwrap().outbox, 2);
+    let left = |s: &dyn Store| {
+        let mut left: Vec<u8> = s
+            .outbox(100)
+            .unwrap()
+            .iter()
+            .map(|e| e.message.payload[0])
+            .collect();
+        left.sort_unstable();
+        left
+    };
+    assert_eq!(left(s), [1, 2, 3]);
+    assert_eq!(s.counts().unwrap().outbox, 3);
+    // Then the first write's rows.
+    let mut rows: Vec<u64> = first.iter().map(|e| e.packet).collect();
+    rows.dedup();
+    s.apply(&[WriteBatch {
+        outbox_acked: rows,
+        ..Default::default()
+    }])
+    .unwrap();
+    assert!(left(s).is_empty());
+    assert_eq!(s.counts().unwrap().outbox, 0);
 }
 
 pub fn campaigns_their_orders_and_releases(s: &dyn Store) {

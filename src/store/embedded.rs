@@ -40,8 +40,13 @@ const AUDIT_HEAD: TableDefinition<&str, u64> = TableDefinition::new("audit_head"
 /// still has rows in it was written by an older switchyard.
 const AUDIT_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit");
 /// The store format this version writes, kept in `META` under `format` (2: the audit journal;
-/// 3: campaigns and kept records in the control file of a sharded store).
-const FORMAT: u64 = 3;
+/// 3: campaigns and kept records in the control file of a sharded store; 4: outbox entries
+/// packed in rows, [`Packet`]). A file of format 3 is upgraded when opened (its rows of one
+/// entry are still read); a switchyard of format 3 then refuses it by name instead of failing
+/// on a packed row.
+const FORMAT: u64 = 4;
+/// The older format this version opens and upgrades.
+const FORMAT_UPGRADED: u64 = 3;
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `META` key: the number of the last write-ahead log record the file includes.
@@ -285,14 +290,97 @@ fn open_key(meter: &str, order: &str) -> String {
     format!("{meter}\0{order}")
 }
 
-fn encode_outbox(m: &OutboxMessage) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + m.topic.len() + m.key.len() + m.payload.len());
+/// One outbox entry's encoding: topic and key, each after its length (`u32`, big-endian),
+/// then the payload.
+fn encode_outbox_into(v: &mut Vec<u8>, m: &OutboxMessage) {
     v.extend_from_slice(&(m.topic.len() as u32).to_be_bytes());
     v.extend_from_slice(m.topic.as_bytes());
     v.extend_from_slice(&(m.key.len() as u32).to_be_bytes());
     v.extend_from_slice(m.key.as_bytes());
     v.extend_from_slice(&m.payload);
-    v
+}
+
+/// The first byte of an outbox row that packs several entries (a [`Packet`]). A row of one
+/// entry (what the store wrote before packets, still read) starts with its topic's length, a
+/// big-endian `u32` whose first byte is 0 (topics are short).
+const PACKET: u8 = 0xB0;
+
+/// The outbox entries of one [`write_batches`] call (a group-commit round, or one logged
+/// record when the store applier puts the log into the file), as one row: [`PACKET`], then
+/// for each entry its number (`u64`), the length of its encoding (`u32`) and the encoding
+/// ([`encode_outbox_into`]), all big-endian. One insert, and one delete once Kafka has every
+/// entry, instead of an insert and a delete per event.
+#[derive(Default)]
+struct Packet {
+    first: Option<u64>,
+    bytes: Vec<u8>,
+}
+
+impl Packet {
+    fn add(&mut self, seq: u64, m: &OutboxMessage) {
+        if self.first.is_none() {
+            self.first = Some(seq);
+            self.bytes.push(PACKET);
+        }
+        let len = 8 + m.topic.len() + m.key.len() + m.payload.len();
+        self.bytes.reserve(12 + len);
+        self.bytes.extend_from_slice(&seq.to_be_bytes());
+        self.bytes.extend_from_slice(&(len as u32).to_be_bytes());
+        encode_outbox_into(&mut self.bytes, m);
+    }
+}
+
+/// The entries of the outbox row `row` (a packet, or a single entry written before packets).
+fn decode_outbox_row(row: u64, b: &[u8]) -> Result<Vec<OutboxEntry>, StoreError> {
+    if b.first() != Some(&PACKET) {
+        return Ok(vec![OutboxEntry {
+            seq: row,
+            packet: row,
+            message: decode_outbox(row, b)?,
+        }]);
+    }
+    let corrupt = || StoreError::Corrupt {
+        key: format!("outbox/{row}"),
+        message: "truncated packet of entries".into(),
+    };
+    let mut out = Vec::new();
+    let mut at = 1;
+    while at < b.len() {
+        let seq = u64::from_be_bytes(
+            b.get(at..at + 8)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .expect("8 bytes"),
+        );
+        let len = u32::from_be_bytes(
+            b.get(at + 8..at + 12)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .expect("4 bytes"),
+        ) as usize;
+        let entry = b.get(at + 12..at + 12 + len).ok_or_else(corrupt)?;
+        out.push(OutboxEntry {
+            seq,
+            packet: row,
+            message: decode_outbox(seq, entry)?,
+        });
+        at += 12 + len;
+    }
+    Ok(out)
+}
+
+/// How many entries the outbox row holds, without decoding them.
+fn outbox_row_entries(b: &[u8]) -> u64 {
+    if b.first() != Some(&PACKET) {
+        return 1;
+    }
+    let mut n = 0;
+    let mut at = 1;
+    while let Some(len) = b.get(at + 8..at + 12) {
+        n += 1;
+        at += 12 + u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+    }
+    n
 }
 
 fn decode_outbox(seq: u64, b: &[u8]) -> Result<OutboxMessage, StoreError> {
@@ -624,7 +712,7 @@ impl EmbeddedStore {
             let stored_shards = meta.get("shards").map_err(be)?.map(|v| v.value());
             shards = expect.or(stored_shards).unwrap_or(1);
             match format {
-                Some(FORMAT) if stored_shards.unwrap_or(1) != shards => {
+                Some(FORMAT | FORMAT_UPGRADED) if stored_shards.unwrap_or(1) != shards => {
                     return Err(err(format!(
                         "the data directory was written with store.shards = {}, and store.shards is {shards} now: a meter's rows would be looked for in the wrong file. Set store.shards = {} again (or move the data directory away to start empty)",
                         stored_shards.unwrap_or(1),
@@ -632,6 +720,9 @@ impl EmbeddedStore {
                     )))
                 }
                 Some(FORMAT) => {}
+                Some(FORMAT_UPGRADED) => {
+                    meta.insert("format", FORMAT).map_err(be)?;
+                }
                 Some(other) => {
                     return Err(err(format!(
                         "the file has store format {other}, this switchyard reads format {FORMAT}; run the switchyard version that wrote it, or move the file away to start empty"
@@ -980,6 +1071,7 @@ fn write_batches(
         let mut moved: std::collections::HashMap<&str, (u64, Option<jiff::Timestamp>)> =
             std::collections::HashMap::new();
         let mut outbox = logged(w, OUTBOX, table_id::OUTBOX, log)?;
+        let mut packet = Packet::default();
         let mut campaigns = logged(w, CAMPAIGNS, table_id::CAMPAIGNS, log)?;
         let mut campaign_orders = logged(w, CAMPAIGN_ORDERS, table_id::CAMPAIGN_ORDERS, log)?;
         let mut campaign_releases = logged(w, CAMPAIGN_RELEASES, table_id::CAMPAIGN_RELEASES, log)?;
@@ -1180,16 +1272,22 @@ fn write_batches(
             }
             for m in &b.outbox {
                 seq += 1;
-                outbox
-                    .insert(seq, encode_outbox(m).as_slice())
-                    .map_err(be)?;
+                packet.add(seq, m);
                 published.push(OutboxEntry {
                     seq,
+                    packet: 0, // (the packet's number, set below)
                     message: m.clone(),
                 });
             }
             for s in &b.outbox_acked {
                 outbox.remove(*s).map_err(be)?;
+            }
+        }
+        // All the outbox entries of these batches in one row, numbered by its first entry.
+        if let Some(first) = packet.first {
+            outbox.insert(first, packet.bytes.as_slice()).map_err(be)?;
+            for e in &mut published {
+                e.packet = first;
             }
         }
         let mut moved: Vec<(&str, u64)> = moved.into_iter().map(|(m, (h, _))| (m, h)).collect();
@@ -1644,13 +1742,14 @@ impl Store for EmbeddedStore {
         self.read(|r| {
             let t = r.open_table(OUTBOX).map_err(be)?;
             let mut out = Vec::new();
-            for item in t.iter().map_err(be)?.take(limit) {
+            // Whole rows: a caller acknowledges a row once it has delivered every entry it
+            // was given of it, so a row cut short would be deleted with entries never sent.
+            for item in t.iter().map_err(be)? {
+                if out.len() >= limit {
+                    break;
+                }
                 let (k, v) = item.map_err(be)?;
-                let seq = k.value();
-                out.push(OutboxEntry {
-                    seq,
-                    message: decode_outbox(seq, v.value())?,
-                });
+                out.extend(decode_outbox_row(k.value(), v.value())?);
             }
             Ok(out)
         })
@@ -1665,7 +1764,14 @@ impl Store for EmbeddedStore {
                 commands: r.open_table(COMMANDS).map_err(be)?.len().map_err(be)?,
                 audit_events: r.open_table(AUDIT_LOG).map_err(be)?.len().map_err(be)?,
                 exceptions: r.open_table(EXCEPTIONS).map_err(be)?.len().map_err(be)?,
-                outbox: r.open_table(OUTBOX).map_err(be)?.len().map_err(be)?,
+                outbox: {
+                    let t = r.open_table(OUTBOX).map_err(be)?;
+                    let mut n = 0;
+                    for item in t.iter().map_err(be)? {
+                        n += outbox_row_entries(item.map_err(be)?.1.value());
+                    }
+                    n
+                },
             })
         })
     }
@@ -1824,6 +1930,80 @@ mod tests {
             outbox: vec![OutboxMessage::new("events", "M-1", vec![n as u8])],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_transactions_outbox_entries_are_one_row_and_rows_written_one_per_entry_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file of format 3 with a row of one entry, as the store wrote every entry before
+        // packets (key = its number).
+        let old = OutboxMessage::new("events", "M-0", b"old".to_vec());
+        {
+            let db = Database::create(dir.path().join("switchyard.redb")).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut t = w.open_table(OUTBOX).unwrap();
+                let mut v = Vec::new();
+                encode_outbox_into(&mut v, &old);
+                t.insert(1, v.as_slice()).unwrap();
+                let mut meta = w.open_table(META).unwrap();
+                meta.insert("seq", 1).unwrap();
+                meta.insert("format", 3).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let format = s
+            .read(|r| {
+                Ok(r.open_table(META)
+                    .map_err(be)?
+                    .get("format")
+                    .map_err(be)?
+                    .map(|v| v.value()))
+            })
+            .unwrap();
+        assert_eq!(format, Some(FORMAT), "upgraded when opened");
+        let entries = s.apply(&[step(1), step(2), step(3)]).unwrap();
+        assert_eq!(entries.len(), 3);
+        assert!(entries.iter().all(|e| e.packet == entries[0].packet));
+        assert_eq!(
+            entries[0].packet, entries[0].seq,
+            "named by its first entry"
+        );
+        let rows = s
+            .read(|r| Ok(r.open_table(OUTBOX).map_err(be)?.len().map_err(be)?))
+            .unwrap();
+        assert_eq!(rows, 2, "the old entry's row and one packet");
+        assert_eq!(s.counts().unwrap().outbox, 4, "counted by entry");
+        let stored = s.outbox(100).unwrap();
+        assert_eq!(stored[0].message, old);
+        assert_eq!((stored[0].seq, stored[0].packet), (1, 1));
+        assert_eq!(
+            &stored[1..],
+            entries.as_slice(),
+            "in order, with their numbers"
+        );
+        s.apply(&[WriteBatch {
+            outbox_acked: vec![1],
+            ..Default::default()
+        }])
+        .unwrap();
+        assert_eq!(s.outbox(100).unwrap(), entries);
+        s.apply(&[WriteBatch {
+            outbox_acked: vec![entries[0].packet],
+            ..Default::default()
+        }])
+        .unwrap();
+        assert!(s.outbox(100).unwrap().is_empty());
+        assert_eq!(s.counts().unwrap().outbox, 0);
+        // A packed row cut short is an error that names it, not a panic.
+        let mut v = vec![PACKET];
+        v.extend_from_slice(&7u64.to_be_bytes());
+        v.extend_from_slice(&100u32.to_be_bytes());
+        v.extend_from_slice(b"short");
+        let err = decode_outbox_row(7, &v).unwrap_err().to_string();
+        assert!(err.contains("outbox/7"), "{err}");
+        assert_eq!(outbox_row_entries(&v), 1);
     }
 
     /// What a `kill -9` leaves of the store directory, taken while the store is open: the

@@ -159,9 +159,17 @@ impl OutboxMessage {
     }
 }
 
+/// An event waiting in the outbox for Kafka's acknowledgement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEntry {
+    /// Its number: unique, and growing in write order for one key (a meter's events).
     pub(crate) seq: u64,
+    /// The stored row that holds it, what the publisher acknowledges
+    /// ([`WriteBatch::outbox_acked`]) once Kafka has every entry of the row. The embedded
+    /// store packs all the entries of one transaction into one row (one B-tree insert and one
+    /// delete per group commit instead of two per event); the ScyllaDB store keeps one row per
+    /// entry (`packet == seq`).
+    pub(crate) packet: u64,
     pub message: OutboxMessage,
 }
 
@@ -210,7 +218,8 @@ pub struct WriteBatch {
     pub audit: Vec<AuditEvent>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<OutboxMessage>,
-    /// Outbox entries Kafka has acknowledged: delete them.
+    /// Outbox rows whose entries Kafka has all acknowledged ([`OutboxEntry::packet`]):
+    /// delete them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outbox_acked: Vec<u64>,
     /// Campaign definitions and where they stand (upsert).
@@ -635,6 +644,9 @@ pub trait Store: Send + Sync + 'static {
         order_id: Option<&str>,
     ) -> Result<(Vec<AuditEvent>, Option<AuditCursor>), StoreError>;
     /// Outbox entries not yet acknowledged, oldest first.
+    /// The outbox's entries, oldest first: at least `limit` when there are that many, and
+    /// whole rows ([`OutboxEntry::packet`]), so that a caller who acknowledges a row once it
+    /// has delivered the entries it got of it never deletes an entry it was not given.
     fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
     fn counts(&self) -> Result<StoreCounts, StoreError>;
     /// The records kept for a table (embedded mode): `(key, value)` in key order.

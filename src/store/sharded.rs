@@ -88,6 +88,7 @@ impl ShardedStore {
         let mut entries = self.files[shard].apply(batches)?;
         for e in &mut entries {
             e.seq = global_seq(e.seq, shard, n);
+            e.packet = global_seq(e.packet, shard, n);
         }
         Ok(entries)
     }
@@ -117,6 +118,7 @@ impl ShardedStore {
         Some(self.files[shard].apply_logged()?.map(|mut entries| {
             for e in &mut entries {
                 e.seq = global_seq(e.seq, shard, n);
+                e.packet = global_seq(e.packet, shard, n);
             }
             entries
         }))
@@ -312,10 +314,22 @@ impl Store for ShardedStore {
         for (i, s) in self.files.iter().enumerate() {
             out.extend(s.outbox(limit)?.into_iter().map(|mut e| {
                 e.seq = global_seq(e.seq, i, n);
+                e.packet = global_seq(e.packet, i, n);
                 e
             }));
         }
-        out.truncate(limit);
+        // Whole rows (`Store::outbox`): past `limit`, only the rest of the row it ends in.
+        if let Some(last) = limit
+            .checked_sub(1)
+            .and_then(|i| out.get(i))
+            .map(|e| e.packet)
+        {
+            let end = out[limit..]
+                .iter()
+                .position(|e| e.packet != last)
+                .map_or(out.len(), |p| limit + p);
+            out.truncate(end);
+        }
         Ok(out)
     }
 
@@ -484,7 +498,7 @@ mod tests {
         }
         assert_eq!(s.outbox(usize::MAX).unwrap().len(), 60);
         let acked = WriteBatch {
-            outbox_acked: entries.iter().map(|e| e.seq).collect(),
+            outbox_acked: entries.iter().map(|e| e.packet).collect(),
             ..Default::default()
         };
         s.apply(&[acked]).unwrap();
@@ -576,6 +590,7 @@ mod tests {
         let entries = s.apply(&[campaign_step]).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].seq % 3, 2, "numbered in the control file");
+        assert_eq!(entries[0].packet % 3, 2, "stored in the control file");
         for shard in &shards {
             assert!(shard.campaigns().unwrap().is_empty());
             assert!(shard.campaign_orders("C-1").unwrap().is_empty());
@@ -592,7 +607,7 @@ mod tests {
         assert_eq!(s.campaign_orders("C-1").unwrap(), orders);
         // Acknowledging the event empties the control file's outbox.
         s.apply(&[WriteBatch {
-            outbox_acked: vec![entries[0].seq],
+            outbox_acked: vec![entries[0].packet],
             ..Default::default()
         }])
         .unwrap();

@@ -399,7 +399,10 @@ impl MeterMachine {
         let mut out = Out {
             meter_id: &meter_id,
             now,
-            actions: Vec::new(),
+            // (A step that does anything takes 4-8 actions: an audit row and an event per
+            // status, a decision, a dispatch. Growing the vector from empty was 6 % of the
+            // meter arbiters' time under month-end.)
+            actions: Vec::with_capacity(8),
             closed_moves: Vec::new(),
         };
         match input {

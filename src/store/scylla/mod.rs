@@ -855,6 +855,7 @@ impl Inner {
                 ));
                 published.push(OutboxEntry {
                     seq,
+                    packet: seq,
                     message: m.clone(),
                 });
             }
@@ -1387,6 +1388,7 @@ impl Store for ScyllaStore {
                 for (seq, topic, key, payload) in rows {
                     out.push(OutboxEntry {
                         seq: seq as u64,
+                        packet: seq as u64,
                         message: OutboxMessage {
                             topic,
                             key,
