@@ -23,7 +23,7 @@ use switchyard::domain::{
 };
 use switchyard::meter::machine::{Action, Input, MeterFacts, MeterMachine, RetryPolicy};
 use switchyard::meter::record_actions;
-use switchyard::store::{EmbeddedStore, OutboxMessage, Store, WriteBatch};
+use switchyard::store::{CommandRecord, EmbeddedStore, OutboxMessage, Store, WriteBatch};
 
 const ORDER: &[u8] = br#"{"schema_version":1,"order_id":"SO-0000001","kind":"disconnect","reason":"non_payment","meter_id":"MTR-0000001","service_point_id":"SP-0000001","priority":3,"notice_sent_at":"2026-11-10T09:00:00Z","notes":"notice delivered by mail","amount_due":412.37}"#;
 
@@ -493,6 +493,22 @@ fn encode(
     record_actions(a1, &mut dispatched, "events", "exceptions", "control");
     dispatched.meter = Some(m1);
     let mut completed = WriteBatch::default();
+    // The result itself, as the actor's answer to its command in flight stores it.
+    let f = m1.in_flight.as_ref().expect("a command in flight");
+    completed.answered.push(CommandRecord {
+        command: f.command.clone(),
+        results: vec![CommandResult {
+            schema_version: 1,
+            command_id: f.command.command_id.clone(),
+            meter_id: f.command.meter_id.clone(),
+            outcome: CommandOutcome::Confirmed {
+                switch_state: SwitchState::Disconnected,
+                register_kwh: Some(1234.5),
+                load_side_voltage: None,
+            },
+            at: now(),
+        }],
+    });
     record_actions(a2, &mut completed, "events", "exceptions", "control");
     completed.meter = Some(m2);
     Prepared {

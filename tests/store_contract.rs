@@ -81,6 +81,7 @@ on_both!(
     an_open_orders_status_comes_from_its_trail_and_a_final_one_from_its_record,
     a_meter_with_a_command_in_flight_is_open_work,
     commands_keep_their_results_in_order,
+    a_result_of_the_command_in_flight_is_stored_whole_and_a_later_one_appended,
     exceptions_round_trip,
     a_meters_trail_pages_newest_first_through_interleaved_meters,
     the_trail_pages_across_days,

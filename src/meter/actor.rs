@@ -17,7 +17,7 @@ use crate::head_end::health::Admission;
 use crate::observability::{self, metrics};
 use crate::registry::CompactMeter;
 use crate::retry::Backoff;
-use crate::store::{OrderUpdate, OutboxMessage, WriteBatch};
+use crate::store::{CommandRecord, OrderUpdate, OutboxMessage, WriteBatch};
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -834,10 +834,19 @@ impl Handler<Deliver> for MeterActor {
                 return;
             }
             Input::Result(r) => {
-                let extra = WriteBatch {
-                    results: vec![r.clone()],
-                    ..Default::default()
-                };
+                // The answer to the command in flight: the record is the command as the meter
+                // holds it and this result, stored blind. Any other answer is appended to the
+                // stored record.
+                let mut extra = WriteBatch::default();
+                match &self.machine.in_flight {
+                    Some(f) if f.command.command_id == r.command_id => {
+                        extra.answered.push(CommandRecord {
+                            command: f.command.clone(),
+                            results: vec![r.clone()],
+                        })
+                    }
+                    _ => extra.results.push(r.clone()),
+                }
                 let arrival = Some(Arrival::Result(msg.2));
                 self.handle_all(vec![Input::Result(r)], extra, None, arrival, ctx)
             }

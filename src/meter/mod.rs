@@ -886,6 +886,62 @@ mod ownership_tests {
         });
     }
 
+    /// The answer to the command in flight is stored as its whole record without reading the
+    /// stored one (the store checks, in this crate's tests, that the record it replaces is the
+    /// command as dispatched with no result yet); the same answer again is a late result,
+    /// appended to the record, and commands nothing.
+    #[test]
+    fn a_result_is_stored_whole_and_its_repeat_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = actix::System::new();
+        sys.block_on(async {
+            let store: Arc<dyn crate::store::Store> =
+                Arc::new(crate::store::EmbeddedStore::open(dir.path()).unwrap());
+            let (d, head_end, arbiter, clock) = directory_of_one_meter(&store);
+            d.deliver("M-1", reconnect("SO-1", clock.now()));
+            until("the connect sent", || head_end.0.lock().unwrap().len() == 1).await;
+            let cmd = head_end.0.lock().unwrap()[0].clone();
+            let result = crate::domain::CommandResult {
+                schema_version: 1,
+                command_id: cmd.command_id.clone(),
+                meter_id: "M-1".into(),
+                outcome: crate::domain::CommandOutcome::Confirmed {
+                    load_side_voltage: None,
+                    switch_state: crate::domain::SwitchState::Connected,
+                    register_kwh: None,
+                },
+                at: clock.now(),
+            };
+            d.deliver("M-1", MeterMsg::Result(result.clone()));
+            until("the order completed", || {
+                store
+                    .meter("M-1")
+                    .unwrap()
+                    .is_some_and(|m| m.open.is_empty() && m.in_flight.is_none())
+            })
+            .await;
+            let rec = store.command(&cmd.command_id).unwrap().unwrap();
+            assert_eq!(rec.command, cmd);
+            assert_eq!(rec.results, vec![result.clone()]);
+            d.deliver("M-1", MeterMsg::Result(result.clone()));
+            until("the repeat appended", || {
+                store
+                    .command(&cmd.command_id)
+                    .unwrap()
+                    .is_some_and(|r| r.results.len() == 2)
+            })
+            .await;
+            let rec = store.command(&cmd.command_id).unwrap().unwrap();
+            assert_eq!(rec.results, vec![result.clone(), result]);
+            assert_eq!(
+                head_end.0.lock().unwrap().len(),
+                1,
+                "a repeat commands nothing"
+            );
+            arbiter.stop();
+        });
+    }
+
     /// An order handed over with an acknowledgement (the intake's window) is acknowledged once
     /// its meter's step is durable, not before: while the step cannot be stored (its unit's
     /// lease not held yet) the acknowledgement waits; once it is, the store holds the order in

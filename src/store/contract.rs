@@ -32,6 +32,10 @@ pub const CASES: &[(&str, fn(&dyn Store))] = &[
         "commands_keep_their_results_in_order",
         commands_keep_their_results_in_order,
     ),
+    (
+        "a_result_of_the_command_in_flight_is_stored_whole_and_a_later_one_appended",
+        a_result_of_the_command_in_flight_is_stored_whole_and_a_later_one_appended,
+    ),
     ("exceptions_round_trip", exceptions_round_trip),
     (
         "a_meters_trail_pages_newest_first_through_interleaved_meters",
@@ -385,7 +389,7 @@ pub fn accepted(id: &str, meter: &str, s: i64) -> OrderRecord {
     }
 }
 
-fn command(id: &str, order: &str, meter: &str, s: i64) -> Command {
+pub(crate) fn command(id: &str, order: &str, meter: &str, s: i64) -> Command {
     Command {
         check_load_side_voltage: false,
         demand_limit_kw: None,
@@ -715,6 +719,53 @@ pub fn commands_keep_their_results_in_order(s: &dyn Store) {
     assert_eq!(rec.results, vec![failed, confirmed]);
     assert_eq!(s.command("SO-1/2").unwrap(), None);
     assert_eq!(s.counts().unwrap().commands, 1);
+}
+
+/// The meter answers its command in flight with the whole record (`answered`, written
+/// without reading the stored one); a repeated answer, in the same batch or a later one, is
+/// appended to it.
+pub fn a_result_of_the_command_in_flight_is_stored_whole_and_a_later_one_appended(s: &dyn Store) {
+    let c = command("SO-2/1", "SO-2", "M-2", 0);
+    let other = command("SO-3/1", "SO-3", "M-3", 0);
+    s.apply(&[WriteBatch {
+        commands: vec![c.clone(), other.clone()],
+        ..Default::default()
+    }])
+    .unwrap();
+    let result = |cmd: &Command, secs: i64| CommandResult {
+        schema_version: 1,
+        command_id: cmd.command_id.clone(),
+        meter_id: cmd.meter_id.clone(),
+        outcome: CommandOutcome::Confirmed {
+            load_side_voltage: None,
+            switch_state: SwitchState::Disconnected,
+            register_kwh: Some(secs as f64),
+        },
+        at: at(secs),
+    };
+    let (r1, r2, r3) = (result(&c, 10), result(&c, 11), result(&c, 30));
+    // The first answer and a duplicate of it in one batch (a redelivered result).
+    s.apply(&[WriteBatch {
+        answered: vec![super::CommandRecord {
+            command: c.clone(),
+            results: vec![r1.clone()],
+        }],
+        results: vec![r2.clone()],
+        ..Default::default()
+    }])
+    .unwrap();
+    s.apply(&[WriteBatch {
+        results: vec![r3.clone()],
+        ..Default::default()
+    }])
+    .unwrap();
+    let rec = s.command("SO-2/1").unwrap().unwrap();
+    assert_eq!(rec.command, c);
+    assert_eq!(rec.results, vec![r1, r2, r3]);
+    // The other command is untouched.
+    let rec = s.command("SO-3/1").unwrap().unwrap();
+    assert_eq!((rec.command, rec.results), (other, vec![]));
+    assert_eq!(s.counts().unwrap().commands, 2);
 }
 
 pub fn exceptions_round_trip(s: &dyn Store) {

@@ -210,8 +210,16 @@ pub struct WriteBatch {
     pub meter: Option<MeterState>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<Command>,
+    /// Results of commands whose stored record is not at hand: appended to it (a late or
+    /// repeated answer, an answer to a meter not loaded).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<CommandResult>,
+    /// The whole record of a command answered while it was in flight: its command as sent
+    /// (the meter holds it in flight, the very value its dispatch stored) and that first
+    /// result. Written over the stored record, never read back first; a later answer to the
+    /// same command (in this batch or after) goes to `results` and is appended.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answered: Vec<CommandRecord>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exceptions: Vec<ExceptionRecord>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -308,6 +316,9 @@ impl WriteBatch {
         for r in self.results {
             out[s(&r.meter_id)].results.push(r);
         }
+        for a in self.answered {
+            out[s(&a.command.meter_id)].answered.push(a);
+        }
         for x in self.exceptions {
             out[s(&x.meter_id)].exceptions.push(x);
         }
@@ -343,6 +354,7 @@ impl WriteBatch {
             .chain(self.meter.iter().map(|m| &*m.meter_id))
             .chain(self.commands.iter().map(|c| c.meter_id.as_str()))
             .chain(self.results.iter().map(|r| r.meter_id.as_str()))
+            .chain(self.answered.iter().map(|a| a.command.meter_id.as_str()))
             .chain(self.exceptions.iter().map(|x| x.meter_id.as_str()))
             .chain(self.watches.iter().map(|w| w.meter_id()))
             .chain(self.audit.iter().map(|a| a.meter_id.as_str()))
@@ -360,6 +372,7 @@ impl WriteBatch {
             && self.meter.is_none()
             && self.commands.is_empty()
             && self.results.is_empty()
+            && self.answered.is_empty()
             && self.exceptions.is_empty()
             && self.watches.is_empty()
             && self.audit.is_empty());
@@ -392,6 +405,7 @@ impl WriteBatch {
             && self.meter.is_none()
             && self.commands.is_empty()
             && self.results.is_empty()
+            && self.answered.is_empty()
             && self.exceptions.is_empty()
             && self.watches.is_empty()
             && self.audit.is_empty()

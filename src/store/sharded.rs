@@ -453,6 +453,56 @@ mod tests {
         }
     }
 
+    /// A batch answering commands of meters in different files splits each record to its
+    /// meter's file.
+    #[test]
+    fn an_answered_command_lands_in_its_meters_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), 3);
+        let cmds: Vec<_> = (0..12)
+            .map(|i| {
+                let (o, m) = (format!("SO-{i}"), format!("M-{i}"));
+                crate::store::contract::command(&format!("{o}/1"), &o, &m, 0)
+            })
+            .collect();
+        s.apply(&[WriteBatch {
+            commands: cmds.clone(),
+            ..Default::default()
+        }])
+        .unwrap();
+        let answered: Vec<CommandRecord> = cmds
+            .iter()
+            .map(|c| CommandRecord {
+                command: c.clone(),
+                results: vec![crate::domain::CommandResult {
+                    schema_version: 1,
+                    command_id: c.command_id.clone(),
+                    meter_id: c.meter_id.clone(),
+                    outcome: crate::domain::CommandOutcome::Failed {
+                        code: crate::domain::FailureCode::NetworkTimeout,
+                        detail: None,
+                    },
+                    at: c.issued_at,
+                }],
+            })
+            .collect();
+        s.apply(&[WriteBatch {
+            answered: answered.clone(),
+            ..Default::default()
+        }])
+        .unwrap();
+        for (a, c) in answered.iter().zip(&cmds) {
+            for (i, shard) in s.files().iter().enumerate() {
+                let here = shard.command(&c.command_id).unwrap();
+                if i == shard_of(&c.meter_id, 3) {
+                    assert_eq!(here.as_ref(), Some(a), "{}", c.command_id);
+                } else {
+                    assert_eq!(here, None, "{} in shard {i}", c.command_id);
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_row_of_a_meter_lives_in_its_shard_and_outbox_numbers_round_trip() {
         let dir = tempfile::tempdir().unwrap();

@@ -793,7 +793,11 @@ impl Inner {
                     encode(c),
                 ));
             }
-            for r in &b.results {
+            for r in b
+                .results
+                .iter()
+                .chain(b.answered.iter().flat_map(|a| &a.results))
+            {
                 first.push(Write::Result(
                     r.command_id.clone(),
                     nanos(r.at),
