@@ -263,6 +263,27 @@ impl Scenario {
 mod tests {
     use super::{CampaignLoad, Scenario};
 
+    /// Every committed scenario loads and passes validation (the README and the reports run
+    /// them by name).
+    #[test]
+    fn every_committed_scenario_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(
+                    Some(s.name.as_str()),
+                    path.file_stem().and_then(|x| x.to_str()),
+                    "a scenario's name is its file's"
+                );
+                n += 1;
+            }
+        }
+        assert!(n >= 10, "only {n} scenarios in {}", dir.display());
+    }
+
     #[test]
     fn the_expected_finals_are_the_workload_orders_and_the_storm_meters_campaign_orders() {
         let mut s: Scenario =
