@@ -491,7 +491,6 @@ fn encode(
     });
     let mut dispatched = WriteBatch::default();
     record_actions(a1, &mut dispatched, "events", "exceptions", "control");
-    dispatched.meter = Some(m1);
     let mut completed = WriteBatch::default();
     // The result itself, as the actor's answer to its command in flight stores it.
     let f = m1.in_flight.as_ref().expect("a command in flight");
@@ -509,6 +508,7 @@ fn encode(
             at: now(),
         }],
     });
+    dispatched.meter = Some(m1);
     record_actions(a2, &mut completed, "events", "exceptions", "control");
     completed.meter = Some(m2);
     Prepared {
