@@ -210,8 +210,8 @@ pub struct WriteBatch {
     pub meter: Option<MeterState>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<Command>,
-    /// Results of commands whose stored record is not at hand: appended to it (a late or
-    /// repeated answer, an answer to a meter not loaded).
+    /// Answers to commands no longer in flight (a late or repeated answer): appended to the
+    /// stored record, read back first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<CommandResult>,
     /// The whole record of a command answered while it was in flight: its command as sent
