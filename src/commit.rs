@@ -267,7 +267,10 @@ impl StoreHandle {
         for (i, wait) in waits {
             let result = match wait.await {
                 Ok(a) => {
-                    crate::observability::store_queued(a.taken.saturating_duration_since(sent));
+                    crate::observability::store_queued(
+                        a.taken.saturating_duration_since(sent),
+                        a.answered.saturating_duration_since(a.taken),
+                    );
                     last_answer = last_answer.max(Some(a.answered));
                     a.result
                 }
