@@ -23,9 +23,17 @@ use crate::domain::MeterState;
 use crate::domain::{AuditEvent, ExceptionRecord, OrderRecord};
 
 const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
-/// Key `meter_id \0 order_id`, no value: the open orders of each meter.
+/// Format 4 and before: key `meter_id \0 order_id`, no value: the open orders of each meter
+/// (in [`PER_METER`] since format 5; read only to upgrade a file and to replay an older log).
 const OPEN: TableDefinition<&str, ()> = TableDefinition::new("open_orders");
+/// Format 4 and before: meter id → snapshot (in [`PER_METER`] since format 5).
 const METERS: TableDefinition<&str, &[u8]> = TableDefinition::new("meters");
+/// Everything kept per meter that an order's steps rewrite, under one key prefix, so that a
+/// meter's rows share a leaf page: an order dirties one random page here where it dirtied one
+/// in each of three tables (measured: docs/design/next-store-cuts.md, plan C). Keys
+/// `meter_id \0 kind [suffix]` ([`per_meter`]): the snapshot (JSON), each open order (the
+/// order id as suffix, empty value) and the head of the audit chain (u64, little-endian).
+const PER_METER: TableDefinition<&str, &[u8]> = TableDefinition::new("per_meter");
 const COMMANDS: TableDefinition<&str, &[u8]> = TableDefinition::new("commands");
 const EXCEPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("exceptions");
 /// The audit trail as an append-only journal: key = the store's sequence number (so every
@@ -34,19 +42,25 @@ const EXCEPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("exception
 /// sequence number of the same meter's previous row (8 bytes, big-endian; 0 = none) and the
 /// row. A meter's trail is the chain from its head, newest first.
 const AUDIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log");
-/// meter id → sequence number of its newest audit row (the head of its chain).
+/// Format 4 and before: meter id → sequence number of its newest audit row (the head of its
+/// chain; in [`PER_METER`] since format 5).
 const AUDIT_HEAD: TableDefinition<&str, u64> = TableDefinition::new("audit_head");
 /// The audit layout of store format 1 (one row per `meter \0 time seq` key): a file that
 /// still has rows in it was written by an older switchyard.
 const AUDIT_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit");
 /// The store format this version writes, kept in `META` under `format` (2: the audit journal;
 /// 3: campaigns and kept records in the control file of a sharded store; 4: outbox entries
-/// packed in rows, [`Packet`]). A file of format 3 is upgraded when opened (its rows of one
-/// entry are still read); a switchyard of format 3 then refuses it by name instead of failing
-/// on a packed row.
-const FORMAT: u64 = 4;
-/// The older format this version opens and upgrades.
-const FORMAT_UPGRADED: u64 = 3;
+/// packed in rows, [`Packet`]; 5: a meter's snapshot, open orders and audit head in
+/// [`PER_METER`]). A file of format 3 or 4 is upgraded when opened (its rows copied into
+/// `PER_METER`; outbox rows of one entry are still read); an older switchyard then refuses it
+/// by name.
+const FORMAT: u64 = 5;
+/// The older formats this version opens and upgrades.
+const FORMAT_UPGRADED: [u64; 2] = [3, 4];
+/// `META` keys: how many meters have a snapshot and how many orders are open (`counts`; a
+/// count of `PER_METER` by kind would be a scan).
+const METERS_COUNT: &str = "meters";
+const OPEN_COUNT: &str = "open_orders";
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `META` key: the number of the last write-ahead log record the file includes.
@@ -87,6 +101,56 @@ mod table_id {
     pub(super) const ORDERS_BY_RECEIPT: u8 = 13;
     pub(super) const READ_WATCH: u8 = 14;
     pub(super) const META: u8 = 15;
+    pub(super) const PER_METER: u8 = 16;
+}
+
+/// Keys of [`PER_METER`]: `meter_id \0 kind [suffix]`.
+mod per_meter {
+    const SNAPSHOT: char = '\u{1}';
+    const OPEN: char = '\u{2}';
+    const HEAD: char = '\u{3}';
+
+    pub(super) fn snapshot(meter: &str) -> String {
+        format!("{meter}\0{SNAPSHOT}")
+    }
+    pub(super) fn open(meter: &str, order: &str) -> String {
+        format!("{meter}\0{OPEN}{order}")
+    }
+    /// The range of a meter's open orders; the order id follows `lo`.
+    pub(super) fn open_range(meter: &str) -> (String, String) {
+        (format!("{meter}\0{OPEN}"), format!("{meter}\0{HEAD}"))
+    }
+    pub(super) fn head(meter: &str) -> String {
+        format!("{meter}\0{HEAD}")
+    }
+
+    /// What a key names (with its meter, where a scan needs it).
+    pub(super) enum Row<'k> {
+        Snapshot(&'k str),
+        Open(&'k str),
+        Head,
+        Other,
+    }
+
+    pub(super) fn parse(key: &str) -> Row<'_> {
+        let Some((meter, rest)) = key.split_once('\0') else {
+            return Row::Other;
+        };
+        match rest.chars().next() {
+            Some(SNAPSHOT) => Row::Snapshot(meter),
+            Some(OPEN) => Row::Open(meter),
+            Some(HEAD) => Row::Head,
+            _ => Row::Other,
+        }
+    }
+
+    /// A head's value.
+    pub(super) fn head_value(seq: u64) -> [u8; 8] {
+        seq.to_le_bytes()
+    }
+    pub(super) fn head_of(v: &[u8]) -> u64 {
+        v.try_into().map(u64::from_le_bytes).unwrap_or(0)
+    }
 }
 
 /// A table of a write transaction whose inserts and removes are also recorded for the
@@ -112,7 +176,7 @@ impl<K: redb::Key + 'static, V: redb::Value + 'static> Logged<'_, '_, K, V> {
         &mut self,
         key: impl std::borrow::Borrow<K::SelfType<'k>>,
         value: impl std::borrow::Borrow<V::SelfType<'v>>,
-    ) -> Result<(), redb::StorageError> {
+    ) -> Result<bool, redb::StorageError> {
         let (key, value) = (key.borrow(), value.borrow());
         if let Some(ops) = self.ops {
             ops.borrow_mut().insert(
@@ -121,18 +185,20 @@ impl<K: redb::Key + 'static, V: redb::Value + 'static> Logged<'_, '_, K, V> {
                 V::as_bytes(value).as_ref(),
             );
         }
-        self.table.insert(key, value).map(|_| ())
+        // Whether it replaced a value.
+        self.table.insert(key, value).map(|old| old.is_some())
     }
 
     fn remove<'k>(
         &mut self,
         key: impl std::borrow::Borrow<K::SelfType<'k>>,
-    ) -> Result<(), redb::StorageError> {
+    ) -> Result<bool, redb::StorageError> {
         let key = key.borrow();
         if let Some(ops) = self.ops {
             ops.borrow_mut().remove(self.id, K::as_bytes(key).as_ref());
         }
-        self.table.remove(key).map(|_| ())
+        // Whether there was a value.
+        self.table.remove(key).map(|old| old.is_some())
     }
 }
 
@@ -173,12 +239,11 @@ fn replay(w: &redb::WriteTransaction, op: &Op<'_>) -> Result<(), StoreError> {
     };
     match table {
         table_id::ORDERS => on(w, ORDERS, op),
-        table_id::OPEN => on(w, OPEN, op),
-        table_id::METERS => on(w, METERS, op),
+        table_id::OPEN | table_id::METERS | table_id::AUDIT_HEAD => replay_per_meter(w, op),
+        table_id::PER_METER => on(w, PER_METER, op),
         table_id::COMMANDS => on(w, COMMANDS, op),
         table_id::EXCEPTIONS => on(w, EXCEPTIONS, op),
         table_id::AUDIT_LOG => on(w, AUDIT_LOG, op),
-        table_id::AUDIT_HEAD => on(w, AUDIT_HEAD, op),
         table_id::OUTBOX => on(w, OUTBOX, op),
         table_id::CAMPAIGNS => on(w, CAMPAIGNS, op),
         table_id::CAMPAIGN_ORDERS => on(w, CAMPAIGN_ORDERS, op),
@@ -192,6 +257,98 @@ fn replay(w: &redb::WriteTransaction, op: &Op<'_>) -> Result<(), StoreError> {
             message: format!("a change names table {other}, which this version does not know"),
         }),
     }
+}
+
+/// A change a log of format 4 or before made to a table that is in [`PER_METER`] since format 5
+/// (a log written before the file was upgraded, replayed after it): the same change under its
+/// new key, counted in `META` as `write_batches` counts it.
+fn replay_per_meter(w: &redb::WriteTransaction, op: &Op<'_>) -> Result<(), StoreError> {
+    let (table, key) = match *op {
+        Op::Insert { table, key, .. } | Op::Remove { table, key, .. } => (table, key),
+    };
+    let corrupt = || StoreError::Corrupt {
+        key: "write-ahead log".into(),
+        message: format!("a change of table {table} has a key that is not a meter's"),
+    };
+    let key = std::str::from_utf8(key).map_err(|_| corrupt())?;
+    let (new_key, counter) = match table {
+        table_id::OPEN => {
+            let (meter, order) = key.split_once('\0').ok_or_else(corrupt)?;
+            (per_meter::open(meter, order), Some(OPEN_COUNT))
+        }
+        table_id::METERS => (per_meter::snapshot(key), Some(METERS_COUNT)),
+        _ => (per_meter::head(key), None),
+    };
+    let delta: i64 = {
+        let mut t = w.open_table(PER_METER).map_err(be)?;
+        match *op {
+            Op::Insert { value, .. } => {
+                // (An open order's value is empty, a head's the same eight bytes.)
+                let value = if table == table_id::OPEN {
+                    &[][..]
+                } else {
+                    value
+                };
+                let old = t.insert(new_key.as_str(), value).map_err(be)?;
+                i64::from(old.is_none())
+            }
+            Op::Remove { .. } => {
+                let old = t.remove(new_key.as_str()).map_err(be)?;
+                -i64::from(old.is_some())
+            }
+        }
+    };
+    if let (Some(counter), true) = (counter, delta != 0) {
+        let mut meta = w.open_table(META).map_err(be)?;
+        let n = meta.get(counter).map_err(be)?.map_or(0, |v| v.value());
+        meta.insert(counter, n.saturating_add_signed(delta))
+            .map_err(be)?;
+    }
+    Ok(())
+}
+
+/// The upgrade from format 4 (or 3): copies the snapshots, open orders and audit heads into
+/// [`PER_METER`] (in key order) and deletes their old tables. Returns how many snapshots and
+/// open orders there are. One pass over the three tables, at the first open by this version.
+fn move_into_per_meter(w: &redb::WriteTransaction, path: &Path) -> Result<(u64, u64), StoreError> {
+    let started = std::time::Instant::now();
+    let (mut meters, mut open) = (0u64, 0u64);
+    {
+        let mut pm = w.open_table(PER_METER).map_err(be)?;
+        let old = w.open_table(METERS).map_err(be)?;
+        for item in old.iter().map_err(be)? {
+            let (k, v) = item.map_err(be)?;
+            pm.insert(per_meter::snapshot(k.value()).as_str(), v.value())
+                .map_err(be)?;
+            meters += 1;
+        }
+        let old = w.open_table(OPEN).map_err(be)?;
+        for item in old.iter().map_err(be)? {
+            let (k, _) = item.map_err(be)?;
+            let key = k.value();
+            let (meter, order) = key.split_once('\0').ok_or_else(|| StoreError::Corrupt {
+                key: format!("open_orders/{key}"),
+                message: "an open order's key names no meter".into(),
+            })?;
+            pm.insert(per_meter::open(meter, order).as_str(), &[][..])
+                .map_err(be)?;
+            open += 1;
+        }
+        let old = w.open_table(AUDIT_HEAD).map_err(be)?;
+        for item in old.iter().map_err(be)? {
+            let (k, v) = item.map_err(be)?;
+            pm.insert(
+                per_meter::head(k.value()).as_str(),
+                &per_meter::head_value(v.value())[..],
+            )
+            .map_err(be)?;
+        }
+    }
+    w.delete_table(METERS).map_err(be)?;
+    w.delete_table(OPEN).map_err(be)?;
+    w.delete_table(AUDIT_HEAD).map_err(be)?;
+    tracing::info!(file = %path.display(), meters, open_orders = open, secs = started.elapsed().as_secs_f64(), "store file upgraded to format {FORMAT}: a meter's snapshot, open orders and audit head now share its key prefix");
+    Ok((meters, open))
 }
 
 /// Which file of a sharded store (`crate::store::ShardedStore`) to open: shard `index` of `of`.
@@ -680,12 +837,10 @@ impl EmbeddedStore {
         {
             // Create every table so that readers never meet a missing one.
             w.open_table(ORDERS).map_err(be)?;
-            w.open_table(OPEN).map_err(be)?;
-            w.open_table(METERS).map_err(be)?;
+            w.open_table(PER_METER).map_err(be)?;
             w.open_table(COMMANDS).map_err(be)?;
             w.open_table(EXCEPTIONS).map_err(be)?;
             w.open_table(AUDIT_LOG).map_err(be)?;
-            w.open_table(AUDIT_HEAD).map_err(be)?;
             w.open_table(OUTBOX).map_err(be)?;
             w.open_table(CAMPAIGNS).map_err(be)?;
             w.open_table(CAMPAIGN_ORDERS).map_err(be)?;
@@ -712,7 +867,9 @@ impl EmbeddedStore {
             let stored_shards = meta.get("shards").map_err(be)?.map(|v| v.value());
             shards = expect.or(stored_shards).unwrap_or(1);
             match format {
-                Some(FORMAT | FORMAT_UPGRADED) if stored_shards.unwrap_or(1) != shards => {
+                Some(f) if (f == FORMAT || FORMAT_UPGRADED.contains(&f))
+                    && stored_shards.unwrap_or(1) != shards =>
+                {
                     return Err(err(format!(
                         "the data directory was written with store.shards = {}, and store.shards is {shards} now: a meter's rows would be looked for in the wrong file. Set store.shards = {} again (or move the data directory away to start empty)",
                         stored_shards.unwrap_or(1),
@@ -720,7 +877,10 @@ impl EmbeddedStore {
                     )))
                 }
                 Some(FORMAT) => {}
-                Some(FORMAT_UPGRADED) => {
+                Some(f) if FORMAT_UPGRADED.contains(&f) => {
+                    let (meters, open) = move_into_per_meter(&w, path)?;
+                    meta.insert(METERS_COUNT, meters).map_err(be)?;
+                    meta.insert(OPEN_COUNT, open).map_err(be)?;
                     meta.insert("format", FORMAT).map_err(be)?;
                 }
                 Some(other) => {
@@ -1060,12 +1220,13 @@ fn write_batches(
 
     {
         let mut orders = logged(w, ORDERS, table_id::ORDERS, log)?;
-        let mut open = logged(w, OPEN, table_id::OPEN, log)?;
-        let mut meters = logged(w, METERS, table_id::METERS, log)?;
+        // A meter's snapshot, open orders and audit head (one table, one leaf per meter);
+        // how many snapshots and open orders this transaction added (or removed).
+        let mut pm = logged(w, PER_METER, table_id::PER_METER, log)?;
+        let (mut meters_added, mut open_added) = (0i64, 0i64);
         let mut commands = logged(w, COMMANDS, table_id::COMMANDS, log)?;
         let mut exceptions = logged(w, EXCEPTIONS, table_id::EXCEPTIONS, log)?;
         let mut audit = logged(w, AUDIT_LOG, table_id::AUDIT_LOG, log)?;
-        let mut heads = logged(w, AUDIT_HEAD, table_id::AUDIT_HEAD, log)?;
         // Heads moved in this transaction (position and time), written once per meter at
         // the end.
         let mut moved: std::collections::HashMap<&str, (u64, Option<jiff::Timestamp>)> =
@@ -1128,15 +1289,21 @@ fn write_batches(
                         .insert((super::received_ns(rec.received_at), id), ())
                         .map_err(be)?;
                     if !rec.status.is_terminal() {
-                        open.insert(open_key(&rec.order.meter_id, id).as_str(), ())
-                            .map_err(be)?;
+                        if !pm
+                            .insert(per_meter::open(&rec.order.meter_id, id).as_str(), &[][..])
+                            .map_err(be)?
+                        {
+                            open_added += 1;
+                        }
                     }
                 }
             }
             // (The record stays until the new meter's step stores it: the order is never
             // unknown in between, so a resend of its id is still a duplicate.)
             for (m, id) in &b.carried_away {
-                open.remove(open_key(m, id).as_str()).map_err(be)?;
+                if pm.remove(per_meter::open(m, id).as_str()).map_err(be)? {
+                    open_added -= 1;
+                }
             }
             // Records of orders carried to a meter of another file (sharded store).
             for (_, id) in &b.carried_elsewhere {
@@ -1151,8 +1318,12 @@ fn write_batches(
                         by_receipt
                             .remove((super::received_ns(old.received_at), id.as_str()))
                             .map_err(be)?;
-                        open.remove(open_key(&old.order.meter_id, id).as_str())
-                            .map_err(be)?;
+                        if pm
+                            .remove(per_meter::open(&old.order.meter_id, id).as_str())
+                            .map_err(be)?
+                        {
+                            open_added -= 1;
+                        }
                     }
                 }
             }
@@ -1172,8 +1343,12 @@ fn write_batches(
                 by_receipt
                     .insert((super::received_ns(rec.received_at), id), ())
                     .map_err(be)?;
-                open.insert(open_key(&rec.order.meter_id, id).as_str(), ())
-                    .map_err(be)?;
+                if !pm
+                    .insert(per_meter::open(&rec.order.meter_id, id).as_str(), &[][..])
+                    .map_err(be)?
+                {
+                    open_added += 1;
+                }
             }
             for u in &b.order_updates {
                 // An open order's status lives in its meter's snapshot and audit chain
@@ -1200,15 +1375,25 @@ fn write_batches(
                         .insert(u.order_id.as_str(), encode(&rec).as_slice())
                         .map_err(be)?;
                     if u.status.is_terminal() {
-                        open.remove(open_key(&u.meter_id, &u.order_id).as_str())
-                            .map_err(be)?;
+                        if pm
+                            .remove(per_meter::open(&u.meter_id, &u.order_id).as_str())
+                            .map_err(be)?
+                        {
+                            open_added -= 1;
+                        }
                     }
                 }
             }
             if let Some(m) = &b.meter {
-                meters
-                    .insert(&*m.meter_id, encode(m).as_slice())
-                    .map_err(be)?;
+                if !pm
+                    .insert(
+                        per_meter::snapshot(&m.meter_id).as_str(),
+                        encode(m).as_slice(),
+                    )
+                    .map_err(be)?
+                {
+                    meters_added += 1;
+                }
             }
             for c in &b.commands {
                 let rec = CommandRecord {
@@ -1258,10 +1443,10 @@ fn write_batches(
                 let (prev, prev_at) = match moved.get(a.meter_id.as_str()) {
                     Some(p) => *p,
                     None => {
-                        let p = heads
-                            .get(a.meter_id.as_str())
+                        let p = pm
+                            .get(per_meter::head(&a.meter_id).as_str())
                             .map_err(be)?
-                            .map_or(0, |v| v.value());
+                            .map_or(0, |v| per_meter::head_of(v.value()));
                         (p, head_at(&audit, p)?)
                     }
                 };
@@ -1309,10 +1494,21 @@ fn write_batches(
         let mut moved: Vec<(&str, u64)> = moved.into_iter().map(|(m, (h, _))| (m, h)).collect();
         moved.sort_unstable();
         for (meter, head) in moved {
-            heads.insert(meter, head).map_err(be)?;
+            pm.insert(
+                per_meter::head(meter).as_str(),
+                &per_meter::head_value(head)[..],
+            )
+            .map_err(be)?;
         }
         let mut meta = logged(w, META, table_id::META, log)?;
         meta.insert("seq", seq).map_err(be)?;
+        for (counter, added) in [(METERS_COUNT, meters_added), (OPEN_COUNT, open_added)] {
+            if added != 0 {
+                let n = meta.get(counter).map_err(be)?.map_or(0, |v| v.value());
+                meta.insert(counter, n.saturating_add_signed(added))
+                    .map_err(be)?;
+            }
+        }
         if let Some(lsn) = wal_lsn {
             meta.insert(WAL_LSN, lsn).map_err(be)?;
         }
@@ -1453,18 +1649,17 @@ impl Store for EmbeddedStore {
 
     fn meter(&self, meter_id: &str) -> Result<Option<MeterState>, StoreError> {
         self.read_after(Keys::Snapshot(meter_id), |r| {
-            let t = r.open_table(METERS).map_err(be)?;
-            let v = t.get(meter_id).map_err(be)?;
+            let t = r.open_table(PER_METER).map_err(be)?;
+            let v = t.get(per_meter::snapshot(meter_id).as_str()).map_err(be)?;
             v.map(|v| decode(meter_id, v.value())).transpose()
         })
     }
 
     fn open_orders(&self, meter_id: &str) -> Result<Vec<OrderRecord>, StoreError> {
         self.read_after(Keys::Meter(meter_id), |r| {
-            let open = r.open_table(OPEN).map_err(be)?;
+            let open = r.open_table(PER_METER).map_err(be)?;
             let orders = r.open_table(ORDERS).map_err(be)?;
-            let lo = format!("{meter_id}\0");
-            let hi = format!("{meter_id}\u{1}");
+            let (lo, hi) = per_meter::open_range(meter_id);
             let mut out = Vec::new();
             for item in open.range(lo.as_str()..hi.as_str()).map_err(be)? {
                 let (k, _) = item.map_err(be)?;
@@ -1484,23 +1679,27 @@ impl Store for EmbeddedStore {
 
     fn meters_with_open_work(&self) -> Result<Vec<String>, StoreError> {
         self.read(|r| {
-            let mut set = std::collections::BTreeSet::new();
-            let open = r.open_table(OPEN).map_err(be)?;
-            for item in open.iter().map_err(be)? {
-                let (k, _) = item.map_err(be)?;
-                if let Some((m, _)) = k.value().split_once('\0') {
-                    set.insert(m.to_string());
-                }
-            }
-            let meters = r.open_table(METERS).map_err(be)?;
-            for item in meters.iter().map_err(be)? {
+            // One pass in key order: a meter's open orders come after its snapshot.
+            let mut out: Vec<String> = Vec::new();
+            let pm = r.open_table(PER_METER).map_err(be)?;
+            for item in pm.iter().map_err(be)? {
                 let (k, v) = item.map_err(be)?;
-                let m: MeterState = decode(k.value(), v.value())?;
-                if !m.is_idle() {
-                    set.insert(m.meter_id.to_string());
+                let meter = match per_meter::parse(k.value()) {
+                    per_meter::Row::Open(meter) => meter,
+                    per_meter::Row::Snapshot(meter) => {
+                        let m: MeterState = decode(meter, v.value())?;
+                        if m.is_idle() {
+                            continue;
+                        }
+                        meter
+                    }
+                    per_meter::Row::Head | per_meter::Row::Other => continue,
+                };
+                if out.last().map(String::as_str) != Some(meter) {
+                    out.push(meter.to_string());
                 }
             }
-            Ok(set.into_iter().collect())
+            Ok(out)
         })
     }
 
@@ -1773,10 +1972,14 @@ impl Store for EmbeddedStore {
 
     fn counts(&self) -> Result<StoreCounts, StoreError> {
         self.read(|r| {
+            let meta = r.open_table(META).map_err(be)?;
+            let count = |k: &str| -> Result<u64, StoreError> {
+                Ok(meta.get(k).map_err(be)?.map_or(0, |v| v.value()))
+            };
             Ok(StoreCounts {
                 orders: r.open_table(ORDERS).map_err(be)?.len().map_err(be)?,
-                open_orders: r.open_table(OPEN).map_err(be)?.len().map_err(be)?,
-                meters: r.open_table(METERS).map_err(be)?.len().map_err(be)?,
+                open_orders: count(OPEN_COUNT)?,
+                meters: count(METERS_COUNT)?,
                 commands: r.open_table(COMMANDS).map_err(be)?.len().map_err(be)?,
                 audit_events: r.open_table(AUDIT_LOG).map_err(be)?.len().map_err(be)?,
                 exceptions: r.open_table(EXCEPTIONS).map_err(be)?.len().map_err(be)?,
@@ -1833,8 +2036,11 @@ struct AuditChain<'m> {
 
 impl<'m> AuditChain<'m> {
     fn from_head(r: &redb::ReadTransaction, meter_id: &'m str) -> Result<Self, StoreError> {
-        let heads = r.open_table(AUDIT_HEAD).map_err(be)?;
-        let next = heads.get(meter_id).map_err(be)?.map_or(0, |v| v.value());
+        let pm = r.open_table(PER_METER).map_err(be)?;
+        let next = pm
+            .get(per_meter::head(meter_id).as_str())
+            .map_err(be)?
+            .map_or(0, |v| per_meter::head_of(v.value()));
         Ok(AuditChain {
             log: r.open_table(AUDIT_LOG).map_err(be)?,
             meter_id,
@@ -1946,6 +2152,169 @@ mod tests {
             outbox: vec![OutboxMessage::new("events", "M-1", vec![n as u8])],
             ..Default::default()
         }
+    }
+
+    /// The file at `path` as switchyard of format 4 wrote it: a meter's snapshot, open orders
+    /// and audit head in tables of their own, no counters.
+    fn as_format_4(path: &Path) {
+        let db = Database::create(path).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let pm = w.open_table(PER_METER).unwrap();
+            let mut meters = w.open_table(METERS).unwrap();
+            let mut open = w.open_table(OPEN).unwrap();
+            let mut heads = w.open_table(AUDIT_HEAD).unwrap();
+            for item in pm.iter().unwrap() {
+                let (k, v) = item.unwrap();
+                let (meter, rest) = k.value().split_once('\0').unwrap();
+                match rest.as_bytes()[0] {
+                    1 => meters.insert(meter, v.value()).map(|_| ()),
+                    2 => open
+                        .insert(format!("{meter}\0{}", &rest[1..]).as_str(), ())
+                        .map(|_| ()),
+                    3 => heads
+                        .insert(meter, per_meter::head_of(v.value()))
+                        .map(|_| ()),
+                    other => panic!("kind {other}"),
+                }
+                .unwrap();
+            }
+            let mut meta = w.open_table(META).unwrap();
+            meta.remove(METERS_COUNT).unwrap();
+            meta.remove(OPEN_COUNT).unwrap();
+            meta.insert("format", 4).unwrap();
+        }
+        w.delete_table(PER_METER).unwrap();
+        w.commit().unwrap();
+    }
+
+    #[test]
+    fn a_format_4_file_is_upgraded_and_its_log_still_replays() {
+        use crate::domain::{AuditKind, InFlight, Purpose};
+        use crate::store::contract::{accepted, at, command};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("switchyard.redb");
+        let mut busy = MeterState::new("M-7");
+        busy.in_flight = Some(Box::new(InFlight {
+            command: command("SO-7/1", "SO-7", "M-7", 3),
+            purpose: Purpose::Execute,
+        }));
+        let idle = MeterState::new("M-8");
+        let received =
+            |m: &str, o: &str, s: i64| AuditEvent::new(m, at(s), AuditKind::StatusChange).order(o);
+        let reads = |s: &EmbeddedStore| {
+            (
+                s.meter("M-7").unwrap(),
+                s.meter("M-8").unwrap(),
+                s.open_orders("M-1").unwrap(),
+                s.open_orders("M-10").unwrap(),
+                s.audit("M-1").unwrap(),
+                s.meters_with_open_work().unwrap(),
+                s.counts().unwrap(),
+            )
+        };
+        let before = {
+            let s = EmbeddedStore::open(dir.path()).unwrap();
+            s.apply(&[
+                WriteBatch {
+                    new_orders: vec![
+                        accepted("SO-1", "M-1", 1),
+                        accepted("SO-2", "M-1", 2),
+                        accepted("SO-3", "M-10", 3),
+                    ],
+                    audit: vec![
+                        received("M-1", "SO-1", 1),
+                        received("M-1", "SO-2", 2),
+                        received("M-10", "SO-3", 3),
+                    ],
+                    meter: Some(busy.clone()),
+                    ..Default::default()
+                },
+                WriteBatch {
+                    meter: Some(idle.clone()),
+                    ..Default::default()
+                },
+            ])
+            .unwrap();
+            reads(&s)
+        };
+        assert_eq!(before.0, Some(busy));
+        assert_eq!(before.1, Some(idle));
+        assert_eq!(before.2.len(), 2);
+        assert_eq!(before.4.len(), 2);
+        assert_eq!(
+            before.5,
+            ["M-1", "M-10", "M-7"],
+            "by open order or busy snapshot, M-8 idle"
+        );
+        assert_eq!((before.6.meters, before.6.open_orders), (2, 3));
+
+        as_format_4(&file);
+        // The log as switchyard of format 4 left it after a kill: one record past the file,
+        // in the old tables' numbers (M-9 and its order arrive; SO-2 ends).
+        let wal_lsn = {
+            let db = Database::create(&file).unwrap();
+            let r = db.begin_read().unwrap();
+            let meta = r.open_table(META).unwrap();
+            let v = meta.get(WAL_LSN).unwrap().map_or(0, |v| v.value());
+            v
+        };
+        let m9 = MeterState::new("M-9");
+        {
+            let mut ops = Ops::default();
+            ops.insert(
+                table_id::ORDERS,
+                b"SO-9",
+                &encode(&accepted("SO-9", "M-9", 9)),
+            );
+            ops.insert(table_id::OPEN, b"M-9\0SO-9", &[]);
+            ops.insert(table_id::METERS, b"M-9", &encode(&m9));
+            ops.insert(table_id::AUDIT_HEAD, b"M-9", &5u64.to_le_bytes());
+            ops.remove(table_id::OPEN, b"M-1\0SO-2");
+            let (mut wal, _) = Wal::open(&Wal::path_for(&file)).unwrap();
+            wal.append(wal_lsn + 1, ops.as_bytes()).unwrap();
+        }
+
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let (format, old_tables, head) = s
+            .read(|r| {
+                let format = r.open_table(META).map_err(be)?.get("format").map_err(be)?;
+                let head = r
+                    .open_table(PER_METER)
+                    .map_err(be)?
+                    .get(per_meter::head("M-9").as_str())
+                    .map_err(be)?
+                    .map(|v| per_meter::head_of(v.value()));
+                let old = r.list_tables().map_err(be)?.filter(|t| {
+                    ["meters", "open_orders", "audit_head"].contains(&redb::TableHandle::name(t))
+                });
+                Ok((format.map(|v| v.value()), old.count(), head))
+            })
+            .unwrap();
+        assert_eq!(format, Some(FORMAT), "upgraded when opened");
+        assert_eq!(old_tables, 0, "the old tables are gone");
+        assert_eq!(head, Some(5), "the old log's head moved with it");
+        let after = reads(&s);
+        assert_eq!(
+            (&after.0, &after.1, &after.3, &after.4),
+            (&before.0, &before.1, &before.3, &before.4)
+        );
+        assert_eq!(
+            after.2,
+            vec![accepted("SO-1", "M-1", 1)],
+            "the log's removal replayed"
+        );
+        assert_eq!(s.meter("M-9").unwrap(), Some(m9));
+        assert_eq!(
+            s.open_orders("M-9").unwrap(),
+            vec![accepted("SO-9", "M-9", 9)]
+        );
+        assert_eq!(after.5, ["M-1", "M-10", "M-7", "M-9"]);
+        assert_eq!(
+            (after.6.meters, after.6.open_orders),
+            (3, 3),
+            "counted from the copy, then by the log's changes"
+        );
     }
 
     #[test]
