@@ -148,8 +148,15 @@ mod per_meter {
     pub(super) fn head_value(seq: u64) -> [u8; 8] {
         seq.to_le_bytes()
     }
-    pub(super) fn head_of(v: &[u8]) -> u64 {
-        v.try_into().map(u64::from_le_bytes).unwrap_or(0)
+    /// A head's value read back: anything but eight bytes is a damaged row, never "no chain"
+    /// (a write would then start the meter's trail again and orphan its history).
+    pub(super) fn head_of(meter: &str, v: &[u8]) -> Result<u64, super::StoreError> {
+        v.try_into()
+            .map(u64::from_le_bytes)
+            .map_err(|_| super::StoreError::Corrupt {
+                key: format!("per_meter/{meter}/audit head"),
+                message: format!("an audit head of {} bytes, not 8", v.len()),
+            })
     }
 }
 
@@ -287,6 +294,9 @@ fn replay_per_meter(w: &redb::WriteTransaction, op: &Op<'_>) -> Result<(), Store
                 let value = if table == table_id::OPEN {
                     &[][..]
                 } else {
+                    if table == table_id::AUDIT_HEAD {
+                        per_meter::head_of(key, value)?;
+                    }
                     value
                 };
                 let old = t.insert(new_key.as_str(), value).map_err(be)?;
@@ -308,8 +318,9 @@ fn replay_per_meter(w: &redb::WriteTransaction, op: &Op<'_>) -> Result<(), Store
 }
 
 /// The upgrade from format 4 (or 3): copies the snapshots, open orders and audit heads into
-/// [`PER_METER`] (in key order) and deletes their old tables. Returns how many snapshots and
-/// open orders there are. One pass over the three tables, at the first open by this version.
+/// [`PER_METER`] and deletes their old tables. Returns how many snapshots and open orders there
+/// are. One pass over each table in its key order (table after table, not merged by meter), at
+/// the first open by this version.
 fn move_into_per_meter(w: &redb::WriteTransaction, path: &Path) -> Result<(u64, u64), StoreError> {
     let started = std::time::Instant::now();
     let (mut meters, mut open) = (0u64, 0u64);
@@ -1443,10 +1454,10 @@ fn write_batches(
                 let (prev, prev_at) = match moved.get(a.meter_id.as_str()) {
                     Some(p) => *p,
                     None => {
-                        let p = pm
-                            .get(per_meter::head(&a.meter_id).as_str())
-                            .map_err(be)?
-                            .map_or(0, |v| per_meter::head_of(v.value()));
+                        let p = match pm.get(per_meter::head(&a.meter_id).as_str()).map_err(be)? {
+                            Some(v) => per_meter::head_of(&a.meter_id, v.value())?,
+                            None => 0,
+                        };
                         (p, head_at(&audit, p)?)
                     }
                 };
@@ -2037,10 +2048,10 @@ struct AuditChain<'m> {
 impl<'m> AuditChain<'m> {
     fn from_head(r: &redb::ReadTransaction, meter_id: &'m str) -> Result<Self, StoreError> {
         let pm = r.open_table(PER_METER).map_err(be)?;
-        let next = pm
-            .get(per_meter::head(meter_id).as_str())
-            .map_err(be)?
-            .map_or(0, |v| per_meter::head_of(v.value()));
+        let next = match pm.get(per_meter::head(meter_id).as_str()).map_err(be)? {
+            Some(v) => per_meter::head_of(meter_id, v.value())?,
+            None => 0,
+        };
         Ok(AuditChain {
             log: r.open_table(AUDIT_LOG).map_err(be)?,
             meter_id,
@@ -2173,7 +2184,7 @@ mod tests {
                         .insert(format!("{meter}\0{}", &rest[1..]).as_str(), ())
                         .map(|_| ()),
                     3 => heads
-                        .insert(meter, per_meter::head_of(v.value()))
+                        .insert(meter, per_meter::head_of(meter, v.value()).unwrap())
                         .map(|_| ()),
                     other => panic!("kind {other}"),
                 }
@@ -2186,6 +2197,42 @@ mod tests {
         }
         w.delete_table(PER_METER).unwrap();
         w.commit().unwrap();
+    }
+
+    #[test]
+    fn a_damaged_audit_head_is_an_error_not_a_new_chain_and_other_meters_go_on() {
+        use crate::domain::AuditKind;
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let row = |m: &str, n: i64| {
+            AuditEvent::new(m, crate::store::contract::at(n), AuditKind::StatusChange)
+        };
+        let one = |m: &str, n: i64| WriteBatch {
+            audit: vec![row(m, n)],
+            ..Default::default()
+        };
+        s.apply(&[one("M-1", 1)]).unwrap();
+        s.apply(&[one("M-2", 1)]).unwrap();
+        // M-1's head damaged on disk (three bytes instead of eight).
+        {
+            let g = s.db.read().unwrap();
+            let w = g.as_ref().unwrap().begin_write().unwrap();
+            w.open_table(PER_METER)
+                .unwrap()
+                .insert(per_meter::head("M-1").as_str(), &[1u8, 2, 3][..])
+                .unwrap();
+            w.commit().unwrap();
+        }
+        let read = s.audit("M-1").unwrap_err().to_string();
+        assert!(read.contains("audit head of 3 bytes"), "{read}");
+        let write = s.apply(&[one("M-1", 2)]).unwrap_err().to_string();
+        assert!(write.contains("audit head of 3 bytes"), "{write}");
+        s.apply(&[one("M-2", 2)]).unwrap();
+        assert_eq!(
+            s.audit("M-2").unwrap().len(),
+            2,
+            "another meter's trail goes on"
+        );
     }
 
     #[test]
@@ -2284,7 +2331,7 @@ mod tests {
                     .map_err(be)?
                     .get(per_meter::head("M-9").as_str())
                     .map_err(be)?
-                    .map(|v| per_meter::head_of(v.value()));
+                    .map(|v| per_meter::head_of("M-9", v.value()).unwrap());
                 let old = r.list_tables().map_err(be)?.filter(|t| {
                     ["meters", "open_orders", "audit_head"].contains(&redb::TableHandle::name(t))
                 });
