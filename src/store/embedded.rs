@@ -415,6 +415,19 @@ pub struct EmbeddedStore {
 /// How long a read waits for the applier to put in the file what it needs before it fails.
 const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A write transaction whose commit redb syncs itself (a checkpoint, the replay at open, a
+/// large round, a file without a log): it records redb's allocator state with the commit
+/// (redb's *quick repair*, which also makes the commit two-phase). The open after a `kill -9`
+/// then loads that state instead of walking and checksumming the whole file to rebuild it
+/// (3.3 s of the 9.8 s recovery of 1M open orders, measured). Unsynced commits (the log
+/// makes them durable) do not record it: the open after a crash starts from the last synced
+/// commit, which has.
+fn begin_synced(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
+    let mut w = db.begin_write().map_err(be)?;
+    w.set_quick_repair(true);
+    Ok(w)
+}
+
 fn be(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -424,6 +437,21 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, 
         key: key.to_string(),
         message: e.to_string(),
     })
+}
+
+/// Whether a stored meter snapshot has work (an open order or a command in flight, as
+/// `MeterState::is_idle` says), read without building the snapshot: the open-work scan at
+/// start-up reads every meter's, and a whole `MeterState` (its strings, reads and
+/// certificates) is most of that scan's time.
+fn snapshot_has_work(meter: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Work {
+        open: Vec<serde::de::IgnoredAny>,
+        #[serde(default)]
+        in_flight: Option<serde::de::IgnoredAny>,
+    }
+    let w: Work = decode(meter, bytes)?;
+    Ok(!w.open.is_empty() || w.in_flight.is_some())
 }
 
 /// The time of the audit row at `seq` (a meter's chain head; 0 = none).
@@ -728,7 +756,7 @@ impl EmbeddedStore {
             .collect();
         if !todo.is_empty() {
             let started = std::time::Instant::now();
-            let w = db.begin_write().map_err(be)?;
+            let w = begin_synced(db)?;
             let mut batch_records = 0usize;
             for r in &todo {
                 let corrupt = |m: String| StoreError::Corrupt {
@@ -777,7 +805,7 @@ impl EmbeddedStore {
         let Some(m) = &self.wal else {
             return Ok(());
         };
-        let w = db.begin_write().map_err(be)?;
+        let w = begin_synced(db)?;
         let mut wal = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !force && !wal.checkpoint_due() {
             return Ok(()); // another writer's checkpoint came first
@@ -843,7 +871,8 @@ impl EmbeddedStore {
         if opening.elapsed() >= std::time::Duration::from_secs(1) {
             tracing::info!(file = %path.display(), secs = opening.elapsed().as_secs_f64(), "store file opened");
         }
-        let w = db.begin_write().map_err(|e| err(e.to_string()))?;
+        let mut w = db.begin_write().map_err(|e| err(e.to_string()))?;
+        w.set_quick_repair(true);
         let shards;
         {
             // Create every table so that readers never meet a missing one.
@@ -1112,7 +1141,7 @@ impl EmbeddedStore {
             return Ok(());
         };
         let started = std::time::Instant::now();
-        let w = db.begin_write().map_err(be)?;
+        let w = begin_synced(db)?;
         let through = {
             let mut meta = w.open_table(META).map_err(be)?;
             let v = meta.get(WAL_LSN).map_err(be)?.map_or(0, |v| v.value());
@@ -1155,6 +1184,7 @@ impl EmbeddedStore {
         let wal_lsn = wal.as_ref().map(|wal| wal.next_lsn());
         let published = write_batches(&w, batches, log, wal_lsn)?;
         let Some(mut wal) = wal else {
+            w.set_quick_repair(true); // synced by redb (`begin_synced`)
             w.commit().map_err(be)?;
             return Ok(published);
         };
@@ -1164,6 +1194,7 @@ impl EmbeddedStore {
             // than logging them first; and it is a checkpoint (every earlier unsynced commit
             // is in the file now, `wal_lsn` says so), so the log is emptied.
             w.set_durability(redb::Durability::Immediate).map_err(be)?;
+            w.set_quick_repair(true); // (`begin_synced`)
             let started = std::time::Instant::now();
             // Numbered on before the commit: a failed synced commit may still be on disk
             // (redb's `commit` says so), with `wal_lsn` = `lsn`; a later record must not
@@ -1698,8 +1729,7 @@ impl Store for EmbeddedStore {
                 let meter = match per_meter::parse(k.value()) {
                     per_meter::Row::Open(meter) => meter,
                     per_meter::Row::Snapshot(meter) => {
-                        let m: MeterState = decode(meter, v.value())?;
-                        if m.is_idle() {
+                        if !snapshot_has_work(meter, v.value())? {
                             continue;
                         }
                         meter
@@ -1859,7 +1889,7 @@ impl Store for EmbeddedStore {
         let db = g.as_ref().ok_or_else(|| {
             StoreError::Backend("the embedded store is being reopened after an I/O error".into())
         })?;
-        let w = db.begin_write().map_err(be)?;
+        let w = begin_synced(db)?;
         let swapped = {
             let mut t = w.open_table(EXCEPTION_TASKS).map_err(be)?;
             let id = task.exception_id.as_str();
@@ -2663,6 +2693,153 @@ mod tests {
         drop(back);
         let again = EmbeddedStore::open(crashed.path()).unwrap();
         assert_eq!(again.audit("M-1").unwrap().len(), 41);
+    }
+
+    /// The steps of a few meters' orders, as the intake and the meters write them: orders
+    /// accepted (one meter with two), snapshots stored, one order ended, one meter's snapshot
+    /// written again. Exercises every kind of `per_meter` row and both counters.
+    fn meter_steps() -> Vec<WriteBatch> {
+        use crate::domain::{AuditKind, OrderStatus};
+        use crate::store::contract::{accepted, at};
+        let received =
+            |m: &str, o: &str, s: i64| AuditEvent::new(m, at(s), AuditKind::OrderReceived).order(o);
+        let mut steps = vec![WriteBatch {
+            new_orders: vec![
+                accepted("SO-1", "M-1", 1),
+                accepted("SO-2", "M-1", 2),
+                accepted("SO-3", "M-2", 3),
+                accepted("SO-4", "M-3", 4),
+            ],
+            audit: vec![
+                received("M-1", "SO-1", 1),
+                received("M-1", "SO-2", 2),
+                received("M-2", "SO-3", 3),
+                received("M-3", "SO-4", 4),
+            ],
+            ..Default::default()
+        }];
+        for (m, s) in [("M-1", 5), ("M-2", 6), ("M-3", 7), ("M-4", 8)] {
+            steps.push(WriteBatch {
+                meter: Some(MeterState::new(m)),
+                audit: vec![AuditEvent::new(m, at(s), AuditKind::StatusChange)],
+                ..Default::default()
+            });
+        }
+        steps.push(WriteBatch {
+            order_updates: vec![crate::store::OrderUpdate {
+                order_id: "SO-3".into(),
+                meter_id: "M-2".into(),
+                status: OrderStatus::Completed,
+                reason: None,
+                at: at(9),
+            }],
+            meter: Some(MeterState::new("M-2")),
+            audit: vec![AuditEvent::new("M-2", at(9), AuditKind::StatusChange).order("SO-3")],
+            ..Default::default()
+        });
+        steps
+    }
+
+    /// What a restart reads of the meters (`meter_steps`), to compare before and after a
+    /// crash.
+    fn meter_reads(s: &EmbeddedStore) -> (Vec<String>, u64, u64, Vec<usize>, Vec<usize>) {
+        let c = s.counts().unwrap();
+        let meters = ["M-1", "M-2", "M-3", "M-4"];
+        (
+            s.meters_with_open_work().unwrap(),
+            c.meters,
+            c.open_orders,
+            meters
+                .iter()
+                .map(|m| s.open_orders(m).unwrap().len())
+                .collect(),
+            meters.iter().map(|m| s.audit(m).unwrap().len()).collect(),
+        )
+    }
+
+    #[test]
+    fn the_meter_counts_and_rows_come_back_whole_from_a_replay_of_either_log() {
+        let expected = (
+            vec!["M-1".to_string(), "M-3".to_string()],
+            4,
+            3,
+            vec![2, 0, 1, 0],
+            vec![3, 3, 2, 1],
+        );
+        // Each write in its own transaction, logged as the bytes it changed.
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        for b in meter_steps() {
+            s.apply(&[b]).unwrap();
+        }
+        assert_eq!(meter_reads(&s), expected, "as written");
+        let crashed = crash_image(dir.path(), true);
+        drop(s);
+        let back = EmbeddedStore::open(crashed.path()).unwrap();
+        assert_eq!(meter_reads(&back), expected, "after the replay of the log");
+
+        // Logged, then applied: the first three steps applied and checkpointed, the rest only
+        // in the log (batches) when the process dies.
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        assert!(s.begin_logging());
+        for (i, b) in meter_steps().into_iter().enumerate() {
+            s.log(vec![b]).map_err(|(e, _)| e).unwrap();
+            if i == 2 {
+                s.apply_logged().unwrap().unwrap();
+                s.checkpoint_now();
+            }
+        }
+        let crashed = crash_image(dir.path(), true);
+        let back = EmbeddedStore::open(crashed.path()).unwrap();
+        assert_eq!(
+            meter_reads(&back),
+            expected,
+            "after the batches written again"
+        );
+        drop(back);
+        // The same log left by switchyard of format 4 (its batches are the same records): the
+        // file is upgraded first, then the batches are written again into the new layout.
+        let older = crash_image(dir.path(), true);
+        as_format_4(&older.path().join("switchyard.redb"));
+        let back = EmbeddedStore::open(older.path()).unwrap();
+        assert_eq!(meter_reads(&back), expected, "a format-4 file and its log");
+        s.apply_logged().unwrap().unwrap();
+        assert_eq!(meter_reads(&s), expected, "as the applier wrote them");
+    }
+
+    #[test]
+    fn a_file_killed_after_its_checkpoint_opens_without_redb_walking_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        for n in 0..10 {
+            s.apply(&[step(n)]).unwrap();
+        }
+        {
+            let g = s.db.read().unwrap();
+            s.checkpoint(g.as_ref().unwrap(), true).unwrap();
+        }
+        for n in 10..15 {
+            s.apply(&[step(n)]).unwrap();
+        }
+        let crashed = crash_image(dir.path(), true);
+        drop(s);
+        // redb calls the repair callback when it must verify the whole file and rebuild its
+        // allocator state (seconds for a file of millions of meters): not after a kill, since
+        // every synced commit records that state.
+        let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let r = repaired.clone();
+            let mut b = Database::builder();
+            b.set_repair_callback(move |_| r.store(true, std::sync::atomic::Ordering::SeqCst));
+            b.create(crashed.path().join("switchyard.redb")).unwrap();
+        }
+        assert!(
+            !repaired.load(std::sync::atomic::Ordering::SeqCst),
+            "the open after a kill walked the whole file"
+        );
+        let back = EmbeddedStore::open(crashed.path()).unwrap();
+        assert_eq!(back.audit("M-1").unwrap().len(), 15, "and nothing is lost");
     }
 
     #[test]
