@@ -2808,6 +2808,50 @@ mod tests {
         assert_eq!(meter_reads(&s), expected, "as the applier wrote them");
     }
 
+    /// The open-work scan's light read of a snapshot repeats `MeterState::is_idle`; the two
+    /// must agree on every kind of snapshot, or a restart would resume too little (or too much).
+    #[test]
+    fn the_scans_light_read_of_a_snapshot_agrees_with_is_idle() {
+        use crate::domain::{InFlight, OpenOrder, Purpose};
+        use crate::store::contract::{accepted, command};
+        let open: OpenOrder = serde_json::from_value(serde_json::json!({
+            "order": accepted("SO-1", "M-1", 1).order,
+            "status": "received",
+            "attempts": 0,
+            "status_checks": 0,
+            "unknown_outcome": false,
+            "seq": 1,
+        }))
+        .unwrap();
+        let in_flight = InFlight {
+            command: command("SO-1/1", "SO-1", "M-1", 3),
+            purpose: Purpose::Execute,
+        };
+        let idle = MeterState::new("M-1");
+        let mut with_open = idle.clone();
+        with_open.open.push(open);
+        let mut in_flight_only = idle.clone();
+        in_flight_only.in_flight = Some(Box::new(in_flight));
+        let mut both = with_open.clone();
+        both.in_flight = in_flight_only.in_flight.clone();
+        for (what, m) in [
+            ("idle", &idle),
+            ("an open order", &with_open),
+            ("a command in flight", &in_flight_only),
+            ("both", &both),
+        ] {
+            assert_eq!(
+                snapshot_has_work("M-1", &encode(m)).unwrap(),
+                !m.is_idle(),
+                "{what}"
+            );
+        }
+        assert!(
+            snapshot_has_work("M-1", b"{not json").is_err(),
+            "a damaged snapshot is an error, not an idle meter"
+        );
+    }
+
     #[test]
     fn a_file_killed_after_its_checkpoint_opens_without_redb_walking_it() {
         let dir = tempfile::tempdir().unwrap();
