@@ -872,7 +872,7 @@ impl EmbeddedStore {
             tracing::info!(file = %path.display(), secs = opening.elapsed().as_secs_f64(), "store file opened");
         }
         let mut w = db.begin_write().map_err(|e| err(e.to_string()))?;
-        w.set_quick_repair(true);
+        w.set_quick_repair(true); // synced by redb (`begin_synced`; this error names the file)
         let shards;
         {
             // Create every table so that readers never meet a missing one.
