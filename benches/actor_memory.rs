@@ -11,7 +11,10 @@
 //! as many bare actix actors with no state.
 //!
 //! `cargo bench --bench actor_memory` (100,000 meters; a table on stdout);
-//! `cargo test --release --benches` runs it with 2,000 meters as a test.
+//! `cargo test --release --benches` runs it with 2,000 meters as a test. The load-test
+//! harness builds this same file as its binary `switchyard-actor-memory` and runs it after a
+//! scenario that tests memory per actor (`--meters N --json`: one JSON object on stdout), so
+//! that the report shows both numbers beside the run's own resident-set figure.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -214,10 +217,43 @@ fn measure(meters: usize) -> Measured {
 }
 
 fn main() {
-    // `cargo test --benches` passes no `--bench`; `cargo bench` does.
-    let full = std::env::args().any(|a| a == "--bench");
-    let meters = if full { 100_000 } else { 2_000 };
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo test --benches` passes no `--bench`; `cargo bench` does; the harness passes
+    // `--meters N --json`.
+    let full = args.iter().any(|a| a == "--bench");
+    let json = args.iter().any(|a| a == "--json");
+    let meters = match args.iter().position(|a| a == "--meters") {
+        Some(i) => match args.get(i + 1).and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) if n > 0 => n,
+            _ => {
+                eprintln!("--meters takes a number of meters above 0");
+                std::process::exit(2);
+            }
+        },
+        None if full => 100_000,
+        None => 2_000,
+    };
     let m = measure(meters);
+    assert_eq!(
+        m.dispatched, m.meters,
+        "every meter dispatched its disconnect (the order is open with its command in flight)"
+    );
+    assert!(m.idle_heap > 0.0 && m.order_heap > m.idle_heap);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "meters": m.meters,
+                "floor_heap_bytes": m.floor_heap,
+                "floor_rss_bytes": m.floor_rss,
+                "idle_heap_bytes": m.idle_heap,
+                "idle_rss_bytes": m.idle_rss,
+                "with_order_heap_bytes": m.order_heap,
+                "with_order_rss_bytes": m.order_rss,
+            })
+        );
+        return;
+    }
     println!(
         "memory per live meter actor ({} meters, one arbiter)",
         m.meters
@@ -241,9 +277,4 @@ fn main() {
         m.order_heap - m.idle_heap,
         m.order_rss - m.idle_rss
     );
-    assert_eq!(
-        m.dispatched, m.meters,
-        "every meter dispatched its disconnect (the order is open with its command in flight)"
-    );
-    assert!(m.idle_heap > 0.0 && m.order_heap > m.idle_heap);
 }

@@ -550,6 +550,25 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
     let _ = std::fs::remove_dir_all(opts.out.join("raw-store"));
 
     let samples = samples.lock().expect("lock").clone();
+    // 8. Memory per live actor, apart: the actor's own overhead and with one open order
+    // (what the run's resident-set growth cannot separate), where the scenario tests it at
+    // scale.
+    let peak_live = samples.iter().map(|s| s.live_actors).fold(0.0, f64::max);
+    let actor_memory = if scenario
+        .targets
+        .tested(&scenario)
+        .contains(&crate::targets::Goal::MemoryPerActor)
+        && peak_live >= 10_000.0
+    {
+        eprintln!("memory per live actor: {ACTOR_MEMORY_METERS} actors with and without an order, counting allocator");
+        Some(
+            tokio::task::spawn_blocking(|| actor_memory(ACTOR_MEMORY_METERS))
+                .await
+                .map_err(|e| LoadtestError::Child(e.to_string()))??,
+        )
+    } else {
+        None
+    };
     let report = Report::build(report::Inputs {
         scenario,
         broker: broker_label,
@@ -582,12 +601,50 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
             store_what: store_raw_what,
             consume_reads_per_sec: raw_reads,
         },
+        actor_memory,
     });
     report.write(&opts.out)?;
     let _ = std::fs::remove_dir_all(&data);
     drop(gen);
     drop(embedded);
     Ok(report)
+}
+
+/// How many actors `switchyard-actor-memory` measures after a run (as its bench does).
+const ACTOR_MEMORY_METERS: usize = 100_000;
+
+/// Runs `switchyard-actor-memory` (next to the harness) on `meters` actors and reads its one
+/// JSON object.
+fn actor_memory(meters: usize) -> Result<report::ActorMemory, LoadtestError> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().unwrap_or(Path::new(".")).join(format!(
+        "switchyard-actor-memory{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    let out = std::process::Command::new(&bin)
+        .args(["--meters", &meters.to_string(), "--json"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| {
+            LoadtestError::Child(format!(
+                "cannot run {} (built with the harness by `cargo build --release`): {e}",
+                bin.display()
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(LoadtestError::Child(format!(
+            "{} failed: {}",
+            bin.display(),
+            out.status
+        )));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        LoadtestError::Child(format!(
+            "{} printed no measurement: {e}: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stdout)
+        ))
+    })
 }
 
 /// `topics` with `suffix` appended to every name (each run's records apart on a shared broker).

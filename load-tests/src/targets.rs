@@ -171,8 +171,13 @@ impl Targets {
                 s.peak_in_flight >= self.in_flight && s.longest_stall_s < self.stall_secs
             }
             Goal::MemoryPerMeter => s.bytes_per_registered_meter <= self.bytes_per_registered_meter,
+            // The actor's own overhead, without its open order (issue 12, item 2), where it was
+            // measured; reports from before that measurement judged the run's resident-set
+            // growth per live actor, orders included.
             Goal::MemoryPerActor => s
-                .bytes_per_live_actor
+                .actor_memory
+                .map(|a| a.idle_heap_bytes)
+                .or(s.bytes_per_live_actor)
                 .is_some_and(|b| b <= self.bytes_per_live_actor),
             Goal::Reads => s.reads_per_sec.is_some_and(|r| r >= self.reads_per_sec),
             Goal::Recovery => recovery.is_some_and(|r| {

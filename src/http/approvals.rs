@@ -90,7 +90,7 @@ pub(crate) async fn list(
                     if let Some(info) = registry.get(&m) {
                         protections.extend(flag_protections(info.flags));
                     }
-                    for c in &state.certificates {
+                    for c in &state.memory.certificates {
                         if !protections.contains(&c.protection) {
                             protections.push(c.protection);
                         }

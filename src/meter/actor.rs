@@ -53,13 +53,38 @@ pub(crate) struct MeterActor {
     admission: Admission,
     /// Registered with the breaker as holding orders for a down head-end.
     held_for_head_end: bool,
-    /// The network segment whose ticket this meter holds (its command in flight, or the step
-    /// under way), if throttled.
-    segment_ticket: Option<Arc<str>>,
+    /// Its places with network segments, if throttled (boxed: most meters have none, and an
+    /// idle actor stays under 1 KiB; dropped once empty).
+    segment: Option<Box<SegmentSlots>>,
+}
+
+/// A meter's places with network segments (`head_end.segments`).
+#[derive(Default)]
+struct SegmentSlots {
+    /// The segment whose ticket this meter holds (its command in flight, or the step under
+    /// way).
+    ticket: Option<Arc<str>>,
     /// The segment that refused this step a ticket.
-    segment_refused: Option<Arc<str>>,
+    refused: Option<Arc<str>>,
     /// The segment whose queue this meter waits in.
-    segment_queued: Option<Arc<str>>,
+    queued: Option<Arc<str>>,
+}
+
+impl MeterActor {
+    fn segment(&mut self) -> &mut SegmentSlots {
+        self.segment.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the segment box once it holds nothing.
+    fn tidy_segment(&mut self) {
+        if self
+            .segment
+            .as_ref()
+            .is_some_and(|s| s.ticket.is_none() && s.refused.is_none() && s.queued.is_none())
+        {
+            self.segment = None;
+        }
+    }
 }
 
 /// Moves what a step's `actions` must store into `batch` (audit rows; events, exceptions and
@@ -155,9 +180,7 @@ impl MeterActor {
         MeterActor {
             admission: Admission::Go,
             held_for_head_end: false,
-            segment_ticket: None,
-            segment_refused: None,
-            segment_queued: None,
+            segment: None,
             machine: MeterMachine::new(id),
             dir,
             live,
@@ -256,8 +279,10 @@ impl MeterActor {
         let (mut head_end, admission) = svc.head_ends.facts(&head_end_id, flags, svc.clock.now());
         self.admission = admission;
         // Throttling per segment: a ticket before a step that could send.
-        self.segment_refused = None;
-        if self.segment_ticket.is_none()
+        if let Some(s) = &mut self.segment {
+            s.refused = None;
+        }
+        if self.segment.as_ref().is_none_or(|s| s.ticket.is_none())
             && head_end.down_until.is_none()
             && svc.head_ends.segments.enabled()
         {
@@ -265,12 +290,13 @@ impl MeterActor {
             let segment = self.known.and_then(|c| svc.registry.segment_of(&c, by));
             match svc.head_ends.segments.take(segment.as_ref(), id) {
                 crate::head_end::segments::Ticket::Taken => {
-                    self.segment_ticket = segment;
-                    self.segment_queued = None;
+                    let s = self.segment.get_or_insert_with(Box::default);
+                    s.ticket = segment;
+                    s.queued = None;
                 }
                 crate::head_end::segments::Ticket::Refused => {
                     head_end.segment_full = true;
-                    self.segment_refused = segment;
+                    self.segment.get_or_insert_with(Box::default).refused = segment;
                 }
                 crate::head_end::segments::Ticket::Free => {}
             }
@@ -376,9 +402,9 @@ impl MeterActor {
             for a in &actions {
                 match a {
                     Action::AwaitSegment { restoring } => {
-                        if let Some(seg) = &self.segment_refused {
-                            self.segment_queued = Some(seg.clone());
-                            let woken = svc.head_ends.segments.wait(seg, self.id(), *restoring);
+                        if let Some(seg) = self.segment.as_ref().and_then(|s| s.refused.clone()) {
+                            self.segment().queued = Some(seg.clone());
+                            let woken = svc.head_ends.segments.wait(&seg, self.id(), *restoring);
                             for m in woken {
                                 dir.deliver(&m, super::MeterMsg::Wake);
                             }
@@ -441,12 +467,13 @@ impl MeterActor {
         // A segment ticket goes back once nothing is in flight (answered, timed out, or the
         // step sent nothing); the next waiting meter of the segment gets it.
         if self.machine.in_flight.is_none() {
-            if let Some(seg) = self.segment_ticket.take() {
+            if let Some(seg) = self.segment.as_mut().and_then(|s| s.ticket.take()) {
                 for m in svc.head_ends.segments.give_back(&seg) {
                     dir.deliver(&m, super::MeterMsg::Wake);
                 }
             }
         }
+        self.tidy_segment();
         let held = self.machine.held_for_head_end();
         if held.is_some() || self.held_for_head_end {
             let closed_meanwhile = svc.head_ends.hold(
@@ -760,7 +787,7 @@ impl Actor for MeterActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         metrics().live_actors.decrement(1.0);
-        if let Some(seg) = self.segment_ticket.take() {
+        if let Some(seg) = self.segment.as_mut().and_then(|s| s.ticket.take()) {
             for m in self.dir.services().head_ends.segments.give_back(&seg) {
                 self.dir.deliver(&m, MeterMsg::Wake);
             }
@@ -806,7 +833,7 @@ impl Handler<Relinquish> for MeterActor {
     fn handle(&mut self, _: Relinquish, ctx: &mut Context<Self>) {
         // Its unit moved away: a place in a segment's queue goes to the next meter (a
         // passivating meter keeps its place: the wake-up brings it back).
-        if let Some(seg) = self.segment_queued.take() {
+        if let Some(seg) = self.segment.as_mut().and_then(|s| s.queued.take()) {
             for m in self
                 .dir
                 .services()
@@ -869,5 +896,18 @@ impl Handler<Deliver> for MeterActor {
         if let Some(a) = ack {
             let _ = a.send(()); // facts, reads and orders are acknowledged after their write
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The actor inline (in its actix task) is part of every live meter's memory (issue 12,
+    /// item 2: at most 1 KiB of heap per idle live actor, `cargo bench --bench actor_memory`;
+    /// 998 B with these sizes). What most meters do not need is boxed (the segment slots, the
+    /// state's [`MeterMemory`](crate::domain::meter_state::MeterMemory)).
+    #[test]
+    fn the_meter_actor_stays_small() {
+        let size = std::mem::size_of::<super::MeterActor>();
+        assert!(size <= 112, "MeterActor is {size} bytes inline");
     }
 }

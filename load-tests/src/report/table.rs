@@ -186,18 +186,45 @@ impl Report {
             "".into(),
             &self.target(Goal::MemoryPerMeter),
         );
-        row(
-            "memory per live meter actor",
-            match s.bytes_per_live_actor {
-                Some(b) => format!("{b:.0} B (peak {} live)", s.peak_live_actors),
-                None => format!(
-                    "not measured (peak {} live; needs 10,000 before any restart)",
-                    s.peak_live_actors
-                ),
-            },
-            "".into(),
-            &self.target(Goal::MemoryPerActor),
-        );
+        let in_run = match s.bytes_per_live_actor {
+            Some(b) => format!("{b:.0} B (peak {} live)", s.peak_live_actors),
+            None => format!(
+                "not measured (peak {} live; needs 10,000 before any restart)",
+                s.peak_live_actors
+            ),
+        };
+        match &s.actor_memory {
+            Some(a) => {
+                row(
+                    "memory per live meter actor, its own overhead (no order)",
+                    format!(
+                        "{:.0} B heap, {:.0} B RSS growth ({} idle actors, measured after the run; a bare actix actor {:.0} B heap, {:.0} B RSS)",
+                        a.idle_heap_bytes,
+                        a.idle_rss_bytes,
+                        a.meters,
+                        a.floor_heap_bytes,
+                        a.floor_rss_bytes
+                    ),
+                    "".into(),
+                    &self.target(Goal::MemoryPerActor),
+                );
+                row(
+                    "memory per live meter actor, with its open order",
+                    format!(
+                        "{:.0} B heap, {:.0} B RSS growth (the same actors, one disconnect each, in flight); in this run: {in_run} RSS growth",
+                        a.with_order_heap_bytes, a.with_order_rss_bytes
+                    ),
+                    "".into(),
+                    "",
+                );
+            }
+            None => row(
+                "memory per live meter actor",
+                in_run,
+                "".into(),
+                &self.target(Goal::MemoryPerActor),
+            ),
+        }
         row(
             "peak resident memory",
             format!("{} MiB", s.peak_rss_bytes >> 20),
@@ -298,8 +325,10 @@ impl Report {
              from a fresh group, and {}. \
              Latencies are exact (HDR histograms, `/stats/latency`) and exclude head-end time. Memory per registered meter is the \
              resident memory at ready minus that of the same binary with an empty registry (baseline {} MiB), divided by the meters; \
-             per live actor, the growth from ready to the peak of live actors divided by them (open orders and their buffers included; \
-             the actor's own overhead without an order is measured by `cargo bench --bench actor_memory`). The campaign release rate \
+             per live actor in this run, the growth from ready to the peak of live actors divided by them (open orders and their buffers included). \
+             The actor's own overhead, and with one open order, are measured after the run by `switchyard-actor-memory` (the bench \
+             `actor_memory` as a binary: 100,000 actors on the real directory, store and policy, a counting allocator); its heap bytes \
+             per idle actor are what the memory-per-actor target judges. The campaign release rate \
              runs from the first release seen to the first sample that saw the last one.\n\n\
              Produce times (harness side): registry {:.1} s, orders on the topic before start {:.1} s.\n",
             match &self.raw.store_what {

@@ -226,6 +226,7 @@ impl MeterMachine {
         if self.open.iter().any(|o| o.hold.is_some()) {
             // A certificate that expires may release an order awaiting approval.
             let expiry = self
+                .memory
                 .certificates
                 .iter()
                 .map(|c| c.expires_at)

@@ -27,12 +27,12 @@ pub(crate) const METER_EXCHANGED: &str = "meter_exchanged";
 impl MeterMachine {
     /// Is `id` an exchange this meter has taken already? If not, it is now.
     fn first_time(&mut self, id: &str) -> bool {
-        if self.exchanges.iter().any(|x| x == id) {
+        if self.memory.exchanges.iter().any(|x| x == id) {
             return false;
         }
-        self.exchanges.push(id.to_string());
-        while self.exchanges.len() > EXCHANGES_KEPT {
-            self.exchanges.remove(0);
+        self.memory.exchanges.push(id.to_string());
+        while self.memory.exchanges.len() > EXCHANGES_KEPT {
+            self.memory.exchanges.remove(0);
         }
         true
     }
@@ -131,7 +131,7 @@ impl MeterMachine {
         }
         // The answer to a command in flight on the removed meter, if any comes, is late.
         let protections = self.protections(facts, out.now);
-        let mut certificates: Vec<Certificate> = self.certificates.drain(..).collect();
+        let mut certificates: Vec<Certificate> = self.memory.certificates.drain(..).collect();
         for p in protections {
             certificates.push(Certificate {
                 schema_version: 1,
@@ -146,6 +146,7 @@ impl MeterMachine {
             c.meter_id = x.new_meter_id.clone();
         }
         let history = self
+            .memory
             .register_history
             .drain(..)
             .map(|p| RegisterPoint {
@@ -154,6 +155,7 @@ impl MeterMachine {
             })
             .collect();
         let payments = self
+            .memory
             .payments
             .drain(..)
             .map(|mut p| {
@@ -173,12 +175,12 @@ impl MeterMachine {
             certificates,
             payments,
             register_history: history,
-            last_cut: self.last_cut.take().map(|c| *c),
+            last_cut: self.memory.last_cut.take().map(|c| *c),
             received_at: Default::default(),
             attempts,
             operator_holds: holds,
         }));
-        self.last_register_kwh = Some(x.final_read_kwh);
+        self.memory.last_register_kwh = Some(x.final_read_kwh);
     }
 
     /// The work of a removed meter, handed to this one (installed in its place).
@@ -203,13 +205,18 @@ impl MeterMachine {
                 )),
         );
         for c in h.certificates {
-            if !self.certificates.iter().any(|x| x.fact_id == c.fact_id) {
-                self.certificates.push(c);
+            if !self
+                .memory
+                .certificates
+                .iter()
+                .any(|x| x.fact_id == c.fact_id)
+            {
+                self.memory.certificates.push(c);
             }
         }
         for p in h.payments {
-            if !self.payments.iter().any(|x| x.fact_id == p.fact_id) {
-                self.payments.push(p);
+            if !self.memory.payments.iter().any(|x| x.fact_id == p.fact_id) {
+                self.memory.payments.push(p);
             }
         }
         for p in h.register_history {
@@ -220,8 +227,8 @@ impl MeterMachine {
             kwh: h.initial_read_kwh,
         };
         self.remember_register(initial);
-        if self.last_cut.is_none() {
-            self.last_cut = h.last_cut.map(Box::new);
+        if self.memory.last_cut.is_none() {
+            self.memory.last_cut = h.last_cut.map(Box::new);
         }
         for order in h.orders {
             if self.has_order(&order.order_id) {

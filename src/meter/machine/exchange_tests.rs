@@ -41,7 +41,7 @@ fn an_exchange_carries_the_meters_work_to_the_new_meter_once() {
     old_facts.flags = MeterFlags::LIFE_SUPPORT;
     let mut old = MeterMachine::new("M-OLD");
     old.switch = SwitchState::Connected;
-    old.register_history.push(RegisterPoint {
+    old.memory.register_history.push(RegisterPoint {
         at: t0() - jiff::SignedDuration::from_hours(24),
         kwh: 5180.0,
     });

@@ -52,10 +52,10 @@ impl MeterMachine {
     fn on_payment(&mut self, p: Payment, out: &mut Out) {
         let now = out.now;
         let keep = jiff::SignedDuration::from_hours(24 * PAYMENT_MEMORY_DAYS);
-        self.payments.retain(|x| {
+        self.memory.payments.retain(|x| {
             x.fact_id != p.fact_id && x.paid_at.checked_add(keep).is_ok_and(|t| t > now)
         });
-        self.payments.push(p.clone());
+        self.memory.payments.push(p.clone());
         let mut i = 0;
         while i < self.open.len() {
             let o = &self.open[i];
@@ -89,13 +89,14 @@ impl MeterMachine {
 
     fn on_certificate(&mut self, c: Certificate, out: &mut Out) {
         let now = out.now;
-        self.certificates
+        self.memory
+            .certificates
             .retain(|x| x.fact_id != c.fact_id && x.expires_at > now);
         if c.valid_at(now) || c.valid_from.is_some_and(|f| f > now) {
-            if let Some(cut) = &mut self.last_cut {
+            if let Some(cut) = &mut self.memory.last_cut {
                 cut.protection_after_cut = true;
             }
-            self.certificates.push(c);
+            self.memory.certificates.push(c);
         }
     }
 

@@ -49,7 +49,7 @@ fn statuses(a: &[Action]) -> Vec<(String, OrderStatus, Option<String>)> {
 fn disconnected_meter() -> MeterMachine {
     let mut m = MeterMachine::new("M");
     m.switch = SwitchState::Disconnected;
-    m.switch_known_at = Some(at(-100));
+    m.memory.switch_known_at = Some(at(-100));
     m
 }
 
@@ -564,7 +564,7 @@ fn a_pack_with_a_load_limit_sets_a_demand_limit_instead_of_cutting_off() {
     );
     assert_eq!(m.switch, SwitchState::LoadLimited);
     assert!(
-        m.last_cut.is_some(),
+        m.memory.last_cut.is_some(),
         "a limit is a cut the restore rules see"
     );
     assert!(
@@ -614,7 +614,7 @@ fn a_limit_answered_with_another_switch_state_is_retried_not_completed() {
         );
         assert_eq!(m.open.len(), 1, "{state:?}: still open, to be tried again");
         assert_eq!(
-            m.last_cut.is_some(),
+            m.memory.last_cut.is_some(),
             state == SwitchState::Disconnected,
             "the customer is off only when the switch is open"
         );

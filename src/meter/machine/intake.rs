@@ -29,7 +29,7 @@ impl MeterMachine {
             k if k.restores_power() => self.supersede_disconnects(&order, out),
             _ => {}
         }
-        if let Some(p) = self.payments.iter().find(|p| pays_off(p, &order)) {
+        if let Some(p) = self.memory.payments.iter().find(|p| pays_off(p, &order)) {
             let detail = format!(
                 "payment {} of {:.2} made {} arrived before this order: not executed",
                 p.fact_id, p.amount, p.paid_at

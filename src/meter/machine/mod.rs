@@ -284,24 +284,17 @@ impl MeterMachine {
         MeterMachine {
             meter_id: meter_id.into(),
             switch: SwitchState::Unknown,
-            switch_known_at: None,
-            last_register_kwh: None,
-            register_history: thin_vec::ThinVec::new(),
             open: thin_vec::ThinVec::new(),
             in_flight: None,
             next_seq: 0,
-            certificates: thin_vec::ThinVec::new(),
-            last_cut: None,
-            payments: thin_vec::ThinVec::new(),
-            links: thin_vec::ThinVec::new(),
-            exchanges: thin_vec::ThinVec::new(),
+            memory: Default::default(),
         }
     }
 
     /// Registry flags plus the protections of certificates valid at `now`.
     pub(crate) fn effective_flags(&self, facts: &MeterFacts, now: Timestamp) -> MeterFlags {
         let mut f = facts.flags;
-        for c in &self.certificates {
+        for c in &self.memory.certificates {
             if c.valid_at(now) {
                 f.set(c.protection.flag(), true);
             }
@@ -427,6 +420,8 @@ impl MeterMachine {
         self.restore_if_obliged(facts, &mut out);
         self.drive(&mut out, facts, policy);
         self.settle_moves(&mut out);
+        // (A step that only looked at the memory, or emptied it, holds no box.)
+        self.memory.tidy();
         let watch = self.read_watch();
         if watch != watched {
             out.actions.push(Action::Watch(match watch {

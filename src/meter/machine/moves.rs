@@ -107,7 +107,7 @@ impl MeterMachine {
                 self.complete_move_in(&o.order, Some(&l), out);
                 move_exception(&o.order, ExceptionKind::MovePartlyCancelled, text, out);
             } else if self.command_out(i) {
-                if self.links.iter().any(|x| x == &l) {
+                if self.memory.links.iter().any(|x| x == &l) {
                     return; // heard already
                 }
                 // Never sent again: if its command turns out not to have taken effect, it
@@ -149,13 +149,13 @@ impl MeterMachine {
     fn remember_link(&mut self, l: MoveLink, out: &Out) {
         let now = out.now;
         let keep = days(MOVE_LINK_MEMORY_DAYS);
-        self.links.retain(|x| {
+        self.memory.links.retain(|x| {
             !(x.order_id == l.order_id && x.from_order_id == l.from_order_id)
                 && x.at.checked_add(keep).is_ok_and(|t| t > now)
         });
-        self.links.push(l);
-        while self.links.len() > MOVE_LINK_MEMORY {
-            self.links.remove(0);
+        self.memory.links.push(l);
+        while self.memory.links.len() > MOVE_LINK_MEMORY {
+            self.memory.links.remove(0);
         }
     }
 
@@ -163,13 +163,14 @@ impl MeterMachine {
     /// it was.
     pub(super) fn cancelled_before_arrival(&mut self, order: &Order, out: &mut Out) -> bool {
         let Some(pos) = self
+            .memory
             .links
             .iter()
             .position(|l| links(order, l) && l.status == OrderStatus::Cancelled)
         else {
             return false;
         };
-        let l = self.links.remove(pos);
+        let l = self.memory.links.remove(pos);
         out.event_detail(
             order,
             OrderStatus::Cancelled,
@@ -256,12 +257,12 @@ impl MeterMachine {
             };
             let (status, reason, summarised) = (e.status, e.reason.clone(), e.moved.is_some());
             let final_read = e.final_read.clone();
-            let known = self.links.iter().position(|l| links(&order, l));
+            let known = self.memory.links.iter().position(|l| links(&order, l));
             let knew = summarised || known.is_some() || reason.as_deref() == Some(LINKED_CANCELLED);
             if order.kind == OrderKind::MoveIn && status == OrderStatus::Completed && !summarised {
                 match known {
                     Some(p) => {
-                        let l = self.links.remove(p);
+                        let l = self.memory.links.remove(p);
                         let s = summary(&order, Some(&l));
                         if let Some(e) = completed_event(out, &order.order_id) {
                             e.moved = Some(s);
@@ -276,7 +277,7 @@ impl MeterMachine {
             }
             if status == OrderStatus::Cancelled && reason.as_deref() != Some(LINKED_CANCELLED) {
                 if let Some(p) = known {
-                    let l = self.links.remove(p);
+                    let l = self.memory.links.remove(p);
                     if l.status == OrderStatus::Completed {
                         let text = format!(
                             "{} {} of meter {} was cancelled after its linked {} {} of meter {} had operated its switch: check whether that should be undone",
@@ -286,7 +287,7 @@ impl MeterMachine {
                     }
                 }
             } else if let Some(p) = known {
-                self.links.remove(p);
+                self.memory.links.remove(p);
             }
             if !knew {
                 self.send_link(&order, status, reason, final_read, out);

@@ -131,7 +131,7 @@ fn a_linked_move_confirms_once_with_the_transferred_final_read() {
     assert_eq!(moved.linked_status, Some(OrderStatus::Completed));
     assert_eq!(moved.final_read.unwrap().kwh, 4321.5);
     assert!(links(&acts).is_empty(), "it knew how the move-out ended");
-    assert!(b.is_idle() && b.links.is_empty());
+    assert!(b.is_idle() && b.memory.links.is_empty());
 }
 
 #[test]
@@ -247,7 +247,7 @@ fn a_leg_whose_other_leg_was_cancelled_before_it_came_is_cancelled_on_arrival() 
     let acts = step(&mut a, Input::Order(out), at(3));
     assert_eq!(statuses(&acts), vec![OrderStatus::Cancelled]);
     assert!(dispatched(&step(&mut a, Input::Wake, at(HOUR))).is_empty());
-    assert!(a.is_idle() && a.links.is_empty());
+    assert!(a.is_idle() && a.memory.links.is_empty());
 }
 
 #[test]

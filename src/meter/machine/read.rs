@@ -35,7 +35,7 @@ impl MeterMachine {
             return None;
         }
         if self.switch == SwitchState::Disconnected {
-            if let Some(cut) = self.last_cut.as_ref().filter(|c| !c.watch_ended) {
+            if let Some(cut) = self.memory.last_cut.as_ref().filter(|c| !c.watch_ended) {
                 return Some(ReadWatch {
                     meter_id: self.meter_id.to_string(),
                     order_id: cut.order_id.clone(),
@@ -61,7 +61,7 @@ impl MeterMachine {
     /// Keeps `p` in the register history (time order, one point per instant, the last
     /// [`HISTORY`]).
     pub(super) fn remember_register(&mut self, p: RegisterPoint) {
-        let h = &mut self.register_history;
+        let h = &mut self.memory.register_history;
         if h.iter().any(|x| x.at == p.at) {
             return;
         }
@@ -81,7 +81,7 @@ impl MeterMachine {
         facts: &MeterFacts,
         out: &mut Out,
     ) -> FinalRead {
-        let c = high_low(&self.register_history, p, &facts.reads.high_low);
+        let c = high_low(&self.memory.register_history, p, &facts.reads.high_low);
         let class: &'static str = c.class.into();
         let kwh = |x: Option<f64>| x.map_or("unknown".to_string(), |v| format!("{v:.3} kWh"));
         let text = format!(
@@ -132,7 +132,7 @@ impl MeterMachine {
         // before this one.)
         let remember = |m: &mut MeterMachine| {
             if let Some(p) = point {
-                m.last_register_kwh = Some(p.kwh);
+                m.memory.last_register_kwh = Some(p.kwh);
                 m.remember_register(p);
             }
         };
@@ -163,19 +163,19 @@ impl MeterMachine {
                 let p = RegisterPoint { at: r.read_at, kwh };
                 self.check_final_read(&watch.order_id, p, facts, out);
                 remember(self);
-                if let Some(cut) = self.last_cut.as_mut() {
+                if let Some(cut) = self.memory.last_cut.as_mut() {
                     cut.register_kwh = Some(kwh);
                 }
             }
             Finding::Expired => {
                 remember(self);
-                if let Some(cut) = self.last_cut.as_mut() {
+                if let Some(cut) = self.memory.last_cut.as_mut() {
                     cut.watch_ended = true;
                 }
             }
             Finding::Consumption { explanation, .. } => {
                 remember(self);
-                if let Some(cut) = self.last_cut.as_mut() {
+                if let Some(cut) = self.memory.last_cut.as_mut() {
                     cut.watch_ended = true;
                 }
                 let text = format!(

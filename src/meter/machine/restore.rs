@@ -13,7 +13,9 @@ impl MeterMachine {
     /// A protected customer cut for non-payment (without an approval that covered the
     /// protection) gets a reconnect order raised here, once.
     pub(super) fn restore_if_obliged(&mut self, facts: &MeterFacts, out: &mut Out) {
-        let Some(cut) = &self.last_cut else { return };
+        let Some(cut) = &self.memory.last_cut else {
+            return;
+        };
         if cut.restore_ordered
             || cut.reason != ReasonCode::NonPayment
             || (cut.approved && !cut.protection_after_cut)
@@ -33,7 +35,7 @@ impl MeterMachine {
             return;
         }
         let cut_order = cut.order_id.clone();
-        if let Some(c) = &mut self.last_cut {
+        if let Some(c) = &mut self.memory.last_cut {
             c.restore_ordered = true;
         }
         if self

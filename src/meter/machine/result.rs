@@ -140,9 +140,9 @@ impl MeterMachine {
         a.command_id = Some(r.command_id.clone());
         out.audit(a);
         if let CommandOutcome::Confirmed { switch_state, .. } = &r.outcome {
-            if self.switch_known_at.is_none_or(|t| r.at > t) {
+            if self.memory.switch_known_at.is_none_or(|t| r.at > t) {
                 self.switch = *switch_state;
-                self.switch_known_at = Some(r.at);
+                self.memory.switch_known_at = Some(r.at);
             }
         }
     }
@@ -165,14 +165,14 @@ impl MeterMachine {
                 };
             if cmd.kind != CommandKind::Read || *switch_state != SwitchState::Unknown {
                 self.switch = *switch_state;
-                self.switch_known_at = Some(r.at);
+                self.memory.switch_known_at = Some(r.at);
             }
             if let Some(kwh) = *register_kwh {
-                self.last_register_kwh = Some(kwh);
+                self.memory.last_register_kwh = Some(kwh);
                 self.remember_register(crate::domain::RegisterPoint { at: r.at, kwh });
             }
             if self.switch == SwitchState::Connected {
-                self.last_cut = None;
+                self.memory.last_cut = None;
             }
         }
     }
@@ -197,7 +197,7 @@ impl MeterMachine {
             };
             if cut {
                 let o = &self.open[idx];
-                self.last_cut = Some(Box::new(Cut {
+                self.memory.last_cut = Some(Box::new(Cut {
                     order_id: o.order.order_id.clone(),
                     reason: o.order.reason,
                     at: r.at,

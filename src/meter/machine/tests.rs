@@ -1075,8 +1075,11 @@ fn a_final_read_is_checked_against_the_meters_history() {
         .iter()
         .any(|x| matches!(x, Action::Audit(e) if e.kind == AuditKind::FinalRead)));
     // Only the last four reads are kept, the final one among them.
-    assert_eq!(m.register_history.len(), 4);
-    assert_eq!(m.register_history.last().map(|p| p.kwh), Some(1040.0));
+    assert_eq!(m.memory.register_history.len(), 4);
+    assert_eq!(
+        m.memory.register_history.last().map(|p| p.kwh),
+        Some(1040.0)
+    );
 
     // The same history, but 95 kWh in a day: very high, raised for review.
     let (_, a) = run(&history, 1125.0);
