@@ -119,6 +119,8 @@ struct Measured {
     idle_rss: f64,
     order_heap: f64,
     order_rss: f64,
+    done_heap: f64,
+    done_rss: f64,
     dispatched: usize,
 }
 
@@ -199,6 +201,25 @@ fn measure(meters: usize) -> Measured {
         }
         settle(Duration::from_secs(120)).await;
         let (h2, r2) = (held(), rss());
+        // Each command confirmed with a register read: the order completes and the meter
+        // stays live and idle with what an order leaves (the switch's time, the read history,
+        // the cut and its post-disconnect watch).
+        let now = jiff::Timestamp::now();
+        for i in 0..meters {
+            let result: switchyard::domain::CommandResult =
+                serde_json::from_value(serde_json::json!({
+                    "command_id": format!("SO-{i:07}/1"),
+                    "meter_id": meter_id(i),
+                    "outcome": "confirmed",
+                    "switch_state": "disconnected",
+                    "register_kwh": 1234.5,
+                    "at": now,
+                }))
+                .unwrap();
+            directory.deliver(&meter_id(i), MeterMsg::Result(result));
+        }
+        settle(Duration::from_secs(120)).await;
+        let (h3, r3) = (held(), rss());
         let n = meters as f64;
         let m = Measured {
             meters,
@@ -208,6 +229,8 @@ fn measure(meters: usize) -> Measured {
             idle_rss: (r1 - r0) as f64 / n,
             order_heap: (h2 - h0) as f64 / n,
             order_rss: (r2 - r0) as f64 / n,
+            done_heap: (h3 - h0) as f64 / n,
+            done_rss: (r3 - r0) as f64 / n,
             dispatched: head_end.0.load(Ordering::Relaxed),
         };
         drop(directory);
@@ -250,6 +273,8 @@ fn main() {
                 "idle_rss_bytes": m.idle_rss,
                 "with_order_heap_bytes": m.order_heap,
                 "with_order_rss_bytes": m.order_rss,
+                "after_order_heap_bytes": m.done_heap,
+                "after_order_rss_bytes": m.done_rss,
             })
         );
         return;
@@ -271,6 +296,10 @@ fn main() {
     println!(
         "| actor with one open order (command in flight) | {:.0} B | {:.0} B |",
         m.order_heap, m.order_rss
+    );
+    println!(
+        "| meter actor after its order completed (idle: switch time, read history, the cut and its watch) | {:.0} B | {:.0} B |",
+        m.done_heap, m.done_rss
     );
     println!(
         "| the open order's share | {:.0} B | {:.0} B |",

@@ -221,6 +221,12 @@ pub struct ActorMemory {
     /// The same actor holding one open disconnect with its command in flight.
     pub with_order_heap_bytes: f64,
     pub with_order_rss_bytes: f64,
+    /// The same actors once each order completed (a confirmed disconnect with its register
+    /// read), live and idle: what an order leaves behind, the store's cache growth included.
+    #[serde(default)]
+    pub after_order_heap_bytes: f64,
+    #[serde(default)]
+    pub after_order_rss_bytes: f64,
 }
 
 /// A head-end outage scenario's outcome.
@@ -555,6 +561,8 @@ mod tests {
             idle_rss_bytes: 1_454.0,
             with_order_heap_bytes: 4_903.0,
             with_order_rss_bytes: 14_985.0,
+            after_order_heap_bytes: 4_853.0,
+            after_order_rss_bytes: 15_103.0,
         };
         r.summary.bytes_per_live_actor = Some(6_150.0);
         r.summary.actor_memory = None;
@@ -571,6 +579,10 @@ mod tests {
         assert!(table.contains("| memory per live meter actor, its own overhead (no order) | 998 B heap, 1454 B RSS growth"), "{table}");
         assert!(table.contains("4903 B heap, 14985 B RSS growth"), "{table}");
         assert!(table.contains("in this run: 6150 B (peak"), "{table}");
+        assert!(
+            table.contains("after the order completed: 4853 B heap"),
+            "{table}"
+        );
         r.summary.actor_memory = Some(super::ActorMemory {
             idle_heap_bytes: 1_126.0,
             ..measured

@@ -211,8 +211,11 @@ impl Report {
                 row(
                     "memory per live meter actor, with its open order",
                     format!(
-                        "{:.0} B heap, {:.0} B RSS growth (the same actors, one disconnect each, in flight); in this run: {in_run} RSS growth",
-                        a.with_order_heap_bytes, a.with_order_rss_bytes
+                        "{:.0} B heap, {:.0} B RSS growth (the same actors, one disconnect each, in flight; after the order completed: {:.0} B heap, {:.0} B RSS growth); in this run: {in_run} RSS growth",
+                        a.with_order_heap_bytes,
+                        a.with_order_rss_bytes,
+                        a.after_order_heap_bytes,
+                        a.after_order_rss_bytes
                     ),
                     "".into(),
                     "",

@@ -132,6 +132,12 @@ impl MeterMachine {
     ) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        // Room for this one order only: most meters hold one at a time, and a vector grown
+        // from empty takes room for four (about 2.5 KB that stayed with the live actor after
+        // its order closed, found by heaptrack on the `actor_memory` bench).
+        if self.open.capacity() == 0 {
+            self.open.reserve_exact(1);
+        }
         self.open.push(OpenOrder {
             order,
             status,

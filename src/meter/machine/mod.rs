@@ -420,8 +420,12 @@ impl MeterMachine {
         self.restore_if_obliged(facts, &mut out);
         self.drive(&mut out, facts, policy);
         self.settle_moves(&mut out);
-        // (A step that only looked at the memory, or emptied it, holds no box.)
+        // (A step that only looked at the memory, or emptied it, holds no box; a meter whose
+        // last order closed keeps no room for orders.)
         self.memory.tidy();
+        if self.open.is_empty() && self.open.capacity() > 0 {
+            self.open = thin_vec::ThinVec::new();
+        }
         let watch = self.read_watch();
         if watch != watched {
             out.actions.push(Action::Watch(match watch {
