@@ -71,10 +71,6 @@ struct SegmentSlots {
 }
 
 impl MeterActor {
-    fn segment(&mut self) -> &mut SegmentSlots {
-        self.segment.get_or_insert_with(Box::default)
-    }
-
     /// Drops the segment box once it holds nothing.
     fn tidy_segment(&mut self) {
         if self
@@ -402,8 +398,13 @@ impl MeterActor {
             for a in &actions {
                 match a {
                     Action::AwaitSegment { restoring } => {
-                        if let Some(seg) = self.segment.as_ref().and_then(|s| s.refused.clone()) {
-                            self.segment().queued = Some(seg.clone());
+                        // The segment that refused this step's ticket: the meter queues there.
+                        let refused = self.segment.as_mut().and_then(|s| {
+                            let seg = s.refused.clone()?;
+                            s.queued = Some(seg.clone());
+                            Some(seg)
+                        });
+                        if let Some(seg) = refused {
                             let woken = svc.head_ends.segments.wait(&seg, self.id(), *restoring);
                             for m in woken {
                                 dir.deliver(&m, super::MeterMsg::Wake);
