@@ -78,7 +78,7 @@ fn rss() -> isize {
 struct Silent(AtomicUsize);
 
 impl HeadEnd for Silent {
-    fn dispatch(&self, _command: Command) {
+    fn dispatch(&self, _command: std::sync::Arc<Command>) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 }

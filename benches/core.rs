@@ -86,8 +86,8 @@ fn machine_step(c: &mut Criterion) {
                     .unwrap();
                 let r = CommandResult {
                     schema_version: 1,
-                    command_id: cmd.command_id,
-                    meter_id: cmd.meter_id,
+                    command_id: cmd.command_id.clone(),
+                    meter_id: cmd.meter_id.clone(),
                     outcome: CommandOutcome::Confirmed {
                         switch_state: SwitchState::Disconnected,
                         register_kwh: None,
@@ -445,8 +445,8 @@ fn two_steps(
         .expect("the order is dispatched");
     let r = CommandResult {
         schema_version: 1,
-        command_id: cmd.command_id,
-        meter_id: cmd.meter_id,
+        command_id: cmd.command_id.clone(),
+        meter_id: cmd.meter_id.clone(),
         outcome: CommandOutcome::Confirmed {
             switch_state: SwitchState::Disconnected,
             register_kwh: Some(1234.5),
@@ -489,8 +489,15 @@ fn encode(
         reason: None,
         source: None,
     });
+    let topics: [std::sync::Arc<str>; 3] = ["events".into(), "exceptions".into(), "control".into()];
+    let meter_arc: std::sync::Arc<str> = order.meter_id.as_str().into();
     let mut dispatched = WriteBatch::default();
-    record_actions(a1, &mut dispatched, "events", "exceptions", "control");
+    record_actions(
+        a1,
+        &mut dispatched,
+        [&topics[0], &topics[1], &topics[2]],
+        &meter_arc,
+    );
     let mut completed = WriteBatch::default();
     // The result itself, as the actor's answer to its command in flight stores it.
     let f = m1.in_flight.as_ref().expect("a command in flight");
@@ -509,7 +516,12 @@ fn encode(
         }],
     });
     dispatched.meter = Some(m1);
-    record_actions(a2, &mut completed, "events", "exceptions", "control");
+    record_actions(
+        a2,
+        &mut completed,
+        [&topics[0], &topics[1], &topics[2]],
+        &meter_arc,
+    );
     completed.meter = Some(m2);
     Prepared {
         intake,

@@ -36,8 +36,8 @@ use hooked_store::HookedStore;
 struct RecordingHeadEnd(Mutex<Vec<Command>>);
 
 impl HeadEnd for RecordingHeadEnd {
-    fn dispatch(&self, command: Command) {
-        self.0.lock().unwrap().push(command);
+    fn dispatch(&self, command: std::sync::Arc<Command>) {
+        self.0.lock().unwrap().push(Command::clone(&command));
     }
 }
 

@@ -60,7 +60,7 @@ pub struct CampaignServices {
     pub policy: Arc<Policy>,
     pub facts: Arc<FactBook>,
     pub sink: Arc<dyn ReleaseSink>,
-    pub events_topic: String,
+    pub events_topic: std::sync::Arc<str>,
 }
 
 impl CampaignServices {
@@ -147,7 +147,7 @@ impl CampaignActor {
                     crate::observability::campaign_progress(&e);
                     batch.outbox.push(OutboxMessage {
                         topic: self.svc.events_topic.clone(),
-                        key: e.campaign_id.clone(),
+                        key: e.campaign_id.as_str().into(),
                         payload: serde_json::to_vec(&e).expect("serialize"),
                     });
                 }

@@ -70,7 +70,7 @@ pub struct OrderEvent {
     pub(crate) kind: Option<OrderKind>,
     pub status: OrderStatus,
     /// Pending / In Progress / Completed / Closed, as a CSR knows them.
-    pub(crate) csr_status: String,
+    pub(crate) csr_status: std::borrow::Cow<'static, str>,
     pub at: Timestamp,
     /// Machine-readable reason code (e.g. `already_disconnected`, `superseded_by_reconnect`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,7 +117,7 @@ impl OrderEvent {
             meter_id: meter_id.to_string(),
             kind,
             status,
-            csr_status: status.csr_status().to_string(),
+            csr_status: status.csr_status().into(),
             at,
             reason: None,
             detail: None,

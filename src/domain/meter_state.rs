@@ -52,13 +52,16 @@ pub enum Purpose {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InFlight {
-    pub command: Command,
+    /// Shared with the dispatch and the write that stores it (no copy per step).
+    pub command: std::sync::Arc<Command>,
     pub purpose: Purpose,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenOrder {
-    pub order: Order,
+    /// Shared with the step's events and the state's copies (an order does not change while
+    /// open, except its campaign: `Arc::make_mut`).
+    pub order: std::sync::Arc<Order>,
     pub status: OrderStatus,
     /// Execution commands sent so far.
     pub attempts: u32,

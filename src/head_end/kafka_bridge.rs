@@ -22,7 +22,7 @@ impl KafkaBridge {
 }
 
 impl HeadEnd for KafkaBridge {
-    fn dispatch(&self, command: Command) {
+    fn dispatch(&self, command: std::sync::Arc<Command>) {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         tokio::spawn(async move {

@@ -19,7 +19,8 @@ pub(crate) use simulator::Simulator;
 
 pub trait HeadEnd: Send + Sync + 'static {
     /// Hands the command over; must not block. The answer arrives through the result sink.
-    fn dispatch(&self, command: Command);
+    /// (Shared with the meter's command in flight and its write: no copy per dispatch.)
+    fn dispatch(&self, command: std::sync::Arc<Command>);
 }
 
 /// Where answers go (the meter directory, which routes them to the meter's actor).

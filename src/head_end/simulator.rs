@@ -251,7 +251,7 @@ impl Simulator {
 }
 
 impl HeadEnd for Simulator {
-    fn dispatch(&self, command: Command) {
+    fn dispatch(&self, command: std::sync::Arc<Command>) {
         let (outcome, delay, press) = self.decide(&command);
         let Some(outcome) = outcome else { return };
         if let Some(after) = press {
@@ -263,8 +263,8 @@ impl HeadEnd for Simulator {
             if let Some(sink) = sink.upgrade() {
                 sink.deliver_result(CommandResult {
                     schema_version: 1,
-                    command_id: command.command_id,
-                    meter_id: command.meter_id,
+                    command_id: command.command_id.clone(),
+                    meter_id: command.meter_id.clone(),
                     outcome,
                     at: clock.now(),
                 });

@@ -33,7 +33,7 @@ pub(crate) struct Intake {
     /// Orders that carry a campaign id join their campaign's queue.
     pub(crate) campaigns: Arc<crate::campaign::registry::Campaigns>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) events_topic: String,
+    pub(crate) events_topic: std::sync::Arc<str>,
     /// How long an order for a meter the registry does not know yet waits for the registry
     /// (the two topics race) before it is rejected `unknown_meter`.
     pub(crate) unknown_meter_grace: Duration,
@@ -259,7 +259,7 @@ impl Intake {
                 m.order_status[OrderStatus::Rejected as usize].increment(1);
                 write.outbox.push(OutboxMessage {
                     topic: self.events_topic.clone(),
-                    key: meter.clone(),
+                    key: meter.as_str().into(),
                     payload: serde_json::to_vec(&ev).expect("serialize"),
                 });
                 if !meter.is_empty() && self.registry.contains(&meter) {
@@ -310,7 +310,7 @@ impl Intake {
             ev.campaign_id = order.campaign_id.clone();
             write.outbox.push(OutboxMessage {
                 topic: self.events_topic.clone(),
-                key: order.meter_id.clone(),
+                key: order.meter_id.as_str().into(),
                 payload: serde_json::to_vec(&ev).expect("serialize"),
             });
             write.audit.push(

@@ -50,7 +50,7 @@ impl Publisher {
                     break;
                 };
                 let rec = FutureRecord::to(&entry.message.topic)
-                    .key(&entry.message.key)
+                    .key(&*entry.message.key)
                     .payload(&entry.message.payload);
                 match self.producer.send_result(rec) {
                     Ok(fut) => in_flight.push_back(async move { (entry, fut.await) }),

@@ -86,13 +86,23 @@ impl MeterActor {
 /// Moves what a step's `actions` must store into `batch` (audit rows; events, exceptions and
 /// move links as JSON in the outbox; commands, stored before they are sent; final order statuses; orders
 /// the machine raised) and returns what is done once it is durable (dispatches, timers).
+///
+/// `topics` are the events, exceptions and control topics; `meter` is the stepping meter's id,
+/// shared as the key of its own events.
 pub fn record_actions(
     actions: Vec<Action>,
     batch: &mut WriteBatch,
-    events_topic: &str,
-    exceptions_topic: &str,
-    control_topic: &str,
+    topics: [&std::sync::Arc<str>; 3],
+    meter: &std::sync::Arc<str>,
 ) -> Vec<Action> {
+    let [events_topic, exceptions_topic, control_topic] = topics;
+    let key = |id: &str| -> std::sync::Arc<str> {
+        if id == &**meter {
+            meter.clone()
+        } else {
+            id.into()
+        }
+    };
     let mut effects = Vec::new();
     for a in actions {
         match a {
@@ -109,15 +119,15 @@ pub fn record_actions(
                     });
                 }
                 batch.outbox.push(OutboxMessage {
-                    topic: events_topic.to_string(),
-                    key: e.meter_id.clone(),
+                    topic: events_topic.clone(),
+                    key: key(&e.meter_id),
                     payload: serde_json::to_vec(&e).expect("serialize"),
                 });
             }
             Action::Exception(x) => {
                 batch.outbox.push(OutboxMessage {
-                    topic: exceptions_topic.to_string(),
-                    key: x.meter_id.clone(),
+                    topic: exceptions_topic.clone(),
+                    key: key(&x.meter_id),
                     payload: serde_json::to_vec(&x).expect("serialize"),
                 });
                 batch.exceptions.push(x);
@@ -128,8 +138,8 @@ pub fn record_actions(
             }
             Action::NewOrder(r) => batch.new_orders.push(r),
             Action::Link(l) => batch.outbox.push(OutboxMessage {
-                topic: control_topic.to_string(),
-                key: l.meter_id.clone(),
+                topic: control_topic.clone(),
+                key: key(&l.meter_id),
                 payload: serde_json::to_vec(&l).expect("serialize"),
             }),
             Action::Handover(h) => {
@@ -139,8 +149,8 @@ pub fn record_actions(
                         .push((h.from_meter_id.clone(), o.order_id.clone()));
                 }
                 batch.outbox.push(OutboxMessage {
-                    topic: control_topic.to_string(),
-                    key: h.meter_id.clone(),
+                    topic: control_topic.clone(),
+                    key: key(&h.meter_id),
                     payload: serde_json::to_vec(&h).expect("serialize"),
                 });
             }
@@ -450,9 +460,8 @@ impl MeterActor {
             effects.extend(record_actions(
                 actions,
                 &mut batch,
-                &svc.events_topic,
-                &svc.exceptions_topic,
-                &svc.control_topic,
+                [&svc.events_topic, &svc.exceptions_topic, &svc.control_topic],
+                &self.machine.meter_id,
             ));
         }
         if self.machine != before {

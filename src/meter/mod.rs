@@ -45,10 +45,10 @@ pub struct MeterServices {
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
     pub idle: Duration,
-    pub events_topic: String,
-    pub exceptions_topic: String,
+    pub events_topic: std::sync::Arc<str>,
+    pub exceptions_topic: std::sync::Arc<str>,
     /// Where links between the legs of a move go (the control topic, keyed by meter).
-    pub control_topic: String,
+    pub control_topic: std::sync::Arc<str>,
     /// The rule pack in force (or the built-in baseline).
     pub policy: Arc<Policy>,
     /// Weather and emergencies by zone; which meters wait on them.
@@ -464,8 +464,8 @@ impl Directory {
             ToOwner::Campaign(r) => (&routes.campaign_control, serde_json::to_vec(&r)),
         };
         Some(crate::store::OutboxMessage {
-            topic: topic.clone(),
-            key: key.to_string(),
+            topic: topic.as_str().into(),
+            key: key.into(),
             payload: payload.expect("serialize"),
         })
     }
@@ -759,8 +759,8 @@ mod ownership_tests {
     struct RecordingHeadEnd(std::sync::Mutex<Vec<Command>>);
 
     impl HeadEnd for RecordingHeadEnd {
-        fn dispatch(&self, command: Command) {
-            self.0.lock().unwrap().push(command);
+        fn dispatch(&self, command: std::sync::Arc<Command>) {
+            self.0.lock().unwrap().push(Command::clone(&command));
         }
     }
 
@@ -921,7 +921,7 @@ mod ownership_tests {
             })
             .await;
             let rec = store.command(&cmd.command_id).unwrap().unwrap();
-            assert_eq!(rec.command, cmd);
+            assert_eq!(*rec.command, cmd);
             assert_eq!(rec.results, vec![result.clone()]);
             d.deliver("M-1", MeterMsg::Result(result.clone()));
             until("the repeat appended", || {

@@ -7,11 +7,9 @@ use jiff::civil::{Date, Time};
 use super::{Day, Facts, Policy, RuleHit};
 use crate::domain::{Order, ReasonCode, Timestamp};
 
-pub(super) fn reason_key(r: ReasonCode) -> String {
-    serde_json::to_value(r)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+/// The reason's name as the rule pack and the contract spell it (`non_payment`).
+pub(super) fn reason_key(r: ReasonCode) -> &'static str {
+    r.into()
 }
 
 impl Policy {
@@ -105,7 +103,7 @@ impl Policy {
         order: &Order,
         from: Timestamp,
     ) -> Result<Option<(Timestamp, RuleHit)>, RuleHit> {
-        let Some(days) = self.pack.notice_days.get(&reason_key(order.reason)) else {
+        let Some(days) = self.pack.notice_days.get(reason_key(order.reason)) else {
             return Ok(None);
         };
         match order.notice_sent_at {
@@ -132,6 +130,22 @@ impl Policy {
                     Ok(None)
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::VariantArray;
+
+    /// A rule pack's `notice_days` is keyed by the reason as the contract spells it: a key that
+    /// drifted from the wire name would silently drop the notice period of that reason.
+    #[test]
+    fn every_reason_key_is_its_name_on_the_wire() {
+        for r in ReasonCode::VARIANTS {
+            let wire = serde_json::to_value(r).unwrap();
+            assert_eq!(Some(reason_key(*r)), wire.as_str(), "{r:?}");
         }
     }
 }

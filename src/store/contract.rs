@@ -389,7 +389,7 @@ pub fn accepted(id: &str, meter: &str, s: i64) -> OrderRecord {
     }
 }
 
-pub(crate) fn command(id: &str, order: &str, meter: &str, s: i64) -> Command {
+pub(crate) fn command(id: &str, order: &str, meter: &str, s: i64) -> std::sync::Arc<Command> {
     Command {
         check_load_side_voltage: false,
         demand_limit_kw: None,
@@ -403,6 +403,7 @@ pub(crate) fn command(id: &str, order: &str, meter: &str, s: i64) -> Command {
         issued_at: at(s),
         deadline: at(s + 300),
     }
+    .into()
 }
 
 fn ended(order: &str, meter: &str, status: OrderStatus, s: i64) -> OrderUpdate {
@@ -974,7 +975,7 @@ pub fn outbox_entries_are_numbered_in_order_and_deleted_when_acknowledged(s: &dy
     // keys a sharded store numbers per file.)
     let m1: Vec<u64> = all
         .iter()
-        .filter(|e| e.message.key == "M-1")
+        .filter(|e| &*e.message.key == "M-1")
         .map(|e| e.seq)
         .collect();
     assert!(
@@ -1003,7 +1004,7 @@ pub fn outbox_entries_are_numbered_in_order_and_deleted_when_acknowledged(s: &dy
         .outbox(100)
         .unwrap()
         .iter()
-        .filter(|e| e.message.key == "M-1")
+        .filter(|e| &*e.message.key == "M-1")
         .map(|e| e.seq)
         .collect();
     assert_eq!(m1_stored, m1, "oldest first");

@@ -594,8 +594,8 @@ fn decode_outbox(seq: u64, b: &[u8]) -> Result<OutboxMessage, StoreError> {
     let (topic, at) = take(b, 0).ok_or_else(corrupt)?;
     let (key, at) = take(b, at).ok_or_else(corrupt)?;
     Ok(OutboxMessage {
-        topic,
-        key,
+        topic: topic.into(),
+        key: key.into(),
         payload: b[at..].to_vec(),
     })
 }

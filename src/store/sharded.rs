@@ -541,7 +541,8 @@ mod tests {
         seqs.dedup();
         assert_eq!(seqs.len(), 60);
         for m in &meters {
-            let mine: Vec<&OutboxEntry> = entries.iter().filter(|e| e.message.key == *m).collect();
+            let mine: Vec<&OutboxEntry> =
+                entries.iter().filter(|e| *e.message.key == **m).collect();
             assert_eq!(mine.len(), 2);
             assert!(mine[0].seq < mine[1].seq);
             assert_eq!(mine[0].message.payload, format!("{m}/0").into_bytes());

@@ -62,7 +62,7 @@ fn killed_with(
 
 fn open_order(o: &switchyard::domain::Order, attempts: u32) -> OpenOrder {
     OpenOrder {
-        order: o.clone(),
+        order: o.clone().into(),
         status: OrderStatus::Dispatched,
         attempts,
         status_checks: 0,
@@ -100,7 +100,7 @@ async fn an_order_that_fails_in_recovery_is_not_run_again() {
         &r,
         open_order(&r, 3),
         InFlight {
-            command: command(&r, "SO-R/3", CommandKind::Read, 3, now),
+            command: command(&r, "SO-R/3", CommandKind::Read, 3, now).into(),
             purpose: Purpose::Execute,
         },
     );
@@ -166,7 +166,7 @@ async fn a_restart_is_not_an_unanswered_status_check() {
         &d,
         open,
         InFlight {
-            command: command(&d, "SO-D/1/status-3", CommandKind::SwitchStatus, 1, now),
+            command: command(&d, "SO-D/1/status-3", CommandKind::SwitchStatus, 1, now).into(),
             purpose: Purpose::StatusCheck,
         },
     );

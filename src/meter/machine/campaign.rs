@@ -33,7 +33,7 @@ impl MeterMachine {
                 && !o.unknown_outcome
                 && in_flight.as_deref() != Some(order_id)
         }) {
-            o.order.campaign_id = Some(campaign_id.to_string());
+            std::sync::Arc::make_mut(&mut o.order).campaign_id = Some(campaign_id.to_string());
             o.campaign_hold = true;
             o.status = OrderStatus::Scheduled;
             let order = o.order.clone();

@@ -377,6 +377,7 @@ impl MeterMachine {
             command_id: cmd.command_id.clone(),
             at: cmd.deadline,
         });
+        let cmd = std::sync::Arc::new(cmd);
         out.actions.push(Action::Dispatch(cmd.clone()));
         self.in_flight = Some(Box::new(InFlight {
             command: cmd,

@@ -117,7 +117,7 @@ impl MeterMachine {
                     if let Some(by) = &o.operator_hold {
                         holds.insert(o.order.order_id.clone(), by.clone());
                     }
-                    let mut order = o.order;
+                    let mut order = std::sync::Arc::unwrap_or_clone(o.order);
                     order.meter_id = x.new_meter_id.clone();
                     out.audit(
                         AuditEvent::new(out.meter_id, out.now, AuditKind::MeterExchange)

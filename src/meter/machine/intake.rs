@@ -139,7 +139,7 @@ impl MeterMachine {
             self.open.reserve_exact(1);
         }
         self.open.push(OpenOrder {
-            order,
+            order: std::sync::Arc::new(order),
             status,
             attempts: 0,
             status_checks: 0,

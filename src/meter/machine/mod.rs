@@ -163,7 +163,7 @@ pub enum Input {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Dispatch(Command),
+    Dispatch(std::sync::Arc<Command>),
     Event(OrderEvent),
     Audit(AuditEvent),
     Exception(ExceptionRecord),

@@ -328,7 +328,7 @@ impl MeterMachine {
                 Action::Event(e) if e.order_id == id && e.status == OrderStatus::Completed => {
                     if !confirmed {
                         e.status = OrderStatus::Confirmed;
-                        e.csr_status = OrderStatus::Confirmed.csr_status().to_string();
+                        e.csr_status = OrderStatus::Confirmed.csr_status().into();
                         e.detail = Some(detail.clone());
                     }
                     confirmed

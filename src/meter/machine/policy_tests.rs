@@ -544,7 +544,7 @@ fn run(pack: RulePack, registry_bits: u8, script: Vec<(u32, Ev)>) -> (usize, Vec
                     }
                     answer = Some((
                         now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap(),
-                        c.clone(),
+                        Command::clone(c),
                     ));
                 }
                 Action::WakeAt(at) => wake = Some(*at),
@@ -666,7 +666,7 @@ fn commands(actions: &[Action]) -> Vec<Command> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Dispatch(c) => Some(c.clone()),
+            Action::Dispatch(c) => Some(Command::clone(c)),
             _ => None,
         })
         .collect()

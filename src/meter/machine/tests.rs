@@ -79,6 +79,9 @@ pub(super) fn cancel(id: &str, target: &str) -> Order {
 
 pub(super) fn dispatched(actions: &[Action]) -> Vec<Command> {
     picked!(actions, Action::Dispatch)
+        .into_iter()
+        .map(std::sync::Arc::unwrap_or_clone)
+        .collect()
 }
 
 fn events(actions: &[Action]) -> Vec<(String, OrderStatus, Option<String>)> {
@@ -569,7 +572,7 @@ impl World {
                         *self.executions.entry(c.order_id.clone()).or_default() += 1;
                         assert!(self.executions[&c.order_id] <= policy().max_attempts);
                     }
-                    self.outstanding = Some(c.clone());
+                    self.outstanding = Some(Command::clone(c));
                 }
                 Action::Exception(x) => {
                     assert!(

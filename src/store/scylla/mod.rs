@@ -853,8 +853,8 @@ impl Inner {
                     OUTBOX_LANE,
                     (seq / OUTBOX_BUCKET_NS) as i64,
                     seq as i64,
-                    m.topic.clone(),
-                    m.key.clone(),
+                    m.topic.to_string(),
+                    m.key.to_string(),
                     m.payload.clone(),
                 ));
                 published.push(OutboxEntry {
@@ -1394,8 +1394,8 @@ impl Store for ScyllaStore {
                         seq: seq as u64,
                         packet: seq as u64,
                         message: OutboxMessage {
-                            topic,
-                            key,
+                            topic: topic.into(),
+                            key: key.into(),
                             payload,
                         },
                     });
