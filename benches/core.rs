@@ -675,6 +675,50 @@ fn order_path(c: &mut Criterion) {
                 BatchSize::SmallInput,
             )
         });
+        // Rounds as a busy writer takes them: each transaction holds the intake of one
+        // group of orders, the dispatch steps of the group before it and the completions of
+        // the group before that, so that each of an order's three writes is a call of its own
+        // (as in production; the bench above puts an order's three writes in one call).
+        if wal {
+            const ROUND: usize = 100;
+            g.bench_function("4_store_rounds_wal", |b| {
+                b.iter_batched(
+                    || {
+                        let mut groups: Vec<[Vec<WriteBatch>; 3]> = Vec::new();
+                        let ids: Vec<u64> = fresh().collect();
+                        for chunk in ids.chunks(ROUND) {
+                            let mut g: [Vec<WriteBatch>; 3] = Default::default();
+                            for &i in chunk {
+                                let o = decode(i);
+                                let p = encode(&o, two_steps(o.clone(), &facts, &policy));
+                                g[0].push(p.intake);
+                                g[1].push(p.dispatched);
+                                g[2].push(p.completed);
+                            }
+                            groups.push(g);
+                        }
+                        let mut rounds = Vec::new();
+                        let n = groups.len();
+                        for k in 0..n + 2 {
+                            let mut round = Vec::new();
+                            for (step, lag) in [(0, 0), (1, 1), (2, 2)] {
+                                if k >= lag && k - lag < n {
+                                    round.append(&mut groups[k - lag][step]);
+                                }
+                            }
+                            rounds.push(round);
+                        }
+                        rounds
+                    },
+                    |rounds| {
+                        for r in &rounds {
+                            store.apply(r).unwrap();
+                        }
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+        }
         // One meter step per transaction: what a dispatch waits for when the store is idle.
         let one = if wal {
             "5_one_step_commit_wal"

@@ -36,11 +36,15 @@ const METERS: TableDefinition<&str, &[u8]> = TableDefinition::new("meters");
 const PER_METER: TableDefinition<&str, &[u8]> = TableDefinition::new("per_meter");
 const COMMANDS: TableDefinition<&str, &[u8]> = TableDefinition::new("commands");
 const EXCEPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("exceptions");
-/// The audit trail as an append-only journal: key = the store's sequence number (so every
-/// commit appends at the right edge of the B-tree: sequential keys are about 10× cheaper to
-/// insert than keys spread over the meters, measured in docs/architecture.md), value = the
-/// sequence number of the same meter's previous row (8 bytes, big-endian; 0 = none) and the
-/// row. A meter's trail is the chain from its head, newest first.
+/// The audit trail as an append-only journal. Every audit event has its number (the store's
+/// sequence) and the number of the same meter's previous event (0 = none): a meter's trail is
+/// the chain from its head, newest first. Since format 6 the events of one [`write_batches`]
+/// call are numbered one after another and packed in one row under the first number
+/// ([`AuditPacket`]): one insert per group commit at the right edge of the B-tree instead of
+/// one per event (each insert rebuilt the rightmost leaf page: 7 % of a writer's time in a
+/// month-end profile, docs/architecture.md). A row written before (format 5 and older) holds
+/// one event: its predecessor's number (8 bytes, big-endian, first byte always 0) and its JSON;
+/// such rows are still read ([`audit_entry`]).
 const AUDIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log");
 /// Format 4 and before: meter id → sequence number of its newest audit row (the head of its
 /// chain; in [`PER_METER`] since format 5).
@@ -51,12 +55,16 @@ const AUDIT_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit");
 /// The store format this version writes, kept in `META` under `format` (2: the audit journal;
 /// 3: campaigns and kept records in the control file of a sharded store; 4: outbox entries
 /// packed in rows, [`Packet`]; 5: a meter's snapshot, open orders and audit head in
-/// [`PER_METER`]). A file of format 3 or 4 is upgraded when opened (its rows copied into
-/// `PER_METER`; outbox rows of one entry are still read); an older switchyard then refuses it
-/// by name.
-const FORMAT: u64 = 5;
+/// [`PER_METER`]; 6: audit events packed in rows, [`AuditPacket`]). A file of format 3 or 4 is
+/// upgraded when opened (its rows copied into `PER_METER`; outbox rows of one entry are still
+/// read); one of format 5 only changes its number (its one-event audit rows are still read); an
+/// older switchyard then refuses it by name.
+const FORMAT: u64 = 6;
 /// The older formats this version opens and upgrades.
-const FORMAT_UPGRADED: [u64; 2] = [3, 4];
+const FORMAT_UPGRADED: [u64; 3] = [3, 4, 5];
+/// `META` key: how many audit events there are beyond one per `AUDIT_LOG` row (a packed row
+/// holds several), so that `counts` needs no scan.
+const AUDIT_EXTRA: &str = "audit_extra";
 /// `META` keys: how many meters have a snapshot and how many orders are open (`counts`; a
 /// count of `PER_METER` by kind would be a scan).
 const METERS_COUNT: &str = "meters";
@@ -454,9 +462,9 @@ fn snapshot_has_work(meter: &str, bytes: &[u8]) -> Result<bool, StoreError> {
     Ok(!w.open.is_empty() || w.in_flight.is_some())
 }
 
-/// The time of the audit row at `seq` (a meter's chain head; 0 = none).
+/// The time of the audit event numbered `seq` (a meter's chain head; 0 = none).
 fn head_at(
-    log: &redb::Table<u64, &'static [u8]>,
+    log: &impl ReadableTable<u64, &'static [u8]>,
     seq: u64,
 ) -> Result<Option<jiff::Timestamp>, StoreError> {
     #[derive(serde::Deserialize)]
@@ -466,16 +474,150 @@ fn head_at(
     if seq == 0 {
         return Ok(None);
     }
-    let Some(v) = log.get(seq).map_err(be)? else {
+    audit_entry(log, seq, |e| match e.at_ns {
+        Some(ns) => {
+            jiff::Timestamp::from_nanosecond(i128::from(ns)).map_err(|e| StoreError::Corrupt {
+                key: format!("audit/{seq}"),
+                message: format!("an audit event's time is out of range: {e}"),
+            })
+        }
+        None => Ok(decode::<At>(&format!("audit/{seq}"), e.json)?.at),
+    })
+}
+
+/// The first byte of an audit row that packs several events ([`AuditPacket`]). A row of one
+/// event (format 5 and before, still read) starts with its predecessor's number, a big-endian
+/// `u64` whose first byte is 0 (numbers count rows from 1).
+const AUDIT_PACKED: u8 = 0xA6;
+/// A packed row's header: [`AUDIT_PACKED`] and the number of events (`u32`).
+const AUDIT_PACKED_HEAD: usize = 5;
+/// Per event in a packed row's header: its predecessor (`u64`), its time in nanoseconds
+/// (`i64`), the end of its JSON in the row's body (`u32`).
+const AUDIT_PACKED_ENTRY: usize = 20;
+/// At most this many events in one packed row, so that reading one event of a trail never
+/// loads more than a few hundred KB (a round of a month-end burst holds thousands).
+const AUDIT_PACKED_MAX: usize = 256;
+
+/// One audit event as stored.
+struct AuditEntry<'r> {
+    /// The number of the same meter's previous event (0 = none).
+    prev: u64,
+    /// Its time as stored in a packed row's header (`None`: a one-event row, whose time is
+    /// in its JSON).
+    at_ns: Option<i64>,
+    json: &'r [u8],
+}
+
+/// Looks up the audit event numbered `seq` (in a packed row under a number at or below it, or
+/// a one-event row under its own) and hands it to `f`; `None` when no event has that number.
+fn audit_entry<T>(
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    seq: u64,
+    f: impl FnOnce(AuditEntry<'_>) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let Some(item) = log.range(..=seq).map_err(be)?.next_back() else {
         return Ok(None);
     };
-    let bytes = v.value();
-    let key = || format!("audit/{seq}");
-    let row = bytes.get(8..).ok_or_else(|| StoreError::Corrupt {
-        key: key(),
-        message: "truncated audit row".into(),
-    })?;
-    Ok(Some(decode::<At>(&key(), row)?.at))
+    let (k, v) = item.map_err(be)?;
+    let (row, b) = (k.value(), v.value());
+    let corrupt = |what: &str| StoreError::Corrupt {
+        key: format!("audit/{row}"),
+        message: format!("{what}: the audit row is damaged; restore the store file from a backup"),
+    };
+    if b.first() != Some(&AUDIT_PACKED) {
+        if row != seq {
+            return Ok(None);
+        }
+        let prev = b.get(..8).ok_or_else(|| corrupt("truncated audit row"))?;
+        return f(AuditEntry {
+            prev: u64::from_be_bytes(prev.try_into().expect("8 bytes")),
+            at_ns: None,
+            json: &b[8..],
+        })
+        .map(Some);
+    }
+    let n = b
+        .get(1..AUDIT_PACKED_HEAD)
+        .map(|x| u32::from_be_bytes(x.try_into().expect("4 bytes")) as u64)
+        .ok_or_else(|| corrupt("truncated packed audit row"))?;
+    let i = seq - row;
+    if i >= n {
+        return Ok(None);
+    }
+    let body = AUDIT_PACKED_HEAD + n as usize * AUDIT_PACKED_ENTRY;
+    let entry = |i: u64| {
+        let at = AUDIT_PACKED_HEAD + i as usize * AUDIT_PACKED_ENTRY;
+        b.get(at..at + AUDIT_PACKED_ENTRY)
+            .ok_or_else(|| corrupt("truncated packed audit row"))
+    };
+    let e = entry(i)?;
+    let end = u32::from_be_bytes(e[16..20].try_into().expect("4 bytes")) as usize;
+    let start = if i == 0 {
+        0
+    } else {
+        u32::from_be_bytes(entry(i - 1)?[16..20].try_into().expect("4 bytes")) as usize
+    };
+    let json = b
+        .get(body + start..body + end)
+        .filter(|_| start <= end)
+        .ok_or_else(|| corrupt("an event of a packed audit row lies outside it"))?;
+    f(AuditEntry {
+        prev: u64::from_be_bytes(e[..8].try_into().expect("8 bytes")),
+        at_ns: Some(i64::from_be_bytes(e[8..16].try_into().expect("8 bytes"))),
+        json,
+    })
+    .map(Some)
+}
+
+/// The audit events of one [`write_batches`] call (at most [`AUDIT_PACKED_MAX`]), numbered
+/// one after another from `first`, as one row: [`AUDIT_PACKED`], the number of events
+/// (`u32`), for each its predecessor (`u64`), time (`i64`, ns) and the end of its JSON in the
+/// body (`u32`), all big-endian; then the body, the events' JSON one after another.
+#[derive(Default)]
+struct AuditPacket {
+    first: u64,
+    heads: Vec<u8>,
+    body: Vec<u8>,
+    n: usize,
+}
+
+impl AuditPacket {
+    /// Adds the event numbered `first + n`.
+    fn add(&mut self, seq: u64, prev: u64, at: jiff::Timestamp, a: &AuditEvent) {
+        if self.n == 0 {
+            self.first = seq;
+        }
+        debug_assert_eq!(
+            seq,
+            self.first + self.n as u64,
+            "numbered one after another"
+        );
+        serde_json::to_writer(&mut self.body, a).expect("domain types serialize");
+        self.heads.extend_from_slice(&prev.to_be_bytes());
+        self.heads
+            .extend_from_slice(&(at.as_nanosecond() as i64).to_be_bytes());
+        self.heads
+            .extend_from_slice(&(self.body.len() as u32).to_be_bytes());
+        self.n += 1;
+    }
+
+    /// Writes the row (if it has events) and empties the packet; returns how many events it
+    /// held.
+    fn write(&mut self, log: &mut Logged<'_, '_, u64, &'static [u8]>) -> Result<usize, StoreError> {
+        let n = std::mem::take(&mut self.n);
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut row = Vec::with_capacity(AUDIT_PACKED_HEAD + self.heads.len() + self.body.len());
+        row.push(AUDIT_PACKED);
+        row.extend_from_slice(&(n as u32).to_be_bytes());
+        row.extend_from_slice(&self.heads);
+        row.extend_from_slice(&self.body);
+        log.insert(self.first, row.as_slice()).map_err(be)?;
+        self.heads.clear();
+        self.body.clear();
+        Ok(n)
+    }
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -918,9 +1060,12 @@ impl EmbeddedStore {
                 }
                 Some(FORMAT) => {}
                 Some(f) if FORMAT_UPGRADED.contains(&f) => {
-                    let (meters, open) = move_into_per_meter(&w, path)?;
-                    meta.insert(METERS_COUNT, meters).map_err(be)?;
-                    meta.insert(OPEN_COUNT, open).map_err(be)?;
+                    if f < 5 {
+                        let (meters, open) = move_into_per_meter(&w, path)?;
+                        meta.insert(METERS_COUNT, meters).map_err(be)?;
+                        meta.insert(OPEN_COUNT, open).map_err(be)?;
+                    }
+                    // (Format 5 → 6 changes only how new audit events are written.)
                     meta.insert("format", FORMAT).map_err(be)?;
                 }
                 Some(other) => {
@@ -1273,6 +1418,7 @@ fn write_batches(
         // the end.
         let mut moved: std::collections::HashMap<&str, (u64, Option<jiff::Timestamp>)> =
             std::collections::HashMap::new();
+        let mut audit_events: Vec<&AuditEvent> = Vec::new();
         let mut outbox = logged(w, OUTBOX, table_id::OUTBOX, log)?;
         let mut packet = Packet::default();
         let mut campaigns = logged(w, CAMPAIGNS, table_id::CAMPAIGNS, log)?;
@@ -1480,39 +1626,8 @@ fn write_batches(
                     .insert(x.exception_id.as_str(), encode(x).as_slice())
                     .map_err(be)?;
             }
-            for a in &b.audit {
-                seq += 1;
-                let (prev, prev_at) = match moved.get(a.meter_id.as_str()) {
-                    Some(p) => *p,
-                    None => {
-                        let p = match pm.get(per_meter::head(&a.meter_id).as_str()).map_err(be)? {
-                            Some(v) => per_meter::head_of(&a.meter_id, v.value())?,
-                            None => 0,
-                        };
-                        (p, head_at(&audit, p)?)
-                    }
-                };
-                // A meter's chain is newest first by time as well as by position (paging,
-                // and the scans that stop at an order's receipt, rely on it): a row stamped
-                // a few microseconds before the row written ahead of it (the intake's
-                // `received` racing the meter actor's step) is recorded at that row's time.
-                let mut row = Vec::with_capacity(160);
-                row.extend_from_slice(&prev.to_be_bytes());
-                let at = match prev_at {
-                    Some(p) if p > a.at => {
-                        let mut a = a.clone();
-                        a.at = p;
-                        serde_json::to_writer(&mut row, &a).expect("domain types serialize");
-                        p
-                    }
-                    _ => {
-                        serde_json::to_writer(&mut row, a).expect("domain types serialize");
-                        a.at
-                    }
-                };
-                audit.insert(seq, row.as_slice()).map_err(be)?;
-                moved.insert(a.meter_id.as_str(), (seq, Some(at)));
-            }
+            // (Numbered and packed after the batches, below: one row for all of them.)
+            audit_events.extend(&b.audit);
             for m in &b.outbox {
                 seq += 1;
                 packet.add(seq, m);
@@ -1533,6 +1648,47 @@ fn write_batches(
                 e.packet = first;
             }
         }
+        // The audit events of all the batches, in their order, numbered one after another
+        // (after the outbox entries: nothing depends on the order of the two) and packed in
+        // rows of at most `AUDIT_PACKED_MAX`.
+        let mut packed = AuditPacket::default();
+        let mut extra = 0u64;
+        for a in audit_events {
+            seq += 1;
+            if packed.n == AUDIT_PACKED_MAX {
+                extra += packed.write(&mut audit)? as u64 - 1;
+            }
+            let (prev, prev_at) = match moved.get(a.meter_id.as_str()) {
+                Some(p) => *p,
+                None => {
+                    let p = match pm.get(per_meter::head(&a.meter_id).as_str()).map_err(be)? {
+                        Some(v) => per_meter::head_of(&a.meter_id, v.value())?,
+                        None => 0,
+                    };
+                    (p, head_at(&*audit, p)?)
+                }
+            };
+            // A meter's chain is newest first by time as well as by position (paging, and
+            // the scans that stop at an order's receipt, rely on it): an event stamped a few
+            // microseconds before the event written ahead of it (the intake's `received`
+            // racing the meter actor's step) is recorded at that event's time.
+            let at = match prev_at {
+                Some(p) if p > a.at => {
+                    let mut a = a.clone();
+                    a.at = p;
+                    packed.add(seq, prev, p, &a);
+                    p
+                }
+                _ => {
+                    packed.add(seq, prev, a.at, a);
+                    a.at
+                }
+            };
+            moved.insert(a.meter_id.as_str(), (seq, Some(at)));
+        }
+        if packed.n > 0 {
+            extra += packed.write(&mut audit)? as u64 - 1;
+        }
         let mut moved: Vec<(&str, u64)> = moved.into_iter().map(|(m, (h, _))| (m, h)).collect();
         moved.sort_unstable();
         for (meter, head) in moved {
@@ -1544,6 +1700,11 @@ fn write_batches(
         }
         let mut meta = logged(w, META, table_id::META, log)?;
         meta.insert("seq", seq).map_err(be)?;
+        if extra > 0 {
+            let n = meta.get(AUDIT_EXTRA).map_err(be)?.map_or(0, |v| v.value());
+            meta.insert(AUDIT_EXTRA, n.saturating_add(extra))
+                .map_err(be)?;
+        }
         for (counter, added) in [(METERS_COUNT, meters_added), (OPEN_COUNT, open_added)] {
             if added != 0 {
                 let n = meta.get(counter).map_err(be)?.map_or(0, |v| v.value());
@@ -2022,7 +2183,8 @@ impl Store for EmbeddedStore {
                 open_orders: count(OPEN_COUNT)?,
                 meters: count(METERS_COUNT)?,
                 commands: r.open_table(COMMANDS).map_err(be)?.len().map_err(be)?,
-                audit_events: r.open_table(AUDIT_LOG).map_err(be)?.len().map_err(be)?,
+                audit_events: r.open_table(AUDIT_LOG).map_err(be)?.len().map_err(be)?
+                    + count(AUDIT_EXTRA)?,
                 exceptions: r.open_table(EXCEPTIONS).map_err(be)?.len().map_err(be)?,
                 outbox: {
                     let t = r.open_table(OUTBOX).map_err(be)?;
@@ -2116,22 +2278,13 @@ impl<'m> AuditChain<'m> {
         }
     }
 
-    /// The row at `seq` and its predecessor, when it is a row of this meter.
+    /// The event numbered `seq` and its predecessor, when it is an event of this meter.
     fn row(&self, seq: u64) -> Result<Option<(u64, AuditEvent)>, StoreError> {
-        let Some(v) = self.log.get(seq).map_err(be)? else {
-            return Ok(None);
-        };
-        let bytes = v.value();
-        let key = || format!("audit/{seq}");
-        if bytes.len() < 8 {
-            return Err(StoreError::Corrupt {
-                key: key(),
-                message: "truncated audit row".into(),
-            });
-        }
-        let prev = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let a: AuditEvent = decode(&key(), &bytes[8..])?;
-        Ok((a.meter_id == self.meter_id).then_some((prev, a)))
+        let found = audit_entry(&self.log, seq, |e| {
+            let a: AuditEvent = decode(&format!("audit/{seq}"), e.json)?;
+            Ok((e.prev, a))
+        })?;
+        Ok(found.filter(|(_, a)| a.meter_id == self.meter_id))
     }
 }
 
@@ -2227,6 +2380,181 @@ mod tests {
         }
         w.delete_table(PER_METER).unwrap();
         w.commit().unwrap();
+    }
+
+    /// The store format the file at `s` says it has.
+    fn stored_format(s: &EmbeddedStore) -> Option<u64> {
+        s.read(|r| {
+            Ok(r.open_table(META)
+                .map_err(be)?
+                .get("format")
+                .map_err(be)?
+                .map(|v| v.value()))
+        })
+        .unwrap()
+    }
+
+    /// Every event of `meter`'s trail, newest first, through pages of `limit`.
+    fn paged(s: &EmbeddedStore, meter: &str, limit: usize) -> Vec<AuditEvent> {
+        let (mut out, mut cursor) = (Vec::new(), None);
+        loop {
+            let (page, next) = s.audit_page(meter, cursor.as_ref(), limit, None).unwrap();
+            assert!(page.len() <= limit);
+            out.extend(page);
+            match next {
+                Some(c) => cursor = Some(c),
+                None => return out,
+            }
+        }
+    }
+
+    /// Format 6 packs the audit events of one write in one row. A file of format 5 keeps its
+    /// rows of one event each, and a meter's new events join the same chain: the trail, its
+    /// pages and the counts see one trail, whatever row each event lies in.
+    #[test]
+    fn a_format_5_files_audit_rows_are_read_on_the_same_chain_as_packed_ones() {
+        use crate::domain::AuditKind;
+        use crate::store::contract::at;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("switchyard.redb");
+        let ev = |m: &str, t: i64| {
+            AuditEvent::new(m, at(t), AuditKind::StatusChange).order(&format!("SO-{t}"))
+        };
+        drop(EmbeddedStore::open(dir.path()).unwrap());
+        // As switchyard of format 5 wrote them: M-1's events 1-3 (rows 1-3), M-2's event 4.
+        {
+            let db = Database::create(&file).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut log = w.open_table(AUDIT_LOG).unwrap();
+                let mut pm = w.open_table(PER_METER).unwrap();
+                let old = [
+                    (1u64, 0u64, "M-1"),
+                    (2, 1, "M-1"),
+                    (3, 2, "M-1"),
+                    (4, 0, "M-2"),
+                ];
+                for (seq, prev, m) in old {
+                    let mut row = prev.to_be_bytes().to_vec();
+                    serde_json::to_writer(&mut row, &ev(m, seq as i64)).unwrap();
+                    log.insert(seq, row.as_slice()).unwrap();
+                }
+                for (m, head) in [("M-1", 3u64), ("M-2", 4)] {
+                    pm.insert(
+                        per_meter::head(m).as_str(),
+                        &per_meter::head_value(head)[..],
+                    )
+                    .unwrap();
+                }
+                let mut meta = w.open_table(META).unwrap();
+                meta.insert("seq", 4).unwrap();
+                meta.insert("format", 5).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let format = stored_format(&s);
+        assert_eq!(format, Some(6), "upgraded when opened");
+        // A cursor handed out before the upgrade (on the old row 2) still resumes.
+        let (_, old_cursor) = s.audit_page("M-1", None, 2, None).unwrap();
+        let (rest, _) = s.audit_page("M-1", old_cursor.as_ref(), 10, None).unwrap();
+        assert_eq!(rest, vec![ev("M-1", 1)]);
+        s.apply(&[
+            WriteBatch {
+                audit: vec![ev("M-1", 5), ev("M-2", 6), ev("M-1", 7)],
+                ..Default::default()
+            },
+            WriteBatch {
+                audit: vec![ev("M-1", 8)],
+                ..Default::default()
+            },
+        ])
+        .unwrap();
+        s.apply(&[WriteBatch {
+            audit: vec![ev("M-1", 9), ev("M-1", 10)],
+            ..Default::default()
+        }])
+        .unwrap();
+        let m1: Vec<AuditEvent> = [1, 2, 3, 5, 7, 8, 9, 10].map(|t| ev("M-1", t)).into();
+        assert_eq!(
+            s.audit("M-1").unwrap(),
+            m1,
+            "oldest first, old rows and packed ones"
+        );
+        assert_eq!(s.audit("M-2").unwrap(), vec![ev("M-2", 4), ev("M-2", 6)]);
+        let newest_first: Vec<AuditEvent> = m1.iter().rev().cloned().collect();
+        for limit in 1..=4 {
+            assert_eq!(paged(&s, "M-1", limit), newest_first, "pages of {limit}");
+        }
+        // A page that starts inside a packed row, by time.
+        let (page, _) = s
+            .audit_page("M-1", Some(&AuditCursor::below_or_at(at(7))), 2, None)
+            .unwrap();
+        assert_eq!(page, vec![ev("M-1", 7), ev("M-1", 5)]);
+        assert_eq!(
+            s.audit_between("M-1", at(3), at(8), 10).unwrap(),
+            [3, 5, 7, 8].map(|t| ev("M-1", t)).to_vec()
+        );
+        let rows = s
+            .read(|r| r.open_table(AUDIT_LOG).map_err(be)?.len().map_err(be))
+            .unwrap();
+        assert_eq!(rows, 4 + 2, "one row per write since the upgrade");
+        assert_eq!(
+            s.counts().unwrap().audit_events,
+            4 + 4 + 2,
+            "counted by event"
+        );
+    }
+
+    /// A write of more events than one packed row holds spreads them over rows, numbered on;
+    /// a damaged packed row is an error that names it, never a panic.
+    #[test]
+    fn a_large_write_packs_its_audit_events_in_bounded_rows_and_a_damaged_one_is_an_error() {
+        use crate::domain::AuditKind;
+        use crate::store::contract::at;
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let n = AUDIT_PACKED_MAX + 44;
+        let ev = |i: usize| {
+            AuditEvent::new(
+                &format!("M-{}", i % 3),
+                at(i as i64),
+                AuditKind::StatusChange,
+            )
+        };
+        s.apply(&[WriteBatch {
+            audit: (0..n).map(ev).collect(),
+            ..Default::default()
+        }])
+        .unwrap();
+        let rows = s
+            .read(|r| r.open_table(AUDIT_LOG).map_err(be)?.len().map_err(be))
+            .unwrap();
+        assert_eq!(rows, 2);
+        assert_eq!(s.counts().unwrap().audit_events, n as u64);
+        for m in 0..3 {
+            let want: Vec<AuditEvent> = (0..n).filter(|i| i % 3 == m).map(ev).collect();
+            let meter = format!("M-{m}");
+            assert_eq!(s.audit(&meter).unwrap(), want);
+            let newest_first: Vec<AuditEvent> = want.into_iter().rev().collect();
+            assert_eq!(paged(&s, &meter, 7), newest_first);
+        }
+        // The first row cut short on disk.
+        {
+            let g = s.db.read().unwrap();
+            let w = g.as_ref().unwrap().begin_write().unwrap();
+            {
+                let mut log = w.open_table(AUDIT_LOG).unwrap();
+                let (k, v) = {
+                    let (k, v) = log.first().unwrap().unwrap();
+                    (k.value(), v.value()[..40].to_vec())
+                };
+                log.insert(k, v.as_slice()).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let e = s.audit("M-0").unwrap_err().to_string();
+        assert!(e.contains("audit/") && e.contains("damaged"), "{e}");
     }
 
     #[test]
@@ -2415,15 +2743,7 @@ mod tests {
             w.commit().unwrap();
         }
         let s = EmbeddedStore::open(dir.path()).unwrap();
-        let format = s
-            .read(|r| {
-                Ok(r.open_table(META)
-                    .map_err(be)?
-                    .get("format")
-                    .map_err(be)?
-                    .map(|v| v.value()))
-            })
-            .unwrap();
+        let format = stored_format(&s);
         assert_eq!(format, Some(FORMAT), "upgraded when opened");
         let entries = s.apply(&[step(1), step(2), step(3)]).unwrap();
         assert_eq!(entries.len(), 3);
