@@ -494,9 +494,10 @@ const AUDIT_PACKED_HEAD: usize = 5;
 /// Per event in a packed row's header: its predecessor (`u64`), its time in nanoseconds
 /// (`i64`), the end of its JSON in the row's body (`u32`).
 const AUDIT_PACKED_ENTRY: usize = 20;
-/// At most this many events in one packed row, so that reading one event of a trail never
-/// loads more than a few hundred KB (a round of a month-end burst holds thousands).
-const AUDIT_PACKED_MAX: usize = 256;
+/// At most this many events in one packed row, so that reading one event of a trail loads at
+/// most about 20 KB (a round of a month-end burst holds thousands of events; a row per 64
+/// of them is still a few dozen inserts a round instead of thousands).
+const AUDIT_PACKED_MAX: usize = 64;
 
 /// One audit event as stored.
 struct AuditEntry<'r> {
@@ -524,13 +525,24 @@ fn audit_entry<T>(
         key: format!("audit/{row}"),
         message: format!("{what}: the audit row is damaged; restore the store file from a backup"),
     };
+    // A predecessor is always an older event: one that is not would send a chain's reader
+    // round in a loop.
+    let checked = |prev: u64| {
+        if prev >= seq {
+            Err(corrupt(&format!(
+                "event {seq} names {prev} as its predecessor"
+            )))
+        } else {
+            Ok(prev)
+        }
+    };
     if b.first() != Some(&AUDIT_PACKED) {
         if row != seq {
             return Ok(None);
         }
         let prev = b.get(..8).ok_or_else(|| corrupt("truncated audit row"))?;
         return f(AuditEntry {
-            prev: u64::from_be_bytes(prev.try_into().expect("8 bytes")),
+            prev: checked(u64::from_be_bytes(prev.try_into().expect("8 bytes")))?,
             at_ns: None,
             json: &b[8..],
         })
@@ -540,6 +552,11 @@ fn audit_entry<T>(
         .get(1..AUDIT_PACKED_HEAD)
         .map(|x| u32::from_be_bytes(x.try_into().expect("4 bytes")) as u64)
         .ok_or_else(|| corrupt("truncated packed audit row"))?;
+    if n > ((b.len() - AUDIT_PACKED_HEAD) / AUDIT_PACKED_ENTRY) as u64 {
+        return Err(corrupt(
+            "a packed audit row counts more events than it holds",
+        ));
+    }
     let i = seq - row;
     if i >= n {
         return Ok(None);
@@ -562,7 +579,7 @@ fn audit_entry<T>(
         .filter(|_| start <= end)
         .ok_or_else(|| corrupt("an event of a packed audit row lies outside it"))?;
     f(AuditEntry {
-        prev: u64::from_be_bytes(e[..8].try_into().expect("8 bytes")),
+        prev: checked(u64::from_be_bytes(e[..8].try_into().expect("8 bytes")))?,
         at_ns: Some(i64::from_be_bytes(e[8..16].try_into().expect("8 bytes"))),
         json,
     })
@@ -595,7 +612,7 @@ impl AuditPacket {
         serde_json::to_writer(&mut self.body, a).expect("domain types serialize");
         self.heads.extend_from_slice(&prev.to_be_bytes());
         self.heads
-            .extend_from_slice(&(at.as_nanosecond() as i64).to_be_bytes());
+            .extend_from_slice(&super::received_ns(at).to_be_bytes());
         self.heads
             .extend_from_slice(&(self.body.len() as u32).to_be_bytes());
         self.n += 1;
@@ -2539,22 +2556,44 @@ mod tests {
             let newest_first: Vec<AuditEvent> = want.into_iter().rev().collect();
             assert_eq!(paged(&s, &meter, 7), newest_first);
         }
-        // The first row cut short on disk.
-        {
+        // Damaged on disk, the first row: each case an error that names the row, never a
+        // panic, and never a reader going round in a loop.
+        type Damage = fn(&mut Vec<u8>, u64);
+        let cases: [(&str, Damage); 3] = [
+            ("damaged", |row, _| row.truncate(40)),
+            ("counts more events", |row, _| {
+                row[1..5].copy_from_slice(&u32::MAX.to_be_bytes())
+            }),
+            // Its first event (M-0's first) names itself as its predecessor.
+            ("as its predecessor", |row, key| {
+                row[5..13].copy_from_slice(&key.to_be_bytes())
+            }),
+        ];
+        // Rewrites the first audit row; returns what it held.
+        let rewrite = |f: &dyn Fn(&mut Vec<u8>, u64)| {
             let g = s.db.read().unwrap();
             let w = g.as_ref().unwrap().begin_write().unwrap();
-            {
+            let old = {
                 let mut log = w.open_table(AUDIT_LOG).unwrap();
-                let (k, v) = {
+                let (k, old) = {
                     let (k, v) = log.first().unwrap().unwrap();
-                    (k.value(), v.value()[..40].to_vec())
+                    (k.value(), v.value().to_vec())
                 };
-                log.insert(k, v.as_slice()).unwrap();
-            }
+                let mut new = old.clone();
+                f(&mut new, k);
+                log.insert(k, new.as_slice()).unwrap();
+                old
+            };
             w.commit().unwrap();
+            old
+        };
+        for (what, damage) in cases {
+            let good = rewrite(&damage);
+            let e = s.audit("M-0").unwrap_err().to_string();
+            assert!(e.contains("audit/") && e.contains(what), "{what}: {e}");
+            rewrite(&|row, _| *row = good.clone());
+            assert_eq!(s.audit("M-0").unwrap().len(), n.div_ceil(3), "restored");
         }
-        let e = s.audit("M-0").unwrap_err().to_string();
-        assert!(e.contains("audit/") && e.contains("damaged"), "{e}");
     }
 
     #[test]
