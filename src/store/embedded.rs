@@ -1643,7 +1643,7 @@ fn write_batches(
                     .insert(x.exception_id.as_str(), encode(x).as_slice())
                     .map_err(be)?;
             }
-            // (Numbered and packed after the batches, below: one row for all of them.)
+            // (Numbered and packed after the batches, below: one row per 64 of them.)
             audit_events.extend(&b.audit);
             for m in &b.outbox {
                 seq += 1;
@@ -1666,8 +1666,11 @@ fn write_batches(
             }
         }
         // The audit events of all the batches, in their order, numbered one after another
-        // (after the outbox entries: nothing depends on the order of the two) and packed in
-        // rows of at most `AUDIT_PACKED_MAX`.
+        // and packed in rows of at most `AUDIT_PACKED_MAX`. They are numbered after the
+        // outbox entries, where format 5 interleaved the two per batch: within one version
+        // nothing depends on it, but a log of batches (`store.applier`) left by a format-5
+        // switchyard replays with other outbox numbers (docs/architecture.md, store layout:
+        // upgrade after a clean stop).
         let mut packed = AuditPacket::default();
         let mut extra = 0u64;
         for a in audit_events {
