@@ -2393,9 +2393,39 @@ mod tests {
                 }
                 .unwrap();
             }
+            // Format 4 wrote one row per audit event (`[prev u64][JSON]`): unpack the rows
+            // format 6 packed, so that the upgrade reads the old rows as they were.
+            let mut log = w.open_table(AUDIT_LOG).unwrap();
+            let packed: Vec<(u64, u64)> = log
+                .iter()
+                .unwrap()
+                .map(|i| i.unwrap())
+                .filter(|(_, v)| v.value().first() == Some(&AUDIT_PACKED))
+                .map(|(k, v)| {
+                    let n = u32::from_be_bytes(v.value()[1..AUDIT_PACKED_HEAD].try_into().unwrap());
+                    (k.value(), u64::from(n))
+                })
+                .collect();
+            for (row, n) in packed {
+                let events: Vec<(u64, Vec<u8>)> = (row..row + n)
+                    .map(|seq| {
+                        let one = audit_entry(&log, seq, |e| {
+                            let mut one = e.prev.to_be_bytes().to_vec();
+                            one.extend_from_slice(e.json);
+                            Ok(one)
+                        });
+                        (seq, one.unwrap().unwrap())
+                    })
+                    .collect();
+                log.remove(row).unwrap();
+                for (seq, one) in events {
+                    log.insert(seq, one.as_slice()).unwrap();
+                }
+            }
             let mut meta = w.open_table(META).unwrap();
             meta.remove(METERS_COUNT).unwrap();
             meta.remove(OPEN_COUNT).unwrap();
+            meta.remove(AUDIT_EXTRA).unwrap();
             meta.insert("format", 4).unwrap();
         }
         w.delete_table(PER_METER).unwrap();
@@ -2704,6 +2734,17 @@ mod tests {
             let r = db.begin_read().unwrap();
             let meta = r.open_table(META).unwrap();
             let v = meta.get(WAL_LSN).unwrap().map_or(0, |v| v.value());
+            let log = r.open_table(AUDIT_LOG).unwrap();
+            let firsts: Vec<u8> = log
+                .iter()
+                .unwrap()
+                .map(|i| i.unwrap().1.value()[0])
+                .collect();
+            assert_eq!(
+                firsts,
+                [0, 0, 0],
+                "one row per event, as format 4 wrote them"
+            );
             v
         };
         let m9 = MeterState::new("M-9");
