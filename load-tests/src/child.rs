@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use switchyard::observability::LatencySummary;
 
+use crate::report::StoreWaits;
 use crate::LoadtestError;
 
 pub(crate) struct Switchyard {
@@ -131,6 +132,14 @@ impl Switchyard {
             serde_json::from_value(v["stages"]["order_queue"].clone()).ok()?,
             serde_json::from_value(v["stages"]["order_write"].clone()).ok()?,
         ))
+    }
+
+    /// What the store's writers waited on so far (`None`: no write answered, or no metrics).
+    pub async fn store_waits(&self) -> Option<StoreWaits> {
+        match get(self.http, "/metrics").await {
+            Ok((200, body)) => Scrape::parse(&body).store_waits(),
+            _ => None,
+        }
     }
 
     /// SIGKILL: no shutdown hook runs, nothing is flushed.
@@ -261,6 +270,35 @@ impl Scrape {
         Scrape(m)
     }
 
+    /// The store's checkpoints and rounds from their histograms; `None` before any write was
+    /// answered (or from a switchyard without these metrics).
+    pub fn store_waits(&self) -> Option<StoreWaits> {
+        let requests = self.sum("switchyard_store_round_seconds_count", &[]);
+        if requests <= 0.0 {
+            return None;
+        }
+        let over = |name: &str| {
+            self.sum(&format!("{name}_count"), &[])
+                - self.sum(&format!("{name}_bucket"), &["le=\"0.1\""])
+        };
+        let checkpoints = self.sum("switchyard_store_checkpoint_seconds_count", &[]);
+        let mean_ms = |name: &str, n: f64| {
+            if n > 0.0 {
+                self.sum(&format!("{name}_sum"), &[]) * 1e3 / n
+            } else {
+                0.0
+            }
+        };
+        Some(StoreWaits {
+            checkpoints: checkpoints as u64,
+            checkpoint_mean_ms: mean_ms("switchyard_store_checkpoint_seconds", checkpoints),
+            checkpoints_over_100ms: over("switchyard_store_checkpoint_seconds") as u64,
+            requests: requests as u64,
+            round_mean_ms: mean_ms("switchyard_store_round_seconds", requests),
+            rounds_over_100ms: over("switchyard_store_round_seconds") / requests,
+        })
+    }
+
     /// Sum over every series of `name` whose labels contain all of `labels` (`k="v"`).
     pub fn sum(&self, name: &str, labels: &[&str]) -> f64 {
         self.0
@@ -290,5 +328,32 @@ mod tests {
         );
         assert_eq!(s.sum("switchyard_commands_in_flight", &[]), 3.0);
         assert_eq!(s.sum("switchyard_commands", &[]), 0.0);
+    }
+
+    #[test]
+    fn store_waits_come_from_the_checkpoint_and_round_histograms() {
+        let text = |rounds: u64| {
+            format!(
+                "switchyard_store_checkpoint_seconds_bucket{{le=\"0.05\"}} 1\n\
+                 switchyard_store_checkpoint_seconds_bucket{{le=\"0.1\"}} 3\n\
+                 switchyard_store_checkpoint_seconds_bucket{{le=\"0.5\"}} 4\n\
+                 switchyard_store_checkpoint_seconds_bucket{{le=\"+Inf\"}} 4\n\
+                 switchyard_store_checkpoint_seconds_sum 0.4\n\
+                 switchyard_store_checkpoint_seconds_count 4\n\
+                 switchyard_store_round_seconds_bucket{{le=\"0.01\"}} 900\n\
+                 switchyard_store_round_seconds_bucket{{le=\"0.1\"}} 990\n\
+                 switchyard_store_round_seconds_bucket{{le=\"+Inf\"}} {rounds}\n\
+                 switchyard_store_round_seconds_sum 5\n\
+                 switchyard_store_round_seconds_count {rounds}\n"
+            )
+        };
+        let w = Scrape::parse(&text(1000)).store_waits().unwrap();
+        assert_eq!((w.checkpoints, w.checkpoints_over_100ms), (4, 1));
+        assert!((w.checkpoint_mean_ms - 100.0).abs() < 1e-9);
+        assert_eq!(w.requests, 1000);
+        assert!((w.round_mean_ms - 5.0).abs() < 1e-9);
+        assert!((w.rounds_over_100ms - 0.01).abs() < 1e-12);
+        assert_eq!(Scrape::parse(&text(0)).store_waits(), None, "no write yet");
+        assert_eq!(Scrape::parse("switchyard_up 1\n").store_waits(), None);
     }
 }

@@ -483,6 +483,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
     }
     let latency = sy.latency().await;
     let stages = sy.stages().await;
+    let store_waits = sy.store_waits().await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     sampler.abort();
     let (_, peak_rss) = child::memory(sy.pid());
@@ -594,6 +595,7 @@ pub async fn run(opts: LoadtestOptions) -> Result<Report, LoadtestError> {
         latency,
         latency_before_kill,
         stages,
+        store_waits,
         recovery,
         raw: Raw {
             consume_per_sec: raw_consume,

@@ -110,6 +110,24 @@ pub struct Recovery {
     pub trigger_missed: bool,
 }
 
+/// What the store's writers waited on over a life, from switchyard's metrics
+/// (`switchyard_store_checkpoint_seconds`, `switchyard_store_round_seconds`): the write stage's
+/// tail is the checkpoints a round queues behind and the rounds themselves
+/// (docs/architecture.md, "Steady's tail measured again").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StoreWaits {
+    /// Checkpoints (synced redb commits) over all files, their mean, and how many took longer
+    /// than 100 ms.
+    pub checkpoints: u64,
+    pub checkpoint_mean_ms: f64,
+    pub checkpoints_over_100ms: u64,
+    /// Write requests answered, the mean of their round (taken by the writer → answered), and
+    /// the share of them whose round took longer than 100 ms.
+    pub requests: u64,
+    pub round_mean_ms: f64,
+    pub rounds_over_100ms: f64,
+}
+
 pub(crate) struct Inputs {
     pub scenario: Scenario,
     pub broker: String,
@@ -140,6 +158,8 @@ pub(crate) struct Inputs {
     pub latency_before_kill: Option<(LatencySummary, LatencySummary)>,
     /// The dispatch's stages in the last life: the actor's mailbox, then the step's write.
     pub stages: Option<(LatencySummary, LatencySummary)>,
+    /// The store writers' checkpoints and rounds in the last life.
+    pub store_waits: Option<StoreWaits>,
     pub recovery: Option<Recovery>,
     pub raw: Raw,
     pub actor_memory: Option<ActorMemory>,
@@ -172,6 +192,10 @@ pub struct Summary {
     /// The dispatch's stages (last life): the actor's mailbox, then the order step's write.
     #[serde(default)]
     pub dispatch_stages: Option<(LatencySummary, LatencySummary)>,
+    /// What the store's writers waited on in the last life (embedded store; from its metrics).
+    /// Absent in reports from before 2026-12-07 night.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_waits: Option<StoreWaits>,
     pub peak_in_flight: u64,
     pub peak_live_actors: u64,
     /// Commands that timed out before the kill (or in the only life).
@@ -455,6 +479,7 @@ impl Report {
                 .map(|l| l.1)
                 .filter(|l| l.count > 0),
             dispatch_stages: i.stages.filter(|s| s.0.count > 0),
+            store_waits: i.store_waits,
             peak_in_flight: i.samples.iter().map(|s| s.in_flight).fold(0.0, f64::max) as u64,
             peak_live_actors: peak_live as u64,
             timed_out_commands: first_life_timeouts(&i.samples) as u64,

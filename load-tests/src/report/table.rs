@@ -149,6 +149,22 @@ impl Report {
                 "",
             );
         }
+        if let Some(w) = &s.store_waits {
+            row(
+                "store writers: checkpoints · a write's round (taken → answered)",
+                format!(
+                    "{} checkpoints, mean {:.0} ms, {} over 100 ms · {} writes, mean {:.1} ms, {:.2} % over 100 ms",
+                    w.checkpoints,
+                    w.checkpoint_mean_ms,
+                    w.checkpoints_over_100ms,
+                    w.requests,
+                    w.round_mean_ms,
+                    w.rounds_over_100ms * 100.0
+                ),
+                "".into(),
+                "",
+            );
+        }
         row(
             "completion latency (answer → final status stored)",
             lat(&s.completion),
