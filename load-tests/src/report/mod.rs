@@ -568,6 +568,32 @@ fn first_life_timeouts(samples: &[Sample]) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    /// A report says what the store's writers waited on when the run measured it, and a
+    /// report from before that reads and renders as it did.
+    #[test]
+    fn the_store_writers_row_shows_checkpoints_and_rounds_when_measured() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/steady");
+        let mut r = super::Report::read(&dir).expect("the committed steady report");
+        r.summary.store_waits = None;
+        assert!(!r.table().contains("store writers"));
+        r.summary.store_waits = Some(super::StoreWaits {
+            checkpoints: 139,
+            checkpoint_mean_ms: 127.6,
+            checkpoints_over_100ms: 106,
+            requests: 586_536,
+            round_mean_ms: 11.34,
+            rounds_over_100ms: 0.0096,
+        });
+        let table = r.table();
+        assert!(
+            table.contains("| store writers: checkpoints · a write's round (taken → answered) | 139 checkpoints, mean 128 ms, 106 over 100 ms · 586536 writes, mean 11.3 ms, 0.96 % over 100 ms |"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&r.summary).unwrap();
+        let back: super::Summary = serde_json::from_value(json).unwrap();
+        assert_eq!(back.store_waits, r.summary.store_waits);
+    }
+
     /// Memory per live actor is judged on the actor's own overhead, measured apart with a
     /// counting allocator, where the report has it; the table shows both numbers and the
     /// run's own resident-set figure; a report from before that measurement keeps its verdict
