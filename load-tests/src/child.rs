@@ -277,9 +277,13 @@ impl Scrape {
         if requests <= 0.0 {
             return None;
         }
+        // Above the 0.1 s bucket; `None` when the histogram has no such bucket (its buckets
+        // are switchyard's `FAST_BUCKETS`), rather than a share made up from a missing one.
         let over = |name: &str| {
-            self.sum(&format!("{name}_count"), &[])
-                - self.sum(&format!("{name}_bucket"), &["le=\"0.1\""])
+            let bucket = format!("{name}_bucket{{le=\"0.1\"}}");
+            self.0
+                .get(&bucket)
+                .map(|under| self.sum(&format!("{name}_count"), &[]) - under)
         };
         let checkpoints = self.sum("switchyard_store_checkpoint_seconds_count", &[]);
         let mean_ms = |name: &str, n: f64| {
@@ -292,10 +296,10 @@ impl Scrape {
         Some(StoreWaits {
             checkpoints: checkpoints as u64,
             checkpoint_mean_ms: mean_ms("switchyard_store_checkpoint_seconds", checkpoints),
-            checkpoints_over_100ms: over("switchyard_store_checkpoint_seconds") as u64,
+            checkpoints_over_100ms: over("switchyard_store_checkpoint_seconds").map(|n| n as u64),
             requests: requests as u64,
             round_mean_ms: mean_ms("switchyard_store_round_seconds", requests),
-            rounds_over_100ms: over("switchyard_store_round_seconds") / requests,
+            rounds_over_100ms: over("switchyard_store_round_seconds").map(|n| n / requests),
         })
     }
 
@@ -348,11 +352,19 @@ mod tests {
             )
         };
         let w = Scrape::parse(&text(1000)).store_waits().unwrap();
-        assert_eq!((w.checkpoints, w.checkpoints_over_100ms), (4, 1));
+        assert_eq!((w.checkpoints, w.checkpoints_over_100ms), (4, Some(1)));
         assert!((w.checkpoint_mean_ms - 100.0).abs() < 1e-9);
         assert_eq!(w.requests, 1000);
         assert!((w.round_mean_ms - 5.0).abs() < 1e-9);
-        assert!((w.rounds_over_100ms - 0.01).abs() < 1e-12);
+        assert!((w.rounds_over_100ms.unwrap() - 0.01).abs() < 1e-12);
+        // Histograms without a 0.1 s bucket: the means stand, the shares are not made up.
+        let other_buckets = text(1000).replace("le=\"0.1\"", "le=\"0.2\"");
+        let w = Scrape::parse(&other_buckets).store_waits().unwrap();
+        assert_eq!(
+            (w.checkpoints_over_100ms, w.rounds_over_100ms),
+            (None, None)
+        );
+        assert!((w.round_mean_ms - 5.0).abs() < 1e-9);
         assert_eq!(Scrape::parse(&text(0)).store_waits(), None, "no write yet");
         assert_eq!(Scrape::parse("switchyard_up 1\n").store_waits(), None);
     }

@@ -120,12 +120,13 @@ pub struct StoreWaits {
     /// than 100 ms.
     pub checkpoints: u64,
     pub checkpoint_mean_ms: f64,
-    pub checkpoints_over_100ms: u64,
+    /// (`None`: switchyard's histogram has no 0.1 s bucket.)
+    pub checkpoints_over_100ms: Option<u64>,
     /// Write requests answered, the mean of their round (taken by the writer → answered), and
     /// the share of them whose round took longer than 100 ms.
     pub requests: u64,
     pub round_mean_ms: f64,
-    pub rounds_over_100ms: f64,
+    pub rounds_over_100ms: Option<f64>,
 }
 
 pub(crate) struct Inputs {
@@ -579,10 +580,10 @@ mod tests {
         r.summary.store_waits = Some(super::StoreWaits {
             checkpoints: 139,
             checkpoint_mean_ms: 127.6,
-            checkpoints_over_100ms: 106,
+            checkpoints_over_100ms: Some(106),
             requests: 586_536,
             round_mean_ms: 11.34,
-            rounds_over_100ms: 0.0096,
+            rounds_over_100ms: Some(0.0096),
         });
         let table = r.table();
         assert!(
@@ -592,6 +593,14 @@ mod tests {
         let json = serde_json::to_value(&r.summary).unwrap();
         let back: super::Summary = serde_json::from_value(json).unwrap();
         assert_eq!(back.store_waits, r.summary.store_waits);
+        if let Some(w) = r.summary.store_waits.as_mut() {
+            (w.checkpoints_over_100ms, w.rounds_over_100ms) = (None, None);
+        }
+        let table = r.table();
+        assert!(
+            table.contains("139 checkpoints, mean 128 ms, n/a over 100 ms · 586536 writes, mean 11.3 ms, n/a over 100 ms"),
+            "{table}"
+        );
     }
 
     /// Memory per live actor is judged on the actor's own overhead, measured apart with a

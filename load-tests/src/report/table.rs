@@ -153,13 +153,15 @@ impl Report {
             row(
                 "store writers: checkpoints · a write's round (taken → answered)",
                 format!(
-                    "{} checkpoints, mean {:.0} ms, {} over 100 ms · {} writes, mean {:.1} ms, {:.2} % over 100 ms",
+                    "{} checkpoints, mean {:.0} ms, {} over 100 ms · {} writes, mean {:.1} ms, {} over 100 ms",
                     w.checkpoints,
                     w.checkpoint_mean_ms,
-                    w.checkpoints_over_100ms,
+                    w.checkpoints_over_100ms
+                        .map_or("n/a".into(), |n| n.to_string()),
                     w.requests,
                     w.round_mean_ms,
-                    w.rounds_over_100ms * 100.0
+                    w.rounds_over_100ms
+                        .map_or("n/a".into(), |f| format!("{:.2} %", f * 100.0))
                 ),
                 "".into(),
                 "",
