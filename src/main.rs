@@ -3,6 +3,13 @@
 
 mod cli;
 
+/// jemalloc, not the system's malloc: the service allocates and frees many small values per
+/// order on four threads, and glibc's malloc took about a fifth of its CPU (measured with the
+/// month-end load test: docs/architecture.md, "The allocator, measured again").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     cli::main()
 }
