@@ -4,8 +4,9 @@
 mod cli;
 
 /// jemalloc, not the system's malloc: the service allocates and frees many small values per
-/// order on four threads, and glibc's malloc took about a fifth of its CPU (measured with the
-/// month-end load test: docs/architecture.md, "The allocator, measured again").
+/// order on four threads, and with jemalloc its CPU per order was about a fifth lower than with
+/// glibc's malloc (the month-end load test: docs/architecture.md, "The allocator, measured
+/// again"). `tests/cli/allocator.rs` fails if the binary stops using it.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -2,6 +2,7 @@
 //! child process (never changing this process's working directory or environment), so the
 //! tests of every subcommand share one test binary.
 //!
+//! - [`allocator`]: the binary allocates with jemalloc;
 //! - [`config`]: the example configs load from any working directory (`check-config`, as the
 //!   systemd unit starts switchyard: from `/`);
 //! - [`demo`]: a piped demo writes plain text and does not count held orders as final;
@@ -15,6 +16,7 @@ use std::process::{Command, Output};
 #[path = "../common/mod.rs"]
 mod common;
 
+mod allocator;
 mod config;
 mod demo;
 mod policy;
